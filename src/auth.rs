@@ -1,0 +1,1241 @@
+//! Exit classification (SPEC 5): why did a replica's process end?
+//!
+//! This module owns the one table of built-in output signatures and the pure
+//! function [`classify`] that turns an exit status plus the tail of a run's output
+//! into an [`ExitClass`] (`ok`, `auth`, `config`, `crash`). It does not collect the
+//! output (the output task keeps the tail), re-read sources or restart anything (the
+//! replica state machine in [`crate::replica`] decides that from the class).
+//!
+//! Where the signatures come from: `shared/reference/auth-signatures.md` (observed by
+//! running the current OpenAI, Anthropic, LangGraph and AutoGen clients) is the main
+//! source; `shared/reference/secrets.md` Part C (read in SDK source) covers the
+//! providers that were not run (Google, Azure, Groq, Mistral, Cohere, xAI). Where the
+//! two disagree the observation wins (auth-signatures.md §9).
+//!
+//! The tail is unredacted and may hold a whole key (httpx echoes the refused
+//! `Authorization` header). Nothing in a [`Classification`] ever carries text taken
+//! from the output except a signature literal of our own table and an environment
+//! variable *name* an SDK asked for.
+
+use std::fmt;
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use crate::secret::Sensitive;
+
+/// At most this many lines of a run's output are scanned. auth-signatures.md §7: the
+/// malformed-key signature of LangGraph-Python sits 60 lines from the end and an
+/// AutoGen team's output is 207 lines, so SPEC 5 keeps the last 200.
+pub const TAIL_MAX_LINES: usize = 200;
+
+/// At most this many bytes of a run's output are scanned (SPEC 5: 64 KiB), so one
+/// huge line cannot make classification slow.
+pub const TAIL_MAX_BYTES: usize = 64 * 1024;
+
+/// The class of a finished run (SPEC 5). The replica state machine decides from it
+/// whether and when to restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExitClass {
+    /// Status 0, or an exit agentsup asked for.
+    Ok,
+    /// A provider rejected a credential: re-read sources, then restart.
+    Auth,
+    /// The SDK found no credential, or could not send it: restarting cannot help.
+    Config,
+    /// Any other failure, including death by a signal agentsup did not send.
+    Crash,
+}
+
+impl ExitClass {
+    /// The lowercase name used in logs, metrics labels and `status` (SPEC 5).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExitClass::Ok => "ok",
+            ExitClass::Auth => "auth",
+            ExitClass::Config => "config",
+            ExitClass::Crash => "crash",
+        }
+    }
+}
+
+impl fmt::Display for ExitClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a process ended, as the reaper saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Termination {
+    /// It called `exit` with this status.
+    Exited(i32),
+    /// It was killed by this signal number.
+    Signaled(i32),
+}
+
+impl fmt::Display for Termination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Termination::Exited(code) => write!(f, "status {code}"),
+            Termination::Signaled(signo) => match nix::sys::signal::Signal::try_from(signo) {
+                Ok(sig) => write!(f, "signal {signo} ({})", sig.as_str()),
+                Err(_) => write!(f, "signal {signo}"),
+            },
+        }
+    }
+}
+
+/// Which tier of the signature table matched (auth-signatures.md §7). When several
+/// tiers match, the first in declaration order wins: a malformed key also produces
+/// the connection error, and a missing key is not "rejected".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tier {
+    /// The HTTP client refused to send a credential holding whitespace or a control
+    /// character. Class [`ExitClass::Config`].
+    Malformed,
+    /// The SDK found no credential at all. Class [`ExitClass::Config`].
+    Config,
+    /// The provider rejected a credential. Class [`ExitClass::Auth`].
+    Auth,
+}
+
+/// What the masked key an SDK echoed says about which key was sent (SPEC 5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fingerprint {
+    /// The echo matches the value agentsup injected under this variable: that key is
+    /// revoked or rotated, so re-reading the sources may cure it.
+    InjectedKeyRejected {
+        /// The variable name (never the value or the echoed text).
+        key: String,
+    },
+    /// The echo matches none of the injected values: the worker sent a hard-coded
+    /// key, one from its own `.env`, or an undeclared variable.
+    OtherKeySent,
+}
+
+/// The result of [`classify`]. Safe to log as a whole: it holds no output text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classification {
+    /// The class that drives the restart decision.
+    pub class: ExitClass,
+    /// One human sentence: what matched and where, e.g. ``matched `invalid x-api-key`
+    /// (Anthropic) 3 lines before the end``. Never quotes the output.
+    pub reason: String,
+    /// The built-in signature that matched, as written in the table.
+    pub signature: Option<&'static str>,
+    /// Which tier matched; `None` when the status alone decided.
+    pub tier: Option<Tier>,
+    /// For the config class: the variable the SDK asked for (`OPENAI_API_KEY`, …), so
+    /// the supervisor can say whether the worker declares it. For a malformed key:
+    /// the injected variable whose value holds whitespace, when one does.
+    pub wanted_var: Option<String>,
+    /// For the auth class, when the SDK echoed a masked key.
+    pub fingerprint: Option<Fingerprint>,
+}
+
+impl Classification {
+    fn status_only(class: ExitClass, reason: String) -> Self {
+        Classification {
+            class,
+            reason,
+            signature: None,
+            tier: None,
+            wanted_var: None,
+            fingerprint: None,
+        }
+    }
+}
+
+/// Everything [`classify`] looks at. Borrowed, so the caller keeps ownership of the
+/// (possibly large) tail and of the injected values.
+#[derive(Debug, Clone, Copy)]
+pub struct ClassifyInput<'a> {
+    /// How the process ended.
+    pub termination: Termination,
+    /// True when agentsup itself asked this run to stop (stop, restart, reload): its
+    /// death by the stop signal, or any exit after it, is not a failure.
+    pub was_stop_requested: bool,
+    /// The worker's `auth.exit_codes`: a status listed there is an auth failure.
+    pub exit_codes: &'a [i32],
+    /// The worker's `auth.patterns`, compiled by the plan: a match is an auth failure.
+    pub patterns: &'a [Regex],
+    /// The end of the run's output (stdout and stderr interleaved, unredacted; invalid
+    /// UTF-8 replaced). Longer input is cut to [`tail_window`] here.
+    pub tail: &'a str,
+    /// The key variables agentsup injected into this run, for the fingerprint.
+    pub injected: &'a [(String, Sensitive)],
+}
+
+enum Needle {
+    /// A case-sensitive substring.
+    Literal(&'static str),
+    /// A regex, for the few messages whose middle varies.
+    Pattern(&'static str),
+}
+
+struct Signature {
+    tier: Tier,
+    needle: Needle,
+    /// Who prints it, for the reason sentence.
+    origin: &'static str,
+    /// Config tier: the variables to name when none can be read off the line.
+    wants: &'static [&'static str],
+    /// Config tier: read the variable name off the matched line (the SDK names it).
+    parse_var: bool,
+}
+
+const fn malformed(literal: &'static str, origin: &'static str) -> Signature {
+    Signature {
+        tier: Tier::Malformed,
+        needle: Needle::Literal(literal),
+        origin,
+        wants: &[],
+        parse_var: false,
+    }
+}
+
+const fn config(
+    needle: Needle,
+    origin: &'static str,
+    wants: &'static [&'static str],
+    parse_var: bool,
+) -> Signature {
+    Signature {
+        tier: Tier::Config,
+        needle,
+        origin,
+        wants,
+        parse_var,
+    }
+}
+
+const fn auth(needle: Needle, origin: &'static str) -> Signature {
+    Signature {
+        tier: Tier::Auth,
+        needle,
+        origin,
+        wants: &[],
+        parse_var: false,
+    }
+}
+
+use Needle::{Literal, Pattern};
+
+/// The built-in signatures, grouped by tier in precedence order (malformed, config,
+/// auth: auth-signatures.md §7). Within a tier the first match in table order is the
+/// one reported, so specific messages come before the bare class names.
+///
+/// Deliberately absent, because they are not cured by re-reading keys (SPEC 5,
+/// auth-signatures.md §7, Part C.2): `RateLimitError`, `insufficient_quota`,
+/// `rate_limit_error`, `APIConnectionError`, `LocalProtocolError` alone, 403
+/// `SERVICE_DISABLED` / `PERMISSION_DENIED … has not been used in project`, and a
+/// bare `401` (Google and xAI reject keys with 400, Mistral's 401 needs its prefix).
+static SIGNATURES: &[Signature] = &[
+    // --- malformed -------------------------------------------------------------
+    // httpx/h11 (`httpcore2.LocalProtocolError`) refusing `b'Bearer <key>\n'`;
+    // observed for keys with a trailing `\n` or space in all 6 Python clients
+    // (openai 3.54.0, anthropic 2.12.0, langgraph 1.2.22, autogen 0.7.5, ag2 1.2.1),
+    // auth-signatures.md §5.6; Part C "any httpx-based Python SDK". The run then ends
+    // like a network error, so this must beat everything else.
+    malformed("Illegal header value", "httpx, Python SDKs"),
+    // --- config ----------------------------------------------------------------
+    // openai-python >= 2.34 (observed 3.54.0) and openai-node >= 5 (observed 6.49.0),
+    // and every wrapper of them, unset or empty key: auth-signatures.md §5.5, §7.
+    // Also `AzureOpenAI` (Part C), which names AZURE_OPENAI_API_KEY on the same line.
+    config(
+        Literal("Missing credentials. Please pass"),
+        "OpenAI SDK",
+        &["OPENAI_API_KEY"],
+        true,
+    ),
+    // anthropic-python 2.12.0 (as a TypeError) and @anthropic-ai/sdk 1.12.0, unset
+    // or empty key, raised at the first request: observed, auth-signatures.md §5.5.
+    config(
+        Literal("Could not resolve authentication method"),
+        "Anthropic SDK",
+        &["ANTHROPIC_API_KEY"],
+        false,
+    ),
+    // openai-python <= 2.33 and groq-python 1.6.0: read in Part C (not run).
+    config(
+        Literal("The api_key client option must be set"),
+        "OpenAI/Groq Python SDK",
+        &["OPENAI_API_KEY"],
+        true,
+    ),
+    // openai-node v4 (`The OPENAI_API_KEY environment variable is missing or
+    // empty`), and the Azure client's OPENAI_API_VERSION: read in Part C (not run).
+    config(
+        Literal("environment variable is missing or empty"),
+        "OpenAI Node SDK v4",
+        &["OPENAI_API_KEY"],
+        true,
+    ),
+    // OpenAI server body when no Authorization header was sent (openai-python
+    // 1.92.3 – 2.33 with an empty key): Part C; not produced by current SDKs (§7).
+    config(
+        Literal("You didn't provide an API key"),
+        "OpenAI API",
+        &["OPENAI_API_KEY"],
+        false,
+    ),
+    // Anthropic server body without a credential header: Part C (server body).
+    config(
+        Literal("x-api-key header is required"),
+        "Anthropic API",
+        &["ANTHROPIC_API_KEY"],
+        false,
+    ),
+    // google-genai (Python) >= 1.65, no key: read in Part C. It prefers
+    // GOOGLE_API_KEY over GEMINI_API_KEY.
+    config(
+        Literal("No API key was provided"),
+        "google-genai",
+        &["GOOGLE_API_KEY", "GEMINI_API_KEY"],
+        false,
+    ),
+    // google-genai (Python) < 1.65, no key: read in Part C.
+    config(
+        Literal("Missing key inputs argument"),
+        "google-genai",
+        &["GOOGLE_API_KEY", "GEMINI_API_KEY"],
+        false,
+    ),
+    // google-generativeai (deprecated) `DefaultCredentialsError`: read in Part C. The
+    // message itself names GOOGLE_API_KEY; the line also holds `API_KEY`, so the name
+    // is fixed rather than parsed.
+    config(
+        Literal("No API_KEY or ADC found"),
+        "google-generativeai",
+        &["GOOGLE_API_KEY", "GEMINI_API_KEY"],
+        false,
+    ),
+    // Google server, 403 PERMISSION_DENIED when no key is sent at all: Part C
+    // ("Google (server) variants"). Not to be confused with SERVICE_DISABLED.
+    config(
+        Literal("Method doesn't allow unregistered callers"),
+        "Google API",
+        &["GOOGLE_API_KEY", "GEMINI_API_KEY"],
+        false,
+    ),
+    // LangChain pydantic-v1 `get_from_env` (`Did not find openai_api_key, please add
+    // an environment variable `OPENAI_API_KEY` …`): Part C.
+    config(Pattern("Did not find .*_api_key"), "LangChain", &[], true),
+    // cohere-python `base_client.py`, typo included: Part C.
+    config(
+        Literal("The client must be instantiated be either passing in token or setting CO_API_KEY"),
+        "Cohere SDK",
+        &["CO_API_KEY"],
+        false,
+    ),
+    // openai-python `AzureOpenAI` without an API version: Part C (`lib/azure.py`).
+    config(
+        Literal("Must provide either the"),
+        "AzureOpenAI",
+        &["OPENAI_API_VERSION"],
+        true,
+    ),
+    // openai-python `AzureOpenAI` without an endpoint: Part C (`lib/azure.py`).
+    config(
+        Literal("Must provide one of the"),
+        "AzureOpenAI",
+        &["AZURE_OPENAI_ENDPOINT"],
+        true,
+    ),
+    // --- auth ------------------------------------------------------------------
+    // OpenAI 401 message, observed in all 7 OpenAI-based clients (wrong and quoted
+    // key), auth-signatures.md §7; also xAI's 400 (Part C). Carries the fingerprint.
+    auth(
+        Literal("Incorrect API key provided"),
+        "OpenAI-compatible API",
+    ),
+    // Anthropic 401 message, observed in anthropic 2.12.0 and @anthropic-ai/sdk
+    // 1.12.0 (auth-signatures.md §7).
+    auth(Literal("invalid x-api-key"), "Anthropic API"),
+    // Anthropic 401 for a rejected Bearer credential, observed (case b2, §5.9).
+    auth(Literal("Invalid bearer token"), "Anthropic API"),
+    // Azure OpenAI 401, wrong key or an OpenAI key sent to Azure: Part C.
+    auth(
+        Literal("Access denied due to invalid subscription key or wrong API endpoint"),
+        "Azure OpenAI",
+    ),
+    // Azure OpenAI 401 with an expired or wrong Entra token: Part C.
+    auth(
+        Literal("Access token is missing, invalid, audience is incorrect"),
+        "Azure OpenAI (Entra ID)",
+    ),
+    // Google 400 INVALID_ARGUMENT message (google-genai, the deprecated SDK,
+    // langchain-google-genai, Gemini's OpenAI-compatible endpoint): Part C.
+    auth(Literal("API key not valid"), "Google API"),
+    // Google error reason, in the same 400 bodies and in `API Key not found`: Part C.
+    auth(Literal("API_KEY_INVALID"), "Google API"),
+    // Groq 401 message: Part C.
+    auth(Literal("Invalid API Key"), "Groq API"),
+    // Cohere 401 body: Part C.
+    auth(Literal("invalid api token"), "Cohere API"),
+    // mistralai 1.x (`API error occurred: Status 401\n{…}`) and >= 1.9.11 / 2.x
+    // (`… Status 401. Body: …`): Part C. The SDK prefix is required because a bare
+    // 401 is not enough, and `\b` keeps `Status 4010` out.
+    auth(Pattern(r"API error occurred: Status 401\b"), "Mistral SDK"),
+    // LangChain.js `lc_error_code` and troubleshooting URL, observed in
+    // @langchain/langgraph 1.7.3 + @langchain/openai 1.5.8 (§5.3).
+    auth(Literal("MODEL_AUTHENTICATION"), "LangChain.js"),
+    // OpenAI/Groq error code: the Node object dump `code: 'invalid_api_key'`
+    // (observed, openai 6.49.0, LangGraph.js) and Python dict reprs (openai-python
+    // < 3, groq; Part C).
+    auth(Literal("'invalid_api_key'"), "OpenAI-compatible API"),
+    // The same code in JSON quoting (raw bodies, logged responses): Part C.2.
+    auth(Literal("\"invalid_api_key\""), "OpenAI-compatible API"),
+    // Anthropic error type in dict repr and JSON, observed in both Anthropic clients.
+    auth(Literal("authentication_error"), "Anthropic API"),
+    // cohere-python `UnauthorizedError` class: Part C.
+    auth(Literal("UnauthorizedError"), "Cohere SDK"),
+    // The class name in every module prefix: observed in all 9 clients, including
+    // `OpenAIAuthenticationError`, AutoGen teams' `RuntimeError: AuthenticationError:`
+    // and tenacity's `RetryError[… raised AuthenticationError]` (§7, Part C).
+    auth(
+        Literal("AuthenticationError"),
+        "OpenAI/Anthropic SDK and wrappers",
+    ),
+];
+
+/// One compiled regex per table entry (`None` for literals), built once.
+static COMPILED: LazyLock<Vec<Option<Regex>>> = LazyLock::new(|| {
+    SIGNATURES
+        .iter()
+        .map(|sig| match sig.needle {
+            Needle::Literal(_) => None,
+            Needle::Pattern(src) => Some(Regex::new(src).expect("built-in signature regex")),
+        })
+        .collect()
+});
+
+/// An environment variable name as SDK messages print it (`OPENAI_API_KEY`): upper
+/// case with at least one underscore, so mixed-case key material never qualifies.
+static VAR_NAME: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+\b").expect("variable-name regex")
+});
+
+/// The OpenAI/xAI message that echoes a masked key (auth-signatures.md §7).
+const ECHO_PREFIX: &str = "Incorrect API key provided: ";
+
+/// The part of `tail` that classification looks at: the last [`TAIL_MAX_BYTES`]
+/// bytes (cut on a character boundary), then the last [`TAIL_MAX_LINES`] lines of
+/// those. A trailing newline does not count as a line.
+pub fn tail_window(tail: &str) -> &str {
+    let mut start = tail.len().saturating_sub(TAIL_MAX_BYTES);
+    while !tail.is_char_boundary(start) {
+        start += 1;
+    }
+    let window = &tail[start..];
+    let body = window.strip_suffix('\n').unwrap_or(window);
+    let mut newlines = 0;
+    for (i, byte) in body.bytes().enumerate().rev() {
+        if byte == b'\n' {
+            newlines += 1;
+            if newlines == TAIL_MAX_LINES {
+                return &window[i + 1..];
+            }
+        }
+    }
+    window
+}
+
+/// Classifies a finished run (SPEC 5).
+///
+/// Order: a requested stop is `ok`; status 0 is `ok`; a signal agentsup did not send
+/// is `crash`; a status in `auth.exit_codes` is `auth`; then the output window is
+/// scanned for malformed, config, user `auth.patterns`, and built-in auth signatures,
+/// in that order; anything else is `crash`.
+pub fn classify(input: &ClassifyInput<'_>) -> Classification {
+    let status = input.termination;
+    if input.was_stop_requested {
+        return Classification::status_only(
+            ExitClass::Ok,
+            format!("ended with {status} after agentsup asked it to stop"),
+        );
+    }
+    let code = match status {
+        Termination::Exited(0) => {
+            return Classification::status_only(ExitClass::Ok, "exited with status 0".into());
+        }
+        Termination::Signaled(_) => {
+            return Classification::status_only(
+                ExitClass::Crash,
+                format!("killed by {status}, which agentsup did not send"),
+            );
+        }
+        Termination::Exited(code) => code,
+    };
+    let window = tail_window(input.tail);
+
+    if input.exit_codes.contains(&code) {
+        let fingerprint = fingerprint(window, input.injected);
+        let mut reason = format!("exit status {code} is listed in auth.exit_codes");
+        push_fingerprint_note(&mut reason, fingerprint.as_ref());
+        return Classification {
+            class: ExitClass::Auth,
+            reason,
+            signature: None,
+            tier: None,
+            wanted_var: None,
+            fingerprint,
+        };
+    }
+
+    if let Some(found) = scan(window, Tier::Malformed).or_else(|| scan(window, Tier::Config)) {
+        return classify_config(found, window, input);
+    }
+
+    for pattern in input.patterns {
+        if let Some(m) = pattern.find_iter(window).last() {
+            let fingerprint = fingerprint(window, input.injected);
+            let mut reason = format!(
+                "matched auth.patterns `{}` {}",
+                pattern.as_str(),
+                place(window, m.end())
+            );
+            push_fingerprint_note(&mut reason, fingerprint.as_ref());
+            return Classification {
+                class: ExitClass::Auth,
+                reason,
+                signature: None,
+                tier: Some(Tier::Auth),
+                wanted_var: None,
+                fingerprint,
+            };
+        }
+    }
+
+    if let Some(found) = scan(window, Tier::Auth) {
+        let fingerprint = fingerprint(window, input.injected);
+        let mut reason = format!(
+            "matched `{}` ({}) {}: the provider rejected a credential",
+            found.signature_text(),
+            found.sig.origin,
+            place(window, found.end)
+        );
+        push_fingerprint_note(&mut reason, fingerprint.as_ref());
+        return Classification {
+            class: ExitClass::Auth,
+            reason,
+            signature: Some(found.signature_text()),
+            tier: Some(Tier::Auth),
+            wanted_var: None,
+            fingerprint,
+        };
+    }
+
+    let lines = window.lines().count();
+    Classification::status_only(
+        ExitClass::Crash,
+        format!(
+            "exited with status {code}; no auth or config signature in its last {lines} lines of output"
+        ),
+    )
+}
+
+/// A signature found in the window: the table entry and where its last match is.
+struct Found {
+    sig: &'static Signature,
+    start: usize,
+    end: usize,
+}
+
+impl Found {
+    fn signature_text(&self) -> &'static str {
+        match self.sig.needle {
+            Needle::Literal(s) | Needle::Pattern(s) => s,
+        }
+    }
+}
+
+/// The first entry of `tier` (table order) that occurs in `window`, at its last
+/// occurrence: the one nearest the end is the one that killed the process.
+fn scan(window: &str, tier: Tier) -> Option<Found> {
+    SIGNATURES
+        .iter()
+        .zip(COMPILED.iter())
+        .filter(|(sig, _)| sig.tier == tier)
+        .find_map(|(sig, compiled)| {
+            let (start, end) = match (&sig.needle, compiled) {
+                (Needle::Literal(lit), _) => window.rfind(lit).map(|s| (s, s + lit.len()))?,
+                (Needle::Pattern(_), Some(re)) => {
+                    let m = re.find_iter(window).last()?;
+                    (m.start(), m.end())
+                }
+                (Needle::Pattern(_), None) => return None,
+            };
+            Some(Found { sig, start, end })
+        })
+}
+
+fn classify_config(found: Found, window: &str, input: &ClassifyInput<'_>) -> Classification {
+    let signature = found.signature_text();
+    let head = format!(
+        "matched `{signature}` ({}) {}",
+        found.sig.origin,
+        place(window, found.end)
+    );
+    let (reason, wanted_var) = match found.sig.tier {
+        Tier::Malformed => {
+            let culprit = malformed_key(window, input.injected);
+            let mut reason = format!(
+                "{head}: the HTTP client refused to send a credential holding whitespace or a \
+                 control character; restarting cannot help"
+            );
+            if let Some(name) = &culprit {
+                reason.push_str(&format!(
+                    " ({name} as injected has surrounding whitespace or a control character, or \
+                     is the value in the refused header)"
+                ));
+            }
+            (reason, culprit)
+        }
+        _ => {
+            let wanted = wanted_var(found.sig, window, found.start);
+            let reason = match &wanted {
+                Some(var) => format!(
+                    "{head}: the SDK found no credential (it wants {var}); restarting cannot help"
+                ),
+                None => format!("{head}: the SDK found no credential; restarting cannot help"),
+            };
+            (reason, wanted)
+        }
+    };
+    Classification {
+        class: ExitClass::Config,
+        reason,
+        signature: Some(signature),
+        tier: Some(found.sig.tier),
+        wanted_var,
+        fingerprint: None,
+    }
+}
+
+/// "on the last line" / "3 lines before the end": how far from the end the match
+/// is, counting non-empty lines, so the reason shows why a window is needed.
+fn place(window: &str, match_end: usize) -> String {
+    let after = window[match_end..]
+        .split('\n')
+        .skip(1)
+        .filter(|line| !line.trim().is_empty())
+        .count();
+    match after {
+        0 => "on the last line".into(),
+        1 => "1 line before the end".into(),
+        n => format!("{n} lines before the end"),
+    }
+}
+
+/// The whole line of `window` that contains byte offset `at`.
+fn line_at(window: &str, at: usize) -> &str {
+    let start = window[..at].rfind('\n').map_or(0, |i| i + 1);
+    let end = window[at..].find('\n').map_or(window.len(), |i| at + i);
+    &window[start..end]
+}
+
+/// The variable a config-tier message asks for: read off the matched line when the
+/// SDK names it there (first env-var-shaped token, the SDK lists its primary
+/// variable first), else the entry's default.
+fn wanted_var(sig: &Signature, window: &str, at: usize) -> Option<String> {
+    if sig.parse_var {
+        let line = line_at(window, at);
+        if let Some(m) = VAR_NAME
+            .find_iter(line)
+            .find(|m| m.as_str().len() <= 64 && m.as_str() != "API_KEY")
+        {
+            return Some(m.as_str().to_owned());
+        }
+    }
+    sig.wants.first().map(|s| (*s).to_owned())
+}
+
+/// The injected variable to blame for an `Illegal header value`: one whose value
+/// has surrounding whitespace or a control character, else one whose trimmed value
+/// appears in the output (httpx prints the refused header whole, §5.6).
+fn malformed_key(window: &str, injected: &[(String, Sensitive)]) -> Option<String> {
+    let dirty = injected.iter().find(|(_, value)| {
+        let raw = value.expose();
+        raw != raw.trim() || raw.chars().any(char::is_control)
+    });
+    let echoed = || {
+        injected.iter().find(|(_, value)| {
+            let trimmed = value.expose().trim();
+            trimmed.len() >= 8 && window.contains(trimmed)
+        })
+    };
+    dirty.or_else(echoed).map(|(name, _)| name.clone())
+}
+
+fn push_fingerprint_note(reason: &mut String, fingerprint: Option<&Fingerprint>) {
+    match fingerprint {
+        Some(Fingerprint::InjectedKeyRejected { key }) => reason.push_str(&format!(
+            "; the key it echoed is the injected {key} (revoked or rotated?)"
+        )),
+        Some(Fingerprint::OtherKeySent) => reason.push_str(
+            "; the key it echoed is none agentsup injected (hard-coded, the worker's own \
+             .env, or an undeclared variable)",
+        ),
+        None => {}
+    }
+}
+
+/// Compares the masked key an OpenAI-compatible provider echoed (the last one in the
+/// window) with the injected values. `None` when nothing usable was echoed.
+fn fingerprint(window: &str, injected: &[(String, Sensitive)]) -> Option<Fingerprint> {
+    let pos = window.rfind(ECHO_PREFIX)?;
+    let rest = &window[pos + ECHO_PREFIX.len()..];
+    let line = &rest[..rest.find('\n').unwrap_or(rest.len())];
+    // OpenAI: "… provided: <echo>. You can find …"; xAI: "… <echo>. You can obtain …".
+    let echoed = match line.find(". You can") {
+        Some(end) => &line[..end],
+        None => line.split_whitespace().next()?.trim_end_matches(['.', ',']),
+    };
+    if echoed.is_empty() || echoed.len() > 256 {
+        return None;
+    }
+    let mask = Mask::parse(echoed)?;
+    Some(
+        injected
+            .iter()
+            .find(|(_, value)| mask.matches(value.expose()))
+            .map_or(Fingerprint::OtherKeySent, |(name, _)| {
+                Fingerprint::InjectedKeyRejected { key: name.clone() }
+            }),
+    )
+}
+
+/// A parsed echo. Borrowed from the output only for the comparison, never stored.
+enum Mask<'a> {
+    /// `sk-proj-****…WXYZ`, `xx***yy`, `sk-abc12***…***wxyz`.
+    Edges { prefix: &'a str, suffix: &'a str },
+    /// Keys of at most 12 characters are echoed whole (auth-signatures.md §2).
+    Whole(&'a str),
+}
+
+impl<'a> Mask<'a> {
+    fn parse(echoed: &'a str) -> Option<Self> {
+        let s = strip_quotes(echoed.trim());
+        let is_mask = |c: char| c == '*' || c == '…';
+        match (s.find(is_mask), s.rfind(is_mask)) {
+            (Some(first), Some(last)) => {
+                let last_len = s[last..].chars().next().map_or(1, char::len_utf8);
+                let prefix = &s[..first];
+                let suffix = &s[last + last_len..];
+                // Fewer visible characters than xAI's 2 + 2 tell nothing.
+                (prefix.len() + suffix.len() >= 4).then_some(Mask::Edges { prefix, suffix })
+            }
+            _ => (!s.is_empty()).then_some(Mask::Whole(s)),
+        }
+    }
+
+    /// True when `value` could have produced this echo. The star count is ignored:
+    /// it need not equal the hidden length in every SDK version (Part C shows
+    /// `***…***`). Quotes are stripped on both sides, because a quoted value is sent
+    /// verbatim and its quotes land inside the visible edges (§5.7).
+    fn matches(&self, value: &str) -> bool {
+        let value = strip_quotes(value.trim());
+        match *self {
+            Mask::Edges { prefix, suffix } => {
+                value.len() >= prefix.len() + suffix.len()
+                    && value.starts_with(prefix)
+                    && value.ends_with(suffix)
+            }
+            Mask::Whole(whole) => value == whole,
+        }
+    }
+}
+
+fn strip_quotes(s: &str) -> &str {
+    let s = s.strip_prefix(['"', '\'']).unwrap_or(s);
+    s.strip_suffix(['"', '\'']).unwrap_or(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    macro_rules! fixture {
+        ($name:literal) => {
+            include_str!(concat!("../tests/fixtures/sdk_output/", $name))
+        };
+    }
+
+    /// The injected key of the wrong-key captures (fake): first 8 + 36 hidden + WXYZ.
+    const WRONG_KEY: &str = "sk-proj-FAKEfake0123456789FAKEfake0123456789WXYZ";
+    /// The quoted key of case d3 (fake), quotes included as the worker received it.
+    const QUOTED_KEY: &str = "\"sk-test-FAKEfake0123456789FAKEfake012GOOD\"";
+
+    fn input<'a>(tail: &'a str, injected: &'a [(String, Sensitive)]) -> ClassifyInput<'a> {
+        ClassifyInput {
+            termination: Termination::Exited(1),
+            was_stop_requested: false,
+            exit_codes: &[],
+            patterns: &[],
+            tail,
+            injected,
+        }
+    }
+
+    fn failed(tail: &str) -> Classification {
+        classify(&input(tail, &[]))
+    }
+
+    fn key(name: &str, value: &str) -> (String, Sensitive) {
+        (name.to_owned(), Sensitive::new(value))
+    }
+
+    /// Every captured case of auth-signatures.md §3 that we reproduce, plus Part C
+    /// providers, with the class §7 assigns and the signature we expect to report.
+    #[test]
+    fn every_fixture_gets_its_class() {
+        use ExitClass::{Auth, Config, Crash};
+        #[rustfmt::skip]
+        let cases: &[(&str, &str, ExitClass, Option<&str>)] = &[
+            ("openai-python b", fixture!("openai-python-wrong-key.txt"), Auth, Some("Incorrect API key provided")),
+            ("openai-python d3", fixture!("openai-python-quoted-key.txt"), Auth, Some("Incorrect API key provided")),
+            ("openai-python c1", fixture!("openai-python-missing-key.txt"), Config, Some("Missing credentials. Please pass")),
+            ("openai-python d1", fixture!("openai-python-trailing-newline.txt"), Config, Some("Illegal header value")),
+            ("openai-python e", fixture!("openai-python-quota-429.txt"), Crash, None),
+            ("openai-python f", fixture!("openai-python-server-down.txt"), Crash, None),
+            ("anthropic-python b", fixture!("anthropic-python-wrong-key.txt"), Auth, Some("invalid x-api-key")),
+            ("anthropic-python b2", fixture!("anthropic-python-bearer-token.txt"), Auth, Some("Invalid bearer token")),
+            ("anthropic-python c1", fixture!("anthropic-python-missing-key.txt"), Config, Some("Could not resolve authentication method")),
+            ("anthropic-python d2", fixture!("anthropic-python-trailing-space.txt"), Config, Some("Illegal header value")),
+            ("anthropic-python e", fixture!("anthropic-python-quota-429.txt"), Crash, None),
+            ("langgraph-python b", fixture!("langgraph-python-wrong-key.txt"), Auth, Some("Incorrect API key provided")),
+            ("langgraph-python d1", fixture!("langgraph-python-trailing-newline.txt"), Config, Some("Illegal header value")),
+            ("autogen-python b", fixture!("autogen-python-wrong-key.txt"), Auth, Some("Incorrect API key provided")),
+            ("autogen-team-python b", fixture!("autogen-team-python-wrong-key.txt"), Auth, Some("Incorrect API key provided")),
+            ("ag2-python b", fixture!("ag2-python-wrong-key.txt"), Auth, Some("Incorrect API key provided")),
+            ("openai-node b", fixture!("openai-node-wrong-key.txt"), Auth, Some("Incorrect API key provided")),
+            ("openai-node d3", fixture!("openai-node-quoted-key.txt"), Auth, Some("Incorrect API key provided")),
+            ("openai-node c1", fixture!("openai-node-missing-key.txt"), Config, Some("Missing credentials. Please pass")),
+            ("openai-node e", fixture!("openai-node-quota-429.txt"), Crash, None),
+            ("openai-node f", fixture!("openai-node-server-down.txt"), Crash, None),
+            ("anthropic-node b", fixture!("anthropic-node-wrong-key.txt"), Auth, Some("invalid x-api-key")),
+            ("anthropic-node b2", fixture!("anthropic-node-bearer-token.txt"), Auth, Some("Invalid bearer token")),
+            ("anthropic-node c1", fixture!("anthropic-node-missing-key.txt"), Config, Some("Could not resolve authentication method")),
+            ("anthropic-node e", fixture!("anthropic-node-quota-429.txt"), Crash, None),
+            ("langgraph-node b", fixture!("langgraph-node-wrong-key.txt"), Auth, Some("Incorrect API key provided")),
+            ("langgraph-node e", fixture!("langgraph-node-quota-429.txt"), Crash, None),
+            ("google-genai 400", fixture!("google-genai-python-invalid-key.txt"), Auth, Some("API key not valid")),
+            ("google-genai 403 disabled", fixture!("google-genai-python-service-disabled.txt"), Crash, None),
+            ("google-genai missing", fixture!("google-genai-python-missing-key.txt"), Config, Some("No API key was provided")),
+            ("azure 401", fixture!("azure-openai-python-401.txt"), Auth, Some("Access denied due to invalid subscription key or wrong API endpoint")),
+            ("azure no version", fixture!("azure-openai-python-missing-version.txt"), Config, Some("Must provide either the")),
+            ("mistral 401", fixture!("mistral-python-401.txt"), Auth, Some(r"API error occurred: Status 401\b")),
+            ("mistral 429", fixture!("mistral-python-429.txt"), Crash, None),
+            ("groq 401", fixture!("groq-python-401.txt"), Auth, Some("Invalid API Key")),
+            ("cohere 401", fixture!("cohere-python-401.txt"), Auth, Some("invalid api token")),
+            ("cohere missing", fixture!("cohere-python-missing-key.txt"), Config, Some("The client must be instantiated be either passing in token or setting CO_API_KEY")),
+            ("langchain legacy missing", fixture!("langchain-legacy-missing-key.txt"), Config, Some("Did not find .*_api_key")),
+            ("xai 400", fixture!("xai-openai-python-wrong-key.txt"), Auth, Some("Incorrect API key provided")),
+            ("healthy python, failing", fixture!("healthy-python.txt"), Crash, None),
+            ("healthy node, failing", fixture!("healthy-node.txt"), Crash, None),
+            ("401 in an access log", fixture!("python-crash-with-401-access-log.txt"), Crash, None),
+        ];
+        for (name, tail, class, signature) in cases {
+            let got = failed(tail);
+            assert_eq!(got.class, *class, "{name}: {}", got.reason);
+            assert_eq!(got.signature, *signature, "{name}: {}", got.reason);
+        }
+    }
+
+    #[test]
+    fn healthy_runs_are_ok() {
+        for tail in [fixture!("healthy-python.txt"), fixture!("healthy-node.txt")] {
+            let mut i = input(tail, &[]);
+            i.termination = Termination::Exited(0);
+            assert_eq!(classify(&i).class, ExitClass::Ok);
+        }
+    }
+
+    #[test]
+    fn status_zero_is_ok_even_with_a_signature_in_the_output() {
+        let mut i = input(fixture!("openai-python-wrong-key.txt"), &[]);
+        i.termination = Termination::Exited(0);
+        assert_eq!(classify(&i).class, ExitClass::Ok);
+    }
+
+    #[test]
+    fn our_own_stop_is_not_a_crash() {
+        for termination in [
+            Termination::Signaled(15),
+            Termination::Exited(143),
+            Termination::Exited(1),
+        ] {
+            let mut i = input(fixture!("openai-python-wrong-key.txt"), &[]);
+            i.termination = termination;
+            i.was_stop_requested = true;
+            assert_eq!(classify(&i).class, ExitClass::Ok, "{termination}");
+        }
+    }
+
+    #[test]
+    fn a_signal_we_did_not_send_is_a_crash() {
+        let mut i = input(fixture!("openai-python-wrong-key.txt"), &[]);
+        i.termination = Termination::Signaled(9);
+        let got = classify(&i);
+        assert_eq!(got.class, ExitClass::Crash);
+        assert!(got.reason.contains("signal 9 (SIGKILL)"), "{}", got.reason);
+    }
+
+    #[test]
+    fn listed_exit_code_is_auth() {
+        let injected = [key("OPENAI_API_KEY", WRONG_KEY)];
+        let mut i = input("bye\n", &injected);
+        i.termination = Termination::Exited(77);
+        i.exit_codes = &[77];
+        let got = classify(&i);
+        assert_eq!(got.class, ExitClass::Auth);
+        assert_eq!(got.tier, None);
+        assert!(got.reason.contains("auth.exit_codes"));
+        i.termination = Termination::Exited(78);
+        assert_eq!(classify(&i).class, ExitClass::Crash);
+    }
+
+    #[test]
+    fn user_patterns_are_auth_but_config_still_wins() {
+        let patterns = [Regex::new(r"token expired for tenant \d+").unwrap()];
+        let mut i = input("worker: token expired for tenant 42\nexit\n", &[]);
+        i.patterns = &patterns;
+        let got = classify(&i);
+        assert_eq!(got.class, ExitClass::Auth);
+        assert_eq!(got.tier, Some(Tier::Auth));
+        assert!(got.reason.contains("auth.patterns"), "{}", got.reason);
+
+        let tail = "token expired for tenant 1\nopenai.OpenAIError: Missing credentials. Please pass an `api_key`\n";
+        let mut i = input(tail, &[]);
+        i.patterns = &patterns;
+        assert_eq!(classify(&i).class, ExitClass::Config);
+    }
+
+    #[test]
+    fn precedence_is_malformed_then_config_then_auth() {
+        let both = format!(
+            "{}\n{}",
+            fixture!("openai-python-trailing-newline.txt"),
+            fixture!("openai-python-wrong-key.txt")
+        );
+        assert_eq!(failed(&both).tier, Some(Tier::Malformed));
+        let both = format!(
+            "{}\n{}",
+            fixture!("openai-python-wrong-key.txt"),
+            fixture!("openai-python-missing-key.txt")
+        );
+        assert_eq!(failed(&both).tier, Some(Tier::Config));
+    }
+
+    #[test]
+    fn not_auth_negatives() {
+        for tail in [
+            "openai.RateLimitError: Error code: 429 - {'error': {'code': 'insufficient_quota'}}",
+            "anthropic.RateLimitError: Error code: 429 - {'type': 'rate_limit_error'}",
+            "openai.APIConnectionError: Connection error.",
+            "httpx.LocalProtocolError: something else entirely",
+            "requests.exceptions.HTTPError: 401 Client Error: Unauthorized for url",
+            "SDKError: Status 401",
+            "mistralai.models.sdkerror.SDKError: API error occurred: Status 4010",
+            "google.api_core.exceptions.PermissionDenied: 403 PERMISSION_DENIED: Generative Language API has not been used in project 1 before or it is disabled. [reason: \"SERVICE_DISABLED\"]",
+        ] {
+            let got = failed(tail);
+            assert_eq!(got.class, ExitClass::Crash, "{tail}: {}", got.reason);
+        }
+    }
+
+    #[test]
+    fn mistral_new_format_is_auth() {
+        let got =
+            failed("SDKError: API error occurred: Status 401. Body: {\"detail\":\"Unauthorized\"}");
+        assert_eq!(got.class, ExitClass::Auth);
+    }
+
+    #[test]
+    fn both_quotings_of_invalid_api_key() {
+        assert_eq!(failed("code: 'invalid_api_key'").class, ExitClass::Auth);
+        assert_eq!(
+            failed(r#"{"code":"invalid_api_key"}"#).class,
+            ExitClass::Auth
+        );
+        assert_eq!(failed("tenacity.RetryError: RetryError[<Future at 0x7f state=finished raised AuthenticationError>]").class, ExitClass::Auth);
+    }
+
+    #[test]
+    fn wanted_var_is_read_off_the_message() {
+        let cases: &[(&str, &str)] = &[
+            (fixture!("openai-python-missing-key.txt"), "OPENAI_API_KEY"),
+            (fixture!("openai-node-missing-key.txt"), "OPENAI_API_KEY"),
+            (
+                fixture!("anthropic-python-missing-key.txt"),
+                "ANTHROPIC_API_KEY",
+            ),
+            (
+                fixture!("anthropic-node-missing-key.txt"),
+                "ANTHROPIC_API_KEY",
+            ),
+            (
+                fixture!("google-genai-python-missing-key.txt"),
+                "GOOGLE_API_KEY",
+            ),
+            (fixture!("cohere-python-missing-key.txt"), "CO_API_KEY"),
+            (
+                fixture!("langchain-legacy-missing-key.txt"),
+                "OPENAI_API_KEY",
+            ),
+            (
+                fixture!("azure-openai-python-missing-version.txt"),
+                "OPENAI_API_VERSION",
+            ),
+            (
+                "openai.OpenAIError: Missing credentials. Please pass one of `api_key`, `azure_ad_token`, `azure_ad_token_provider`, or the `AZURE_OPENAI_API_KEY` or `AZURE_OPENAI_AD_TOKEN` environment variables.",
+                "AZURE_OPENAI_API_KEY",
+            ),
+            (
+                "groq.GroqError: The api_key client option must be set either by passing api_key to the client or by setting the GROQ_API_KEY environment variable",
+                "GROQ_API_KEY",
+            ),
+            (
+                "OpenAIError: The OPENAI_API_KEY environment variable is missing or empty; either provide it, or instantiate the OpenAI client with an apiKey option, like new OpenAI({ apiKey: 'My API Key' }).",
+                "OPENAI_API_KEY",
+            ),
+            (
+                "ValueError: Must provide one of the `base_url` or `azure_endpoint` arguments, or the `AZURE_OPENAI_ENDPOINT` environment variable",
+                "AZURE_OPENAI_ENDPOINT",
+            ),
+            (
+                "google.auth.exceptions.DefaultCredentialsError: No API_KEY or ADC found. Please either:\n    - Set the `GOOGLE_API_KEY` environment variable.",
+                "GOOGLE_API_KEY",
+            ),
+        ];
+        for (tail, want) in cases {
+            let got = failed(tail);
+            assert_eq!(got.class, ExitClass::Config, "{tail}");
+            assert_eq!(got.wanted_var.as_deref(), Some(*want), "{tail}");
+            assert!(got.reason.contains(want), "{}", got.reason);
+        }
+    }
+
+    #[test]
+    fn malformed_names_the_dirty_injected_key_and_never_the_value() {
+        let value = "sk-test-FAKEfake0123456789FAKEfake012GOOD\n";
+        let injected = [
+            key("LANGSMITH_API_KEY", "lsv2-clean-value-0000"),
+            key("OPENAI_API_KEY", value),
+        ];
+        for tail in [
+            fixture!("openai-python-trailing-newline.txt"),
+            fixture!("langgraph-python-trailing-newline.txt"),
+        ] {
+            let got = classify(&input(tail, &injected));
+            assert_eq!(got.class, ExitClass::Config);
+            assert_eq!(got.tier, Some(Tier::Malformed));
+            assert_eq!(got.wanted_var.as_deref(), Some("OPENAI_API_KEY"));
+            assert!(
+                got.reason.contains("restarting cannot help"),
+                "{}",
+                got.reason
+            );
+            assert!(!got.reason.contains("FAKEfake"), "{}", got.reason);
+        }
+        // Found by the echoed header when the injected value itself looks clean.
+        let injected = [key("OPENAI_API_KEY", value.trim())];
+        let got = classify(&input(
+            fixture!("openai-python-trailing-newline.txt"),
+            &injected,
+        ));
+        assert_eq!(got.wanted_var.as_deref(), Some("OPENAI_API_KEY"));
+    }
+
+    #[test]
+    fn fingerprint_injected_key_rejected() {
+        let injected = [
+            key("ANTHROPIC_API_KEY", "sk-ant-api03-unrelated-0000000000"),
+            key("OPENAI_API_KEY", WRONG_KEY),
+        ];
+        for tail in [
+            fixture!("openai-python-wrong-key.txt"),
+            fixture!("langgraph-python-wrong-key.txt"),
+            fixture!("autogen-python-wrong-key.txt"),
+            fixture!("autogen-team-python-wrong-key.txt"),
+            fixture!("ag2-python-wrong-key.txt"),
+            fixture!("openai-node-wrong-key.txt"),
+            fixture!("langgraph-node-wrong-key.txt"),
+        ] {
+            let got = classify(&input(tail, &injected));
+            assert_eq!(got.class, ExitClass::Auth);
+            assert_eq!(
+                got.fingerprint,
+                Some(Fingerprint::InjectedKeyRejected {
+                    key: "OPENAI_API_KEY".into()
+                }),
+                "{}",
+                got.reason
+            );
+            assert!(
+                got.reason.contains("injected OPENAI_API_KEY"),
+                "{}",
+                got.reason
+            );
+        }
+    }
+
+    #[test]
+    fn fingerprint_quoted_key() {
+        let injected = [key("OPENAI_API_KEY", QUOTED_KEY)];
+        for tail in [
+            fixture!("openai-python-quoted-key.txt"),
+            fixture!("openai-node-quoted-key.txt"),
+        ] {
+            let got = classify(&input(tail, &injected));
+            assert_eq!(
+                got.fingerprint,
+                Some(Fingerprint::InjectedKeyRejected {
+                    key: "OPENAI_API_KEY".into()
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn fingerprint_other_key_sent() {
+        // Same prefix, other suffix: the worker used some other key.
+        let injected = [key(
+            "OPENAI_API_KEY",
+            "sk-proj-FAKEfake0123456789FAKEfake0123456789ABCD",
+        )];
+        let got = classify(&input(fixture!("openai-python-wrong-key.txt"), &injected));
+        assert_eq!(got.fingerprint, Some(Fingerprint::OtherKeySent));
+        assert!(
+            got.reason.contains("none agentsup injected"),
+            "{}",
+            got.reason
+        );
+        let got = classify(&input(fixture!("openai-python-wrong-key.txt"), &[]));
+        assert_eq!(got.fingerprint, Some(Fingerprint::OtherKeySent));
+    }
+
+    #[test]
+    fn fingerprint_xai_and_short_and_star_counts() {
+        let injected = [key("XAI_API_KEY", "xai-FAKE-0000FK")];
+        let got = classify(&input(
+            fixture!("xai-openai-python-wrong-key.txt"),
+            &injected,
+        ));
+        assert_eq!(
+            got.fingerprint,
+            Some(Fingerprint::InjectedKeyRejected {
+                key: "XAI_API_KEY".into()
+            })
+        );
+        // Keys of at most 12 characters are echoed whole.
+        let injected = [key("OPENAI_API_KEY", "sk-short-01")];
+        let tail = "AuthenticationError: 401 Incorrect API key provided: sk-short-01. You can find your API key at https://platform.openai.com/account/api-keys.";
+        assert_eq!(
+            classify(&input(tail, &injected)).fingerprint,
+            Some(Fingerprint::InjectedKeyRejected {
+                key: "OPENAI_API_KEY".into()
+            })
+        );
+        // Part C's older rendering, with a star count unrelated to the hidden length.
+        let injected = [key("OPENAI_API_KEY", "sk-abc12-FAKEFAKEFAKEFAKE-wxyz")];
+        let tail = "openai.AuthenticationError: Error code: 401 - {'error': {'message': 'Incorrect API key provided: sk-abc12***…***wxyz. You can find your API key at https://platform.openai.com/account/api-keys.', 'type': 'invalid_request_error', 'param': None, 'code': 'invalid_api_key'}}";
+        assert_eq!(
+            classify(&input(tail, &injected)).fingerprint,
+            Some(Fingerprint::InjectedKeyRejected {
+                key: "OPENAI_API_KEY".into()
+            })
+        );
+        // No echo, no fingerprint (Anthropic echoes nothing).
+        assert_eq!(
+            classify(&input(
+                fixture!("anthropic-python-wrong-key.txt"),
+                &injected
+            ))
+            .fingerprint,
+            None
+        );
+    }
+
+    #[test]
+    fn reasons_never_quote_the_output() {
+        let injected = [key("OPENAI_API_KEY", WRONG_KEY)];
+        for tail in [
+            fixture!("openai-python-wrong-key.txt"),
+            fixture!("openai-python-quoted-key.txt"),
+            fixture!("openai-python-trailing-newline.txt"),
+            fixture!("anthropic-python-wrong-key.txt"),
+            fixture!("google-genai-python-invalid-key.txt"),
+            fixture!("openai-node-wrong-key.txt"),
+        ] {
+            let got = classify(&input(tail, &injected));
+            for leak in ["FAKE", "****", "WXYZ", "OOD", "req_", "sk-"] {
+                assert!(!got.reason.contains(leak), "{leak} in {}", got.reason);
+            }
+        }
+    }
+
+    #[test]
+    fn reason_says_how_far_from_the_end() {
+        let got = failed(fixture!("openai-python-wrong-key.txt"));
+        assert!(got.reason.contains("on the last line"), "{}", got.reason);
+        // LangGraph's note comes after the error line.
+        let got = failed(fixture!("langgraph-python-wrong-key.txt"));
+        assert!(
+            got.reason.contains("1 line before the end"),
+            "{}",
+            got.reason
+        );
+        // The malformed signature sits about 60 lines up (auth-signatures.md §7): 61
+        // lines in the file, 4 of them blank, which the count skips.
+        let got = failed(fixture!("langgraph-python-trailing-newline.txt"));
+        assert!(
+            got.reason.contains("57 lines before the end"),
+            "{}",
+            got.reason
+        );
+    }
+
+    #[test]
+    fn window_keeps_the_last_200_lines() {
+        let filler = |n: usize| "worker: still going\n".repeat(n);
+        let inside = format!(
+            "openai.AuthenticationError: x\n{}",
+            filler(TAIL_MAX_LINES - 1)
+        );
+        assert_eq!(failed(&inside).class, ExitClass::Auth);
+        let outside = format!("openai.AuthenticationError: x\n{}", filler(TAIL_MAX_LINES));
+        assert_eq!(failed(&outside).class, ExitClass::Crash);
+        assert_eq!(tail_window(&outside).lines().count(), TAIL_MAX_LINES);
+    }
+
+    #[test]
+    fn window_keeps_the_last_64_kib_on_a_char_boundary() {
+        let long_line = "é".repeat(TAIL_MAX_BYTES); // 2 bytes each, one line
+        let tail = format!("openai.AuthenticationError: x\n{long_line}\n");
+        let window = tail_window(&tail);
+        assert!(window.len() <= TAIL_MAX_BYTES);
+        assert_eq!(failed(&tail).class, ExitClass::Crash);
+        // The cut would land inside an `é`: it moves forward to the next character.
+        let odd = format!("{}y", "é".repeat(TAIL_MAX_BYTES));
+        assert_eq!(tail_window(&odd).len(), TAIL_MAX_BYTES - 1);
+    }
+
+    #[test]
+    fn display_names() {
+        assert_eq!(ExitClass::Ok.to_string(), "ok");
+        assert_eq!(ExitClass::Auth.to_string(), "auth");
+        assert_eq!(ExitClass::Config.to_string(), "config");
+        assert_eq!(ExitClass::Crash.to_string(), "crash");
+        assert_eq!(Termination::Exited(1).to_string(), "status 1");
+        assert_eq!(Termination::Signaled(15).to_string(), "signal 15 (SIGTERM)");
+        assert_eq!(Termination::Signaled(99).to_string(), "signal 99");
+    }
+
+    #[test]
+    fn table_regexes_compile() {
+        assert_eq!(COMPILED.len(), SIGNATURES.len());
+    }
+}

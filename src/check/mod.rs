@@ -1,0 +1,631 @@
+//! The checks that run before anything starts, and `agentsup check` (SPEC 4).
+//!
+//! [`run`] looks at what every selected worker would actually get, by building
+//! its environment with [`crate::env::build`], and checks each exact key it
+//! declares: present, not empty, no stray whitespace, control characters, BOM or
+//! kept quotes, not a placeholder, the provider's shape, the `pattern` rule. It
+//! also turns source problems into findings, suggests near-miss names, checks the
+//! Azure endpoint and API version, and warns about a worker `.env` that agentsup
+//! does not read. Like a linter it collects every finding before reporting.
+//!
+//! A finding never holds a value or any part of one: messages are built from key
+//! names, provenance (`.env:2`), fixed descriptions ("looks like an Anthropic key
+//! (it starts with `sk-ant-`)") and lengths. Values are compared, never copied.
+//!
+//! Layout: [`rules`] holds the pure per-value rules, [`names`] the name matching,
+//! [`report`] the text and JSON rendering; this file decides what to check for
+//! whom and merges findings that several workers share.
+
+mod names;
+mod report;
+mod rules;
+
+use std::path::{Path, PathBuf};
+
+use crate::env::{self, BuiltEnv, EnvVar};
+use crate::plan::{Plan, SourceKindPlan, WorkerPlan};
+use crate::sources::{ProcessEnv, Severity, Snapshot, SourceProblem, SourceSummary};
+
+use rules::{Family, Host, Origin, ValueInput};
+
+/// One problem found by the checks: what, for which key and workers, where, and
+/// what to do. Never contains a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// Errors stop `run` (exit 78); warnings do not.
+    pub severity: Severity,
+    /// Stable identifier for scripts and docs: `missing`, `empty`, `near-miss`,
+    /// `whitespace`, `control-char`, `bom`, `quotes`, `placeholder`,
+    /// `provider-shape`, `provider-mismatch`, `azure-endpoint`, `azure-api-version`,
+    /// `pattern`, `worker-dotenv`, `source`, `duplicate`, `unquoted-hash`, `dollar`,
+    /// `escape`.
+    pub code: &'static str,
+    /// The variable concerned, when there is one.
+    pub key: Option<String>,
+    /// The selected workers that declare the key (or that the finding is about).
+    pub workers: Vec<String>,
+    /// Where the value (or problem) is: `.env:2`, a secret file, `process env`.
+    pub location: Option<String>,
+    /// What is wrong, in one sentence.
+    pub message: String,
+    /// What to do about it.
+    pub hint: Option<String>,
+}
+
+impl Finding {
+    /// Same finding apart from the workers: merged into one line of the report.
+    fn same_as(&self, other: &Finding) -> bool {
+        self.severity == other.severity
+            && self.code == other.code
+            && self.key == other.key
+            && self.location == other.location
+            && self.message == other.message
+            && self.hint == other.hint
+    }
+}
+
+/// One selected worker, for the report header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerSummary {
+    /// Its name.
+    pub name: String,
+    /// Exact keys it declares (required, checked).
+    pub keys: Vec<String>,
+    /// Key globs it declares (optional extras, not checked).
+    pub globs: Vec<String>,
+}
+
+/// Everything `check` found, plus what it looked at.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The config file, as given.
+    pub config: PathBuf,
+    /// Each source and how loading it went, in order.
+    pub sources: Vec<SourceSummary>,
+    /// The workers checked.
+    pub workers: Vec<WorkerSummary>,
+    /// Distinct exact keys checked across those workers.
+    pub keys_checked: usize,
+    /// Findings, grouped: source problems first, then by key in declaration order.
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    /// Number of error findings.
+    pub fn errors(&self) -> usize {
+        self.count(Severity::Error)
+    }
+
+    /// Number of warning findings.
+    pub fn warnings(&self) -> usize {
+        self.count(Severity::Warning)
+    }
+
+    /// True when anything must stop `run` (exit 78).
+    pub fn has_errors(&self) -> bool {
+        self.errors() > 0
+    }
+
+    fn count(&self, severity: Severity) -> usize {
+        self.findings.iter().filter(|f| f.severity == severity).count()
+    }
+}
+
+/// Runs every check for `workers`, or for every worker of the plan when `workers`
+/// is empty (`exec` and `run --only` pass their selection).
+pub fn run(plan: &Plan, snapshot: &Snapshot, process_env: &ProcessEnv, workers: &[WorkerPlan]) -> Report {
+    let selected: Vec<&WorkerPlan> = if workers.is_empty() {
+        plan.workers.iter().collect()
+    } else {
+        workers.iter().collect()
+    };
+    let mut key_order: Vec<String> = Vec::new();
+    for w in &selected {
+        for k in &w.keys_exact {
+            if !key_order.contains(k) {
+                key_order.push(k.clone());
+            }
+        }
+    }
+    let ctx = Ctx {
+        plan,
+        snapshot,
+        process_env,
+        has_env_source: plan.sources.iter().any(|s| matches!(s.kind, SourceKindPlan::Env)),
+    };
+
+    let mut out = Collector::default();
+    for p in &snapshot.problems {
+        out.push(source_finding(p, &selected));
+    }
+    for w in &selected {
+        let built = env::build(plan, w, 0, snapshot, process_env);
+        for key in &w.keys_exact {
+            match built.vars.get(key) {
+                None => out.push(ctx.missing(w, key)),
+                Some(var) => {
+                    for f in ctx.value_findings(w, key, var, &built) {
+                        out.push(f);
+                    }
+                }
+            }
+            if let Some((real, sdk)) = names::sdk_suggestion(key) {
+                if !built.vars.contains_key(real) {
+                    out.push(Finding {
+                        severity: Severity::Warning,
+                        code: "near-miss",
+                        key: Some(key.clone()),
+                        workers: vec![w.name.clone()],
+                        location: built.vars.get(key).map(|v| v.provenance.to_string()),
+                        message: format!("{key} is not a name any SDK reads: the {sdk} SDK reads {real}"),
+                        hint: Some(format!(
+                            "rename it to {real} in the worker's `keys` and in the source, unless the worker \
+                             passes it explicitly (api_key=os.environ[\"{key}\"])"
+                        )),
+                    });
+                }
+            }
+        }
+        for f in ctx.azure_findings(w, &built) {
+            out.push(f);
+        }
+        out.extend(google_both(w, &built));
+        out.extend(ctx.worker_dotenv(w, &built));
+    }
+
+    Report {
+        config: plan.config_path.clone(),
+        sources: snapshot.summaries.clone(),
+        workers: selected
+            .iter()
+            .map(|w| WorkerSummary {
+                name: w.name.clone(),
+                keys: w.keys_exact.clone(),
+                globs: w.key_globs.clone(),
+            })
+            .collect(),
+        keys_checked: key_order.len(),
+        findings: order(out.findings, &key_order),
+    }
+}
+
+/// Findings, merged as they arrive: the same finding for two workers is one
+/// finding naming both.
+#[derive(Default)]
+struct Collector {
+    findings: Vec<Finding>,
+}
+
+impl Collector {
+    fn push(&mut self, f: Finding) {
+        match self.findings.iter_mut().find(|e| e.same_as(&f)) {
+            Some(existing) => {
+                for w in f.workers {
+                    if !existing.workers.contains(&w) {
+                        existing.workers.push(w);
+                    }
+                }
+            }
+            None => self.findings.push(f),
+        }
+    }
+
+    fn extend(&mut self, fs: impl IntoIterator<Item = Finding>) {
+        for f in fs {
+            self.push(f);
+        }
+    }
+}
+
+/// Codes given to source problems (the others come from key checks).
+const SOURCE_CODES: &[&str] = &["source", "duplicate", "bom"];
+
+/// A stable code for a source problem. `SourceProblem` carries no code of its own,
+/// so the two kinds worth telling apart are recognised by their wording, falling
+/// back to `source`.
+fn source_code(p: &SourceProblem) -> &'static str {
+    if p.message.contains("byte-order mark") {
+        "bom"
+    } else if p.message.contains("is set again") {
+        "duplicate"
+    } else {
+        "source"
+    }
+}
+
+fn source_finding(p: &SourceProblem, selected: &[&WorkerPlan]) -> Finding {
+    let workers = match &p.key {
+        Some(k) => selected
+            .iter()
+            .filter(|w| w.keys_exact.contains(k))
+            .map(|w| w.name.clone())
+            .collect(),
+        None => Vec::new(),
+    };
+    Finding {
+        severity: p.severity,
+        code: source_code(p),
+        key: p.key.clone(),
+        workers,
+        location: Some(p.location.clone()),
+        message: p.message.clone(),
+        hint: None,
+    }
+}
+
+/// Sorts findings into report order: source problems not tied to a checked key
+/// first (by file), then each checked key in declaration order (its source
+/// problems first), then findings about other variables, then per-worker ones.
+/// Within a group the order of discovery is kept.
+fn order(findings: Vec<Finding>, key_order: &[String]) -> Vec<Finding> {
+    let class_label = |f: &Finding| -> (u8, String) {
+        match &f.key {
+            Some(k) if key_order.contains(k) => (1, k.clone()),
+            Some(k) if SOURCE_CODES.contains(&f.code) => (0, k.clone()),
+            Some(k) => (2, k.clone()),
+            None if SOURCE_CODES.contains(&f.code) => (0, location_file(f.location.as_deref().unwrap_or(""))),
+            None => (3, f.location.clone().unwrap_or_default()),
+        }
+    };
+    let mut seen: Vec<(u8, String)> = Vec::new();
+    let mut ranked: Vec<((u8, usize), Finding)> = findings
+        .into_iter()
+        .map(|f| {
+            let cl = class_label(&f);
+            let idx = if cl.0 == 1 {
+                key_order.iter().position(|k| *k == cl.1).unwrap_or(usize::MAX)
+            } else {
+                match seen.iter().position(|s| *s == cl) {
+                    Some(i) => i,
+                    None => {
+                        seen.push(cl.clone());
+                        seen.len() - 1
+                    }
+                }
+            };
+            ((cl.0, idx), f)
+        })
+        .collect();
+    ranked.sort_by_key(|(rank, _)| *rank);
+    ranked.into_iter().map(|(_, f)| f).collect()
+}
+
+/// `.env:3` → `.env`; `path:3:7` → `path`; anything else unchanged.
+pub(crate) fn location_file(location: &str) -> String {
+    let mut s = location;
+    for _ in 0..2 {
+        match s.rsplit_once(':') {
+            Some((head, tail)) if !tail.is_empty() && tail.bytes().all(|b| b.is_ascii_digit()) => s = head,
+            _ => break,
+        }
+    }
+    s.to_string()
+}
+
+/// The inputs every check shares.
+struct Ctx<'a> {
+    plan: &'a Plan,
+    snapshot: &'a Snapshot,
+    process_env: &'a ProcessEnv,
+    has_env_source: bool,
+}
+
+impl Ctx<'_> {
+    /// Where a source name is, for "did you mean X at .env:2?".
+    fn where_is(&self, name: &str) -> String {
+        if let Some(e) = self.snapshot.get(name) {
+            return e.provenance.to_string();
+        }
+        if let Some(e) = self.snapshot.overridden.iter().find(|e| e.name == name) {
+            return e.provenance.to_string();
+        }
+        "agentsup's own environment (not a source)".to_string()
+    }
+
+    fn missing(&self, w: &WorkerPlan, key: &str) -> Finding {
+        let mut hints: Vec<String> = Vec::new();
+        for p in &self.snapshot.problems {
+            if p.key.as_deref() == Some(key) && p.severity == Severity::Error {
+                hints.push(format!("{key} at {} could not be loaded (see the error above)", p.location));
+            }
+        }
+        if !self.has_env_source && self.process_env.get(key).is_some() {
+            hints.push(format!(
+                "{key} is set in agentsup's own environment, but no [[source]] has type = \"env\", so \
+                 workers never see it: add one"
+            ));
+        }
+        let mut candidates: Vec<&str> = self.snapshot.all_names().into_iter().collect();
+        if !self.has_env_source {
+            candidates.extend(self.process_env.vars.keys().map(String::as_str));
+        }
+        let near = names::near_misses(key, candidates);
+        if let Some((first, rest)) = near.split_first() {
+            let is_sdk = |n: &str| names::SDK_NAMES.iter().any(|(s, _)| *s == n);
+            if is_sdk(first) && !is_sdk(key) {
+                hints.push(format!(
+                    "the sources have {first} at {}, the name SDKs read: declare {first} in the worker's \
+                     `keys` instead of {key}",
+                    self.where_is(first)
+                ));
+            } else {
+                hints.push(format!(
+                    "did you mean {first} at {}? rename it to {key}",
+                    self.where_is(first)
+                ));
+            }
+            if !rest.is_empty() {
+                let others: Vec<String> = rest.iter().map(|n| format!("{n} at {}", self.where_is(n))).collect();
+                hints.push(format!("also similar: {}", others.join(", ")));
+            }
+        }
+        if hints.is_empty() {
+            let sources: Vec<&str> = self.snapshot.summaries.iter().map(|s| s.description.as_str()).collect();
+            hints.push(format!(
+                "set {key} in one of the sources ({}), or remove it from the worker's `keys`",
+                if sources.is_empty() { "none configured".to_string() } else { sources.join(", ") }
+            ));
+        }
+        Finding {
+            severity: Severity::Error,
+            code: "missing",
+            key: Some(key.to_string()),
+            workers: vec![w.name.clone()],
+            location: None,
+            message: format!("{key} is not set by any source"),
+            hint: Some(hints.join("; ")),
+        }
+    }
+
+    /// The provider of `key` and whether `[keys]` named it explicitly.
+    fn provider(&self, key: &str) -> Option<(Family, bool)> {
+        match self.plan.key_rules.get(key).and_then(|r| r.provider) {
+            Some(p) => Family::from_config(p).map(|f| (f, true)),
+            None => names::infer_family(key).map(|f| (f, false)),
+        }
+    }
+
+    fn value_findings(&self, w: &WorkerPlan, key: &str, var: &EnvVar, built: &BuiltEnv) -> Vec<Finding> {
+        // Quoting and dotenv notes live on the snapshot entry; they apply only when
+        // the worker gets that entry (not, say, an override from its `vars`).
+        let entry = self.snapshot.get(key).filter(|e| e.provenance == var.provenance);
+        let provider = self.provider(key);
+        let host = match provider {
+            Some((Family::OpenAi, _)) => rules::classify_base_url(expose(built, "OPENAI_BASE_URL")),
+            Some((Family::Anthropic, _)) => rules::classify_base_url(expose(built, "ANTHROPIC_BASE_URL")),
+            _ => Host::Unset,
+        };
+        let rule = self.plan.key_rules.get(key);
+        let credential = match rule.and_then(|r| r.secret) {
+            Some(forced) => forced,
+            None => crate::secret::name_looks_secret(key) || provider.is_some(),
+        };
+        let input = ValueInput {
+            key,
+            value: var.value.expose(),
+            origin: Origin::of(&var.provenance, entry.and_then(|e| e.quote)),
+            credential,
+            provider,
+            host,
+            pattern: rule.and_then(|r| r.pattern.as_ref()),
+            notes: entry.map_or(&[], |e| e.notes.as_slice()),
+        };
+        let overrides = entry.and_then(|_| self.overrides_note(key, &var.provenance));
+        rules::value_hits(&input)
+            .into_iter()
+            .map(|h| Finding {
+                severity: h.severity,
+                code: h.code,
+                key: Some(key.to_string()),
+                workers: vec![w.name.clone()],
+                location: Some(var.provenance.to_string()),
+                message: h.message,
+                hint: match (h.hint, &overrides) {
+                    (Some(hint), Some(o)) => Some(format!("{hint}; {o}")),
+                    (hint, _) => hint,
+                },
+            })
+            .collect()
+    }
+
+    /// "this value overrides the one at .env:3": the fix may be in another source.
+    fn overrides_note(&self, key: &str, from: &crate::secret::Provenance) -> Option<String> {
+        let earlier: Vec<String> = self
+            .snapshot
+            .overridden
+            .iter()
+            .filter(|e| e.name == key)
+            .map(|e| e.provenance.to_string())
+            .collect();
+        (!earlier.is_empty()).then(|| format!("the value from {from} overrides the one at {}", earlier.join(", ")))
+    }
+
+    /// "X is set at .env:4 but not declared" or how to set it.
+    fn provide_hint(&self, w: &WorkerPlan, name: &str, example: &str) -> String {
+        match self.snapshot.get(name) {
+            Some(e) => format!(
+                "{name} is set at {}, but worker {} does not declare it: add it to the worker's `keys`",
+                e.provenance, w.name
+            ),
+            None => format!(
+                "set {name}={example} in a source and add it to the worker's `keys`, or put it in the worker's `vars`"
+            ),
+        }
+    }
+
+    /// Azure OpenAI needs an https endpoint and an API version in the worker's own
+    /// environment (secrets.md C.1: the AzureOpenAI client refuses to start
+    /// without them).
+    fn azure_findings(&self, w: &WorkerPlan, built: &BuiltEnv) -> Vec<Finding> {
+        let Some(subject) = w
+            .keys_exact
+            .iter()
+            .find(|k| matches!(self.provider(k), Some((Family::AzureOpenAi, _))))
+        else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let finding = |code: &'static str, key: &str, location: Option<String>, message: String, hint: String| Finding {
+            severity: Severity::Error,
+            code,
+            key: Some(key.to_string()),
+            workers: vec![w.name.clone()],
+            location,
+            message,
+            hint: Some(hint),
+        };
+        let endpoint = nonempty(built, "AZURE_OPENAI_ENDPOINT").or_else(|| {
+            nonempty(built, "OPENAI_BASE_URL").filter(|(_, v)| rules::classify_base_url(Some(v.value.expose())) == Host::Azure)
+        });
+        const SHAPE: &str = "https://<resource>.openai.azure.com";
+        match endpoint {
+            Some((name, var)) => {
+                let loc = Some(var.provenance.to_string());
+                match rules::parse_url(var.value.expose()) {
+                    Some((scheme, _)) if scheme != "https" => out.push(finding(
+                        "azure-endpoint",
+                        name,
+                        loc,
+                        format!("{name} is not an https:// URL; Azure OpenAI only accepts https"),
+                        format!("use the endpoint from the Azure portal (Keys and Endpoint), like {SHAPE}"),
+                    )),
+                    Some((_, host)) if host == "api.openai.com" => out.push(finding(
+                        "azure-endpoint",
+                        name,
+                        loc,
+                        format!("{name} points at OpenAI's own API, not at an Azure OpenAI resource"),
+                        format!("use the endpoint of the Azure resource, like {SHAPE}"),
+                    )),
+                    Some(_) => {}
+                    None => out.push(finding(
+                        "azure-endpoint",
+                        name,
+                        loc,
+                        format!("{name} is not a URL; Azure OpenAI endpoints look like {SHAPE}"),
+                        "use the endpoint from the Azure portal (Keys and Endpoint)".to_string(),
+                    )),
+                }
+            }
+            None => out.push(finding(
+                "azure-endpoint",
+                "AZURE_OPENAI_ENDPOINT",
+                None,
+                format!(
+                    "{subject} needs an Azure OpenAI endpoint, but AZURE_OPENAI_ENDPOINT is not in worker {}'s \
+                     environment; the AzureOpenAI client stops with \"Must provide one of the `base_url` or \
+                     `azure_endpoint` arguments\"",
+                    w.name
+                ),
+                self.provide_hint(w, "AZURE_OPENAI_ENDPOINT", SHAPE),
+            )),
+        }
+        // The v1 API (`…/openai/v1`, used with the plain OpenAI client) takes no
+        // api-version; every other Azure call does.
+        let v1 = ["AZURE_OPENAI_ENDPOINT", "OPENAI_BASE_URL"]
+            .iter()
+            .any(|n| expose(built, n).is_some_and(|v| v.contains("/openai/v1")));
+        if nonempty(built, "OPENAI_API_VERSION").is_none() && !v1 {
+            out.push(finding(
+                "azure-api-version",
+                "OPENAI_API_VERSION",
+                None,
+                format!(
+                    "{subject} needs an API version, but OPENAI_API_VERSION is not in worker {}'s environment; \
+                     the AzureOpenAI client stops with \"Must provide either the `api_version` argument or the \
+                     `OPENAI_API_VERSION` environment variable\"",
+                    w.name
+                ),
+                self.provide_hint(w, "OPENAI_API_VERSION", "2024-10-21"),
+            ));
+        }
+        out
+    }
+
+    /// A `.env` in the worker's working directory that agentsup does not load
+    /// (SPEC 4): `load_dotenv()` or `dotenv.config()` in the worker would pull stale
+    /// or undeclared values past agentsup.
+    fn worker_dotenv(&self, w: &WorkerPlan, built: &BuiltEnv) -> Option<Finding> {
+        let file = w.cwd.join(".env");
+        if !file.is_file() {
+            return None;
+        }
+        let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let target = canon(&file);
+        let is_source = self
+            .plan
+            .sources
+            .iter()
+            .any(|s| matches!(&s.kind, SourceKindPlan::Dotenv { path } if canon(path) == target));
+        if is_source {
+            return None;
+        }
+        let shown = file
+            .strip_prefix(&self.plan.config_dir)
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|_| file.clone());
+        // python-dotenv ≥ 1.2 treats these as "disabled".
+        let disabled = expose(built, "PYTHON_DOTENV_DISABLED")
+            .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "t" | "yes" | "y"));
+        let hint = if disabled {
+            "agentsup sets PYTHON_DOTENV_DISABLED=1 in this worker, which stops python-dotenv ≥ 1.2 but not \
+             older python-dotenv or Node's dotenv: delete or move the file, or list it as a [[source]]"
+        } else {
+            "python-dotenv is not disabled in this worker ([env] worker_dotenv = true, or its `vars`), so \
+             load_dotenv() will read the file: delete or move it, or list it as a [[source]]"
+        };
+        Some(Finding {
+            severity: Severity::Warning,
+            code: "worker-dotenv",
+            key: None,
+            workers: vec![w.name.clone()],
+            location: Some(shown.display().to_string()),
+            message: format!(
+                "worker {}'s working directory holds a .env that is not one of agentsup's sources; a worker \
+                 that calls load_dotenv() or dotenv.config() would load stale or undeclared values past agentsup",
+                w.name
+            ),
+            hint: Some(hint.to_string()),
+        })
+    }
+}
+
+/// google-genai silently prefers GOOGLE_API_KEY when both are set, the deprecated
+/// google-generativeai prefers GEMINI_API_KEY (secrets.md C.2): two different
+/// values mean two SDKs would use two keys.
+fn google_both(w: &WorkerPlan, built: &BuiltEnv) -> Option<Finding> {
+    let (_, google) = nonempty(built, "GOOGLE_API_KEY")?;
+    let (_, gemini) = nonempty(built, "GEMINI_API_KEY")?;
+    if google.value == gemini.value {
+        return None;
+    }
+    Some(Finding {
+        severity: Severity::Warning,
+        code: "provider-mismatch",
+        key: Some("GOOGLE_API_KEY".to_string()),
+        workers: vec![w.name.clone()],
+        location: Some(google.provenance.to_string()),
+        message: format!(
+            "worker {} gets both GOOGLE_API_KEY and GEMINI_API_KEY (from {}) with different values: google-genai \
+             uses GOOGLE_API_KEY, the deprecated google-generativeai uses GEMINI_API_KEY",
+            w.name, gemini.provenance
+        ),
+        hint: Some("keep one of the two".to_string()),
+    })
+}
+
+/// The value of `name` in a built environment, for decisions only (never shown).
+fn expose<'a>(built: &'a BuiltEnv, name: &str) -> Option<&'a str> {
+    built.vars.get(name).map(|v| v.value.expose())
+}
+
+/// `name` and its variable when it is set to something other than whitespace.
+fn nonempty<'n, 'b>(built: &'b BuiltEnv, name: &'n str) -> Option<(&'n str, &'b EnvVar)> {
+    built
+        .vars
+        .get(name)
+        .filter(|v| !v.value.expose().trim().is_empty())
+        .map(|v| (name, v))
+}
+
+#[cfg(test)]
+mod tests;

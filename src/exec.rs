@@ -1,0 +1,302 @@
+//! `agentsup exec` (SPEC 1): run one command with a built environment, with init
+//! duties, like tini.
+//!
+//! Synchronous on purpose (crates.md §5): one child, one signal thread, one reaping
+//! loop. No tokio, and no [`crate::reaper`]: this code owns `waitpid` for the life of
+//! the process, so it must not run beside the reaper (it refuses to).
+//!
+//! What it does, and the decisions where tini offers a choice:
+//!
+//! * The command is resolved on the environment's own `PATH` (SPEC 3), started in
+//!   its own process group with `PR_SET_PDEATHSIG`, and inherits stdin/stdout/stderr.
+//! * If stdin is a terminal whose foreground group is ours, the command's group is
+//!   made the foreground group, so Ctrl-C and Ctrl-Z reach it directly, and the
+//!   terminal is handed back when it exits. agentsup itself ignores SIGTTIN/SIGTTOU
+//!   (as tini does) so it is not stopped for touching the terminal from the
+//!   background; the command gets them back at their defaults.
+//! * Every catchable signal is forwarded to the command's group, except: SIGCHLD
+//!   (ours), signal-hook's `FORBIDDEN` list, the synchronous fault signals SIGBUS,
+//!   SIGTRAP, SIGSYS and SIGABRT (left at their defaults so a crash of agentsup is
+//!   still a crash, as in tini), SIGPIPE (Rust ignores it; a handler would turn a
+//!   broken pipe on agentsup's own stderr into a SIGPIPE for the command), and
+//!   SIGTTIN/SIGTTOU (above). SIGTSTP and SIGCONT sent to agentsup are forwarded, so
+//!   `kill -TSTP` stops the command's group while agentsup keeps running.
+//! * agentsup is a child subreaper and reaps every process that is reparented to
+//!   it, so zombies do not pile up when it runs as PID 1.
+//! * When the command exits, the rest of its process group gets SIGTERM, then
+//!   agentsup exits with the command's status (128+N for signal N) at once. tini
+//!   leaves such processes alone by default; we don't, because SPEC 5 promises that
+//!   no process agentsup started survives it, and in a container they would be
+//!   SIGKILLed anyway when PID 1 exits. The signal is sent while the command is
+//!   still an unreaped zombie, which keeps its group id from being reused. Processes
+//!   that left the group (`setsid`, daemons) are not touched.
+
+use std::io;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+
+use signal_hook::iterator::Signals;
+
+use crate::reaper::{self, Reaper, Termination};
+use crate::spawn::{self, ChildSetup, SpawnError, SpawnSpec};
+
+/// Signals `exec` handles itself or leaves at their defaults; see the module docs.
+const NOT_FORWARDED: &[libc::c_int] = &[
+    libc::SIGCHLD,
+    libc::SIGPIPE,
+    libc::SIGBUS,
+    libc::SIGTRAP,
+    libc::SIGSYS,
+    libc::SIGABRT,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
+];
+
+/// The signals forwarded to the command: the standard ones (1–31) and the real-time
+/// ones glibc leaves to applications, minus those in the module docs. Signals 32 and
+/// 33 are glibc's own and never touched.
+fn forwarded_signals() -> Vec<libc::c_int> {
+    (1..=31)
+        .chain(libc::SIGRTMIN()..=libc::SIGRTMAX())
+        .filter(|s| !signal_hook::consts::FORBIDDEN.contains(s) && !NOT_FORWARDED.contains(s))
+        .collect()
+}
+
+/// Runs `argv` with exactly `env` in `cwd` as agentsup's only child, forwarding
+/// signals and reaping zombies until it exits, and returns the status `agentsup
+/// exec` should exit with: the command's exit status, or 128+N if signal N killed
+/// it.
+///
+/// Call it as the last thing before exiting: it installs process-wide signal
+/// handlers and leaves them installed. Blocking; must not run inside async code or
+/// beside [`Reaper`].
+pub fn run_exec(
+    argv: &[String],
+    env: Vec<(String, String)>,
+    cwd: &Path,
+) -> Result<i32, SpawnError> {
+    let program = argv.first().ok_or(SpawnError::EmptyCommand)?;
+    if Reaper::current().is_some() {
+        return Err(SpawnError::Io {
+            what: "starting the command",
+            source: io::Error::other(
+                "a reaper is running in this process and would take the command's exit status",
+            ),
+        });
+    }
+    // Resolve before changing any process state, so "not found" leaves none behind.
+    spawn::resolve_program(program, spawn::path_of(&env), cwd)?;
+
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        // Still correct for the command itself; only its orphans go elsewhere.
+        tracing::warn!(error = %e, "cannot become a child subreaper");
+    }
+    for sig in [libc::SIGTTIN, libc::SIGTTOU] {
+        spawn::ignore_signal(sig).map_err(|source| SpawnError::Io {
+            what: "ignoring terminal stop signals",
+            source,
+        })?;
+    }
+    // Registered before the command starts, so a signal that arrives while it is
+    // being started is queued and forwarded rather than lost (or fatal to us).
+    let mut signals = Signals::new(forwarded_signals()).map_err(|source| SpawnError::Io {
+        what: "installing signal handlers",
+        source,
+    })?;
+    let take_terminal = spawn::owns_terminal_foreground();
+    let spec = SpawnSpec {
+        argv: argv.to_vec(),
+        env,
+        cwd: cwd.to_path_buf(),
+        stdin_null: false,
+        capture: false,
+        own_group: true,
+        reset_signals: vec![libc::SIGTTIN, libc::SIGTTOU],
+    };
+    // PDEATHSIG is sound here: the forking thread is this one, which stays in this
+    // function until the command has been reaped.
+    let setup = ChildSetup {
+        pdeathsig: true,
+        take_terminal,
+    };
+    let pid = spawn::spawn_direct(&spec, setup)?.id();
+
+    // True while the command is unreaped, so its pid is still its group id. The
+    // forwarder holds the lock while signalling, the reaping loop while clearing it,
+    // so no signal can reach a group id that was reused after the reap.
+    let alive = Arc::new(Mutex::new(true));
+    let handle = signals.handle();
+    let forwarder = {
+        let alive = Arc::clone(&alive);
+        thread::Builder::new()
+            .name("agentsup-exec-signals".into())
+            .spawn(move || {
+                for sig in signals.forever() {
+                    let alive = alive.lock().unwrap_or_else(PoisonError::into_inner);
+                    if !*alive {
+                        continue;
+                    }
+                    if let Err(e) = spawn::kill_group(pid, sig) {
+                        tracing::debug!(sig, error = %e, "cannot forward a signal");
+                    }
+                }
+            })
+    };
+    let forwarder = match forwarder {
+        Ok(f) => f,
+        Err(source) => {
+            // Nothing could forward signals to it: don't leave it running.
+            let _ = spawn::kill_group(pid, libc::SIGKILL);
+            let _ = reaper::reap_pid(pid, true);
+            return Err(SpawnError::Io {
+                what: "starting the signal-forwarding thread",
+                source,
+            });
+        }
+    };
+
+    let result = reap_until_exit(pid, &alive, program);
+    if take_terminal {
+        spawn::reclaim_terminal();
+    }
+    handle.close();
+    let _ = forwarder.join();
+    result.map(reaper::shell_exit_code)
+}
+
+/// Reaps every child until the command itself exits; returns how it ended.
+fn reap_until_exit(
+    pid: u32,
+    alive: &Mutex<bool>,
+    program: &str,
+) -> Result<Termination, SpawnError> {
+    let lost = |source| SpawnError::Wait {
+        program: program.to_owned(),
+        source,
+    };
+    loop {
+        // Peek first: the command stays an unreaped zombie (and its group id stays
+        // reserved) until the rest of its group has been signalled.
+        let next = reaper::peek_any_blocking().map_err(lost)?;
+        if next == pid {
+            let mut alive = alive.lock().unwrap_or_else(PoisonError::into_inner);
+            *alive = false;
+            let _ = spawn::kill_group(pid, libc::SIGTERM);
+            drop(alive);
+            return match reaper::reap_pid(pid, true).map_err(lost)? {
+                Some(termination) => Ok(termination),
+                None => Err(lost(io::Error::other("waitpid returned no status"))),
+            };
+        }
+        match reaper::reap_pid(next, true) {
+            Ok(Some(termination)) => {
+                tracing::debug!(pid = next, %termination, "reaped an orphan");
+            }
+            Ok(None) => {}
+            Err(e) => tracing::debug!(pid = next, error = %e, "cannot reap an orphan"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reaper::test_support::isolated;
+    use std::time::{Duration, Instant};
+
+    fn env() -> Vec<(String, String)> {
+        vec![("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into())]
+    }
+
+    fn sh(script: &str) -> Vec<String> {
+        vec!["sh".into(), "-c".into(), script.into()]
+    }
+
+    #[test]
+    fn forwarded_signals_skip_the_ones_we_must_not_touch() {
+        let list = forwarded_signals();
+        for s in [
+            libc::SIGTERM,
+            libc::SIGINT,
+            libc::SIGHUP,
+            libc::SIGUSR1,
+            libc::SIGWINCH,
+        ] {
+            assert!(list.contains(&s), "{s} missing");
+        }
+        for s in [
+            libc::SIGCHLD,
+            libc::SIGKILL,
+            libc::SIGSTOP,
+            libc::SIGSEGV,
+            libc::SIGPIPE,
+            32,
+            33,
+        ] {
+            assert!(!list.contains(&s), "{s} present");
+        }
+    }
+
+    #[test]
+    fn missing_command_is_reported_before_anything_changes() {
+        let err = run_exec(&["no-such-cmd".into()], env(), Path::new("/")).unwrap_err();
+        assert!(
+            err.to_string().contains("not found on the worker's PATH"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn exit_status_and_signal_death_become_the_exit_code() {
+        isolated(
+            concat!(
+                module_path!(),
+                "::exit_status_and_signal_death_become_the_exit_code"
+            ),
+            || {
+                assert_eq!(run_exec(&sh("exit 3"), env(), Path::new("/")).unwrap(), 3);
+                assert_eq!(
+                    run_exec(&sh("kill -TERM $$"), env(), Path::new("/")).unwrap(),
+                    128 + libc::SIGTERM
+                );
+                // A backgrounded grandchild is reaped (or signalled) without
+                // confusing the status of the command itself.
+                assert_eq!(
+                    run_exec(
+                        &sh("(sleep 0.1; exit 9) & sleep 0.3; exit 0"),
+                        env(),
+                        Path::new("/")
+                    )
+                    .unwrap(),
+                    0
+                );
+            },
+        );
+    }
+
+    #[test]
+    fn signals_sent_to_us_reach_the_command() {
+        isolated(
+            concat!(module_path!(), "::signals_sent_to_us_reach_the_command"),
+            || {
+                let dir = tempfile::tempdir().unwrap();
+                let ready = dir.path().join("ready");
+                let script = format!(
+                    "trap 'exit 7' TERM; touch {}; while :; do sleep 0.05; done",
+                    ready.display()
+                );
+                let sender = thread::spawn(move || {
+                    let deadline = Instant::now() + Duration::from_secs(20);
+                    while !ready.exists() {
+                        assert!(Instant::now() < deadline, "command never started");
+                        thread::sleep(Duration::from_millis(10));
+                    }
+                    spawn::kill_pid(std::process::id(), libc::SIGTERM).unwrap();
+                });
+                assert_eq!(run_exec(&sh(&script), env(), dir.path()).unwrap(), 7);
+                sender.join().unwrap();
+            },
+        );
+    }
+}

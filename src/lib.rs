@@ -1,0 +1,44 @@
+//! agentsup: a process supervisor for AI-agent workers.
+//!
+//! # Theory of operation
+//!
+//! Data flows one way, and each step has exactly one owner:
+//!
+//! 1. [`config`] mirrors `supervisor.toml` with serde and keeps spans for errors;
+//!    [`plan`] turns it into the checked, resolved model (paths against the config
+//!    directory, compiled globs and regexes, defaults). Everything downstream takes
+//!    only the plan.
+//! 2. [`sources`] loads every secret source **once** into a [`sources::Snapshot`]
+//!    that records the provenance of each value. Nothing reads or writes agentsup's
+//!    own environment except the `env` source and the `inherit` list, both of which
+//!    receive a copy of it taken at start-up.
+//! 3. [`check`] turns plan + snapshot into findings before anything starts.
+//! 4. [`env`] builds the exact environment of one replica, a pure function shared by
+//!    `run`, `env` and `exec`.
+//! 5. The supervisor spawns replicas ([`spawn`]), one reaper owns `waitpid`
+//!    ([`reaper`]), one writer owns stdout ([`output`]) and every byte of text passes
+//!    the [`redact`] matcher first. Replica transitions are a pure function
+//!    ([`replica`]); exit classification lives in [`auth`].
+//!
+//! Linux is the target: process groups, `PR_SET_PDEATHSIG`, child subreapers and
+//! `/proc` are used directly.
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod check;
+pub mod cli;
+pub mod config;
+pub mod env;
+pub mod env_report;
+pub mod exec;
+pub mod exit;
+pub mod output;
+pub mod plan;
+pub mod reaper;
+pub mod redact;
+pub mod replica;
+pub mod secret;
+pub mod signals;
+pub mod sources;
+pub mod spawn;
+pub mod supervisor;

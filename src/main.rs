@@ -1,0 +1,29 @@
+//! The `agentsup` binary: parse the command line, run, map errors to exit codes.
+//! Everything printed here passes the global redactor first (SPEC 7).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    agentsup::redact::install_panic_hook();
+    let cli = agentsup::cli::Cli::parse();
+    match agentsup::cli::run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let text = agentsup::redact::redact_message(&e.to_string());
+            let mut lines = text.lines();
+            if let Some(first) = lines.next() {
+                eprintln!("agentsup: error: {first}");
+            }
+            for line in lines {
+                if line.starts_with(' ') {
+                    eprintln!("{line}");
+                } else {
+                    eprintln!("agentsup: error: {line}");
+                }
+            }
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

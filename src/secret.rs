@@ -1,0 +1,174 @@
+//! Values that may be secret, where each came from, and how one may be shown.
+//!
+//! A [`Sensitive`] holds any environment value agentsup handles. Its `Debug` and
+//! `Display` never print the value, so a stray `{:?}` in a log line or a panic
+//! message cannot leak it; the only way out is [`Sensitive::expose`], which is
+//! greppable. [`mask`] is the one rule (SPEC 4) for showing part of a value.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use secrecy::{ExposeSecret, SecretString};
+
+/// A value read from a source or built for a worker. Cloning copies the secret,
+/// which is unavoidable (std copies env values into `CString`s for `execve` too).
+#[derive(Clone)]
+pub struct Sensitive(SecretString);
+
+impl Sensitive {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Sensitive(SecretString::from(value.into()))
+    }
+
+    /// The plain value. Call sites are the audit list of where values leave.
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    /// Length in bytes, safe to print.
+    pub fn len(&self) -> usize {
+        self.expose().len()
+    }
+
+    /// True when the value is the empty string.
+    pub fn is_empty(&self) -> bool {
+        self.expose().is_empty()
+    }
+}
+
+impl PartialEq for Sensitive {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl Eq for Sensitive {}
+
+impl fmt::Debug for Sensitive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Sensitive(<{} bytes>)", self.len())
+    }
+}
+
+/// Where a value came from, printed in reports as `.env:3`, `/run/secrets/X`, …
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Provenance {
+    /// A line of a dotenv file (1-based).
+    Dotenv {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line where the record starts.
+        line: usize,
+    },
+    /// A file in a `dir` source (Docker / Kubernetes secret).
+    SecretFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The output of a `command` source.
+    Command {
+        /// The program name (argv\[0]); never the arguments, which may hold tokens.
+        program: String,
+    },
+    /// agentsup's own process environment (`env` source or `inherit`).
+    ProcessEnv,
+    /// `X` read from the file named by `X_FILE`.
+    FileIndirection {
+        /// The `*_FILE` variable that named the file.
+        via: String,
+        /// Where that variable came from.
+        via_source: Box<Provenance>,
+        /// The file read.
+        path: PathBuf,
+    },
+    /// `[env].vars` in the config.
+    GlobalVars,
+    /// The worker's own `vars`.
+    WorkerVars,
+    /// A variable agentsup itself sets (`AGENTSUP_*`, `PYTHONUNBUFFERED`, …).
+    Agentsup,
+}
+
+impl Provenance {
+    /// True for sources that exist to carry secrets (SPEC 7: `dir`, `command`, `env`).
+    pub fn is_secret_source(&self) -> bool {
+        match self {
+            Provenance::SecretFile { .. }
+            | Provenance::Command { .. }
+            | Provenance::ProcessEnv
+            | Provenance::FileIndirection { .. } => true,
+            Provenance::Dotenv { .. }
+            | Provenance::GlobalVars
+            | Provenance::WorkerVars
+            | Provenance::Agentsup => false,
+        }
+    }
+}
+
+impl fmt::Display for Provenance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Provenance::Dotenv { path, line } => write!(f, "{}:{line}", path.display()),
+            Provenance::SecretFile { path } => write!(f, "{}", path.display()),
+            Provenance::Command { program } => write!(f, "command `{program}`"),
+            Provenance::ProcessEnv => f.write_str("process env"),
+            Provenance::FileIndirection { via, path, .. } => {
+                write!(f, "{} (via {via})", path.display())
+            }
+            Provenance::GlobalVars => f.write_str("[env] vars"),
+            Provenance::WorkerVars => f.write_str("worker vars"),
+            Provenance::Agentsup => f.write_str("agentsup"),
+        }
+    }
+}
+
+/// True when a variable's name alone marks it secret (SPEC 7).
+pub fn name_looks_secret(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    upper.ends_with("_KEY")
+        || upper.ends_with("_TOKEN")
+        || upper.ends_with("_SECRET")
+        || upper.contains("PASSWORD")
+        || upper == "API_KEY"
+}
+
+/// Shows a value the only way SPEC 4 allows: first 4 and last 4 characters and the
+/// length, and only when the value has at least 20 characters; otherwise only the length.
+pub fn mask(value: &str) -> String {
+    let chars: Vec<char> = value.chars().collect();
+    if chars.len() >= 20 {
+        let head: String = chars[..4].iter().collect();
+        let tail: String = chars[chars.len() - 4..].iter().collect();
+        let head = head.escape_debug().to_string();
+        let tail = tail.escape_debug().to_string();
+        format!("{head}…{tail} ({} chars)", chars.len())
+    } else {
+        format!("*** ({} chars)", chars.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_value() {
+        let s = Sensitive::new("sk-supersecretvalue");
+        assert!(!format!("{s:?}").contains("supersecret"));
+    }
+
+    #[test]
+    fn mask_shows_edges_only_for_long_values() {
+        assert_eq!(mask("sk-abcdefghijklmnopqrstuvwxyz"), "sk-a…wxyz (29 chars)");
+        assert_eq!(mask("short-secret"), "*** (12 chars)");
+    }
+
+    #[test]
+    fn secret_names() {
+        assert!(name_looks_secret("OPENAI_API_KEY"));
+        assert!(name_looks_secret("GITHUB_TOKEN"));
+        assert!(name_looks_secret("DB_PASSWORD_X"));
+        assert!(!name_looks_secret("MODEL"));
+    }
+}

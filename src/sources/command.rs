@@ -1,0 +1,241 @@
+//! `command` sources: vault, op, sops, or any program that prints secrets.
+//!
+//! The command runs without a shell, with agentsup's own environment (it is
+//! agentsup's credential helper, not a worker: `VAULT_ADDR`, `HOME` and the like must
+//! reach it), a timeout, and its stdout parsed as dotenv or as a JSON object (under
+//! `json_pointer`). A failure reports the exit status and the last lines of stderr,
+//! redacted with every value known so far, because a failing secret tool may echo
+//! what it was given.
+//!
+//! How the process is started and waited for is behind [`CommandRunner`], because
+//! `check` has no reaper while `run` must route every exit through its single
+//! reaper (see [`crate::reaper`]).
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::dotenv::{self, Quote, RecordNote};
+use super::{LoadContext, Severity, SourceProblem};
+use crate::config::CommandFormat;
+use crate::plan::is_var_name;
+use crate::redact::Redactor;
+use crate::secret::Sensitive;
+
+/// What a finished command produced.
+#[derive(Debug)]
+pub struct Captured {
+    /// `Some(code)` for a normal exit, `None` when killed by a signal.
+    pub code: Option<i32>,
+    /// Signal number when killed.
+    pub signal: Option<i32>,
+    /// Its stdout.
+    pub stdout: Vec<u8>,
+    /// Its stderr.
+    pub stderr: Vec<u8>,
+}
+
+/// Runs a command to completion; implemented over [`crate::spawn`].
+pub trait CommandRunner: Sync {
+    /// Runs `argv` in `cwd` with `env`, killing it after `timeout`. `Err` (a
+    /// value-free sentence) when it could not be started, timed out or was lost.
+    fn run(
+        &self,
+        argv: &[String],
+        env: &[(String, String)],
+        cwd: &Path,
+        timeout: Duration,
+    ) -> Result<Captured, String>;
+}
+
+/// Settings of one command source.
+pub struct CommandSpec<'a> {
+    /// argv.
+    pub argv: &'a [String],
+    /// stdout format.
+    pub format: CommandFormat,
+    /// JSON pointer.
+    pub json_pointer: Option<&'a str>,
+    /// Timeout.
+    pub timeout: Duration,
+    /// Working directory (the config directory).
+    pub cwd: &'a Path,
+}
+
+/// Values a command produced: `(name, value, quote, notes)`.
+#[derive(Debug, Default)]
+pub struct CommandLoad {
+    /// The values.
+    pub entries: Vec<(String, Sensitive, Option<Quote>, Vec<RecordNote>)>,
+    /// Skipped values and parse problems.
+    pub problems: Vec<SourceProblem>,
+}
+
+/// Runs the command and parses what it printed.
+pub fn load(
+    spec: &CommandSpec<'_>,
+    ctx: &LoadContext<'_>,
+    known: &[(String, Sensitive)],
+) -> Result<CommandLoad, SourceProblem> {
+    let program = spec.argv[0].clone();
+    let location = format!("command `{program}`");
+    let fail = |message: String| SourceProblem {
+        severity: Severity::Error,
+        location: location.clone(),
+        key: None,
+        message,
+    };
+    let env: Vec<(String, String)> = ctx
+        .process_env
+        .vars
+        .iter()
+        .map(|(k, v)| (k.clone(), v.expose().to_string()))
+        .collect();
+    let out = ctx
+        .runner
+        .run(spec.argv, &env, spec.cwd, spec.timeout)
+        .map_err(|e| fail(format!("{e}; check the command by hand, and raise `timeout` if it is only slow")))?;
+    let redactor = Redactor::new(known.iter().cloned());
+    let stderr_tail = || {
+        let text = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let start = lines.len().saturating_sub(10);
+        let tail = lines[start..].join("\n    ");
+        if tail.is_empty() {
+            " (stderr was empty)".to_string()
+        } else {
+            format!("; its stderr ended with:\n    {}", redactor.redact_str(&tail))
+        }
+    };
+    if let Some(sig) = out.signal {
+        return Err(fail(format!("was killed by signal {sig}{}", stderr_tail())));
+    }
+    if out.code != Some(0) {
+        return Err(fail(format!(
+            "exited with status {}{}",
+            out.code.unwrap_or(-1),
+            stderr_tail()
+        )));
+    }
+    match spec.format {
+        CommandFormat::Dotenv => Ok(parse_dotenv_output(&out.stdout, &location)),
+        CommandFormat::Json => parse_json_output(&out.stdout, spec.json_pointer, &location),
+    }
+}
+
+fn parse_dotenv_output(stdout: &[u8], location: &str) -> CommandLoad {
+    let parsed = dotenv::parse(stdout);
+    let mut load = CommandLoad::default();
+    for e in &parsed.errors {
+        load.problems.push(SourceProblem {
+            severity: Severity::Error,
+            location: format!("{location} output line {}", e.line),
+            key: e.key.clone(),
+            message: e.reason.clone(),
+        });
+    }
+    for r in parsed.effective() {
+        load.entries
+            .push((r.key.clone(), r.value.clone(), Some(r.quote), r.notes.clone()));
+    }
+    load
+}
+
+fn parse_json_output(
+    stdout: &[u8],
+    pointer: Option<&str>,
+    location: &str,
+) -> Result<CommandLoad, SourceProblem> {
+    let fail = |message: String| SourceProblem {
+        severity: Severity::Error,
+        location: location.to_string(),
+        key: None,
+        message,
+    };
+    // serde_json's error names line and column only, never the text around it.
+    let doc: serde_json::Value = serde_json::from_slice(stdout)
+        .map_err(|e| fail(format!("stdout is not valid JSON (line {}, column {}); check `format`", e.line(), e.column())))?;
+    let target = match pointer {
+        Some(p) => doc.pointer(p).ok_or_else(|| {
+            fail(format!(
+                "json_pointer {p:?} matches nothing in the output; top-level fields are: {}",
+                field_names(&doc)
+            ))
+        })?,
+        None => &doc,
+    };
+    let Some(obj) = target.as_object() else {
+        return Err(fail(format!(
+            "expected a JSON object of strings at {:?}, found {}",
+            pointer.unwrap_or(""),
+            kind_of(target)
+        )));
+    };
+    let mut load = CommandLoad::default();
+    for (k, v) in obj {
+        if !is_var_name(k) {
+            load.problems.push(SourceProblem {
+                severity: Severity::Warning,
+                location: location.to_string(),
+                key: None,
+                message: format!("field {k:?} is not a variable name; skipped"),
+            });
+            continue;
+        }
+        let value = match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Bool(b) => b.to_string(),
+            other => {
+                load.problems.push(SourceProblem {
+                    severity: Severity::Warning,
+                    location: location.to_string(),
+                    key: Some(k.clone()),
+                    message: format!("{k} is {}, not a string; skipped", kind_of(other)),
+                });
+                continue;
+            }
+        };
+        load.entries.push((k.clone(), Sensitive::new(value), None, Vec::new()));
+    }
+    Ok(load)
+}
+
+fn field_names(v: &serde_json::Value) -> String {
+    match v.as_object() {
+        Some(o) if !o.is_empty() => o.keys().map(|k| format!("/{k}")).collect::<Vec<_>>().join(", "),
+        _ => "(none)".to_string(),
+    }
+}
+
+fn kind_of(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_pointer_and_types() {
+        let out = br#"{"data":{"data":{"OPENAI_API_KEY":"sk-x","N":3,"bad-name":"v","O":{}}}}"#;
+        let l = parse_json_output(out, Some("/data/data"), "command `vault`").unwrap();
+        let names: Vec<&str> = l.entries.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(names, vec!["N", "OPENAI_API_KEY"]);
+        assert_eq!(l.problems.len(), 2);
+        let e = parse_json_output(out, Some("/nope"), "c").unwrap_err();
+        assert!(e.message.contains("/data"), "{}", e.message);
+    }
+
+    #[test]
+    fn invalid_json_never_echoes_text() {
+        let e = parse_json_output(b"{\"K\": sk-secret-value}", None, "c").unwrap_err();
+        assert!(!e.message.contains("sk-secret"));
+    }
+}

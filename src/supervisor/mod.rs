@@ -1,0 +1,712 @@
+//! `agentsup run`: the dispatcher (SPEC 5).
+//!
+//! One task owns every replica's state. Every input — a signal, a run that started
+//! or exited, a timer, a finished re-read of the sources — becomes one event; the
+//! pure [`crate::replica`] step function decides, and this module performs the
+//! actions it returns (spawn, signal a process group, arm a timer, re-read the
+//! sources, log). Nothing else touches replica state.
+//!
+//! Start-up order matters: signal handlers first (an early `docker stop` must not
+//! be lost), then the reaper and the spawner thread, then the sources are loaded
+//! **once** and checked; only when the checks pass does any worker start.
+
+mod reread;
+mod run_task;
+mod startup;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::auth::{self, ClassifyInput, ExitClass};
+use crate::config::OnGiveUp;
+use crate::env::BuiltEnv;
+use crate::exit::{Result, code};
+use crate::output::{OutputSink, Tail};
+use crate::plan::{Plan, WorkerPlan};
+use crate::redact::SharedRedactor;
+use crate::replica::{self, Action, Event, Replica, StopSignal};
+use crate::secret::Sensitive;
+use crate::signals::{SignalEvent, Signals};
+use crate::sources::{ProcessEnv, Snapshot};
+use crate::spawn::{DEFAULT_RESET_SIGNALS, SpawnSpec, Spawner, kill_group};
+
+pub use startup::cmd_run;
+
+use run_task::{RunEvent, RunRequest};
+
+/// One replica of one worker, as the dispatcher tracks it.
+struct Slot {
+    worker: usize,
+    replica: u32,
+    label: String,
+    machine: Replica,
+    policy: replica::Policy,
+    /// Incremented per run; events of older runs are ignored.
+    run: u64,
+    /// The pid of the current run, while it lives.
+    pid: Option<u32>,
+    /// Output tail of the current run (classification).
+    tail: Arc<Mutex<Tail>>,
+    /// The declared keys the current run was given (rotation detection, fingerprint).
+    injected: Vec<(String, Sensitive)>,
+    /// Incremented per armed timer; older timers are ignored.
+    timer_gen: u64,
+    /// True once agentsup asked the current run to stop.
+    stop_requested: bool,
+    /// Waiting for the shared re-read to finish.
+    awaiting_reread: bool,
+}
+
+/// Inputs of the dispatcher.
+enum Input {
+    Timer { slot: usize, generation: u64 },
+    Reread(Box<reread::Outcome>),
+    ShutdownDeadline,
+}
+
+/// The dispatcher's state.
+struct Dispatcher {
+    plan: Arc<Plan>,
+    workers: Vec<WorkerPlan>,
+    process_env: Arc<ProcessEnv>,
+    snapshot: Arc<Snapshot>,
+    slots: Vec<Slot>,
+    spawner: Spawner,
+    reaper: crate::reaper::ReaperHandle,
+    sink: OutputSink,
+    redactor: SharedRedactor,
+    runs_tx: mpsc::UnboundedSender<RunEvent>,
+    inputs_tx: mpsc::UnboundedSender<Input>,
+    reread_in_flight: bool,
+    /// A SIGHUP re-read is pending; restart replicas whose environment changed.
+    reload_requested: bool,
+    /// Replicas waiting for a rolling restart (SIGHUP), one at a time.
+    rolling: Vec<usize>,
+    rolling_current: Option<usize>,
+    shutting_down: bool,
+    shutdown_signals: u32,
+    exit_code: u8,
+}
+
+impl Dispatcher {
+    fn worker_of(&self, slot: usize) -> &WorkerPlan {
+        &self.workers[self.slots[slot].worker]
+    }
+
+    fn built_env(&self, slot: usize) -> BuiltEnv {
+        let s = &self.slots[slot];
+        crate::env::build(
+            &self.plan,
+            &self.workers[s.worker],
+            s.replica,
+            &self.snapshot,
+            &self.process_env,
+        )
+    }
+
+    /// Feeds one event to a replica's state machine and performs the actions.
+    fn drive(&mut self, slot: usize, event: Event) {
+        let jitter = fastrand::f64() * 2.0 - 1.0;
+        let s = &mut self.slots[slot];
+        let actions = s.machine.step(&s.policy, event, jitter);
+        for action in actions {
+            self.perform(slot, action);
+        }
+    }
+
+    fn perform(&mut self, slot: usize, action: Action) {
+        match action {
+            Action::Spawn => self.spawn(slot),
+            Action::Signal { group, sig } => {
+                let signo = match sig {
+                    StopSignal::Stop => self.worker_of(slot).stop_signal as i32,
+                    StopSignal::Kill => libc::SIGKILL,
+                };
+                self.slots[slot].stop_requested = true;
+                // The machine names the group it saw running; the slot's pid is the
+                // same run (older runs' events are dropped before they get here).
+                let _ = kill_group(group as u32, signo);
+            }
+            Action::ArmTimer { at } => self.arm_timer(slot, at),
+            Action::RereadSources => {
+                self.slots[slot].awaiting_reread = true;
+                self.start_reread();
+            }
+            Action::Log(t) => self.log_transition(&t),
+            Action::GiveUp => self.give_up(slot),
+        }
+    }
+
+    fn spawn(&mut self, slot: usize) {
+        if self.shutting_down {
+            return;
+        }
+        let env = self.built_env(slot);
+        let worker = self.worker_of(slot).clone();
+        self.redactor.extend(env.secrets());
+        let s = &mut self.slots[slot];
+        s.run += 1;
+        s.stop_requested = false;
+        s.pid = None;
+        s.injected = worker
+            .keys_exact
+            .iter()
+            .chain(env.vars.keys().filter(|k| worker.key_globset.is_match(k)))
+            .filter_map(|k| env.vars.get(k).map(|v| (k.clone(), v.value.clone())))
+            .collect();
+        if let Ok(mut t) = s.tail.lock() {
+            t.clear();
+        }
+        let req = RunRequest {
+            slot,
+            run: s.run,
+            spec: SpawnSpec {
+                argv: worker.command.clone(),
+                env: env.pairs(),
+                cwd: worker.cwd.clone(),
+                stdin_null: true,
+                capture: true,
+                own_group: true,
+                reset_signals: DEFAULT_RESET_SIGNALS.to_vec(),
+            },
+            worker: Arc::from(worker.name.as_str()),
+            replica: s.replica,
+            tail: s.tail.clone(),
+        };
+        run_task::start(
+            req,
+            self.spawner.clone(),
+            self.sink.clone(),
+            self.redactor.clone(),
+            self.runs_tx.clone(),
+        );
+    }
+
+    fn arm_timer(&mut self, slot: usize, at: Instant) {
+        let s = &mut self.slots[slot];
+        s.timer_gen += 1;
+        let generation = s.timer_gen;
+        let tx = self.inputs_tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at.into()).await;
+            let _ = tx.send(Input::Timer { slot, generation });
+        });
+    }
+
+    fn log_transition(&self, t: &replica::Transition) {
+        use crate::output::{Format, SupervisorEvent};
+        let mut msg = if t.from == t.to {
+            t.to.to_string()
+        } else {
+            format!("{} -> {}", t.from, t.to)
+        };
+        if let Some(pid) = t.pid {
+            msg.push_str(&format!(" (pid {pid})"));
+        }
+        let stopped = t.to == "stopped";
+        if let Some(status) = t.status {
+            msg.push_str(&format!(", {status}"));
+        }
+        if let Some(class) = t.class.filter(|_| !stopped) {
+            msg.push_str(&format!(", class {class}"));
+        }
+        let routine = ["starting", "spawned", "stopped", "stop requested"];
+        if !t.reason.is_empty() && !stopped && !routine.contains(&t.reason.as_str()) {
+            msg.push_str(": ");
+            msg.push_str(&t.reason);
+        }
+        if let Some(d) = t.delay {
+            msg.push_str(&format!("; next start in {}", format_delay(d)));
+        }
+        let level = if t.to == "failed" {
+            tracing::Level::ERROR
+        } else if matches!(t.class, Some(c) if c != ExitClass::Ok) || t.to == "auth-blocked" {
+            tracing::Level::WARN
+        } else {
+            tracing::Level::INFO
+        };
+        let mut ev = SupervisorEvent::new(level, msg)
+            .field("worker", t.worker.clone())
+            .field("replica", t.replica);
+        // Pretty lines read as `planner.0: running -> backoff …`; the machine fields
+        // are for JSON consumers only.
+        if self.sink.formatter().format() == Format::Json {
+            ev = ev
+                .field("event", "transition")
+                .field("from", t.from)
+                .field("to", t.to)
+                .field("pid", t.pid.map_or(0, i64::from));
+            if let Some(class) = t.class {
+                ev = ev.field("class", class.as_str());
+            }
+            if let Some(status) = t.status {
+                ev = ev.field("status", status.to_string());
+            }
+            if let Some(d) = t.delay {
+                ev = ev.field("delay_ms", d.as_millis() as u64);
+            }
+        }
+        let _ = self.sink.event_blocking(&ev);
+    }
+
+    fn give_up(&mut self, slot: usize) {
+        let label = self.slots[slot].label.clone();
+        match self.plan.supervisor.on_give_up {
+            OnGiveUp::Exit => {
+                tracing::error!(
+                    "{label} failed for good; on_give_up = \"exit\": stopping every worker (exit status 1)"
+                );
+                self.exit_code = code::FAILURE;
+                self.begin_shutdown();
+            }
+            OnGiveUp::Keep => {
+                tracing::error!(
+                    "{label} failed for good; on_give_up = \"keep\": the other workers keep running"
+                );
+                self.exit_code = code::FAILURE;
+            }
+        }
+    }
+
+    fn on_run_event(&mut self, ev: RunEvent) {
+        match ev {
+            RunEvent::Spawned { slot, run, pid } => {
+                if self.slots[slot].run != run {
+                    return;
+                }
+                self.slots[slot].pid = Some(pid);
+                if self.shutting_down {
+                    // A spawn raced the shutdown: stop it like the others.
+                    self.slots[slot].stop_requested = true;
+                    let _ = kill_group(pid, self.worker_of(slot).stop_signal as i32);
+                }
+                self.drive(
+                    slot,
+                    Event::Spawned {
+                        pid: pid as i32,
+                        at: Instant::now(),
+                    },
+                );
+                if self.rolling_current == Some(slot) {
+                    self.rolling_current = None;
+                    self.next_rolling();
+                }
+            }
+            RunEvent::SpawnFailed { slot, run, reason } => {
+                if self.slots[slot].run != run {
+                    return;
+                }
+                let worker = self.worker_of(slot).name.clone();
+                tracing::error!(
+                    "{} could not start: worker {worker:?}: {}",
+                    self.slots[slot].label,
+                    reason
+                );
+                self.drive(
+                    slot,
+                    Event::SpawnFailed {
+                        reason: format!("could not start: {reason}"),
+                        at: Instant::now(),
+                    },
+                );
+                if self.rolling_current == Some(slot) {
+                    self.rolling_current = None;
+                    self.next_rolling();
+                }
+            }
+            RunEvent::Exited {
+                slot,
+                run,
+                termination,
+                leaked,
+            } => {
+                if self.slots[slot].run != run {
+                    return;
+                }
+                if leaked {
+                    tracing::warn!(
+                        "{}: processes it started kept its output open after it exited; their process group was killed",
+                        self.slots[slot].label
+                    );
+                }
+                let (status, class, reason) = self.classify(slot, termination);
+                self.slots[slot].pid = None;
+                self.drive(
+                    slot,
+                    Event::Exited {
+                        status,
+                        class,
+                        reason,
+                        at: Instant::now(),
+                    },
+                );
+            }
+        }
+    }
+
+    fn classify(
+        &self,
+        slot: usize,
+        termination: crate::reaper::Termination,
+    ) -> (auth::Termination, ExitClass, String) {
+        let s = &self.slots[slot];
+        let worker = &self.workers[s.worker];
+        let tail = s.tail.lock().map(|t| t.text()).unwrap_or_default();
+        let term = match termination {
+            crate::reaper::Termination::Exited(c) => auth::Termination::Exited(c),
+            crate::reaper::Termination::Signaled(n) => auth::Termination::Signaled(n),
+        };
+        let c = auth::classify(&ClassifyInput {
+            termination: term,
+            was_stop_requested: s.stop_requested,
+            exit_codes: &worker.auth.exit_codes,
+            patterns: &worker.auth.patterns,
+            tail: &tail,
+            injected: &s.injected,
+        });
+        let mut detail = c.reason.clone();
+        if c.class == ExitClass::Config {
+            if let Some(var) = &c.wanted_var {
+                detail.push_str(&format!(
+                    "; the SDK wanted {var}, which worker {:?} {}",
+                    worker.name,
+                    if worker.declares(var) {
+                        "declares: check its value with `agentsup check`"
+                    } else {
+                        "does not declare: add it to `keys`"
+                    }
+                ));
+            }
+        }
+        (term, c.class, detail)
+    }
+
+    fn start_reread(&mut self) {
+        if self.reread_in_flight {
+            return;
+        }
+        self.reread_in_flight = true;
+        reread::start(
+            self.plan.clone(),
+            self.workers.clone(),
+            self.process_env.clone(),
+            self.reaper.clone(),
+            self.inputs_tx.clone(),
+        );
+    }
+
+    fn on_reread(&mut self, outcome: reread::Outcome) {
+        self.reread_in_flight = false;
+        let accepted = match outcome.result {
+            Ok(snapshot) => {
+                self.snapshot = Arc::new(snapshot);
+                tracing::info!("re-read sources: values pass the checks");
+                true
+            }
+            Err(why) => {
+                tracing::warn!(
+                    "re-read sources: the new values fail the checks; keeping the old ones and everything running. {why}"
+                );
+                false
+            }
+        };
+        let waiting: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| self.slots[i].awaiting_reread)
+            .collect();
+        for slot in waiting {
+            self.slots[slot].awaiting_reread = false;
+            let changed = if accepted { self.changed_keys(slot) } else { Vec::new() };
+            let label = self.slots[slot].label.clone();
+            if changed.is_empty() {
+                tracing::info!("{label}: re-read sources: its keys are unchanged");
+            }
+            for (key, source) in &changed {
+                tracing::info!("{label}: re-read sources: {key} changed (now from {source})");
+            }
+            self.drive(
+                slot,
+                Event::RereadDone {
+                    changed_keys: changed.into_iter().map(|(k, _)| k).collect(),
+                    at: Instant::now(),
+                },
+            );
+        }
+        if accepted {
+            // Replicas waiting out an auth backoff restart now if their keys changed
+            // (SPEC 5): one re-read serves the whole incident.
+            for slot in 0..self.slots.len() {
+                let m = &self.slots[slot].machine;
+                let waiting = matches!(m.state(), replica::State::AuthBlocked { .. })
+                    || (matches!(m.state(), replica::State::Backoff { .. }) && m.auth_streak() > 0);
+                if waiting && !self.changed_keys(slot).is_empty() {
+                    let label = self.slots[slot].label.clone();
+                    for (key, source) in self.changed_keys(slot) {
+                        tracing::info!("{label}: {key} changed (now from {source})");
+                    }
+                    self.drive(slot, Event::SourcesChanged);
+                }
+            }
+        }
+        if self.reload_requested {
+            self.reload_requested = false;
+            if accepted {
+                self.plan_rolling_restart();
+            }
+        }
+    }
+
+    /// Declared keys of `slot` whose value differs from what its last run got, each
+    /// with where the new value comes from.
+    fn changed_keys(&self, slot: usize) -> Vec<(String, String)> {
+        let env = self.built_env(slot);
+        let s = &self.slots[slot];
+        let old: BTreeMap<&str, &Sensitive> = s.injected.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let worker = &self.workers[s.worker];
+        let mut out = Vec::new();
+        for (k, v) in &env.vars {
+            if !worker.declares(k) {
+                continue;
+            }
+            if old.get(k.as_str()) != Some(&&v.value) {
+                out.push((k.clone(), v.provenance.to_string()));
+            }
+        }
+        for k in old.keys() {
+            if !env.vars.contains_key(*k) {
+                out.push(((*k).to_string(), "removed from every source".into()));
+            }
+        }
+        out
+    }
+
+    fn plan_rolling_restart(&mut self) {
+        let mut list = Vec::new();
+        for slot in 0..self.slots.len() {
+            if self.slots[slot].pid.is_none() {
+                continue;
+            }
+            if !self.changed_keys(slot).is_empty() {
+                list.push(slot);
+            }
+        }
+        if list.is_empty() {
+            tracing::info!("reload: no replica's environment changed; nothing to restart");
+            return;
+        }
+        tracing::info!(
+            "reload: restarting {} replica(s) whose environment changed, one at a time",
+            list.len()
+        );
+        self.rolling = list;
+        self.rolling.reverse();
+        self.next_rolling();
+    }
+
+    fn next_rolling(&mut self) {
+        if self.shutting_down || self.rolling_current.is_some() {
+            return;
+        }
+        if let Some(slot) = self.rolling.pop() {
+            self.rolling_current = Some(slot);
+            self.drive(slot, Event::RestartRequested { at: Instant::now() });
+        }
+    }
+
+    fn on_signal(&mut self, ev: SignalEvent) {
+        match ev {
+            SignalEvent::Shutdown(sig) => {
+                self.shutdown_signals += 1;
+                if self.shutdown_signals == 1 {
+                    tracing::info!(
+                        "received {}: stopping every worker (a second signal kills at once)",
+                        signal_name(sig)
+                    );
+                    self.begin_shutdown();
+                } else {
+                    tracing::warn!("received {} again: killing every worker now", signal_name(sig));
+                    self.kill_all();
+                }
+            }
+            SignalEvent::Reload => {
+                tracing::info!("received SIGHUP: re-reading and re-checking every source");
+                self.reload_requested = true;
+                self.start_reread();
+            }
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        if self.shutting_down {
+            return;
+        }
+        self.shutting_down = true;
+        self.rolling.clear();
+        for slot in 0..self.slots.len() {
+            self.drive(slot, Event::StopRequested { at: Instant::now() });
+        }
+        let tx = self.inputs_tx.clone();
+        let grace = self.plan.supervisor.shutdown_timeout;
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let _ = tx.send(Input::ShutdownDeadline);
+        });
+    }
+
+    fn kill_all(&mut self) {
+        for slot in 0..self.slots.len() {
+            self.drive(slot, Event::ForceKill { at: Instant::now() });
+        }
+    }
+
+    fn all_done(&self) -> bool {
+        self.slots.iter().all(|s| {
+            s.pid.is_none()
+                && matches!(
+                    s.machine.state(),
+                    replica::State::Stopped | replica::State::Exited | replica::State::Failed { .. }
+                )
+        })
+    }
+
+    async fn run(mut self, mut signals: Signals, mut runs_rx: mpsc::UnboundedReceiver<RunEvent>, mut inputs_rx: mpsc::UnboundedReceiver<Input>) -> u8 {
+        for slot in 0..self.slots.len() {
+            self.drive(slot, Event::Start);
+        }
+        loop {
+            if self.all_done() {
+                break;
+            }
+            tokio::select! {
+                sig = signals.next() => self.on_signal(sig),
+                Some(ev) = runs_rx.recv() => self.on_run_event(ev),
+                Some(input) = inputs_rx.recv() => match input {
+                    Input::Timer { slot, generation } => {
+                        if self.slots[slot].timer_gen == generation {
+                            self.drive(slot, Event::TimerFired { at: Instant::now() });
+                        }
+                    }
+                    Input::Reread(outcome) => self.on_reread(*outcome),
+                    Input::ShutdownDeadline => {
+                        tracing::warn!(
+                            "shutdown_timeout ({}) reached: killing what is left",
+                            humantime::format_duration(self.plan.supervisor.shutdown_timeout)
+                        );
+                        self.kill_all();
+                    }
+                },
+            }
+        }
+        startup::kill_leftover_children();
+        if !self.shutting_down {
+            let failed = self
+                .slots
+                .iter()
+                .any(|s| matches!(s.machine.state(), replica::State::Failed { .. }));
+            tracing::info!(
+                "every worker has finished{}",
+                if failed { "; some failed for good" } else { "" }
+            );
+            if failed {
+                self.exit_code = code::FAILURE;
+            }
+        } else {
+            tracing::info!("all workers stopped");
+        }
+        self.exit_code
+    }
+}
+
+fn signal_name(sig: i32) -> String {
+    nix::sys::signal::Signal::try_from(sig)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {sig}"))
+}
+
+/// Runs the dispatcher to completion; returns the exit code.
+#[allow(clippy::too_many_arguments)]
+async fn supervise(
+    plan: Arc<Plan>,
+    workers: Vec<WorkerPlan>,
+    process_env: Arc<ProcessEnv>,
+    snapshot: Arc<Snapshot>,
+    signals: Signals,
+    spawner: Spawner,
+    reaper: crate::reaper::ReaperHandle,
+    sink: OutputSink,
+    redactor: SharedRedactor,
+) -> Result<u8> {
+    let (runs_tx, runs_rx) = mpsc::unbounded_channel();
+    let (inputs_tx, inputs_rx) = mpsc::unbounded_channel();
+    let mut slots = Vec::new();
+    for (wi, w) in workers.iter().enumerate() {
+        for r in 0..w.replicas {
+            slots.push(Slot {
+                worker: wi,
+                replica: r,
+                label: format!("{}.{r}", w.name),
+                machine: Replica::new(w.name.clone(), r),
+                policy: replica_policy(w),
+                run: 0,
+                pid: None,
+                tail: Arc::new(Mutex::new(Tail::default())),
+                injected: Vec::new(),
+                timer_gen: 0,
+                stop_requested: false,
+                awaiting_reread: false,
+            });
+        }
+    }
+    let d = Dispatcher {
+        plan,
+        workers,
+        process_env,
+        snapshot,
+        slots,
+        spawner,
+        reaper,
+        sink,
+        redactor,
+        runs_tx,
+        inputs_tx,
+        reread_in_flight: false,
+        reload_requested: false,
+        rolling: Vec::new(),
+        rolling_current: None,
+        shutting_down: false,
+        shutdown_signals: 0,
+        exit_code: code::OK,
+    };
+    Ok(d.run(signals, runs_rx, inputs_rx).await)
+}
+
+/// The replica policy of a worker, from its plan.
+pub fn replica_policy(w: &WorkerPlan) -> replica::Policy {
+    replica::Policy {
+        restart: match w.restart {
+            crate::config::RestartMode::Always => replica::RestartPolicy::Always,
+            crate::config::RestartMode::OnFailure => replica::RestartPolicy::OnFailure,
+            crate::config::RestartMode::Never => replica::RestartPolicy::Never,
+        },
+        backoff: replica::Backoff {
+            initial: w.backoff.initial,
+            max: w.backoff.max,
+            multiplier: w.backoff.multiplier,
+            jitter: w.backoff.jitter,
+            reset_after: w.backoff.reset_after,
+        },
+        max_restarts: w.max_restarts,
+        auth_max_delay: w.auth.max_delay,
+        stop_timeout: w.stop_timeout,
+    }
+}
+
+fn format_delay(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}

@@ -1,0 +1,177 @@
+//! Start-up and tear-down of `agentsup run`: the order that makes it a correct
+//! container PID 1, and the last sweep for leftover children.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+use crate::check;
+use crate::cli::{LogFormatArg, RunArgs, SpawnRunner, load_plan, unknown_worker, write_stdout};
+use crate::config::LogFormat;
+use crate::exit::{Error, Result, code};
+use crate::output::{Format, OutputConfig, OutputSink};
+use crate::plan::WorkerPlan;
+use crate::reaper::Reaper;
+use crate::signals::Signals;
+use crate::sources::{self, LoadContext, ProcessEnv};
+use crate::spawn::Spawner;
+
+/// `agentsup run`.
+pub fn cmd_run(a: RunArgs) -> Result<u8> {
+    let plan = load_plan(&a.config)?;
+    for name in &a.only {
+        if plan.worker(name).is_none() {
+            return Err(Error::Usage(unknown_worker(&plan, name)));
+        }
+    }
+    let workers: Vec<WorkerPlan> = plan
+        .workers
+        .iter()
+        .filter(|w| a.only.is_empty() || a.only.contains(&w.name))
+        .cloned()
+        .collect();
+    if workers.is_empty() {
+        return Err(Error::Validation(format!(
+            "{} defines no [[worker]]; add one with a name and a command",
+            plan.config_path.display()
+        )));
+    }
+    if let Some(w) = workers.iter().find(|w| w.start == crate::config::StartMode::Fork) {
+        return Err(Error::Validation(format!(
+            "worker {:?}: start = \"fork\" is not supported by this build yet; use start = \"spawn\" with command = [\"python3\", \"-m\", …]",
+            w.name
+        )));
+    }
+    let format = match a.log_format {
+        Some(LogFormatArg::Json) => LogFormat::Json,
+        Some(LogFormatArg::Pretty) => LogFormat::Pretty,
+        None => plan.supervisor.log_format,
+    };
+    let color = !a.no_color
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::io::stdout().is_terminal();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("agentsup")
+        .build()
+        .map_err(|e| Error::Runtime(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(run(Arc::new(plan), workers, format, color))
+}
+
+async fn run(
+    plan: Arc<crate::plan::Plan>,
+    workers: Vec<WorkerPlan>,
+    format: LogFormat,
+    color: bool,
+) -> Result<u8> {
+    // Signals first: see the module docs of crate::signals.
+    let signals = Signals::register()
+        .map_err(|e| Error::Runtime(format!("cannot install signal handlers: {e}")))?;
+    let reaper = Reaper::start()
+        .map_err(|e| Error::Runtime(format!("cannot become a child subreaper: {e}")))?;
+    let spawner = Spawner::start(reaper.clone())
+        .map_err(|e| Error::Runtime(format!("cannot start the spawner thread: {e}")))?;
+    let process_env = Arc::new(ProcessEnv::capture());
+
+    let snapshot = {
+        let (plan, penv, reaper) = (plan.clone(), process_env.clone(), reaper.clone());
+        tokio::task::spawn_blocking(move || {
+            let runner = SpawnRunner(Some(reaper));
+            sources::load_all(
+                &plan,
+                &LoadContext {
+                    process_env: &penv,
+                    runner: &runner,
+                },
+            )
+        })
+        .await
+        .map_err(|e| Error::Runtime(format!("loading sources failed: {e}")))?
+    };
+    let report = check::run(&plan, &snapshot, &process_env, &workers);
+    let rendered = match format {
+        LogFormat::Pretty => report.render_text(color),
+        LogFormat::Json => {
+            let v: serde_json::Value =
+                serde_json::from_str(&report.render_json()).unwrap_or(serde_json::Value::Null);
+            format!("{}\n", serde_json::json!({"worker": "agentsup", "event": "check", "report": v}))
+        }
+    };
+    write_stdout(&rendered)?;
+    if report.has_errors() {
+        return Err(Error::Validation(
+            "the checks above failed; nothing was started (fix them, then run again; `agentsup check` repeats the report)".into(),
+        ));
+    }
+
+    let redactor = crate::redact::global().clone();
+    for w in &workers {
+        for r in 0..w.replicas {
+            let env = crate::env::build(&plan, w, r, &snapshot, &process_env);
+            redactor.extend(env.secrets());
+        }
+    }
+    let sink = OutputSink::stdout(OutputConfig {
+        format: match format {
+            LogFormat::Pretty => Format::Pretty,
+            LogFormat::Json => Format::Json,
+        },
+        color,
+        label_width: crate::output::label_width(workers.iter().map(|w| (w.name.as_str(), w.replicas))),
+        workers: workers.iter().map(|w| w.name.clone()).collect(),
+        redactor: redactor.clone(),
+    })
+    .map_err(|e| Error::Runtime(format!("cannot start the output writer: {e}")))?;
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_subscriber::filter::LevelFilter::INFO)
+            .with(sink.layer());
+        // Only `run` installs a subscriber, once per process.
+        let _ = tracing::subscriber::set_global_default(subscriber);
+    }
+    let code = super::supervise(
+        plan,
+        workers,
+        process_env,
+        Arc::new(snapshot),
+        signals,
+        spawner,
+        reaper,
+        sink.clone(),
+        redactor,
+    )
+    .await?;
+    sink.shutdown().await;
+    if code == code::FAILURE {
+        return Err(Error::Runtime("a worker failed for good (see above)".into()));
+    }
+    Ok(code)
+}
+
+/// Kills every process still parented to us (orphans of workers, reparented to us
+/// as subreaper or PID 1), so no process agentsup started survives it (SPEC 5).
+pub fn kill_leftover_children() {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the `(comm)` part: state ppid ...
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let _state = fields.next();
+        let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(me) {
+            let _ = crate::spawn::kill_pid(pid, libc::SIGKILL);
+        }
+    }
+}

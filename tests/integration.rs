@@ -1,0 +1,11 @@
+//! One integration-test binary (ripgrep's layout): every file below runs the real
+//! `agentsup` binary against real child processes in temp dirs.
+#![allow(clippy::disallowed_methods)] // tests may wait on their own children directly
+
+mod support;
+
+mod check_tests;
+mod dotenv_tests;
+mod env_tests;
+mod exec_tests;
+mod run_tests;

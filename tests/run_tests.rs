@@ -1,0 +1,342 @@
+//! `agentsup run` with real workers: environment, checks before start, auth
+//! classification and rotation, backoff, give-up, stopping, PDEATHSIG, PID 1, and
+//! output that loses nothing and leaks nothing.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::support::*;
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/workers/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .collect()
+}
+
+#[test]
+fn worker_gets_exactly_its_environment() {
+    let sb = Sandbox::new();
+    sb.write("secrets/OPENAI_API_KEY", format!("{FAKE_OPENAI_KEY}\n"));
+    sb.write(".env", "MODEL=gpt-4o-mini\nUNDECLARED_IN_DOTENV=nope\n");
+    sb.config(&format!(
+        r#"
+[env]
+inherit = ["PATH"]
+vars = {{ LOG_LEVEL = "info" }}
+
+[[source]]
+type = "dotenv"
+path = ".env"
+
+[[source]]
+type = "dir"
+path = "secrets"
+
+[[worker]]
+name = "dump"
+command = ["python3", "{}", "envdump.json"]
+keys = ["OPENAI_API_KEY", "MODEL"]
+restart = "never"
+"#,
+        fixture("print_env.py")
+    ));
+    let out = sb.run_env(&["run", "--no-color"], &[("UNDECLARED_IN_PROCESS", "nope"), ("AWS_SECRET_ACCESS_KEY", "nope-nope")]);
+    out.assert_code(0).assert_no_leak(FAKE_OPENAI_KEY).assert_contains("env dumped");
+    let dumped: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sb.path().join("envdump.json")).unwrap()).unwrap();
+    let obj = dumped.as_object().unwrap();
+    let mut names: Vec<&str> = obj.keys().map(String::as_str).collect();
+    names.sort();
+    // python3 itself may add nothing to os.environ; LC_CTYPE coercion only happens
+    // when LC_ALL/LC_CTYPE/LANG are unset and the locale is "C" — it would show up here.
+    names.retain(|n| *n != "LC_CTYPE");
+    assert_eq!(
+        names,
+        vec![
+            "AGENTSUP_REPLICA",
+            "AGENTSUP_REPLICAS",
+            "AGENTSUP_WORKER",
+            "LOG_LEVEL",
+            "MODEL",
+            "OPENAI_API_KEY",
+            "PATH",
+            "PYTHONUNBUFFERED",
+            "PYTHON_DOTENV_DISABLED",
+        ]
+    );
+    assert_eq!(obj["OPENAI_API_KEY"], FAKE_OPENAI_KEY);
+    assert_eq!(obj["AGENTSUP_WORKER"], "dump");
+}
+
+#[test]
+fn missing_key_exits_78_and_starts_nothing() {
+    let sb = Sandbox::new();
+    sb.config(
+        r#"
+[[worker]]
+name = "w"
+command = ["sh", "-c", "touch started"]
+keys = ["OPENAI_API_KEY"]
+"#,
+    );
+    let out = sb.run(&["run"]);
+    out.assert_code(78).assert_contains("OPENAI_API_KEY").assert_contains("nothing was started");
+    assert!(!sb.path().join("started").exists(), "a worker was started");
+}
+
+fn auth_sandbox(initial_key: &str, good_key: &str, extra: &str) -> Sandbox {
+    let sb = Sandbox::new();
+    sb.write("secrets/OPENAI_API_KEY", format!("{initial_key}\n"));
+    sb.write("good_key", format!("{good_key}\n"));
+    sb.config(&format!(
+        r#"
+[[source]]
+type = "dir"
+path = "secrets"
+
+[[worker]]
+name = "planner"
+command = ["python3", "{}"]
+keys = ["OPENAI_API_KEY"]
+vars = {{ GOOD_KEY_FILE = "{}" }}
+backoff = {{ initial = "200ms", max = "2s", multiplier = 2.0, jitter = 0.0 }}
+{extra}
+"#,
+        fixture("openai_auth.py"),
+        sb.path().join("good_key").display()
+    ));
+    sb
+}
+
+const OLD_KEY: &str = "sk-proj-OLDoldOLDoldOLDoldOLDoldOLDoldOLDold1234";
+const NEW_KEY: &str = "sk-proj-NEWnewNEWnewNEWnewNEWnewNEWnewNEWnew5678";
+
+#[test]
+fn auth_failure_is_classified_and_rotation_recovers() {
+    let sb = auth_sandbox(OLD_KEY, NEW_KEY, "auth = { max_delay = \"1s\" }");
+    let mut run = sb.spawn(&["run", "--no-color"]);
+    run.wait_for("class auth", PATIENCE);
+    let out = run.output();
+    assert!(out.contains("the provider rejected the OPENAI_API_KEY agentsup injected"), "{out}");
+    assert!(out.contains("OPENAI_API_KEY are unchanged") || out.contains("its keys are unchanged"), "{out}");
+    // Rotate: the provider now wants NEW_KEY, and the secret directory holds it.
+    sb.write("secrets/OPENAI_API_KEY", format!("{NEW_KEY}\n"));
+    run.wait_for("OPENAI_API_KEY changed", PATIENCE);
+    run.wait_for("authenticated with key of length", PATIENCE);
+    run.signal(15);
+    assert_eq!(run.wait_exit(PATIENCE), Some(0));
+    let out = run.output();
+    assert!(!out.contains(OLD_KEY) && !out.contains(NEW_KEY), "a key leaked:\n{out}");
+}
+
+#[test]
+fn unchanged_key_backs_off_with_growing_delays_then_auth_blocked() {
+    let sb = auth_sandbox(OLD_KEY, NEW_KEY, "auth = { max_delay = \"2s\" }");
+    let mut run = sb.spawn(&["run", "--log-format", "json"]);
+    run.wait_for("auth-blocked", Duration::from_secs(60));
+    run.signal(15);
+    run.wait_exit(PATIENCE);
+    let delays: Vec<u64> = json_lines(&run.output())
+        .iter()
+        .filter(|v| v["class"] == "auth")
+        .filter_map(|v| v["delay_ms"].as_u64())
+        .collect();
+    assert!(delays.len() >= 3, "delays: {delays:?}\n{}", run.output());
+    assert!(delays.windows(2).all(|w| w[1] >= w[0]), "not growing: {delays:?}");
+    assert!(delays[2] > delays[0], "not growing: {delays:?}");
+}
+
+#[test]
+fn crashing_worker_gives_up_after_max_restarts() {
+    let sb = Sandbox::new();
+    sb.config(
+        r#"
+[[worker]]
+name = "crash"
+command = ["sh", "-c", "echo run >> runs.txt; exit 3"]
+max_restarts = 3
+backoff = { initial = "50ms", max = "200ms" }
+"#,
+    );
+    let out = sb.run(&["run", "--no-color"]);
+    out.assert_code(1).assert_contains("failed");
+    let runs = std::fs::read_to_string(sb.path().join("runs.txt")).unwrap();
+    assert_eq!(runs.lines().count(), 3, "{}", out.all());
+}
+
+#[test]
+fn stubborn_worker_and_grandchild_are_killed_after_stop_timeout() {
+    let sb = Sandbox::new();
+    sb.config(
+        r#"
+[[worker]]
+name = "stubborn"
+command = ["sh", "-c", "trap '' TERM; sleep 1000 & echo \"pids $$ $!\"; while :; do sleep 1; done"]
+stop_timeout = "1s"
+"#,
+    );
+    let mut run = sb.spawn(&["run", "--no-color"]);
+    let line = run.wait_for("pids ", PATIENCE);
+    let pids: Vec<i32> = line
+        .split("pids ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert!(pids.iter().all(|p| alive(*p)));
+    run.signal(15);
+    assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
+    for p in pids {
+        assert!(wait_until(PATIENCE, || !alive(p)), "pid {p} survived agentsup");
+    }
+}
+
+#[test]
+fn sigkilled_agentsup_leaves_no_worker_alive() {
+    let sb = Sandbox::new();
+    sb.config(
+        r#"
+[[worker]]
+name = "sleeper"
+command = ["sh", "-c", "echo \"pid $$\"; exec sleep 1000"]
+replicas = 3
+"#,
+    );
+    let run = sb.spawn(&["run", "--no-color"]);
+    let mut pids = Vec::new();
+    for _ in 0..3 {
+        let line = run.wait_for("| pid ", PATIENCE);
+        pids.push(line.rsplit("pid ").next().unwrap().trim().parse::<i32>().unwrap());
+    }
+    signal(run.pid(), 9);
+    for p in pids {
+        assert!(wait_until(PATIENCE, || !alive(p)), "worker {p} outlived a SIGKILLed agentsup");
+    }
+}
+
+#[test]
+fn as_pid1_in_a_pid_namespace_it_reaps_orphaned_zombies() {
+    if Path::new("/usr/bin/unshare").exists() || Path::new("/bin/unshare").exists() {
+    } else {
+        panic!("unshare(1) is needed for this test (util-linux)");
+    }
+    let sb = Sandbox::new();
+    sb.script(
+        "orphans.sh",
+        r#"#!/bin/sh
+# Make an orphan that exits soon: its parent (the inner sh) exits at once, so it is
+# reparented to PID 1 (agentsup), which must reap it.
+sh -c 'sleep 0.3 & exit 0'
+sleep 1
+i=0
+while [ $i -lt 50 ]; do
+  z=$(grep -l '^[0-9]* ([^)]*) Z' /proc/[0-9]*/stat 2>/dev/null | wc -l)
+  if [ "$z" -eq 0 ]; then echo "no zombies"; exit 0; fi
+  sleep 0.1; i=$((i+1))
+done
+echo "zombie remains"; exit 3
+"#,
+    );
+    sb.config(
+        r#"
+[[worker]]
+name = "maker"
+command = ["./orphans.sh"]
+restart = "never"
+"#,
+    );
+    let mut c = std::process::Command::new("unshare");
+    c.args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .arg(bin())
+        .args(["run", "--no-color"])
+        .current_dir(sb.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    let out = sb.run_cmd(c);
+    out.assert_code(0).assert_contains("no zombies");
+    // A worker that fails for good makes PID 1 exit 1.
+    sb.config(
+        r#"
+[[worker]]
+name = "fails"
+command = ["sh", "-c", "exit 5"]
+restart = "never"
+"#,
+    );
+    let mut c = std::process::Command::new("unshare");
+    c.args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .arg(bin())
+        .args(["run", "--no-color"])
+        .current_dir(sb.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    sb.run_cmd(c).assert_code(1);
+}
+
+#[test]
+fn four_floods_arrive_complete_and_in_order() {
+    const N: usize = 250_000;
+    let sb = Sandbox::new();
+    let mut cfg = String::new();
+    for i in 0..4 {
+        cfg.push_str(&format!(
+            "[[worker]]\nname = \"w{i}\"\ncommand = [\"python3\", \"{}\", \"{N}\"]\nrestart = \"never\"\n\n",
+            fixture("flood.py")
+        ));
+    }
+    sb.config(&cfg);
+    let out = sb.run(&["run", "--no-color"]);
+    out.assert_code(0);
+    let mut next = [0usize; 4];
+    for line in out.stdout.lines() {
+        let Some((label, text)) = line.split_once(" | ") else { continue };
+        let label = label.trim();
+        if label == "agentsup" {
+            continue;
+        }
+        let w: usize = label[1..label.find('.').unwrap()].parse().unwrap();
+        let mut parts = text.split(' ');
+        assert_eq!(parts.next(), Some(format!("w{w}").as_str()), "corrupt line {line:?}");
+        let n: usize = parts.next().unwrap().parse().unwrap_or_else(|_| panic!("corrupt line {line:?}"));
+        assert_eq!(n, next[w], "worker w{w}: expected line {} got {n}", next[w]);
+        assert_eq!(parts.next().map(str::len), Some(80), "corrupt line {line:?}");
+        next[w] += 1;
+    }
+    assert_eq!(next, [N; 4]);
+}
+
+#[test]
+fn secrets_are_redacted_whole_split_and_encoded() {
+    const TOKEN: &str = "tok_9f8e7d6c5b4a3f2e1d0c/+=Zz";
+    let sb = Sandbox::new();
+    sb.write("secrets/SERVICE_TOKEN", TOKEN);
+    sb.config(&format!(
+        r#"
+[[source]]
+type = "dir"
+path = "secrets"
+
+[[worker]]
+name = "talker"
+command = ["python3", "{}"]
+keys = ["SERVICE_TOKEN"]
+restart = "never"
+"#,
+        fixture("split_secret.py")
+    ));
+    let encoded: String = TOKEN
+        .bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect();
+    for format in ["pretty", "json"] {
+        let out = sb.run(&["run", "--no-color", "--log-format", format]);
+        out.assert_code(0).assert_no_leak(TOKEN).assert_no_leak(&encoded).assert_no_leak(&TOKEN[..20]);
+        let text = out.all();
+        assert!(text.matches("[redacted:SERVICE_TOKEN]").count() >= 5, "{text}");
+    }
+}

@@ -1,0 +1,320 @@
+//! Test support: a [`Sandbox`] (temp dir + files) and two ways to run the real
+//! binary: [`Sandbox::run`] waits for exit and captures everything; [`Sandbox::spawn`]
+//! returns a [`Running`] supervisor whose output lines arrive on a channel, with
+//! `wait_for` (an event plus a generous timeout, never a fixed sleep) and a
+//! kill-on-drop guard so a failing test leaves nothing behind.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Default patience for events in tests: generous, for a loaded 2-core CI machine.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// The binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_agentsup"))
+}
+
+/// A temp directory holding a config and its files.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+/// What a finished run printed.
+#[derive(Debug)]
+pub struct Output {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    /// stdout and stderr together, for "never appears anywhere" assertions.
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+
+    /// Panics with both streams shown unless the exit code is `code`.
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "unexpected exit code\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// Asserts `secret` appears in neither stream.
+    pub fn assert_no_leak(&self, secret: &str) -> &Self {
+        assert!(
+            !self.all().contains(secret),
+            "secret leaked into output:\n{}",
+            self.all()
+        );
+        self
+    }
+
+    /// Asserts `needle` appears in stdout or stderr.
+    pub fn assert_contains(&self, needle: &str) -> &Self {
+        assert!(
+            self.all().contains(needle),
+            "expected {needle:?} in output:\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        Sandbox {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes `rel` (creating parent dirs) and returns its path.
+    pub fn write(&self, rel: &str, content: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.dir.path().join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+
+    /// Writes an executable script.
+    pub fn script(&self, rel: &str, content: &str) -> PathBuf {
+        let p = self.write(rel, content);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    /// Writes `supervisor.toml`.
+    pub fn config(&self, toml: &str) -> PathBuf {
+        self.write("supervisor.toml", toml)
+    }
+
+    /// A command for the binary with a minimal, known environment (PATH kept so
+    /// sh/python3/node resolve) and the sandbox as working directory.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.args(args)
+            .current_dir(self.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.path())
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs to completion (with a hang guard) and captures everything.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_cmd(self.cmd(args))
+    }
+
+    /// Like [`Sandbox::run`] with extra environment variables.
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut c = self.cmd(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        self.run_cmd(c)
+    }
+
+    pub fn run_cmd(&self, mut c: Command) -> Output {
+        c.stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+        let child = c.spawn().expect("spawn agentsup");
+        let pid = child.id() as i32;
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(out) => {
+                let out = out.expect("wait");
+                Output {
+                    code: out.status.code(),
+                    stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                    stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+                }
+            }
+            Err(_) => {
+                // SAFETY: plain kill(2) of the process group we created.
+                unsafe { libc_kill(-pid, 9) };
+                panic!("agentsup did not exit within 120 s");
+            }
+        }
+    }
+
+    /// Starts the binary and returns a handle whose output lines (stdout and stderr,
+    /// merged, tagged) arrive on a channel.
+    pub fn spawn(&self, args: &[&str]) -> Running {
+        self.spawn_cmd(self.cmd(args))
+    }
+
+    pub fn spawn_cmd(&self, mut c: Command) -> Running {
+        c.stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+        let mut child = c.spawn().expect("spawn agentsup");
+        let (tx, rx) = channel();
+        let all = Arc::new(Mutex::new(String::new()));
+        for (stream, tag) in [
+            (child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>), "out"),
+            (child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>), "err"),
+        ] {
+            let tx = tx.clone();
+            let all = all.clone();
+            let stream = stream.unwrap();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(stream);
+                let mut buf = Vec::new();
+                loop {
+                    buf.clear();
+                    match r.read_until(b'\n', &mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {
+                            let line = String::from_utf8_lossy(&buf).trim_end_matches('\n').to_string();
+                            all.lock().unwrap().push_str(&line);
+                            all.lock().unwrap().push('\n');
+                            if tx.send((tag, line)).is_err() {
+                                // The test stopped listening; keep draining.
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        Running {
+            child: Some(child),
+            lines: rx,
+            all,
+        }
+    }
+}
+
+unsafe fn libc_kill(pid: i32, sig: i32) {
+    unsafe extern "C" {
+        fn kill(pid: i32, sig: i32) -> i32;
+    }
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe {
+        kill(pid, sig);
+    }
+}
+
+/// Sends `sig` to `pid`.
+pub fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc_kill(pid, sig) }
+}
+
+/// True while `pid` exists (and is not a zombie).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => {
+            let state = s.rsplit(')').next().and_then(|r| r.split_whitespace().next());
+            state != Some("Z") && state != Some("X")
+        }
+        Err(_) => false,
+    }
+}
+
+/// Waits until `f()` is true or `timeout` passes; returns whether it became true.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(5);
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+    f()
+}
+
+/// A supervisor under test.
+pub struct Running {
+    pub child: Option<Child>,
+    pub lines: Receiver<(&'static str, String)>,
+    all: Arc<Mutex<String>>,
+}
+
+impl Running {
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// Everything printed so far.
+    pub fn output(&self) -> String {
+        self.all.lock().unwrap().clone()
+    }
+
+    /// Waits for a line containing `needle`; panics with the output so far if it
+    /// does not come within `timeout`.
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> String {
+        self.wait_for_match(|l| l.contains(needle), timeout)
+            .unwrap_or_else(|| panic!("no line containing {needle:?} within {timeout:?}; output so far:\n{}", self.output()))
+    }
+
+    /// Waits for a line satisfying `pred`.
+    pub fn wait_for_match(&self, mut pred: impl FnMut(&str) -> bool, timeout: Duration) -> Option<String> {
+        let end = Instant::now() + timeout;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok((_, line)) if pred(&line) => return Some(line),
+                Ok(_) => continue,
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        signal(self.pid(), sig);
+    }
+
+    /// Waits for exit; returns the code (or 128+signal).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let child = self.child.as_mut().unwrap();
+        let end = Instant::now() + timeout;
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    return Some(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)));
+                }
+                Ok(None) if Instant::now() < end => std::thread::sleep(Duration::from_millis(20)),
+                _ => return None,
+            }
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Ok(None) = child.try_wait() {
+                signal(-(child.id() as i32), 9);
+                signal(child.id() as i32, 9);
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// A real-looking 51-character OpenAI key (fake).
+pub const FAKE_OPENAI_KEY: &str = "sk-Zq8xN3vR7tY2wK5mP9aB4cD6eF1gH0jL3nQ7sT9uVwXyA1b2";
