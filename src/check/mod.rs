@@ -17,16 +17,19 @@
 //! whom and merges findings that several workers share.
 
 mod names;
+mod provider;
 mod report;
 mod rules;
+mod worker;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::env::{self, BuiltEnv, EnvVar};
 use crate::plan::{Plan, SourceKindPlan, WorkerPlan};
 use crate::sources::{ProcessEnv, Severity, Snapshot, SourceProblem, SourceSummary};
 
-use rules::{Family, Host, Origin, ValueInput};
+use provider::{Family, Host};
+use rules::{Origin, ValueInput};
 
 /// One problem found by the checks: what, for which key and workers, where, and
 /// what to do. Never contains a value.
@@ -107,13 +110,21 @@ impl Report {
     }
 
     fn count(&self, severity: Severity) -> usize {
-        self.findings.iter().filter(|f| f.severity == severity).count()
+        self.findings
+            .iter()
+            .filter(|f| f.severity == severity)
+            .count()
     }
 }
 
 /// Runs every check for `workers`, or for every worker of the plan when `workers`
 /// is empty (`exec` and `run --only` pass their selection).
-pub fn run(plan: &Plan, snapshot: &Snapshot, process_env: &ProcessEnv, workers: &[WorkerPlan]) -> Report {
+pub fn run(
+    plan: &Plan,
+    snapshot: &Snapshot,
+    process_env: &ProcessEnv,
+    workers: &[WorkerPlan],
+) -> Report {
     let selected: Vec<&WorkerPlan> = if workers.is_empty() {
         plan.workers.iter().collect()
     } else {
@@ -131,7 +142,10 @@ pub fn run(plan: &Plan, snapshot: &Snapshot, process_env: &ProcessEnv, workers: 
         plan,
         snapshot,
         process_env,
-        has_env_source: plan.sources.iter().any(|s| matches!(s.kind, SourceKindPlan::Env)),
+        has_env_source: plan
+            .sources
+            .iter()
+            .any(|s| matches!(s.kind, SourceKindPlan::Env)),
     };
 
     let mut out = Collector::default();
@@ -169,7 +183,7 @@ pub fn run(plan: &Plan, snapshot: &Snapshot, process_env: &ProcessEnv, workers: 
         for f in ctx.azure_findings(w, &built) {
             out.push(f);
         }
-        out.extend(google_both(w, &built));
+        out.extend(worker::google_both(w, &built));
         out.extend(ctx.worker_dotenv(w, &built));
     }
 
@@ -263,7 +277,9 @@ fn order(findings: Vec<Finding>, key_order: &[String]) -> Vec<Finding> {
             Some(k) if key_order.contains(k) => (1, k.clone()),
             Some(k) if SOURCE_CODES.contains(&f.code) => (0, k.clone()),
             Some(k) => (2, k.clone()),
-            None if SOURCE_CODES.contains(&f.code) => (0, location_file(f.location.as_deref().unwrap_or(""))),
+            None if SOURCE_CODES.contains(&f.code) => {
+                (0, location_file(f.location.as_deref().unwrap_or("")))
+            }
             None => (3, f.location.clone().unwrap_or_default()),
         }
     };
@@ -273,7 +289,10 @@ fn order(findings: Vec<Finding>, key_order: &[String]) -> Vec<Finding> {
         .map(|f| {
             let cl = class_label(&f);
             let idx = if cl.0 == 1 {
-                key_order.iter().position(|k| *k == cl.1).unwrap_or(usize::MAX)
+                key_order
+                    .iter()
+                    .position(|k| *k == cl.1)
+                    .unwrap_or(usize::MAX)
             } else {
                 match seen.iter().position(|s| *s == cl) {
                     Some(i) => i,
@@ -295,7 +314,9 @@ pub(crate) fn location_file(location: &str) -> String {
     let mut s = location;
     for _ in 0..2 {
         match s.rsplit_once(':') {
-            Some((head, tail)) if !tail.is_empty() && tail.bytes().all(|b| b.is_ascii_digit()) => s = head,
+            Some((head, tail)) if !tail.is_empty() && tail.bytes().all(|b| b.is_ascii_digit()) => {
+                s = head
+            }
             _ => break,
         }
     }
@@ -326,7 +347,10 @@ impl Ctx<'_> {
         let mut hints: Vec<String> = Vec::new();
         for p in &self.snapshot.problems {
             if p.key.as_deref() == Some(key) && p.severity == Severity::Error {
-                hints.push(format!("{key} at {} could not be loaded (see the error above)", p.location));
+                hints.push(format!(
+                    "{key} at {} could not be loaded (see the error above)",
+                    p.location
+                ));
             }
         }
         if !self.has_env_source && self.process_env.get(key).is_some() {
@@ -355,15 +379,27 @@ impl Ctx<'_> {
                 ));
             }
             if !rest.is_empty() {
-                let others: Vec<String> = rest.iter().map(|n| format!("{n} at {}", self.where_is(n))).collect();
+                let others: Vec<String> = rest
+                    .iter()
+                    .map(|n| format!("{n} at {}", self.where_is(n)))
+                    .collect();
                 hints.push(format!("also similar: {}", others.join(", ")));
             }
         }
         if hints.is_empty() {
-            let sources: Vec<&str> = self.snapshot.summaries.iter().map(|s| s.description.as_str()).collect();
+            let sources: Vec<&str> = self
+                .snapshot
+                .summaries
+                .iter()
+                .map(|s| s.description.as_str())
+                .collect();
             hints.push(format!(
                 "set {key} in one of the sources ({}), or remove it from the worker's `keys`",
-                if sources.is_empty() { "none configured".to_string() } else { sources.join(", ") }
+                if sources.is_empty() {
+                    "none configured".to_string()
+                } else {
+                    sources.join(", ")
+                }
             ));
         }
         Finding {
@@ -385,14 +421,27 @@ impl Ctx<'_> {
         }
     }
 
-    fn value_findings(&self, w: &WorkerPlan, key: &str, var: &EnvVar, built: &BuiltEnv) -> Vec<Finding> {
+    fn value_findings(
+        &self,
+        w: &WorkerPlan,
+        key: &str,
+        var: &EnvVar,
+        built: &BuiltEnv,
+    ) -> Vec<Finding> {
         // Quoting and dotenv notes live on the snapshot entry; they apply only when
         // the worker gets that entry (not, say, an override from its `vars`).
-        let entry = self.snapshot.get(key).filter(|e| e.provenance == var.provenance);
+        let entry = self
+            .snapshot
+            .get(key)
+            .filter(|e| e.provenance == var.provenance);
         let provider = self.provider(key);
         let host = match provider {
-            Some((Family::OpenAi, _)) => rules::classify_base_url(expose(built, "OPENAI_BASE_URL")),
-            Some((Family::Anthropic, _)) => rules::classify_base_url(expose(built, "ANTHROPIC_BASE_URL")),
+            Some((Family::OpenAi, _)) => {
+                provider::classify_base_url(expose(built, "OPENAI_BASE_URL"))
+            }
+            Some((Family::Anthropic, _)) => {
+                provider::classify_base_url(expose(built, "ANTHROPIC_BASE_URL"))
+            }
             _ => Host::Unset,
         };
         let rule = self.plan.key_rules.get(key);
@@ -437,7 +486,12 @@ impl Ctx<'_> {
             .filter(|e| e.name == key)
             .map(|e| e.provenance.to_string())
             .collect();
-        (!earlier.is_empty()).then(|| format!("the value from {from} overrides the one at {}", earlier.join(", ")))
+        (!earlier.is_empty()).then(|| {
+            format!(
+                "the value from {from} overrides the one at {}",
+                earlier.join(", ")
+            )
+        })
     }
 
     /// "X is set at .env:4 but not declared" or how to set it.
@@ -452,165 +506,6 @@ impl Ctx<'_> {
             ),
         }
     }
-
-    /// Azure OpenAI needs an https endpoint and an API version in the worker's own
-    /// environment (secrets.md C.1: the AzureOpenAI client refuses to start
-    /// without them).
-    fn azure_findings(&self, w: &WorkerPlan, built: &BuiltEnv) -> Vec<Finding> {
-        let Some(subject) = w
-            .keys_exact
-            .iter()
-            .find(|k| matches!(self.provider(k), Some((Family::AzureOpenAi, _))))
-        else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        let finding = |code: &'static str, key: &str, location: Option<String>, message: String, hint: String| Finding {
-            severity: Severity::Error,
-            code,
-            key: Some(key.to_string()),
-            workers: vec![w.name.clone()],
-            location,
-            message,
-            hint: Some(hint),
-        };
-        let endpoint = nonempty(built, "AZURE_OPENAI_ENDPOINT").or_else(|| {
-            nonempty(built, "OPENAI_BASE_URL").filter(|(_, v)| rules::classify_base_url(Some(v.value.expose())) == Host::Azure)
-        });
-        const SHAPE: &str = "https://<resource>.openai.azure.com";
-        match endpoint {
-            Some((name, var)) => {
-                let loc = Some(var.provenance.to_string());
-                match rules::parse_url(var.value.expose()) {
-                    Some((scheme, _)) if scheme != "https" => out.push(finding(
-                        "azure-endpoint",
-                        name,
-                        loc,
-                        format!("{name} is not an https:// URL; Azure OpenAI only accepts https"),
-                        format!("use the endpoint from the Azure portal (Keys and Endpoint), like {SHAPE}"),
-                    )),
-                    Some((_, host)) if host == "api.openai.com" => out.push(finding(
-                        "azure-endpoint",
-                        name,
-                        loc,
-                        format!("{name} points at OpenAI's own API, not at an Azure OpenAI resource"),
-                        format!("use the endpoint of the Azure resource, like {SHAPE}"),
-                    )),
-                    Some(_) => {}
-                    None => out.push(finding(
-                        "azure-endpoint",
-                        name,
-                        loc,
-                        format!("{name} is not a URL; Azure OpenAI endpoints look like {SHAPE}"),
-                        "use the endpoint from the Azure portal (Keys and Endpoint)".to_string(),
-                    )),
-                }
-            }
-            None => out.push(finding(
-                "azure-endpoint",
-                "AZURE_OPENAI_ENDPOINT",
-                None,
-                format!(
-                    "{subject} needs an Azure OpenAI endpoint, but AZURE_OPENAI_ENDPOINT is not in worker {}'s \
-                     environment; the AzureOpenAI client stops with \"Must provide one of the `base_url` or \
-                     `azure_endpoint` arguments\"",
-                    w.name
-                ),
-                self.provide_hint(w, "AZURE_OPENAI_ENDPOINT", SHAPE),
-            )),
-        }
-        // The v1 API (`…/openai/v1`, used with the plain OpenAI client) takes no
-        // api-version; every other Azure call does.
-        let v1 = ["AZURE_OPENAI_ENDPOINT", "OPENAI_BASE_URL"]
-            .iter()
-            .any(|n| expose(built, n).is_some_and(|v| v.contains("/openai/v1")));
-        if nonempty(built, "OPENAI_API_VERSION").is_none() && !v1 {
-            out.push(finding(
-                "azure-api-version",
-                "OPENAI_API_VERSION",
-                None,
-                format!(
-                    "{subject} needs an API version, but OPENAI_API_VERSION is not in worker {}'s environment; \
-                     the AzureOpenAI client stops with \"Must provide either the `api_version` argument or the \
-                     `OPENAI_API_VERSION` environment variable\"",
-                    w.name
-                ),
-                self.provide_hint(w, "OPENAI_API_VERSION", "2024-10-21"),
-            ));
-        }
-        out
-    }
-
-    /// A `.env` in the worker's working directory that agentsup does not load
-    /// (SPEC 4): `load_dotenv()` or `dotenv.config()` in the worker would pull stale
-    /// or undeclared values past agentsup.
-    fn worker_dotenv(&self, w: &WorkerPlan, built: &BuiltEnv) -> Option<Finding> {
-        let file = w.cwd.join(".env");
-        if !file.is_file() {
-            return None;
-        }
-        let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-        let target = canon(&file);
-        let is_source = self
-            .plan
-            .sources
-            .iter()
-            .any(|s| matches!(&s.kind, SourceKindPlan::Dotenv { path } if canon(path) == target));
-        if is_source {
-            return None;
-        }
-        let shown = file
-            .strip_prefix(&self.plan.config_dir)
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|_| file.clone());
-        // python-dotenv ≥ 1.2 treats these as "disabled".
-        let disabled = expose(built, "PYTHON_DOTENV_DISABLED")
-            .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "t" | "yes" | "y"));
-        let hint = if disabled {
-            "agentsup sets PYTHON_DOTENV_DISABLED=1 in this worker, which stops python-dotenv ≥ 1.2 but not \
-             older python-dotenv or Node's dotenv: delete or move the file, or list it as a [[source]]"
-        } else {
-            "python-dotenv is not disabled in this worker ([env] worker_dotenv = true, or its `vars`), so \
-             load_dotenv() will read the file: delete or move it, or list it as a [[source]]"
-        };
-        Some(Finding {
-            severity: Severity::Warning,
-            code: "worker-dotenv",
-            key: None,
-            workers: vec![w.name.clone()],
-            location: Some(shown.display().to_string()),
-            message: format!(
-                "worker {}'s working directory holds a .env that is not one of agentsup's sources; a worker \
-                 that calls load_dotenv() or dotenv.config() would load stale or undeclared values past agentsup",
-                w.name
-            ),
-            hint: Some(hint.to_string()),
-        })
-    }
-}
-
-/// google-genai silently prefers GOOGLE_API_KEY when both are set, the deprecated
-/// google-generativeai prefers GEMINI_API_KEY (secrets.md C.2): two different
-/// values mean two SDKs would use two keys.
-fn google_both(w: &WorkerPlan, built: &BuiltEnv) -> Option<Finding> {
-    let (_, google) = nonempty(built, "GOOGLE_API_KEY")?;
-    let (_, gemini) = nonempty(built, "GEMINI_API_KEY")?;
-    if google.value == gemini.value {
-        return None;
-    }
-    Some(Finding {
-        severity: Severity::Warning,
-        code: "provider-mismatch",
-        key: Some("GOOGLE_API_KEY".to_string()),
-        workers: vec![w.name.clone()],
-        location: Some(google.provenance.to_string()),
-        message: format!(
-            "worker {} gets both GOOGLE_API_KEY and GEMINI_API_KEY (from {}) with different values: google-genai \
-             uses GOOGLE_API_KEY, the deprecated google-generativeai uses GEMINI_API_KEY",
-            w.name, gemini.provenance
-        ),
-        hint: Some("keep one of the two".to_string()),
-    })
 }
 
 /// The value of `name` in a built environment, for decisions only (never shown).

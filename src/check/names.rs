@@ -5,7 +5,7 @@
 //! Everything here looks at names only, never at values, so its output may be
 //! printed as is.
 
-use super::rules::Family;
+use super::provider::Family;
 
 /// The variables the provider SDKs read by themselves (`reference/secrets.md` C.2),
 /// with the SDK that reads each, for "the openai SDK reads OPENAI_API_KEY".
@@ -121,7 +121,10 @@ pub(crate) fn similarity(a: &str, b: &str) -> Option<f64> {
 
 /// The names among `candidates` that look like a misspelling of `key`, best first,
 /// at most three.
-pub(crate) fn near_misses<'a>(key: &str, candidates: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+pub(crate) fn near_misses<'a>(
+    key: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Vec<&'a str> {
     let mut scored: Vec<(f64, &str)> = candidates
         .into_iter()
         .filter_map(|c| similarity(key, c).map(|s| (s, c)))
@@ -142,7 +145,10 @@ pub(crate) fn sdk_suggestion(name: &str) -> Option<(&'static str, &'static str)>
     if SDK_NAMES.iter().any(|(n, _)| *n == name) || FRAMEWORK_NAMES.contains(&name) {
         return None;
     }
-    if let Some((_, real)) = ALIASES.iter().find(|(alias, _)| alias.eq_ignore_ascii_case(name)) {
+    if let Some((_, real)) = ALIASES
+        .iter()
+        .find(|(alias, _)| alias.eq_ignore_ascii_case(name))
+    {
         return sdk(real);
     }
     let n = norm(name);
@@ -169,7 +175,12 @@ mod tests {
 
     #[test]
     fn separators_and_case_are_near_misses() {
-        for other in ["OPEN_AI_API_KEY", "OPENAI_APIKEY", "openai_api_key", "OpenAI-API-Key"] {
+        for other in [
+            "OPEN_AI_API_KEY",
+            "OPENAI_APIKEY",
+            "openai_api_key",
+            "OpenAI-API-Key",
+        ] {
             assert_eq!(similarity("OPENAI_API_KEY", other), Some(1.0), "{other}");
         }
         assert!(similarity("OPENAI_API_KEY", "OPENIA_API_KEY").is_some());
@@ -196,23 +207,56 @@ mod tests {
 
     #[test]
     fn best_near_miss_first() {
-        let got = near_misses("OPENAI_API_KEY", ["OPENAI_KEY", "PATH", "OPEN_AI_API_KEY", "OPENIA_API_KEY"]);
+        let got = near_misses(
+            "OPENAI_API_KEY",
+            ["OPENAI_KEY", "PATH", "OPEN_AI_API_KEY", "OPENIA_API_KEY"],
+        );
         assert_eq!(got[0], "OPEN_AI_API_KEY");
         assert_eq!(got.len(), 3);
     }
 
     #[test]
     fn sdk_names() {
-        assert_eq!(sdk_suggestion("OPENAI_KEY"), Some(("OPENAI_API_KEY", "openai")));
-        assert_eq!(sdk_suggestion("ANTHROPIC_KEY"), Some(("ANTHROPIC_API_KEY", "anthropic")));
-        assert_eq!(sdk_suggestion("OPEN_AI_API_KEY"), Some(("OPENAI_API_KEY", "openai")));
-        assert_eq!(sdk_suggestion("openai_api_key"), Some(("OPENAI_API_KEY", "openai")));
-        assert_eq!(sdk_suggestion("OPENAI_APIKEY"), Some(("OPENAI_API_KEY", "openai")));
-        assert_eq!(sdk_suggestion("ANTROPIC_API_KEY"), Some(("ANTHROPIC_API_KEY", "anthropic")));
-        assert_eq!(sdk_suggestion("CLAUDE_API_KEY"), Some(("ANTHROPIC_API_KEY", "anthropic")));
-        assert_eq!(sdk_suggestion("AZURE_OPENAI_KEY"), Some(("AZURE_OPENAI_API_KEY", "openai (AzureOpenAI)")));
-        assert_eq!(sdk_suggestion("AZURE_OPENAI_API_VERSION"), Some(("OPENAI_API_VERSION", "openai (AzureOpenAI)")));
-        assert_eq!(sdk_suggestion("GEMINI_KEY"), Some(("GEMINI_API_KEY", "google-genai")));
+        assert_eq!(
+            sdk_suggestion("OPENAI_KEY"),
+            Some(("OPENAI_API_KEY", "openai"))
+        );
+        assert_eq!(
+            sdk_suggestion("ANTHROPIC_KEY"),
+            Some(("ANTHROPIC_API_KEY", "anthropic"))
+        );
+        assert_eq!(
+            sdk_suggestion("OPEN_AI_API_KEY"),
+            Some(("OPENAI_API_KEY", "openai"))
+        );
+        assert_eq!(
+            sdk_suggestion("openai_api_key"),
+            Some(("OPENAI_API_KEY", "openai"))
+        );
+        assert_eq!(
+            sdk_suggestion("OPENAI_APIKEY"),
+            Some(("OPENAI_API_KEY", "openai"))
+        );
+        assert_eq!(
+            sdk_suggestion("ANTROPIC_API_KEY"),
+            Some(("ANTHROPIC_API_KEY", "anthropic"))
+        );
+        assert_eq!(
+            sdk_suggestion("CLAUDE_API_KEY"),
+            Some(("ANTHROPIC_API_KEY", "anthropic"))
+        );
+        assert_eq!(
+            sdk_suggestion("AZURE_OPENAI_KEY"),
+            Some(("AZURE_OPENAI_API_KEY", "openai (AzureOpenAI)"))
+        );
+        assert_eq!(
+            sdk_suggestion("AZURE_OPENAI_API_VERSION"),
+            Some(("OPENAI_API_VERSION", "openai (AzureOpenAI)"))
+        );
+        assert_eq!(
+            sdk_suggestion("GEMINI_KEY"),
+            Some(("GEMINI_API_KEY", "google-genai"))
+        );
     }
 
     #[test]
@@ -241,7 +285,10 @@ mod tests {
     fn families_from_names() {
         assert_eq!(infer_family("OPENAI_API_KEY"), Some(Family::OpenAi));
         assert_eq!(infer_family("OPENAI_BASE_URL"), None);
-        assert_eq!(infer_family("AZURE_OPENAI_API_KEY"), Some(Family::AzureOpenAi));
+        assert_eq!(
+            infer_family("AZURE_OPENAI_API_KEY"),
+            Some(Family::AzureOpenAi)
+        );
         assert_eq!(infer_family("ANTHROPIC_API_KEY"), Some(Family::Anthropic));
         assert_eq!(infer_family("ANTHROPIC_AUTH_TOKEN"), None);
         assert_eq!(infer_family("GEMINI_API_KEY"), Some(Family::Google));

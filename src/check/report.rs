@@ -78,18 +78,32 @@ impl Report {
         let p = Painter { color };
         let bold = Style::new().bold();
         let mut out = String::new();
-        let _ = writeln!(out, "{} {}", p.paint("agentsup check:", bold), self.config.display());
+        let _ = writeln!(
+            out,
+            "{} {}",
+            p.paint("agentsup check:", bold),
+            self.config.display()
+        );
 
         let _ = writeln!(out, "\nsources (a later source overrides an earlier one):");
         if self.sources.is_empty() {
             let _ = writeln!(out, "  none");
         }
-        let dw = self.sources.iter().map(|s| s.description.chars().count()).max().unwrap_or(0);
+        let dw = self
+            .sources
+            .iter()
+            .map(|s| s.description.chars().count())
+            .max()
+            .unwrap_or(0);
         for s in &self.sources {
             let status = match s.status {
                 SourceStatus::Loaded(n) => plural(n, "value", "values"),
-                SourceStatus::Missing => p.paint("missing (optional, skipped)", Style::new().dimmed()),
-                SourceStatus::Failed => p.paint("failed", Style::new().fg_color(Some(AnsiColor::Red.into()))),
+                SourceStatus::Missing => {
+                    p.paint("missing (optional, skipped)", Style::new().dimmed())
+                }
+                SourceStatus::Failed => {
+                    p.paint("failed", Style::new().fg_color(Some(AnsiColor::Red.into())))
+                }
             };
             let _ = writeln!(out, "  {}. {:<dw$}  {status}", s.index + 1, s.description);
         }
@@ -98,7 +112,12 @@ impl Report {
         if self.workers.is_empty() {
             let _ = writeln!(out, "  none");
         }
-        let nw = self.workers.iter().map(|w| w.name.chars().count()).max().unwrap_or(0);
+        let nw = self
+            .workers
+            .iter()
+            .map(|w| w.name.chars().count())
+            .max()
+            .unwrap_or(0);
         for w in &self.workers {
             let mut line = format!("  {:<nw$}  {}", w.name, plural(w.keys.len(), "key", "keys"));
             if !w.keys.is_empty() {
@@ -164,7 +183,10 @@ impl Report {
             plural(self.workers.len(), "worker", "workers"),
         );
         if errors == 0 {
-            let ok = p.paint("ok", Style::new().fg_color(Some(AnsiColor::Green.into())).bold());
+            let ok = p.paint(
+                "ok",
+                Style::new().fg_color(Some(AnsiColor::Green.into())).bold(),
+            );
             let tail = if warnings == 0 {
                 "every required key is present and well-formed"
             } else {

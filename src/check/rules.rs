@@ -8,10 +8,11 @@
 
 use regex::Regex;
 
-use crate::config::Provider;
 use crate::secret::Provenance;
 use crate::sources::Severity;
 use crate::sources::dotenv::{Quote, RecordNote};
+
+use super::provider::{self, Family, Host};
 
 /// One rule's verdict; the caller adds the key's workers and location.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,7 +23,12 @@ pub(crate) struct Hit {
     pub hint: Option<String>,
 }
 
-fn hit(severity: Severity, code: &'static str, message: String, hint: impl Into<Option<String>>) -> Hit {
+pub(super) fn hit(
+    severity: Severity,
+    code: &'static str,
+    message: String,
+    hint: impl Into<Option<String>>,
+) -> Hit {
     Hit {
         severity,
         code,
@@ -52,186 +58,14 @@ impl Origin {
     pub(crate) fn of(provenance: &Provenance, quote: Option<Quote>) -> Origin {
         match provenance {
             Provenance::Dotenv { .. } => Origin::Dotenv(quote.unwrap_or(Quote::None)),
-            Provenance::SecretFile { .. } | Provenance::FileIndirection { .. } => Origin::SecretFile,
+            Provenance::SecretFile { .. } | Provenance::FileIndirection { .. } => {
+                Origin::SecretFile
+            }
             Provenance::ProcessEnv => Origin::ProcessEnv,
             Provenance::Command { .. } => Origin::Command,
             Provenance::GlobalVars | Provenance::WorkerVars => Origin::Config,
             Provenance::Agentsup => Origin::Other,
         }
-    }
-}
-
-/// A provider whose keys have a recognisable shape.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Family {
-    OpenAi,
-    AzureOpenAi,
-    Anthropic,
-    Google,
-    Groq,
-    Mistral,
-    Cohere,
-}
-
-impl Family {
-    /// `[keys.X] provider` → family; `none` switches the shape checks off.
-    pub(crate) fn from_config(p: Provider) -> Option<Family> {
-        match p {
-            Provider::Openai => Some(Family::OpenAi),
-            Provider::AzureOpenai => Some(Family::AzureOpenAi),
-            Provider::Anthropic => Some(Family::Anthropic),
-            Provider::Google => Some(Family::Google),
-            Provider::None => None,
-        }
-    }
-
-    fn label(self) -> &'static str {
-        match self {
-            Family::OpenAi => "OpenAI",
-            Family::AzureOpenAi => "Azure OpenAI",
-            Family::Anthropic => "Anthropic",
-            Family::Google => "Google",
-            Family::Groq => "Groq",
-            Family::Mistral => "Mistral",
-            Family::Cohere => "Cohere",
-        }
-    }
-
-    /// The variable a key of this family belongs in.
-    fn home(self) -> &'static str {
-        match self {
-            Family::OpenAi => "OPENAI_API_KEY",
-            Family::AzureOpenAi => "AZURE_OPENAI_API_KEY",
-            Family::Anthropic => "ANTHROPIC_API_KEY",
-            Family::Google => "GOOGLE_API_KEY",
-            Family::Groq => "GROQ_API_KEY",
-            Family::Mistral => "MISTRAL_API_KEY",
-            Family::Cohere => "CO_API_KEY",
-        }
-    }
-}
-
-/// Where a base URL (`OPENAI_BASE_URL`, `ANTHROPIC_BASE_URL`) sends requests. Only
-/// the class is kept: the URL itself is a value and is never shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Host {
-    /// Not set: the SDK's default.
-    Unset,
-    /// `api.openai.com`.
-    OpenAi,
-    /// An Azure OpenAI resource.
-    Azure,
-    /// `api.anthropic.com`.
-    Anthropic,
-    /// Gemini's OpenAI-compatible endpoint.
-    Google,
-    /// Anything else: a proxy, a gateway, a local server.
-    Other,
-}
-
-/// Scheme and lower-cased host of a URL, without any userinfo, port or path.
-pub(crate) fn parse_url(url: &str) -> Option<(String, String)> {
-    let (scheme, rest) = url.trim().split_once("://")?;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let host_port = authority.rsplit('@').next()?;
-    let host = match host_port.strip_prefix('[') {
-        Some(v6) => v6.split(']').next()?,
-        None => host_port.split(':').next()?,
-    };
-    if scheme.is_empty() || host.is_empty() {
-        return None;
-    }
-    Some((scheme.to_ascii_lowercase(), host.trim_end_matches('.').to_ascii_lowercase()))
-}
-
-/// True for the hosts of Azure OpenAI resources (classic, AI services, AI Foundry).
-pub(crate) fn is_azure_host(host: &str) -> bool {
-    [".openai.azure.com", ".cognitiveservices.azure.com", ".services.ai.azure.com"]
-        .iter()
-        .any(|suffix| host.ends_with(suffix))
-}
-
-/// Classifies a base URL value.
-pub(crate) fn classify_base_url(url: Option<&str>) -> Host {
-    let Some(url) = url.map(str::trim).filter(|u| !u.is_empty()) else {
-        return Host::Unset;
-    };
-    match parse_url(url) {
-        Some((_, host)) if host == "api.openai.com" => Host::OpenAi,
-        Some((_, host)) if host == "api.anthropic.com" => Host::Anthropic,
-        Some((_, host)) if host == "generativelanguage.googleapis.com" => Host::Google,
-        Some((_, host)) if is_azure_host(&host) => Host::Azure,
-        _ => Host::Other,
-    }
-}
-
-/// A key shape recognised from the value alone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum KeyKind {
-    /// `sk-ant-…`.
-    Anthropic,
-    /// `sk-proj-…`, `sk-svcacct-…`, `sk-admin-…`: only OpenAI issues these.
-    OpenAiScoped,
-    /// Any other `sk-…`: OpenAI's legacy keys, but DeepSeek and others use it too.
-    OpenAi,
-    /// `AIza` + 35 characters.
-    Google,
-    /// `gsk_…`.
-    Groq,
-    /// 32 hexadecimal characters: Azure's classic key, but not only Azure's.
-    AzureHex,
-}
-
-impl KeyKind {
-    fn describe(self) -> &'static str {
-        match self {
-            KeyKind::Anthropic => "an Anthropic key (it starts with `sk-ant-`)",
-            KeyKind::OpenAiScoped | KeyKind::OpenAi => "an OpenAI key (it starts with `sk-`)",
-            KeyKind::Google => "a Google API key (`AIza` and 35 more characters)",
-            KeyKind::Groq => "a Groq key (it starts with `gsk_`)",
-            KeyKind::AzureHex => "an Azure OpenAI key (32 hexadecimal characters)",
-        }
-    }
-
-    fn family(self) -> Family {
-        match self {
-            KeyKind::Anthropic => Family::Anthropic,
-            KeyKind::OpenAiScoped | KeyKind::OpenAi => Family::OpenAi,
-            KeyKind::Google => Family::Google,
-            KeyKind::Groq => Family::Groq,
-            KeyKind::AzureHex => Family::AzureOpenAi,
-        }
-    }
-
-    /// Shapes no other provider uses, so seeing one under a foreign name is proof.
-    fn unambiguous(self) -> bool {
-        !matches!(self, KeyKind::OpenAi | KeyKind::AzureHex)
-    }
-}
-
-/// `AIza` followed by exactly 35 of `[0-9A-Za-z_-]`.
-pub(crate) fn is_google_key(v: &str) -> bool {
-    v.len() == 39
-        && v.starts_with("AIza")
-        && v[4..].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-/// Recognises a key by its shape.
-pub(crate) fn recognize(v: &str) -> Option<KeyKind> {
-    if v.starts_with("sk-ant-") {
-        Some(KeyKind::Anthropic)
-    } else if ["sk-proj-", "sk-svcacct-", "sk-admin-"].iter().any(|p| v.starts_with(p)) {
-        Some(KeyKind::OpenAiScoped)
-    } else if v.starts_with("sk-") {
-        Some(KeyKind::OpenAi)
-    } else if is_google_key(v) {
-        Some(KeyKind::Google)
-    } else if v.starts_with("gsk_") {
-        Some(KeyKind::Groq)
-    } else if v.len() == 32 && v.bytes().all(|b| b.is_ascii_hexdigit()) {
-        Some(KeyKind::AzureHex)
-    } else {
-        None
     }
 }
 
@@ -264,7 +98,7 @@ pub(crate) fn value_hits(inp: &ValueInput<'_>) -> Vec<Hit> {
         return vec![empty_hit(inp)];
     }
     let mut hits = Vec::new();
-    hits.extend(whitespace_hits(inp));
+    hits.extend(whitespace_hit(inp));
     hits.extend(control_hit(inp));
     hits.extend(bom_hit(inp));
     hits.extend(quotes_hit(inp));
@@ -279,15 +113,21 @@ pub(crate) fn value_hits(inp: &ValueInput<'_>) -> Vec<Hit> {
     let is_placeholder = placeholder.is_some();
     hits.extend(placeholder);
     if !is_placeholder {
+        hits.extend(inner_whitespace_hit(inp, cleaned));
         if let Some((family, explicit)) = inp.provider {
-            hits.extend(provider_hit(inp.key, cleaned, family, explicit, inp.host));
+            hits.extend(provider::provider_hit(
+                inp.key, cleaned, family, explicit, inp.host,
+            ));
         }
         if let Some((text, re)) = inp.pattern {
             if !re.is_match(cleaned) {
                 hits.push(hit(
                     Severity::Error,
                     "pattern",
-                    format!("{} does not match its pattern `{text}` from [keys.{}]", inp.key, inp.key),
+                    format!(
+                        "{} does not match its pattern `{text}` from [keys.{}]",
+                        inp.key, inp.key
+                    ),
                     format!("fix the value, or the pattern in [keys.{}]", inp.key),
                 ));
             }
@@ -338,9 +178,17 @@ fn empty_hit(inp: &ValueInput<'_>) -> Hit {
             "give {} a value in the file, or delete the line so another source can provide it",
             inp.key
         ),
-        _ => format!("give {} a value where it is set, or remove it from the worker's `keys`", inp.key),
+        _ => format!(
+            "give {} a value where it is set, or remove it from the worker's `keys`",
+            inp.key
+        ),
     };
-    hit(Severity::Error, "empty", format!("{} {what}{why}", inp.key), hint)
+    hit(
+        Severity::Error,
+        "empty",
+        format!("{} {what}{why}", inp.key),
+        hint,
+    )
 }
 
 /// "a space", "a newline (LF)", … for the distinct whitespace characters of `run`.
@@ -381,7 +229,7 @@ fn whitespace_fix(origin: Origin) -> &'static str {
     }
 }
 
-fn whitespace_hits(inp: &ValueInput<'_>) -> Vec<Hit> {
+fn whitespace_hit(inp: &ValueInput<'_>) -> Option<Hit> {
     let v = inp.value;
     let lead: String = v.chars().take_while(|c| c.is_whitespace()).collect();
     let trail: String = {
@@ -396,42 +244,46 @@ fn whitespace_hits(inp: &ValueInput<'_>) -> Vec<Hit> {
     if !trail.is_empty() {
         parts.push(format!("ends with {}", whitespace_names(&trail)));
     }
-    let strict = inp.credential || inp.provider.is_some();
-    let mut hits = Vec::new();
-    if !parts.is_empty() {
-        let (severity, why) = if strict {
-            (
-                Severity::Error,
-                "httpx refuses the header (`Illegal header value`), Python SDKs report that as a \
-                 connection error after retrying, and the error text holds the whole key",
-            )
-        } else {
-            (Severity::Warning, "the worker gets it too; most programs do not strip it")
-        };
-        hits.push(hit(
-            severity,
+    if parts.is_empty() {
+        return None;
+    }
+    let (severity, why) = if inp.credential || inp.provider.is_some() {
+        (
+            Severity::Error,
+            "httpx refuses the header (`Illegal header value`), Python SDKs report that as a \
+             connection error after retrying, and the error text holds the whole key",
+        )
+    } else {
+        (
+            Severity::Warning,
+            "the worker gets it too; most programs do not strip it",
+        )
+    };
+    Some(hit(
+        severity,
+        "whitespace",
+        format!("{} {}; {why}", inp.key, parts.join(" and ")),
+        whitespace_fix(inp.origin).to_string(),
+    ))
+}
+
+/// Whitespace inside a provider key. Multi-line values are legitimate (PEM keys),
+/// but an API key is one token.
+fn inner_whitespace_hit(inp: &ValueInput<'_>, cleaned: &str) -> Option<Hit> {
+    inp.provider?;
+    let inner: String = cleaned.chars().filter(|c| c.is_whitespace()).collect();
+    (!inner.is_empty()).then(|| {
+        hit(
+            Severity::Error,
             "whitespace",
-            format!("{} {}; {why}", inp.key, parts.join(" and ")),
-            whitespace_fix(inp.origin).to_string(),
-        ));
-    }
-    // Multi-line values are legitimate (PEM keys), but an API key is one token.
-    if inp.provider.is_some() {
-        let inner: String = v.trim().chars().filter(|c| c.is_whitespace()).collect();
-        if !inner.is_empty() {
-            hits.push(hit(
-                Severity::Error,
-                "whitespace",
-                format!(
-                    "{} has {} inside the value; an API key is a single token, and a line break in a header is refused",
-                    inp.key,
-                    whitespace_names(&inner)
-                ),
-                "copy the key again in one piece".to_string(),
-            ));
-        }
-    }
-    hits
+            format!(
+                "{} has {} inside the value; an API key is a single token, and a line break in a header is refused",
+                inp.key,
+                whitespace_names(&inner)
+            ),
+            "copy the key again in one piece".to_string(),
+        )
+    })
 }
 
 /// Characters that are invisible in editors and terminals but change the key.
@@ -488,7 +340,9 @@ fn bom_hit(inp: &ValueInput<'_>) -> Option<Hit> {
         Origin::SecretFile | Origin::Dotenv(_) => {
             "save the file as UTF-8 without BOM (Windows editors add one with \"UTF-8 with BOM\")"
         }
-        _ => "remove it where the value is set; it usually comes from a file saved as \"UTF-8 with BOM\"",
+        _ => {
+            "remove it where the value is set; it usually comes from a file saved as \"UTF-8 with BOM\""
+        }
     };
     Some(hit(
         Severity::Error,
@@ -502,7 +356,10 @@ fn bom_hit(inp: &ValueInput<'_>) -> Option<Hit> {
 }
 
 fn quotes_hit(inp: &ValueInput<'_>) -> Option<Hit> {
-    let q = quote_pair(inp.value.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}'))?;
+    let q = quote_pair(
+        inp.value
+            .trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}'),
+    )?;
     let kind = match q {
         '"' => "double quotes",
         '\'' => "single quotes",
@@ -520,7 +377,9 @@ fn quotes_hit(inp: &ValueInput<'_>) -> Option<Hit> {
              quotes, or load the file with a `dotenv` source"
         }
         Origin::SecretFile | Origin::Command => "the secret holds the quotes: store the bare value",
-        Origin::Config => "TOML strings are quoted already: drop the inner quotes in supervisor.toml",
+        Origin::Config => {
+            "TOML strings are quoted already: drop the inner quotes in supervisor.toml"
+        }
         Origin::Other => "remove the quotes where the value is set",
     };
     Some(hit(
@@ -548,16 +407,48 @@ const KEY_PREFIXES: &[&str] = &[
 
 /// Whole values that are placeholders (lower-cased, `-`, `.` and spaces as `_`).
 const PLACEHOLDER_WORDS: &[&str] = &[
-    "changeme", "change_me", "todo", "tbd", "fixme", "replace_me", "replaceme", "placeholder",
-    "dummy", "none", "null", "nil", "undefined", "example", "xxx", "api_key", "apikey", "key",
-    "token", "your_key", "your_token", "your_secret", "secret_key", "insert_key_here",
+    "changeme",
+    "change_me",
+    "todo",
+    "tbd",
+    "fixme",
+    "replace_me",
+    "replaceme",
+    "placeholder",
+    "dummy",
+    "none",
+    "null",
+    "nil",
+    "undefined",
+    "example",
+    "xxx",
+    "api_key",
+    "apikey",
+    "key",
+    "token",
+    "your_key",
+    "your_token",
+    "your_secret",
+    "secret_key",
+    "insert_key_here",
 ];
 
 /// Fragments no real key contains (each long enough that a random key hits it with
 /// negligible probability).
 const PLACEHOLDER_FRAGMENTS: &[&str] = &[
-    "changeme", "change_me", "replace_me", "replaceme", "placeholder", "your_api", "your_key",
-    "yourkey", "yourapikey", "insert_your", "_here", "example", "redacted",
+    "changeme",
+    "change_me",
+    "replace_me",
+    "replaceme",
+    "placeholder",
+    "your_api",
+    "your_key",
+    "yourkey",
+    "yourapikey",
+    "insert_your",
+    "_here",
+    "example",
+    "redacted",
 ];
 
 /// What kind of placeholder `v` is, as a fixed description (never the value).
@@ -572,11 +463,11 @@ pub(crate) fn placeholder_kind(v: &str) -> Option<&'static str> {
         return Some("an angle-bracket placeholder such as `<your-api-key>`");
     }
     let braced = (v.starts_with("${") || v.starts_with("{{")) && v.ends_with('}');
-    let bare = v
-        .strip_prefix('$')
-        .is_some_and(|rest| crate::plan::is_var_name(rest));
+    let bare = v.strip_prefix('$').is_some_and(crate::plan::is_var_name);
     if braced || bare {
-        return Some("an unexpanded variable reference such as `${OTHER_VAR}` (agentsup does not expand variables)");
+        return Some(
+            "an unexpanded variable reference such as `${OTHER_VAR}` (agentsup does not expand variables)",
+        );
     }
     let mut rest = v;
     let mut prefixed = false;
@@ -622,7 +513,10 @@ fn placeholder_hit(inp: &ValueInput<'_>, cleaned: &str) -> Option<Hit> {
                  and Compose read `KEY=   # comment` as the value `# comment`",
                 inp.key
             ),
-            format!("give {} its real value, or quote it if the `#` belongs to the key", inp.key),
+            format!(
+                "give {} its real value, or quote it if the `#` belongs to the key",
+                inp.key
+            ),
         ));
     }
     let kind = placeholder_kind(cleaned)?;
@@ -641,151 +535,12 @@ fn placeholder_hit(inp: &ValueInput<'_>, cleaned: &str) -> Option<Hit> {
     Some(hit(
         severity,
         "placeholder",
-        format!("{} holds a placeholder, not a real value: it looks like {kind}{tail}", inp.key),
+        format!(
+            "{} holds a placeholder, not a real value: it looks like {kind}{tail}",
+            inp.key
+        ),
         format!("put the real value of {} where this one is set", inp.key),
     ))
-}
-
-/// What the value must look like, given the provider and where it is sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Expect {
-    OpenAi,
-    Anthropic,
-    Google,
-    Azure,
-    /// Only a recognisably foreign key is wrong (Groq, Mistral, Cohere).
-    NotForeign(Family),
-}
-
-impl Expect {
-    fn describe(self) -> String {
-        match self {
-            Expect::OpenAi => "an OpenAI key (`sk-…`)".into(),
-            Expect::Anthropic => "an Anthropic key (`sk-ant-…`)".into(),
-            Expect::Google => "a Google API key (`AIza…`)".into(),
-            Expect::Azure => "an Azure OpenAI key".into(),
-            Expect::NotForeign(f) => format!("a {} key", f.label()),
-        }
-    }
-
-    fn family(self) -> Family {
-        match self {
-            Expect::OpenAi => Family::OpenAi,
-            Expect::Anthropic => Family::Anthropic,
-            Expect::Google => Family::Google,
-            Expect::Azure => Family::AzureOpenAi,
-            Expect::NotForeign(f) => f,
-        }
-    }
-}
-
-/// The expected shape, or none when the key may legitimately hold anything (an
-/// inferred OpenAI or Anthropic key sent to a proxy or local server: OpenRouter,
-/// LiteLLM, vLLM and friends use their own keys under these names).
-fn expectation(family: Family, explicit: bool, host: Host) -> Option<(Expect, &'static str)> {
-    const OPENAI_401: &str = "the openai SDK sends it to api.openai.com, which answers 401 `invalid_api_key`";
-    const AZURE_401: &str = "Azure OpenAI answers 401 \"Access denied due to invalid subscription key or wrong API endpoint\"";
-    Some(match (family, host) {
-        (Family::OpenAi, Host::Unset | Host::OpenAi) => (Expect::OpenAi, OPENAI_401),
-        (Family::OpenAi, Host::Azure) => (
-            Expect::Azure,
-            "OPENAI_BASE_URL points at an Azure OpenAI resource, which answers 401 \"Access denied \
-             due to invalid subscription key or wrong API endpoint\"",
-        ),
-        (Family::OpenAi, Host::Anthropic) => (
-            Expect::Anthropic,
-            "OPENAI_BASE_URL points at Anthropic's OpenAI-compatible API, which needs an Anthropic key",
-        ),
-        (Family::OpenAi, Host::Google) => (
-            Expect::Google,
-            "OPENAI_BASE_URL points at Gemini's OpenAI-compatible API, which needs a Google API key",
-        ),
-        (Family::OpenAi, Host::Other) if explicit => (Expect::OpenAi, "[keys] says provider = \"openai\""),
-        (Family::OpenAi, Host::Other) => return None,
-        (Family::AzureOpenAi, _) => (Expect::Azure, AZURE_401),
-        (Family::Anthropic, Host::Unset | Host::Anthropic) => (
-            Expect::Anthropic,
-            "the anthropic SDK sends it to api.anthropic.com, which answers 401 `invalid x-api-key`",
-        ),
-        (Family::Anthropic, _) if explicit => (Expect::Anthropic, "[keys] says provider = \"anthropic\""),
-        (Family::Anthropic, _) => return None,
-        (Family::Google, _) => (Expect::Google, "Google answers 400 `API_KEY_INVALID`"),
-        (f @ (Family::Groq | Family::Mistral | Family::Cohere), _) => {
-            (Expect::NotForeign(f), "that provider answers 401")
-        }
-    })
-}
-
-/// Provider shape and provider mismatch for one (cleaned) value.
-pub(crate) fn provider_hit(key: &str, v: &str, family: Family, explicit: bool, host: Host) -> Option<Hit> {
-    let (expect, why) = expectation(family, explicit, host)?;
-    let kind = recognize(v);
-    let opt_out = format!(
-        "if {key} deliberately holds a key for another service, set `[keys.{key}] provider = \"none\"`"
-    );
-    let mismatch = |k: KeyKind, extra: &str| {
-        let home = k.family().home();
-        let fix = if home == key {
-            format!("put {} in {key}", expect.describe())
-        } else {
-            format!("move it to {home} and put {} in {key}", expect.describe())
-        };
-        hit(
-            Severity::Error,
-            "provider-mismatch",
-            format!("{key} holds what looks like {}, not {}: {why}", k.describe(), expect.describe()),
-            format!("{fix}{extra}; {opt_out}"),
-        )
-    };
-    let shape = |rule: String| {
-        hit(
-            Severity::Error,
-            "provider-shape",
-            format!("{key} does not look like {}: {rule}", expect.describe()),
-            format!("copy the key again from {}; {opt_out}", console(expect.family())),
-        )
-    };
-    match (expect, kind) {
-        (Expect::OpenAi, Some(KeyKind::OpenAi | KeyKind::OpenAiScoped)) => None,
-        (Expect::OpenAi, Some(KeyKind::AzureHex)) => Some(mismatch(
-            KeyKind::AzureHex,
-            " (an Azure key also needs AZURE_OPENAI_ENDPOINT and OPENAI_API_VERSION)",
-        )),
-        (Expect::OpenAi, Some(k)) => Some(mismatch(k, "")),
-        (Expect::OpenAi, None) => Some(shape("OpenAI keys start with `sk-`".into())),
-        (Expect::Anthropic, Some(KeyKind::Anthropic)) => None,
-        (Expect::Anthropic, Some(k)) if k != KeyKind::AzureHex => Some(mismatch(k, "")),
-        (Expect::Anthropic, _) => Some(shape("Anthropic keys start with `sk-ant-`".into())),
-        (Expect::Google, Some(KeyKind::Google)) => None,
-        (Expect::Google, Some(k)) if k != KeyKind::AzureHex => Some(mismatch(k, "")),
-        (Expect::Google, _) => {
-            let len = if v.starts_with("AIza") {
-                format!(", and this value has {} characters", v.chars().count())
-            } else {
-                String::new()
-            };
-            Some(shape(format!(
-                "Google API keys are `AIza` followed by 35 letters, digits, `_` or `-` (39 characters in all){len}"
-            )))
-        }
-        (Expect::Azure, Some(k)) if k != KeyKind::AzureHex => Some(mismatch(
-            k,
-            "; an Azure resource takes only its own key (Azure portal → Keys and Endpoint)",
-        )),
-        (Expect::Azure, _) => None,
-        (Expect::NotForeign(f), Some(k)) if k.unambiguous() && k.family() != f => Some(mismatch(k, "")),
-        (Expect::NotForeign(_), _) => None,
-    }
-}
-
-fn console(f: Family) -> &'static str {
-    match f {
-        Family::OpenAi => "https://platform.openai.com/api-keys",
-        Family::AzureOpenAi => "the Azure portal (Keys and Endpoint)",
-        Family::Anthropic => "https://console.anthropic.com/settings/keys",
-        Family::Google => "https://aistudio.google.com/apikey",
-        Family::Groq | Family::Mistral | Family::Cohere => "the provider's console",
-    }
 }
 
 fn note_hits(inp: &ValueInput<'_>, placeholder: bool) -> Vec<Hit> {
@@ -834,266 +589,5 @@ fn note_hits(inp: &ValueInput<'_>, placeholder: bool) -> Vec<Hit> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const OPENAI: &str = "sk-Zq8xN3vR7tY2wK5mP9aB4cD6eF1gH0jL3nQ7sT9uVwXyA1b2";
-    const PROJ: &str = "sk-proj-Zq8xN3vR7tY2wK5mP9aB4cD6eF1gH0jL3nQ7sT9uVwXyA1b2_-Ab";
-    const ANTHROPIC: &str = "sk-ant-api03-Zq8xN3vR7tY2wK5mP9aB4cD6eF1gH0jL3nQ7sT9uVwXyA1b2";
-    const GOOGLE: &str = "AIzaSyZq8xN3vR7tY2wK5mP9aB4cD6eF1gH0j_-";
-    const AZURE: &str = "0123456789abcdef0123456789ABCDEF";
-
-    fn input<'a>(key: &'a str, value: &'a str) -> ValueInput<'a> {
-        ValueInput {
-            key,
-            value,
-            origin: Origin::Dotenv(Quote::None),
-            credential: crate::secret::name_looks_secret(key),
-            provider: super::super::names::infer_family(key).map(|f| (f, false)),
-            host: Host::Unset,
-            pattern: None,
-            notes: &[],
-        }
-    }
-
-    fn codes(inp: &ValueInput<'_>) -> Vec<&'static str> {
-        value_hits(inp).iter().map(|h| h.code).collect()
-    }
-
-    fn assert_no_value(hits: &[Hit], value: &str) {
-        for h in hits {
-            let all = format!("{} {}", h.message, h.hint.clone().unwrap_or_default());
-            assert!(!all.contains(value), "value leaked: {all}");
-        }
-    }
-
-    #[test]
-    fn real_looking_keys_pass() {
-        assert!(codes(&input("OPENAI_API_KEY", OPENAI)).is_empty());
-        assert!(codes(&input("OPENAI_API_KEY", PROJ)).is_empty());
-        assert!(codes(&input("ANTHROPIC_API_KEY", ANTHROPIC)).is_empty());
-        assert!(codes(&input("GOOGLE_API_KEY", GOOGLE)).is_empty());
-        assert!(codes(&input("GEMINI_API_KEY", GOOGLE)).is_empty());
-        assert!(codes(&input("AZURE_OPENAI_API_KEY", AZURE)).is_empty());
-        assert!(codes(&input("MISTRAL_API_KEY", "Zq8xN3vR7tY2wK5mP9aB4cD6eF1gH0jL")).is_empty());
-        assert!(codes(&input("LANGSMITH_API_KEY", "lsv2_pt_0123456789abcdef_0123456789")).is_empty());
-        assert!(codes(&input("MODEL", "gpt-4o-mini")).is_empty());
-    }
-
-    #[test]
-    fn empty_and_whitespace_only() {
-        assert_eq!(codes(&input("OPENAI_API_KEY", "")), ["empty"]);
-        assert_eq!(codes(&input("OPENAI_API_KEY", " \t\n")), ["empty"]);
-        let h = value_hits(&input("OPENAI_API_KEY", ""));
-        assert!(h[0].message.contains("is set but empty"));
-    }
-
-    #[test]
-    fn stray_whitespace() {
-        let v = format!("{OPENAI}\n");
-        let h = value_hits(&input("OPENAI_API_KEY", &v));
-        assert_eq!(h.len(), 1, "{h:?}");
-        assert_eq!(h[0].code, "whitespace");
-        assert_eq!(h[0].severity, Severity::Error);
-        assert!(h[0].message.contains("ends with a newline (LF)"));
-        assert!(h[0].message.contains("httpx refuses the header"));
-        assert_no_value(&h, OPENAI);
-
-        let v = format!(" {OPENAI}\r\n");
-        let h = value_hits(&input("OPENAI_API_KEY", &v));
-        assert!(h[0].message.contains("starts with a space and ends with a carriage return (CR) and a newline (LF)"), "{h:?}");
-
-        let v = format!("{OPENAI} extra");
-        assert_eq!(codes(&input("OPENAI_API_KEY", &v)), ["whitespace"]);
-        // A PEM key under a non-provider name may span lines.
-        assert!(codes(&input("SIGNING_PRIVATE_KEY", "-----BEGIN KEY-----\nabc\n-----END KEY-----")).is_empty());
-        // Not a credential: only a warning.
-        let h = value_hits(&input("MODEL", "gpt-4o "));
-        assert_eq!(h[0].severity, Severity::Warning);
-    }
-
-    #[test]
-    fn control_characters_bom_and_quotes() {
-        let v = format!("{OPENAI}\0");
-        assert_eq!(codes(&input("OPENAI_API_KEY", &v)), ["control-char"]);
-        let v = format!("{OPENAI}\u{200b}");
-        assert_eq!(codes(&input("OPENAI_API_KEY", &v)), ["control-char"]);
-        let v = format!("\u{feff}{OPENAI}");
-        assert_eq!(codes(&input("OPENAI_API_KEY", &v)), ["bom"]);
-        for v in [format!("\"{OPENAI}\""), format!("'{OPENAI}'"), format!("`{OPENAI}`")] {
-            let h = value_hits(&input("OPENAI_API_KEY", &v));
-            assert_eq!(h.iter().map(|h| h.code).collect::<Vec<_>>(), ["quotes"], "{v}");
-            assert_no_value(&h, OPENAI);
-        }
-        let mut inp = input("OPENAI_API_KEY", "\"sk-abcdefgh\"");
-        inp.origin = Origin::ProcessEnv;
-        assert!(value_hits(&inp)[0].hint.as_deref().unwrap().contains("docker run --env-file"));
-        // A lone quote inside is not "wrapped".
-        assert!(codes(&input("DB_PASSWORD", "ab\"cd")).is_empty());
-    }
-
-    #[test]
-    fn placeholders() {
-        for v in [
-            "sk-...",
-            "sk-proj-…",
-            "sk-xxxxxxxxxxxxxxxxxxxx",
-            "sk-XXXX-XXXX",
-            "sk-",
-            "your-api-key",
-            "your_api_key_here",
-            "YOUR_OPENAI_API_KEY",
-            "changeme",
-            "CHANGE_ME",
-            "xxx",
-            "xxxxxxxx",
-            "<your key>",
-            "<OPENAI_API_KEY>",
-            "TODO",
-            "REPLACE_ME",
-            "placeholder",
-            "dummy",
-            "None",
-            "${OPENAI_API_KEY}",
-            "$OPENAI_API_KEY",
-            "{{ openai_key }}",
-            "sk-abc1***wxyz",
-            "[redacted:OPENAI_API_KEY]",
-            "insert-your-key-here",
-            "AKIAIOSFODNN7EXAMPLE",
-        ] {
-            let h = value_hits(&input("OPENAI_API_KEY", v));
-            assert_eq!(h.len(), 1, "{v}: {h:?}");
-            assert_eq!(h[0].code, "placeholder", "{v}");
-            assert_eq!(h[0].severity, Severity::Error, "{v}");
-            // Short ones (`TODO`, `changeme`) are named by the fixed description.
-            if v.len() >= 14 {
-                assert_no_value(&h, v);
-            }
-        }
-    }
-
-    #[test]
-    fn no_placeholder_false_positives() {
-        for v in [OPENAI, PROJ, ANTHROPIC, GOOGLE, AZURE, "sk-test-1234", "sk-demo-rotated-2"] {
-            assert!(placeholder_kind(v).is_none(), "{v}");
-        }
-        // Random base62/base64url keys: no fragment may appear by chance in practice;
-        // spot-check a batch of generated ones.
-        let mut rng = fastrand::Rng::with_seed(7);
-        let alphabet: Vec<char> = ('a'..='z').chain('A'..='Z').chain('0'..='9').chain(['-', '_']).collect();
-        for _ in 0..2000 {
-            let body: String = (0..48).map(|_| alphabet[rng.usize(..alphabet.len())]).collect();
-            let v = format!("sk-proj-{body}");
-            assert!(placeholder_kind(&v).is_none(), "{v}");
-        }
-        // Not a credential: placeholder rules do not apply.
-        assert!(codes(&input("MODEL", "dummy")).is_empty());
-    }
-
-    #[test]
-    fn placeholder_is_a_warning_for_local_servers() {
-        let mut inp = input("OPENAI_API_KEY", "dummy");
-        inp.host = Host::Other;
-        let h = value_hits(&inp);
-        assert_eq!(h.len(), 1);
-        assert_eq!(h[0].severity, Severity::Warning);
-    }
-
-    #[test]
-    fn comment_as_value() {
-        let h = value_hits(&input("FAL_KEY", "# get one at fal.ai"));
-        assert_eq!(h[0].code, "placeholder");
-        assert!(h[0].message.contains("starts with `#`"));
-        assert!(codes(&input("MODEL", "#ffffff")).is_empty());
-    }
-
-    #[test]
-    fn provider_shapes_and_mismatches() {
-        let h = value_hits(&input("OPENAI_API_KEY", ANTHROPIC));
-        assert_eq!(h[0].code, "provider-mismatch");
-        assert!(h[0].message.contains("an Anthropic key (it starts with `sk-ant-`)"), "{h:?}");
-        assert!(h[0].hint.as_deref().unwrap().contains("move it to ANTHROPIC_API_KEY"));
-        assert_no_value(&h, ANTHROPIC);
-
-        assert_eq!(codes(&input("ANTHROPIC_API_KEY", OPENAI)), ["provider-mismatch"]);
-        assert_eq!(codes(&input("ANTHROPIC_API_KEY", "abcdefghijkl")), ["provider-shape"]);
-        assert_eq!(codes(&input("OPENAI_API_KEY", GOOGLE)), ["provider-mismatch"]);
-        assert_eq!(codes(&input("OPENAI_API_KEY", AZURE)), ["provider-mismatch"]);
-        assert_eq!(codes(&input("OPENAI_API_KEY", "abcdefghijkl")), ["provider-shape"]);
-        assert_eq!(codes(&input("GOOGLE_API_KEY", OPENAI)), ["provider-mismatch"]);
-        let h = value_hits(&input("GOOGLE_API_KEY", "AIzaShort"));
-        assert_eq!(h[0].code, "provider-shape");
-        assert!(h[0].message.contains("this value has 9 characters"));
-        assert_eq!(codes(&input("AZURE_OPENAI_API_KEY", OPENAI)), ["provider-mismatch"]);
-        assert_eq!(codes(&input("GROQ_API_KEY", ANTHROPIC)), ["provider-mismatch"]);
-        // Plain `sk-` is ambiguous (DeepSeek, …): not a mismatch for Mistral.
-        assert!(codes(&input("MISTRAL_API_KEY", OPENAI)).is_empty());
-    }
-
-    #[test]
-    fn base_url_decides_the_expected_shape() {
-        let mut inp = input("OPENAI_API_KEY", OPENAI);
-        inp.host = Host::Azure;
-        let h = value_hits(&inp);
-        assert_eq!(h[0].code, "provider-mismatch");
-        assert!(h[0].message.contains("Azure OpenAI resource"));
-        let mut inp = input("OPENAI_API_KEY", AZURE);
-        inp.host = Host::Azure;
-        assert!(codes(&inp).is_empty());
-        // A gateway or local server: any key goes, unless the provider is explicit.
-        let mut inp = input("OPENAI_API_KEY", "or-abcdef0123456789");
-        inp.host = Host::Other;
-        assert!(codes(&inp).is_empty());
-        inp.provider = Some((Family::OpenAi, true));
-        assert_eq!(codes(&inp), ["provider-shape"]);
-        let mut inp = input("OPENAI_API_KEY", ANTHROPIC);
-        inp.host = Host::Anthropic;
-        assert!(codes(&inp).is_empty());
-    }
-
-    #[test]
-    fn urls() {
-        assert_eq!(classify_base_url(None), Host::Unset);
-        assert_eq!(classify_base_url(Some("https://api.openai.com/v1")), Host::OpenAi);
-        assert_eq!(classify_base_url(Some("https://my-res.openai.azure.com/openai")), Host::Azure);
-        assert_eq!(classify_base_url(Some("http://127.0.0.1:8000/v1")), Host::Other);
-        assert_eq!(classify_base_url(Some("https://user:pw@API.OPENAI.COM.:443/v1")), Host::OpenAi);
-        assert_eq!(classify_base_url(Some("not a url")), Host::Other);
-        assert_eq!(parse_url("http://[::1]:8080/x"), Some(("http".into(), "::1".into())));
-    }
-
-    #[test]
-    fn pattern_names_the_pattern_not_the_value() {
-        let pat = ("^sk-proj-".to_string(), Regex::new("^sk-proj-").unwrap());
-        let mut inp = input("OPENAI_API_KEY", OPENAI);
-        inp.pattern = Some(&pat);
-        let h = value_hits(&inp);
-        assert_eq!(h[0].code, "pattern");
-        assert!(h[0].message.contains("`^sk-proj-`"));
-        assert_no_value(&h, OPENAI);
-    }
-
-    #[test]
-    fn dotenv_notes() {
-        let mut inp = input("OPENAI_API_KEY", "sk-abc#def");
-        inp.notes = &[RecordNote::UnquotedHash];
-        assert_eq!(codes(&inp), ["unquoted-hash"]);
-        let mut inp = input("DB_PASSWORD", "pa$word");
-        inp.notes = &[RecordNote::ContainsDollar];
-        let h = value_hits(&inp);
-        assert_eq!(h[0].code, "dollar");
-        assert!(h[0].message.contains("agentsup keeps `$` literally"));
-        // Not secret: `$` is nobody's business.
-        let mut inp = input("GREETING", "pa$word");
-        inp.notes = &[RecordNote::ContainsDollar];
-        assert!(codes(&inp).is_empty());
-    }
-
-    #[test]
-    fn clean_strips_one_layer() {
-        assert_eq!(clean(" \"abc\"\n"), "abc");
-        assert_eq!(clean("\u{feff}abc"), "abc");
-        assert_eq!(clean("\"abc"), "\"abc");
-    }
-}
+#[path = "rules_tests.rs"]
+mod tests;

@@ -56,7 +56,8 @@ fn all_text(r: &Report) -> String {
 
 #[test]
 fn the_open_ai_near_miss() {
-    let p = plan("[[worker]]\nname = \"planner\"\ncommand = [\"x\"]\nkeys = [\"OPENAI_API_KEY\"]\n");
+    let p =
+        plan("[[worker]]\nname = \"planner\"\ncommand = [\"x\"]\nkeys = [\"OPENAI_API_KEY\"]\n");
     let s = snapshot(vec![dotenv("OPEN_AI_API_KEY", KEY, 2)]);
     let r = check(&p, &s);
     assert!(r.has_errors());
@@ -70,17 +71,28 @@ fn the_open_ai_near_miss() {
     );
     let text = all_text(&r);
     assert!(!text.contains(KEY));
-    assert!(text.contains("error    OPENAI_API_KEY  (worker planner)"), "{text}");
+    assert!(
+        text.contains("error    OPENAI_API_KEY  (worker planner)"),
+        "{text}"
+    );
 }
 
 #[test]
 fn healthy_config_is_ok() {
-    let p = plan("[[worker]]\nname = \"planner\"\ncommand = [\"x\"]\nkeys = [\"OPENAI_API_KEY\", \"MODEL\"]\n");
-    let s = snapshot(vec![dotenv("OPENAI_API_KEY", KEY, 1), dotenv("MODEL", "gpt-4o-mini", 2)]);
+    let p = plan(
+        "[[worker]]\nname = \"planner\"\ncommand = [\"x\"]\nkeys = [\"OPENAI_API_KEY\", \"MODEL\"]\n",
+    );
+    let s = snapshot(vec![
+        dotenv("OPENAI_API_KEY", KEY, 1),
+        dotenv("MODEL", "gpt-4o-mini", 2),
+    ]);
     let r = check(&p, &s);
     assert!(r.findings.is_empty(), "{:?}", r.findings);
     let text = r.render_text(false);
-    assert!(text.contains("0 errors, 0 warnings; 2 keys checked for 1 worker"), "{text}");
+    assert!(
+        text.contains("0 errors, 0 warnings; 2 keys checked for 1 worker"),
+        "{text}"
+    );
     assert!(text.contains("\nok: "), "{text}");
     assert!(!text.contains('\u{1b}'));
     assert!(r.render_text(true).contains('\u{1b}'));
@@ -102,7 +114,11 @@ fn shared_findings_name_every_worker_once() {
     assert_eq!(
         codes,
         vec![
-            ("placeholder", "OPENAI_API_KEY", vec!["a".to_string(), "b".to_string()]),
+            (
+                "placeholder",
+                "OPENAI_API_KEY",
+                vec!["a".to_string(), "b".to_string()]
+            ),
             ("missing", "ANTHROPIC_API_KEY", vec!["b".to_string()]),
         ]
     );
@@ -116,7 +132,12 @@ fn selection_limits_the_check() {
          [[worker]]\nname = \"b\"\ncommand = [\"x\"]\nkeys = [\"ANTHROPIC_API_KEY\"]\n",
     );
     let s = snapshot(vec![dotenv("OPENAI_API_KEY", KEY, 1)]);
-    let r = run(&p, &s, &ProcessEnv::default(), std::slice::from_ref(&p.workers[0]));
+    let r = run(
+        &p,
+        &s,
+        &ProcessEnv::default(),
+        std::slice::from_ref(&p.workers[0]),
+    );
     assert!(!r.has_errors(), "{:?}", r.findings);
     assert_eq!(r.workers.len(), 1);
     assert!(check(&p, &s).has_errors());
@@ -155,10 +176,20 @@ fn source_problems_are_findings_grouped_with_their_key() {
     let got: Vec<(&str, Severity)> = r.findings.iter().map(|f| (f.code, f.severity)).collect();
     assert_eq!(
         got,
-        vec![("bom", Severity::Warning), ("source", Severity::Error), ("missing", Severity::Error)]
+        vec![
+            ("bom", Severity::Warning),
+            ("source", Severity::Error),
+            ("missing", Severity::Error)
+        ]
     );
     assert_eq!(r.findings[1].workers, ["a"]);
-    assert!(r.findings[2].hint.as_deref().unwrap().contains("at .env:3 could not be loaded"));
+    assert!(
+        r.findings[2]
+            .hint
+            .as_deref()
+            .unwrap()
+            .contains("at .env:3 could not be loaded")
+    );
 }
 
 #[test]
@@ -168,7 +199,11 @@ fn sdk_name_warning() {
     let r = check(&p, &s);
     assert_eq!(r.errors(), 0);
     assert_eq!(r.findings[0].code, "near-miss");
-    assert!(r.findings[0].message.contains("the openai SDK reads OPENAI_API_KEY"));
+    assert!(
+        r.findings[0]
+            .message
+            .contains("the openai SDK reads OPENAI_API_KEY")
+    );
     assert_eq!(r.findings[0].location.as_deref(), Some(".env:1"));
 }
 
@@ -179,7 +214,11 @@ fn missing_declared_name_points_at_the_sdk_name() {
     let r = check(&p, &s);
     let missing = r.findings.iter().find(|f| f.code == "missing").unwrap();
     assert!(
-        missing.hint.as_deref().unwrap().contains("the sources have OPENAI_API_KEY at .env:4, the name SDKs read"),
+        missing
+            .hint
+            .as_deref()
+            .unwrap()
+            .contains("the sources have OPENAI_API_KEY at .env:4, the name SDKs read"),
         "{missing:?}"
     );
 }
@@ -192,21 +231,38 @@ fn process_env_without_env_source() {
     );
     let penv = ProcessEnv::from_pairs([("OPENAI_API_KEY", KEY)]);
     let r = run(&p, &snapshot(vec![]), &penv, &[]);
-    assert!(r.findings[0].hint.as_deref().unwrap().contains("no [[source]] has type = \"env\""));
+    assert!(
+        r.findings[0]
+            .hint
+            .as_deref()
+            .unwrap()
+            .contains("no [[source]] has type = \"env\"")
+    );
     assert!(!all_text(&r).contains(KEY));
 }
 
 #[test]
 fn azure_needs_endpoint_and_version() {
-    let p = plan("[[worker]]\nname = \"az\"\ncommand = [\"x\"]\nkeys = [\"AZURE_OPENAI_API_KEY\"]\n");
+    let p =
+        plan("[[worker]]\nname = \"az\"\ncommand = [\"x\"]\nkeys = [\"AZURE_OPENAI_API_KEY\"]\n");
     let s = snapshot(vec![
-        dotenv("AZURE_OPENAI_API_KEY", "0123456789abcdef0123456789abcdef", 1),
+        dotenv(
+            "AZURE_OPENAI_API_KEY",
+            "0123456789abcdef0123456789abcdef",
+            1,
+        ),
         dotenv("AZURE_OPENAI_ENDPOINT", "https://res.openai.azure.com", 2),
     ]);
     let r = check(&p, &s);
     let codes: Vec<&str> = r.findings.iter().map(|f| f.code).collect();
     assert_eq!(codes, ["azure-endpoint", "azure-api-version"]);
-    assert!(r.findings[0].hint.as_deref().unwrap().contains("is set at .env:2, but worker az does not declare it"));
+    assert!(
+        r.findings[0]
+            .hint
+            .as_deref()
+            .unwrap()
+            .contains("is set at .env:2, but worker az does not declare it")
+    );
 
     let p = plan(
         "[[worker]]\nname = \"az\"\ncommand = [\"x\"]\nkeys = [\"AZURE_OPENAI_API_KEY\", \"AZURE_OPENAI_ENDPOINT\"]\n\
@@ -215,7 +271,11 @@ fn azure_needs_endpoint_and_version() {
     assert!(check(&p, &s).findings.is_empty());
 
     let s = snapshot(vec![
-        dotenv("AZURE_OPENAI_API_KEY", "0123456789abcdef0123456789abcdef", 1),
+        dotenv(
+            "AZURE_OPENAI_API_KEY",
+            "0123456789abcdef0123456789abcdef",
+            1,
+        ),
         dotenv("AZURE_OPENAI_ENDPOINT", "http://res.openai.azure.com", 2),
     ]);
     let r = check(&p, &s);
@@ -226,10 +286,16 @@ fn azure_needs_endpoint_and_version() {
 
 #[test]
 fn openai_key_against_azure_base_url() {
-    let p = plan("[[worker]]\nname = \"a\"\ncommand = [\"x\"]\nkeys = [\"OPENAI_API_KEY\", \"OPENAI_BASE_URL\"]\n");
+    let p = plan(
+        "[[worker]]\nname = \"a\"\ncommand = [\"x\"]\nkeys = [\"OPENAI_API_KEY\", \"OPENAI_BASE_URL\"]\n",
+    );
     let s = snapshot(vec![
         dotenv("OPENAI_API_KEY", KEY, 1),
-        dotenv("OPENAI_BASE_URL", "https://res.openai.azure.com/openai/deployments/x", 2),
+        dotenv(
+            "OPENAI_BASE_URL",
+            "https://res.openai.azure.com/openai/deployments/x",
+            2,
+        ),
     ]);
     let r = check(&p, &s);
     assert_eq!(r.findings.len(), 1, "{:?}", r.findings);
@@ -255,7 +321,13 @@ fn overridden_value_is_mentioned() {
     );
     let r = check(&p, &s);
     assert_eq!(r.findings[0].code, "empty");
-    assert!(r.findings[0].hint.as_deref().unwrap().contains("the value from process env overrides the one at .env:1"));
+    assert!(
+        r.findings[0]
+            .hint
+            .as_deref()
+            .unwrap()
+            .contains("the value from process env overrides the one at .env:1")
+    );
 }
 
 #[test]
@@ -286,20 +358,35 @@ fn worker_dotenv_warning() {
     let f = &r.findings[0];
     assert_eq!((f.code, f.severity), ("worker-dotenv", Severity::Warning));
     assert_eq!(f.location.as_deref(), Some("agents/.env"));
-    assert!(f.hint.as_deref().unwrap().contains("PYTHON_DOTENV_DISABLED=1"));
+    assert!(
+        f.hint
+            .as_deref()
+            .unwrap()
+            .contains("PYTHON_DOTENV_DISABLED=1")
+    );
 
     let p = plan_at(
         t.path(),
         "[env]\nworker_dotenv = true\n[[worker]]\nname = \"w\"\ncommand = [\"x\"]\ncwd = \"agents\"\n",
     );
     let r = check(&p, &snapshot(vec![]));
-    assert!(r.findings[0].hint.as_deref().unwrap().contains("worker_dotenv = true"));
+    assert!(
+        r.findings[0]
+            .hint
+            .as_deref()
+            .unwrap()
+            .contains("worker_dotenv = true")
+    );
 }
 
 #[test]
 fn json_shape() {
-    let p = plan("[[worker]]\nname = \"planner\"\ncommand = [\"x\"]\nkeys = [\"OPENAI_API_KEY\"]\n");
-    let r = check(&p, &snapshot(vec![dotenv("OPENAI_API_KEY", &format!("{KEY}\n"), 1)]));
+    let p =
+        plan("[[worker]]\nname = \"planner\"\ncommand = [\"x\"]\nkeys = [\"OPENAI_API_KEY\"]\n");
+    let r = check(
+        &p,
+        &snapshot(vec![dotenv("OPENAI_API_KEY", &format!("{KEY}\n"), 1)]),
+    );
     let v: serde_json::Value = serde_json::from_str(&r.render_json()).unwrap();
     assert_eq!(v["errors"], 1);
     assert_eq!(v["warnings"], 0);

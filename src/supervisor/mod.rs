@@ -218,7 +218,7 @@ impl Dispatcher {
             msg.push_str(": ");
             msg.push_str(&t.reason);
         }
-        if let Some(d) = t.delay {
+        if let Some(d) = t.delay.filter(|_| !t.reason.contains(" in ")) {
             msg.push_str(&format!("; next start in {}", format_delay(d)));
         }
         let level = if t.to == "failed" {

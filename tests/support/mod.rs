@@ -318,3 +318,17 @@ impl Drop for Running {
 
 /// A real-looking 51-character OpenAI key (fake).
 pub const FAKE_OPENAI_KEY: &str = "sk-Zq8xN3vR7tY2wK5mP9aB4cD6eF1gH0jL3nQ7sT9uVwXyA1b2";
+
+/// The real python3 executable (not a pyenv/asdf shim script, which would add its
+/// own variables to the environment a test inspects).
+pub fn python() -> String {
+    static PY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PY.get_or_init(|| {
+        let out = Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .output()
+            .expect("python3 is needed by the tests");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    })
+    .clone()
+}

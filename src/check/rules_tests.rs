@@ -1,0 +1,336 @@
+//! Unit tests of the per-value rules in `rules.rs`.
+
+use super::*;
+
+const OPENAI: &str = "sk-Zq8xN3vR7tY2wK5mP9aB4cD6eF1gH0jL3nQ7sT9uVwXyA1b2";
+const PROJ: &str = "sk-proj-Zq8xN3vR7tY2wK5mP9aB4cD6eF1gH0jL3nQ7sT9uVwXyA1b2_-Ab";
+const ANTHROPIC: &str = "sk-ant-api03-Zq8xN3vR7tY2wK5mP9aB4cD6eF1gH0jL3nQ7sT9uVwXyA1b2";
+const GOOGLE: &str = "AIzaSyZq8xN3vR7tY2wK5mP9aB4cD6eF1gH0j_-";
+const AZURE: &str = "0123456789abcdef0123456789ABCDEF";
+
+fn input<'a>(key: &'a str, value: &'a str) -> ValueInput<'a> {
+    ValueInput {
+        key,
+        value,
+        origin: Origin::Dotenv(Quote::None),
+        credential: crate::secret::name_looks_secret(key),
+        provider: super::super::names::infer_family(key).map(|f| (f, false)),
+        host: Host::Unset,
+        pattern: None,
+        notes: &[],
+    }
+}
+
+fn codes(inp: &ValueInput<'_>) -> Vec<&'static str> {
+    value_hits(inp).iter().map(|h| h.code).collect()
+}
+
+fn assert_no_value(hits: &[Hit], value: &str) {
+    for h in hits {
+        let all = format!("{} {}", h.message, h.hint.clone().unwrap_or_default());
+        assert!(!all.contains(value), "value leaked: {all}");
+    }
+}
+
+#[test]
+fn real_looking_keys_pass() {
+    assert!(codes(&input("OPENAI_API_KEY", OPENAI)).is_empty());
+    assert!(codes(&input("OPENAI_API_KEY", PROJ)).is_empty());
+    assert!(codes(&input("ANTHROPIC_API_KEY", ANTHROPIC)).is_empty());
+    assert!(codes(&input("GOOGLE_API_KEY", GOOGLE)).is_empty());
+    assert!(codes(&input("GEMINI_API_KEY", GOOGLE)).is_empty());
+    assert!(codes(&input("AZURE_OPENAI_API_KEY", AZURE)).is_empty());
+    assert!(
+        codes(&input(
+            "MISTRAL_API_KEY",
+            "Zq8xN3vR7tY2wK5mP9aB4cD6eF1gH0jL"
+        ))
+        .is_empty()
+    );
+    assert!(
+        codes(&input(
+            "LANGSMITH_API_KEY",
+            "lsv2_pt_0123456789abcdef_0123456789"
+        ))
+        .is_empty()
+    );
+    assert!(codes(&input("MODEL", "gpt-4o-mini")).is_empty());
+}
+
+#[test]
+fn empty_and_whitespace_only() {
+    assert_eq!(codes(&input("OPENAI_API_KEY", "")), ["empty"]);
+    assert_eq!(codes(&input("OPENAI_API_KEY", " \t\n")), ["empty"]);
+    let h = value_hits(&input("OPENAI_API_KEY", ""));
+    assert!(h[0].message.contains("is set but empty"));
+}
+
+#[test]
+fn stray_whitespace() {
+    let v = format!("{OPENAI}\n");
+    let h = value_hits(&input("OPENAI_API_KEY", &v));
+    assert_eq!(h.len(), 1, "{h:?}");
+    assert_eq!(h[0].code, "whitespace");
+    assert_eq!(h[0].severity, Severity::Error);
+    assert!(h[0].message.contains("ends with a newline (LF)"));
+    assert!(h[0].message.contains("httpx refuses the header"));
+    assert_no_value(&h, OPENAI);
+
+    let v = format!(" {OPENAI}\r\n");
+    let h = value_hits(&input("OPENAI_API_KEY", &v));
+    assert!(
+        h[0].message.contains(
+            "starts with a space and ends with a carriage return (CR) and a newline (LF)"
+        ),
+        "{h:?}"
+    );
+
+    let v = format!("{OPENAI} extra");
+    assert_eq!(codes(&input("OPENAI_API_KEY", &v)), ["whitespace"]);
+    // A PEM key under a non-provider name may span lines.
+    assert!(
+        codes(&input(
+            "SIGNING_PRIVATE_KEY",
+            "-----BEGIN KEY-----\nabc\n-----END KEY-----"
+        ))
+        .is_empty()
+    );
+    // Not a credential: only a warning.
+    let h = value_hits(&input("MODEL", "gpt-4o "));
+    assert_eq!(h[0].severity, Severity::Warning);
+}
+
+#[test]
+fn control_characters_bom_and_quotes() {
+    let v = format!("{OPENAI}\0");
+    assert_eq!(codes(&input("OPENAI_API_KEY", &v)), ["control-char"]);
+    let v = format!("{OPENAI}\u{200b}");
+    assert_eq!(codes(&input("OPENAI_API_KEY", &v)), ["control-char"]);
+    let v = format!("\u{feff}{OPENAI}");
+    assert_eq!(codes(&input("OPENAI_API_KEY", &v)), ["bom"]);
+    for v in [
+        format!("\"{OPENAI}\""),
+        format!("'{OPENAI}'"),
+        format!("`{OPENAI}`"),
+    ] {
+        let h = value_hits(&input("OPENAI_API_KEY", &v));
+        assert_eq!(
+            h.iter().map(|h| h.code).collect::<Vec<_>>(),
+            ["quotes"],
+            "{v}"
+        );
+        assert_no_value(&h, OPENAI);
+    }
+    let mut inp = input("OPENAI_API_KEY", "\"sk-abcdefgh\"");
+    inp.origin = Origin::ProcessEnv;
+    assert!(
+        value_hits(&inp)[0]
+            .hint
+            .as_deref()
+            .unwrap()
+            .contains("docker run --env-file")
+    );
+    // A lone quote inside is not "wrapped".
+    assert!(codes(&input("DB_PASSWORD", "ab\"cd")).is_empty());
+}
+
+#[test]
+fn placeholders() {
+    for v in [
+        "sk-...",
+        "sk-proj-…",
+        "sk-xxxxxxxxxxxxxxxxxxxx",
+        "sk-XXXX-XXXX",
+        "sk-",
+        "your-api-key",
+        "your_api_key_here",
+        "YOUR_OPENAI_API_KEY",
+        "changeme",
+        "CHANGE_ME",
+        "xxx",
+        "xxxxxxxx",
+        "<your key>",
+        "<OPENAI_API_KEY>",
+        "TODO",
+        "REPLACE_ME",
+        "placeholder",
+        "dummy",
+        "None",
+        "${OPENAI_API_KEY}",
+        "$OPENAI_API_KEY",
+        "{{ openai_key }}",
+        "sk-abc1***wxyz",
+        "[redacted:OPENAI_API_KEY]",
+        "insert-your-key-here",
+        "AKIAIOSFODNN7EXAMPLE",
+    ] {
+        let h = value_hits(&input("OPENAI_API_KEY", v));
+        assert_eq!(h.len(), 1, "{v}: {h:?}");
+        assert_eq!(h[0].code, "placeholder", "{v}");
+        assert_eq!(h[0].severity, Severity::Error, "{v}");
+        // Short ones (`TODO`, `changeme`) are named by the fixed description.
+        if v.len() >= 14 {
+            assert_no_value(&h, v);
+        }
+    }
+}
+
+#[test]
+fn no_placeholder_false_positives() {
+    for v in [
+        OPENAI,
+        PROJ,
+        ANTHROPIC,
+        GOOGLE,
+        AZURE,
+        "sk-test-1234",
+        "sk-demo-rotated-2",
+    ] {
+        assert!(placeholder_kind(v).is_none(), "{v}");
+    }
+    // Random base62/base64url keys: no fragment may appear by chance in practice;
+    // spot-check a batch of generated ones.
+    let mut rng = fastrand::Rng::with_seed(7);
+    let alphabet: Vec<char> = ('a'..='z')
+        .chain('A'..='Z')
+        .chain('0'..='9')
+        .chain(['-', '_'])
+        .collect();
+    for _ in 0..2000 {
+        let body: String = (0..48)
+            .map(|_| alphabet[rng.usize(..alphabet.len())])
+            .collect();
+        let v = format!("sk-proj-{body}");
+        assert!(placeholder_kind(&v).is_none(), "{v}");
+    }
+    // Not a credential: placeholder rules do not apply.
+    assert!(codes(&input("MODEL", "dummy")).is_empty());
+}
+
+#[test]
+fn placeholder_is_a_warning_for_local_servers() {
+    let mut inp = input("OPENAI_API_KEY", "dummy");
+    inp.host = Host::Other;
+    let h = value_hits(&inp);
+    assert_eq!(h.len(), 1);
+    assert_eq!(h[0].severity, Severity::Warning);
+}
+
+#[test]
+fn comment_as_value() {
+    let h = value_hits(&input("FAL_KEY", "# get one at fal.ai"));
+    assert_eq!(h[0].code, "placeholder");
+    assert!(h[0].message.contains("starts with `#`"));
+    assert!(codes(&input("MODEL", "#ffffff")).is_empty());
+}
+
+#[test]
+fn provider_shapes_and_mismatches() {
+    let h = value_hits(&input("OPENAI_API_KEY", ANTHROPIC));
+    assert_eq!(h[0].code, "provider-mismatch");
+    assert!(
+        h[0].message
+            .contains("an Anthropic key (it starts with `sk-ant-`)"),
+        "{h:?}"
+    );
+    assert!(
+        h[0].hint
+            .as_deref()
+            .unwrap()
+            .contains("move it to ANTHROPIC_API_KEY")
+    );
+    assert_no_value(&h, ANTHROPIC);
+
+    assert_eq!(
+        codes(&input("ANTHROPIC_API_KEY", OPENAI)),
+        ["provider-mismatch"]
+    );
+    assert_eq!(
+        codes(&input("ANTHROPIC_API_KEY", "abcdefghijkl")),
+        ["provider-shape"]
+    );
+    assert_eq!(
+        codes(&input("OPENAI_API_KEY", GOOGLE)),
+        ["provider-mismatch"]
+    );
+    assert_eq!(
+        codes(&input("OPENAI_API_KEY", AZURE)),
+        ["provider-mismatch"]
+    );
+    assert_eq!(
+        codes(&input("OPENAI_API_KEY", "abcdefghijkl")),
+        ["provider-shape"]
+    );
+    assert_eq!(
+        codes(&input("GOOGLE_API_KEY", OPENAI)),
+        ["provider-mismatch"]
+    );
+    let h = value_hits(&input("GOOGLE_API_KEY", "AIzaShort"));
+    assert_eq!(h[0].code, "provider-shape");
+    assert!(h[0].message.contains("this value has 9 characters"));
+    assert_eq!(
+        codes(&input("AZURE_OPENAI_API_KEY", OPENAI)),
+        ["provider-mismatch"]
+    );
+    assert_eq!(
+        codes(&input("GROQ_API_KEY", ANTHROPIC)),
+        ["provider-mismatch"]
+    );
+    // Plain `sk-` is ambiguous (DeepSeek, …): not a mismatch for Mistral.
+    assert!(codes(&input("MISTRAL_API_KEY", OPENAI)).is_empty());
+}
+
+#[test]
+fn base_url_decides_the_expected_shape() {
+    let mut inp = input("OPENAI_API_KEY", OPENAI);
+    inp.host = Host::Azure;
+    let h = value_hits(&inp);
+    assert_eq!(h[0].code, "provider-mismatch");
+    assert!(h[0].message.contains("Azure OpenAI resource"));
+    let mut inp = input("OPENAI_API_KEY", AZURE);
+    inp.host = Host::Azure;
+    assert!(codes(&inp).is_empty());
+    // A gateway or local server: any key goes, unless the provider is explicit.
+    let mut inp = input("OPENAI_API_KEY", "or-abcdef0123456789");
+    inp.host = Host::Other;
+    assert!(codes(&inp).is_empty());
+    inp.provider = Some((Family::OpenAi, true));
+    assert_eq!(codes(&inp), ["provider-shape"]);
+    let mut inp = input("OPENAI_API_KEY", ANTHROPIC);
+    inp.host = Host::Anthropic;
+    assert!(codes(&inp).is_empty());
+}
+
+#[test]
+fn pattern_names_the_pattern_not_the_value() {
+    let pat = ("^sk-proj-".to_string(), Regex::new("^sk-proj-").unwrap());
+    let mut inp = input("OPENAI_API_KEY", OPENAI);
+    inp.pattern = Some(&pat);
+    let h = value_hits(&inp);
+    assert_eq!(h[0].code, "pattern");
+    assert!(h[0].message.contains("`^sk-proj-`"));
+    assert_no_value(&h, OPENAI);
+}
+
+#[test]
+fn dotenv_notes() {
+    let mut inp = input("OPENAI_API_KEY", "sk-abc#def");
+    inp.notes = &[RecordNote::UnquotedHash];
+    assert_eq!(codes(&inp), ["unquoted-hash"]);
+    let mut inp = input("DB_PASSWORD", "pa$word");
+    inp.notes = &[RecordNote::ContainsDollar];
+    let h = value_hits(&inp);
+    assert_eq!(h[0].code, "dollar");
+    assert!(h[0].message.contains("agentsup keeps `$` literally"));
+    // Not secret: `$` is nobody's business.
+    let mut inp = input("GREETING", "pa$word");
+    inp.notes = &[RecordNote::ContainsDollar];
+    assert!(codes(&inp).is_empty());
+}
+
+#[test]
+fn clean_strips_one_layer() {
+    assert_eq!(clean(" \"abc\"\n"), "abc");
+    assert_eq!(clean("\u{feff}abc"), "abc");
+    assert_eq!(clean("\"abc"), "\"abc");
+}
