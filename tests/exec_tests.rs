@@ -1,1 +1,90 @@
-//! (in progress)
+//! `agentsup exec`: a tini-like single child with the built environment.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+fn exec_sandbox() -> Sandbox {
+    let sb = Sandbox::new();
+    sb.write("secrets/OPENAI_API_KEY", format!("{FAKE_OPENAI_KEY}\n"));
+    sb.config(
+        r#"
+[[source]]
+type = "dir"
+path = "secrets"
+
+[[worker]]
+name = "planner"
+command = ["true"]
+keys = ["OPENAI_API_KEY"]
+vars = { MODEL = "m" }
+"#,
+    );
+    sb
+}
+
+#[test]
+fn exec_returns_the_child_status() {
+    let sb = exec_sandbox();
+    sb.run(&["exec", "--keys", "OPENAI_API_KEY", "--", "sh", "-c", "exit 7"]).assert_code(7);
+    sb.run(&["exec", "--worker", "planner", "--", "sh", "-c", "exit 0"]).assert_code(0);
+}
+
+#[test]
+fn exec_returns_128_plus_the_signal() {
+    let sb = exec_sandbox();
+    sb.run(&["exec", "--keys", "OPENAI_API_KEY", "--", "sh", "-c", "kill -TERM $$"]).assert_code(143);
+    sb.run(&["exec", "--keys", "OPENAI_API_KEY", "--", "sh", "-c", "kill -KILL $$"]).assert_code(137);
+}
+
+#[test]
+fn exec_builds_the_worker_environment() {
+    let sb = exec_sandbox();
+    let out = sb.run_env(
+        &["exec", "--worker", "planner", "--", "sh", "-c", "env | sort"],
+        &[("UNDECLARED", "nope")],
+    );
+    out.assert_code(0)
+        .assert_contains("MODEL=m")
+        .assert_contains("AGENTSUP_WORKER=planner")
+        .assert_contains(&format!("OPENAI_API_KEY={FAKE_OPENAI_KEY}"));
+    assert!(!out.stdout.contains("UNDECLARED"), "{}", out.stdout);
+}
+
+#[test]
+fn exec_forwards_signals_to_the_child() {
+    let sb = exec_sandbox();
+    let mut c = sb.cmd(&[
+        "exec",
+        "--keys",
+        "OPENAI_API_KEY",
+        "--",
+        "sh",
+        "-c",
+        "trap 'echo got-term; exit 42' TERM; echo ready; while :; do sleep 0.1; done",
+    ]);
+    c.stdin(std::process::Stdio::null());
+    let mut run = sb.spawn_cmd(c);
+    run.wait_for("ready", PATIENCE);
+    run.signal(15);
+    run.wait_for("got-term", PATIENCE);
+    assert_eq!(run.wait_exit(PATIENCE), Some(42));
+}
+
+#[test]
+fn exec_refuses_a_missing_key() {
+    let sb = exec_sandbox();
+    sb.run(&["exec", "--keys", "ANTHROPIC_API_KEY", "--", "sh", "-c", "touch ran"])
+        .assert_code(78)
+        .assert_contains("ANTHROPIC_API_KEY");
+    assert!(!sb.path().join("ran").exists());
+}
+
+#[test]
+fn exec_unknown_program_is_named() {
+    let sb = exec_sandbox();
+    let out = sb.run(&["exec", "--keys", "OPENAI_API_KEY", "--", "no-such-program-xyz"]);
+    assert_ne!(out.code, Some(0));
+    out.assert_contains("no-such-program-xyz");
+    let _ = Duration::ZERO;
+}

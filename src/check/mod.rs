@@ -365,18 +365,26 @@ impl Ctx<'_> {
         }
         let near = names::near_misses(key, candidates);
         if let Some((first, rest)) = near.split_first() {
+            let at = self.where_is(first);
+            // When the declared name is itself the mistake (`OPENAI_KEY`), renaming
+            // the source's variable to it would be the wrong fix: point at the name
+            // the SDK reads instead.
+            let sdk_name = names::sdk_suggestion(key).map(|(real, _)| real);
             let is_sdk = |n: &str| names::SDK_NAMES.iter().any(|(s, _)| *s == n);
-            if is_sdk(first) && !is_sdk(key) {
-                hints.push(format!(
-                    "the sources have {first} at {}, the name SDKs read: declare {first} in the worker's \
-                     `keys` instead of {key}",
-                    self.where_is(first)
-                ));
-            } else {
-                hints.push(format!(
-                    "did you mean {first} at {}? rename it to {key}",
-                    self.where_is(first)
-                ));
+            match sdk_name {
+                Some(real) if *first == real => hints.push(format!(
+                    "the sources have {real} at {at}, the name the SDK reads: declare {real} in the \
+                     worker's `keys` instead of {key}"
+                )),
+                Some(real) => hints.push(format!(
+                    "the sources have {first} at {at}; the SDK reads {real}: rename it to {real} and \
+                     declare {real} in the worker's `keys` instead of {key}"
+                )),
+                None if is_sdk(first) && !is_sdk(key) => hints.push(format!(
+                    "the sources have {first} at {at}, the name the SDK reads: declare {first} in the \
+                     worker's `keys` instead of {key}"
+                )),
+                None => hints.push(format!("did you mean {first} at {at}? rename it to {key}")),
             }
             if !rest.is_empty() {
                 let others: Vec<String> = rest
