@@ -153,10 +153,14 @@ pub fn load_plan(arg: &ConfigArg) -> Result<Plan> {
     let env_value = std::env::var("AGENTSUP_CONFIG").ok();
     let (path, origin) = plan::locate(arg.config.as_deref(), env_value.as_deref());
     Plan::load(&path).map_err(|e| match e {
-        Error::ConfigNotFound(msg) if origin == plan::ConfigOrigin::Default => Error::ConfigNotFound(format!(
-            "{msg}\n  hint: no supervisor.toml here ({}); pass -c FILE or set AGENTSUP_CONFIG",
-            std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default()
-        )),
+        Error::ConfigNotFound(msg) if origin == plan::ConfigOrigin::Default => {
+            Error::ConfigNotFound(format!(
+                "{msg}\n  hint: no supervisor.toml here ({}); pass -c FILE or set AGENTSUP_CONFIG",
+                std::env::current_dir()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default()
+            ))
+        }
         Error::ConfigNotFound(msg) if origin == plan::ConfigOrigin::EnvVar => {
             Error::ConfigNotFound(format!("{msg} (from $AGENTSUP_CONFIG)"))
         }
@@ -203,7 +207,9 @@ pub fn load_sources(plan: &Plan, process_env: &ProcessEnv) -> Snapshot {
 }
 
 fn want_color(no_color: bool) -> bool {
-    !no_color && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
+    !no_color
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::io::stdout().is_terminal()
 }
 
 fn cmd_check(a: CheckArgs) -> Result<u8> {
@@ -216,7 +222,11 @@ fn cmd_check(a: CheckArgs) -> Result<u8> {
         ReportFormat::Json => report.render_json(),
     };
     write_stdout(&text)?;
-    Ok(if report.has_errors() { code::CONFIG } else { code::OK })
+    Ok(if report.has_errors() {
+        code::CONFIG
+    } else {
+        code::OK
+    })
 }
 
 fn cmd_env(a: EnvArgs) -> Result<u8> {
@@ -266,7 +276,9 @@ fn cmd_exec(a: ExecArgs) -> Result<u8> {
     let report = check::run(&plan, &snap, &penv, std::slice::from_ref(&worker));
     if report.has_errors() {
         let _ = std::io::stderr().write_all(report.render_text(false).as_bytes());
-        return Err(Error::Validation("checks failed; nothing was started".into()));
+        return Err(Error::Validation(
+            "checks failed; nothing was started".into(),
+        ));
     }
     let built = crate::env::build(&plan, &worker, 0, &snap, &penv);
     crate::redact::global().extend(built.secrets());
@@ -291,7 +303,11 @@ pub fn unknown_worker(plan: &Plan, name: &str) -> String {
     let mut msg = format!(
         "unknown worker {name:?}; {} defines: {}",
         plan.config_path.display(),
-        if names.is_empty() { "(no workers)".to_string() } else { names.join(", ") }
+        if names.is_empty() {
+            "(no workers)".to_string()
+        } else {
+            names.join(", ")
+        }
     );
     if let Some(c) = close.first() {
         msg.push_str(&format!(" (did you mean {c:?}?)"));

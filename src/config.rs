@@ -11,8 +11,8 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::de::{self, Deserializer};
 use serde::Deserialize;
+use serde::de::{self, Deserializer};
 use toml::Spanned;
 
 use crate::exit::Located;
@@ -383,14 +383,22 @@ mod tests {
     fn unknown_field_is_located() {
         let e = err("[supervisor]\nshutdwon_timeout = \"1s\"\n");
         assert_eq!(e.line, Some(2));
-        assert!(e.message.contains("unknown field `shutdwon_timeout`"), "{}", e.message);
+        assert!(
+            e.message.contains("unknown field `shutdwon_timeout`"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
     fn bad_duration_names_examples() {
         let e = err("[[worker]]\nname = \"a\"\ncommand = [\"x\"]\nstop_timeout = \"10\"\n");
         assert_eq!(e.line, Some(4));
-        assert!(e.message.contains("invalid duration \"10\""), "{}", e.message);
+        assert!(
+            e.message.contains("invalid duration \"10\""),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
@@ -407,8 +415,14 @@ mod tests {
 
     #[test]
     fn signals_parse_in_any_spelling() {
-        assert_eq!(parse_signal("TERM"), Some(nix::sys::signal::Signal::SIGTERM));
-        assert_eq!(parse_signal("sigint"), Some(nix::sys::signal::Signal::SIGINT));
+        assert_eq!(
+            parse_signal("TERM"),
+            Some(nix::sys::signal::Signal::SIGTERM)
+        );
+        assert_eq!(
+            parse_signal("sigint"),
+            Some(nix::sys::signal::Signal::SIGINT)
+        );
         assert_eq!(parse_signal("SIGBOGUS"), None);
     }
 }

@@ -84,7 +84,12 @@ pub fn build(
 
     for (name, value) in &process_env.vars {
         if plan.inherit.is_match(name) {
-            set(name, value.clone(), Provenance::ProcessEnv, plan.is_secret(name, false));
+            set(
+                name,
+                value.clone(),
+                Provenance::ProcessEnv,
+                plan.is_secret(name, false),
+            );
         }
     }
 
@@ -103,18 +108,48 @@ pub fn build(
         }
     }
 
-    set("PYTHONUNBUFFERED", Sensitive::new("1"), Provenance::Agentsup, false);
+    set(
+        "PYTHONUNBUFFERED",
+        Sensitive::new("1"),
+        Provenance::Agentsup,
+        false,
+    );
     if !plan.worker_dotenv {
-        set("PYTHON_DOTENV_DISABLED", Sensitive::new("1"), Provenance::Agentsup, false);
+        set(
+            "PYTHON_DOTENV_DISABLED",
+            Sensitive::new("1"),
+            Provenance::Agentsup,
+            false,
+        );
     }
     for (k, v) in &plan.global_vars {
-        set(k, Sensitive::new(v.clone()), Provenance::GlobalVars, plan.is_secret(k, false));
+        set(
+            k,
+            Sensitive::new(v.clone()),
+            Provenance::GlobalVars,
+            plan.is_secret(k, false),
+        );
     }
     for (k, v) in &worker.vars {
-        set(k, Sensitive::new(v.clone()), Provenance::WorkerVars, plan.is_secret(k, false));
+        set(
+            k,
+            Sensitive::new(v.clone()),
+            Provenance::WorkerVars,
+            plan.is_secret(k, false),
+        );
     }
-    set("AGENTSUP_WORKER", Sensitive::new(worker.name.clone()), Provenance::Agentsup, false);
-    set("AGENTSUP_REPLICA", Sensitive::new(replica.to_string()), Provenance::Agentsup, false);
+    set(
+        "AGENTSUP_WORKER",
+        Sensitive::new(worker.name.clone()),
+        Provenance::Agentsup,
+        false,
+    );
+    set(
+        "AGENTSUP_REPLICA",
+        Sensitive::new(replica.to_string()),
+        Provenance::Agentsup,
+        false,
+    );
     set(
         "AGENTSUP_REPLICAS",
         Sensitive::new(worker.replicas.to_string()),
@@ -205,25 +240,55 @@ mod tests {
         );
         let mut snap = Snapshot::default();
         for e in [
-            entry("OPENAI_API_KEY", "sk-abc", Provenance::SecretFile { path: PathBuf::from("/run/secrets/OPENAI_API_KEY") }),
-            entry("LANGSMITH_PROJECT", "p", Provenance::Dotenv { path: PathBuf::from(".env"), line: 2 }),
+            entry(
+                "OPENAI_API_KEY",
+                "sk-abc",
+                Provenance::SecretFile {
+                    path: PathBuf::from("/run/secrets/OPENAI_API_KEY"),
+                },
+            ),
+            entry(
+                "LANGSMITH_PROJECT",
+                "p",
+                Provenance::Dotenv {
+                    path: PathBuf::from(".env"),
+                    line: 2,
+                },
+            ),
             entry("UNDECLARED", "x", Provenance::ProcessEnv),
         ] {
             snap.values.insert(e.name.clone(), e);
         }
-        let penv = ProcessEnv::from_pairs([("PATH", "/bin"), ("LC_ALL", "C"), ("HOME", "/root"), ("SECRET_TOKEN", "t")]);
+        let penv = ProcessEnv::from_pairs([
+            ("PATH", "/bin"),
+            ("LC_ALL", "C"),
+            ("HOME", "/root"),
+            ("SECRET_TOKEN", "t"),
+        ]);
         let env = build(&p, &p.workers[0], 2, &snap, &penv);
         let names: Vec<&str> = env.vars.keys().map(String::as_str).collect();
         assert_eq!(
             names,
             vec![
-                "AGENTSUP_REPLICA", "AGENTSUP_REPLICAS", "AGENTSUP_WORKER", "LANGSMITH_PROJECT", "LC_ALL",
-                "LOG_LEVEL", "MODEL", "OPENAI_API_KEY", "PATH", "PYTHONUNBUFFERED", "PYTHON_DOTENV_DISABLED"
+                "AGENTSUP_REPLICA",
+                "AGENTSUP_REPLICAS",
+                "AGENTSUP_WORKER",
+                "LANGSMITH_PROJECT",
+                "LC_ALL",
+                "LOG_LEVEL",
+                "MODEL",
+                "OPENAI_API_KEY",
+                "PATH",
+                "PYTHONUNBUFFERED",
+                "PYTHON_DOTENV_DISABLED"
             ]
         );
         assert_eq!(env.vars["AGENTSUP_REPLICA"].value.expose(), "2");
         assert_eq!(env.vars["PYTHONUNBUFFERED"].value.expose(), "0");
-        assert_eq!(env.vars["PYTHONUNBUFFERED"].provenance, Provenance::WorkerVars);
+        assert_eq!(
+            env.vars["PYTHONUNBUFFERED"].provenance,
+            Provenance::WorkerVars
+        );
         assert!(env.vars["OPENAI_API_KEY"].secret);
         assert!(!env.vars["LANGSMITH_PROJECT"].secret);
         assert_eq!(env.missing, vec!["MISSING_KEY".to_string()]);
@@ -232,7 +297,13 @@ mod tests {
     #[test]
     fn worker_dotenv_keeps_python_dotenv_enabled() {
         let p = plan("[env]\nworker_dotenv = true\n[[worker]]\nname = \"w\"\ncommand = [\"x\"]\n");
-        let env = build(&p, &p.workers[0], 0, &Snapshot::default(), &ProcessEnv::default());
+        let env = build(
+            &p,
+            &p.workers[0],
+            0,
+            &Snapshot::default(),
+            &ProcessEnv::default(),
+        );
         assert!(!env.vars.contains_key("PYTHON_DOTENV_DISABLED"));
     }
 }

@@ -66,7 +66,12 @@ pub fn render(env: &BuiltEnv, format: EnvFormat, reveal: bool, plan: &Plan) -> S
                     (k.clone(), value, v.provenance.to_string())
                 })
                 .collect();
-            let val_w = rows.iter().map(|r| r.1.chars().count()).max().unwrap_or(5).max(5);
+            let val_w = rows
+                .iter()
+                .map(|r| r.1.chars().count())
+                .max()
+                .unwrap_or(5)
+                .max(5);
             let mut s = String::new();
             let _ = writeln!(s, "{:name_w$}  {:val_w$}  SOURCE", "NAME", "VALUE");
             for (k, v, src) in rows {

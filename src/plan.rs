@@ -258,7 +258,13 @@ impl Plan {
         let file = config::parse(path, text).map_err(|e| Error::Config(vec![e]))?;
         let dir = path
             .parent()
-            .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            })
             .unwrap_or(Path::new("."));
         let config_dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
         let mut b = Builder {
@@ -319,9 +325,7 @@ impl Builder<'_> {
     fn build(&mut self, file: ConfigFile, config_path: PathBuf, config_dir: PathBuf) -> Plan {
         let s = &file.supervisor;
         let supervisor = SupervisorPlan {
-            shutdown_timeout: s
-                .shutdown_timeout
-                .map_or(Duration::from_secs(10), |d| d.0),
+            shutdown_timeout: s.shutdown_timeout.map_or(Duration::from_secs(10), |d| d.0),
             log_format: s.log_format.unwrap_or_default(),
             health: s.health.as_ref().map(|h| h.get_ref().clone()),
             on_give_up: s.on_give_up.unwrap_or_default(),
@@ -414,7 +418,13 @@ impl Builder<'_> {
                 continue;
             }
             if v.contains('\0') {
-                self.err_at(k.span(), format!("{what}: {} holds a NUL byte, which no process environment can carry", k.get_ref()));
+                self.err_at(
+                    k.span(),
+                    format!(
+                        "{what}: {} holds a NUL byte, which no process environment can carry",
+                        k.get_ref()
+                    ),
+                );
                 continue;
             }
             out.insert(k.get_ref().clone(), v.clone());
@@ -452,7 +462,10 @@ impl Builder<'_> {
                 if present {
                     b.err_at(
                         span.clone(),
-                        format!("source #{} (type = \"{kind}\") does not take `{field}`", index + 1),
+                        format!(
+                            "source #{} (type = \"{kind}\") does not take `{field}`",
+                            index + 1
+                        ),
                     );
                 }
             };
@@ -468,7 +481,11 @@ impl Builder<'_> {
                             format!(
                                 "source #{} (type = \"{kind}\") needs `path`, e.g. path = \"{}\"",
                                 index + 1,
-                                if kind == SourceKind::Dir { "/run/secrets" } else { ".env" }
+                                if kind == SourceKind::Dir {
+                                    "/run/secrets"
+                                } else {
+                                    ".env"
+                                }
                             ),
                         );
                         continue;
@@ -511,7 +528,10 @@ impl Builder<'_> {
                         argv,
                         format,
                         json_pointer: e.json_pointer.as_ref().map(|p| p.get_ref().clone()),
-                        timeout: e.timeout.as_ref().map_or(Duration::from_secs(10), |t| t.get_ref().0),
+                        timeout: e
+                            .timeout
+                            .as_ref()
+                            .map_or(Duration::from_secs(10), |t| t.get_ref().0),
                     }
                 }
                 SourceKind::Env => {
@@ -552,7 +572,11 @@ impl Builder<'_> {
                     Err(e) => {
                         self.err_at(
                             p.span(),
-                            format!("[keys.{}] pattern is not a valid regex: {}", name.get_ref(), first_line(&e.to_string())),
+                            format!(
+                                "[keys.{}] pattern is not a valid regex: {}",
+                                name.get_ref(),
+                                first_line(&e.to_string())
+                            ),
                         );
                         None
                     }
@@ -588,7 +612,10 @@ impl Builder<'_> {
                     format!("worker name {name:?} must be non-empty and use only letters, digits, `-` and `_` (it is used in log prefixes, metrics and AGENTSUP_WORKER)"),
                 );
             } else if name == "agentsup" {
-                self.err_at(w.name.span(), "worker name \"agentsup\" is reserved for the supervisor's own log lines");
+                self.err_at(
+                    w.name.span(),
+                    "worker name \"agentsup\" is reserved for the supervisor's own log lines",
+                );
             }
             if let Some(first) = seen.get(&name) {
                 self.err_at(
@@ -617,11 +644,23 @@ impl Builder<'_> {
             };
             let replicas = match &w.replicas {
                 Some(r) if *r.get_ref() < 1 => {
-                    self.err_at(r.span(), format!("worker {name:?}: replicas must be at least 1, got {}", r.get_ref()));
+                    self.err_at(
+                        r.span(),
+                        format!(
+                            "worker {name:?}: replicas must be at least 1, got {}",
+                            r.get_ref()
+                        ),
+                    );
                     1
                 }
                 Some(r) if *r.get_ref() > 10_000 => {
-                    self.err_at(r.span(), format!("worker {name:?}: replicas {} is more than the 10000 agentsup supports", r.get_ref()));
+                    self.err_at(
+                        r.span(),
+                        format!(
+                            "worker {name:?}: replicas {} is more than the 10000 agentsup supports",
+                            r.get_ref()
+                        ),
+                    );
                     1
                 }
                 Some(r) => *r.get_ref() as u32,
@@ -644,7 +683,10 @@ impl Builder<'_> {
                             gb.add(g);
                             key_globs.push(key.clone());
                         }
-                        Err(e) => self.err_at(k.span(), format!("worker {name:?}: bad key glob {key:?}: {e}")),
+                        Err(e) => self.err_at(
+                            k.span(),
+                            format!("worker {name:?}: bad key glob {key:?}: {e}"),
+                        ),
                     }
                 } else {
                     self.err_at(
@@ -657,37 +699,76 @@ impl Builder<'_> {
             let vars = self.vars(&w.vars, &format!("worker {name:?} vars"));
             let b = w.backoff.as_ref();
             let backoff = BackoffPlan {
-                initial: b.and_then(|b| b.initial).map_or(Duration::from_secs(1), |d| d.0),
-                max: b.and_then(|b| b.max).map_or(Duration::from_secs(60), |d| d.0),
-                multiplier: b.and_then(|b| b.multiplier.as_ref()).map_or(2.0, |m| *m.get_ref()),
-                jitter: b.and_then(|b| b.jitter.as_ref()).map_or(0.1, |j| *j.get_ref()),
-                reset_after: b.and_then(|b| b.reset_after).map_or(Duration::from_secs(30), |d| d.0),
+                initial: b
+                    .and_then(|b| b.initial)
+                    .map_or(Duration::from_secs(1), |d| d.0),
+                max: b
+                    .and_then(|b| b.max)
+                    .map_or(Duration::from_secs(60), |d| d.0),
+                multiplier: b
+                    .and_then(|b| b.multiplier.as_ref())
+                    .map_or(2.0, |m| *m.get_ref()),
+                jitter: b
+                    .and_then(|b| b.jitter.as_ref())
+                    .map_or(0.1, |j| *j.get_ref()),
+                reset_after: b
+                    .and_then(|b| b.reset_after)
+                    .map_or(Duration::from_secs(30), |d| d.0),
             };
             if let Some(m) = b.and_then(|b| b.multiplier.as_ref()) {
                 if !(m.get_ref().is_finite() && *m.get_ref() >= 1.0) {
-                    self.err_at(m.span(), format!("worker {name:?}: backoff multiplier must be ≥ 1.0, got {}", m.get_ref()));
+                    self.err_at(
+                        m.span(),
+                        format!(
+                            "worker {name:?}: backoff multiplier must be ≥ 1.0, got {}",
+                            m.get_ref()
+                        ),
+                    );
                 }
             }
             if let Some(j) = b.and_then(|b| b.jitter.as_ref()) {
                 if !(0.0..=1.0).contains(j.get_ref()) {
-                    self.err_at(j.span(), format!("worker {name:?}: backoff jitter must be between 0.0 and 1.0, got {}", j.get_ref()));
+                    self.err_at(
+                        j.span(),
+                        format!(
+                            "worker {name:?}: backoff jitter must be between 0.0 and 1.0, got {}",
+                            j.get_ref()
+                        ),
+                    );
                 }
             }
             if backoff.max < backoff.initial {
-                self.err_at(entry.span(), format!("worker {name:?}: backoff max ({}) is smaller than initial ({})", humantime::format_duration(backoff.max), humantime::format_duration(backoff.initial)));
+                self.err_at(
+                    entry.span(),
+                    format!(
+                        "worker {name:?}: backoff max ({}) is smaller than initial ({})",
+                        humantime::format_duration(backoff.max),
+                        humantime::format_duration(backoff.initial)
+                    ),
+                );
             }
             let a = w.auth.as_ref();
             let mut patterns = Vec::new();
             for p in a.and_then(|a| a.patterns.as_ref()).into_iter().flatten() {
                 match Regex::new(p.get_ref()) {
                     Ok(r) => patterns.push(r),
-                    Err(e) => self.err_at(p.span(), format!("worker {name:?}: auth pattern is not a valid regex: {}", first_line(&e.to_string()))),
+                    Err(e) => self.err_at(
+                        p.span(),
+                        format!(
+                            "worker {name:?}: auth pattern is not a valid regex: {}",
+                            first_line(&e.to_string())
+                        ),
+                    ),
                 }
             }
             let auth = AuthPlan {
-                exit_codes: a.and_then(|a| a.exit_codes.clone()).unwrap_or_else(|| vec![77]),
+                exit_codes: a
+                    .and_then(|a| a.exit_codes.clone())
+                    .unwrap_or_else(|| vec![77]),
                 patterns,
-                max_delay: a.and_then(|a| a.max_delay).map_or(Duration::from_secs(300), |d| d.0),
+                max_delay: a
+                    .and_then(|a| a.max_delay)
+                    .map_or(Duration::from_secs(300), |d| d.0),
             };
             let fork = if start == StartMode::Fork {
                 let span = w.start.as_ref().map_or(entry.span(), |s| s.span());
@@ -697,7 +778,10 @@ impl Builder<'_> {
                         None
                     }
                     (Some(_), Some(_)) => {
-                        self.err_at(span, format!("worker {name:?}: give either `module` or `script`, not both"));
+                        self.err_at(
+                            span,
+                            format!("worker {name:?}: give either `module` or `script`, not both"),
+                        );
                         None
                     }
                     (module, script) => Some(ForkPlan {
@@ -705,7 +789,11 @@ impl Builder<'_> {
                         module: module.clone(),
                         script: script.as_ref().map(|s| {
                             let p = Path::new(s);
-                            if p.is_absolute() { p.to_path_buf() } else { cwd.join(p) }
+                            if p.is_absolute() {
+                                p.to_path_buf()
+                            } else {
+                                cwd.join(p)
+                            }
                         }),
                         args: w.args.clone().unwrap_or_default(),
                         python: w.python.clone().unwrap_or_else(|| "python3".into()),
@@ -766,9 +854,9 @@ pub fn is_var_name(s: &str) -> bool {
 /// True for a variable name or a glob over names (`LANGSMITH_*`, `LC_?`, `[AB]_KEY`).
 pub fn is_name_or_glob(s: &str) -> bool {
     !s.is_empty()
-        && s
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '*' | '?' | '[' | ']' | '!' | '-'))
+        && s.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '_' | '*' | '?' | '[' | ']' | '!' | '-')
+        })
         && !s.starts_with(|c: char| c.is_ascii_digit())
 }
 
@@ -804,17 +892,33 @@ mod tests {
         .unwrap_err();
         let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
         let all = text.join("\n");
-        assert!(all.contains(":3:11: worker \"a\": `command` is empty"), "{all}");
-        assert!(all.contains(":4:12: worker \"a\": replicas must be at least 1"), "{all}");
-        assert!(all.contains("\"bad key\" is not a valid variable name or glob"), "{all}");
-        assert!(all.contains("duplicate worker name \"a\" (first defined at line 1)"), "{all}");
+        assert!(
+            all.contains(":3:11: worker \"a\": `command` is empty"),
+            "{all}"
+        );
+        assert!(
+            all.contains(":4:12: worker \"a\": replicas must be at least 1"),
+            "{all}"
+        );
+        assert!(
+            all.contains("\"bad key\" is not a valid variable name or glob"),
+            "{all}"
+        );
+        assert!(
+            all.contains("duplicate worker name \"a\" (first defined at line 1)"),
+            "{all}"
+        );
         assert!(all.contains("start = \"fork\" needs `module`"), "{all}");
-        assert!(all.contains("[keys.K] pattern is not a valid regex"), "{all}");
+        assert!(
+            all.contains("[keys.K] pattern is not a valid regex"),
+            "{all}"
+        );
     }
 
     #[test]
     fn source_fields_checked_per_kind() {
-        let errs = plan("[[source]]\ntype = \"dir\"\n[[source]]\ntype = \"env\"\npath = \"x\"\n").unwrap_err();
+        let errs = plan("[[source]]\ntype = \"dir\"\n[[source]]\ntype = \"env\"\npath = \"x\"\n")
+            .unwrap_err();
         let all: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
         assert!(all[0].contains("needs `path`"));
         assert!(all[1].contains("does not take `path`"));

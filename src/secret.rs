@@ -160,7 +160,10 @@ mod tests {
 
     #[test]
     fn mask_shows_edges_only_for_long_values() {
-        assert_eq!(mask("sk-abcdefghijklmnopqrstuvwxyz"), "sk-a…wxyz (29 chars)");
+        assert_eq!(
+            mask("sk-abcdefghijklmnopqrstuvwxyz"),
+            "sk-a…wxyz (29 chars)"
+        );
         assert_eq!(mask("short-secret"), "*** (12 chars)");
     }
 

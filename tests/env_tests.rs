@@ -14,7 +14,10 @@ fn sandbox_with_twenty_undeclared() -> Sandbox {
     dotenv.push_str(&format!("OPENAI_API_KEY={KEY_A}\n"));
     sb.write(".env", dotenv);
     for i in 0..10 {
-        sb.write(&format!("secrets/UNDECLARED_DIR_{i}"), format!("dir-value-{i}\n"));
+        sb.write(
+            &format!("secrets/UNDECLARED_DIR_{i}"),
+            format!("dir-value-{i}\n"),
+        );
     }
     sb.write("secrets/ANTHROPIC_API_KEY", format!("{KEY_B}\n"));
     sb.config(
@@ -58,9 +61,14 @@ fn undeclared_process_env() -> Vec<(String, String)> {
 fn env_json_holds_exactly_the_declared_environment() {
     let sb = sandbox_with_twenty_undeclared();
     let extra = undeclared_process_env();
-    let extra_ref: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let extra_ref: Vec<(&str, &str)> = extra
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let out = sb.run_env(&["env", "planner", "--format", "json"], &extra_ref);
-    out.assert_code(0).assert_no_leak(KEY_A).assert_no_leak(KEY_B);
+    out.assert_code(0)
+        .assert_no_leak(KEY_A)
+        .assert_no_leak(KEY_B);
     let doc: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
     let obj = doc.as_object().unwrap();
     let mut names: Vec<&str> = obj.keys().map(String::as_str).collect();
@@ -83,7 +91,11 @@ fn env_json_holds_exactly_the_declared_environment() {
     );
     let src = |k: &str| obj[k]["source"].as_str().unwrap().to_string();
     assert_eq!(src("OPENAI_API_KEY"), ".env:12");
-    assert!(src("ANTHROPIC_API_KEY").ends_with("secrets/ANTHROPIC_API_KEY"), "{}", src("ANTHROPIC_API_KEY"));
+    assert!(
+        src("ANTHROPIC_API_KEY").ends_with("secrets/ANTHROPIC_API_KEY"),
+        "{}",
+        src("ANTHROPIC_API_KEY")
+    );
     assert_eq!(src("PATH"), "process env");
     assert_eq!(src("LANG"), "process env");
     assert_eq!(src("LOG_LEVEL"), "[env] vars");
@@ -113,7 +125,10 @@ fn env_reveal_prints_values_and_text_shows_provenance() {
         .assert_contains("PYTHON_DOTENV_DISABLED")
         .assert_contains("--reveal");
     let dotenv = sb.run(&["env", "planner", "--format", "dotenv"]);
-    dotenv.assert_code(0).assert_no_leak(KEY_A).assert_contains("MODEL=gpt-4o-mini");
+    dotenv
+        .assert_code(0)
+        .assert_no_leak(KEY_A)
+        .assert_contains("MODEL=gpt-4o-mini");
 }
 
 #[test]
@@ -135,7 +150,9 @@ fn config_lookup_uses_agentsup_config_then_flag() {
     sb.run_cmd(c).assert_code(0);
     let mut c = sb.cmd(&["check"]);
     c.current_dir(sb.path().join("elsewhere"));
-    sb.run_cmd(c).assert_code(78).assert_contains("supervisor.toml");
+    sb.run_cmd(c)
+        .assert_code(78)
+        .assert_contains("supervisor.toml");
 }
 
 #[test]
@@ -158,6 +175,11 @@ keys = ["OPENAI_API_KEY"]
     out.assert_code(0);
     let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(doc["OPENAI_API_KEY"]["value"], KEY_A);
-    assert!(doc["OPENAI_API_KEY"]["source"].as_str().unwrap().contains("via OPENAI_API_KEY_FILE"));
+    assert!(
+        doc["OPENAI_API_KEY"]["source"]
+            .as_str()
+            .unwrap()
+            .contains("via OPENAI_API_KEY_FILE")
+    );
     assert!(doc.get("OPENAI_API_KEY_FILE").is_none());
 }

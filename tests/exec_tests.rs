@@ -26,22 +26,58 @@ vars = { MODEL = "m" }
 #[test]
 fn exec_returns_the_child_status() {
     let sb = exec_sandbox();
-    sb.run(&["exec", "--keys", "OPENAI_API_KEY", "--", "sh", "-c", "exit 7"]).assert_code(7);
-    sb.run(&["exec", "--worker", "planner", "--", "sh", "-c", "exit 0"]).assert_code(0);
+    sb.run(&[
+        "exec",
+        "--keys",
+        "OPENAI_API_KEY",
+        "--",
+        "sh",
+        "-c",
+        "exit 7",
+    ])
+    .assert_code(7);
+    sb.run(&["exec", "--worker", "planner", "--", "sh", "-c", "exit 0"])
+        .assert_code(0);
 }
 
 #[test]
 fn exec_returns_128_plus_the_signal() {
     let sb = exec_sandbox();
-    sb.run(&["exec", "--keys", "OPENAI_API_KEY", "--", "sh", "-c", "kill -TERM $$"]).assert_code(143);
-    sb.run(&["exec", "--keys", "OPENAI_API_KEY", "--", "sh", "-c", "kill -KILL $$"]).assert_code(137);
+    sb.run(&[
+        "exec",
+        "--keys",
+        "OPENAI_API_KEY",
+        "--",
+        "sh",
+        "-c",
+        "kill -TERM $$",
+    ])
+    .assert_code(143);
+    sb.run(&[
+        "exec",
+        "--keys",
+        "OPENAI_API_KEY",
+        "--",
+        "sh",
+        "-c",
+        "kill -KILL $$",
+    ])
+    .assert_code(137);
 }
 
 #[test]
 fn exec_builds_the_worker_environment() {
     let sb = exec_sandbox();
     let out = sb.run_env(
-        &["exec", "--worker", "planner", "--", "sh", "-c", "env | sort"],
+        &[
+            "exec",
+            "--worker",
+            "planner",
+            "--",
+            "sh",
+            "-c",
+            "env | sort",
+        ],
         &[("UNDECLARED", "nope")],
     );
     out.assert_code(0)
@@ -74,16 +110,30 @@ fn exec_forwards_signals_to_the_child() {
 #[test]
 fn exec_refuses_a_missing_key() {
     let sb = exec_sandbox();
-    sb.run(&["exec", "--keys", "ANTHROPIC_API_KEY", "--", "sh", "-c", "touch ran"])
-        .assert_code(78)
-        .assert_contains("ANTHROPIC_API_KEY");
+    sb.run(&[
+        "exec",
+        "--keys",
+        "ANTHROPIC_API_KEY",
+        "--",
+        "sh",
+        "-c",
+        "touch ran",
+    ])
+    .assert_code(78)
+    .assert_contains("ANTHROPIC_API_KEY");
     assert!(!sb.path().join("ran").exists());
 }
 
 #[test]
 fn exec_unknown_program_is_named() {
     let sb = exec_sandbox();
-    let out = sb.run(&["exec", "--keys", "OPENAI_API_KEY", "--", "no-such-program-xyz"]);
+    let out = sb.run(&[
+        "exec",
+        "--keys",
+        "OPENAI_API_KEY",
+        "--",
+        "no-such-program-xyz",
+    ]);
     assert_ne!(out.code, Some(0));
     out.assert_contains("no-such-program-xyz");
     let _ = Duration::ZERO;

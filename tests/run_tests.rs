@@ -8,7 +8,10 @@ use std::time::Duration;
 use crate::support::*;
 
 fn fixture(name: &str) -> String {
-    format!("{}/tests/fixtures/workers/{name}", env!("CARGO_MANIFEST_DIR"))
+    format!(
+        "{}/tests/fixtures/workers/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
 }
 
 fn json_lines(text: &str) -> Vec<serde_json::Value> {
@@ -45,10 +48,19 @@ restart = "never"
         python(),
         fixture("print_env.py")
     ));
-    let out = sb.run_env(&["run", "--no-color"], &[("UNDECLARED_IN_PROCESS", "nope"), ("AWS_SECRET_ACCESS_KEY", "nope-nope")]);
-    out.assert_code(0).assert_no_leak(FAKE_OPENAI_KEY).assert_contains("env dumped");
+    let out = sb.run_env(
+        &["run", "--no-color"],
+        &[
+            ("UNDECLARED_IN_PROCESS", "nope"),
+            ("AWS_SECRET_ACCESS_KEY", "nope-nope"),
+        ],
+    );
+    out.assert_code(0)
+        .assert_no_leak(FAKE_OPENAI_KEY)
+        .assert_contains("env dumped");
     let dumped: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(sb.path().join("envdump.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(sb.path().join("envdump.json")).unwrap())
+            .unwrap();
     let obj = dumped.as_object().unwrap();
     let mut names: Vec<&str> = obj.keys().map(String::as_str).collect();
     names.sort();
@@ -87,7 +99,9 @@ keys = ["OPENAI_API_KEY"]
 "#,
     );
     let out = sb.run(&["run"]);
-    out.assert_code(78).assert_contains("OPENAI_API_KEY").assert_contains("nothing was started");
+    out.assert_code(78)
+        .assert_contains("OPENAI_API_KEY")
+        .assert_contains("nothing was started");
     assert!(!sb.path().join("started").exists(), "a worker was started");
 }
 
@@ -123,7 +137,10 @@ fn auth_failure_is_classified_and_rotation_recovers() {
     let sb = auth_sandbox(OLD_KEY, NEW_KEY, "auth = { max_delay = \"1s\" }");
     let mut run = sb.spawn(&["run", "--no-color"]);
     let line = run.wait_for("class auth", PATIENCE);
-    assert!(line.contains("the key it echoed is the injected OPENAI_API_KEY"), "{line}");
+    assert!(
+        line.contains("the key it echoed is the injected OPENAI_API_KEY"),
+        "{line}"
+    );
     run.wait_for("its keys are unchanged", PATIENCE);
     // Rotate: the provider now wants NEW_KEY, and the secret directory holds it.
     sb.write("secrets/OPENAI_API_KEY", format!("{NEW_KEY}\n"));
@@ -132,7 +149,10 @@ fn auth_failure_is_classified_and_rotation_recovers() {
     run.signal(15);
     assert_eq!(run.wait_exit(PATIENCE), Some(0));
     let out = run.output();
-    assert!(!out.contains(OLD_KEY) && !out.contains(NEW_KEY), "a key leaked:\n{out}");
+    assert!(
+        !out.contains(OLD_KEY) && !out.contains(NEW_KEY),
+        "a key leaked:\n{out}"
+    );
 }
 
 #[test]
@@ -144,11 +164,18 @@ fn unchanged_key_backs_off_with_growing_delays_then_auth_blocked() {
     run.wait_exit(PATIENCE);
     let delays: Vec<u64> = json_lines(&run.output())
         .iter()
-        .filter(|v| v["message"].as_str().is_some_and(|m| m.contains("auth failure")))
+        .filter(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("auth failure"))
+        })
         .filter_map(|v| v["delay_ms"].as_u64())
         .collect();
     assert!(delays.len() >= 3, "delays: {delays:?}\n{}", run.output());
-    assert!(delays.windows(2).all(|w| w[1] >= w[0]), "not growing: {delays:?}");
+    assert!(
+        delays.windows(2).all(|w| w[1] >= w[0]),
+        "not growing: {delays:?}"
+    );
     assert!(delays[2] > delays[0], "not growing: {delays:?}");
 }
 
@@ -194,7 +221,10 @@ stop_timeout = "1s"
     run.signal(15);
     assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
     for p in pids {
-        assert!(wait_until(PATIENCE, || !alive(p)), "pid {p} survived agentsup");
+        assert!(
+            wait_until(PATIENCE, || !alive(p)),
+            "pid {p} survived agentsup"
+        );
     }
 }
 
@@ -213,11 +243,21 @@ replicas = 3
     let mut pids = Vec::new();
     for _ in 0..3 {
         let line = run.wait_for("| pid ", PATIENCE);
-        pids.push(line.rsplit("pid ").next().unwrap().trim().parse::<i32>().unwrap());
+        pids.push(
+            line.rsplit("pid ")
+                .next()
+                .unwrap()
+                .trim()
+                .parse::<i32>()
+                .unwrap(),
+        );
     }
     signal(run.pid(), 9);
     for p in pids {
-        assert!(wait_until(PATIENCE, || !alive(p)), "worker {p} outlived a SIGKILLed agentsup");
+        assert!(
+            wait_until(PATIENCE, || !alive(p)),
+            "worker {p} outlived a SIGKILLed agentsup"
+        );
     }
 }
 
@@ -296,17 +336,31 @@ fn four_floods_arrive_complete_and_in_order() {
     out.assert_code(0);
     let mut next = [0usize; 4];
     for line in out.stdout.lines() {
-        let Some((label, text)) = line.split_once(" | ") else { continue };
+        let Some((label, text)) = line.split_once(" | ") else {
+            continue;
+        };
         let label = label.trim();
         if label == "agentsup" {
             continue;
         }
         let w: usize = label[1..label.find('.').unwrap()].parse().unwrap();
         let mut parts = text.split(' ');
-        assert_eq!(parts.next(), Some(format!("w{w}").as_str()), "corrupt line {line:?}");
-        let n: usize = parts.next().unwrap().parse().unwrap_or_else(|_| panic!("corrupt line {line:?}"));
+        assert_eq!(
+            parts.next(),
+            Some(format!("w{w}").as_str()),
+            "corrupt line {line:?}"
+        );
+        let n: usize = parts
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap_or_else(|_| panic!("corrupt line {line:?}"));
         assert_eq!(n, next[w], "worker w{w}: expected line {} got {n}", next[w]);
-        assert_eq!(parts.next().map(str::len), Some(80), "corrupt line {line:?}");
+        assert_eq!(
+            parts.next().map(str::len),
+            Some(80),
+            "corrupt line {line:?}"
+        );
         next[w] += 1;
     }
     assert_eq!(next, [N; 4]);
@@ -333,12 +387,24 @@ restart = "never"
     ));
     let encoded: String = TOKEN
         .bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect();
     for format in ["pretty", "json"] {
         let out = sb.run(&["run", "--no-color", "--log-format", format]);
-        out.assert_code(0).assert_no_leak(TOKEN).assert_no_leak(&encoded).assert_no_leak(&TOKEN[..20]);
+        out.assert_code(0)
+            .assert_no_leak(TOKEN)
+            .assert_no_leak(&encoded)
+            .assert_no_leak(&TOKEN[..20]);
         let text = out.all();
-        assert!(text.matches("[redacted:SERVICE_TOKEN]").count() >= 5, "{text}");
+        assert!(
+            text.matches("[redacted:SERVICE_TOKEN]").count() >= 5,
+            "{text}"
+        );
     }
 }

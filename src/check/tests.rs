@@ -218,8 +218,23 @@ fn missing_declared_name_points_at_the_sdk_name() {
             .hint
             .as_deref()
             .unwrap()
-            .contains("the sources have OPENAI_API_KEY at .env:4, the name SDKs read"),
+            .contains("the sources have OPENAI_API_KEY at .env:4, the name the SDK reads"),
         "{missing:?}"
+    );
+}
+
+#[test]
+fn missing_declared_name_and_a_variant_in_the_source() {
+    let p = plan("[[worker]]\nname = \"a\"\ncommand = [\"x\"]\nkeys = [\"OPENAI_KEY\"]\n");
+    let s = snapshot(vec![dotenv("OPEN_AI_API_KEY", KEY, 2)]);
+    let r = check(&p, &s);
+    let missing = r.findings.iter().find(|f| f.code == "missing").unwrap();
+    assert_eq!(
+        missing.hint.as_deref(),
+        Some(
+            "the sources have OPEN_AI_API_KEY at .env:2; the SDK reads OPENAI_API_KEY: rename it to \
+             OPENAI_API_KEY and declare OPENAI_API_KEY in the worker's `keys` instead of OPENAI_KEY"
+        )
     );
 }
 

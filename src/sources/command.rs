@@ -93,7 +93,11 @@ pub fn load(
     let out = ctx
         .runner
         .run(spec.argv, &env, spec.cwd, spec.timeout)
-        .map_err(|e| fail(format!("{e}; check the command by hand, and raise `timeout` if it is only slow")))?;
+        .map_err(|e| {
+            fail(format!(
+                "{e}; check the command by hand, and raise `timeout` if it is only slow"
+            ))
+        })?;
     let redactor = Redactor::new(known.iter().cloned());
     let stderr_tail = || {
         let text = String::from_utf8_lossy(&out.stderr);
@@ -103,7 +107,10 @@ pub fn load(
         if tail.is_empty() {
             " (stderr was empty)".to_string()
         } else {
-            format!("; its stderr ended with:\n    {}", redactor.redact_str(&tail))
+            format!(
+                "; its stderr ended with:\n    {}",
+                redactor.redact_str(&tail)
+            )
         }
     };
     if let Some(sig) = out.signal {
@@ -134,8 +141,12 @@ fn parse_dotenv_output(stdout: &[u8], location: &str) -> CommandLoad {
         });
     }
     for r in parsed.effective() {
-        load.entries
-            .push((r.key.clone(), r.value.clone(), Some(r.quote), r.notes.clone()));
+        load.entries.push((
+            r.key.clone(),
+            r.value.clone(),
+            Some(r.quote),
+            r.notes.clone(),
+        ));
     }
     load
 }
@@ -152,8 +163,13 @@ fn parse_json_output(
         message,
     };
     // serde_json's error names line and column only, never the text around it.
-    let doc: serde_json::Value = serde_json::from_slice(stdout)
-        .map_err(|e| fail(format!("stdout is not valid JSON (line {}, column {}); check `format`", e.line(), e.column())))?;
+    let doc: serde_json::Value = serde_json::from_slice(stdout).map_err(|e| {
+        fail(format!(
+            "stdout is not valid JSON (line {}, column {}); check `format`",
+            e.line(),
+            e.column()
+        ))
+    })?;
     let target = match pointer {
         Some(p) => doc.pointer(p).ok_or_else(|| {
             fail(format!(
@@ -195,14 +211,19 @@ fn parse_json_output(
                 continue;
             }
         };
-        load.entries.push((k.clone(), Sensitive::new(value), None, Vec::new()));
+        load.entries
+            .push((k.clone(), Sensitive::new(value), None, Vec::new()));
     }
     Ok(load)
 }
 
 fn field_names(v: &serde_json::Value) -> String {
     match v.as_object() {
-        Some(o) if !o.is_empty() => o.keys().map(|k| format!("/{k}")).collect::<Vec<_>>().join(", "),
+        Some(o) if !o.is_empty() => o
+            .keys()
+            .map(|k| format!("/{k}"))
+            .collect::<Vec<_>>()
+            .join(", "),
         _ => "(none)".to_string(),
     }
 }

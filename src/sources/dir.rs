@@ -50,7 +50,8 @@ pub fn load(dir: &Path, optional: bool) -> Result<Option<DirLoad>, SourceProblem
         let item = match item {
             Ok(i) => i,
             Err(e) => {
-                out.problems.push(problem(dir, None, format!("cannot list entry: {e}")));
+                out.problems
+                    .push(problem(dir, None, format!("cannot list entry: {e}")));
                 continue;
             }
         };
@@ -60,7 +61,8 @@ pub fn load(dir: &Path, optional: bool) -> Result<Option<DirLoad>, SourceProblem
                 severity: Severity::Warning,
                 location: item.path().display().to_string(),
                 key: None,
-                message: "file name is not valid UTF-8, so it cannot be a variable name; skipped".into(),
+                message: "file name is not valid UTF-8, so it cannot be a variable name; skipped"
+                    .into(),
             });
             continue;
         };
@@ -74,7 +76,11 @@ pub fn load(dir: &Path, optional: bool) -> Result<Option<DirLoad>, SourceProblem
         let meta = match std::fs::metadata(&path) {
             Ok(m) => m,
             Err(e) => {
-                out.problems.push(problem(&path, Some(&name), format!("cannot follow: {e} (a dangling symlink?); skipped")));
+                out.problems.push(problem(
+                    &path,
+                    Some(&name),
+                    format!("cannot follow: {e} (a dangling symlink?); skipped"),
+                ));
                 continue;
             }
         };
@@ -120,8 +126,12 @@ fn problem(path: &Path, key: Option<&str>, message: String) -> SourceProblem {
 /// `echo key > file` and `kubectl create secret --from-file` leave behind).
 pub fn read_secret_file(path: &Path) -> Result<Sensitive, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-    let mut text = String::from_utf8(bytes)
-        .map_err(|e| format!("content is not valid UTF-8 (first bad byte at offset {})", e.utf8_error().valid_up_to()))?;
+    let mut text = String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "content is not valid UTF-8 (first bad byte at offset {})",
+            e.utf8_error().valid_up_to()
+        )
+    })?;
     if text.ends_with("\r\n") {
         text.truncate(text.len() - 2);
     } else if text.ends_with('\n') {
@@ -133,7 +143,13 @@ pub fn read_secret_file(path: &Path) -> Result<Sensitive, String> {
 fn suggest_name(name: &str) -> String {
     let mut s: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
         .collect();
     if s.starts_with(|c: char| c.is_ascii_digit()) {
         s.insert(0, '_');
@@ -160,16 +176,31 @@ mod tests {
         std::fs::write(d.join(".hidden"), "x").unwrap();
         std::fs::write(d.join("TWO_LINES"), "a\n\n").unwrap();
         let l = load(d, false).unwrap().unwrap();
-        let got: Vec<(&str, &str)> = l.entries.iter().map(|(n, v, _)| (n.as_str(), v.expose())).collect();
-        assert_eq!(got, vec![("OPENAI_API_KEY", "sk-one"), ("TWO_LINES", "a\n")]);
+        let got: Vec<(&str, &str)> = l
+            .entries
+            .iter()
+            .map(|(n, v, _)| (n.as_str(), v.expose()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![("OPENAI_API_KEY", "sk-one"), ("TWO_LINES", "a\n")]
+        );
         assert_eq!(l.problems.len(), 1);
-        assert!(l.problems[0].message.contains("\"api-key\" is not a variable name"));
+        assert!(
+            l.problems[0]
+                .message
+                .contains("\"api-key\" is not a variable name")
+        );
         assert!(l.problems[0].message.contains("API_KEY"));
     }
 
     #[test]
     fn missing_dir_optional_or_not() {
-        assert!(load(Path::new("/nonexistent/agentsup"), true).unwrap().is_none());
+        assert!(
+            load(Path::new("/nonexistent/agentsup"), true)
+                .unwrap()
+                .is_none()
+        );
         let e = load(Path::new("/nonexistent/agentsup"), false).unwrap_err();
         assert!(e.message.contains("optional = true"));
     }

@@ -259,30 +259,28 @@ fn load_one(
 ) -> SourceStatus {
     match &source.kind {
         SourceKindPlan::Dotenv { path } => load_dotenv(source, path, plan, snap),
-        SourceKindPlan::Dir { path } => {
-            match dir::load(path, source.optional) {
-                Ok(Some(loaded)) => {
-                    let n = loaded.entries.len();
-                    snap.problems.extend(loaded.problems);
-                    for (name, value, file) in loaded.entries {
-                        snap.insert(Entry {
-                            name,
-                            value,
-                            provenance: Provenance::SecretFile { path: file },
-                            source_index: source.index,
-                            quote: None,
-                            notes: Vec::new(),
-                        });
-                    }
-                    SourceStatus::Loaded(n)
+        SourceKindPlan::Dir { path } => match dir::load(path, source.optional) {
+            Ok(Some(loaded)) => {
+                let n = loaded.entries.len();
+                snap.problems.extend(loaded.problems);
+                for (name, value, file) in loaded.entries {
+                    snap.insert(Entry {
+                        name,
+                        value,
+                        provenance: Provenance::SecretFile { path: file },
+                        source_index: source.index,
+                        quote: None,
+                        notes: Vec::new(),
+                    });
                 }
-                Ok(None) => SourceStatus::Missing,
-                Err(problem) => {
-                    snap.problems.push(problem);
-                    SourceStatus::Failed
-                }
+                SourceStatus::Loaded(n)
             }
-        }
+            Ok(None) => SourceStatus::Missing,
+            Err(problem) => {
+                snap.problems.push(problem);
+                SourceStatus::Failed
+            }
+        },
         SourceKindPlan::Command {
             argv,
             format,

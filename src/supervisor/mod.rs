@@ -418,7 +418,11 @@ impl Dispatcher {
             .collect();
         for slot in waiting {
             self.slots[slot].awaiting_reread = false;
-            let changed = if accepted { self.changed_keys(slot) } else { Vec::new() };
+            let changed = if accepted {
+                self.changed_keys(slot)
+            } else {
+                Vec::new()
+            };
             let label = self.slots[slot].label.clone();
             if changed.is_empty() {
                 tracing::info!("{label}: re-read sources: its keys are unchanged");
@@ -463,7 +467,8 @@ impl Dispatcher {
     fn changed_keys(&self, slot: usize) -> Vec<(String, String)> {
         let env = self.built_env(slot);
         let s = &self.slots[slot];
-        let old: BTreeMap<&str, &Sensitive> = s.injected.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let old: BTreeMap<&str, &Sensitive> =
+            s.injected.iter().map(|(k, v)| (k.as_str(), v)).collect();
         let worker = &self.workers[s.worker];
         let mut out = Vec::new();
         for (k, v) in &env.vars {
@@ -526,7 +531,10 @@ impl Dispatcher {
                     );
                     self.begin_shutdown();
                 } else {
-                    tracing::warn!("received {} again: killing every worker now", signal_name(sig));
+                    tracing::warn!(
+                        "received {} again: killing every worker now",
+                        signal_name(sig)
+                    );
                     self.kill_all();
                 }
             }
@@ -566,12 +574,19 @@ impl Dispatcher {
             s.pid.is_none()
                 && matches!(
                     s.machine.state(),
-                    replica::State::Stopped | replica::State::Exited | replica::State::Failed { .. }
+                    replica::State::Stopped
+                        | replica::State::Exited
+                        | replica::State::Failed { .. }
                 )
         })
     }
 
-    async fn run(mut self, mut signals: Signals, mut runs_rx: mpsc::UnboundedReceiver<RunEvent>, mut inputs_rx: mpsc::UnboundedReceiver<Input>) -> u8 {
+    async fn run(
+        mut self,
+        mut signals: Signals,
+        mut runs_rx: mpsc::UnboundedReceiver<RunEvent>,
+        mut inputs_rx: mpsc::UnboundedReceiver<Input>,
+    ) -> u8 {
         for slot in 0..self.slots.len() {
             self.drive(slot, Event::Start);
         }

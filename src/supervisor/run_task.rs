@@ -102,7 +102,10 @@ pub fn start(
         let pid = spawned.pid;
         let _ = events.send(RunEvent::Spawned { slot, run, pid });
         let mut pumps = Vec::new();
-        for (reader, stream) in [(spawned.stdout, Stream::Stdout), (spawned.stderr, Stream::Stderr)] {
+        for (reader, stream) in [
+            (spawned.stdout, Stream::Stdout),
+            (spawned.stderr, Stream::Stderr),
+        ] {
             let Some(reader) = reader else { continue };
             let meta = LineMeta {
                 worker: worker.clone(),

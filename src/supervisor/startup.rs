@@ -35,7 +35,10 @@ pub fn cmd_run(a: RunArgs) -> Result<u8> {
             plan.config_path.display()
         )));
     }
-    if let Some(w) = workers.iter().find(|w| w.start == crate::config::StartMode::Fork) {
+    if let Some(w) = workers
+        .iter()
+        .find(|w| w.start == crate::config::StartMode::Fork)
+    {
         return Err(Error::Validation(format!(
             "worker {:?}: start = \"fork\" is not supported by this build yet; use start = \"spawn\" with command = [\"python3\", \"-m\", …]",
             w.name
@@ -94,7 +97,10 @@ async fn run(
         LogFormat::Json => {
             let v: serde_json::Value =
                 serde_json::from_str(&report.render_json()).unwrap_or(serde_json::Value::Null);
-            format!("{}\n", serde_json::json!({"worker": "agentsup", "event": "check", "report": v}))
+            format!(
+                "{}\n",
+                serde_json::json!({"worker": "agentsup", "event": "check", "report": v})
+            )
         }
     };
     write_stdout(&rendered)?;
@@ -117,7 +123,9 @@ async fn run(
             LogFormat::Json => Format::Json,
         },
         color,
-        label_width: crate::output::label_width(workers.iter().map(|w| (w.name.as_str(), w.replicas))),
+        label_width: crate::output::label_width(
+            workers.iter().map(|w| (w.name.as_str(), w.replicas)),
+        ),
         workers: workers.iter().map(|w| w.name.clone()).collect(),
         redactor: redactor.clone(),
     })
@@ -144,7 +152,9 @@ async fn run(
     .await?;
     sink.shutdown().await;
     if code == code::FAILURE {
-        return Err(Error::Runtime("a worker failed for good (see above)".into()));
+        return Err(Error::Runtime(
+            "a worker failed for good (see above)".into(),
+        ));
     }
     Ok(code)
 }

@@ -136,7 +136,9 @@ impl Sandbox {
     }
 
     pub fn run_cmd(&self, mut c: Command) -> Output {
-        c.stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+        c.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
         let child = c.spawn().expect("spawn agentsup");
         let pid = child.id() as i32;
         let (tx, rx) = channel();
@@ -167,13 +169,27 @@ impl Sandbox {
     }
 
     pub fn spawn_cmd(&self, mut c: Command) -> Running {
-        c.stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+        c.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
         let mut child = c.spawn().expect("spawn agentsup");
         let (tx, rx) = channel();
         let all = Arc::new(Mutex::new(String::new()));
         for (stream, tag) in [
-            (child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>), "out"),
-            (child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>), "err"),
+            (
+                child
+                    .stdout
+                    .take()
+                    .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+                "out",
+            ),
+            (
+                child
+                    .stderr
+                    .take()
+                    .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+                "err",
+            ),
         ] {
             let tx = tx.clone();
             let all = all.clone();
@@ -186,7 +202,9 @@ impl Sandbox {
                     match r.read_until(b'\n', &mut buf) {
                         Ok(0) | Err(_) => break,
                         Ok(_) => {
-                            let line = String::from_utf8_lossy(&buf).trim_end_matches('\n').to_string();
+                            let line = String::from_utf8_lossy(&buf)
+                                .trim_end_matches('\n')
+                                .to_string();
                             all.lock().unwrap().push_str(&line);
                             all.lock().unwrap().push('\n');
                             if tx.send((tag, line)).is_err() {
@@ -225,7 +243,10 @@ pub fn signal(pid: i32, sig: i32) {
 pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(s) => {
-            let state = s.rsplit(')').next().and_then(|r| r.split_whitespace().next());
+            let state = s
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next());
             state != Some("Z") && state != Some("X")
         }
         Err(_) => false,
@@ -267,18 +288,29 @@ impl Running {
     /// does not come within `timeout`.
     pub fn wait_for(&self, needle: &str, timeout: Duration) -> String {
         self.wait_for_match(|l| l.contains(needle), timeout)
-            .unwrap_or_else(|| panic!("no line containing {needle:?} within {timeout:?}; output so far:\n{}", self.output()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no line containing {needle:?} within {timeout:?}; output so far:\n{}",
+                    self.output()
+                )
+            })
     }
 
     /// Waits for a line satisfying `pred`.
-    pub fn wait_for_match(&self, mut pred: impl FnMut(&str) -> bool, timeout: Duration) -> Option<String> {
+    pub fn wait_for_match(
+        &self,
+        mut pred: impl FnMut(&str) -> bool,
+        timeout: Duration,
+    ) -> Option<String> {
         let end = Instant::now() + timeout;
         loop {
             let left = end.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok((_, line)) if pred(&line) => return Some(line),
                 Ok(_) => continue,
-                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => return None,
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
+                    return None;
+                }
             }
         }
     }
@@ -295,7 +327,11 @@ impl Running {
             match child.try_wait() {
                 Ok(Some(status)) => {
                     use std::os::unix::process::ExitStatusExt;
-                    return Some(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)));
+                    return Some(
+                        status
+                            .code()
+                            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+                    );
                 }
                 Ok(None) if Instant::now() < end => std::thread::sleep(Duration::from_millis(20)),
                 _ => return None,
