@@ -34,6 +34,41 @@ pub enum Command {
     /// Run one command with a built environment and init duties (signal forwarding,
     /// zombie reaping); exit with its status.
     Exec(ExecArgs),
+    /// Show the replicas of a running `agentsup run` (over its control socket).
+    Status(StatusArgs),
+    /// Restart a worker (every replica, one at a time) or one replica `NAME.N`.
+    Restart(RestartArgs),
+    /// Re-read and re-check every source, as SIGHUP does; restart what changed.
+    Reload(ReloadArgs),
+}
+
+/// `agentsup status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    /// Config file of the running supervisor.
+    pub config: ConfigArg,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: ReportFormat,
+}
+
+/// `agentsup restart`.
+#[derive(Debug, Args)]
+pub struct RestartArgs {
+    #[command(flatten)]
+    /// Config file of the running supervisor.
+    pub config: ConfigArg,
+    /// `NAME` or `NAME.N`.
+    pub target: String,
+}
+
+/// `agentsup reload`.
+#[derive(Debug, Args)]
+pub struct ReloadArgs {
+    #[command(flatten)]
+    /// Config file of the running supervisor.
+    pub config: ConfigArg,
 }
 
 /// `-c FILE`, shared by every subcommand.
@@ -82,6 +117,10 @@ pub struct CheckArgs {
     /// Never colour the report.
     #[arg(long)]
     pub no_color: bool,
+    /// Also send one authenticated request per distinct (provider, base URL, key)
+    /// and report accepted, rejected or unreachable.
+    #[arg(long)]
+    pub probe: bool,
 }
 
 /// `check --format`.
@@ -145,6 +184,9 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Env(a) => cmd_env(a),
         Command::Exec(a) => cmd_exec(a),
         Command::Run(a) => crate::supervisor::cmd_run(a),
+        Command::Status(a) => crate::control::cmd_status(a),
+        Command::Restart(a) => crate::control::cmd_restart(a),
+        Command::Reload(a) => crate::control::cmd_reload(a),
     }
 }
 
@@ -216,7 +258,10 @@ fn cmd_check(a: CheckArgs) -> Result<u8> {
     let plan = load_plan(&a.config)?;
     let penv = ProcessEnv::capture();
     let snap = load_sources(&plan, &penv);
-    let report = check::run(&plan, &snap, &penv, &[]);
+    let mut report = check::run(&plan, &snap, &penv, &[]);
+    if a.probe {
+        crate::probe::add_probe_findings(&mut report, &plan, &snap, &penv, &plan.workers);
+    }
     let text = match a.format {
         ReportFormat::Text => report.render_text(want_color(a.no_color)),
         ReportFormat::Json => report.render_json(),

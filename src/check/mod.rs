@@ -12,9 +12,10 @@
 //! names, provenance (`.env:2`), fixed descriptions ("looks like an Anthropic key
 //! (it starts with `sk-ant-`)") and lengths. Values are compared, never copied.
 //!
-//! Layout: [`rules`] holds the pure per-value rules, [`names`] the name matching,
-//! [`report`] the text and JSON rendering; this file decides what to check for
-//! whom and merges findings that several workers share.
+//! Layout: `rules` holds the pure per-value rules, `provider` the key shapes and
+//! base-URL classes, `names` the name matching, `worker` the checks about a
+//! worker as a whole, `report` the text and JSON rendering; this file decides what
+//! to check for whom and merges findings that several workers share.
 
 mod names;
 mod provider;

@@ -1,6 +1,8 @@
 //! Pure rules over one value the worker would get (SPEC 4): emptiness, stray
-//! whitespace, control characters, a BOM, kept quotes, placeholders, provider shape
-//! and the `pattern` rule, plus the dotenv notes that deserve a warning.
+//! whitespace, control characters, a BOM, kept quotes, placeholders, the
+//! `pattern` rule and the dotenv notes that deserve a warning. Provider shape and
+//! mismatch live in [`super::provider`]; [`value_hits`] runs them all in an order
+//! that reports each mistake once.
 //!
 //! Every message and hint is built from the key name, fixed literals, the config's
 //! own text (a `pattern`) and at most a length. No rule ever copies any part of a

@@ -10,6 +10,7 @@
 //! be lost), then the reaper and the spawner thread, then the sources are loaded
 //! **once** and checked; only when the checks pass does any worker start.
 
+mod control_ops;
 mod reread;
 mod run_task;
 mod startup;
@@ -18,7 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::auth::{self, ClassifyInput, ExitClass};
 use crate::config::OnGiveUp;
@@ -32,6 +33,7 @@ use crate::secret::Sensitive;
 use crate::signals::{SignalEvent, Signals};
 use crate::sources::{ProcessEnv, Snapshot};
 use crate::spawn::{DEFAULT_RESET_SIGNALS, SpawnSpec, Spawner, kill_group};
+use crate::status::{ControlRequest, ControlResponse, Counters, Status};
 
 pub use startup::cmd_run;
 
@@ -58,13 +60,27 @@ struct Slot {
     stop_requested: bool,
     /// Waiting for the shared re-read to finish.
     awaiting_reread: bool,
+    /// Spawns after the first.
+    restarts: u64,
+    /// Why the next spawn is a restart (`crash`, `auth`, `rotation`, `reload`, …).
+    restart_reason: &'static str,
+    /// Class of the last exit.
+    last_exit: Option<ExitClass>,
+    /// When the current process started.
+    running_since: Option<Instant>,
 }
 
 /// Inputs of the dispatcher.
 enum Input {
-    Timer { slot: usize, generation: u64 },
+    Timer {
+        slot: usize,
+        generation: u64,
+    },
     Reread(Box<reread::Outcome>),
     ShutdownDeadline,
+    Control(ControlRequest, oneshot::Sender<ControlResponse>),
+    /// A watched source changed (debounced).
+    SourcesChanged,
 }
 
 /// The dispatcher's state.
@@ -89,6 +105,13 @@ struct Dispatcher {
     shutting_down: bool,
     shutdown_signals: u32,
     exit_code: u8,
+    status_tx: watch::Sender<Arc<Status>>,
+    started: Instant,
+    counters: Counters,
+    /// `agentsup reload` callers waiting for the re-read's outcome.
+    reload_replies: Vec<oneshot::Sender<ControlResponse>>,
+    /// The pending re-read was started by a watched source changing.
+    watch_triggered: bool,
 }
 
 impl Dispatcher {
@@ -148,6 +171,15 @@ impl Dispatcher {
         let worker = self.worker_of(slot).clone();
         self.redactor.extend(env.secrets());
         let s = &mut self.slots[slot];
+        if s.run > 0 {
+            s.restarts += 1;
+            *self
+                .counters
+                .restarts
+                .entry((worker.name.clone(), s.restart_reason.to_string()))
+                .or_default() += 1;
+        }
+        s.restart_reason = "crash";
         s.run += 1;
         s.stop_requested = false;
         s.pid = None;
@@ -278,6 +310,7 @@ impl Dispatcher {
                     return;
                 }
                 self.slots[slot].pid = Some(pid);
+                self.slots[slot].running_since = Some(Instant::now());
                 if self.shutting_down {
                     // A spawn raced the shutdown: stop it like the others.
                     self.slots[slot].stop_requested = true;
@@ -333,7 +366,15 @@ impl Dispatcher {
                     );
                 }
                 let (status, class, reason) = self.classify(slot, termination);
-                self.slots[slot].pid = None;
+                let s = &mut self.slots[slot];
+                s.pid = None;
+                s.running_since = None;
+                s.last_exit = Some(class);
+                s.restart_reason = class.as_str();
+                if class == ExitClass::Auth {
+                    let name = self.workers[s.worker].name.clone();
+                    *self.counters.auth_failures.entry(name).or_default() += 1;
+                }
                 self.drive(
                     slot,
                     Event::Exited {
@@ -402,11 +443,22 @@ impl Dispatcher {
         self.reread_in_flight = false;
         let accepted = match outcome.result {
             Ok(snapshot) => {
+                self.counters.secret_reloads += 1;
                 self.snapshot = Arc::new(snapshot);
                 tracing::info!("re-read sources: values pass the checks");
                 true
             }
             Err(why) => {
+                self.counters.secret_reload_failures += 1;
+                for reply in self.reload_replies.drain(..) {
+                    let _ = reply.send(ControlResponse {
+                        ok: false,
+                        message: format!(
+                            "the new values fail the checks; keeping the old ones: {why}"
+                        ),
+                        status: None,
+                    });
+                }
                 tracing::warn!(
                     "re-read sources: the new values fail the checks; keeping the old ones and everything running. {why}"
                 );
@@ -446,6 +498,7 @@ impl Dispatcher {
                 let waiting = matches!(m.state(), replica::State::AuthBlocked { .. })
                     || (matches!(m.state(), replica::State::Backoff { .. }) && m.auth_streak() > 0);
                 if waiting && !self.changed_keys(slot).is_empty() {
+                    self.slots[slot].restart_reason = "rotation";
                     let label = self.slots[slot].label.clone();
                     for (key, source) in self.changed_keys(slot) {
                         tracing::info!("{label}: {key} changed (now from {source})");
@@ -454,10 +507,25 @@ impl Dispatcher {
                 }
             }
         }
-        if self.reload_requested {
+        let watch_restart = self.watch_triggered
+            && self.plan.supervisor.on_rotation == crate::config::OnRotation::Restart;
+        self.watch_triggered = false;
+        if self.reload_requested || watch_restart {
+            let reason = if self.reload_requested {
+                "reload"
+            } else {
+                "rotation"
+            };
             self.reload_requested = false;
             if accepted {
-                self.plan_rolling_restart();
+                let n = self.plan_rolling_restart(reason);
+                for reply in self.reload_replies.drain(..) {
+                    let _ = reply.send(ControlResponse {
+                        ok: true,
+                        message: format!("sources re-read and checked; restarting {n} replica(s) whose environment changed, one at a time"),
+                        status: None,
+                    });
+                }
             }
         }
     }
@@ -487,7 +555,7 @@ impl Dispatcher {
         out
     }
 
-    fn plan_rolling_restart(&mut self) {
+    fn plan_rolling_restart(&mut self, reason: &'static str) -> usize {
         let mut list = Vec::new();
         for slot in 0..self.slots.len() {
             if self.slots[slot].pid.is_none() {
@@ -498,15 +566,29 @@ impl Dispatcher {
             }
         }
         if list.is_empty() {
-            tracing::info!("reload: no replica's environment changed; nothing to restart");
-            return;
+            tracing::info!(
+                "{reason}: no running replica's environment changed; nothing to restart"
+            );
+            return 0;
         }
+        for &slot in &list {
+            self.slots[slot].restart_reason = reason;
+        }
+        let n = list.len();
         tracing::info!(
-            "reload: restarting {} replica(s) whose environment changed, one at a time",
-            list.len()
+            "{reason}: restarting {n} replica(s) whose environment changed, one at a time"
         );
-        self.rolling = list;
-        self.rolling.reverse();
+        self.queue_rolling(list);
+        n
+    }
+
+    /// Adds replicas to the one-at-a-time restart queue.
+    fn queue_rolling(&mut self, list: Vec<usize>) {
+        for slot in list {
+            if !self.rolling.contains(&slot) && self.rolling_current != Some(slot) {
+                self.rolling.insert(0, slot);
+            }
+        }
         self.next_rolling();
     }
 
@@ -604,6 +686,12 @@ impl Dispatcher {
                         }
                     }
                     Input::Reread(outcome) => self.on_reread(*outcome),
+                    Input::Control(req, reply) => self.on_control(req, reply),
+                    Input::SourcesChanged => {
+                        tracing::info!("a watched source changed: re-reading and re-checking every source");
+                        self.watch_triggered = true;
+                        self.start_reread();
+                    }
                     Input::ShutdownDeadline => {
                         tracing::warn!(
                             "shutdown_timeout ({}) reached: killing what is left",
@@ -613,7 +701,9 @@ impl Dispatcher {
                     }
                 },
             }
+            self.publish();
         }
+        self.publish();
         startup::kill_leftover_children();
         if !self.shutting_down {
             let failed = self
@@ -640,9 +730,8 @@ fn signal_name(sig: i32) -> String {
         .unwrap_or_else(|_| format!("signal {sig}"))
 }
 
-/// Runs the dispatcher to completion; returns the exit code.
-#[allow(clippy::too_many_arguments)]
-async fn supervise(
+/// Everything the dispatcher needs, prepared by [`startup`].
+struct RunContext {
     plan: Arc<Plan>,
     workers: Vec<WorkerPlan>,
     process_env: Arc<ProcessEnv>,
@@ -652,11 +741,16 @@ async fn supervise(
     reaper: crate::reaper::ReaperHandle,
     sink: OutputSink,
     redactor: SharedRedactor,
-) -> Result<u8> {
+    status_tx: watch::Sender<Arc<Status>>,
+    inputs_tx: mpsc::UnboundedSender<Input>,
+    inputs_rx: mpsc::UnboundedReceiver<Input>,
+}
+
+/// Runs the dispatcher to completion; returns the exit code.
+async fn supervise(ctx: RunContext) -> Result<u8> {
     let (runs_tx, runs_rx) = mpsc::unbounded_channel();
-    let (inputs_tx, inputs_rx) = mpsc::unbounded_channel();
     let mut slots = Vec::new();
-    for (wi, w) in workers.iter().enumerate() {
+    for (wi, w) in ctx.workers.iter().enumerate() {
         for r in 0..w.replicas {
             slots.push(Slot {
                 worker: wi,
@@ -671,21 +765,25 @@ async fn supervise(
                 timer_gen: 0,
                 stop_requested: false,
                 awaiting_reread: false,
+                restarts: 0,
+                restart_reason: "crash",
+                last_exit: None,
+                running_since: None,
             });
         }
     }
     let d = Dispatcher {
-        plan,
-        workers,
-        process_env,
-        snapshot,
+        plan: ctx.plan,
+        workers: ctx.workers,
+        process_env: ctx.process_env,
+        snapshot: ctx.snapshot,
         slots,
-        spawner,
-        reaper,
-        sink,
-        redactor,
+        spawner: ctx.spawner,
+        reaper: ctx.reaper,
+        sink: ctx.sink,
+        redactor: ctx.redactor,
         runs_tx,
-        inputs_tx,
+        inputs_tx: ctx.inputs_tx,
         reread_in_flight: false,
         reload_requested: false,
         rolling: Vec::new(),
@@ -693,8 +791,13 @@ async fn supervise(
         shutting_down: false,
         shutdown_signals: 0,
         exit_code: code::OK,
+        status_tx: ctx.status_tx,
+        started: Instant::now(),
+        counters: Counters::default(),
+        reload_replies: Vec::new(),
+        watch_triggered: false,
     };
-    Ok(d.run(signals, runs_rx, inputs_rx).await)
+    Ok(d.run(ctx.signals, runs_rx, ctx.inputs_rx).await)
 }
 
 /// The replica policy of a worker, from its plan.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::check;
 use crate::cli::{LogFormatArg, RunArgs, SpawnRunner, load_plan, unknown_worker, write_stdout};
 use crate::config::LogFormat;
+use crate::control;
 use crate::exit::{Error, Result, code};
 use crate::output::{Format, OutputConfig, OutputSink};
 use crate::plan::WorkerPlan;
@@ -75,6 +76,20 @@ async fn run(
     let spawner = Spawner::start(reaper.clone())
         .map_err(|e| Error::Runtime(format!("cannot start the spawner thread: {e}")))?;
     let process_env = Arc::new(ProcessEnv::capture());
+    // Bind the control socket and the health port before anything starts, so a
+    // second `agentsup run` on this config, or a port clash, stops here.
+    let control_listener = control::bind(&plan.config_path)
+        .await
+        .map_err(Error::Validation)?;
+    let health_listener = match &plan.supervisor.health {
+        Some(addr) => Some(crate::health::bind(addr).await.map_err(|e| {
+            Error::Validation(format!(
+                "cannot listen on health address {addr} ([supervisor] health in {}): {e}",
+                plan.config_path.display()
+            ))
+        })?),
+        None => None,
+    };
 
     let snapshot = {
         let (plan, penv, reaper) = (plan.clone(), process_env.clone(), reaper.clone());
@@ -138,17 +153,40 @@ async fn run(
         // Only `run` installs a subscriber, once per process.
         let _ = tracing::subscriber::set_global_default(subscriber);
     }
-    let code = super::supervise(
+    let (status_tx, status_rx) =
+        tokio::sync::watch::channel(Arc::new(crate::status::Status::default()));
+    let (inputs_tx, inputs_rx) = tokio::sync::mpsc::unbounded_channel();
+    // Control requests are forwarded into the dispatcher's input queue.
+    let (control_tx, mut control_rx) = tokio::sync::mpsc::unbounded_channel();
+    control::serve(control_listener, status_rx.clone(), control_tx);
+    {
+        let inputs = inputs_tx.clone();
+        tokio::spawn(async move {
+            while let Some((req, reply)) = control_rx.recv().await {
+                if inputs.send(super::Input::Control(req, reply)).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    if let Some(listener) = health_listener {
+        crate::health::serve(listener, status_rx.clone());
+    }
+    let _watch_guard = start_watching(&plan, inputs_tx.clone());
+    let code = super::supervise(super::RunContext {
         plan,
         workers,
         process_env,
-        Arc::new(snapshot),
+        snapshot: Arc::new(snapshot),
         signals,
         spawner,
         reaper,
-        sink.clone(),
+        sink: sink.clone(),
         redactor,
-    )
+        status_tx,
+        inputs_tx,
+        inputs_rx,
+    })
     .await?;
     sink.shutdown().await;
     if code == code::FAILURE {
@@ -182,6 +220,47 @@ pub fn kill_leftover_children() {
         let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
         if ppid == Some(me) {
             let _ = crate::spawn::kill_pid(pid, libc::SIGKILL);
+        }
+    }
+}
+
+/// Watches every file and `dir` source; a change becomes
+/// [`super::Input::SourcesChanged`]. A watcher that cannot start is reported and
+/// the supervisor carries on (re-reads still happen on auth failures and SIGHUP).
+fn start_watching(
+    plan: &crate::plan::Plan,
+    inputs: tokio::sync::mpsc::UnboundedSender<super::Input>,
+) -> Option<crate::watch::WatchGuard> {
+    let mut paths = Vec::new();
+    for s in &plan.sources {
+        match &s.kind {
+            crate::plan::SourceKindPlan::Dotenv { path }
+            | crate::plan::SourceKindPlan::Dir { path } => {
+                paths.push(path.clone());
+            }
+            _ => {}
+        }
+    }
+    if paths.is_empty() {
+        return None;
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    match crate::watch::start(paths, tx) {
+        Ok(guard) => {
+            tokio::spawn(async move {
+                while rx.recv().await.is_some() {
+                    if inputs.send(super::Input::SourcesChanged).is_err() {
+                        break;
+                    }
+                }
+            });
+            Some(guard)
+        }
+        Err(e) => {
+            tracing::warn!(
+                "cannot watch the sources for changes ({e}); rotations are still picked up on auth failures and SIGHUP"
+            );
+            None
         }
     }
 }

@@ -1,0 +1,543 @@
+//! Formatting: worker lines and supervisor events as pretty text or JSON records.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+use std::io::Write;
+use std::time::SystemTime;
+
+use anstyle::{AnsiColor, Style};
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
+use tracing::Level;
+
+use super::{Format, LineMeta, OutputConfig, SUPERVISOR_LABEL};
+use crate::redact::Redactor;
+
+/// Colours for workers, in assignment order. Red is left out: it reads as an error.
+const PALETTE: [AnsiColor; 10] = [
+    AnsiColor::Cyan,
+    AnsiColor::Yellow,
+    AnsiColor::Green,
+    AnsiColor::Magenta,
+    AnsiColor::Blue,
+    AnsiColor::BrightCyan,
+    AnsiColor::BrightYellow,
+    AnsiColor::BrightGreen,
+    AnsiColor::BrightMagenta,
+    AnsiColor::BrightBlue,
+];
+
+/// A value attached to a supervisor event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldValue {
+    /// Text (redacted before printing).
+    Str(String),
+    /// Signed integer.
+    I64(i64),
+    /// Unsigned integer.
+    U64(u64),
+    /// Float.
+    F64(f64),
+    /// Boolean.
+    Bool(bool),
+}
+
+impl From<&str> for FieldValue {
+    fn from(v: &str) -> Self {
+        FieldValue::Str(v.to_owned())
+    }
+}
+impl From<String> for FieldValue {
+    fn from(v: String) -> Self {
+        FieldValue::Str(v)
+    }
+}
+impl From<i64> for FieldValue {
+    fn from(v: i64) -> Self {
+        FieldValue::I64(v)
+    }
+}
+impl From<i32> for FieldValue {
+    fn from(v: i32) -> Self {
+        FieldValue::I64(v.into())
+    }
+}
+impl From<u64> for FieldValue {
+    fn from(v: u64) -> Self {
+        FieldValue::U64(v)
+    }
+}
+impl From<u32> for FieldValue {
+    fn from(v: u32) -> Self {
+        FieldValue::U64(v.into())
+    }
+}
+impl From<f64> for FieldValue {
+    fn from(v: f64) -> Self {
+        FieldValue::F64(v)
+    }
+}
+impl From<bool> for FieldValue {
+    fn from(v: bool) -> Self {
+        FieldValue::Bool(v)
+    }
+}
+
+impl FieldValue {
+    fn as_u64(&self) -> Option<u64> {
+        match self {
+            FieldValue::U64(v) => Some(*v),
+            FieldValue::I64(v) => u64::try_from(*v).ok(),
+            _ => None,
+        }
+    }
+}
+
+/// A message from agentsup itself, printed in the same stream and format as worker
+/// lines. Usually built by [`OutputLayer`](super::OutputLayer) from a `tracing` event.
+#[derive(Debug, Clone)]
+pub struct SupervisorEvent {
+    /// Severity.
+    pub level: Level,
+    /// The message.
+    pub message: String,
+    /// Structured fields, in order (`worker`, `replica`, `pid`, `status`, …).
+    pub fields: Vec<(Cow<'static, str>, FieldValue)>,
+}
+
+impl SupervisorEvent {
+    /// An event with no fields.
+    pub fn new(level: Level, message: impl Into<String>) -> Self {
+        SupervisorEvent {
+            level,
+            message: message.into(),
+            fields: Vec::new(),
+        }
+    }
+
+    /// Adds a field.
+    pub fn field(
+        mut self,
+        name: impl Into<Cow<'static, str>>,
+        value: impl Into<FieldValue>,
+    ) -> Self {
+        self.fields.push((name.into(), value.into()));
+        self
+    }
+
+    fn get(&self, name: &str) -> Option<&FieldValue> {
+        self.fields.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+    }
+}
+
+/// JSON keys of every record; an event field with one of these names is written as
+/// `field_<name>` so it cannot overwrite them.
+const RESERVED_KEYS: [&str; 6] = ["ts", "worker", "level", "message", "stream", "line"];
+
+/// Turns lines and events into bytes. Public for benchmarks and for callers that
+/// format without a sink.
+#[derive(Debug, Clone)]
+pub struct LineFormatter {
+    pub(super) format: Format,
+    color: bool,
+    label_width: usize,
+    colors: HashMap<String, AnsiColor>,
+}
+
+impl LineFormatter {
+    /// A formatter for `config`.
+    pub fn new(config: &OutputConfig) -> Self {
+        let colors = config
+            .workers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.clone(), PALETTE[i % PALETTE.len()]))
+            .collect();
+        LineFormatter {
+            format: config.format,
+            color: config.color,
+            label_width: config.label_width.max(SUPERVISOR_LABEL.len()),
+            colors,
+        }
+    }
+
+    /// The format in use.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    fn worker_color(&self, worker: &str) -> AnsiColor {
+        self.colors.get(worker).copied().unwrap_or_else(|| {
+            // FNV-1a: stable across runs, unlike std's RandomState.
+            let hash = worker.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+            PALETTE[(hash % PALETTE.len() as u64) as usize]
+        })
+    }
+
+    fn write_label(&self, out: &mut Vec<u8>, label: &str, style: Style) {
+        let pad = self.label_width.saturating_sub(label.chars().count());
+        if self.color {
+            let _ = write!(out, "{}{label}{}", style.render(), style.render_reset());
+        } else {
+            out.extend_from_slice(label.as_bytes());
+        }
+        out.resize(out.len() + pad, b' ');
+        out.extend_from_slice(b" | ");
+    }
+
+    /// The pretty prefix (`planner.0 | `, padded and coloured) for a stream's lines,
+    /// computed once per pipe. Empty in JSON mode.
+    pub fn prefix(&self, meta: &LineMeta) -> Vec<u8> {
+        let mut out = Vec::new();
+        if self.format == Format::Pretty {
+            let label = format!("{}.{}", meta.worker, meta.replica);
+            let style = Style::new().fg_color(Some(self.worker_color(&meta.worker).into()));
+            self.write_label(&mut out, &label, style);
+        }
+        out
+    }
+
+    /// Appends one record for an already redacted `line` (no newline in it).
+    /// `prefix` comes from [`LineFormatter::prefix`] for the same `meta`.
+    /// `partial` marks a piece of an over-long line that continues in the next
+    /// record (JSON `"partial": true`).
+    pub fn write_line(
+        &self,
+        out: &mut Vec<u8>,
+        prefix: &[u8],
+        meta: &LineMeta,
+        line: &[u8],
+        partial: bool,
+    ) {
+        match self.format {
+            Format::Pretty => {
+                out.extend_from_slice(prefix);
+                push_lossy(out, line);
+                out.push(b'\n');
+            }
+            Format::Json => {
+                let record = LineRecord {
+                    ts: Timestamp(SystemTime::now()),
+                    worker: &meta.worker,
+                    replica: meta.replica,
+                    pid: meta.pid,
+                    stream: meta.stream.as_str(),
+                    line: Lossy(line),
+                    partial,
+                };
+                write_json(out, &record);
+            }
+        }
+    }
+
+    /// Appends one supervisor event, redacting its message and text fields first.
+    pub fn write_event(&self, out: &mut Vec<u8>, event: &SupervisorEvent, redactor: &Redactor) {
+        match self.format {
+            Format::Pretty => self.write_event_pretty(out, event, redactor),
+            Format::Json => write_json(out, &EventRecord { event, redactor }),
+        }
+    }
+
+    fn write_event_pretty(&self, out: &mut Vec<u8>, event: &SupervisorEvent, redactor: &Redactor) {
+        use std::fmt::Write as _;
+        let mut body = String::new();
+        let (level_word, level_color) = match event.level {
+            Level::ERROR => ("error: ", Some(AnsiColor::Red)),
+            Level::WARN => ("warning: ", Some(AnsiColor::Yellow)),
+            Level::DEBUG => ("debug: ", None),
+            Level::TRACE => ("trace: ", None),
+            _ => ("", None),
+        };
+        match (self.color, level_color) {
+            (true, Some(c)) => {
+                let style = Style::new().fg_color(Some(c.into())).bold();
+                let _ = write!(
+                    body,
+                    "{}{level_word}{}",
+                    style.render(),
+                    style.render_reset()
+                );
+            }
+            _ => body.push_str(level_word),
+        }
+        // `planner.0: message` reads better than `message worker=planner replica=0`.
+        let subject = match event.get("worker") {
+            Some(FieldValue::Str(worker)) => {
+                let replica = event.get("replica").and_then(FieldValue::as_u64);
+                let _ = match replica {
+                    Some(r) => write!(body, "{}.{r}: ", redactor.redact_str(worker)),
+                    None => write!(body, "{}: ", redactor.redact_str(worker)),
+                };
+                Some(replica.is_some())
+            }
+            _ => None,
+        };
+        body.push_str(&redactor.redact_str(&event.message));
+        for (name, value) in &event.fields {
+            if (subject.is_some() && name == "worker")
+                || (subject == Some(true) && name == "replica")
+            {
+                continue;
+            }
+            let _ = write!(body, " {name}=");
+            match value {
+                FieldValue::Str(s) => {
+                    let s = redactor.redact_str(s);
+                    if s.is_empty()
+                        || s.contains(|c: char| c.is_whitespace() || c == '"' || c == '=')
+                    {
+                        let _ = write!(body, "{s:?}");
+                    } else {
+                        body.push_str(&s);
+                    }
+                }
+                FieldValue::I64(v) => {
+                    let _ = write!(body, "{v}");
+                }
+                FieldValue::U64(v) => {
+                    let _ = write!(body, "{v}");
+                }
+                FieldValue::F64(v) => {
+                    let _ = write!(body, "{v}");
+                }
+                FieldValue::Bool(v) => {
+                    let _ = write!(body, "{v}");
+                }
+            }
+        }
+        // A multi-line message (an error chain) keeps the prefix on every line, so
+        // no line of output is unlabelled.
+        let mut prefix = Vec::new();
+        self.write_label(&mut prefix, SUPERVISOR_LABEL, Style::new().bold());
+        for line in body.split('\n') {
+            out.extend_from_slice(&prefix);
+            out.extend_from_slice(line.as_bytes());
+            out.push(b'\n');
+        }
+    }
+}
+
+/// Appends `bytes` as UTF-8, each invalid sequence as U+FFFD, without allocating.
+fn push_lossy(out: &mut Vec<u8>, bytes: &[u8]) {
+    for chunk in bytes.utf8_chunks() {
+        out.extend_from_slice(chunk.valid().as_bytes());
+        if !chunk.invalid().is_empty() {
+            out.extend_from_slice("\u{FFFD}".as_bytes());
+        }
+    }
+}
+
+/// Serialises one record and a newline; on the (unreachable) error, leaves `out`
+/// as it was rather than with half a record.
+fn write_json<T: Serialize>(out: &mut Vec<u8>, value: &T) {
+    let start = out.len();
+    match serde_json::to_writer(&mut *out, value) {
+        Ok(()) => out.push(b'\n'),
+        Err(_) => out.truncate(start),
+    }
+}
+
+/// RFC 3339 UTC with milliseconds, written straight into the JSON string.
+struct Timestamp(SystemTime);
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_millis(self.0))
+    }
+}
+
+/// Bytes serialised as a string, invalid UTF-8 as U+FFFD, without a copy when valid.
+struct Lossy<'a>(&'a [u8]);
+
+impl fmt::Display for Lossy<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for chunk in self.0.utf8_chunks() {
+            f.write_str(chunk.valid())?;
+            if !chunk.invalid().is_empty() {
+                f.write_str("\u{FFFD}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Lossy<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(self.0) {
+            Ok(text) => s.serialize_str(text),
+            Err(_) => s.collect_str(self),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct LineRecord<'a> {
+    ts: Timestamp,
+    worker: &'a str,
+    replica: u32,
+    pid: u32,
+    stream: &'static str,
+    line: Lossy<'a>,
+    #[serde(skip_serializing_if = "is_false")]
+    partial: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+struct EventRecord<'a> {
+    event: &'a SupervisorEvent,
+    redactor: &'a Redactor,
+}
+
+impl Serialize for EventRecord<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let event = self.event;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("ts", &Timestamp(SystemTime::now()))?;
+        map.serialize_entry("worker", SUPERVISOR_LABEL)?;
+        map.serialize_entry("level", &event.level.as_str().to_ascii_lowercase())?;
+        map.serialize_entry("message", &self.redactor.redact_str(&event.message))?;
+        for (name, value) in &event.fields {
+            let key: Cow<'_, str> = if RESERVED_KEYS.contains(&name.as_ref()) {
+                Cow::Owned(format!("field_{name}"))
+            } else {
+                Cow::Borrowed(name)
+            };
+            match value {
+                FieldValue::Str(v) => map.serialize_entry(&key, &self.redactor.redact_str(v))?,
+                FieldValue::I64(v) => map.serialize_entry(&key, v)?,
+                FieldValue::U64(v) => map.serialize_entry(&key, v)?,
+                FieldValue::F64(v) => map.serialize_entry(&key, v)?,
+                FieldValue::Bool(v) => map.serialize_entry(&key, v)?,
+            }
+        }
+        map.end()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The sink: a bounded queue and one writer thread
+// ---------------------------------------------------------------------------
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::test_support::{config, meta};
+    use crate::output::{ColorChoice, Stream};
+    use crate::secret::Sensitive;
+
+    #[test]
+    fn pretty_prefix_is_padded() {
+        let fmt = LineFormatter::new(&config(Format::Pretty, 10, &[]));
+        let mut out = Vec::new();
+        let m = meta("w", 3, Stream::Stdout);
+        fmt.write_line(&mut out, &fmt.prefix(&m), &m, b"hi \xff", false);
+        let m = meta("planner", 10, Stream::Stderr);
+        fmt.write_line(&mut out, &fmt.prefix(&m), &m, b"there", false);
+        fmt.write_event(
+            &mut out,
+            &SupervisorEvent::new(Level::INFO, "up"),
+            &Redactor::default(),
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "w.3        | hi \u{FFFD}\nplanner.10 | there\nagentsup   | up\n"
+        );
+    }
+
+    #[test]
+    fn colour_only_when_asked() {
+        let mut cfg = config(Format::Pretty, 8, &[]);
+        cfg.color = true;
+        let fmt = LineFormatter::new(&cfg);
+        let a = fmt.prefix(&meta("planner", 0, Stream::Stdout));
+        let b = fmt.prefix(&meta("w", 0, Stream::Stdout));
+        assert!(a.starts_with(b"\x1b["));
+        assert_ne!(a[..5], b[..5], "neighbouring workers get different colours");
+        assert_eq!(
+            LineFormatter::new(&config(Format::Pretty, 8, &[])).prefix(&meta(
+                "w",
+                0,
+                Stream::Stdout
+            )),
+            b"w.0      | "
+        );
+        assert!(!ColorChoice::Never.for_stdout());
+        assert_eq!(ColorChoice::from_flag(true), ColorChoice::Never);
+    }
+
+    #[test]
+    fn json_line_shape() {
+        let fmt = LineFormatter::new(&config(Format::Json, 0, &[]));
+        let mut out = Vec::new();
+        let m = meta("planner", 1, Stream::Stderr);
+        fmt.write_line(&mut out, &fmt.prefix(&m), &m, b"he said \"hi\" \xff", false);
+        fmt.write_line(&mut out, &[], &m, b"piece", true);
+        let text = String::from_utf8(out).unwrap();
+        let mut lines = text.lines();
+        let v: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+        let obj = v.as_object().unwrap();
+        assert_eq!(
+            obj.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["line", "pid", "replica", "stream", "ts", "worker"]
+        );
+        assert_eq!(v["worker"], "planner");
+        assert_eq!(v["replica"], 1);
+        assert_eq!(v["pid"], 4242);
+        assert_eq!(v["stream"], "stderr");
+        assert_eq!(v["line"], "he said \"hi\" \u{FFFD}");
+        let ts = v["ts"].as_str().unwrap();
+        assert_eq!(ts.len(), "2026-11-23T11:32:00.123Z".len(), "{ts}");
+        assert!(ts.ends_with('Z') && ts.as_bytes()[19] == b'.', "{ts}");
+        humantime::parse_rfc3339(ts).unwrap();
+        let v: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+        assert_eq!(v["partial"], true);
+    }
+
+    #[test]
+    fn json_event_shape_and_redaction() {
+        let fmt = LineFormatter::new(&config(Format::Json, 0, &[]));
+        let r = Redactor::new([("K".to_owned(), Sensitive::new("sk-event-secret"))]);
+        let ev = SupervisorEvent::new(Level::WARN, "rejected sk-event-secret")
+            .field("worker", "planner")
+            .field("replica", 2u32)
+            .field("pid", 7u32)
+            .field("detail", "key \"sk-event-secret\"")
+            .field("changed", true);
+        let mut out = Vec::new();
+        fmt.write_event(&mut out, &ev, &r);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["worker"], "agentsup");
+        assert_eq!(v["level"], "warn");
+        assert_eq!(v["message"], "rejected [redacted:K]");
+        assert_eq!(v["field_worker"], "planner");
+        assert_eq!(v["replica"], 2);
+        assert_eq!(v["pid"], 7);
+        assert_eq!(v["detail"], "key \"[redacted:K]\"");
+        assert_eq!(v["changed"], true);
+        assert!(v["ts"].is_string());
+    }
+
+    #[test]
+    fn pretty_event_subject_and_fields() {
+        let fmt = LineFormatter::new(&config(Format::Pretty, 10, &[]));
+        let r = Redactor::new([("K".to_owned(), Sensitive::new("sk-event-secret"))]);
+        let ev = SupervisorEvent::new(Level::ERROR, "exited\nsecond line sk-event-secret")
+            .field("worker", "planner")
+            .field("replica", 0u32)
+            .field("status", 1i64)
+            .field("reason", "auth failure");
+        let mut out = Vec::new();
+        fmt.write_event(&mut out, &ev, &r);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "agentsup   | error: planner.0: exited\n\
+             agentsup   | second line [redacted:K] status=1 reason=\"auth failure\"\n"
+        );
+    }
+}

@@ -1,0 +1,200 @@
+//! One writer owns stdout (SPEC 7): line framing, pretty/JSON records, colour, and
+//! back-pressure from a slow reader to the workers.
+//!
+//! # Data flow
+//!
+//! Each stdout/stderr pipe of each replica gets a [`pump`] task. It reads large
+//! chunks, frames them into lines ([`LineFramer`]), keeps the raw lines in the
+//! replica's [`Tail`] for exit classification, redacts every line, formats it (the
+//! `planner.0 | ` prefix or a JSON object) into a batch buffer, and hands the batch
+//! to the [`OutputSink`]. Formatting happens in the pumps, in parallel; the single
+//! writer thread only copies batches into a large buffered writer.
+//!
+//! # Back-pressure, never dropping
+//!
+//! The sink's queue is bounded in bytes ([`QUEUE_BYTES`]). A pump that finds it full
+//! waits, so it stops reading its pipe, the pipe fills, and the worker blocks in
+//! `write`: a slow reader of agentsup's stdout slows the workers and no line is lost.
+//! agentsup's own events (through [`OutputLayer`]) wait the same way.
+//!
+//! The writer flushes whenever the queue is momentarily empty, so output is prompt
+//! when it trickles and written in large blocks when it floods.
+//!
+//! # Broken stdout
+//!
+//! When a write to stdout fails (`EPIPE` because the reader went away, as in
+//! `agentsup run | head`), the writer stops writing but keeps draining the queue and
+//! discarding. Blocking the workers on a reader that is gone would stall them and the
+//! shutdown forever, and there is nobody left to lose the lines to. `EPIPE` is quiet;
+//! other errors get one note on stderr. [`OutputSink::is_broken`] lets the
+//! supervisor decide what else to do.
+//!
+//! Ordering is preserved per stream (one pump per pipe, one FIFO queue), and a line is
+//! never interleaved with another because each formatted line goes into one batch.
+//!
+//! Not here: deciding which values are secret ([`crate::redact`]) and classifying
+//! exits from the tail ([`crate::auth`]).
+
+use std::io;
+use std::sync::Arc;
+
+use crate::redact::SharedRedactor;
+
+mod format;
+mod frame;
+mod pump;
+mod sink;
+#[cfg(test)]
+mod test_support;
+
+pub use format::{FieldValue, LineFormatter, SupervisorEvent};
+pub use frame::{Frame, LineFramer, Tail};
+pub use pump::pump;
+pub use sink::{OutputLayer, OutputSink};
+
+/// Longest piece of a line emitted at once. Longer lines are printed as several
+/// pieces, so memory per pipe stays bounded whatever a worker writes.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Bytes the sink may hold before producers wait. The writer takes the whole queue
+/// at once, so at most twice this is buffered.
+pub const QUEUE_BYTES: usize = 1024 * 1024;
+
+/// The label of agentsup's own events.
+pub const SUPERVISOR_LABEL: &str = "agentsup";
+
+/// Lines and bytes [`Tail`] keeps by default (SPEC 5).
+pub const TAIL_LINES: usize = 200;
+/// See [`TAIL_LINES`].
+pub const TAIL_BYTES: usize = 64 * 1024;
+
+/// Which pipe of a replica a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stream {
+    /// The worker's stdout.
+    Stdout,
+    /// The worker's stderr.
+    Stderr,
+}
+
+impl Stream {
+    /// `"stdout"` or `"stderr"`, as in the JSON records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+/// Who wrote a line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineMeta {
+    /// Worker name.
+    pub worker: Arc<str>,
+    /// 0-based replica index.
+    pub replica: u32,
+    /// Process id of this run of the replica.
+    pub pid: u32,
+    /// Which pipe.
+    pub stream: Stream,
+}
+
+/// How records are printed (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// `planner.0 | text`, padded and coloured.
+    #[default]
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Whether pretty output is coloured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ColorChoice {
+    /// Colour when stdout is a terminal and the environment allows it (`NO_COLOR`,
+    /// `CLICOLOR`, `CLICOLOR_FORCE`, `TERM=dumb`, following anstream).
+    #[default]
+    Auto,
+    /// Always colour.
+    Always,
+    /// Never colour (`--no-color`).
+    Never,
+}
+
+impl ColorChoice {
+    /// `Never` when `--no-color` was given, else `Auto`.
+    pub fn from_flag(no_color: bool) -> Self {
+        if no_color {
+            ColorChoice::Never
+        } else {
+            ColorChoice::Auto
+        }
+    }
+
+    /// Resolves the choice for agentsup's stdout.
+    pub fn for_stdout(self) -> bool {
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => {
+                anstream::AutoStream::choice(&io::stdout()) != anstream::ColorChoice::Never
+            }
+        }
+    }
+}
+
+/// Width of the widest label (`name.N` for the highest replica, or `agentsup`), for
+/// [`OutputConfig::label_width`]. Takes `(worker name, replica count)`.
+pub fn label_width<'a>(workers: impl IntoIterator<Item = (&'a str, u32)>) -> usize {
+    workers
+        .into_iter()
+        .map(|(name, replicas)| {
+            let last = replicas.saturating_sub(1);
+            name.chars().count() + 1 + last.to_string().len()
+        })
+        .fold(SUPERVISOR_LABEL.len(), usize::max)
+}
+
+/// How the sink formats records.
+#[derive(Debug, Clone)]
+pub struct OutputConfig {
+    /// Pretty or JSON.
+    pub format: Format,
+    /// Colour pretty output (resolve with [`ColorChoice::for_stdout`]).
+    pub color: bool,
+    /// Labels are padded to this width (see [`label_width`]).
+    pub label_width: usize,
+    /// Worker names in config order; colours are assigned in this order so that
+    /// neighbours differ. Unknown names get a colour from a hash of the name.
+    pub workers: Vec<String>,
+    /// Redacts supervisor events and [`OutputSink::line`]. Defaults to
+    /// [`crate::redact::global`].
+    pub redactor: SharedRedactor,
+}
+
+impl OutputConfig {
+    /// No colour, labels padded to `agentsup`, the global redactor.
+    pub fn new(format: Format) -> Self {
+        OutputConfig {
+            format,
+            color: false,
+            label_width: SUPERVISOR_LABEL.len(),
+            workers: Vec::new(),
+            redactor: crate::redact::global().clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_width_covers_workers_and_agentsup() {
+        assert_eq!(label_width([("planner", 12), ("w", 1)]), "planner.11".len());
+        assert_eq!(label_width([("w", 1)]), "agentsup".len());
+        assert_eq!(label_width([("w", 0)]), "agentsup".len());
+    }
+}

@@ -1,0 +1,237 @@
+//! The pump: reads one pipe of one replica, frames, redacts, formats and batches
+//! its lines into the sink.
+
+use std::io;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use super::frame::incomplete_utf8_tail;
+use super::{Frame, LineFormatter, LineFramer, LineMeta, OutputSink, Tail};
+use crate::redact::{Redactor, SharedRedactor, StreamRedactor};
+
+/// Size of each pump's read buffer.
+const READ_BUF: usize = 64 * 1024;
+
+/// A pump sends its batch once it is this big, even mid-read (JSON can grow a read).
+const BATCH_BYTES: usize = 128 * 1024;
+
+/// Per-pipe state, reused for every line so the hot path does not allocate.
+struct PumpState {
+    prefix: Vec<u8>,
+    batch: Vec<u8>,
+    scratch: Vec<u8>,
+    stream: StreamRedactor,
+    /// Set while an over-long line is in progress: the redactor it started with,
+    /// so the carry always matches the automaton.
+    long: Option<Arc<Redactor>>,
+    /// Start of a UTF-8 sequence cut at the end of the last piece.
+    utf8_hold: Vec<u8>,
+}
+
+impl PumpState {
+    fn frame(
+        &mut self,
+        fmt: &LineFormatter,
+        meta: &LineMeta,
+        frame: Frame<'_>,
+        current: &Arc<Redactor>,
+        tail: &Mutex<Tail>,
+    ) {
+        let (bytes, complete) = match frame {
+            Frame::Line(b) => (b, true),
+            Frame::Piece(b) => (b, false),
+        };
+        tail.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(bytes);
+
+        if self.long.is_none() && complete {
+            let text = current.redact_slice(bytes, &mut self.scratch);
+            fmt.write_line(&mut self.batch, &self.prefix, meta, text, false);
+            return;
+        }
+        let redactor = Arc::clone(self.long.get_or_insert_with(|| Arc::clone(current)));
+        self.scratch.clear();
+        self.scratch.append(&mut self.utf8_hold);
+        self.stream.feed(&redactor, bytes, &mut self.scratch);
+        if complete {
+            self.stream.finish(&redactor, &mut self.scratch);
+            self.long = None;
+        } else {
+            let keep = self.scratch.len() - incomplete_utf8_tail(&self.scratch);
+            self.utf8_hold.extend_from_slice(&self.scratch[keep..]);
+            self.scratch.truncate(keep);
+            if self.scratch.is_empty() {
+                return; // everything is still carry
+            }
+        }
+        fmt.write_line(
+            &mut self.batch,
+            &self.prefix,
+            meta,
+            &self.scratch,
+            !complete,
+        );
+    }
+
+    async fn send(&mut self, sink: &OutputSink) -> io::Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let full = std::mem::replace(&mut self.batch, sink.inner.queue.take_buffer());
+        sink.send(full).await
+    }
+}
+
+/// Reads `reader` (one pipe of one replica) until EOF and prints every line.
+///
+/// Each line is pushed unredacted into `tail`, redacted with `redactor` (before any
+/// prefix or colour is added), formatted and sent to `sink`, waiting while the sink
+/// is full. A last line without newline is printed at EOF; lines longer than
+/// [`MAX_LINE`](super::MAX_LINE) are printed in pieces with the redaction carried across them.
+///
+/// Returns the read error, if any, after printing what was read; or `BrokenPipe`
+/// if the sink was shut down first.
+pub async fn pump<R: AsyncRead + Unpin>(
+    mut reader: R,
+    meta: LineMeta,
+    sink: OutputSink,
+    redactor: SharedRedactor,
+    tail: Arc<Mutex<Tail>>,
+) -> io::Result<()> {
+    let fmt = sink.formatter();
+    let mut state = PumpState {
+        prefix: fmt.prefix(&meta),
+        batch: sink.inner.queue.take_buffer(),
+        scratch: Vec::new(),
+        stream: StreamRedactor::new(),
+        long: None,
+        utf8_hold: Vec::new(),
+    };
+    let mut framer = LineFramer::new();
+    let mut buf = vec![0u8; READ_BUF];
+    let result = loop {
+        let n = match reader.read(&mut buf).await {
+            Ok(0) => break Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => break Err(e),
+        };
+        // One snapshot per read: cheap, and new secrets apply from the next read.
+        let current = redactor.current();
+        let mut pos = 0;
+        while let Some(frame) = framer.next_frame(&buf[..n], &mut pos) {
+            state.frame(fmt, &meta, frame, &current, &tail);
+            if state.batch.len() >= BATCH_BYTES {
+                state.send(&sink).await?;
+            }
+        }
+        state.send(&sink).await?;
+    };
+    if let Some(last) = framer.finish() {
+        state.frame(fmt, &meta, Frame::Line(last), &redactor.current(), &tail);
+    }
+    state.send(&sink).await?;
+    sink.inner.queue.recycle(std::mem::take(&mut state.batch));
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::test_support::{Capture, config, meta};
+    use crate::output::{Format, MAX_LINE, OutputConfig, Stream, TAIL_BYTES};
+    use tokio::io::AsyncWriteExt;
+
+    async fn run_pump(
+        cfg: OutputConfig,
+        reads: Vec<Vec<u8>>,
+        m: LineMeta,
+    ) -> (String, Arc<Mutex<Tail>>) {
+        let cap = Capture::default();
+        let redactor = cfg.redactor.clone();
+        let sink = OutputSink::new(cap.clone(), cfg).unwrap();
+        let (mut tx, rx) = tokio::io::duplex(1024);
+        let tail = Arc::new(Mutex::new(Tail::new()));
+        let task = tokio::spawn(pump(rx, m, sink.clone(), redactor, Arc::clone(&tail)));
+        for r in reads {
+            tx.write_all(&r).await.unwrap();
+            tx.flush().await.unwrap();
+        }
+        drop(tx);
+        task.await.unwrap().unwrap();
+        sink.shutdown().await;
+        (cap.text(), tail)
+    }
+
+    #[tokio::test]
+    async fn pump_frames_redacts_and_keeps_raw_tail() {
+        let cfg = config(Format::Pretty, 9, &[("OPENAI_API_KEY", "sk-0123456789")]);
+        let reads = vec![
+            b"hello\nkey=sk-01234".to_vec(),
+            b"56789 ok\r\n\n".to_vec(),
+            b"last".to_vec(),
+        ];
+        let (out, tail) = run_pump(cfg, reads, meta("planner", 0, Stream::Stdout)).await;
+        assert_eq!(
+            out,
+            "planner.0 | hello\n\
+             planner.0 | key=[redacted:OPENAI_API_KEY] ok\r\n\
+             planner.0 | \n\
+             planner.0 | last\n"
+        );
+        assert_eq!(
+            tail.lock().unwrap().text(),
+            "hello\nkey=sk-0123456789 ok\r\n\nlast"
+        );
+    }
+
+    #[tokio::test]
+    async fn pump_redacts_across_long_line_pieces() {
+        let secret = "sk-straddle-0123456789";
+        let cfg = config(Format::Json, 0, &[("K", secret)]);
+        // Put the secret across the first 64 KiB boundary, and a multibyte char there.
+        let mut line = vec![b'a'; MAX_LINE - 9];
+        line.extend_from_slice(secret.as_bytes());
+        line.extend_from_slice("é".repeat(MAX_LINE).as_bytes());
+        line.extend_from_slice(secret.as_bytes());
+        line.push(b'\n');
+        let reads = line.chunks(7000).map(<[u8]>::to_vec).collect();
+        let (out, _) = run_pump(cfg, reads, meta("w", 0, Stream::Stdout)).await;
+        assert!(!out.contains("sk-straddle"), "leaked");
+        let records: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert!(records.len() >= 3);
+        let joined: String = records
+            .iter()
+            .map(|r| r["line"].as_str().unwrap())
+            .collect();
+        assert!(
+            !joined.contains('\u{FFFD}'),
+            "a char was cut between pieces"
+        );
+        assert_eq!(joined.matches("[redacted:K]").count(), 2);
+        assert_eq!(joined.matches('é').count(), MAX_LINE);
+        let last = records.last().unwrap();
+        assert!(last.get("partial").is_none());
+        assert!(
+            records[..records.len() - 1]
+                .iter()
+                .all(|r| r["partial"] == true)
+        );
+    }
+
+    #[tokio::test]
+    async fn pump_handles_megabyte_line_without_newline() {
+        let cfg = config(Format::Pretty, 8, &[]);
+        let reads = vec![vec![b'y'; 1 << 20]];
+        let (out, tail) = run_pump(cfg, reads, meta("w", 0, Stream::Stdout)).await;
+        let total: usize = out.lines().map(|l| l.len() - "agentsup | ".len()).sum();
+        assert_eq!(total, 1 << 20);
+        assert_eq!(out.lines().count(), 16);
+        assert!(tail.lock().unwrap().text().len() <= TAIL_BYTES);
+    }
+}
