@@ -368,3 +368,31 @@ pub fn python() -> String {
     })
     .clone()
 }
+
+/// Runs `tests/setup-deps.sh` once per test process (serialised across test
+/// processes with a lock file) and returns the test venv's python, which has the
+/// packages of `tests/requirements.txt` and `examples/*/requirements.txt`.
+pub fn test_venv_python() -> PathBuf {
+    static DONE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        std::fs::create_dir_all(root.join("target")).unwrap();
+        let lock = std::fs::File::create(root.join("target/test-venv.lock")).unwrap();
+        // SAFETY: flock(2) on a file descriptor we own; no memory is involved.
+        unsafe {
+            unsafe extern "C" {
+                fn flock(fd: i32, op: i32) -> i32;
+            }
+            use std::os::fd::AsRawFd;
+            flock(lock.as_raw_fd(), 2);
+        }
+        let status = Command::new("bash")
+            .arg(root.join("tests/setup-deps.sh"))
+            .status()
+            .expect("run tests/setup-deps.sh");
+        assert!(status.success(), "tests/setup-deps.sh failed (needs network for pip/npm on first run)");
+        drop(lock);
+        root.join("target/test-venv/bin/python")
+    })
+    .clone()
+}
