@@ -420,10 +420,6 @@ impl Serialize for EventRecord<'_> {
     }
 }
 
-// ---------------------------------------------------------------------------
-// The sink: a bounded queue and one writer thread
-// ---------------------------------------------------------------------------
-
 #[cfg(test)]
 mod tests {
     use super::*;
