@@ -408,3 +408,97 @@ restart = "never"
         );
     }
 }
+
+#[test]
+fn unknown_command_is_a_config_error_naming_worker_and_path() {
+    let sb = Sandbox::new();
+    sb.config(
+        r#"
+[env]
+inherit = []
+vars = { PATH = "/nonexistent/bin" }
+
+[[worker]]
+name = "ghost"
+command = ["definitely-not-installed-xyz", "--flag"]
+"#,
+    );
+    sb.run(&["run"])
+        .assert_code(78)
+        .assert_contains("worker \"ghost\"")
+        .assert_contains("definitely-not-installed-xyz")
+        .assert_contains("/nonexistent/bin");
+}
+
+#[test]
+fn only_starts_the_named_workers() {
+    let sb = Sandbox::new();
+    sb.config(
+        r#"
+[[worker]]
+name = "a"
+command = ["sh", "-c", "touch a-ran"]
+restart = "never"
+
+[[worker]]
+name = "b"
+command = ["sh", "-c", "touch b-ran"]
+restart = "never"
+"#,
+    );
+    sb.run(&["run", "--only", "b"]).assert_code(0);
+    assert!(sb.path().join("b-ran").exists());
+    assert!(!sb.path().join("a-ran").exists());
+    sb.run(&["run", "--only", "c"])
+        .assert_code(2)
+        .assert_contains("unknown worker \"c\"");
+}
+
+#[test]
+fn sighup_restarts_only_changed_replicas_and_refuses_bad_values() {
+    let sb = Sandbox::new();
+    sb.write(
+        ".env",
+        "A_TOKEN=first-token-value\nB_TOKEN=unchanged-value\n",
+    );
+    sb.config(
+        r#"
+[[source]]
+type = "dotenv"
+path = ".env"
+
+[[worker]]
+name = "alpha"
+command = ["sh", "-c", "echo \"alpha up $$\"; exec sleep 1000"]
+keys = ["A_TOKEN"]
+
+[[worker]]
+name = "beta"
+command = ["sh", "-c", "echo \"beta up $$\"; exec sleep 1000"]
+keys = ["B_TOKEN"]
+"#,
+    );
+    let mut run = sb.spawn(&["run", "--no-color"]);
+    run.wait_for("alpha up", PATIENCE);
+    run.wait_for("beta up", PATIENCE);
+    // A bad value (a placeholder) is refused and nothing restarts.
+    sb.write(".env", "A_TOKEN=changeme\nB_TOKEN=unchanged-value\n");
+    run.signal(1);
+    run.wait_for("fail the checks", PATIENCE);
+    // A good value restarts only alpha.
+    sb.write(
+        ".env",
+        "A_TOKEN=second-token-value\nB_TOKEN=unchanged-value\n",
+    );
+    run.signal(1);
+    run.wait_for("restarting 1 replica", PATIENCE);
+    run.wait_for("alpha up", PATIENCE);
+    run.signal(15);
+    assert_eq!(run.wait_exit(PATIENCE), Some(0));
+    let out = run.output();
+    assert_eq!(out.matches("beta up").count(), 1, "{out}");
+    assert!(
+        !out.contains("first-token-value") && !out.contains("second-token-value"),
+        "{out}"
+    );
+}

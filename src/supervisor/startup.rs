@@ -125,6 +125,7 @@ async fn run(
         ));
     }
 
+    preflight_commands(&plan, &workers, &snapshot, &process_env)?;
     let redactor = crate::redact::global().clone();
     for w in &workers {
         for r in 0..w.replicas {
@@ -262,5 +263,48 @@ fn start_watching(
             );
             None
         }
+    }
+}
+
+/// Resolves every worker's command on the worker's own PATH and checks its `cwd`
+/// before anything starts: a typo in `command` is a configuration error (exit 78),
+/// not a crash loop that ends in `failed` minutes later.
+fn preflight_commands(
+    plan: &crate::plan::Plan,
+    workers: &[WorkerPlan],
+    snapshot: &crate::sources::Snapshot,
+    process_env: &ProcessEnv,
+) -> Result<()> {
+    let mut problems = Vec::new();
+    for w in workers {
+        if !w.cwd.is_dir() {
+            problems.push(format!(
+                "worker {:?}: cwd {} is not a directory; fix `cwd` (relative paths start at {})",
+                w.name,
+                w.cwd.display(),
+                plan.config_dir.display()
+            ));
+            continue;
+        }
+        let Some(program) = w.command.first() else {
+            continue;
+        };
+        let env = crate::env::build(plan, w, 0, snapshot, process_env);
+        if let Err(e) = crate::spawn::resolve_program(program, env.path_var(), &w.cwd) {
+            let hint = if env.path_var().is_none() {
+                "; add PATH to [env] inherit or to the worker's vars"
+            } else {
+                "; install it, give its full path, or fix PATH"
+            };
+            problems.push(format!("worker {:?}: {e}{hint}", w.name));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Validation(format!(
+            "{}\nnothing was started",
+            problems.join("\n")
+        )))
     }
 }
