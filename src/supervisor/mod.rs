@@ -11,17 +11,18 @@
 //! **once** and checked; only when the checks pass does any worker start.
 
 mod control_ops;
+mod events;
 mod reread;
+mod rotation;
 mod run_task;
 mod startup;
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::auth::{self, ClassifyInput, ExitClass};
+use crate::auth::ExitClass;
 use crate::config::OnGiveUp;
 use crate::env::BuiltEnv;
 use crate::exit::{Result, code};
@@ -228,62 +229,6 @@ impl Dispatcher {
         });
     }
 
-    fn log_transition(&self, t: &replica::Transition) {
-        use crate::output::{Format, SupervisorEvent};
-        let mut msg = if t.from == t.to {
-            t.to.to_string()
-        } else {
-            format!("{} -> {}", t.from, t.to)
-        };
-        if let Some(pid) = t.pid {
-            msg.push_str(&format!(" (pid {pid})"));
-        }
-        let stopped = t.to == "stopped";
-        if let Some(status) = t.status {
-            msg.push_str(&format!(", {status}"));
-        }
-        if let Some(class) = t.class.filter(|_| !stopped) {
-            msg.push_str(&format!(", class {class}"));
-        }
-        let routine = ["starting", "spawned", "stopped", "stop requested"];
-        if !t.reason.is_empty() && !stopped && !routine.contains(&t.reason.as_str()) {
-            msg.push_str(": ");
-            msg.push_str(&t.reason);
-        }
-        if let Some(d) = t.delay.filter(|_| !t.reason.contains(" in ")) {
-            msg.push_str(&format!("; next start in {}", format_delay(d)));
-        }
-        let level = if t.to == "failed" {
-            tracing::Level::ERROR
-        } else if matches!(t.class, Some(c) if c != ExitClass::Ok) || t.to == "auth-blocked" {
-            tracing::Level::WARN
-        } else {
-            tracing::Level::INFO
-        };
-        let mut ev = SupervisorEvent::new(level, msg)
-            .field("worker", t.worker.clone())
-            .field("replica", t.replica);
-        // Pretty lines read as `planner.0: running -> backoff …`; the machine fields
-        // are for JSON consumers only.
-        if self.sink.formatter().format() == Format::Json {
-            ev = ev
-                .field("event", "transition")
-                .field("from", t.from)
-                .field("to", t.to)
-                .field("pid", t.pid.map_or(0, i64::from));
-            if let Some(class) = t.class {
-                ev = ev.field("class", class.as_str());
-            }
-            if let Some(status) = t.status {
-                ev = ev.field("status", status.to_string());
-            }
-            if let Some(d) = t.delay {
-                ev = ev.field("delay_ms", d.as_millis() as u64);
-            }
-        }
-        let _ = self.sink.event_blocking(&ev);
-    }
-
     fn give_up(&mut self, slot: usize) {
         let label = self.slots[slot].label.clone();
         match self.plan.supervisor.on_give_up {
@@ -388,43 +333,6 @@ impl Dispatcher {
         }
     }
 
-    fn classify(
-        &self,
-        slot: usize,
-        termination: crate::reaper::Termination,
-    ) -> (auth::Termination, ExitClass, String) {
-        let s = &self.slots[slot];
-        let worker = &self.workers[s.worker];
-        let tail = s.tail.lock().map(|t| t.text()).unwrap_or_default();
-        let term = match termination {
-            crate::reaper::Termination::Exited(c) => auth::Termination::Exited(c),
-            crate::reaper::Termination::Signaled(n) => auth::Termination::Signaled(n),
-        };
-        let c = auth::classify(&ClassifyInput {
-            termination: term,
-            was_stop_requested: s.stop_requested,
-            exit_codes: &worker.auth.exit_codes,
-            patterns: &worker.auth.patterns,
-            tail: &tail,
-            injected: &s.injected,
-        });
-        let mut detail = c.reason.clone();
-        if c.class == ExitClass::Config {
-            if let Some(var) = &c.wanted_var {
-                detail.push_str(&format!(
-                    "; the SDK wanted {var}, which worker {:?} {}",
-                    worker.name,
-                    if worker.declares(var) {
-                        "declares: check its value with `agentsup check`"
-                    } else {
-                        "does not declare: add it to `keys`"
-                    }
-                ));
-            }
-        }
-        (term, c.class, detail)
-    }
-
     fn start_reread(&mut self) {
         if self.reread_in_flight {
             return;
@@ -437,169 +345,6 @@ impl Dispatcher {
             self.reaper.clone(),
             self.inputs_tx.clone(),
         );
-    }
-
-    fn on_reread(&mut self, outcome: reread::Outcome) {
-        self.reread_in_flight = false;
-        let accepted = match outcome.result {
-            Ok(snapshot) => {
-                self.counters.secret_reloads += 1;
-                self.snapshot = Arc::new(snapshot);
-                tracing::info!("re-read sources: values pass the checks");
-                true
-            }
-            Err(why) => {
-                self.counters.secret_reload_failures += 1;
-                for reply in self.reload_replies.drain(..) {
-                    let _ = reply.send(ControlResponse {
-                        ok: false,
-                        message: format!(
-                            "the new values fail the checks; keeping the old ones: {why}"
-                        ),
-                        status: None,
-                    });
-                }
-                tracing::warn!(
-                    "re-read sources: the new values fail the checks; keeping the old ones and everything running. {why}"
-                );
-                false
-            }
-        };
-        let waiting: Vec<usize> = (0..self.slots.len())
-            .filter(|&i| self.slots[i].awaiting_reread)
-            .collect();
-        for slot in waiting {
-            self.slots[slot].awaiting_reread = false;
-            let changed = if accepted {
-                self.changed_keys(slot)
-            } else {
-                Vec::new()
-            };
-            let label = self.slots[slot].label.clone();
-            if changed.is_empty() {
-                tracing::info!("{label}: re-read sources: its keys are unchanged");
-            }
-            for (key, source) in &changed {
-                tracing::info!("{label}: re-read sources: {key} changed (now from {source})");
-            }
-            self.drive(
-                slot,
-                Event::RereadDone {
-                    changed_keys: changed.into_iter().map(|(k, _)| k).collect(),
-                    at: Instant::now(),
-                },
-            );
-        }
-        if accepted {
-            // Replicas waiting out an auth backoff restart now if their keys changed
-            // (SPEC 5): one re-read serves the whole incident.
-            for slot in 0..self.slots.len() {
-                let m = &self.slots[slot].machine;
-                let waiting = matches!(m.state(), replica::State::AuthBlocked { .. })
-                    || (matches!(m.state(), replica::State::Backoff { .. }) && m.auth_streak() > 0);
-                if waiting && !self.changed_keys(slot).is_empty() {
-                    self.slots[slot].restart_reason = "rotation";
-                    let label = self.slots[slot].label.clone();
-                    for (key, source) in self.changed_keys(slot) {
-                        tracing::info!("{label}: {key} changed (now from {source})");
-                    }
-                    self.drive(slot, Event::SourcesChanged);
-                }
-            }
-        }
-        let watch_restart = self.watch_triggered
-            && self.plan.supervisor.on_rotation == crate::config::OnRotation::Restart;
-        self.watch_triggered = false;
-        if self.reload_requested || watch_restart {
-            let reason = if self.reload_requested {
-                "reload"
-            } else {
-                "rotation"
-            };
-            self.reload_requested = false;
-            if accepted {
-                let n = self.plan_rolling_restart(reason);
-                for reply in self.reload_replies.drain(..) {
-                    let _ = reply.send(ControlResponse {
-                        ok: true,
-                        message: format!("sources re-read and checked; restarting {n} replica(s) whose environment changed, one at a time"),
-                        status: None,
-                    });
-                }
-            }
-        }
-    }
-
-    /// Declared keys of `slot` whose value differs from what its last run got, each
-    /// with where the new value comes from.
-    fn changed_keys(&self, slot: usize) -> Vec<(String, String)> {
-        let env = self.built_env(slot);
-        let s = &self.slots[slot];
-        let old: BTreeMap<&str, &Sensitive> =
-            s.injected.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        let worker = &self.workers[s.worker];
-        let mut out = Vec::new();
-        for (k, v) in &env.vars {
-            if !worker.declares(k) {
-                continue;
-            }
-            if old.get(k.as_str()) != Some(&&v.value) {
-                out.push((k.clone(), v.provenance.to_string()));
-            }
-        }
-        for k in old.keys() {
-            if !env.vars.contains_key(*k) {
-                out.push(((*k).to_string(), "removed from every source".into()));
-            }
-        }
-        out
-    }
-
-    fn plan_rolling_restart(&mut self, reason: &'static str) -> usize {
-        let mut list = Vec::new();
-        for slot in 0..self.slots.len() {
-            if self.slots[slot].pid.is_none() {
-                continue;
-            }
-            if !self.changed_keys(slot).is_empty() {
-                list.push(slot);
-            }
-        }
-        if list.is_empty() {
-            tracing::info!(
-                "{reason}: no running replica's environment changed; nothing to restart"
-            );
-            return 0;
-        }
-        for &slot in &list {
-            self.slots[slot].restart_reason = reason;
-        }
-        let n = list.len();
-        tracing::info!(
-            "{reason}: restarting {n} replica(s) whose environment changed, one at a time"
-        );
-        self.queue_rolling(list);
-        n
-    }
-
-    /// Adds replicas to the one-at-a-time restart queue.
-    fn queue_rolling(&mut self, list: Vec<usize>) {
-        for slot in list {
-            if !self.rolling.contains(&slot) && self.rolling_current != Some(slot) {
-                self.rolling.insert(0, slot);
-            }
-        }
-        self.next_rolling();
-    }
-
-    fn next_rolling(&mut self) {
-        if self.shutting_down || self.rolling_current.is_some() {
-            return;
-        }
-        if let Some(slot) = self.rolling.pop() {
-            self.rolling_current = Some(slot);
-            self.drive(slot, Event::RestartRequested { at: Instant::now() });
-        }
     }
 
     fn on_signal(&mut self, ev: SignalEvent) {
@@ -818,13 +563,5 @@ pub fn replica_policy(w: &WorkerPlan) -> replica::Policy {
         max_restarts: w.max_restarts,
         auth_max_delay: w.auth.max_delay,
         stop_timeout: w.stop_timeout,
-    }
-}
-
-fn format_delay(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
-        format!("{} ms", d.as_millis())
-    } else {
-        format!("{:.1} s", d.as_secs_f64())
     }
 }

@@ -1,0 +1,118 @@
+//! How the dispatcher reports: one supervisor event per replica transition (SPEC 5:
+//! worker, replica, pid, exit status and reason), and the classification of each
+//! exit from its status and output tail.
+
+use std::time::Duration;
+
+use super::Dispatcher;
+use crate::auth::{self, ClassifyInput, ExitClass};
+use crate::replica;
+
+impl Dispatcher {
+    pub(super) fn log_transition(&self, t: &replica::Transition) {
+        use crate::output::{Format, SupervisorEvent};
+        let json = self.sink.formatter().format() == Format::Json;
+        // The first start of every replica is implied by its `starting -> running`
+        // line; people reading pretty output are spared the extra line.
+        if !json && t.from == "stopped" && t.to == "starting" {
+            return;
+        }
+        let mut msg = if t.from == t.to {
+            t.to.to_string()
+        } else {
+            format!("{} -> {}", t.from, t.to)
+        };
+        if let Some(pid) = t.pid {
+            msg.push_str(&format!(" (pid {pid})"));
+        }
+        let stopped = t.to == "stopped";
+        if let Some(status) = t.status {
+            msg.push_str(&format!(", {status}"));
+        }
+        if let Some(class) = t.class.filter(|_| !stopped) {
+            msg.push_str(&format!(", class {class}"));
+        }
+        let routine = ["starting", "spawned", "stopped", "stop requested"];
+        if !t.reason.is_empty() && !stopped && !routine.contains(&t.reason.as_str()) {
+            msg.push_str(": ");
+            msg.push_str(&t.reason);
+        }
+        if let Some(d) = t.delay.filter(|_| !t.reason.contains(" in ")) {
+            msg.push_str(&format!("; next start in {}", format_delay(d)));
+        }
+        let level = if t.to == "failed" {
+            tracing::Level::ERROR
+        } else if matches!(t.class, Some(c) if c != ExitClass::Ok) || t.to == "auth-blocked" {
+            tracing::Level::WARN
+        } else {
+            tracing::Level::INFO
+        };
+        let mut ev = SupervisorEvent::new(level, msg)
+            .field("worker", t.worker.clone())
+            .field("replica", t.replica);
+        // Pretty lines read as `planner.0: running -> backoff …`; the machine fields
+        // are for JSON consumers only.
+        if json {
+            ev = ev
+                .field("event", "transition")
+                .field("from", t.from)
+                .field("to", t.to)
+                .field("pid", t.pid.map_or(0, i64::from));
+            if let Some(class) = t.class {
+                ev = ev.field("class", class.as_str());
+            }
+            if let Some(status) = t.status {
+                ev = ev.field("status", status.to_string());
+            }
+            if let Some(d) = t.delay {
+                ev = ev.field("delay_ms", d.as_millis() as u64);
+            }
+        }
+        let _ = self.sink.event_blocking(&ev);
+    }
+
+    pub(super) fn classify(
+        &self,
+        slot: usize,
+        termination: crate::reaper::Termination,
+    ) -> (auth::Termination, ExitClass, String) {
+        let s = &self.slots[slot];
+        let worker = &self.workers[s.worker];
+        let tail = s.tail.lock().map(|t| t.text()).unwrap_or_default();
+        let term = match termination {
+            crate::reaper::Termination::Exited(c) => auth::Termination::Exited(c),
+            crate::reaper::Termination::Signaled(n) => auth::Termination::Signaled(n),
+        };
+        let c = auth::classify(&ClassifyInput {
+            termination: term,
+            was_stop_requested: s.stop_requested,
+            exit_codes: &worker.auth.exit_codes,
+            patterns: &worker.auth.patterns,
+            tail: &tail,
+            injected: &s.injected,
+        });
+        let mut detail = c.reason.clone();
+        if c.class == ExitClass::Config {
+            if let Some(var) = &c.wanted_var {
+                detail.push_str(&format!(
+                    "; the SDK wanted {var}, which worker {:?} {}",
+                    worker.name,
+                    if worker.declares(var) {
+                        "declares: check its value with `agentsup check`"
+                    } else {
+                        "does not declare: add it to `keys`"
+                    }
+                ));
+            }
+        }
+        (term, c.class, detail)
+    }
+}
+
+fn format_delay(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}

@@ -1,0 +1,177 @@
+//! Re-reads and what follows them: adopting new values, telling which keys of a
+//! replica changed, and restarting replicas one at a time (SPEC 5: rotation,
+//! SIGHUP and `agentsup reload`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{Dispatcher, Event, reread};
+use crate::replica;
+use crate::secret::Sensitive;
+use crate::status::ControlResponse;
+
+impl Dispatcher {
+    pub(super) fn on_reread(&mut self, outcome: reread::Outcome) {
+        self.reread_in_flight = false;
+        let accepted = match outcome.result {
+            Ok(snapshot) => {
+                self.counters.secret_reloads += 1;
+                self.snapshot = Arc::new(snapshot);
+                tracing::info!("re-read sources: values pass the checks");
+                true
+            }
+            Err(why) => {
+                self.counters.secret_reload_failures += 1;
+                for reply in self.reload_replies.drain(..) {
+                    let _ = reply.send(ControlResponse {
+                        ok: false,
+                        message: format!(
+                            "the new values fail the checks; keeping the old ones: {why}"
+                        ),
+                        status: None,
+                    });
+                }
+                tracing::warn!(
+                    "re-read sources: the new values fail the checks; keeping the old ones and everything running. {why}"
+                );
+                false
+            }
+        };
+        let waiting: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| self.slots[i].awaiting_reread)
+            .collect();
+        for slot in waiting {
+            self.slots[slot].awaiting_reread = false;
+            let changed = if accepted {
+                self.changed_keys(slot)
+            } else {
+                Vec::new()
+            };
+            let label = self.slots[slot].label.clone();
+            if changed.is_empty() {
+                tracing::info!("{label}: re-read sources: its keys are unchanged");
+            }
+            for (key, source) in &changed {
+                tracing::info!("{label}: re-read sources: {key} changed (now from {source})");
+            }
+            self.drive(
+                slot,
+                Event::RereadDone {
+                    changed_keys: changed.into_iter().map(|(k, _)| k).collect(),
+                    at: Instant::now(),
+                },
+            );
+        }
+        if accepted {
+            // Replicas waiting out an auth backoff restart now if their keys changed
+            // (SPEC 5): one re-read serves the whole incident.
+            for slot in 0..self.slots.len() {
+                let m = &self.slots[slot].machine;
+                let waiting = matches!(m.state(), replica::State::AuthBlocked { .. })
+                    || (matches!(m.state(), replica::State::Backoff { .. }) && m.auth_streak() > 0);
+                if waiting && !self.changed_keys(slot).is_empty() {
+                    self.slots[slot].restart_reason = "rotation";
+                    let label = self.slots[slot].label.clone();
+                    for (key, source) in self.changed_keys(slot) {
+                        tracing::info!("{label}: {key} changed (now from {source})");
+                    }
+                    self.drive(slot, Event::SourcesChanged);
+                }
+            }
+        }
+        let watch_restart = self.watch_triggered
+            && self.plan.supervisor.on_rotation == crate::config::OnRotation::Restart;
+        self.watch_triggered = false;
+        if self.reload_requested || watch_restart {
+            let reason = if self.reload_requested {
+                "reload"
+            } else {
+                "rotation"
+            };
+            self.reload_requested = false;
+            if accepted {
+                let n = self.plan_rolling_restart(reason);
+                for reply in self.reload_replies.drain(..) {
+                    let _ = reply.send(ControlResponse {
+                        ok: true,
+                        message: format!("sources re-read and checked; restarting {n} replica(s) whose environment changed, one at a time"),
+                        status: None,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Declared keys of `slot` whose value differs from what its last run got, each
+    /// with where the new value comes from.
+    pub(super) fn changed_keys(&self, slot: usize) -> Vec<(String, String)> {
+        let env = self.built_env(slot);
+        let s = &self.slots[slot];
+        let old: BTreeMap<&str, &Sensitive> =
+            s.injected.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let worker = &self.workers[s.worker];
+        let mut out = Vec::new();
+        for (k, v) in &env.vars {
+            if !worker.declares(k) {
+                continue;
+            }
+            if old.get(k.as_str()) != Some(&&v.value) {
+                out.push((k.clone(), v.provenance.to_string()));
+            }
+        }
+        for k in old.keys() {
+            if !env.vars.contains_key(*k) {
+                out.push(((*k).to_string(), "removed from every source".into()));
+            }
+        }
+        out
+    }
+
+    pub(super) fn plan_rolling_restart(&mut self, reason: &'static str) -> usize {
+        let mut list = Vec::new();
+        for slot in 0..self.slots.len() {
+            if self.slots[slot].pid.is_none() {
+                continue;
+            }
+            if !self.changed_keys(slot).is_empty() {
+                list.push(slot);
+            }
+        }
+        if list.is_empty() {
+            tracing::info!(
+                "{reason}: no running replica's environment changed; nothing to restart"
+            );
+            return 0;
+        }
+        for &slot in &list {
+            self.slots[slot].restart_reason = reason;
+        }
+        let n = list.len();
+        tracing::info!(
+            "{reason}: restarting {n} replica(s) whose environment changed, one at a time"
+        );
+        self.queue_rolling(list);
+        n
+    }
+
+    /// Adds replicas to the one-at-a-time restart queue.
+    pub(super) fn queue_rolling(&mut self, list: Vec<usize>) {
+        for slot in list {
+            if !self.rolling.contains(&slot) && self.rolling_current != Some(slot) {
+                self.rolling.insert(0, slot);
+            }
+        }
+        self.next_rolling();
+    }
+
+    pub(super) fn next_rolling(&mut self) {
+        if self.shutting_down || self.rolling_current.is_some() {
+            return;
+        }
+        if let Some(slot) = self.rolling.pop() {
+            self.rolling_current = Some(slot);
+            self.drive(slot, Event::RestartRequested { at: Instant::now() });
+        }
+    }
+}
