@@ -390,7 +390,10 @@ pub fn test_venv_python() -> PathBuf {
             .arg(root.join("tests/setup-deps.sh"))
             .status()
             .expect("run tests/setup-deps.sh");
-        assert!(status.success(), "tests/setup-deps.sh failed (needs network for pip/npm on first run)");
+        assert!(
+            status.success(),
+            "tests/setup-deps.sh failed (needs network for pip/npm on first run)"
+        );
         drop(lock);
         root.join("target/test-venv/bin/python")
     })
