@@ -82,6 +82,12 @@ enum Input {
     Control(ControlRequest, oneshot::Sender<ControlResponse>),
     /// A watched source changed (debounced).
     SourcesChanged,
+    /// A re-read's result for one replica, delivered late to spread a fleet's
+    /// restarts.
+    RereadDone {
+        slot: usize,
+        changed_keys: Vec<String>,
+    },
 }
 
 /// The dispatcher's state.
@@ -432,6 +438,9 @@ impl Dispatcher {
                     }
                     Input::Reread(outcome) => self.on_reread(*outcome),
                     Input::Control(req, reply) => self.on_control(req, reply),
+                    Input::RereadDone { slot, changed_keys } => {
+                        self.drive(slot, Event::RereadDone { changed_keys, at: Instant::now() });
+                    }
                     Input::SourcesChanged => {
                         tracing::info!("a watched source changed: re-reading and re-checking every source");
                         self.watch_triggered = true;

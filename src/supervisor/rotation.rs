@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Dispatcher, Event, reread};
+use super::{Dispatcher, Event, Input, reread};
 use crate::replica;
 use crate::secret::Sensitive;
 use crate::status::ControlResponse;
@@ -41,6 +41,19 @@ impl Dispatcher {
         let waiting: Vec<usize> = (0..self.slots.len())
             .filter(|&i| self.slots[i].awaiting_reread)
             .collect();
+        // One incident, not N (SPEC 5): when several replicas restart on the same
+        // rotation, spread them over a short window so the fleet does not hit the
+        // provider (or the secret store) in lockstep.
+        let rotated = if accepted {
+            waiting
+                .iter()
+                .filter(|&&slot| !self.changed_keys(slot).is_empty())
+                .count()
+        } else {
+            0
+        };
+        let spread =
+            std::time::Duration::from_millis(50 * rotated.saturating_sub(1).min(20) as u64);
         for slot in waiting {
             self.slots[slot].awaiting_reread = false;
             let changed = if accepted {
@@ -55,13 +68,23 @@ impl Dispatcher {
             for (key, source) in &changed {
                 tracing::info!("{label}: re-read sources: {key} changed (now from {source})");
             }
-            self.drive(
-                slot,
-                Event::RereadDone {
-                    changed_keys: changed.into_iter().map(|(k, _)| k).collect(),
-                    at: Instant::now(),
-                },
-            );
+            let changed_keys: Vec<String> = changed.into_iter().map(|(k, _)| k).collect();
+            if changed_keys.is_empty() || spread.is_zero() {
+                self.drive(
+                    slot,
+                    Event::RereadDone {
+                        changed_keys,
+                        at: Instant::now(),
+                    },
+                );
+            } else {
+                let delay = spread.mul_f64(fastrand::f64());
+                let tx = self.inputs_tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = tx.send(Input::RereadDone { slot, changed_keys });
+                });
+            }
         }
         if accepted {
             // Replicas waiting out an auth backoff restart now if their keys changed
