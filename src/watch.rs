@@ -1,14 +1,851 @@
-//! Watching file and `dir` sources (SPEC 5): placeholder until the watch work lands.
-use std::path::PathBuf;
+//! Watching file and `dir` sources for changes (SPEC 5).
+//!
+//! A watched source that changes makes the supervisor re-read and re-check every
+//! source; auth-blocked replicas whose keys changed restart at once, and running
+//! replicas whose environment changed restart one at a time.
+//!
+//! # What is watched, and why
+//!
+//! Nothing here watches a file's inode. Kubernetes Secret and ConfigMap volumes
+//! update by writing a new hidden `..YYYY_MM_DD_…` directory and renaming a
+//! `..data_tmp` symlink over `..data`; the visible `KEY -> ..data/KEY` links never
+//! change, and a watch on one of them (or on what it points to) sees only
+//! `IN_DELETE_SELF` and then goes dead. Editors and deploy tools likewise replace
+//! files by renaming a temporary file over them. So:
+//!
+//! - a **file** source (dotenv) is watched through its parent directory; only
+//!   events naming that file, or a `..data` swap next to it, count. A rename over
+//!   the file shows up as a `To` event naming it;
+//! - a **directory** source is watched itself, non-recursively, and any event in it
+//!   counts (the `..data` swap is a create/rename/delete of `..data`, `..data_tmp`
+//!   and `..YYYY…` entries). Its parent is watched too, so the directory itself
+//!   being removed, replaced or (as a symlink) repointed is also noticed;
+//! - a path that does not exist yet (an optional source) is watched through its
+//!   nearest existing ancestor; once the missing directories appear, the watches
+//!   move down to where they belong.
+//!
+//! Events are only hints ("maybe changed"): the supervisor re-reads and compares
+//! the values, so a spurious event costs one re-read and restarts nothing. Access
+//! events (open/close) are ignored, though, because the re-read itself opens the
+//! files, and counting those would make every re-read trigger the next one.
+//!
+//! # Debounce
+//!
+//! notify calls back on its own thread. The callback only filters events and
+//! pulses a channel; one `agentsup-watch` thread collapses a burst of pulses into
+//! one `()` sent [`QUIET`] after the last event (at most [`MAX_BURST`] after the
+//! first, so a file rewritten in a loop cannot postpone the re-read forever),
+//! after re-arming the watches for directories that appeared, vanished or were
+//! replaced. Re-arming comes first so that a change after it raises a new event,
+//! while anything before it is seen by the re-read that the `()` triggers.
+//!
+//! # inotify limits
+//!
+//! If inotify cannot be initialised (`fs.inotify.max_user_instances`, often low in
+//! containers) or a watch cannot be added (`fs.inotify.max_user_watches`), the
+//! watcher falls back to [`notify::PollWatcher`] every [`POLL_INTERVAL`], comparing
+//! contents as well as modification times (mtimes have one-second resolution
+//! there, and a quick rewrite would otherwise go unseen), and says so.
+//!
+//! # Limits
+//!
+//! A file source that is itself a symlink is watched through the link's directory:
+//! the link being replaced (including a `..data` swap) is seen, but an in-place edit
+//! of the file it points to in some other directory is not. Such changes are still
+//! picked up on the next auth failure or SIGHUP.
 
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use notify::event::ModifyKind;
+use notify::{Event, EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-/// Keeps the watcher alive; dropping it stops watching.
-pub struct WatchGuard;
+/// A burst of events ends once no event has arrived for this long (crates.md §7:
+/// the kubelet's swap is several operations in a few milliseconds).
+pub const QUIET: Duration = Duration::from_millis(200);
 
-/// Watches `paths` (files and directories of the sources) and sends `()` on `tx`
-/// once per debounced burst of changes.
+/// A burst that never goes quiet is reported this long after it began anyway.
+pub const MAX_BURST: Duration = Duration::from_secs(1);
+
+/// How often the polling fallback scans the watched directories. Sources are a
+/// handful of small files, so a few seconds is cheap and still prompt.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(3);
+
+/// Keeps the watcher alive; dropping it stops watching (the notify threads and the
+/// debounce thread wind down on their own).
+pub struct WatchGuard {
+    _armed: Arc<Mutex<Armed>>,
+}
+
+impl std::fmt::Debug for WatchGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WatchGuard")
+    }
+}
+
+/// Watches `paths` (dotenv files and `dir` sources, existing or not) and sends `()`
+/// on `tx` once per debounced burst of changes. Relative paths are taken against
+/// the current directory.
+///
+/// Fails only if no watcher at all (neither inotify nor polling) can be started.
 pub fn start(paths: Vec<PathBuf>, tx: mpsc::UnboundedSender<()>) -> Result<WatchGuard, String> {
-    let _ = (paths, tx);
-    Ok(WatchGuard)
+    start_with(paths, tx, Tuning::default())
+}
+
+/// Timings and backend choice; tests shorten them.
+#[derive(Debug, Clone, Copy)]
+struct Tuning {
+    quiet: Duration,
+    max_burst: Duration,
+    poll_interval: Duration,
+    /// Skip inotify, as if it could not be initialised.
+    force_poll: bool,
+}
+
+impl Default for Tuning {
+    fn default() -> Tuning {
+        Tuning {
+            quiet: QUIET,
+            max_burst: MAX_BURST,
+            poll_interval: POLL_INTERVAL,
+            force_poll: false,
+        }
+    }
+}
+
+fn start_with(
+    paths: Vec<PathBuf>,
+    tx: mpsc::UnboundedSender<()>,
+    tuning: Tuning,
+) -> Result<WatchGuard, String> {
+    // notify reports `watched dir + entry name`; absolute paths make those
+    // comparable with the sources whatever the current directory.
+    let sources: Arc<[PathBuf]> = paths
+        .iter()
+        .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+        .collect();
+    let (pulse_tx, pulse_rx) = std::sync::mpsc::channel();
+    let handler = Handler {
+        sources: sources.clone(),
+        pulse: pulse_tx,
+    };
+    let (watcher, polling) = if tuning.force_poll {
+        (poll_watcher(&handler, tuning)?, true)
+    } else {
+        match notify::RecommendedWatcher::new(handler.clone(), notify::Config::default()) {
+            Ok(w) => (Box::new(w) as Box<dyn Watcher + Send>, false),
+            Err(e) => {
+                warn_polling(&format!("inotify cannot be initialised ({e})"), tuning);
+                (poll_watcher(&handler, tuning)?, true)
+            }
+        }
+    };
+    let mut armed = Armed {
+        watcher,
+        polling,
+        sources,
+        dirs: BTreeMap::new(),
+        handler,
+        tuning,
+    };
+    armed.arm()?;
+    tracing::debug!(
+        "watching {} for source changes ({})",
+        armed
+            .dirs
+            .keys()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        if armed.polling { "polling" } else { "inotify" }
+    );
+    let armed = Arc::new(Mutex::new(armed));
+    // Weak: the guard alone keeps the watcher alive, so dropping it disconnects
+    // the pulse channel and ends this thread.
+    let weak: Weak<Mutex<Armed>> = Arc::downgrade(&armed);
+    std::thread::Builder::new()
+        .name("agentsup-watch".into())
+        .spawn(move || {
+            debounce(&pulse_rx, tuning.quiet, tuning.max_burst, || {
+                let Some(armed) = weak.upgrade() else {
+                    return false;
+                };
+                let result = lock(&armed).arm();
+                drop(armed);
+                if let Err(e) = result {
+                    tracing::warn!("source watch: {e}");
+                }
+                tx.send(()).is_ok()
+            });
+        })
+        .map_err(|e| format!("cannot start the watch thread: {e}"))?;
+    Ok(WatchGuard { _armed: armed })
+}
+
+fn lock(m: &Mutex<Armed>) -> std::sync::MutexGuard<'_, Armed> {
+    // A panic while re-arming leaves the map of watches merely stale, and the next
+    // re-arm corrects it.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn warn_polling(why: &str, tuning: Tuning) {
+    tracing::warn!(
+        "{why}; polling the sources every {} instead (raise fs.inotify.max_user_instances / max_user_watches for instant updates)",
+        humantime::format_duration(tuning.poll_interval)
+    );
+}
+
+fn poll_watcher(handler: &Handler, tuning: Tuning) -> Result<Box<dyn Watcher + Send>, String> {
+    let config = notify::Config::default()
+        .with_poll_interval(tuning.poll_interval)
+        .with_compare_contents(true);
+    notify::PollWatcher::new(handler.clone(), config)
+        .map(|w| Box::new(w) as Box<dyn Watcher + Send>)
+        .map_err(|e| format!("cannot start a polling watcher: {e}"))
+}
+
+/// notify's callback: runs on notify's thread, so it only filters and pulses.
+#[derive(Clone)]
+struct Handler {
+    sources: Arc<[PathBuf]>,
+    pulse: Sender<()>,
+}
+
+impl notify::EventHandler for Handler {
+    fn handle_event(&mut self, event: notify::Result<Event>) {
+        match event {
+            Ok(ev) => {
+                if is_relevant(&self.sources, &ev) {
+                    // The debounce thread may be gone at shutdown; nothing to do then.
+                    let _ = self.pulse.send(());
+                }
+            }
+            // Lost events (queue overflow) arrive as a Rescan event, not as an error;
+            // errors are unreadable entries seen by the poller, which the re-read
+            // reports properly if they matter.
+            Err(e) => tracing::debug!("source watch: {e}"),
+        }
+    }
+}
+
+/// Device and inode of a watched directory: a different pair under the same path
+/// means the directory was replaced and the watch must be renewed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DirId(u64, u64);
+
+impl DirId {
+    fn of(m: &std::fs::Metadata) -> DirId {
+        DirId(m.dev(), m.ino())
+    }
+}
+
+/// The watcher and what it currently watches.
+struct Armed {
+    watcher: Box<dyn Watcher + Send>,
+    polling: bool,
+    sources: Arc<[PathBuf]>,
+    /// Directories handed to the watcher (including ones it refused, so a refusal
+    /// is reported once, not after every burst).
+    dirs: BTreeMap<PathBuf, DirId>,
+    handler: Handler,
+    tuning: Tuning,
+}
+
+impl Armed {
+    /// Makes the watched directories match [`desired_dirs`]. Repeats until stable,
+    /// because a directory can appear or vanish between looking and watching.
+    fn arm(&mut self) -> Result<(), String> {
+        for _ in 0..8 {
+            let desired = desired_dirs(&self.sources);
+            if desired == self.dirs {
+                return Ok(());
+            }
+            let stale: Vec<PathBuf> = self
+                .dirs
+                .iter()
+                .filter(|(d, id)| desired.get(*d) != Some(id))
+                .map(|(d, _)| d.clone())
+                .collect();
+            for d in stale {
+                // Fails when inotify already dropped the watch (IN_DELETE_SELF) or
+                // never had it; either way it is gone now.
+                let _ = self.watcher.unwatch(&d);
+                self.dirs.remove(&d);
+            }
+            for (d, id) in desired {
+                if self.dirs.contains_key(&d) {
+                    continue;
+                }
+                match self.watcher.watch(&d, RecursiveMode::NonRecursive) {
+                    Ok(()) => {
+                        self.dirs.insert(d, id);
+                    }
+                    Err(e)
+                        if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) && !self.polling =>
+                    {
+                        self.fall_back_to_polling(&format!(
+                            "the inotify watch limit is reached ({e})"
+                        ))?;
+                        break;
+                    }
+                    // Vanished since we looked: the next round watches an ancestor.
+                    Err(e) if matches!(e.kind, notify::ErrorKind::PathNotFound) => {}
+                    Err(e) => {
+                        tracing::warn!(
+                            "cannot watch {} for source changes ({e}); changes there are picked up on auth failures and SIGHUP only",
+                            d.display()
+                        );
+                        self.dirs.insert(d, id);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn fall_back_to_polling(&mut self, why: &str) -> Result<(), String> {
+        warn_polling(why, self.tuning);
+        // Replacing the inotify watcher drops it and all its watches.
+        self.watcher = poll_watcher(&self.handler, self.tuning)?;
+        self.polling = true;
+        self.dirs.clear();
+        Ok(())
+    }
+}
+
+/// The directories to watch for `sources`, with their identity now.
+fn desired_dirs(sources: &[PathBuf]) -> BTreeMap<PathBuf, DirId> {
+    let mut out = BTreeMap::new();
+    for s in sources {
+        // Follows symlinks: a dir source may be a link to the real directory.
+        if let Ok(m) = std::fs::metadata(s) {
+            if m.is_dir() {
+                out.insert(s.clone(), DirId::of(&m));
+            }
+        }
+        // A file's directory; a directory's parent (the directory itself being
+        // replaced); or, for a missing path, the nearest existing ancestor.
+        if let Some((d, id)) = s.parent().and_then(nearest_existing_dir) {
+            out.insert(d, id);
+        }
+    }
+    out
+}
+
+fn nearest_existing_dir(start: &Path) -> Option<(PathBuf, DirId)> {
+    let mut cur = Some(start);
+    while let Some(d) = cur {
+        if let Ok(m) = std::fs::metadata(d) {
+            if m.is_dir() {
+                return Some((d.to_path_buf(), DirId::of(&m)));
+            }
+        }
+        cur = d.parent();
+    }
+    None
+}
+
+/// Whether `ev` may mean one of `sources` changed (or must be re-armed).
+fn is_relevant(sources: &[PathBuf], ev: &Event) -> bool {
+    if ev.need_rescan() {
+        // The kernel queue overflowed: anything may have changed.
+        return true;
+    }
+    let structural = match ev.kind {
+        // The re-read itself opens and closes the files: never a change.
+        EventKind::Access(_) => return false,
+        // Content or metadata of an entry. For a watched ancestor or a file's
+        // directory this is noise (the poller reports every directory whose mtime
+        // moved), so it counts only for the source itself and a dir source's entries.
+        EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Metadata(_)) => false,
+        _ => true,
+    };
+    if ev.paths.is_empty() {
+        return true;
+    }
+    ev.paths
+        .iter()
+        .any(|p| sources.iter().any(|s| touches(s, p, structural)))
+}
+
+/// Whether an event on `p` concerns `source`.
+fn touches(source: &Path, p: &Path, structural: bool) -> bool {
+    // The file itself (written, created, renamed over, removed), or a dir source's
+    // own entry in its parent, or a dir source's self events.
+    if p == source {
+        return true;
+    }
+    let parent = p.parent();
+    // Any entry of a dir source, the kubelet's `..data` swap included.
+    if parent == Some(source) {
+        return true;
+    }
+    // A file in a Kubernetes ConfigMap/Secret volume (`.env -> ..data/.env`): the
+    // swap renames `..data`, and the link named like the file never changes.
+    if parent.is_some() && parent == source.parent() && p.file_name() == Some(OsStr::new("..data"))
+    {
+        return true;
+    }
+    // A directory on the way to the source appeared, vanished or was renamed: the
+    // watches move, and the source may have appeared or vanished with it.
+    structural && source.starts_with(p)
+}
+
+/// Collapses bursts of pulses into one call of `on_burst`, made once `quiet` has
+/// passed without a pulse, or `max_burst` after the burst began if pulses never
+/// stop. Returns when every pulse sender is gone or `on_burst` returns false.
+fn debounce(
+    rx: &Receiver<()>,
+    quiet: Duration,
+    max_burst: Duration,
+    mut on_burst: impl FnMut() -> bool,
+) {
+    // Blocks between bursts: no polling, no timer while nothing happens.
+    while rx.recv().is_ok() {
+        let deadline = Instant::now() + max_burst;
+        loop {
+            let wait = quiet.min(deadline.saturating_duration_since(Instant::now()));
+            if wait.is_zero() {
+                break;
+            }
+            match rx.recv_timeout(wait) {
+                Ok(()) => {}
+                Err(RecvTimeoutError::Timeout) => break,
+                // The watcher is gone: agentsup is shutting down.
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+        if !on_burst() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{
+        AccessKind, AccessMode, CreateKind, DataChange, MetadataKind, RemoveKind, RenameMode,
+    };
+    use std::os::unix::fs::symlink;
+
+    fn ev(kind: EventKind, paths: &[&str]) -> Event {
+        let mut e = Event::new(kind);
+        for p in paths {
+            e = e.add_path(PathBuf::from(p));
+        }
+        e
+    }
+
+    fn srcs(paths: &[&str]) -> Vec<PathBuf> {
+        paths.iter().map(PathBuf::from).collect()
+    }
+
+    const WRITE: EventKind = EventKind::Modify(ModifyKind::Data(DataChange::Any));
+    const ATTR: EventKind = EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any));
+    const CREATE: EventKind = EventKind::Create(CreateKind::File);
+    const REMOVE: EventKind = EventKind::Remove(RemoveKind::Any);
+    const RENAME_TO: EventKind = EventKind::Modify(ModifyKind::Name(RenameMode::To));
+    const RENAME_FROM: EventKind = EventKind::Modify(ModifyKind::Name(RenameMode::From));
+    const RENAME_BOTH: EventKind = EventKind::Modify(ModifyKind::Name(RenameMode::Both));
+    const OPEN: EventKind = EventKind::Access(AccessKind::Open(AccessMode::Any));
+    const CLOSE: EventKind = EventKind::Access(AccessKind::Close(AccessMode::Write));
+
+    #[test]
+    fn file_source_counts_only_its_own_name() {
+        let s = srcs(&["/app/.env"]);
+        for (what, e, want) in [
+            ("written", ev(WRITE, &["/app/.env"]), true),
+            ("created", ev(CREATE, &["/app/.env"]), true),
+            ("removed", ev(REMOVE, &["/app/.env"]), true),
+            ("chmod", ev(ATTR, &["/app/.env"]), true),
+            ("rename over", ev(RENAME_TO, &["/app/.env"]), true),
+            (
+                "rename pair",
+                ev(RENAME_BOTH, &["/app/.env.tmp", "/app/.env"]),
+                true,
+            ),
+            ("renamed away", ev(RENAME_FROM, &["/app/.env"]), true),
+            ("temp file written", ev(WRITE, &["/app/.env.tmp"]), false),
+            ("temp file created", ev(CREATE, &["/app/.env.tmp"]), false),
+            ("sibling", ev(WRITE, &["/app/app.log"]), false),
+            ("sibling created", ev(CREATE, &["/app/other"]), false),
+            ("prefix-named sibling", ev(WRITE, &["/app/.envrc"]), false),
+            ("opened by our re-read", ev(OPEN, &["/app/.env"]), false),
+            ("closed", ev(CLOSE, &["/app/.env"]), false),
+            ("k8s swap next to it", ev(RENAME_TO, &["/app/..data"]), true),
+            ("parent dir mtime (poller)", ev(ATTR, &["/app"]), false),
+            ("parent dir removed", ev(REMOVE, &["/app"]), true),
+            ("parent dir moved", ev(RENAME_FROM, &["/app"]), true),
+            ("elsewhere", ev(WRITE, &["/other/.env"]), false),
+        ] {
+            assert_eq!(is_relevant(&s, &e), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn dir_source_counts_every_entry_including_the_kubelet_swap() {
+        let s = srcs(&["/run/secrets"]);
+        for (what, e, want) in [
+            (
+                "key written",
+                ev(WRITE, &["/run/secrets/OPENAI_API_KEY"]),
+                true,
+            ),
+            (
+                "new timestamped dir",
+                ev(CREATE, &["/run/secrets/..2026_01_01_00_00_00.2"]),
+                true,
+            ),
+            (
+                "..data_tmp link",
+                ev(CREATE, &["/run/secrets/..data_tmp"]),
+                true,
+            ),
+            (
+                "swap",
+                ev(
+                    RENAME_BOTH,
+                    &["/run/secrets/..data_tmp", "/run/secrets/..data"],
+                ),
+                true,
+            ),
+            (
+                "old dir removed",
+                ev(REMOVE, &["/run/secrets/..2026_01_01_00_00_00.1"]),
+                true,
+            ),
+            ("dir chmod", ev(ATTR, &["/run/secrets"]), true),
+            ("dir deleted", ev(REMOVE, &["/run/secrets"]), true),
+            (
+                "opened by our re-read",
+                ev(OPEN, &["/run/secrets/OPENAI_API_KEY"]),
+                false,
+            ),
+            (
+                "dir listed by our re-read",
+                ev(OPEN, &["/run/secrets"]),
+                false,
+            ),
+            (
+                "sibling of the dir",
+                ev(CREATE, &["/run/agentsup.pid"]),
+                false,
+            ),
+            (
+                "grandchild",
+                ev(WRITE, &["/run/secrets/..data/OPENAI_API_KEY"]),
+                false,
+            ),
+        ] {
+            assert_eq!(is_relevant(&s, &e), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn missing_source_counts_the_directories_on_its_way() {
+        let s = srcs(&["/srv/a/b/secrets"]);
+        assert!(is_relevant(&s, &ev(CREATE, &["/srv/a"])));
+        assert!(is_relevant(&s, &ev(RENAME_TO, &["/srv/a/b"])));
+        assert!(!is_relevant(&s, &ev(CREATE, &["/srv/x"])));
+        // An ancestor's mtime moving (the poller) is not a reason on its own.
+        assert!(!is_relevant(&s, &ev(ATTR, &["/srv/a"])));
+    }
+
+    #[test]
+    fn overflow_counts_for_everything() {
+        let s = srcs(&["/app/.env"]);
+        let e = Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan);
+        assert!(is_relevant(&s, &e));
+    }
+
+    #[test]
+    fn watched_dirs_follow_what_exists() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        std::fs::create_dir(root.join("secrets")).unwrap();
+        std::fs::write(root.join(".env"), "A=1\n").unwrap();
+        let dirs = desired_dirs(&[
+            root.join(".env"),
+            root.join("secrets"),
+            root.join("x/y/opt"),
+        ]);
+        let got: Vec<&PathBuf> = dirs.keys().collect();
+        // The file's dir, the dir source and its parent, and for the missing path
+        // its nearest existing ancestor: all `root` or `root/secrets`.
+        assert_eq!(got, vec![&root, &root.join("secrets")]);
+        std::fs::create_dir_all(root.join("x/y")).unwrap();
+        let dirs = desired_dirs(&[root.join("x/y/opt")]);
+        assert_eq!(dirs.keys().collect::<Vec<_>>(), vec![&root.join("x/y")]);
+    }
+
+    /// Sends `pulses` pulses `gap` apart on a fresh channel and returns the instants
+    /// at which the debouncer fired, relative to the last pulse.
+    fn run_debounce(
+        pulses: usize,
+        gap: Duration,
+        quiet: Duration,
+        max_burst: Duration,
+    ) -> Vec<i128> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let fired = Arc::new(Mutex::new(Vec::new()));
+        let f = fired.clone();
+        let t = std::thread::spawn(move || {
+            debounce(&rx, quiet, max_burst, || {
+                f.lock().unwrap().push(Instant::now());
+                true
+            });
+        });
+        let mut last = Instant::now();
+        for _ in 0..pulses {
+            tx.send(()).unwrap();
+            last = Instant::now();
+            std::thread::sleep(gap);
+        }
+        // Let the last burst end, then disconnect, which ends the debouncer.
+        std::thread::sleep(quiet * 3);
+        drop(tx);
+        t.join().unwrap();
+        let fired = fired.lock().unwrap();
+        fired
+            .iter()
+            .map(|&at| {
+                if at >= last {
+                    (at - last).as_millis() as i128
+                } else {
+                    -((last - at).as_millis() as i128)
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn debounce_collapses_a_burst_into_one_call_after_quiet() {
+        // Generous against a loaded CI machine pausing the sender mid-burst.
+        let quiet = Duration::from_millis(400);
+        let fired = run_debounce(
+            10,
+            Duration::from_millis(10),
+            quiet,
+            Duration::from_secs(10),
+        );
+        assert_eq!(fired.len(), 1, "{fired:?}");
+        assert!(
+            fired[0] >= 400,
+            "fired {} ms after the last event",
+            fired[0]
+        );
+    }
+
+    #[test]
+    fn debounce_separates_bursts_with_a_quiet_gap() {
+        let quiet = Duration::from_millis(50);
+        // 3 pulses 400 ms apart: each one is a burst of its own.
+        let fired = run_debounce(
+            3,
+            Duration::from_millis(400),
+            quiet,
+            Duration::from_secs(10),
+        );
+        assert_eq!(fired.len(), 3, "{fired:?}");
+    }
+
+    #[test]
+    fn debounce_reports_a_never_ending_burst_at_max_burst() {
+        let quiet = Duration::from_millis(100);
+        // 60 pulses 20 ms apart (1.2 s) never go quiet; max_burst 300 ms.
+        let fired = run_debounce(
+            60,
+            Duration::from_millis(20),
+            quiet,
+            Duration::from_millis(300),
+        );
+        assert!(fired.len() >= 3, "{fired:?}");
+        assert!(
+            fired[0] < 0,
+            "the first report waited for the end: {fired:?}"
+        );
+    }
+
+    #[test]
+    fn debounce_ends_when_on_burst_says_so() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        tx.send(()).unwrap();
+        let mut calls = 0;
+        debounce(
+            &rx,
+            Duration::from_millis(10),
+            Duration::from_secs(1),
+            || {
+                calls += 1;
+                false
+            },
+        );
+        assert_eq!(calls, 1);
+        drop(tx);
+    }
+
+    /// Waits for one `()` (after `timeout`, `false`).
+    async fn pulse(rx: &mut mpsc::UnboundedReceiver<()>, timeout: Duration) -> bool {
+        tokio::time::timeout(timeout, rx.recv())
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+    }
+
+    fn fast(force_poll: bool) -> Tuning {
+        Tuning {
+            quiet: Duration::from_millis(50),
+            max_burst: Duration::from_secs(1),
+            poll_interval: Duration::from_millis(100),
+            force_poll,
+        }
+    }
+
+    const PATIENCE: Duration = Duration::from_secs(20);
+
+    /// Lays out a Kubernetes Secret volume holding `KEY=value`, version `n`.
+    fn k8s_version(dir: &Path, n: u32, value: &str) -> PathBuf {
+        let ts = dir.join(format!("..2026_01_01_00_00_00.{n}"));
+        std::fs::create_dir(&ts).unwrap();
+        std::fs::write(ts.join("KEY"), value).unwrap();
+        ts
+    }
+
+    fn k8s_swap(dir: &Path, n: u32, value: &str, old: &Path) {
+        let ts = k8s_version(dir, n, value);
+        symlink(ts.file_name().unwrap(), dir.join("..data_tmp")).unwrap();
+        std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+        std::fs::remove_dir_all(old).unwrap();
+    }
+
+    async fn kubelet_swap_is_one_change(force_poll: bool) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("secrets");
+        std::fs::create_dir(&dir).unwrap();
+        let v1 = k8s_version(&dir, 1, "one");
+        symlink(v1.file_name().unwrap(), dir.join("..data")).unwrap();
+        symlink("..data/KEY", dir.join("KEY")).unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        // The real quiet period: a loaded machine may pause between the steps.
+        let tuning = Tuning {
+            quiet: QUIET,
+            ..fast(force_poll)
+        };
+        let _guard = start_with(vec![dir.clone()], tx, tuning).unwrap();
+        // Our own reads (the re-read) must not count as changes.
+        for _ in 0..3 {
+            let _ = std::fs::read_dir(&dir).unwrap().count();
+            assert_eq!(std::fs::read_to_string(dir.join("KEY")).unwrap(), "one");
+        }
+        assert!(
+            !pulse(&mut rx, Duration::from_millis(400)).await,
+            "a read counted as a change"
+        );
+        k8s_swap(&dir, 2, "two", &v1);
+        assert!(pulse(&mut rx, PATIENCE).await, "the swap was not seen");
+        assert_eq!(std::fs::read_to_string(dir.join("KEY")).unwrap(), "two");
+        // One burst, one pulse (a poller may catch the swap half-way through a
+        // scan, so only inotify promises that).
+        if !force_poll {
+            assert!(
+                !pulse(&mut rx, Duration::from_millis(600)).await,
+                "one swap, two pulses"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn kubelet_swap_is_one_change_with_inotify() {
+        kubelet_swap_is_one_change(false).await;
+    }
+
+    #[tokio::test]
+    async fn kubelet_swap_is_one_change_when_polling() {
+        kubelet_swap_is_one_change(true).await;
+    }
+
+    #[tokio::test]
+    async fn dotenv_rename_over_counts_and_siblings_do_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        let env = tmp.path().join(".env");
+        std::fs::write(&env, "A=1\n").unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let _guard = start_with(vec![env.clone()], tx, fast(false)).unwrap();
+        std::fs::write(tmp.path().join("unrelated.log"), "x").unwrap();
+        assert!(
+            !pulse(&mut rx, Duration::from_millis(400)).await,
+            "a sibling counted"
+        );
+        std::fs::write(tmp.path().join(".env.tmp"), "A=2\n").unwrap();
+        std::fs::rename(tmp.path().join(".env.tmp"), &env).unwrap();
+        assert!(
+            pulse(&mut rx, PATIENCE).await,
+            "the rename over .env was not seen"
+        );
+        // In-place writes count too.
+        std::fs::write(&env, "A=3\n").unwrap();
+        assert!(
+            pulse(&mut rx, PATIENCE).await,
+            "an in-place write was not seen"
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_dir_is_watched_once_it_appears() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("mnt/secrets");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let _guard = start_with(vec![dir.clone()], tx, fast(false)).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        // Creating the directories is itself a change (the source appeared); the
+        // watches move down with it, possibly over more than one burst.
+        assert!(
+            pulse(&mut rx, PATIENCE).await,
+            "the directory appearing was not seen"
+        );
+        while pulse(&mut rx, Duration::from_millis(300)).await {}
+        std::fs::write(dir.join("KEY"), "v").unwrap();
+        assert!(
+            pulse(&mut rx, PATIENCE).await,
+            "a key written into the new dir was not seen"
+        );
+        // Removed and recreated: the new directory is watched again.
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(pulse(&mut rx, PATIENCE).await, "the removal was not seen");
+        std::fs::create_dir(&dir).unwrap();
+        assert!(
+            pulse(&mut rx, PATIENCE).await,
+            "the re-creation was not seen"
+        );
+        while pulse(&mut rx, Duration::from_millis(300)).await {}
+        std::fs::write(dir.join("KEY"), "w").unwrap();
+        assert!(
+            pulse(&mut rx, PATIENCE).await,
+            "a key in the recreated dir was not seen"
+        );
+    }
+
+    #[tokio::test]
+    async fn dropping_the_guard_ends_the_watch() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let guard = start_with(vec![tmp.path().to_path_buf()], tx, fast(false)).unwrap();
+        drop(guard);
+        // The debounce thread holds the only sender; it ends once the watcher is gone.
+        assert!(
+            tokio::time::timeout(PATIENCE, rx.recv())
+                .await
+                .unwrap()
+                .is_none(),
+            "the watch outlived its guard"
+        );
+    }
 }

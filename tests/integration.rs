@@ -8,4 +8,7 @@ mod check_tests;
 mod dotenv_tests;
 mod env_tests;
 mod exec_tests;
+mod health_tests;
+mod probe_tests;
 mod run_tests;
+mod watch_tests;

@@ -461,8 +461,13 @@ fn sighup_restarts_only_changed_replicas_and_refuses_bad_values() {
         ".env",
         "A_TOKEN=first-token-value\nB_TOKEN=unchanged-value\n",
     );
+    // `next-start` keeps the file watcher from restarting anything itself, so the
+    // restart seen below is SIGHUP's.
     sb.config(
         r#"
+[supervisor]
+on_rotation = "next-start"
+
 [[source]]
 type = "dotenv"
 path = ".env"
@@ -479,8 +484,7 @@ keys = ["B_TOKEN"]
 "#,
     );
     let mut run = sb.spawn(&["run", "--no-color"]);
-    run.wait_for("alpha up", PATIENCE);
-    run.wait_for("beta up", PATIENCE);
+    run.wait_for_all(&["alpha up", "beta up"], PATIENCE);
     // A bad value (a placeholder) is refused and nothing restarts.
     sb.write(".env", "A_TOKEN=changeme\nB_TOKEN=unchanged-value\n");
     run.signal(1);

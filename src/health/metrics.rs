@@ -1,10 +1,11 @@
 //! `/metrics`: the [`Status`] snapshot rendered with prometheus-client.
 //!
-//! A fresh [`Registry`] is built on every scrape. Every number already lives in the
-//! snapshot the dispatcher publishes (its counters only ever grow), so a persistent
-//! registry would just be a second copy to keep in sync — and a place where a
-//! replica or worker that no longer exists could linger. A scrape costs a few
-//! allocations per replica, which is nothing at Prometheus' 15 s interval.
+//! A fresh [`Registry`] is built on every scrape, holding one [`Collector`] that
+//! writes constant metrics from the snapshot. Every number already lives in the
+//! snapshot the dispatcher publishes (its counters only ever grow, so constant
+//! counters are still monotonic), so a persistent registry would just be a second
+//! copy to keep in sync. A scrape costs a few allocations per replica, which is
+//! nothing at Prometheus' 15 s interval.
 //!
 //! Two formats, chosen from the `Accept` header as the official Go and Python
 //! clients do: OpenMetrics 1.0.0 (what prometheus-client writes, and what
@@ -13,12 +14,16 @@
 //! older agents, `prometheus_client.parser`). The classic form is derived from the
 //! OpenMetrics text; see [`to_classic`].
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::Arc;
 
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::status::Status;
@@ -95,7 +100,7 @@ impl Format {
 
 /// Renders `status` in `format`. `uptime_secs` is passed in because the snapshot's
 /// own uptime is only as fresh as the last event; `ready` is the `/readyz` verdict.
-pub fn render(status: &Status, uptime_secs: f64, ready: bool, format: Format) -> String {
+pub fn render(status: &Arc<Status>, uptime_secs: f64, ready: bool, format: Format) -> String {
     let open = openmetrics(status, uptime_secs, ready);
     match format {
         Format::OpenMetrics => open,
@@ -103,128 +108,193 @@ pub fn render(status: &Status, uptime_secs: f64, ready: bool, format: Format) ->
     }
 }
 
-fn openmetrics(status: &Status, uptime_secs: f64, ready: bool) -> String {
+fn openmetrics(status: &Arc<Status>, uptime_secs: f64, ready: bool) -> String {
     let mut registry = Registry::default();
-    let workers = status.workers();
-
-    let up = Family::<Labels, Gauge>::default();
-    let replicas = Family::<Labels, Gauge>::default();
-    let state = Family::<Labels, Gauge>::default();
-    for w in &workers {
-        let worker = vec![("worker", w.to_string())];
-        // Touch both so a worker with nothing running still reports 0.
-        up.get_or_create(&worker).set(0);
-        replicas.get_or_create(&worker).set(0);
-    }
-    for r in &status.replicas {
-        let worker = vec![("worker", r.worker.clone())];
-        replicas.get_or_create(&worker).inc();
-        if r.state == "running" {
-            up.get_or_create(&worker).inc();
-        }
-        let extra = (!STATES.contains(&r.state.as_str())).then_some(r.state.as_str());
-        for s in STATES.iter().copied().chain(extra) {
-            let labels = vec![
-                ("worker", r.worker.clone()),
-                ("replica", r.replica.to_string()),
-                ("state", s.to_string()),
-            ];
-            state
-                .get_or_create(&labels)
-                .set(i64::from(s == r.state.as_str()));
-        }
-    }
-    registry.register(
-        "agentsup_worker_up",
-        "Replicas of the worker whose process is running",
-        up,
-    );
-    registry.register(
-        "agentsup_worker_replicas",
-        "Replicas of the worker in the configuration",
-        replicas,
-    );
-    registry.register(
-        "agentsup_replica_state",
-        "1 for the state each replica is in, 0 for the others (starting, running, stopping, backoff, auth-blocked, failed, stopped, exited)",
-        state,
-    );
-
-    let restarts = Family::<Labels, Counter>::default();
-    let mut by_reason: BTreeMap<(&str, &str), u64> = BTreeMap::new();
-    for w in &workers {
-        for reason in REASONS {
-            by_reason.insert((w, reason), 0);
-        }
-    }
-    for ((w, reason), n) in &status.counters.restarts {
-        by_reason.insert((w.as_str(), reason.as_str()), *n);
-    }
-    for ((w, reason), n) in by_reason {
-        restarts
-            .get_or_create(&vec![
-                ("worker", w.to_string()),
-                ("reason", reason.to_string()),
-            ])
-            .inc_by(n);
-    }
-    // prometheus-client appends `_total` to counters itself.
-    registry.register(
-        "agentsup_restarts",
-        "Restarts of replicas, by worker and by reason (the exit class that caused them: crash, auth, ok; or rotation, reload, manual)",
-        restarts,
-    );
-
-    let auth = Family::<Labels, Counter>::default();
-    for w in &workers {
-        let n = status.counters.auth_failures.get(*w).copied().unwrap_or(0);
-        auth.get_or_create(&vec![("worker", w.to_string())])
-            .inc_by(n);
-    }
-    registry.register(
-        "agentsup_auth_failures",
-        "Worker exits classified as authentication failures (a provider rejected a credential)",
-        auth,
-    );
-
-    let reloads = Counter::<u64>::default();
-    reloads.inc_by(status.counters.secret_reloads);
-    registry.register(
-        "agentsup_secret_reloads",
-        "Re-reads of the secret sources whose values passed the checks and were adopted",
-        reloads,
-    );
-    let reload_failures = Counter::<u64>::default();
-    reload_failures.inc_by(status.counters.secret_reload_failures);
-    registry.register(
-        "agentsup_secret_reload_failures",
-        "Re-reads of the secret sources whose values failed the checks and were refused",
-        reload_failures,
-    );
-
-    let ready_gauge = Gauge::<i64>::default();
-    ready_gauge.set(i64::from(ready));
-    registry.register(
-        "agentsup_ready",
-        "1 when /readyz answers 200: every worker has a running replica and none is auth-blocked or failed",
-        ready_gauge,
-    );
-
-    let uptime = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
-    uptime.set(uptime_secs);
-    registry.register_with_unit(
-        "agentsup_uptime",
-        "Seconds since the supervisor started supervising",
-        Unit::Seconds,
-        uptime,
-    );
-
+    registry.register_collector(Box::new(Snapshot {
+        status: status.clone(),
+        uptime_secs,
+        ready,
+    }));
     let mut out = String::new();
-    // Writing into a String cannot fail; the only error source is fmt::Write.
+    // Writing into a String cannot fail: fmt::Write for String never errors, and
+    // our collector only fails when the writer does.
     if encode(&mut out, &registry).is_err() {
         out = "# EOF\n".into();
     }
     out
+}
+
+/// The snapshot as a prometheus-client [`Collector`]: constant metrics, written in
+/// config order (workers), then replica order, then [`STATES`] / [`REASONS`]
+/// order. (A `Family` would write its series in hash order, a different order on
+/// every scrape.)
+#[derive(Debug)]
+struct Snapshot {
+    status: Arc<Status>,
+    uptime_secs: f64,
+    ready: bool,
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let status = &self.status;
+        let workers = status.workers();
+        let per_worker = |f: &dyn Fn(&str) -> i64| -> Vec<(Labels, i64)> {
+            workers
+                .iter()
+                .map(|w| (vec![("worker", w.to_string())], f(w)))
+                .collect()
+        };
+        let count = |w: &str, pred: &dyn Fn(&str) -> bool| {
+            let n = status
+                .replicas
+                .iter()
+                .filter(|r| r.worker == w && pred(&r.state))
+                .count();
+            i64::try_from(n).unwrap_or(i64::MAX)
+        };
+
+        gauges(
+            &mut enc,
+            "agentsup_worker_up",
+            "Replicas of the worker whose process is running",
+            per_worker(&|w| count(w, &|s| s == "running")),
+        )?;
+        gauges(
+            &mut enc,
+            "agentsup_worker_replicas",
+            "Replicas of the worker in the configuration",
+            per_worker(&|w| count(w, &|_| true)),
+        )?;
+
+        let mut states = Vec::new();
+        for r in &status.replicas {
+            let extra = (!STATES.contains(&r.state.as_str())).then_some(r.state.as_str());
+            for s in STATES.iter().copied().chain(extra) {
+                let labels = vec![
+                    ("worker", r.worker.clone()),
+                    ("replica", r.replica.to_string()),
+                    ("state", s.to_string()),
+                ];
+                states.push((labels, i64::from(s == r.state)));
+            }
+        }
+        gauges(
+            &mut enc,
+            "agentsup_replica_state",
+            "1 for the state each replica is in, 0 for the others (starting, running, stopping, backoff, auth-blocked, failed, stopped, exited)",
+            states,
+        )?;
+
+        // prometheus-client appends `_total` to counter names itself.
+        let mut restarts = Vec::new();
+        for w in &workers {
+            let mine = |(worker, _): &(String, String)| worker == w;
+            let extra = status
+                .counters
+                .restarts
+                .keys()
+                .filter(|k| mine(k) && !REASONS.contains(&k.1.as_str()))
+                .map(|k| k.1.as_str());
+            for reason in REASONS.iter().copied().chain(extra) {
+                let n = status
+                    .counters
+                    .restarts
+                    .get(&(w.to_string(), reason.to_string()))
+                    .copied()
+                    .unwrap_or(0);
+                let labels = vec![("worker", w.to_string()), ("reason", reason.to_string())];
+                restarts.push((labels, n));
+            }
+        }
+        counters(
+            &mut enc,
+            "agentsup_restarts",
+            "Restarts of replicas, by worker and reason: the exit class that caused them (crash, auth, ok) or rotation, reload, manual",
+            restarts,
+        )?;
+        counters(
+            &mut enc,
+            "agentsup_auth_failures",
+            "Worker exits classified as authentication failures (a provider rejected a credential)",
+            workers
+                .iter()
+                .map(|w| {
+                    let n = status.counters.auth_failures.get(*w).copied().unwrap_or(0);
+                    (vec![("worker", w.to_string())], n)
+                })
+                .collect(),
+        )?;
+
+        single(
+            &mut enc,
+            "agentsup_secret_reloads",
+            "Re-reads of the secret sources whose values passed the checks and were adopted",
+            None,
+            ConstCounter::new(status.counters.secret_reloads),
+        )?;
+        single(
+            &mut enc,
+            "agentsup_secret_reload_failures",
+            "Re-reads of the secret sources whose values failed the checks and were refused",
+            None,
+            ConstCounter::new(status.counters.secret_reload_failures),
+        )?;
+        single(
+            &mut enc,
+            "agentsup_ready",
+            "1 when /readyz answers 200: every worker has a running replica and none is auth-blocked or failed",
+            None,
+            ConstGauge::new(i64::from(self.ready)),
+        )?;
+        single(
+            &mut enc,
+            "agentsup_uptime",
+            "Seconds since the supervisor started supervising",
+            Some(&Unit::Seconds),
+            ConstGauge::new(self.uptime_secs),
+        )
+    }
+}
+
+/// One gauge family, series in the given order.
+fn gauges(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: Vec<(Labels, i64)>,
+) -> fmt::Result {
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, v) in &series {
+        ConstGauge::new(*v).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+/// One counter family, series in the given order.
+fn counters(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: Vec<(Labels, u64)>,
+) -> fmt::Result {
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in &series {
+        ConstCounter::new(*v).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+/// One metric without labels (written without `{}`).
+fn single(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    metric: impl EncodeMetric,
+) -> fmt::Result {
+    let encoder = enc.encode_descriptor(name, help, unit, metric.metric_type())?;
+    metric.encode(encoder)
 }
 
 /// OpenMetrics text → classic text 0.0.4, for the metrics [`openmetrics`] writes.
@@ -317,7 +387,7 @@ mod tests {
 
     #[test]
     fn openmetrics_has_every_family_and_ends_in_eof() {
-        let text = render(&sample(), 12.5, false, Format::OpenMetrics);
+        let text = render(&Arc::new(sample()), 12.5, false, Format::OpenMetrics);
         assert!(text.ends_with("# EOF\n"), "{text}");
         for needle in [
             "# TYPE agentsup_worker_up gauge",
@@ -351,7 +421,7 @@ mod tests {
 
     #[test]
     fn classic_names_counters_by_their_samples_and_has_no_eof() {
-        let text = render(&sample(), 1.0, true, Format::Classic);
+        let text = render(&Arc::new(sample()), 1.0, true, Format::Classic);
         assert!(!text.contains("# EOF"), "{text}");
         assert!(!text.contains("# UNIT"), "{text}");
         assert!(
@@ -380,7 +450,7 @@ mod tests {
             replicas: vec![replica("w", 0, "hibernating")],
             ..Status::default()
         };
-        let text = render(&status, 0.0, false, Format::OpenMetrics);
+        let text = render(&Arc::new(status), 0.0, false, Format::OpenMetrics);
         assert!(
             text.contains(
                 "agentsup_replica_state{worker=\"w\",replica=\"0\",state=\"hibernating\"} 1\n"

@@ -29,7 +29,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::status::Status;
 
-pub use metrics::Format;
+use metrics::Format;
 
 /// At most this many connections are served at once; more are closed on accept.
 /// Probes and scrapers use one or two; the cap keeps a misbehaving client from

@@ -157,7 +157,12 @@ impl Dispatcher {
             if self.slots[slot].pid.is_none() {
                 continue;
             }
-            if !self.changed_keys(slot).is_empty() {
+            let changed = self.changed_keys(slot);
+            if !changed.is_empty() {
+                let label = &self.slots[slot].label;
+                for (key, source) in &changed {
+                    tracing::info!("{label}: {key} changed (now from {source})");
+                }
                 list.push(slot);
             }
         }

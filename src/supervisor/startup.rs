@@ -106,7 +106,29 @@ async fn run(
         .await
         .map_err(|e| Error::Runtime(format!("loading sources failed: {e}")))?
     };
-    let report = check::run(&plan, &snapshot, &process_env, &workers);
+    let mut report = check::run(&plan, &snapshot, &process_env, &workers);
+    if plan.supervisor.probe {
+        // One authenticated request per distinct (provider, base URL, key), before
+        // anything starts (SPEC 4); blocking HTTP, so off the async threads.
+        let (p, s, e, w) = (
+            plan.clone(),
+            snapshot.clone(),
+            process_env.clone(),
+            workers.clone(),
+        );
+        let results = tokio::task::spawn_blocking(move || {
+            crate::probe::probe(&p, &s, &e, &w, crate::probe::DEFAULT_TIMEOUT)
+        })
+        .await
+        .map_err(|e| Error::Runtime(format!("probing keys failed: {e}")))?;
+        for r in &results {
+            eprintln!(
+                "{}",
+                crate::redact::redact_message(&crate::probe::summary_line(r))
+            );
+        }
+        report.findings.extend(crate::probe::findings(&results));
+    }
     let rendered = match format {
         LogFormat::Pretty => report.render_text(color),
         LogFormat::Json => {

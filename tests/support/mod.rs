@@ -296,6 +296,24 @@ impl Running {
             })
     }
 
+    /// Waits until every needle has appeared in some line, in any order.
+    pub fn wait_for_all(&self, needles: &[&str], timeout: Duration) {
+        let mut left: Vec<&str> = needles.to_vec();
+        let found = self.wait_for_match(
+            |l| {
+                left.retain(|n| !l.contains(n));
+                left.is_empty()
+            },
+            timeout,
+        );
+        if found.is_none() {
+            panic!(
+                "not all of {needles:?} appeared within {timeout:?}; output so far:\n{}",
+                self.output()
+            );
+        }
+    }
+
     /// Waits for a line satisfying `pred`.
     pub fn wait_for_match(
         &self,

@@ -1,0 +1,392 @@
+//! The supervisor's side: claim the socket for one config, then answer requests.
+//!
+//! Claiming is what keeps two `agentsup run` of one config apart:
+//!
+//! 1. An exclusive `flock` on `<socket minus .sock>.lock` beside the socket, held
+//!    until exit. Whoever holds it owns the socket path, so removing a stale socket
+//!    can never remove a live one that a run starting at the same moment just
+//!    bound. The lock file holds our pid, for the refusal message.
+//! 2. With the lock held, an existing socket is probed: a `connect` that succeeds
+//!    means a live supervisor (refuse, naming its pid from `SO_PEERCRED`); one that
+//!    is refused means a run that was killed (remove, then bind).
+//! 3. `bind`, then `chmod 0600`. The umask is process-wide and would race with the
+//!    workers being spawned, so it is never touched; the directory is `0700` where
+//!    we made it, and every connection's peer uid is checked as well, which also
+//!    covers the moment between bind and chmod beside a shared config directory.
+//!
+//! The socket and the lock file are removed when the [`ControlListener`] is dropped:
+//! at process exit, when the runtime drops the accept task that owns it.
+
+use std::fs::File;
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+
+use super::path::{self, Candidate};
+use super::wire::{self, MAX_REQUEST};
+use crate::status::{ControlRequest, ControlResponse, Status};
+
+/// Connections served at once; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 32;
+/// A connection idle this long between requests is closed.
+const IDLE: Duration = Duration::from_secs(60);
+/// How long the probe of an existing socket may take before we call it alive.
+const PROBE: Duration = Duration::from_secs(5);
+
+/// The bound control socket of a running supervisor. Dropping it removes the
+/// socket and its lock file.
+pub struct ControlListener {
+    listener: UnixListener,
+    claim: Claim,
+}
+
+impl ControlListener {
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.claim.socket
+    }
+}
+
+impl std::fmt::Debug for ControlListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlListener")
+            .field("socket", &self.claim.socket)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What we own on disk while running.
+struct Claim {
+    socket: PathBuf,
+    /// `(dev, ino)` of the socket we bound, once bound: on exit we remove the path
+    /// only if it is still ours.
+    socket_id: Option<(u64, u64)>,
+    lock_path: PathBuf,
+    lock: Flock<File>,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Some(id) = self.socket_id {
+            if file_id(&self.socket) == Some(id) {
+                let _ = std::fs::remove_file(&self.socket);
+            }
+        }
+        // Still holding the lock; remove the file only if it is the one we locked
+        // (see `acquire_lock` for why a lock file may be replaced).
+        if let Ok(m) = self.lock.metadata() {
+            if file_id(&self.lock_path) == Some((m.dev(), m.ino())) {
+                let _ = std::fs::remove_file(&self.lock_path);
+            }
+        }
+    }
+}
+
+fn file_id(p: &Path) -> Option<(u64, u64)> {
+    std::fs::symlink_metadata(p)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+/// See [`super::bind`].
+pub(super) async fn bind(config: &Path) -> Result<ControlListener, String> {
+    let canonical = path::canonical_config(config);
+    let uid = path::euid();
+    let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR");
+    let mut skipped = Vec::new();
+    let mut chosen: Option<Candidate> = None;
+    for c in path::candidates(&canonical, runtime_dir.as_deref(), uid) {
+        match path::check(&c, uid, true) {
+            Ok(()) => {
+                chosen = Some(c);
+                break;
+            }
+            Err(why) => skipped.push(why),
+        }
+    }
+    let Some(c) = chosen else {
+        return Err(format!(
+            "no usable place for the control socket of {}: {}",
+            canonical.display(),
+            skipped.join("; ")
+        ));
+    };
+    let socket = c.socket;
+    let lock_path = socket.with_extension("lock");
+    let Some(lock) = acquire_lock(&lock_path)? else {
+        return Err(already_running(&canonical, &socket, &lock_path).await);
+    };
+    let mut claim = Claim {
+        socket: socket.clone(),
+        socket_id: None,
+        lock_path: lock_path.clone(),
+        lock,
+    };
+    clear_stale(&canonical, &socket, &lock_path).await?;
+    let listener = UnixListener::bind(&socket).map_err(|e| {
+        format!(
+            "cannot create the control socket {} for {}: {e}",
+            socket.display(),
+            canonical.display()
+        )
+    })?;
+    claim.socket_id = file_id(&socket);
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
+        format!(
+            "cannot chmod 0600 the control socket {}: {e}",
+            socket.display()
+        )
+    })?;
+    Ok(ControlListener { listener, claim })
+}
+
+/// Takes the lock, or `None` when another run holds it.
+fn acquire_lock(lock_path: &Path) -> Result<Option<Flock<File>>, String> {
+    let fail =
+        |e: &dyn std::fmt::Display| format!("cannot take the lock {}: {e}", lock_path.display());
+    // A run that exits removes its lock file while still holding the lock. A run
+    // that opened the file just before then locks an unlinked file, while a third
+    // creates a fresh one: so after locking, check the path still names our file,
+    // and start over if not.
+    for _ in 0..20 {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            // std opens with O_CLOEXEC: a worker must never inherit the lock.
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(lock_path)
+            .map_err(|e| fail(&e))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(mut locked) => {
+                let m = locked.metadata().map_err(|e| fail(&e))?;
+                if file_id(lock_path) != Some((m.dev(), m.ino())) {
+                    continue;
+                }
+                locked.set_len(0).map_err(|e| fail(&e))?;
+                writeln!(locked, "{}", std::process::id()).map_err(|e| fail(&e))?;
+                return Ok(Some(locked));
+            }
+            Err((_, Errno::EWOULDBLOCK)) => return Ok(None),
+            Err((_, e)) => return Err(fail(&e)),
+        }
+    }
+    Err(fail(&"it keeps being replaced"))
+}
+
+/// Probes an existing socket at `socket` (we hold the lock): a live one means
+/// another supervisor, a refused one is left over from a killed run and goes.
+async fn clear_stale(canonical: &Path, socket: &Path, lock_path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::FileTypeExt;
+    let meta = match std::fs::symlink_metadata(socket) {
+        Ok(m) => m,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("{}: {e}", socket.display())),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(format!(
+            "{} is in the way of the control socket for {}: it is not a socket; remove it if it is not yours",
+            socket.display(),
+            canonical.display()
+        ));
+    }
+    match tokio::time::timeout(PROBE, UnixStream::connect(socket)).await {
+        Ok(Err(e)) if matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::NotFound) => {
+            tracing::debug!("removing stale control socket {}", socket.display());
+            match std::fs::remove_file(socket) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(format!(
+                    "cannot remove the stale control socket {}: {e}",
+                    socket.display()
+                )),
+            }
+        }
+        // Connected, or could not tell (busy, permission): never remove a socket
+        // someone may be serving.
+        _ => Err(already_running(canonical, socket, lock_path).await),
+    }
+}
+
+/// The refusal of a second `agentsup run`, naming the running one's pid: from the
+/// socket's peer credentials when it answers, else from its lock file.
+async fn already_running(canonical: &Path, socket: &Path, lock_path: &Path) -> String {
+    let from_socket = match tokio::time::timeout(PROBE, UnixStream::connect(socket)).await {
+        Ok(Ok(s)) => s
+            .peer_cred()
+            .ok()
+            .and_then(|c| c.pid())
+            .and_then(|p| u32::try_from(p).ok()),
+        _ => None,
+    };
+    let pid = from_socket.or_else(|| {
+        std::fs::read_to_string(lock_path)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+    });
+    let who = match pid {
+        Some(p) => format!("pid {p}"),
+        None => "pid unknown".to_string(),
+    };
+    let config = canonical.display();
+    format!(
+        "another agentsup run ({who}) is already supervising {config}; its control socket is {}\n  hint: see it with `agentsup status -c {config}`, or stop it{} before starting another",
+        socket.display(),
+        pid.map(|p| format!(" (kill {p})")).unwrap_or_default()
+    )
+}
+
+/// See [`super::serve`].
+pub(super) fn serve(
+    listener: ControlListener,
+    status: watch::Receiver<Arc<Status>>,
+    requests: mpsc::UnboundedSender<(ControlRequest, oneshot::Sender<ControlResponse>)>,
+) {
+    tracing::info!("control socket: {}", listener.path().display());
+    tokio::spawn(accept_loop(listener, status, requests));
+}
+
+async fn accept_loop(
+    listener: ControlListener,
+    status: watch::Receiver<Arc<Status>>,
+    requests: mpsc::UnboundedSender<(ControlRequest, oneshot::Sender<ControlResponse>)>,
+) {
+    // `listener` (and so the socket file) lives exactly as long as this task: the
+    // runtime drops it at process exit.
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let me = path::euid();
+    loop {
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            return;
+        };
+        match listener.listener.accept().await {
+            Ok((stream, _)) => {
+                let (status, requests) = (status.clone(), requests.clone());
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    connection(stream, me, status, requests).await;
+                });
+            }
+            Err(e) => {
+                // EMFILE and the like: say so, and pause so a lasting error does
+                // not spin a core.
+                tracing::warn!("control socket: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+fn refuse(message: impl Into<String>) -> ControlResponse {
+    ControlResponse {
+        ok: false,
+        message: message.into(),
+        status: None,
+    }
+}
+
+/// Serves one connection: requests are answered in order until EOF, an idle
+/// timeout, or a request too long to be one.
+async fn connection(
+    stream: UnixStream,
+    me: u32,
+    status: watch::Receiver<Arc<Status>>,
+    requests: mpsc::UnboundedSender<(ControlRequest, oneshot::Sender<ControlResponse>)>,
+) {
+    let peer = stream.peer_cred().map(|c| c.uid());
+    let (read, mut write) = stream.into_split();
+    let mut send = async |r: &ControlResponse| {
+        let mut line = wire::encode_response(r);
+        line.push('\n');
+        write.write_all(line.as_bytes()).await.is_ok()
+    };
+    // The socket is 0600 in a 0700 directory already; this also holds where the
+    // directory is shared, and between bind and chmod.
+    match peer {
+        Ok(uid) if uid == me || uid == 0 => {}
+        _ => {
+            let _ = send(&refuse(
+                "permission denied: only the user running agentsup may use its control socket",
+            ))
+            .await;
+            return;
+        }
+    }
+    let mut reader = BufReader::new(read);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let mut limited = (&mut reader).take(MAX_REQUEST as u64 + 1);
+        let n = match tokio::time::timeout(IDLE, limited.read_until(b'\n', &mut buf)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(_)) | Err(_) => return,
+        };
+        if n == 0 {
+            return;
+        }
+        if buf.len() > MAX_REQUEST {
+            let _ = send(&refuse(format!(
+                "request too long (more than {MAX_REQUEST} bytes); send one JSON object per line"
+            )))
+            .await;
+            return;
+        }
+        if buf.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let response = answer(&buf, &status, &requests).await;
+        if !send(&response).await {
+            return;
+        }
+    }
+}
+
+/// The answer to one request line.
+async fn answer(
+    line: &[u8],
+    status: &watch::Receiver<Arc<Status>>,
+    requests: &mpsc::UnboundedSender<(ControlRequest, oneshot::Sender<ControlResponse>)>,
+) -> ControlResponse {
+    let req = match serde_json::from_slice::<ControlRequest>(line) {
+        Ok(r) => r,
+        Err(e) => {
+            return refuse(format!(
+                "malformed request ({e}); send one JSON object per line: {{\"cmd\":\"status\"}}, {{\"cmd\":\"restart\",\"target\":\"NAME[.N]\"}} or {{\"cmd\":\"reload\"}}"
+            ));
+        }
+    };
+    match req {
+        // Straight from the last snapshot: no round trip through a dispatcher that
+        // may be busy with a shutdown or a burst of exits.
+        ControlRequest::Status => {
+            let mut s = (**status.borrow()).clone();
+            if s.pid == 0 {
+                // Nothing published yet: the dispatcher is only starting.
+                s.pid = std::process::id();
+            }
+            ControlResponse {
+                ok: true,
+                message: format!("{} replica(s)", s.replicas.len()),
+                status: Some(s),
+            }
+        }
+        req => {
+            let (tx, rx) = oneshot::channel();
+            if requests.send((req, tx)).is_err() {
+                return refuse("agentsup is shutting down");
+            }
+            rx.await
+                .unwrap_or_else(|_| refuse("agentsup is shutting down; the request was dropped"))
+        }
+    }
+}
