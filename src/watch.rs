@@ -772,6 +772,53 @@ mod tests {
         kubelet_swap_is_one_change(true).await;
     }
 
+    /// An inotify watcher whose every watch hits `fs.inotify.max_user_watches`.
+    struct FullWatcher;
+
+    impl Watcher for FullWatcher {
+        fn new<F: notify::EventHandler>(_: F, _: notify::Config) -> notify::Result<Self> {
+            Ok(FullWatcher)
+        }
+        fn watch(&mut self, p: &Path, _: RecursiveMode) -> notify::Result<()> {
+            Err(notify::Error::new(notify::ErrorKind::MaxFilesWatch).add_path(p.to_path_buf()))
+        }
+        fn unwatch(&mut self, _: &Path) -> notify::Result<()> {
+            Ok(())
+        }
+        fn kind() -> notify::WatcherKind {
+            notify::WatcherKind::NullWatcher
+        }
+    }
+
+    #[test]
+    fn watch_limit_falls_back_to_polling() {
+        let tmp = tempfile::tempdir().unwrap();
+        let env = tmp.path().join(".env");
+        std::fs::write(&env, "A=1\n").unwrap();
+        let (pulse_tx, pulse_rx) = std::sync::mpsc::channel();
+        let sources: Arc<[PathBuf]> = vec![env.clone()].into();
+        let mut armed = Armed {
+            watcher: Box::new(FullWatcher),
+            polling: false,
+            sources: sources.clone(),
+            dirs: BTreeMap::new(),
+            handler: Handler {
+                sources,
+                pulse: pulse_tx,
+            },
+            tuning: fast(false),
+        };
+        armed.arm().unwrap();
+        assert!(armed.polling);
+        assert_eq!(armed.dirs.keys().collect::<Vec<_>>(), vec![tmp.path()]);
+        // Same size, most likely the same mtime second: only the content differs.
+        std::fs::write(&env, "A=2\n").unwrap();
+        assert!(
+            pulse_rx.recv_timeout(PATIENCE).is_ok(),
+            "the poller missed the change"
+        );
+    }
+
     #[tokio::test]
     async fn dotenv_rename_over_counts_and_siblings_do_not() {
         let tmp = tempfile::tempdir().unwrap();

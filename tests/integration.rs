@@ -5,6 +5,7 @@
 mod support;
 
 mod check_tests;
+mod control_tests;
 mod dotenv_tests;
 mod env_tests;
 mod exec_tests;

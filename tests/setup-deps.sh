@@ -4,10 +4,11 @@
 # themselves (tests/support: `test_venv_python()`), so `cargo test` alone works on a
 # fresh machine. Re-runs only when a requirements or lock file changed.
 set -euo pipefail
+shopt -s nullglob
 root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="$root/target/test-venv"
 stamp="$venv/.stamp"
-want="$(cat "$root/tests/requirements.txt" "$root"/examples/*/requirements.txt 2>/dev/null | sha256sum | cut -d' ' -f1)"
+want="$(cat "$root/tests/requirements.txt" "$root"/examples/*/requirements.txt | sha256sum | cut -d' ' -f1)"
 if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup-deps: creating $venv" >&2
   python3 -m venv "$venv"

@@ -1,0 +1,456 @@
+//! End to end with the real SDKs: `agentsup run` supervising the examples'
+//! python-openai, node-openai and LangGraph workers (the real `openai` Python and npm
+//! packages, langgraph + langchain-openai) against the loopback fake provider of
+//! examples/demo, which answers a wrong key exactly as OpenAI does. Each worker starts
+//! with a wrong key, its exit must be classified `auth` from the SDK's own output,
+//! and after the key in the `dir` source is rotated it must be restarted and succeed,
+//! with neither key ever printed. Also: the Docker example's config, checked and run
+//! in the image's file layout (no Docker engine needed).
+//!
+//! These tests need the packages `tests/setup-deps.sh` installs (pip into
+//! target/test-venv, `npm ci` in examples/node-openai); `test_venv_python()` runs it.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// Patience for steps that start real SDKs: importing openai / langchain costs
+/// 1–2 s of CPU each, and three of them share 2 cores with the other tests.
+pub(crate) const SDK_PATIENCE: Duration = Duration::from_secs(150);
+
+const WRONG_KEY: &str = "sk-proj-WRONGwrongWRONGwrongWRONGwrongWRONGwr0001";
+const GOOD_KEY: &str = "sk-proj-GOODgoodGOODgoodGOODgoodGOODgoodGOODgo0002";
+
+pub(crate) fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// The HTTP status of `GET path` on 127.0.0.1:`port`, or `None` if nothing answers.
+pub(crate) fn http_status(port: u16, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Writes `content` to `path` atomically (a hidden temp file renamed over it), the
+/// way a secret manager or `rotate.py` does, so a re-read never sees half a key.
+pub(crate) fn write_atomically(path: &Path, content: &str) {
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp",
+        path.file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::write(&tmp, content).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// The fake OpenAI API of examples/demo on a free loopback port; killed on drop.
+pub(crate) struct FakeProvider {
+    child: Child,
+    pub port: u16,
+}
+
+impl FakeProvider {
+    /// Starts it accepting exactly the (re-read on every request) content of
+    /// `key_file`, and waits until it listens.
+    pub(crate) fn start(key_file: &Path) -> FakeProvider {
+        for _ in 0..5 {
+            let port = free_port();
+            let child = Command::new(python())
+                .arg(repo().join("examples/demo/fake_provider.py"))
+                .env("FAKE_PROVIDER_KEY_FILE", key_file)
+                .env("FAKE_PROVIDER_PORT", port.to_string())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start examples/demo/fake_provider.py");
+            let mut p = FakeProvider { child, port };
+            let up = wait_until(PATIENCE, || {
+                matches!(p.child.try_wait(), Ok(Some(_)))
+                    || TcpStream::connect(("127.0.0.1", port)).is_ok()
+            });
+            // Exited: the port was taken in between; try another one.
+            if up && matches!(p.child.try_wait(), Ok(None)) {
+                return p;
+            }
+        }
+        panic!("the fake provider did not start listening");
+    }
+
+    pub(crate) fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}/v1", self.port)
+    }
+}
+
+impl Drop for FakeProvider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads lines until every predicate has matched one line (in any order); panics
+/// naming the ones that did not, with the output so far.
+pub(crate) fn wait_all(run: &Running, what: &[(&str, &dyn Fn(&str) -> bool)], timeout: Duration) {
+    let end = Instant::now() + timeout;
+    let mut seen = vec![false; what.len()];
+    while seen.iter().any(|s| !s) {
+        let left = end.saturating_duration_since(Instant::now());
+        match run.lines.recv_timeout(left) {
+            Ok((_, line)) => {
+                for (i, (_, pred)) in what.iter().enumerate() {
+                    if !seen[i] && pred(&line) {
+                        seen[i] = true;
+                    }
+                }
+            }
+            Err(_) => {
+                let missing: Vec<&str> = what
+                    .iter()
+                    .zip(&seen)
+                    .filter(|(_, s)| !**s)
+                    .map(|((name, _), _)| *name)
+                    .collect();
+                panic!(
+                    "within {timeout:?}, no line for: {missing:?}\noutput so far:\n{}",
+                    run.output()
+                );
+            }
+        }
+    }
+}
+
+/// One example worker under test.
+struct Sdk {
+    /// Worker name in the test's config.
+    name: &'static str,
+    /// argv
+    command: Vec<String>,
+    /// A line the SDK itself prints for a rejected key.
+    sdk_auth_line: &'static str,
+    /// The worker's success line after the rotation.
+    success: &'static str,
+}
+
+fn sdks() -> Vec<Sdk> {
+    let py = test_venv_python().display().to_string();
+    let node_modules = repo().join("examples/node-openai/node_modules/openai/package.json");
+    assert!(
+        node_modules.exists(),
+        "{} is missing: tests/setup-deps.sh runs `npm ci` in examples/node-openai",
+        node_modules.display()
+    );
+    let ex = |p: &str| repo().join("examples").join(p).display().to_string();
+    vec![
+        Sdk {
+            name: "py",
+            command: vec![py.clone(), ex("python-openai/worker.py")],
+            sdk_auth_line: "openai.AuthenticationError: Error code: 401 - Incorrect API key provided",
+            success: "python-openai: call 1 answered 'pong'",
+        },
+        Sdk {
+            name: "node",
+            command: vec!["node".into(), ex("node-openai/worker.mjs")],
+            sdk_auth_line: "AuthenticationError: 401 Incorrect API key provided",
+            success: "node-openai: call 1 answered \"pong\"",
+        },
+        Sdk {
+            name: "graph",
+            command: vec![py, ex("langgraph/worker.py")],
+            sdk_auth_line: "langchain_openai.chat_models.base.OpenAIAuthenticationError: Error code: 401",
+            success: "langgraph: call 1 answered 'pong'",
+        },
+    ]
+}
+
+fn toml_array(argv: &[String]) -> String {
+    let quoted: Vec<String> = argv.iter().map(|a| format!("{a:?}")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+#[test]
+fn real_sdks_fail_auth_with_a_wrong_key_and_recover_after_rotation() {
+    let sdks = sdks();
+    let sb = Sandbox::new();
+    let provider_key = sb.write("provider/accepted_key", format!("{GOOD_KEY}\n"));
+    let secret = sb.write("secrets/OPENAI_API_KEY", format!("{WRONG_KEY}\n"));
+    let provider = FakeProvider::start(&provider_key);
+
+    let mut cfg = format!(
+        r#"
+[supervisor]
+shutdown_timeout = "10s"
+
+[env]
+inherit = ["PATH", "HOME", "LANG", "LC_*", "TZ"]
+vars = {{ OPENAI_BASE_URL = "{}", CALL_INTERVAL = "1" }}
+
+[[source]]
+type = "dir"
+path = "secrets"
+
+[keys.OPENAI_API_KEY]
+provider = "openai"
+"#,
+        provider.base_url()
+    );
+    for s in &sdks {
+        cfg.push_str(&format!(
+            r#"
+[[worker]]
+name = "{}"
+command = {}
+keys = ["OPENAI_API_KEY"]
+backoff = {{ initial = "200ms", max = "2s", jitter = 0.0 }}
+auth = {{ max_delay = "2s" }}
+"#,
+            s.name,
+            toml_array(&s.command)
+        ));
+    }
+    sb.config(&cfg);
+
+    let mut run = sb.spawn(&["run", "--no-color"]);
+
+    // 1. Every worker's first exit is classified `auth`, from the SDK's own output,
+    //    and the key the SDK echoed (masked) is recognised as the injected one.
+    let transitions: Vec<(String, Box<dyn Fn(&str) -> bool>)> = sdks
+        .iter()
+        .map(|s| {
+            let prefix = format!("{}.0: running -> backoff", s.name);
+            let pred: Box<dyn Fn(&str) -> bool> = Box::new(move |l: &str| {
+                l.starts_with("agentsup") && l.contains(&prefix) && l.contains("class auth")
+            });
+            (format!("{}: class auth", s.name), pred)
+        })
+        .collect();
+    let what: Vec<(&str, &dyn Fn(&str) -> bool)> = transitions
+        .iter()
+        .map(|(n, p)| (n.as_str(), p.as_ref()))
+        .collect();
+    wait_all(&run, &what, SDK_PATIENCE);
+    let before = run.output();
+    for s in &sdks {
+        let label = format!("{}.0", s.name);
+        assert!(
+            before
+                .lines()
+                .any(|l| l.starts_with(&label) && l.contains(s.sdk_auth_line)),
+            "{}: the SDK's own 401 line {:?} is not in the output:\n{before}",
+            s.name,
+            s.sdk_auth_line
+        );
+        let transition = before
+            .lines()
+            .find(|l| l.contains(&format!("{label}: running -> backoff")) && l.contains("class auth"))
+            .unwrap();
+        assert!(
+            transition.contains("the key it echoed is the injected OPENAI_API_KEY"),
+            "{transition}"
+        );
+        assert!(
+            !before.contains(s.success),
+            "{}: succeeded with the wrong key?\n{before}",
+            s.name
+        );
+    }
+
+    // 2. Rotate: the provider accepts GOOD_KEY (all along); put it in the dir source.
+    write_atomically(&secret, &format!("{GOOD_KEY}\n"));
+    let mut what: Vec<(&str, &dyn Fn(&str) -> bool)> = vec![(
+        "OPENAI_API_KEY changed",
+        &|l: &str| l.starts_with("agentsup") && l.contains("OPENAI_API_KEY changed"),
+    )];
+    let successes: Vec<(String, String)> = sdks
+        .iter()
+        .map(|s| (format!("{}.0", s.name), s.success.to_string()))
+        .collect();
+    let preds: Vec<Box<dyn Fn(&str) -> bool>> = successes
+        .iter()
+        .map(|(label, success)| {
+            let (label, success) = (label.clone(), success.clone());
+            Box::new(move |l: &str| l.starts_with(&label) && l.contains(&success))
+                as Box<dyn Fn(&str) -> bool>
+        })
+        .collect();
+    for (s, p) in successes.iter().zip(&preds) {
+        what.push((s.1.as_str(), p.as_ref()));
+    }
+    wait_all(&run, &what, SDK_PATIENCE);
+
+    // 3. Stop cleanly; no key text anywhere in agentsup's output.
+    run.signal(15);
+    assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
+    let out = run.output();
+    for key in [WRONG_KEY, GOOD_KEY] {
+        assert!(!out.contains(key), "a key leaked into the output:\n{out}");
+        assert!(!out.contains(&key[8..40]), "part of a key leaked:\n{out}");
+    }
+}
+
+#[test]
+fn example_configs_pass_check() {
+    for ex in ["python-openai", "node-openai", "langgraph"] {
+        let cfg = repo().join("examples").join(ex).join("supervisor.toml");
+        let sb = Sandbox::new();
+        let out = sb.run(&["check", "-c", cfg.to_str().unwrap()]);
+        assert_eq!(
+            out.code,
+            Some(0),
+            "{ex}: agentsup check failed:\n{}",
+            out.all()
+        );
+    }
+}
+
+/// `(source, destination)` for every source of every `COPY` from the build context
+/// in the Dockerfile (not `COPY --from=…`), continuation lines joined.
+fn dockerfile_copies(dockerfile: &str) -> Vec<(String, String)> {
+    let joined = dockerfile.replace("\\\n", " ");
+    joined
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from="))
+        .flat_map(|l| {
+            let parts: Vec<&str> = l.split_whitespace().skip(1).collect();
+            let (dst, srcs) = parts.split_last().expect("COPY without arguments");
+            srcs.iter()
+                .map(|s| (s.to_string(), dst.to_string()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn docker_file(name: &str) -> String {
+    std::fs::read_to_string(repo().join("examples/docker").join(name)).unwrap()
+}
+
+#[test]
+fn dockerfile_copies_existing_files_and_runs_agentsup_as_entrypoint() {
+    let df = docker_file("Dockerfile");
+    let copies = dockerfile_copies(&df);
+    assert!(copies.len() >= 6, "{copies:?}");
+    for (src, _) in &copies {
+        let p = repo().join(src);
+        assert!(p.exists(), "Dockerfile copies {src}, which does not exist");
+    }
+    assert!(
+        copies.contains(&(
+            "examples/docker/supervisor.toml".into(),
+            "/app/supervisor.toml".into()
+        )),
+        "{copies:?}"
+    );
+    assert!(
+        df.contains(r#"ENTRYPOINT ["agentsup", "run", "-c", "/app/supervisor.toml"]"#),
+        "{df}"
+    );
+    // compose.yaml's secret file exists and is what the image's config expects.
+    let compose = docker_file("compose.yaml");
+    assert!(compose.contains("file: ./secrets/OPENAI_API_KEY"));
+    assert!(compose.contains("target: OPENAI_API_KEY"));
+    assert!(repo().join("examples/docker/secrets/OPENAI_API_KEY").exists());
+}
+
+/// The image's /app laid out from the Dockerfile's `COPY`s into `sb/app`, with the
+/// config's `/run/secrets` pointed at `sb/run/secrets` (holding compose.yaml's
+/// secret file) and its health address at `health`.
+fn image_layout(sb: &Sandbox, health: &str) -> PathBuf {
+    for (src, dst) in dockerfile_copies(&docker_file("Dockerfile")) {
+        if let Some(rel) = dst.strip_prefix("/app/") {
+            let to = sb.path().join("app").join(rel);
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(repo().join(&src), &to).unwrap();
+        }
+    }
+    let cfg_path = sb.path().join("app/supervisor.toml");
+    let cfg = std::fs::read_to_string(&cfg_path).unwrap();
+    assert!(cfg.contains("path = \"/run/secrets\""), "{cfg}");
+    assert!(cfg.contains("health = \"0.0.0.0:9464\""), "{cfg}");
+    let secrets = sb.path().join("run/secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::copy(
+        repo().join("examples/docker/secrets/OPENAI_API_KEY"),
+        secrets.join("OPENAI_API_KEY"),
+    )
+    .unwrap();
+    let cfg = cfg
+        .replace(
+            "path = \"/run/secrets\"",
+            &format!("path = {:?}", secrets.display().to_string()),
+        )
+        .replace(
+            "health = \"0.0.0.0:9464\"",
+            &format!("health = {health:?}"),
+        );
+    std::fs::write(&cfg_path, cfg).unwrap();
+    cfg_path
+}
+
+#[test]
+fn docker_config_passes_check_with_run_secrets_and_fails_without_the_key() {
+    let sb = Sandbox::new();
+    let cfg = image_layout(&sb, "127.0.0.1:9464");
+    let cfg = cfg.to_str().unwrap();
+    sb.run(&["check", "-c", cfg]).assert_code(0);
+    std::fs::remove_file(sb.path().join("run/secrets/OPENAI_API_KEY")).unwrap();
+    sb.run(&["check", "-c", cfg])
+        .assert_code(78)
+        .assert_contains("OPENAI_API_KEY");
+}
+
+/// What `docker compose up` does, without Docker: the image's files and config, the
+/// compose secret as /run/secrets/OPENAI_API_KEY, OPENAI_BASE_URL from the
+/// container environment, the fake provider accepting that same secret file.
+#[test]
+fn docker_image_layout_runs_the_worker_and_serves_readyz() {
+    let py = test_venv_python();
+    let sb = Sandbox::new();
+    let port = free_port();
+    let cfg = image_layout(&sb, &format!("127.0.0.1:{port}"));
+    let provider = FakeProvider::start(&sb.path().join("run/secrets/OPENAI_API_KEY"));
+    let mut c = sb.cmd(&["run", "--no-color", "-c", cfg.to_str().unwrap()]);
+    // The image's PATH finds the python holding the requirements first.
+    c.env(
+        "PATH",
+        format!(
+            "{}:{}",
+            py.parent().unwrap().display(),
+            std::env::var("PATH").unwrap_or_default()
+        ),
+    )
+    .env("OPENAI_BASE_URL", provider.base_url())
+    .current_dir(sb.path().join("app"));
+    let mut run = sb.spawn_cmd(c);
+    run.wait_for("python-openai: call 1 answered 'pong'", SDK_PATIENCE);
+    assert!(
+        wait_until(PATIENCE, || http_status(port, "/readyz") == Some(200)),
+        "/readyz never answered 200\n{}",
+        run.output()
+    );
+    assert_eq!(http_status(port, "/healthz"), Some(200));
+    run.signal(15);
+    assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
+    let key = std::fs::read_to_string(repo().join("examples/docker/secrets/OPENAI_API_KEY"))
+        .unwrap();
+    assert!(!run.output().contains(key.trim()), "{}", run.output());
+}
