@@ -389,7 +389,10 @@ impl Dispatcher {
             self.drive(slot, Event::StopRequested { at: Instant::now() });
         }
         let tx = self.inputs_tx.clone();
-        let grace = self.plan.supervisor.shutdown_timeout;
+        // Kill what is left at 90 % of shutdown_timeout, so that draining output and
+        // reaping fit inside it and Docker's own SIGKILL (same 10 s default) never
+        // comes first.
+        let grace = self.plan.supervisor.shutdown_timeout.mul_f64(0.9);
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
             let _ = tx.send(Input::ShutdownDeadline);
@@ -448,7 +451,7 @@ impl Dispatcher {
                     }
                     Input::ShutdownDeadline => {
                         tracing::warn!(
-                            "shutdown_timeout ({}) reached: killing what is left",
+                            "shutdown_timeout ({}) nearly reached: killing what is left",
                             humantime::format_duration(self.plan.supervisor.shutdown_timeout)
                         );
                         self.kill_all();
