@@ -190,16 +190,20 @@ class Template:
         signal.set_wakeup_fd(self.wake_w)
         self.selector.register(self.chan.sock, selectors.EVENT_READ)
         self.selector.register(self.wake_r, selectors.EVENT_READ)
-        while True:
-            for key, _ in self.selector.select():
-                if key.fileobj == self.wake_r:
-                    self.drain_wakeups()
-                elif not self.chan.fill():
-                    self.shut_down()
-                else:
-                    for line in self.chan.lines():
-                        self.handle(line)
-            self.reap()
+        try:
+            while True:
+                for key, _ in self.selector.select():
+                    if key.fileobj == self.wake_r:
+                        self.drain_wakeups()
+                    elif not self.chan.fill():
+                        self.shut_down()
+                    else:
+                        for line in self.chan.lines():
+                            self.handle(line)
+                self.reap()
+        except OSError:
+            # The socket broke: agentsup is gone, and so must the children be.
+            self.shut_down()
 
     def drain_wakeups(self):
         try:
@@ -334,7 +338,9 @@ class Child:
         # left behind like any daemon's.
         os.setsid()
         if _LIBC is not None:
-            if _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            # prctl is variadic in C: pass every argument as an unsigned long.
+            args = [ctypes.c_ulong(v) for v in (PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)]
+            if _LIBC.prctl(*args) != 0:
                 raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
             if os.getppid() != parent:
                 os._exit(1)  # the template died before the death signal was armed

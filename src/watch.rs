@@ -138,7 +138,9 @@ fn start_with(
     let (watcher, polling) = if tuning.force_poll {
         (poll_watcher(&handler, tuning)?, true)
     } else {
-        match notify::RecommendedWatcher::new(handler.clone(), notify::Config::default()) {
+        // Named, not `RecommendedWatcher`: agentsup is Linux-only, and with
+        // `default-features = false` notify has no recommended watcher on macOS.
+        match notify::INotifyWatcher::new(handler.clone(), notify::Config::default()) {
             Ok(w) => (Box::new(w) as Box<dyn Watcher + Send>, false),
             Err(e) => {
                 warn_polling(&format!("inotify cannot be initialised ({e})"), tuning);

@@ -261,7 +261,9 @@ auth = {{ max_delay = "2s" }}
         );
         let transition = before
             .lines()
-            .find(|l| l.contains(&format!("{label}: running -> backoff")) && l.contains("class auth"))
+            .find(|l| {
+                l.contains(&format!("{label}: running -> backoff")) && l.contains("class auth")
+            })
             .unwrap();
         assert!(
             transition.contains("the key it echoed is the injected OPENAI_API_KEY"),
@@ -276,10 +278,10 @@ auth = {{ max_delay = "2s" }}
 
     // 2. Rotate: the provider accepts GOOD_KEY (all along); put it in the dir source.
     write_atomically(&secret, &format!("{GOOD_KEY}\n"));
-    let mut what: Vec<(&str, &dyn Fn(&str) -> bool)> = vec![(
-        "OPENAI_API_KEY changed",
-        &|l: &str| l.starts_with("agentsup") && l.contains("OPENAI_API_KEY changed"),
-    )];
+    let mut what: Vec<(&str, &dyn Fn(&str) -> bool)> =
+        vec![("OPENAI_API_KEY changed", &|l: &str| {
+            l.starts_with("agentsup") && l.contains("OPENAI_API_KEY changed")
+        })];
     let successes: Vec<(String, String)> = sdks
         .iter()
         .map(|s| (format!("{}.0", s.name), s.success.to_string()))
@@ -368,7 +370,11 @@ fn dockerfile_copies_existing_files_and_runs_agentsup_as_entrypoint() {
     let compose = docker_file("compose.yaml");
     assert!(compose.contains("file: ./secrets/OPENAI_API_KEY"));
     assert!(compose.contains("target: OPENAI_API_KEY"));
-    assert!(repo().join("examples/docker/secrets/OPENAI_API_KEY").exists());
+    assert!(
+        repo()
+            .join("examples/docker/secrets/OPENAI_API_KEY")
+            .exists()
+    );
 }
 
 /// The image's /app laid out from the Dockerfile's `COPY`s into `sb/app`, with the
@@ -398,10 +404,7 @@ fn image_layout(sb: &Sandbox, health: &str) -> PathBuf {
             "path = \"/run/secrets\"",
             &format!("path = {:?}", secrets.display().to_string()),
         )
-        .replace(
-            "health = \"0.0.0.0:9464\"",
-            &format!("health = {health:?}"),
-        );
+        .replace("health = \"0.0.0.0:9464\"", &format!("health = {health:?}"));
     std::fs::write(&cfg_path, cfg).unwrap();
     cfg_path
 }
@@ -450,7 +453,7 @@ fn docker_image_layout_runs_the_worker_and_serves_readyz() {
     assert_eq!(http_status(port, "/healthz"), Some(200));
     run.signal(15);
     assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
-    let key = std::fs::read_to_string(repo().join("examples/docker/secrets/OPENAI_API_KEY"))
-        .unwrap();
+    let key =
+        std::fs::read_to_string(repo().join("examples/docker/secrets/OPENAI_API_KEY")).unwrap();
     assert!(!run.output().contains(key.trim()), "{}", run.output());
 }

@@ -506,3 +506,44 @@ keys = ["B_TOKEN"]
         "{out}"
     );
 }
+
+#[test]
+fn shutdown_timeout_caps_every_stop_timeout() {
+    let sb = Sandbox::new();
+    // Twenty replicas that ignore SIGTERM and would get 300 s each to stop; the
+    // whole shutdown must still end at shutdown_timeout (2 s), not after 300 s.
+    sb.config(
+        r#"
+[supervisor]
+shutdown_timeout = "2s"
+
+[[worker]]
+name = "deaf"
+command = ["sh", "-c", "trap '' TERM; echo \"deaf up\"; while :; do sleep 1; done"]
+replicas = 20
+stop_timeout = "300s"
+"#,
+    );
+    let mut run = sb.spawn(&["run", "--no-color"]);
+    for _ in 0..20 {
+        run.wait_for("deaf up", PATIENCE);
+    }
+    let started = std::time::Instant::now();
+    run.signal(15);
+    assert_eq!(
+        run.wait_exit(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        run.output()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        run.output().contains("killing what is left"),
+        "{}",
+        run.output()
+    );
+}

@@ -35,7 +35,7 @@ struct proc {
     pid_t pid;      /* 0 when not running */
     int fd;         /* read end of its pipe, -1 at EOF */
     size_t have;    /* bytes of an incomplete line held in buf */
-    char buf[BUF];
+    char *buf;      /* BUF bytes, allocated on the first read */
 };
 
 static struct proc *procs;
@@ -129,6 +129,7 @@ static void spawn_one(int i) {
 /* Reads what is there; copies every complete line out. */
 static void pump(int i) {
     struct proc *p = &procs[i];
+    if (!p->buf && !(p->buf = malloc(BUF))) die("malloc");
     for (;;) {
         ssize_t n = read(p->fd, p->buf + p->have, BUF - p->have);
         if (n < 0) {
@@ -203,6 +204,7 @@ static void load_spec(const char *path) {
             procs[nprocs].pid = 0;
             procs[nprocs].fd = -1;
             procs[nprocs].have = 0;
+            procs[nprocs].buf = NULL;
             nprocs++;
         }
     }
@@ -230,12 +232,6 @@ int main(int argc, char **argv) {
     epfd = epoll_create1(EPOLL_CLOEXEC);
     struct epoll_event sev = {.events = EPOLLIN, .data.u32 = UINT32_MAX};
     epoll_ctl(epfd, EPOLL_CTL_ADD, sfd, &sev);
-    procs = procs ? procs : calloc(1, sizeof *procs);
-    /* the big per-process buffers: allocate them once, separately */
-    struct proc *all = calloc((size_t)nprocs, sizeof *all);
-    for (int i = 0; i < nprocs; i++) all[i] = procs[i];
-    free(procs);
-    procs = all;
     for (int i = 0; i < nprocs; i++) spawn_one(i);
     struct epoll_event evs[64];
     while (live > 0 || open_pipes > 0) {

@@ -1,0 +1,165 @@
+//! The wire format between agentsup and the template (`src/fork_template.py` has
+//! the same description from the other side).
+//!
+//! JSON lines over a Unix stream socket. A fork request is the one message that
+//! carries file descriptors (the child's stdout and stderr write ends, by
+//! `SCM_RIGHTS`) and secrets (the environment). Its environment comes after a TAB,
+//! so the template can parse the header without turning the environment into Python
+//! strings; compact JSON never contains a raw TAB, so the split is unambiguous.
+
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::reaper::Termination;
+
+/// The first line agentsup sends: what to preload and what each child runs.
+#[derive(Debug, Serialize)]
+pub(super) struct Config<'a> {
+    pub(super) preload: &'a [String],
+    pub(super) module: Option<&'a str>,
+    pub(super) script: Option<&'a str>,
+}
+
+/// The non-secret part of a fork request.
+#[derive(Debug, Serialize)]
+struct ForkHeader<'a> {
+    id: u64,
+    argv: &'a [String],
+    cwd: &'a str,
+    /// How many descriptors ride with this request (stdout, stderr).
+    fds: u32,
+}
+
+/// One line from the template.
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub(super) enum Message {
+    /// Preloading finished; requests are served from now on.
+    Ready {
+        pid: u32,
+        python: String,
+        /// Threads other than the main one: preloaded modules started them, and
+        /// forked children will not have them.
+        #[serde(default)]
+        threads: Vec<String>,
+    },
+    /// A preload module raised; the template exits after sending this.
+    PreloadFailed { module: String, traceback: String },
+    /// Request `id` became child `pid`, already its own session and group.
+    Forked { id: u64, pid: u32 },
+    /// Request `id` did not produce a running child.
+    ForkFailed { id: u64, error: String },
+    /// The template reaped child `pid`.
+    Exit {
+        pid: u32,
+        #[serde(default)]
+        code: Option<i32>,
+        #[serde(default)]
+        signal: Option<i32>,
+    },
+}
+
+impl Message {
+    /// How an `Exit` ended; `None` for other messages or a malformed exit.
+    pub(super) fn termination(&self) -> Option<Termination> {
+        match *self {
+            Message::Exit {
+                signal: Some(sig), ..
+            } => Some(Termination::Signaled(sig)),
+            Message::Exit { code: Some(c), .. } => Some(Termination::Exited(c)),
+            _ => None,
+        }
+    }
+}
+
+/// Serializes `(name, value)` pairs as a JSON object without an intermediate map,
+/// so values are copied only into the request buffer. A repeated name is kept
+/// twice; Python's `json.loads` keeps the last, as `Command::envs` does.
+struct EnvObject<'a>(&'a [(String, String)]);
+
+impl Serialize for EnvObject<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
+/// The bytes of one fork request: header, TAB, environment, LF.
+pub(super) fn fork_request(
+    id: u64,
+    argv: &[String],
+    cwd: &str,
+    env: &[(String, String)],
+) -> serde_json::Result<Vec<u8>> {
+    let mut out = serde_json::to_vec(&ForkHeader {
+        id,
+        argv,
+        cwd,
+        fds: 2,
+    })?;
+    out.push(b'\t');
+    serde_json::to_writer(&mut out, &EnvObject(env))?;
+    out.push(b'\n');
+    Ok(out)
+}
+
+/// Overwrites a buffer that held an environment before it is freed. Best effort:
+/// `black_box` keeps the compiler from dropping stores to memory about to be freed.
+pub(super) fn wipe(buf: &mut [u8]) {
+    buf.fill(0);
+    std::hint::black_box(buf);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_splits_header_and_environment_at_the_only_tab() {
+        let env = vec![
+            ("A".to_string(), "tab\there".to_string()),
+            ("B".to_string(), "line\nbreak".to_string()),
+            ("A".to_string(), "last wins".to_string()),
+        ];
+        let argv = vec!["mod".to_string(), "--x".to_string()];
+        let bytes = fork_request(7, &argv, "/w", &env).unwrap();
+        assert_eq!(bytes.iter().filter(|&&b| b == b'\t').count(), 1);
+        assert_eq!(bytes.iter().filter(|&&b| b == b'\n').count(), 1);
+        assert!(bytes.ends_with(b"\n"));
+        let text = std::str::from_utf8(&bytes).unwrap().trim_end();
+        let (header, env_json) = text.split_once('\t').unwrap();
+        let header: serde_json::Value = serde_json::from_str(header).unwrap();
+        assert_eq!(
+            header,
+            serde_json::json!({"id": 7, "argv": ["mod", "--x"], "cwd": "/w", "fds": 2})
+        );
+        assert!(env_json.starts_with(r#"{"A":"tab\there","B":"line\nbreak","A":"#));
+    }
+
+    #[test]
+    fn messages_parse() {
+        let m: Message =
+            serde_json::from_str(r#"{"event":"exit","pid":5,"signal":15}"#).unwrap();
+        assert_eq!(m.termination(), Some(Termination::Signaled(15)));
+        let m: Message = serde_json::from_str(r#"{"event":"exit","pid":5,"code":3}"#).unwrap();
+        assert_eq!(m.termination(), Some(Termination::Exited(3)));
+        let m: Message =
+            serde_json::from_str(r#"{"event":"ready","pid":9,"python":"3.12.1"}"#).unwrap();
+        assert_eq!(
+            m,
+            Message::Ready {
+                pid: 9,
+                python: "3.12.1".into(),
+                threads: vec![]
+            }
+        );
+        let m: Message =
+            serde_json::from_str(r#"{"event":"forked","id":1,"pid":42}"#).unwrap();
+        assert_eq!(m, Message::Forked { id: 1, pid: 42 });
+    }
+
+    #[test]
+    fn wipe_zeroes() {
+        let mut b = b"secret".to_vec();
+        wipe(&mut b);
+        assert_eq!(b, vec![0; 6]);
+    }
+}
