@@ -44,6 +44,9 @@ pub enum Command {
 
 /// `agentsup status`.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status: 0 done; 1 refused, or no `agentsup run` is serving this config; 78 config file not found."
+)]
 pub struct StatusArgs {
     #[command(flatten)]
     /// Config file of the running supervisor.
@@ -55,6 +58,9 @@ pub struct StatusArgs {
 
 /// `agentsup restart`.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status: 0 done; 1 refused, or no `agentsup run` is serving this config; 78 config file not found."
+)]
 pub struct RestartArgs {
     #[command(flatten)]
     /// Config file of the running supervisor.
@@ -65,6 +71,9 @@ pub struct RestartArgs {
 
 /// `agentsup reload`.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status: 0 done; 1 refused, or no `agentsup run` is serving this config; 78 config file not found."
+)]
 pub struct ReloadArgs {
     #[command(flatten)]
     /// Config file of the running supervisor.

@@ -33,6 +33,7 @@ pub mod env;
 pub mod env_report;
 pub mod exec;
 pub mod exit;
+pub mod fork;
 pub mod health;
 pub mod output;
 pub mod plan;

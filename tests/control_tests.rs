@@ -7,7 +7,6 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use serde_json::Value;
 
@@ -206,11 +205,8 @@ fn socket_is_private_in_the_runtime_dir_and_removed_on_clean_exit() {
     assert_eq!(dir.permissions().mode() & 0o777, 0o700);
     let name = sock.file_name().unwrap().to_str().unwrap();
     assert!(name.starts_with("supervisor-"), "{name}");
-    assert!(
-        run.output().contains(&sock.display().to_string()),
-        "the socket path is not logged:\n{}",
-        run.output()
-    );
+    // `run` says where it is.
+    run.wait_for(&format!("control socket: {}", sock.display()), PATIENCE);
     // The same config reached through a symlinked directory and a relative path
     // finds the same supervisor.
     let link = ctl.sb.path().join("link");
@@ -454,10 +450,12 @@ fn a_second_run_of_the_same_config_is_refused_and_the_first_keeps_running() {
 #[test]
 fn after_sigkill_the_stale_socket_is_reported_then_replaced() {
     let ctl = Ctl::new(TWO_WORKERS);
-    let first = ctl.start();
+    let mut first = ctl.start();
     let before = ctl.running_pids(3);
     let sock = ctl.socket();
     signal(first.pid(), 9);
+    // Reaped, so every descriptor it had (the listening socket too) is closed.
+    assert_eq!(first.wait_exit(PATIENCE), Some(128 + 9));
     for (_, p) in &before {
         assert!(wait_until(PATIENCE, || !alive(*p)), "worker {p} survived");
     }
@@ -556,11 +554,60 @@ fn restart_counters_survive_the_json_status() {
     let mut run = ctl.start();
     let before = ctl.running_pids(3);
     ctl.run(&["restart", "beta"]).assert_code(0);
-    assert!(wait_until(PATIENCE, || {
-        let s = ctl.status();
-        pid(&pids_of(&s), "beta.0") != pid(&before, "beta.0")
-            && s["counters"]["restarts"]["beta"]["manual"] == 1
-    }));
+    assert!(
+        wait_until(PATIENCE, || {
+            let s = ctl.status();
+            pid(&pids_of(&s), "beta.0") != pid(&before, "beta.0")
+                && s["counters"]["restarts"]["beta"]
+                    .as_object()
+                    .is_some_and(|by_reason| {
+                        by_reason.values().filter_map(Value::as_u64).sum::<u64>() == 1
+                    })
+        }),
+        "{}",
+        run.output()
+    );
     run.signal(15);
     assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
+}
+
+#[test]
+fn runs_started_together_leave_exactly_one_supervisor() {
+    let ctl = Ctl::new(TWO_WORKERS);
+    let mut runs: Vec<Running> = (0..3).map(|_| ctl.start()).collect();
+    // Every run but one refuses; none may be left half-started.
+    let mut refused = 0;
+    assert!(
+        wait_until(PATIENCE, || {
+            refused = runs
+                .iter_mut()
+                .filter_map(|r| r.child.as_mut().unwrap().try_wait().ok().flatten())
+                .filter(|st| st.code() == Some(78))
+                .count();
+            refused == 2
+        }),
+        "{refused} of 3 refused"
+    );
+    let left = runs
+        .iter_mut()
+        .position(|r| {
+            r.child
+                .as_mut()
+                .unwrap()
+                .try_wait()
+                .ok()
+                .flatten()
+                .is_none()
+        })
+        .expect("one run is left");
+    let survivor = &mut runs[left];
+    ctl.running_pids(3);
+    assert_eq!(ctl.status()["pid"], survivor.pid());
+    survivor.signal(15);
+    assert_eq!(
+        survivor.wait_exit(PATIENCE),
+        Some(0),
+        "{}",
+        survivor.output()
+    );
 }

@@ -108,27 +108,45 @@ impl Drop for FakeProvider {
     }
 }
 
-/// Reads lines until every predicate has matched one line (in any order); panics
+/// A line to wait for: it starts with `prefix` (a worker's `name.N` label or
+/// `agentsup`) and contains every one of `parts`.
+pub(crate) struct LineWith {
+    pub prefix: String,
+    pub parts: Vec<String>,
+}
+
+impl LineWith {
+    pub(crate) fn new(prefix: &str, parts: &[&str]) -> LineWith {
+        LineWith {
+            prefix: prefix.to_string(),
+            parts: parts.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    fn matches(&self, line: &str) -> bool {
+        line.starts_with(&self.prefix) && self.parts.iter().all(|p| line.contains(p.as_str()))
+    }
+}
+
+/// Reads lines until each of `what` has matched a line (in any order); panics
 /// naming the ones that did not, with the output so far.
-pub(crate) fn wait_all(run: &Running, what: &[(&str, &dyn Fn(&str) -> bool)], timeout: Duration) {
+pub(crate) fn wait_all(run: &Running, what: &[LineWith], timeout: Duration) {
     let end = Instant::now() + timeout;
     let mut seen = vec![false; what.len()];
     while seen.iter().any(|s| !s) {
         let left = end.saturating_duration_since(Instant::now());
         match run.lines.recv_timeout(left) {
             Ok((_, line)) => {
-                for (i, (_, pred)) in what.iter().enumerate() {
-                    if !seen[i] && pred(&line) {
-                        seen[i] = true;
-                    }
+                for (i, w) in what.iter().enumerate() {
+                    seen[i] |= w.matches(&line);
                 }
             }
             Err(_) => {
-                let missing: Vec<&str> = what
+                let missing: Vec<String> = what
                     .iter()
                     .zip(&seen)
                     .filter(|(_, s)| !**s)
-                    .map(|((name, _), _)| *name)
+                    .map(|(w, _)| format!("{}: {:?}", w.prefix, w.parts))
                     .collect();
                 panic!(
                     "within {timeout:?}, no line for: {missing:?}\noutput so far:\n{}",
@@ -233,19 +251,12 @@ auth = {{ max_delay = "2s" }}
 
     // 1. Every worker's first exit is classified `auth`, from the SDK's own output,
     //    and the key the SDK echoed (masked) is recognised as the injected one.
-    let transitions: Vec<(String, Box<dyn Fn(&str) -> bool>)> = sdks
+    let what: Vec<LineWith> = sdks
         .iter()
         .map(|s| {
-            let prefix = format!("{}.0: running -> backoff", s.name);
-            let pred: Box<dyn Fn(&str) -> bool> = Box::new(move |l: &str| {
-                l.starts_with("agentsup") && l.contains(&prefix) && l.contains("class auth")
-            });
-            (format!("{}: class auth", s.name), pred)
+            let transition = format!("{}.0: running -> backoff", s.name);
+            LineWith::new("agentsup", &[&transition, "class auth"])
         })
-        .collect();
-    let what: Vec<(&str, &dyn Fn(&str) -> bool)> = transitions
-        .iter()
-        .map(|(n, p)| (n.as_str(), p.as_ref()))
         .collect();
     wait_all(&run, &what, SDK_PATIENCE);
     let before = run.output();
@@ -278,24 +289,9 @@ auth = {{ max_delay = "2s" }}
 
     // 2. Rotate: the provider accepts GOOD_KEY (all along); put it in the dir source.
     write_atomically(&secret, &format!("{GOOD_KEY}\n"));
-    let mut what: Vec<(&str, &dyn Fn(&str) -> bool)> =
-        vec![("OPENAI_API_KEY changed", &|l: &str| {
-            l.starts_with("agentsup") && l.contains("OPENAI_API_KEY changed")
-        })];
-    let successes: Vec<(String, String)> = sdks
-        .iter()
-        .map(|s| (format!("{}.0", s.name), s.success.to_string()))
-        .collect();
-    let preds: Vec<Box<dyn Fn(&str) -> bool>> = successes
-        .iter()
-        .map(|(label, success)| {
-            let (label, success) = (label.clone(), success.clone());
-            Box::new(move |l: &str| l.starts_with(&label) && l.contains(&success))
-                as Box<dyn Fn(&str) -> bool>
-        })
-        .collect();
-    for (s, p) in successes.iter().zip(&preds) {
-        what.push((s.1.as_str(), p.as_ref()));
+    let mut what = vec![LineWith::new("agentsup", &["OPENAI_API_KEY changed"])];
+    for s in &sdks {
+        what.push(LineWith::new(&format!("{}.0", s.name), &[s.success]));
     }
     wait_all(&run, &what, SDK_PATIENCE);
 

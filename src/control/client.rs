@@ -141,7 +141,12 @@ fn exchange(
     patience: Duration,
 ) -> Result<ControlResponse> {
     let io = |e: std::io::Error| {
-        if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
+        if e.kind() == ErrorKind::ConnectionReset {
+            Error::Runtime(format!(
+                "the supervisor closed {} without answering (is it exiting?)",
+                socket.display()
+            ))
+        } else if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
             Error::Runtime(format!(
                 "no answer on {} within {}s; the supervisor may be stuck (the request may still be carried out)",
                 socket.display(),

@@ -34,6 +34,9 @@ use super::path::{self, Candidate};
 use super::wire::{self, MAX_REQUEST};
 use crate::status::{ControlRequest, ControlResponse, Status};
 
+/// Where `restart` and `reload` go: the dispatcher, which answers on the oneshot.
+type Requests = mpsc::UnboundedSender<(ControlRequest, oneshot::Sender<ControlResponse>)>;
+
 /// Connections served at once; more wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 32;
 /// A connection idle this long between requests is closed.
@@ -250,7 +253,7 @@ async fn already_running(canonical: &Path, socket: &Path, lock_path: &Path) -> S
 pub(super) fn serve(
     listener: ControlListener,
     status: watch::Receiver<Arc<Status>>,
-    requests: mpsc::UnboundedSender<(ControlRequest, oneshot::Sender<ControlResponse>)>,
+    requests: Requests,
 ) {
     tracing::info!("control socket: {}", listener.path().display());
     tokio::spawn(accept_loop(listener, status, requests));
@@ -259,7 +262,7 @@ pub(super) fn serve(
 async fn accept_loop(
     listener: ControlListener,
     status: watch::Receiver<Arc<Status>>,
-    requests: mpsc::UnboundedSender<(ControlRequest, oneshot::Sender<ControlResponse>)>,
+    requests: Requests,
 ) {
     // `listener` (and so the socket file) lives exactly as long as this task: the
     // runtime drops it at process exit.
@@ -301,7 +304,7 @@ async fn connection(
     stream: UnixStream,
     me: u32,
     status: watch::Receiver<Arc<Status>>,
-    requests: mpsc::UnboundedSender<(ControlRequest, oneshot::Sender<ControlResponse>)>,
+    requests: Requests,
 ) {
     let peer = stream.peer_cred().map(|c| c.uid());
     let (read, mut write) = stream.into_split();
@@ -355,7 +358,7 @@ async fn connection(
 async fn answer(
     line: &[u8],
     status: &watch::Receiver<Arc<Status>>,
-    requests: &mpsc::UnboundedSender<(ControlRequest, oneshot::Sender<ControlResponse>)>,
+    requests: &Requests,
 ) -> ControlResponse {
     let req = match serde_json::from_slice::<ControlRequest>(line) {
         Ok(r) => r,

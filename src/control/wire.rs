@@ -1,6 +1,6 @@
 //! The control protocol on the wire: one JSON object per line each way.
 //!
-//! Requests are [`ControlRequest`] as serde writes it (`{"cmd":"status"}`,
+//! Requests are [`ControlRequest`](crate::status::ControlRequest) as serde writes it (`{"cmd":"status"}`,
 //! `{"cmd":"restart","target":"planner.1"}`, `{"cmd":"reload"}`); answers are
 //! [`ControlResponse`] (`{"ok":true,"message":"…","status":null}`).
 //!

@@ -104,6 +104,8 @@ struct Dispatcher {
     runs_tx: mpsc::UnboundedSender<RunEvent>,
     inputs_tx: mpsc::UnboundedSender<Input>,
     reread_in_flight: bool,
+    /// Another re-read was asked for while one ran; run it when that one ends.
+    reread_queued: bool,
     /// A SIGHUP re-read is pending; restart replicas whose environment changed.
     reload_requested: bool,
     /// Replicas waiting for a rolling restart (SIGHUP), one at a time.
@@ -321,7 +323,11 @@ impl Dispatcher {
                 s.pid = None;
                 s.running_since = None;
                 s.last_exit = Some(class);
-                s.restart_reason = class.as_str();
+                // A stop agentsup asked for (restart, reload, rotation) keeps the
+                // reason it set; otherwise the exit class is the reason.
+                if !s.stop_requested {
+                    s.restart_reason = class.as_str();
+                }
                 if class == ExitClass::Auth {
                     let name = self.workers[s.worker].name.clone();
                     *self.counters.auth_failures.entry(name).or_default() += 1;
@@ -341,6 +347,7 @@ impl Dispatcher {
 
     fn start_reread(&mut self) {
         if self.reread_in_flight {
+            self.reread_queued = true;
             return;
         }
         self.reread_in_flight = true;
@@ -542,6 +549,7 @@ async fn supervise(ctx: RunContext) -> Result<u8> {
         runs_tx,
         inputs_tx: ctx.inputs_tx,
         reread_in_flight: false,
+        reread_queued: false,
         reload_requested: false,
         rolling: Vec::new(),
         rolling_current: None,

@@ -14,6 +14,10 @@ use crate::status::ControlResponse;
 impl Dispatcher {
     pub(super) fn on_reread(&mut self, outcome: reread::Outcome) {
         self.reread_in_flight = false;
+        // A reload or a source change arrived while this re-read ran: it may have
+        // read the files before the change, so the reload and watch decisions wait
+        // for a fresh re-read, started below.
+        let stale = std::mem::take(&mut self.reread_queued);
         let accepted = match outcome.result {
             Ok(snapshot) => {
                 self.counters.secret_reloads += 1;
@@ -23,7 +27,12 @@ impl Dispatcher {
             }
             Err(why) => {
                 self.counters.secret_reload_failures += 1;
-                for reply in self.reload_replies.drain(..) {
+                let replies = if stale {
+                    Vec::new()
+                } else {
+                    std::mem::take(&mut self.reload_replies)
+                };
+                for reply in replies {
                     let _ = reply.send(ControlResponse {
                         ok: false,
                         message: format!(
@@ -102,6 +111,10 @@ impl Dispatcher {
                     self.drive(slot, Event::SourcesChanged);
                 }
             }
+        }
+        if stale {
+            self.start_reread();
+            return;
         }
         let watch_restart = self.watch_triggered
             && self.plan.supervisor.on_rotation == crate::config::OnRotation::Restart;
