@@ -447,6 +447,8 @@ def report_uncaught(e):
         # one line, not a traceback.
         sys.stderr.write("%s: %s\n" % (sys.executable, e))
         return 2 if isinstance(e, OSError) else 1
+    # The hook prints the exception's own traceback, so trim that one.
+    e = e.with_traceback(tb)
     try:
         sys.excepthook(type(e), e, tb)
     except BaseException:

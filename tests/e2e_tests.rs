@@ -171,6 +171,11 @@ struct Sdk {
 
 fn sdks() -> Vec<Sdk> {
     let py = test_venv_python().display().to_string();
+    let node = Command::new("node").arg("--version").output();
+    assert!(
+        node.is_ok_and(|o| o.status.success()),
+        "node (20 or newer) must be on PATH for the node-openai example"
+    );
     let node_modules = repo().join("examples/node-openai/node_modules/openai/package.json");
     assert!(
         node_modules.exists(),
@@ -362,14 +367,21 @@ fn dockerfile_copies_existing_files_and_runs_agentsup_as_entrypoint() {
         df.contains(r#"ENTRYPOINT ["agentsup", "run", "-c", "/app/supervisor.toml"]"#),
         "{df}"
     );
-    // compose.yaml's secret file exists and is what the image's config expects.
-    let compose = docker_file("compose.yaml");
-    assert!(compose.contains("file: ./secrets/OPENAI_API_KEY"));
-    assert!(compose.contains("target: OPENAI_API_KEY"));
+    // compose.yaml parses, builds this Dockerfile, and gives `agents` the secret as
+    // /run/secrets/OPENAI_API_KEY from a file that exists.
+    let compose = crate::k8s_tests::yaml_docs(&repo().join("examples/docker/compose.yaml"));
+    let compose = &compose[0];
+    let agents = &compose["services"]["agents"];
+    assert_eq!(agents["build"]["dockerfile"], "examples/docker/Dockerfile");
+    assert_eq!(agents["build"]["context"], "../..");
+    let secret = &agents["secrets"][0];
+    assert_eq!(secret["target"], "OPENAI_API_KEY", "{compose}");
+    let file = compose["secrets"][secret["source"].as_str().unwrap()]["file"]
+        .as_str()
+        .expect("secret file");
     assert!(
-        repo()
-            .join("examples/docker/secrets/OPENAI_API_KEY")
-            .exists()
+        repo().join("examples/docker").join(file).is_file(),
+        "{file}"
     );
 }
 

@@ -10,6 +10,7 @@ mod dotenv_tests;
 mod e2e_tests;
 mod env_tests;
 mod exec_tests;
+mod fork_tests;
 mod health_tests;
 mod k8s_tests;
 mod probe_tests;

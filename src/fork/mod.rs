@@ -74,262 +74,49 @@
 //! * Variables read by the interpreter at start-up (`PYTHONPATH`, `PYTHONHASHSEED`,
 //!   `LD_PRELOAD`, …) come from the template's environment, which is the worker's
 //!   minus its keys, so they match; a *secret* one cannot take effect.
+//! * `/proc/<replica>/environ` (and `ps e`) shows the template's environment: the
+//!   kernel records the environment at `exec`, and a forked replica never execs.
+//!   `os.environ` in the replica is the right one.
+//!
+//! # Using it from a run
+//!
+//! [`Forked`] mirrors [`crate::spawn::Spawned`] (same `pid`, `stdout`, `stderr`),
+//! and [`ForkExit`] resolves to the same `Result<ExitStatus, _>` as
+//! [`crate::reaper::ExitWaiter`], an error meaning "status unknown, treat as a
+//! crash". A run starts a replica with `template.fork(env.pairs())` instead of
+//! `spawner.spawn(spec)` and treats the result alike; it stops a replica by
+//! signalling the group `pid`, as for spawned workers.
 //!
 //! Not here: building environments ([`crate::env`]), replica state ([`crate::replica`]),
 //! output ([`crate::output`]).
 
 mod conn;
+mod prepare;
 mod proto;
+mod start;
+mod types;
 
 use std::fmt;
-use std::future::Future;
-use std::io;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 
 use crate::env::BuiltEnv;
 use crate::output::OutputSink;
 use crate::plan::WorkerPlan;
-use crate::reaper::ExitStatus;
-use crate::spawn::{SpawnError, Spawner, kill_group};
+use crate::spawn::{Spawner, kill_group};
 
-use conn::{Conn, Death, StartParams};
+use conn::{Conn, Death};
+use start::StartParams;
+
+pub use prepare::{preflight, template_env};
+pub use types::{ForkError, ForkExit, ForkExitError, Forked, TemplateOptions};
 
 /// The template program, shipped inside the binary.
 pub const TEMPLATE_SOURCE: &str = include_str!("../fork_template.py");
-
-/// Why a template could not be started or a replica could not be forked. Messages
-/// never hold an environment value; the caller adds the worker's name.
-#[derive(Debug, thiserror::Error)]
-pub enum ForkError {
-    /// The worker is not a fork-mode worker.
-    #[error("the worker does not use start = \"fork\"")]
-    NotForkMode,
-    /// The interpreter could not be found or started.
-    #[error("cannot start the fork template: {0}")]
-    Spawn(#[from] SpawnError),
-    /// `script` does not exist.
-    #[error("script {} not found", path.display())]
-    ScriptMissing {
-        /// The absolute script path.
-        path: PathBuf,
-    },
-    /// `preload` names the module the replicas run.
-    #[error(
-        "`preload` contains the worker's own module {module:?}; preload libraries, never the module that builds clients from keys"
-    )]
-    PreloadsOwnModule {
-        /// The module.
-        module: String,
-    },
-    /// A path agentsup must pass to Python is not UTF-8.
-    #[error("the {what} {} is not valid UTF-8", path.display())]
-    NonUtf8 {
-        /// What the path is.
-        what: &'static str,
-        /// The path.
-        path: PathBuf,
-    },
-    /// A preload module raised while being imported.
-    #[error(
-        "the fork template could not import preload module {module:?} (the template has no secret keys: a module that needs one at import time cannot be preloaded)\n{traceback}"
-    )]
-    Preload {
-        /// The module named in `preload`.
-        module: String,
-        /// Python's traceback, redacted.
-        traceback: String,
-    },
-    /// The template exited before it was ready.
-    #[error("the fork template exited before it was ready ({status}){}", if output.is_empty() { String::new() } else { format!("; its last output:\n{output}") })]
-    TemplateExited {
-        /// How it ended.
-        status: String,
-        /// Its last lines of output, redacted.
-        output: String,
-    },
-    /// Preloading took longer than allowed.
-    #[error("the fork template was not ready within {}; it was killed", humantime::format_duration(*after))]
-    StartTimeout {
-        /// The limit.
-        after: Duration,
-    },
-    /// The template died while this request was in flight; it is being restarted.
-    #[error("the fork template died; it is being restarted")]
-    TemplateDied,
-    /// The template answered, but could not set the child up (bad `cwd`, …).
-    #[error("the fork template could not start the replica: {0}")]
-    ForkFailed(String),
-    /// The template did not answer a fork request in time.
-    #[error("the fork template did not answer within {}; it was killed and will be restarted", humantime::format_duration(*after))]
-    ReplyTimeout {
-        /// The limit.
-        after: Duration,
-    },
-    /// The template broke the protocol.
-    #[error("fork template protocol error: {0}")]
-    Protocol(String),
-    /// An OS error, with what we were doing.
-    #[error("{what}: {source}")]
-    Io {
-        /// What we were doing, as a lowercase fragment.
-        what: &'static str,
-        /// The OS error.
-        source: io::Error,
-    },
-    /// [`ForkTemplate::shutdown`] was called.
-    #[error("the fork template was shut down")]
-    Closed,
-}
-
-/// Why a [`ForkExit`] resolved without a status.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ForkExitError {
-    /// The template died before reporting this replica's exit; the replica was
-    /// killed. Treat as a crash.
-    #[error("the fork template died before reporting the exit of pid {0}; it was killed")]
-    TemplateDied(u32),
-}
-
-/// Resolves with a forked replica's exit status, as reported by its template.
-/// The counterpart of [`crate::reaper::ExitWaiter`]; dropping it is fine.
-#[derive(Debug)]
-pub struct ForkExit {
-    pid: u32,
-    rx: oneshot::Receiver<ExitStatus>,
-}
-
-impl ForkExit {
-    /// The replica's pid.
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
-
-    /// The underlying channel: dropped sender means the template died. For
-    /// building a [`crate::reaper::ExitWaiter`] from it (see the wiring notes in
-    /// the module docs of [`crate::fork`]).
-    pub fn into_receiver(self) -> oneshot::Receiver<ExitStatus> {
-        self.rx
-    }
-}
-
-impl Future for ForkExit {
-    type Output = Result<ExitStatus, ForkExitError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        Pin::new(&mut this.rx)
-            .poll(cx)
-            .map(|r| r.map_err(|_| ForkExitError::TemplateDied(this.pid)))
-    }
-}
-
-/// A forked replica; mirrors [`crate::spawn::Spawned`] field for field.
-#[derive(Debug)]
-pub struct Forked {
-    /// Its pid, which is also its process group (and session) id.
-    pub pid: u32,
-    /// Its stdout; always `Some` (an `Option` to match `Spawned`).
-    pub stdout: Option<pipe::Receiver>,
-    /// Its stderr; always `Some`.
-    pub stderr: Option<pipe::Receiver>,
-    /// Resolves when the template has reaped it.
-    pub exit: ForkExit,
-}
-
-/// Limits and backoff of a template; [`Default`] suits production.
-#[derive(Debug, Clone)]
-pub struct TemplateOptions {
-    /// How long preloading may take (heavy SDKs take seconds on a busy machine).
-    pub start_timeout: Duration,
-    /// How long one fork request may take before the template counts as wedged.
-    pub reply_timeout: Duration,
-    /// First delay before restarting a template that died young.
-    pub backoff_initial: Duration,
-    /// Cap of that delay (doubling).
-    pub backoff_max: Duration,
-    /// A template that lived this long resets the backoff.
-    pub reset_after: Duration,
-}
-
-impl Default for TemplateOptions {
-    fn default() -> Self {
-        TemplateOptions {
-            start_timeout: Duration::from_secs(120),
-            reply_timeout: Duration::from_secs(30),
-            backoff_initial: Duration::from_millis(500),
-            backoff_max: Duration::from_secs(30),
-            reset_after: Duration::from_secs(30),
-        }
-    }
-}
-
-/// The template's environment: the worker's `env` minus every secret.
-///
-/// Removed: every variable the worker declares in `keys` (exact names and globs),
-/// `X_FILE` for every declared exact key `X` (the `*_FILE` indirection would hand
-/// the key to any import that looks), everything `env` marks secret, and
-/// `AGENTSUP_REPLICA` (the template is not a replica). Kept: `inherit`, `vars`,
-/// `PYTHONUNBUFFERED`, `AGENTSUP_WORKER`, … — what the interpreter and imports
-/// legitimately need, identical to what replicas see.
-pub fn template_env(worker: &WorkerPlan, env: &BuiltEnv) -> Vec<(String, String)> {
-    let feeds_a_key = |name: &str| {
-        name.strip_suffix("_FILE")
-            .is_some_and(|key| worker.keys_exact.iter().any(|k| k == key))
-    };
-    env.vars
-        .iter()
-        .filter(|(name, var)| {
-            !var.secret
-                && !worker.declares(name)
-                && !feeds_a_key(name)
-                && name.as_str() != "AGENTSUP_REPLICA"
-        })
-        .map(|(name, var)| (name.clone(), var.value.expose().to_string()))
-        .collect()
-}
-
-/// Checks a fork-mode worker before anything starts: the interpreter is on the
-/// worker's `PATH`, `script` exists, `preload` does not hold the worker's own
-/// module. Returns the interpreter's path. `env` is any replica's environment.
-pub fn preflight(worker: &WorkerPlan, env: &BuiltEnv) -> Result<PathBuf, ForkError> {
-    let fork = worker.fork.as_ref().ok_or(ForkError::NotForkMode)?;
-    let python = crate::spawn::resolve_program(&fork.python, env.path_var(), &worker.cwd)?;
-    if let Some(script) = &fork.script {
-        if !script.is_file() {
-            return Err(ForkError::ScriptMissing {
-                path: script.clone(),
-            });
-        }
-        if script.to_str().is_none() {
-            return Err(ForkError::NonUtf8 {
-                what: "script",
-                path: script.clone(),
-            });
-        }
-    }
-    if let Some(module) = &fork.module
-        && fork.preload.iter().any(|p| p == module)
-    {
-        return Err(ForkError::PreloadsOwnModule {
-            module: module.clone(),
-        });
-    }
-    if worker.cwd.to_str().is_none() {
-        return Err(ForkError::NonUtf8 {
-            what: "working directory",
-            path: worker.cwd.clone(),
-        });
-    }
-    Ok(python)
-}
 
 /// The template of one fork-mode worker. Cheap to clone; every clone drives the
 /// same template. When the last clone is dropped, the template and every replica
@@ -478,7 +265,11 @@ impl ForkTemplate {
 
     /// The live template's pid, if one is running.
     pub fn pid(&self) -> Option<u32> {
-        *self.inner.pid.lock().unwrap_or_else(PoisonError::into_inner)
+        *self
+            .inner
+            .pid
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The worker's name.
@@ -500,7 +291,11 @@ impl ForkTemplate {
         if let Some(conn) = conn {
             conn.close(grace).await;
         }
-        *self.inner.pid.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        *self
+            .inner
+            .pid
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
     }
 }
 
@@ -540,7 +335,7 @@ impl Inner {
                 inner.on_death(death);
             }
         });
-        let started = conn::start(
+        let started = start::start(
             StartParams {
                 worker: self.worker.clone(),
                 python: &self.python,
@@ -609,7 +404,7 @@ impl Inner {
             "{}: the fork template (pid {}) {} after {}{replicas}; restarting it",
             self.worker,
             death.pid,
-            conn::describe(death.status),
+            start::describe(death.status),
             humantime::format_duration(Duration::from_secs(death.lived.as_secs()))
         );
         // Restart now, in the background, so the replicas' own restarts find a
@@ -627,13 +422,8 @@ impl Inner {
 
     async fn fork(self: Arc<Self>, env: Vec<(String, String)>) -> Result<Forked, ForkError> {
         let conn = self.connection().await?;
-        conn.fork(
-            &self.argv,
-            &self.cwd_str,
-            &env,
-            self.options.reply_timeout,
-        )
-        .await
+        conn.fork(&self.argv, &self.cwd_str, &env, self.options.reply_timeout)
+            .await
     }
 }
 

@@ -136,8 +136,7 @@ mod tests {
 
     #[test]
     fn messages_parse() {
-        let m: Message =
-            serde_json::from_str(r#"{"event":"exit","pid":5,"signal":15}"#).unwrap();
+        let m: Message = serde_json::from_str(r#"{"event":"exit","pid":5,"signal":15}"#).unwrap();
         assert_eq!(m.termination(), Some(Termination::Signaled(15)));
         let m: Message = serde_json::from_str(r#"{"event":"exit","pid":5,"code":3}"#).unwrap();
         assert_eq!(m.termination(), Some(Termination::Exited(3)));
@@ -151,8 +150,7 @@ mod tests {
                 threads: vec![]
             }
         );
-        let m: Message =
-            serde_json::from_str(r#"{"event":"forked","id":1,"pid":42}"#).unwrap();
+        let m: Message = serde_json::from_str(r#"{"event":"forked","id":1,"pid":42}"#).unwrap();
         assert_eq!(m, Message::Forked { id: 1, pid: 42 });
     }
 

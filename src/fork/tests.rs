@@ -7,6 +7,7 @@ use super::*;
 use crate::plan::Plan;
 use crate::secret::{Provenance, Sensitive};
 use crate::sources::{Entry, ProcessEnv, Snapshot};
+use crate::spawn::SpawnError;
 
 fn plan(dir: &Path, worker: &str) -> Plan {
     let text = format!(
@@ -82,11 +83,7 @@ fn preflight_checks_python_script_and_preload() {
     std::fs::create_dir(&bin).unwrap();
     let fake = bin.join("python3");
     std::fs::write(&fake, "#!/bin/sh\n").unwrap();
-    std::fs::set_permissions(
-        &fake,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let path_env = ProcessEnv::from_pairs([("PATH", bin.to_str().unwrap())]);
 
     let p = plan(dir.path(), "module = \"agent\"\npreload = [\"json\"]\n");
@@ -127,7 +124,10 @@ fn errors_name_the_module_and_keep_the_traceback() {
     };
     let text = e.to_string();
     assert!(text.contains("\"langchain_openai\""), "{text}");
-    assert!(text.ends_with("No module named 'langchain_openai'"), "{text}");
+    assert!(
+        text.ends_with("No module named 'langchain_openai'"),
+        "{text}"
+    );
 }
 
 #[test]

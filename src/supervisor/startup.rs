@@ -91,6 +91,10 @@ async fn run(
         None => None,
     };
 
+    // Watch before the first load, so a change during a slow `command` source is
+    // not missed (it only causes one extra re-read).
+    let (inputs_tx, inputs_rx) = tokio::sync::mpsc::unbounded_channel();
+    let _watch_guard = start_watching(&plan, inputs_tx.clone());
     let snapshot = {
         let (plan, penv, reaper) = (plan.clone(), process_env.clone(), reaper.clone());
         tokio::task::spawn_blocking(move || {
@@ -178,7 +182,6 @@ async fn run(
     }
     let (status_tx, status_rx) =
         tokio::sync::watch::channel(Arc::new(crate::status::Status::default()));
-    let (inputs_tx, inputs_rx) = tokio::sync::mpsc::unbounded_channel();
     // Control requests are forwarded into the dispatcher's input queue.
     let (control_tx, mut control_rx) = tokio::sync::mpsc::unbounded_channel();
     control::serve(control_listener, status_rx.clone(), control_tx);
@@ -195,7 +198,6 @@ async fn run(
     if let Some(listener) = health_listener {
         crate::health::serve(listener, status_rx.clone());
     }
-    let _watch_guard = start_watching(&plan, inputs_tx.clone());
     let code = super::supervise(super::RunContext {
         plan,
         workers,
