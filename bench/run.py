@@ -366,7 +366,10 @@ class Circus(Tool):
             f"endpoint = ipc://{d}/endpoint",
             f"pubsub_endpoint = ipc://{d}/pubsub",
             f"stats_endpoint = ipc://{d}/stats",
-            "statsd = False", "httpd = False", "",
+            "statsd = False", "httpd = False",
+            # circus respawns only when its controller polls (check_delay, 5 s by
+            # default): the lowest pacing it allows is a short poll interval.
+            *(["check_delay = 0.01"] if spec.restart else []), "",
         ]
         for p in spec.progs:
             lines += [
@@ -620,7 +623,7 @@ def w2_flood(tool, base, label, per_worker, secrets, timeout):
                     continue
                 data = tail + chunk
                 cut = data.rfind(b"\n") + 1
-                ends += data.count(b" END\n", 0, cut)
+                ends += data.count(b" END\n", 0, cut) + data.count(b' END"', 0, cut)
                 tail = data[cut:]
                 if ends >= 4:
                     t_done = now()
@@ -750,6 +753,8 @@ def pick_python():
 
 
 def median(xs):
+    if xs and all(isinstance(x, bool) for x in xs):
+        return sum(xs) * 2 > len(xs)  # majority
     xs = [x for x in xs if isinstance(x, (int, float)) and not isinstance(x, bool)]
     return statistics.median(xs) if xs else None
 
@@ -871,7 +876,11 @@ def main():
         counter[0] += 1
         return f"{counter[0]:03d}-{wl}-{t}-{i}"
 
+    last = [now()]
+
     def record(wl, tname, r):
+        r["wall_s"] = round(now() - last[0], 2)
+        last[0] = now()
         res.add(wl, tname, r)
         brief = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items() if k != "samples_ms"}
         log(f"  {wl:9} {tname:13} {brief}")

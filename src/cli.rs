@@ -213,7 +213,12 @@ pub fn load_plan(arg: &ConfigArg) -> Result<Plan> {
             ))
         }
         Error::ConfigNotFound(msg) if origin == plan::ConfigOrigin::EnvVar => {
-            Error::ConfigNotFound(format!("{msg} (from $AGENTSUP_CONFIG)"))
+            Error::ConfigNotFound(format!(
+                "{msg} (from $AGENTSUP_CONFIG)\n  hint: fix AGENTSUP_CONFIG, or pass -c FILE"
+            ))
+        }
+        Error::ConfigNotFound(msg) => {
+            Error::ConfigNotFound(format!("{msg}\n  hint: check the path given to -c"))
         }
         other => other,
     })
@@ -246,15 +251,45 @@ impl CommandRunner for SpawnRunner {
     }
 }
 
-/// Loads every source once.
+/// Loads every source once, and registers every value that could reach a worker
+/// as secret with the global redactor, before anything is printed.
 pub fn load_sources(plan: &Plan, process_env: &ProcessEnv) -> Snapshot {
-    sources::load_all(
+    let snap = sources::load_all(
         plan,
         &LoadContext {
             process_env,
             runner: &SpawnRunner(None),
         },
-    )
+    );
+    register_secrets(plan, &snap, process_env);
+    snap
+}
+
+/// Adds to the global redactor: the secret values of every key a worker declares
+/// (exact or glob), every `*_FILE` value (a key pasted in place of a path), and
+/// agentsup's own credential-looking variables. Reports, errors and logs printed
+/// afterwards are redacted with them (SPEC 7: agentsup's own messages too).
+pub fn register_secrets(plan: &Plan, snap: &Snapshot, process_env: &ProcessEnv) {
+    let mut pairs = Vec::new();
+    for (name, e) in snap
+        .values
+        .iter()
+        .chain(snap.overridden.iter().map(|e| (&e.name, e)))
+    {
+        let declared = plan.workers.iter().any(|w| w.declares(name));
+        if (declared && plan.is_secret(name, e.provenance.is_secret_source()))
+            || name.ends_with("_FILE")
+            || crate::secret::name_looks_secret(name)
+        {
+            pairs.push((name.clone(), e.value.clone()));
+        }
+    }
+    for (name, v) in &process_env.vars {
+        if crate::secret::name_looks_secret(name) {
+            pairs.push((name.clone(), v.clone()));
+        }
+    }
+    crate::redact::global().extend(pairs);
 }
 
 fn want_color(no_color: bool) -> bool {
@@ -275,7 +310,7 @@ fn cmd_check(a: CheckArgs) -> Result<u8> {
         ReportFormat::Text => report.render_text(want_color(a.no_color)),
         ReportFormat::Json => report.render_json(),
     };
-    write_stdout(&text)?;
+    write_stdout(&crate::redact::redact_message(&text))?;
     Ok(if report.has_errors() {
         code::CONFIG
     } else {
@@ -324,12 +359,20 @@ fn cmd_exec(a: ExecArgs) -> Result<u8> {
             .worker(name)
             .cloned()
             .ok_or_else(|| Error::Usage(unknown_worker(&plan, name)))?,
-        None => crate::env::adhoc_worker(&plan, "exec", &a.keys),
+        None => {
+            if let Some(bad) = a.keys.iter().find(|k| !plan::is_name_or_glob(k)) {
+                return Err(Error::Usage(format!(
+                    "--keys: {bad:?} is not a variable name or glob (letters, digits, `_`; globs may use `*`, `?`, `[…]`)"
+                )));
+            }
+            crate::env::adhoc_worker(&plan, "exec", &a.keys)
+        }
     };
     let snap = load_sources(&plan, &penv);
     let report = check::run(&plan, &snap, &penv, std::slice::from_ref(&worker));
     if report.has_errors() {
-        let _ = std::io::stderr().write_all(report.render_text(false).as_bytes());
+        let text = crate::redact::redact_message(&report.render_text(false));
+        let _ = std::io::stderr().write_all(text.as_bytes());
         return Err(Error::Validation(
             "checks failed; nothing was started".into(),
         ));
@@ -341,8 +384,23 @@ fn cmd_exec(a: ExecArgs) -> Result<u8> {
     } else {
         std::env::current_dir().unwrap_or_else(|_| plan.config_dir.clone())
     };
-    let status = crate::exec::run_exec(&a.cmd, built.pairs(), &cwd)
-        .map_err(|e| Error::Runtime(format!("exec: {e}")))?;
+    let status = match crate::exec::run_exec(&a.cmd, built.pairs(), &cwd) {
+        Ok(status) => status,
+        // As a shell and `env` do: 127 for "not found", 126 for "cannot run".
+        Err(
+            e @ (crate::spawn::SpawnError::NotFound { .. }
+            | crate::spawn::SpawnError::NoPath { .. }
+            | crate::spawn::SpawnError::Missing { .. }),
+        ) => {
+            eprintln!("agentsup: error: exec: {e}");
+            return Ok(127);
+        }
+        Err(e @ crate::spawn::SpawnError::NotExecutable { .. }) => {
+            eprintln!("agentsup: error: exec: {e}");
+            return Ok(126);
+        }
+        Err(e) => return Err(Error::Runtime(format!("exec: {e}"))),
+    };
     Ok(u8::try_from(status).unwrap_or(code::FAILURE))
 }
 

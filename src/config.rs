@@ -305,13 +305,18 @@ pub struct HumanDuration(pub Duration);
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        humantime::parse_duration(&text)
-            .map(HumanDuration)
-            .map_err(|e| {
-                de::Error::custom(format!(
-                    "invalid duration {text:?}: {e} (examples: \"10s\", \"500ms\", \"5m\", \"1h 30m\")"
-                ))
-            })
+        let d = humantime::parse_duration(&text).map_err(|e| {
+            de::Error::custom(format!(
+                "invalid duration {text:?}: {e} (examples: \"10s\", \"500ms\", \"5m\", \"1h 30m\")"
+            ))
+        })?;
+        // Timers are `Instant + duration`; absurd values would overflow them.
+        if d > Duration::from_secs(366 * 24 * 3600) {
+            return Err(de::Error::custom(format!(
+                "duration {text:?} is longer than a year; use a shorter one"
+            )));
+        }
+        Ok(HumanDuration(d))
     }
 }
 

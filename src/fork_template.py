@@ -152,14 +152,14 @@ def preload(chan, modules):
     for name in modules:
         try:
             importlib.import_module(name)
-        except BaseException:
-            chan.send(
-                {
-                    "event": "preload_failed",
-                    "module": name,
-                    "traceback": traceback.format_exc(),
-                }
-            )
+        except BaseException as e:
+            # Start at the preloaded module's own frames: ours and importlib's say
+            # nothing, and a module that does not exist has none at all.
+            tb = e.__traceback__
+            while tb is not None and is_import_machinery(tb.tb_frame.f_code.co_filename):
+                tb = tb.tb_next
+            text = "".join(traceback.format_exception(type(e), e.with_traceback(tb), tb))
+            chan.send({"event": "preload_failed", "module": name, "traceback": text})
             sys.stderr.flush()
             os._exit(3)
     # Move everything imported so far out of the collector's reach: a collection in
@@ -347,10 +347,18 @@ class Child:
         # The template's own descriptors: a child holding the socket would keep
         # agentsup from seeing the template die. Close without unregistering: the
         # epoll instance is shared with the template.
+        chan = self.template.chan
         os.close(self.template.selector.fileno())
-        self.template.chan.sock.close()
+        chan.sock.close()
         os.close(self.template.wake_r)
         os.close(self.template.wake_w)
+        # Pipes that came with later requests belong to other replicas: holding
+        # them would keep their output open after they exit. And bytes of later
+        # requests (their environments) are none of this child's business.
+        while chan.fds:
+            os.close(chan.fds.popleft())
+        wipe(chan.pending)
+        wipe(chan.recv_buf)
         reset_signals()
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
@@ -434,6 +442,14 @@ def is_ours(filename):
         filename == THIS_FILE
         or filename == "<frozen runpy>"
         or os.path.basename(filename) == "runpy.py"
+    )
+
+
+def is_import_machinery(filename):
+    return (
+        filename == THIS_FILE
+        or filename.startswith("<frozen importlib")
+        or filename.endswith(os.path.join("importlib", "__init__.py"))
     )
 
 

@@ -247,10 +247,7 @@ impl Plan {
     /// Reads, parses and checks the config file.
     pub fn load(path: &Path) -> Result<Plan, Error> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::ConfigNotFound(format!(
-                "cannot read config {}: {e}; pass -c FILE, set AGENTSUP_CONFIG, or run from the directory holding supervisor.toml",
-                path.display()
-            ))
+            Error::ConfigNotFound(format!("cannot read config {}: {e}", path.display()))
         })?;
         Plan::from_text(path, &text)
     }

@@ -153,7 +153,7 @@ pub enum SpawnError {
 }
 
 /// What to start, fully resolved by the caller ([`crate::env`] builds `env`).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SpawnSpec {
     /// Program and arguments; `argv[0]` is resolved with [`resolve_program`] and
     /// passed to the program unchanged, as a shell would.
@@ -172,6 +172,24 @@ pub struct SpawnSpec {
     pub own_group: bool,
     /// Signal numbers set to `SIG_DFL` in the child; see [`DEFAULT_RESET_SIGNALS`].
     pub reset_signals: Vec<i32>,
+}
+
+impl fmt::Debug for SpawnSpec {
+    /// Environment values are never shown, only names: they hold the secrets.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpawnSpec")
+            .field("argv", &self.argv)
+            .field(
+                "env",
+                &self.env.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            )
+            .field("cwd", &self.cwd)
+            .field("stdin_null", &self.stdin_null)
+            .field("capture", &self.capture)
+            .field("own_group", &self.own_group)
+            .field("reset_signals", &self.reset_signals)
+            .finish()
+    }
 }
 
 /// Child-side options that are not the caller's business for workers.

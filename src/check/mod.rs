@@ -385,6 +385,9 @@ impl Ctx<'_> {
                     "the sources have {first} at {at}, the name the SDK reads: declare {first} in the \
                      worker's `keys` instead of {key}"
                 )),
+                None if *first == format!("{key}_FILE") => hints.push(format!(
+                    "{first} at {at} is set, but it does not name a readable file holding {key}"
+                )),
                 None => hints.push(format!("did you mean {first} at {at}? rename it to {key}")),
             }
             if !rest.is_empty() {

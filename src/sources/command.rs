@@ -21,8 +21,8 @@ use crate::plan::is_var_name;
 use crate::redact::Redactor;
 use crate::secret::Sensitive;
 
-/// What a finished command produced.
-#[derive(Debug)]
+/// What a finished command produced. `Debug` shows sizes only: the output of a
+/// secret command is the secrets.
 pub struct Captured {
     /// `Some(code)` for a normal exit, `None` when killed by a signal.
     pub code: Option<i32>,
@@ -32,6 +32,17 @@ pub struct Captured {
     pub stdout: Vec<u8>,
     /// Its stderr.
     pub stderr: Vec<u8>,
+}
+
+impl std::fmt::Debug for Captured {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Captured")
+            .field("code", &self.code)
+            .field("signal", &self.signal)
+            .field("stdout", &format_args!("<{} bytes>", self.stdout.len()))
+            .field("stderr", &format_args!("<{} bytes>", self.stderr.len()))
+            .finish()
+    }
 }
 
 /// Runs a command to completion; implemented over [`crate::spawn`].
@@ -98,7 +109,24 @@ pub fn load(
                 "{e}; check the command by hand, and raise `timeout` if it is only slow"
             ))
         })?;
-    let redactor = Redactor::new(known.iter().cloned());
+    // A failing secret tool may echo what it was given: agentsup's own credentials
+    // for it (VAULT_TOKEN, OP_SERVICE_ACCOUNT_TOKEN, AWS_*), values read so far, and
+    // whatever it managed to print on stdout.
+    let mut secrets: Vec<(String, Sensitive)> = known.to_vec();
+    secrets.extend(
+        ctx.process_env
+            .vars
+            .iter()
+            .filter(|(k, _)| looks_like_credential(k))
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
+    secrets.extend(
+        dotenv::parse(&out.stdout)
+            .records
+            .into_iter()
+            .map(|r| (r.key, r.value)),
+    );
+    let redactor = Redactor::new(secrets);
     let stderr_tail = || {
         let text = String::from_utf8_lossy(&out.stderr);
         let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -127,6 +155,23 @@ pub fn load(
         CommandFormat::Dotenv => Ok(parse_dotenv_output(&out.stdout, &location)),
         CommandFormat::Json => parse_json_output(&out.stdout, spec.json_pointer, &location),
     }
+}
+
+/// Names of agentsup's own variables that a secret tool may be handed and echo.
+fn looks_like_credential(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    crate::secret::name_looks_secret(name)
+        || [
+            "TOKEN",
+            "SECRET",
+            "PASSWORD",
+            "PASSPHRASE",
+            "CREDENTIAL",
+            "AUTH",
+            "_KEY",
+        ]
+        .iter()
+        .any(|w| upper.contains(w))
 }
 
 fn parse_dotenv_output(stdout: &[u8], location: &str) -> CommandLoad {

@@ -468,10 +468,14 @@ fn check_key(raw: &str) -> Result<String, (Option<String>, String)> {
             ),
         ));
     }
-    let looks_like_name = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+    // Only a conventional, upper-case name is echoed back: a pasted base64 token
+    // (a Fernet key, a JWT piece) also fits `[A-Za-z0-9_.-]+=`, and it is a secret.
+    let looks_like_name = name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_uppercase() || c == '_')
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.'))
+        && name.contains(['_', '-', '.']);
     if looks_like_name {
         let what = match (name.contains('-'), name.contains('.')) {
             (true, true) => "`-` and `.`",

@@ -450,9 +450,12 @@ fn apply_file_indirection(snap: &mut Snapshot, declared: &BTreeSet<&str>, base: 
                 severity: Severity::Error,
                 location: pointer.provenance.to_string(),
                 key: Some((*key).to_string()),
+                // The path is not printed: a key pasted into `X_FILE` instead of
+                // a path is a common mistake, and then the "path" is the secret.
                 message: format!(
-                    "{via} points at {}, which cannot be used: {reason}",
-                    path.display()
+                    "{via} ({}) does not name a readable file ({reason}); it must hold the path                      of a file containing {key} (its value, {} chars, is not shown)",
+                    pointer.provenance,
+                    pointer.value.len()
                 ),
             }),
         }

@@ -264,11 +264,6 @@ impl Dispatcher {
                 }
                 self.slots[slot].pid = Some(pid);
                 self.slots[slot].running_since = Some(Instant::now());
-                if self.shutting_down {
-                    // A spawn raced the shutdown: stop it like the others.
-                    self.slots[slot].stop_requested = true;
-                    let _ = kill_group(pid, self.worker_of(slot).stop_signal as i32);
-                }
                 self.drive(
                     slot,
                     Event::Spawned {
@@ -430,6 +425,17 @@ impl Dispatcher {
         mut runs_rx: mpsc::UnboundedReceiver<RunEvent>,
         mut inputs_rx: mpsc::UnboundedReceiver<Input>,
     ) -> u8 {
+        // A stop signal that arrived while sources were loading wins: nothing starts
+        // (a `docker stop` during a slow secret command must not spawn workers).
+        if let Ok(SignalEvent::Shutdown(sig)) =
+            tokio::time::timeout(std::time::Duration::ZERO, signals.next()).await
+        {
+            tracing::info!(
+                "received {} before any worker started: exiting without starting anything",
+                signal_name(sig)
+            );
+            return code::OK;
+        }
         for slot in 0..self.slots.len() {
             self.drive(slot, Event::Start);
         }
@@ -462,6 +468,9 @@ impl Dispatcher {
                             humantime::format_duration(self.plan.supervisor.shutdown_timeout)
                         );
                         self.kill_all();
+                        // Descendants that left their worker's process group (setsid)
+                        // would otherwise hold output pipes open past the deadline.
+                        startup::kill_leftover_children();
                     }
                 },
             }

@@ -167,7 +167,12 @@ impl Dispatcher {
     pub(super) fn plan_rolling_restart(&mut self, reason: &'static str) -> usize {
         let mut list = Vec::new();
         for slot in 0..self.slots.len() {
-            if self.slots[slot].pid.is_none() {
+            // Starting replicas count too: their environment was built from the
+            // old snapshot a moment ago.
+            if !matches!(
+                self.slots[slot].machine.state(),
+                replica::State::Running { .. } | replica::State::Starting
+            ) {
                 continue;
             }
             let changed = self.changed_keys(slot);

@@ -91,6 +91,29 @@ async fn run(
         None => None,
     };
 
+    // The output sink and the tracing layer come first, so that anything logged
+    // from here on (watcher fallbacks, re-reads) is printed, redacted.
+    let sink = OutputSink::stdout(OutputConfig {
+        format: match format {
+            LogFormat::Pretty => Format::Pretty,
+            LogFormat::Json => Format::Json,
+        },
+        color,
+        label_width: crate::output::label_width(
+            workers.iter().map(|w| (w.name.as_str(), w.replicas)),
+        ),
+        workers: workers.iter().map(|w| w.name.clone()).collect(),
+        redactor: crate::redact::global().clone(),
+    })
+    .map_err(|e| Error::Runtime(format!("cannot start the output writer: {e}")))?;
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_subscriber::filter::LevelFilter::INFO)
+            .with(sink.layer());
+        // Only `run` installs a subscriber, once per process.
+        let _ = tracing::subscriber::set_global_default(subscriber);
+    }
     // Watch before the first load, so a change during a slow `command` source is
     // not missed (it only causes one extra re-read).
     let (inputs_tx, inputs_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -110,6 +133,7 @@ async fn run(
         .await
         .map_err(|e| Error::Runtime(format!("loading sources failed: {e}")))?
     };
+    crate::cli::register_secrets(&plan, &snapshot, &process_env);
     let mut report = check::run(&plan, &snapshot, &process_env, &workers);
     if plan.supervisor.probe {
         // One authenticated request per distinct (provider, base URL, key), before
@@ -144,7 +168,7 @@ async fn run(
             )
         }
     };
-    write_stdout(&rendered)?;
+    write_stdout(&crate::redact::redact_message(&rendered))?;
     if report.has_errors() {
         return Err(Error::Validation(
             "the checks above failed; nothing was started (fix them, then run again; `agentsup check` repeats the report)".into(),
@@ -158,27 +182,6 @@ async fn run(
             let env = crate::env::build(&plan, w, r, &snapshot, &process_env);
             redactor.extend(env.secrets());
         }
-    }
-    let sink = OutputSink::stdout(OutputConfig {
-        format: match format {
-            LogFormat::Pretty => Format::Pretty,
-            LogFormat::Json => Format::Json,
-        },
-        color,
-        label_width: crate::output::label_width(
-            workers.iter().map(|w| (w.name.as_str(), w.replicas)),
-        ),
-        workers: workers.iter().map(|w| w.name.clone()).collect(),
-        redactor: redactor.clone(),
-    })
-    .map_err(|e| Error::Runtime(format!("cannot start the output writer: {e}")))?;
-    {
-        use tracing_subscriber::layer::SubscriberExt;
-        let subscriber = tracing_subscriber::registry()
-            .with(tracing_subscriber::filter::LevelFilter::INFO)
-            .with(sink.layer());
-        // Only `run` installs a subscriber, once per process.
-        let _ = tracing::subscriber::set_global_default(subscriber);
     }
     let (status_tx, status_rx) =
         tokio::sync::watch::channel(Arc::new(crate::status::Status::default()));

@@ -1,0 +1,366 @@
+#!/usr/bin/env python3
+"""Fork mode vs spawn mode vs supervisord: 8 LangGraph-style Python replicas.
+
+    bench/fork/run.py [--replicas 8] [--rounds 3] [--python PY] [--supervisord BIN]
+
+Run by hand, not in CI. Each replica imports openai, langgraph and langchain_openai,
+builds a ChatOpenAI client from OPENAI_API_KEY at run time, then announces itself
+(its pid on a FIFO, and a "ready" line on stdout) and sleeps. Three setups run the
+same module:
+
+  fork         agentsup, start = "fork", preload = [the three imports]
+  spawn        agentsup, command = [python, "-m", module]
+  supervisord  numprocs = 8, the same command
+
+For each, in every round:
+
+  all ready    launch of the supervisor -> the last replica announced itself
+  replace      SIGKILL of one replica -> its replacement announced itself
+               (median of 3 kills)
+  PSS          sum of Pss (/proc/<pid>/smaps_rollup) over the workers (template +
+               replicas in fork mode), and of the supervisor itself, 1 s after ready
+
+and prints medians over the rounds, then the ratios fork/spawn and fork/supervisord.
+
+Interpreter: --python, else bench/.venv (bench/setup.sh) or target/test-venv
+(tests/setup-deps.sh), whichever has the three packages. supervisord: --supervisord,
+else the one beside that interpreter, else bench/fork/.venv is created with
+`pip install supervisor`. agentsup: $AGENTSUP_BIN, else target/release/agentsup.
+Only the standard library is used.
+"""
+
+import argparse
+import os
+import select
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+IMPORTS = ["openai", "langgraph.graph", "langchain_openai"]
+# A well-formed fake key: agentsup's checks run before anything starts.
+FAKE_KEY = "sk-bench-" + "Zq8xN3vR7tY2wK5mP9aB4cD6eF1gH0jL3nQ7sT9uVw"
+KILLS = 3
+
+AGENT = '''"""A LangGraph + OpenAI agent process, for the fork benchmark."""
+import os
+import signal
+import sys
+
+import openai  # noqa: F401
+import langgraph.graph  # noqa: F401
+import langchain_openai  # noqa: F401
+from langchain_openai import ChatOpenAI
+
+# Built at run time, from this replica's own environment (fork-mode safe).
+llm = ChatOpenAI(model="gpt-4o-mini", api_key=os.environ["OPENAI_API_KEY"])
+
+fd = os.open(os.environ["BENCH_FIFO"], os.O_WRONLY | os.O_NONBLOCK)
+os.write(fd, b"%d\\n" % os.getpid())
+os.close(fd)
+print("ready", os.getpid(), flush=True)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+while True:
+    signal.pause()
+'''
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def has_packages(python):
+    if not python or not os.access(python, os.X_OK):
+        return False
+    code = "import " + ", ".join(IMPORTS)
+    return subprocess.run([python, "-c", code], capture_output=True).returncode == 0
+
+
+def find_python(explicit):
+    candidates = [explicit] if explicit else [
+        os.path.join(ROOT, "bench", ".venv", "bin", "python"),
+        os.path.join(ROOT, "target", "test-venv", "bin", "python"),
+    ]
+    for py in candidates:
+        if has_packages(py):
+            return py
+    if explicit:
+        sys.exit("%s cannot import %s" % (explicit, ", ".join(IMPORTS)))
+    log("no interpreter with %s yet: running tests/setup-deps.sh" % ", ".join(IMPORTS))
+    subprocess.run(["bash", os.path.join(ROOT, "tests", "setup-deps.sh")], check=True)
+    py = candidates[-1]
+    if not has_packages(py):
+        sys.exit("target/test-venv lacks %s (examples/langgraph/requirements.txt)" % IMPORTS)
+    return py
+
+
+def find_supervisord(explicit, python):
+    if explicit:
+        return explicit
+    beside = os.path.join(os.path.dirname(python), "supervisord")
+    if os.access(beside, os.X_OK):
+        return beside
+    venv = os.path.join(HERE, ".venv")
+    binary = os.path.join(venv, "bin", "supervisord")
+    if not os.access(binary, os.X_OK):
+        log("creating %s with supervisor" % venv)
+        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+        subprocess.run(
+            [os.path.join(venv, "bin", "pip"), "install", "--quiet", "supervisor"], check=True
+        )
+    return binary
+
+
+# ---------------------------------------------------------------------------
+# /proc
+
+
+def children_of(pid):
+    """Every descendant of pid (walks PPid links)."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        parents.setdefault(int(fields[1]), []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def pss_kb(pid):
+    try:
+        with open("/proc/%d/smaps_rollup" % pid) as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# setups
+
+
+class Setup:
+    """One supervisor running `replicas` copies of the agent module."""
+
+    def __init__(self, name, workdir, argv, fifo):
+        self.name, self.workdir, self.argv, self.fifo = name, workdir, argv, fifo
+        self.proc = None
+
+    def start(self, env):
+        out = open(os.path.join(self.workdir, self.name + ".out"), "wb")
+        self.proc = subprocess.Popen(
+            self.argv, cwd=self.workdir, env=env, stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+
+    def stop(self):
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        # Anything left in its session (there should be nothing) goes too.
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        self.proc = None
+
+
+def agentsup_setup(name, workdir, fork, python, replicas, fifo):
+    if fork:
+        start = 'start = "fork"\npython = "%s"\npreload = %s\nmodule = "bench_agent"\n' % (
+            python, "[" + ", ".join('"%s"' % m for m in IMPORTS) + "]",
+        )
+    else:
+        start = 'command = ["%s", "-m", "bench_agent"]\n' % python
+    config = os.path.join(workdir, name + ".toml")
+    with open(config, "w") as f:
+        f.write(
+            '[supervisor]\nshutdown_timeout = "10s"\n\n'
+            '[[source]]\ntype = "env"\n\n'
+            '[[worker]]\nname = "bench"\n%s'
+            'replicas = %d\nkeys = ["OPENAI_API_KEY"]\n'
+            'vars = { BENCH_FIFO = "%s" }\nrestart = "always"\n'
+            'backoff = { initial = "10ms", max = "1s", jitter = 0.0 }\n'
+            "max_restarts = 1000\n" % (start, replicas, fifo)
+        )
+    binary = os.environ.get("AGENTSUP_BIN", os.path.join(ROOT, "target", "release", "agentsup"))
+    return Setup(name, workdir, [binary, "run", "-c", config, "--no-color"], fifo)
+
+
+def supervisord_setup(workdir, supervisord, python, replicas, fifo):
+    config = os.path.join(workdir, "supervisord.conf")
+    with open(config, "w") as f:
+        f.write(
+            "[supervisord]\nnodaemon=true\nlogfile=%(d)s/supervisord.log\n"
+            "pidfile=%(d)s/supervisord.pid\nchildlogdir=%(d)s\n\n"
+            "[program:bench]\ncommand=%(py)s -m bench_agent\ndirectory=%(d)s\n"
+            "numprocs=%(n)d\nprocess_name=%%(program_name)s_%%(process_num)d\n"
+            "autorestart=true\nstartsecs=0\nstartretries=1000\n"
+            "stopasgroup=true\nkillasgroup=true\nredirect_stderr=true\n"
+            "stdout_logfile=%(d)s/bench_%%(process_num)d.log\n"
+            'environment=OPENAI_API_KEY="%(key)s",BENCH_FIFO="%(fifo)s",PYTHONUNBUFFERED="1"\n'
+            % {"d": workdir, "py": python, "n": replicas, "key": FAKE_KEY, "fifo": fifo}
+        )
+    return Setup("supervisord", workdir, [supervisord, "-n", "-c", config], fifo)
+
+
+# ---------------------------------------------------------------------------
+# measuring
+
+
+class Announcements:
+    """Pids written to the FIFO, one per line, with their arrival time."""
+
+    def __init__(self, path):
+        # O_RDWR: the FIFO never reports end-of-file between writers.
+        self.fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+        self.buf = b""
+
+    def wait(self, count, timeout):
+        """Returns [(pid, time)] for the next `count` announcements."""
+        got, deadline = [], time.monotonic() + timeout
+        while len(got) < count:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("%d of %d replicas announced themselves" % (len(got), count))
+            ready, _, _ = select.select([self.fd], [], [], left)
+            if not ready:
+                continue
+            self.buf += os.read(self.fd, 65536)
+            *lines, self.buf = self.buf.split(b"\n")
+            now = time.monotonic()
+            got.extend((int(line), now) for line in lines if line.strip())
+        return got
+
+    def close(self):
+        os.close(self.fd)
+
+
+def measure(setup, replicas, env):
+    fifo = Announcements(setup.fifo)
+    try:
+        t0 = time.monotonic()
+        setup.start(env)
+        ready = fifo.wait(replicas, 300)
+        all_ready = ready[-1][1] - t0
+        time.sleep(1)
+        workers = children_of(setup.proc.pid)
+        workers_pss = sum(pss_kb(p) for p in workers)
+        supervisor_pss = pss_kb(setup.proc.pid)
+        live = [pid for pid, _ in ready]
+        replace = []
+        for i in range(KILLS):
+            victim = live[i]
+            t = time.monotonic()
+            os.kill(victim, signal.SIGKILL)
+            (new, when), = fifo.wait(1, 120)
+            replace.append(when - t)
+            live.append(new)
+            time.sleep(0.5)
+        return {
+            "all_ready": all_ready,
+            "replace": statistics.median(replace),
+            "workers_pss": workers_pss,
+            "supervisor_pss": supervisor_pss,
+            "processes": len(workers),
+        }
+    finally:
+        setup.stop()
+        fifo.close()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--replicas", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--python")
+    ap.add_argument("--supervisord")
+    ap.add_argument("--only", choices=["fork", "spawn", "supervisord"], action="append")
+    args = ap.parse_args()
+
+    python = find_python(args.python)
+    names = args.only or ["fork", "spawn", "supervisord"]
+    supervisord = find_supervisord(args.supervisord, python) if "supervisord" in names else None
+    agentsup = os.environ.get("AGENTSUP_BIN", os.path.join(ROOT, "target", "release", "agentsup"))
+    if ("fork" in names or "spawn" in names) and not os.access(agentsup, os.X_OK):
+        sys.exit("%s missing: cargo build --release (or set AGENTSUP_BIN)" % agentsup)
+    log("python %s\nagentsup %s\nsupervisord %s" % (python, agentsup, supervisord))
+
+    workdir = tempfile.mkdtemp(prefix="agentsup-fork-bench-")
+    with open(os.path.join(workdir, "bench_agent.py"), "w") as f:
+        f.write(AGENT)
+    fifo = os.path.join(workdir, "ready.fifo")
+    os.mkfifo(fifo)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", workdir),
+        "OPENAI_API_KEY": FAKE_KEY,
+    }
+    setups = {
+        "fork": lambda: agentsup_setup("fork", workdir, True, python, args.replicas, fifo),
+        "spawn": lambda: agentsup_setup("spawn", workdir, False, python, args.replicas, fifo),
+        "supervisord": lambda: supervisord_setup(workdir, supervisord, python, args.replicas, fifo),
+    }
+    # Warm the page cache and .pyc files so the first setup measured is not penalised.
+    subprocess.run([python, "-c", "import " + ", ".join(IMPORTS)], check=True)
+
+    results = {n: [] for n in names}
+    try:
+        for r in range(args.rounds):
+            for name in names:
+                res = measure(setups[name](), args.replicas, env)
+                results[name].append(res)
+                log(
+                    "round %d %-11s all ready %6.2f s  replace %5.2f s  workers PSS %7.1f MiB"
+                    "  supervisor PSS %5.1f MiB  (%d processes)"
+                    % (r + 1, name, res["all_ready"], res["replace"], res["workers_pss"] / 1024,
+                       res["supervisor_pss"] / 1024, res["processes"])
+                )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    med = {
+        n: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for n, rs in results.items()
+    }
+    print("\n%d replicas importing %s; medians of %d rounds (%s)\n"
+          % (args.replicas, ", ".join(IMPORTS), args.rounds, os.uname().machine))
+    print("%-12s %12s %12s %18s %16s" % ("", "all ready", "replace", "workers PSS", "supervisor PSS"))
+    for n in names:
+        m = med[n]
+        print("%-12s %10.2f s %10.2f s %14.1f MiB %12.1f MiB"
+              % (n, m["all_ready"], m["replace"], m["workers_pss"] / 1024, m["supervisor_pss"] / 1024))
+    if "fork" in med:
+        for other in ("spawn", "supervisord"):
+            if other not in med:
+                continue
+            f, o = med["fork"], med[other]
+            print("\nfork / %s: all ready %.2fx, replace %.2fx, workers PSS %.2fx, total PSS %.2fx"
+                  % (other, f["all_ready"] / o["all_ready"], f["replace"] / o["replace"],
+                     f["workers_pss"] / o["workers_pss"],
+                     (f["workers_pss"] + f["supervisor_pss"]) / (o["workers_pss"] + o["supervisor_pss"])))
+
+
+if __name__ == "__main__":
+    main()
