@@ -14,5 +14,6 @@ mod fork_tests;
 mod health_tests;
 mod k8s_tests;
 mod probe_tests;
+mod regression_tests;
 mod run_tests;
 mod watch_tests;
