@@ -77,3 +77,17 @@ fn exec_of_a_missing_program_exits_127() {
     sb.run(&["exec", "--keys", "BAD KEY", "--", "true"])
         .assert_code(2);
 }
+
+#[test]
+fn a_nul_byte_in_a_glob_matched_value_stops_before_start() {
+    let sb = Sandbox::new();
+    sb.write(".env", "LANGSMITH_X=\"ab\\0cd\"\n");
+    sb.write("secrets/LANGSMITH_Y", b"ab\0cd");
+    sb.config(
+        "[[source]]\ntype = \"dir\"\npath = \"secrets\"\n\n[[worker]]\nname = \"w\"\ncommand = [\"true\"]\nkeys = [\"LANGSMITH_*\"]\n",
+    );
+    sb.run(&["run"])
+        .assert_code(78)
+        .assert_contains("LANGSMITH_Y")
+        .assert_contains("NUL byte");
+}

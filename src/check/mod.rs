@@ -155,6 +155,28 @@ pub fn run(
     }
     for w in &selected {
         let built = env::build(plan, w, 0, snapshot, process_env);
+        // Values matched only by a glob are optional and not value-checked, except
+        // for a NUL byte: no process environment can carry one, so the worker could
+        // not even start (it would crash-loop with a message naming no variable).
+        for (name, var) in &built.vars {
+            if !w.keys_exact.contains(name)
+                && w.key_globset.is_match(name)
+                && var.value.expose().contains('\0')
+            {
+                out.push(Finding {
+                    severity: Severity::Error,
+                    code: "control-char",
+                    key: Some(name.clone()),
+                    workers: vec![w.name.clone()],
+                    location: Some(var.provenance.to_string()),
+                    message: format!(
+                        "{name} (matched by a glob in `keys`) holds a NUL byte, which no process \
+                         environment can carry: the worker could not start"
+                    ),
+                    hint: Some("remove the NUL byte from the value at its source".into()),
+                });
+            }
+        }
         for key in &w.keys_exact {
             match built.vars.get(key) {
                 None => out.push(ctx.missing(w, key)),
