@@ -40,6 +40,9 @@ PM2_RUNTIME = os.path.join(HERE, "node_modules", ".bin", "pm2-runtime")
 CLK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
+LAST_BUSY = None  # share of CPU busy just before the last launch
+QUIET = True  # wait for an idle machine before each run (--no-wait-quiet)
+
 TOOLS = ["floor", "agentsup", "supervisord", "circus", "pm2", "honcho"]
 PEERS = ["supervisord", "circus", "pm2", "honcho"]
 
@@ -120,18 +123,49 @@ def mem_kb(pid):
 
 
 def ctx_switches(pid):
-    """Voluntary + involuntary context switches of every thread: a wake-up count."""
-    total = 0
+    """{(pid, tid): voluntary + involuntary context switches}: wake-ups per thread."""
+    out = {}
     try:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
-        return 0
+        return out
     for tid in tids:
         s = read(f"/proc/{pid}/task/{tid}/status") or ""
+        n = 0
         for line in s.splitlines():
             if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
-                total += int(line.split()[1])
-    return total
+                n += int(line.split()[1])
+        out[(pid, tid)] = n
+    return out
+
+
+def wakeups_between(before, after):
+    """Context switches of the threads alive at both samples (a thread that exited
+    in between takes its count with it; one that started is counted from 0)."""
+    return sum(n - before.get(k, 0) for k, n in after.items())
+
+
+def busy_fraction(interval=0.3):
+    """Share of all CPUs busy over `interval` (from /proc/stat)."""
+    def sample():
+        f = [int(x) for x in read("/proc/stat").splitlines()[0].split()[1:]]
+        idle = f[3] + f[4]
+        return sum(f), idle
+    t0, i0 = sample()
+    time.sleep(interval)
+    t1, i1 = sample()
+    return 1.0 - (i1 - i0) / max(1, t1 - t0)
+
+
+def wait_quiet(limit=90.0, threshold=0.2):
+    """Waits (up to `limit` s) until the machine is idle, so another job's build does
+    not land in one tool's numbers. Returns the busy share seen last."""
+    end = now() + limit
+    b = busy_fraction()
+    while b > threshold and now() < end:
+        time.sleep(1.0)
+        b = busy_fraction()
+    return b
 
 
 def comm(pid):
@@ -470,6 +504,8 @@ class Run:
         self.err_path = os.path.join(self.dir, "stderr.log")
         self.spec = spec(self.fifo.path) if callable(spec) else spec
         self.known = set()  # every pid seen in the tool's tree
+        global LAST_BUSY
+        self.busy_before = LAST_BUSY = wait_quiet() if QUIET else None
         self.t0 = now()
         self.proc = tool.launch(self.spec, self.dir, self.out_path, self.err_path)
 
@@ -519,6 +555,9 @@ class Run:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             pass
+        end = now() + 10
+        while now() < end and any(alive(p) for p in pids):
+            time.sleep(0.02)
         self.fifo.close()
 
 
@@ -542,13 +581,17 @@ def w1_fanout(tool, base, label, n, idle):
         res["processes"] = len(sup)
         if idle:
             c0 = sum(cpu_ticks(p) or 0 for p in sup)
-            s0 = sum(ctx_switches(p) for p in sup)
+            s0 = {}
+            for p in sup:
+                s0.update(ctx_switches(p))
             time.sleep(idle)
             sup2 = [p for p in sup if alive(p)]
             c1 = sum(cpu_ticks(p) or 0 for p in sup2)
-            s1 = sum(ctx_switches(p) for p in sup2)
+            s1 = {}
+            for p in sup2:
+                s1.update(ctx_switches(p))
             res["idle_cpu_ms"] = (c1 - c0) * 1000 / CLK * (10.0 / idle)
-            res["idle_wakeups_per_s"] = (s1 - s0) / idle
+            res["idle_wakeups_per_s"] = wakeups_between(s0, s1) / idle
         return res
     finally:
         r.stop()
@@ -852,7 +895,11 @@ def main():
     ap.add_argument("--secrets", type=int, default=10, help="W2 redaction: number of secrets")
     ap.add_argument("--json", default=os.path.join(HERE, "results.json"))
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    ap.add_argument("--no-wait-quiet", action="store_true",
+                    help="do not wait for other load (a build, ...) to settle before each run")
     args = ap.parse_args()
+    global QUIET
+    QUIET = not args.no_wait_quiet
     runs = args.runs or (3 if args.quick else 5)
     crash_secs = args.crash_secs or (10.0 if args.quick else 30.0)
     workloads = [w.strip().upper() for w in args.workloads.split(",")]
@@ -880,6 +927,8 @@ def main():
 
     def record(wl, tname, r):
         r["wall_s"] = round(now() - last[0], 2)
+        if LAST_BUSY is not None:
+            r["busy_before"] = round(LAST_BUSY, 2)
         last[0] = now()
         res.add(wl, tname, r)
         brief = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items() if k != "samples_ms"}
@@ -936,6 +985,9 @@ def main():
                 log("W6 skipped: no python with openai, langgraph, langchain_openai (run bench/setup.sh)")
             else:
                 w6runs = 1 if args.quick else 3
+                # Warm the page cache (and .pyc files) so the first tool is not
+                # charged for the cold import.
+                subprocess.run([py, "-c", "import openai, langgraph.graph, langchain_openai"], capture_output=True)
                 log(f"W6 python-heavy: {args.py_replicas} x import openai+langgraph+langchain_openai ({py}), {w6runs} runs")
                 for i in range(w6runs):
                     for t in tools:

@@ -622,6 +622,18 @@ enum ExitSource {
 }
 
 impl ExitSource {
+    /// Checks once, without waiting, whether the command has exited.
+    fn poll_once(&mut self) -> io::Result<Option<Termination>> {
+        match self {
+            ExitSource::Reaper(w) => match w.try_wait() {
+                None => Ok(None),
+                Some(Ok(status)) => Ok(Some(status.termination)),
+                Some(Err(e)) => Err(io::Error::other(e)),
+            },
+            ExitSource::Direct(pid) => reaper::reap_pid(*pid, false),
+        }
+    }
+
     /// Waits for the exit until `deadline`; `Ok(None)` when it did not come.
     ///
     /// This polls with short sleeps. It is only entered once both output pipes are
@@ -717,8 +729,22 @@ pub fn run_capture(
     // Dropping a std Child neither kills nor waits; the status comes from `exit`.
     drop(child);
 
-    let stop = match read_until_eof(stdout, stderr, deadline) {
-        Ok((stdout, stderr)) => match exit.wait_until(deadline) {
+    let stop = match read_until_eof(stdout, stderr, deadline, &mut exit) {
+        Ok((stdout, stderr, Some(status), leaked)) => {
+            // When the command exited but something it started (an agent, a cache
+            // daemon) keeps its output open, use what it printed and end the rest of
+            // its group (which still has members, so its id cannot have been reused)
+            // instead of waiting for the timeout.
+            if leaked {
+                let _ = kill_group(pid, libc::SIGKILL);
+            }
+            return Ok(Captured {
+                status,
+                stdout,
+                stderr,
+            });
+        }
+        Ok((stdout, stderr, None, _)) => match exit.wait_until(deadline) {
             Ok(Some(status)) => {
                 return Ok(Captured {
                     status,
@@ -751,23 +777,47 @@ pub fn run_capture(
     })
 }
 
+/// How long a command's output may stay open after the command itself exited.
+const CAPTURE_LEAK_GRACE: Duration = Duration::from_millis(500);
+
 /// Reads both pipes until both reach EOF, multiplexed with `poll` so a command that
-/// fills one pipe while we read the other cannot deadlock.
+/// fills one pipe while we read the other cannot deadlock. Also watches for the
+/// command's own exit: when it has exited and the pipes stay open for
+/// [`CAPTURE_LEAK_GRACE`] (a background process it started holds them), reading
+/// stops and the status is returned with what was read.
 fn read_until_eof(
     stdout: Option<File>,
     stderr: Option<File>,
     deadline: Instant,
-) -> Result<(Vec<u8>, Vec<u8>), ReadStop> {
+    exit: &mut ExitSource,
+) -> Result<(Vec<u8>, Vec<u8>, Option<Termination>, bool), ReadStop> {
     let mut streams = [(stdout, Vec::new()), (stderr, Vec::new())];
     let mut buf = vec![0u8; 64 * 1024];
+    let mut exited: Option<(Termination, Instant)> = None;
     loop {
         let open: Vec<usize> = (0..2).filter(|&i| streams[i].0.is_some()).collect();
         if open.is_empty() {
             let [(_, out), (_, err)] = streams;
-            return Ok((out, err));
+            return Ok((out, err, exited.map(|(s, _)| s), false));
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        if exited.is_none() {
+            match exit.poll_once() {
+                Ok(Some(status)) => exited = Some((status, Instant::now())),
+                Ok(None) => {}
+                Err(e) => return Err(ReadStop::Io(e)),
+            }
+        }
+        if let Some((status, at)) = exited {
+            if at.elapsed() >= CAPTURE_LEAK_GRACE {
+                let [(_, out), (_, err)] = streams;
+                return Ok((out, err, Some(status), true));
+            }
+        }
+        // Wake at least every 100 ms to notice the command's exit (see above).
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(100));
+        if deadline <= Instant::now() {
             return Err(ReadStop::Deadline);
         }
         // Round up, so we never spin on a sub-millisecond remainder.

@@ -91,3 +91,23 @@ fn a_nul_byte_in_a_glob_matched_value_stops_before_start() {
         .assert_contains("LANGSMITH_Y")
         .assert_contains("NUL byte");
 }
+
+#[test]
+fn a_secret_command_that_leaves_a_background_process_is_not_a_timeout() {
+    let sb = Sandbox::new();
+    sb.config(
+        r#"
+[[source]]
+type = "command"
+command = ["sh", "-c", "sleep 30 & echo MY_TOKEN=abcdefgh123"]
+timeout = "10s"
+
+[[worker]]
+name = "w"
+command = ["true"]
+keys = ["MY_TOKEN"]
+"#,
+    );
+    // Before the fix this waited for the 10 s timeout and failed the source.
+    sb.run(&["check"]).assert_code(0);
+}
