@@ -777,6 +777,10 @@ pub fn run_capture(
     })
 }
 
+/// stdout, stderr, the command's status if it was seen, and whether a leftover
+/// process held the output open after the command exited.
+type ReadOutcome = (Vec<u8>, Vec<u8>, Option<Termination>, bool);
+
 /// How long a command's output may stay open after the command itself exited.
 const CAPTURE_LEAK_GRACE: Duration = Duration::from_millis(500);
 
@@ -790,7 +794,7 @@ fn read_until_eof(
     stderr: Option<File>,
     deadline: Instant,
     exit: &mut ExitSource,
-) -> Result<(Vec<u8>, Vec<u8>, Option<Termination>, bool), ReadStop> {
+) -> Result<ReadOutcome, ReadStop> {
     let mut streams = [(stdout, Vec::new()), (stderr, Vec::new())];
     let mut buf = vec![0u8; 64 * 1024];
     let mut exited: Option<(Termination, Instant)> = None;
