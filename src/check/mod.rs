@@ -181,8 +181,25 @@ pub fn run(
             match built.vars.get(key) {
                 None => out.push(ctx.missing(w, key)),
                 Some(var) => {
-                    for f in ctx.value_findings(w, key, var, &built) {
+                    let findings = ctx.value_findings(w, key, var, &built);
+                    let clean = findings.is_empty();
+                    for f in findings {
                         out.push(f);
+                    }
+                    if clean && var.secret && is_plain_word(var.value.expose()) {
+                        out.push(Finding {
+                            severity: Severity::Warning,
+                            code: "plain-word",
+                            key: Some(key.clone()),
+                            workers: vec![w.name.clone()],
+                            location: Some(var.provenance.to_string()),
+                            message: format!(
+                                "{key} is secret but its value is a plain lower-case word: \
+                                 it is redacted wherever that word appears in output, which \
+                                 also gives the value away by context"
+                            ),
+                            hint: Some("use a real random secret".into()),
+                        });
                     }
                 }
             }
@@ -558,3 +575,9 @@ fn nonempty<'n, 'b>(built: &'b BuiltEnv, name: &'n str) -> Option<(&'n str, &'b 
 
 #[cfg(test)]
 mod tests;
+
+/// True for a short all-lower-case word (`running`, `secret`): redacting it would
+/// also redact agentsup's own vocabulary and reveal the value by context.
+fn is_plain_word(v: &str) -> bool {
+    (6..=12).contains(&v.len()) && v.chars().all(|c| c.is_ascii_lowercase())
+}

@@ -93,7 +93,7 @@ pub enum ForkError {
         /// The OS error.
         source: io::Error,
     },
-    /// [`ForkTemplate::shutdown`] was called.
+    /// [`ForkTemplate::shutdown`](super::ForkTemplate::shutdown) was called.
     #[error("the fork template was shut down")]
     Closed,
 }
