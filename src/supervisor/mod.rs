@@ -94,6 +94,8 @@ enum Input {
 struct Dispatcher {
     plan: Arc<Plan>,
     workers: Vec<WorkerPlan>,
+    /// Fork mode: each worker's template (same index as `workers`), if it forks.
+    templates: Vec<Option<crate::fork::ForkTemplate>>,
     process_env: Arc<ProcessEnv>,
     snapshot: Arc<Snapshot>,
     slots: Vec<Slot>,
@@ -216,6 +218,7 @@ impl Dispatcher {
             worker: Arc::from(worker.name.as_str()),
             replica: s.replica,
             tail: s.tail.clone(),
+            fork: self.templates[s.worker].clone(),
         };
         run_task::start(
             req,
@@ -477,6 +480,10 @@ impl Dispatcher {
             self.publish();
         }
         self.publish();
+        // Every replica is gone: stop the fork templates (each kills a straggler).
+        for template in self.templates.iter().flatten() {
+            template.shutdown(std::time::Duration::from_secs(1)).await;
+        }
         startup::kill_leftover_children();
         if !self.shutting_down {
             let failed = self
@@ -507,6 +514,7 @@ fn signal_name(sig: i32) -> String {
 struct RunContext {
     plan: Arc<Plan>,
     workers: Vec<WorkerPlan>,
+    templates: Vec<Option<crate::fork::ForkTemplate>>,
     process_env: Arc<ProcessEnv>,
     snapshot: Arc<Snapshot>,
     signals: Signals,
@@ -548,6 +556,7 @@ async fn supervise(ctx: RunContext) -> Result<u8> {
     let d = Dispatcher {
         plan: ctx.plan,
         workers: ctx.workers,
+        templates: ctx.templates,
         process_env: ctx.process_env,
         snapshot: ctx.snapshot,
         slots,

@@ -8,11 +8,14 @@
 //! dead but still unreaped, so its group id cannot have been reused) and the pumps
 //! get one more grace period before they are abandoned.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use crate::fork::{ForkTemplate, Forked};
 use crate::output::{LineMeta, OutputSink, Stream, Tail, pump};
 use crate::reaper::Termination;
 use crate::redact::SharedRedactor;
@@ -69,6 +72,9 @@ pub struct RunRequest {
     pub replica: u32,
     /// Output tail, shared with the dispatcher for classification.
     pub tail: Arc<Mutex<Tail>>,
+    /// Fork mode (SPEC 6): the worker's template. The replica is forked from it
+    /// with `spec.env` (argv and cwd come from the template) instead of spawned.
+    pub fork: Option<ForkTemplate>,
 }
 
 /// Starts one run in the background.
@@ -87,15 +93,24 @@ pub fn start(
             worker,
             replica,
             tail,
+            fork,
         } = req;
-        let spawned = match spawner.spawn(spec).await {
+        let started = match fork {
+            Some(template) => template
+                .fork(spec.env)
+                .await
+                .map(Started::forked)
+                .map_err(|e| e.to_string()),
+            None => spawner
+                .spawn(spec)
+                .await
+                .map(Started::spawned)
+                .map_err(|e| e.to_string()),
+        };
+        let spawned = match started {
             Ok(s) => s,
-            Err(e) => {
-                let _ = events.send(RunEvent::SpawnFailed {
-                    slot,
-                    run,
-                    reason: e.to_string(),
-                });
+            Err(reason) => {
+                let _ = events.send(RunEvent::SpawnFailed { slot, run, reason });
                 return;
             }
         };
@@ -121,12 +136,12 @@ pub fn start(
                 tail.clone(),
             )));
         }
-        let termination = match spawned.exit.await {
-            Ok(status) => status.termination,
-            // The reaper cannot lose a registered child; if it did, report a crash
-            // rather than hang the replica forever.
-            Err(_) => Termination::Signaled(libc::SIGKILL),
-        };
+        // Unknown when the reaper lost a registered child (it cannot) or a fork
+        // template died before reporting: a crash, rather than a replica that hangs.
+        let termination = spawned
+            .exit
+            .await
+            .unwrap_or(Termination::Signaled(libc::SIGKILL));
         let mut leaked = false;
         let drain = futures_join(&mut pumps);
         if tokio::time::timeout(LEAK_TIMEOUT, drain).await.is_err() {
@@ -148,6 +163,37 @@ pub fn start(
             leaked,
         });
     });
+}
+
+/// A started replica, spawned or forked: the same pipes, and an exit future that
+/// yields `None` when the status is unknown.
+struct Started {
+    pid: u32,
+    stdout: Option<tokio::net::unix::pipe::Receiver>,
+    stderr: Option<tokio::net::unix::pipe::Receiver>,
+    exit: Pin<Box<dyn Future<Output = Option<Termination>> + Send>>,
+}
+
+impl Started {
+    fn spawned(s: crate::spawn::Spawned) -> Started {
+        let exit = s.exit;
+        Started {
+            pid: s.pid,
+            stdout: s.stdout,
+            stderr: s.stderr,
+            exit: Box::pin(async move { exit.await.ok().map(|s| s.termination) }),
+        }
+    }
+
+    fn forked(f: Forked) -> Started {
+        let exit = f.exit;
+        Started {
+            pid: f.pid,
+            stdout: f.stdout,
+            stderr: f.stderr,
+            exit: Box::pin(async move { exit.await.ok().map(|s| s.termination) }),
+        }
+    }
 }
 
 /// Awaits every pump still running; finished ones are skipped on a second call.

@@ -36,15 +36,6 @@ pub fn cmd_run(a: RunArgs) -> Result<u8> {
             plan.config_path.display()
         )));
     }
-    if let Some(w) = workers
-        .iter()
-        .find(|w| w.start == crate::config::StartMode::Fork)
-    {
-        return Err(Error::Validation(format!(
-            "worker {:?}: start = \"fork\" is not supported by this build yet; use start = \"spawn\" with command = [\"python3\", \"-m\", …]",
-            w.name
-        )));
-    }
     let format = match a.log_format {
         Some(LogFormatArg::Json) => LogFormat::Json,
         Some(LogFormatArg::Pretty) => LogFormat::Pretty,
@@ -201,9 +192,31 @@ async fn run(
     if let Some(listener) = health_listener {
         crate::health::serve(listener, status_rx.clone());
     }
+    // Fork-mode templates preload before any replica starts; a preload that fails
+    // to import stops everything here (exit 78), like a failed check.
+    let mut templates = Vec::with_capacity(workers.len());
+    for w in &workers {
+        if w.start != crate::config::StartMode::Fork {
+            templates.push(None);
+            continue;
+        }
+        let env = crate::env::build(&plan, w, 0, &snapshot, &process_env);
+        match crate::fork::ForkTemplate::start(w, &env, &spawner, Some(sink.clone())).await {
+            Ok(t) => templates.push(Some(t)),
+            Err(e) => {
+                drop(templates); // kills the templates already started
+                sink.shutdown().await;
+                return Err(Error::Validation(format!(
+                    "worker {:?}: {e}\nnothing was started",
+                    w.name
+                )));
+            }
+        }
+    }
     let code = super::supervise(super::RunContext {
         plan,
         workers,
+        templates,
         process_env,
         snapshot: Arc::new(snapshot),
         signals,
@@ -313,10 +326,16 @@ fn preflight_commands(
             ));
             continue;
         }
+        let env = crate::env::build(plan, w, 0, snapshot, process_env);
+        if w.start == crate::config::StartMode::Fork {
+            if let Err(e) = crate::fork::preflight(w, &env) {
+                problems.push(format!("worker {:?}: {e}", w.name));
+            }
+            continue;
+        }
         let Some(program) = w.command.first() else {
             continue;
         };
-        let env = crate::env::build(plan, w, 0, snapshot, process_env);
         if let Err(e) = crate::spawn::resolve_program(program, env.path_var(), &w.cwd) {
             let hint = if env.path_var().is_none() {
                 "; add PATH to [env] inherit or to the worker's vars"
