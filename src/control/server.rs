@@ -9,10 +9,11 @@
 //! 2. With the lock held, an existing socket is probed: a `connect` that succeeds
 //!    means a live supervisor (refuse, naming its pid from `SO_PEERCRED`); one that
 //!    is refused means a run that was killed (remove, then bind).
-//! 3. `bind`, then `chmod 0600`. The umask is process-wide and would race with the
-//!    workers being spawned, so it is never touched; the directory is `0700` where
-//!    we made it, and every connection's peer uid is checked as well, which also
-//!    covers the moment between bind and chmod beside a shared config directory.
+//! 3. `bind` under a temporary name, `chmod 0600`, then `rename` into place, so the
+//!    socket never appears at its path with a looser mode. The umask is
+//!    process-wide and would race with the workers being spawned, so it is never
+//!    touched; the directory is `0700` where we made it, and every connection's
+//!    peer uid is checked as well.
 //!
 //! The socket and the lock file are removed when the [`ControlListener`] is dropped:
 //! at process exit, when the runtime drops the accept task that owns it.
@@ -134,20 +135,28 @@ pub(super) async fn bind(config: &Path) -> Result<ControlListener, String> {
         lock,
     };
     clear_stale(&canonical, &socket, &lock_path).await?;
-    let listener = UnixListener::bind(&socket).map_err(|e| {
+    // Bind under a temporary name, make it 0600, then rename it into place: the
+    // socket never appears at its real path with a looser mode (the umask is
+    // process-wide, so it is not touched).
+    let tmp = socket.with_extension(format!("{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp).map_err(|e| {
         format!(
             "cannot create the control socket {} for {}: {e}",
             socket.display(),
             canonical.display()
         )
     })?;
-    claim.socket_id = file_id(&socket);
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
-        format!(
-            "cannot chmod 0600 the control socket {}: {e}",
+    let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| std::fs::rename(&tmp, &socket));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!(
+            "cannot make the control socket {} private (chmod 0600, rename): {e}",
             socket.display()
-        )
-    })?;
+        ));
+    }
+    claim.socket_id = file_id(&socket);
     Ok(ControlListener { listener, claim })
 }
 
