@@ -303,6 +303,19 @@ fn cmd_check(a: CheckArgs) -> Result<u8> {
     let penv = ProcessEnv::capture();
     let snap = load_sources(&plan, &penv);
     let mut report = check::run(&plan, &snap, &penv, &[]);
+    for (worker, problem) in
+        crate::supervisor::preflight_problems(&plan, &plan.workers, &snap, &penv)
+    {
+        report.findings.push(check::Finding {
+            severity: sources::Severity::Error,
+            code: "command",
+            key: None,
+            workers: vec![worker],
+            location: None,
+            message: problem,
+            hint: None,
+        });
+    }
     if a.probe {
         crate::probe::add_probe_findings(&mut report, &plan, &snap, &penv, &plan.workers);
     }

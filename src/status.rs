@@ -59,6 +59,28 @@ pub struct Status {
     pub counters: Counters,
     /// True once a stop of everything has begun.
     pub shutting_down: bool,
+    /// When this snapshot was taken, so readers can age its uptimes.
+    #[serde(skip)]
+    pub taken: Option<std::time::Instant>,
+}
+
+impl Status {
+    /// This snapshot with its uptimes advanced to now (snapshots are taken on
+    /// events, and a quiet supervisor publishes none for a long time).
+    pub fn aged(&self) -> Status {
+        let mut s = self.clone();
+        if let Some(at) = s.taken {
+            let dt = at.elapsed().as_secs_f64();
+            s.uptime_secs += dt;
+            for r in &mut s.replicas {
+                if let Some(u) = r.uptime_secs.as_mut() {
+                    *u += dt;
+                }
+            }
+            s.taken = Some(std::time::Instant::now());
+        }
+        s
+    }
 }
 
 impl Status {

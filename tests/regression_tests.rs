@@ -111,3 +111,13 @@ keys = ["MY_TOKEN"]
     // Before the fix this waited for the 10 s timeout and failed the source.
     sb.run(&["check"]).assert_code(0);
 }
+
+#[test]
+fn check_reports_a_command_that_run_could_not_start() {
+    let sb = Sandbox::new();
+    sb.config("[[worker]]\nname = \"ghost\"\ncommand = [\"no-such-program-xyz\"]\n");
+    sb.run(&["check"])
+        .assert_code(78)
+        .assert_contains("ghost")
+        .assert_contains("no-such-program-xyz");
+}

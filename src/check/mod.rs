@@ -42,7 +42,8 @@ pub struct Finding {
     /// `whitespace`, `control-char`, `bom`, `quotes`, `placeholder`,
     /// `provider-shape`, `provider-mismatch`, `azure-endpoint`, `azure-api-version`,
     /// `pattern`, `worker-dotenv`, `source`, `duplicate`, `unquoted-hash`, `dollar`,
-    /// `escape`.
+    /// `escape`, `plain-word`, `command` (preflight), `probe-rejected`,
+    /// `probe-unreachable`, `probe-unexpected` (see docs/config.md).
     pub code: &'static str,
     /// The variable concerned, when there is one.
     pub key: Option<String>,

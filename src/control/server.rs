@@ -381,7 +381,7 @@ async fn answer(
         // Straight from the last snapshot: no round trip through a dispatcher that
         // may be busy with a shutdown or a burst of exits.
         ControlRequest::Status => {
-            let mut s = (**status.borrow()).clone();
+            let mut s = status.borrow().aged();
             if s.pid == 0 {
                 // Nothing published yet: the dispatcher is only starting.
                 s.pid = std::process::id();

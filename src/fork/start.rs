@@ -347,8 +347,11 @@ fn redacted_tail(tail: &Mutex<Tail>) -> String {
 /// `exited with status 1`, `killed by SIGKILL`, … for messages.
 pub(super) fn describe(status: Option<ExitStatus>) -> String {
     match status {
-        Some(s) => s.termination.to_string(),
-        None => "status unknown".to_string(),
+        Some(s) => match s.termination {
+            crate::reaper::Termination::Exited(code) => format!("exited with status {code}"),
+            crate::reaper::Termination::Signaled(_) => format!("was killed by {}", s.termination),
+        },
+        None => "ended (status unknown)".to_string(),
     }
 }
 

@@ -453,7 +453,7 @@ fn apply_file_indirection(snap: &mut Snapshot, declared: &BTreeSet<&str>, base: 
                 // The path is not printed: a key pasted into `X_FILE` instead of
                 // a path is a common mistake, and then the "path" is the secret.
                 message: format!(
-                    "{via} ({}) does not name a readable file ({reason}); it must hold the path                      of a file containing {key} (its value, {} chars, is not shown)",
+                    "{via} ({}) does not name a readable file ({reason}); it must hold the path of a file containing {key} (its value, {} chars, is not shown)",
                     pointer.provenance,
                     pointer.value.len()
                 ),

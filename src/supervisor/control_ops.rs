@@ -32,6 +32,7 @@ impl Dispatcher {
                 .collect(),
             counters: self.counters.clone(),
             shutting_down: self.shutting_down,
+            taken: Some(now),
         };
         self.status_tx.send_replace(Arc::new(status));
     }

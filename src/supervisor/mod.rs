@@ -36,7 +36,7 @@ use crate::sources::{ProcessEnv, Snapshot};
 use crate::spawn::{DEFAULT_RESET_SIGNALS, SpawnSpec, Spawner, kill_group};
 use crate::status::{ControlRequest, ControlResponse, Counters, Status};
 
-pub use startup::cmd_run;
+pub use startup::{cmd_run, preflight_problems};
 
 use run_task::{RunEvent, RunRequest};
 
@@ -370,7 +370,7 @@ impl Dispatcher {
                     self.begin_shutdown();
                 } else {
                     tracing::warn!(
-                        "received {} again: killing every worker now",
+                        "received {} (a second stop signal): killing every worker now",
                         signal_name(sig)
                     );
                     self.kill_all();

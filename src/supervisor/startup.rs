@@ -155,7 +155,13 @@ async fn run(
                 serde_json::from_str(&report.render_json()).unwrap_or(serde_json::Value::Null);
             format!(
                 "{}\n",
-                serde_json::json!({"worker": "agentsup", "event": "check", "report": v})
+                serde_json::json!({
+                    "ts": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+                    "worker": "agentsup",
+                    "level": if report.has_errors() { "error" } else { "info" },
+                    "event": "check",
+                    "report": v
+                })
             )
         }
     };
@@ -315,21 +321,45 @@ fn preflight_commands(
     snapshot: &crate::sources::Snapshot,
     process_env: &ProcessEnv,
 ) -> Result<()> {
+    let problems: Vec<String> = preflight_problems(plan, workers, snapshot, process_env)
+        .into_iter()
+        .map(|(worker, problem)| format!("worker {worker:?}: {problem}"))
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Validation(format!(
+            "{}\nnothing was started",
+            problems.join("\n")
+        )))
+    }
+}
+
+/// Every worker whose command, interpreter, script or `cwd` cannot be used, as
+/// `(worker, problem)`; shared by `run` (before anything starts) and `check`.
+pub fn preflight_problems(
+    plan: &crate::plan::Plan,
+    workers: &[WorkerPlan],
+    snapshot: &crate::sources::Snapshot,
+    process_env: &ProcessEnv,
+) -> Vec<(String, String)> {
     let mut problems = Vec::new();
     for w in workers {
         if !w.cwd.is_dir() {
-            problems.push(format!(
-                "worker {:?}: cwd {} is not a directory; fix `cwd` (relative paths start at {})",
-                w.name,
-                w.cwd.display(),
-                plan.config_dir.display()
+            problems.push((
+                w.name.clone(),
+                format!(
+                    "cwd {} is not a directory; fix `cwd` (relative paths start at {})",
+                    w.cwd.display(),
+                    plan.config_dir.display()
+                ),
             ));
             continue;
         }
         let env = crate::env::build(plan, w, 0, snapshot, process_env);
         if w.start == crate::config::StartMode::Fork {
             if let Err(e) = crate::fork::preflight(w, &env) {
-                problems.push(format!("worker {:?}: {e}", w.name));
+                problems.push((w.name.clone(), e.to_string()));
             }
             continue;
         }
@@ -342,15 +372,8 @@ fn preflight_commands(
             } else {
                 "; install it, give its full path, or fix PATH"
             };
-            problems.push(format!("worker {:?}: {e}{hint}", w.name));
+            problems.push((w.name.clone(), format!("{e}{hint}")));
         }
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::Validation(format!(
-            "{}\nnothing was started",
-            problems.join("\n")
-        )))
-    }
+    problems
 }
