@@ -12,6 +12,8 @@ use crate::redact::{Redactor, SharedRedactor, StreamRedactor};
 
 /// Size of each pump's read buffer.
 const READ_BUF: usize = 64 * 1024;
+/// First read buffer of a pipe; grows ×4 up to [`READ_BUF`] while reads fill it.
+const READ_BUF_START: usize = 4 * 1024;
 
 /// A pump sends its batch once it is this big, even mid-read (JSON can grow a read).
 const BATCH_BYTES: usize = 128 * 1024;
@@ -79,7 +81,8 @@ impl PumpState {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let full = std::mem::replace(&mut self.batch, sink.inner.queue.take_buffer());
+        // The next read takes a fresh pooled buffer; an idle pipe holds none.
+        let full = std::mem::take(&mut self.batch);
         sink.send(full).await
     }
 }
@@ -103,14 +106,18 @@ pub async fn pump<R: AsyncRead + Unpin>(
     let fmt = sink.formatter();
     let mut state = PumpState {
         prefix: fmt.prefix(&meta),
-        batch: sink.inner.queue.take_buffer(),
+        // Buffers are taken on the first read, not up front: 200 idle workers must
+        // not hold 400 pooled batches (supervisor RSS, and fork() cost with it).
+        batch: Vec::new(),
         scratch: Vec::new(),
         stream: StreamRedactor::new(),
         long: None,
         utf8_hold: Vec::new(),
     };
     let mut framer = LineFramer::new();
-    let mut buf = vec![0u8; READ_BUF];
+    // Start small and grow to READ_BUF only for a pipe that fills the buffer:
+    // most workers print little, and a 64 KiB buffer per pipe adds up.
+    let mut buf = vec![0u8; READ_BUF_START];
     let result = loop {
         let n = match reader.read(&mut buf).await {
             Ok(0) => break Ok(()),
@@ -118,6 +125,9 @@ pub async fn pump<R: AsyncRead + Unpin>(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => break Err(e),
         };
+        if state.batch.capacity() == 0 {
+            state.batch = sink.inner.queue.take_buffer();
+        }
         // One snapshot per read: cheap, and new secrets apply from the next read.
         let current = redactor.current();
         let mut pos = 0;
@@ -128,12 +138,17 @@ pub async fn pump<R: AsyncRead + Unpin>(
             }
         }
         state.send(&sink).await?;
+        if n == buf.len() && buf.len() < READ_BUF {
+            buf.resize((buf.len() * 4).min(READ_BUF), 0);
+        }
     };
     if let Some(last) = framer.finish() {
         state.frame(fmt, &meta, Frame::Line(last), &redactor.current(), &tail);
     }
     state.send(&sink).await?;
-    sink.inner.queue.recycle(std::mem::take(&mut state.batch));
+    if state.batch.capacity() > 0 {
+        sink.inner.queue.recycle(std::mem::take(&mut state.batch));
+    }
     result
 }
 
