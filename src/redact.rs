@@ -49,6 +49,11 @@ pub const MIN_SECRET_LEN: usize = 6;
 pub struct Redactor {
     /// `None` when there is nothing to redact, so the common empty case is a copy.
     matcher: Option<AhoCorasick>,
+    /// SIMD (Teddy) detector for "holds any form?" when the set is small enough
+    /// (about 64 forms or fewer). The automaton's single rare-byte prefilter stops
+    /// at every occurrence of a byte common to all forms, which in ordinary log
+    /// text is every few bytes.
+    detector: Option<aho_corasick::packed::Searcher>,
     /// Pattern id → index into `replacements`.
     pattern_name: Vec<u32>,
     /// `[redacted:NAME]` per distinct name, built once.
@@ -111,8 +116,14 @@ impl Redactor {
             .build(by_form.keys())
             .expect("secret set exceeds aho-corasick limits; refusing to print unredacted");
 
+        let detector = aho_corasick::packed::Config::new()
+            .match_kind(aho_corasick::packed::MatchKind::LeftmostFirst)
+            .builder()
+            .extend(by_form.keys())
+            .build();
         Redactor {
             matcher: Some(matcher),
+            detector,
             pattern_name,
             replacements,
             max_len,
@@ -161,6 +172,9 @@ impl Redactor {
 
     /// True when `input` holds any secret form.
     pub fn contains_secret(&self, input: &[u8]) -> bool {
+        if let Some(d) = &self.detector {
+            return d.find(input).is_some();
+        }
         self.matcher
             .as_ref()
             .is_some_and(|m| m.find(input).is_some())

@@ -322,6 +322,10 @@ impl LineFormatter {
 
 /// Appends `bytes` as UTF-8, each invalid sequence as U+FFFD, without allocating.
 fn push_lossy(out: &mut Vec<u8>, bytes: &[u8]) {
+    if bytes.is_ascii() {
+        out.extend_from_slice(bytes);
+        return;
+    }
     for chunk in bytes.utf8_chunks() {
         out.extend_from_slice(chunk.valid().as_bytes());
         if !chunk.invalid().is_empty() {
