@@ -139,6 +139,21 @@ def ctx_switches(pid):
     return out
 
 
+def thread_cpu_ns(pid):
+    """{(pid, tid): ns on CPU} from /proc/PID/task/TID/schedstat (exact, unlike the
+    10 ms ticks of /proc/PID/stat)."""
+    out = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        s = read(f"/proc/{pid}/task/{tid}/schedstat")
+        if s:
+            out[(pid, tid)] = int(s.split()[0])
+    return out
+
+
 def wakeups_between(before, after):
     """Context switches of the threads alive at both samples (a thread that exited
     in between takes its count with it; one that started is counted from 0)."""
@@ -596,17 +611,17 @@ def w1_fanout(tool, base, label, n, idle):
         res["pss_mb"] = sum(m[1] for m in mems) / 1024
         res["processes"] = len(sup)
         if idle:
-            c0 = sum(cpu_ticks(p) or 0 for p in sup)
-            s0 = {}
+            c0, s0 = {}, {}
             for p in sup:
+                c0.update(thread_cpu_ns(p))
                 s0.update(ctx_switches(p))
             time.sleep(idle)
             sup2 = [p for p in sup if alive(p)]
-            c1 = sum(cpu_ticks(p) or 0 for p in sup2)
-            s1 = {}
+            c1, s1 = {}, {}
             for p in sup2:
+                c1.update(thread_cpu_ns(p))
                 s1.update(ctx_switches(p))
-            res["idle_cpu_ms"] = (c1 - c0) * 1000 / CLK * (10.0 / idle)
+            res["idle_cpu_ms"] = wakeups_between(c0, c1) / 1e6 * (10.0 / idle)
             res["idle_wakeups_per_s"] = wakeups_between(s0, s1) / idle
         return res
     finally:
@@ -795,6 +810,16 @@ def w6_python(tool, base, label, n, python):
         r.cleanup()
 
 
+def git_state():
+    """Commit of the tree and whether src/ has uncommitted changes (read-only)."""
+    def git(*a):
+        try:
+            return subprocess.run(["git", "-C", ROOT, *a], capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+    return {"commit": git("rev-parse", "--short", "HEAD"), "src_changes": git("status", "--porcelain", "--", "src")}
+
+
 def pick_python():
     """target/test-venv when it has the three packages, else bench/.venv."""
     for py in (os.path.join(ROOT, "target", "test-venv", "bin", "python"), os.path.join(VENV, "bin", "python")):
@@ -951,6 +976,7 @@ def main():
         log(f"  {wl:9} {tname:13} {brief}")
 
     started = now()
+    git_at_start = git_state()  # the tree the binary was just built from (run.sh builds first)
     secrets = {f"BENCH_TOKEN_{i}": f"tok_{i}_" + os.urandom(16).hex() for i in range(args.secrets)}
     try:
         if "W1" in workloads:
@@ -1114,6 +1140,10 @@ def main():
             "python": sys.version.split()[0], "elapsed_s": round(elapsed, 1),
             "args": vars(args),
             "versions": {t.name: t.version() for t in tools},
+            "agentsup_bin": AGENTSUP,
+            "git": git_at_start,
+            "agentsup_mtime": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(os.stat(AGENTSUP).st_mtime)) if os.path.exists(AGENTSUP) else None,
+            "load_before": read("/proc/loadavg"),
         },
         "results": res.summary(),
         "table": table,

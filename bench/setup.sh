@@ -30,10 +30,13 @@ if [ ! -x "$here/node_modules/.bin/pm2-runtime" ] || [ "$(cat "$here/node_module
 fi
 
 mkdir -p "$here/.build"
-build_c() { # out src
-  if [ ! -x "$here/.build/$1" ] || [ "$here/$2" -nt "$here/.build/$1" ]; then
+build_c() { # out src: rebuilt when the source's hash differs from the last build's
+  local want
+  want="$(sha256sum "$here/$2" | cut -d' ' -f1)"
+  if [ ! -x "$here/.build/$1" ] || [ "$(cat "$here/.build/$1.stamp" 2>/dev/null)" != "$want" ]; then
     echo "setup: gcc $2" >&2
     gcc -O2 -Wall -Wextra -o "$here/.build/$1" "$here/$2"
+    echo "$want" > "$here/.build/$1.stamp"
   fi
 }
 build_c floor floor/floor.c

@@ -261,8 +261,8 @@ pub(crate) fn path_of(env: &[(String, String)]) -> Option<&str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// Resolves and configures a `Command` for `spec`. Returns it with the resolved path.
-fn prepare(spec: &SpawnSpec, setup: ChildSetup) -> Result<(Command, PathBuf), SpawnError> {
+/// Checks `cwd` and resolves the program on the worker's PATH.
+fn check_and_resolve(spec: &SpawnSpec) -> Result<PathBuf, SpawnError> {
     let program = spec.argv.first().ok_or(SpawnError::EmptyCommand)?;
     match fs::metadata(&spec.cwd) {
         Ok(m) if m.is_dir() => {}
@@ -279,7 +279,13 @@ fn prepare(spec: &SpawnSpec, setup: ChildSetup) -> Result<(Command, PathBuf), Sp
             });
         }
     }
-    let resolved = resolve_program(program, path_of(&spec.env), &spec.cwd)?;
+    resolve_program(program, path_of(&spec.env), &spec.cwd)
+}
+
+/// Resolves and configures a `Command` for `spec`. Returns it with the resolved path.
+fn prepare(spec: &SpawnSpec, setup: ChildSetup) -> Result<(Command, PathBuf), SpawnError> {
+    let resolved = check_and_resolve(spec)?;
+    let program = &spec.argv[0];
     let mut cmd = Command::new(&resolved);
     cmd.arg0(program)
         .args(&spec.argv[1..])
@@ -516,14 +522,7 @@ fn spawner_thread(requests: &mpsc::Receiver<Request>) {
         take_terminal: false,
     };
     for req in requests {
-        let result =
-            spawn_registered(&req.spec, &req.reaper, setup).map(|(mut child, exit)| RawSpawned {
-                pid: child.id(),
-                group: req.spec.own_group,
-                stdout: child.stdout.take().map(OwnedFd::from),
-                stderr: child.stderr.take().map(OwnedFd::from),
-                exit,
-            });
+        let result = spawn_registered_vfork(&req.spec, &req.reaper, setup);
         // The caller stopped waiting (its future was dropped).
         if let Err(Ok(orphaned)) = req.reply.send(result) {
             abandon(orphaned.pid, orphaned.group);
@@ -856,6 +855,228 @@ fn read_until_eof(
             return Err(ReadStop::TooLarge);
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Worker spawns without copying the address space
+// ---------------------------------------------------------------------------
+
+/// Everything the vfork child touches, built before `clone`: it shares our memory
+/// and must not allocate, lock or unwind.
+struct VforkCtx {
+    program: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    cwd: *const libc::c_char,
+    stdin: libc::c_int,
+    stdout: libc::c_int,
+    stderr: libc::c_int,
+    own_group: bool,
+    pdeathsig: bool,
+    parent: libc::pid_t,
+    reset: *const libc::c_int,
+    reset_len: usize,
+    /// Write end of the close-on-exec error pipe.
+    report: libc::c_int,
+}
+
+/// Runs in the child of `clone(CLONE_VM | CLONE_VFORK)`, on its own stack, with
+/// every signal blocked (inherited from the spawner thread). The same steps as
+/// [`child_setup`] plus what std's fork path does, as raw system calls only.
+extern "C" fn vfork_child(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` points at the VforkCtx the parent keeps alive until we exec or
+    // exit (CLONE_VFORK suspends it); every pointer in it is to memory it owns.
+    unsafe {
+        let ctx = &*(arg as *const VforkCtx);
+        unsafe fn fail(ctx: &VforkCtx) -> ! {
+            // SAFETY: errno of this (the spawner's) thread; a 4-byte write; _exit.
+            unsafe {
+                let e: libc::c_int = *libc::__errno_location();
+                let bytes = e.to_ne_bytes();
+                libc::write(ctx.report, bytes.as_ptr().cast(), bytes.len());
+                libc::_exit(127)
+            }
+        }
+        // Handlers live in the parent's memory: a signal arriving before exec must
+        // not run one here. Reset every caught signal to its default (as glibc's
+        // posix_spawn does); ignored ones in `reset` too.
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        for sig in 1..libc::SIGRTMAX() {
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                continue;
+            }
+            if libc::sigaction(sig, ptr::null(), &mut sa) == 0
+                && sa.sa_sigaction != libc::SIG_DFL
+                && sa.sa_sigaction != libc::SIG_IGN
+            {
+                sa.sa_sigaction = libc::SIG_DFL;
+                libc::sigaction(sig, &sa, ptr::null_mut());
+            }
+        }
+        for i in 0..ctx.reset_len {
+            libc::signal(*ctx.reset.add(i), libc::SIG_DFL);
+        }
+        if ctx.own_group && libc::setpgid(0, 0) == -1 {
+            fail(ctx);
+        }
+        if ctx.pdeathsig {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) == -1
+            {
+                fail(ctx);
+            }
+            if libc::getppid() != ctx.parent {
+                libc::_exit(1);
+            }
+        }
+        for (fd, target) in [(ctx.stdin, 0), (ctx.stdout, 1), (ctx.stderr, 2)] {
+            // dup2 onto itself would keep close-on-exec; our fds are never 0..2 here
+            // unless agentsup's own stdio was closed, which std also does not handle.
+            if fd >= 0 && libc::dup2(fd, target) == -1 {
+                fail(ctx);
+            }
+        }
+        if libc::chdir(ctx.cwd) == -1 {
+            fail(ctx);
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, ptr::null_mut());
+        libc::execve(ctx.program, ctx.argv, ctx.envp);
+        fail(ctx)
+    }
+}
+
+fn cstring(s: impl AsRef<std::ffi::OsStr>) -> io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(s.as_ref().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "nul byte in argument"))
+}
+
+fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid 2-element array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 returned two fresh descriptors we now own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Size of the vfork child's stack: it only makes system calls.
+const VFORK_STACK: usize = 64 * 1024;
+
+/// `spawn_registered` without `fork`: `clone(CLONE_VM | CLONE_VFORK)` shares the
+/// address space until `execve`, so nothing is copied however big agentsup is
+/// (fork copied ~20 MB of page tables and write-protected every page: ~2 ms a
+/// spawn, all on the spawner thread). Same guarantees as the `pre_exec` path: own
+/// group, PDEATHSIG armed by this long-lived thread, signals reset, empty mask.
+fn spawn_registered_vfork(
+    spec: &SpawnSpec,
+    reaper: &ReaperHandle,
+    setup: ChildSetup,
+) -> Result<RawSpawned, SpawnError> {
+    use std::os::fd::AsRawFd;
+    let path = check_and_resolve(spec)?;
+    let io_err = |source: io::Error| start_error(spec, path.clone(), source);
+    let program = cstring(&path).map_err(io_err)?;
+    let argv: Vec<std::ffi::CString> = spec
+        .argv
+        .iter()
+        .map(cstring)
+        .collect::<io::Result<_>>()
+        .map_err(io_err)?;
+    let envs: Vec<std::ffi::CString> = spec
+        .env
+        .iter()
+        .map(|(k, v)| cstring(format!("{k}={v}")))
+        .collect::<io::Result<_>>()
+        .map_err(io_err)?;
+    let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|c| c.as_ptr()).collect();
+    argv_p.push(ptr::null());
+    let mut envp_p: Vec<*const libc::c_char> = envs.iter().map(|c| c.as_ptr()).collect();
+    envp_p.push(ptr::null());
+    let cwd = cstring(&spec.cwd).map_err(io_err)?;
+    let devnull = if spec.stdin_null {
+        Some(File::open("/dev/null").map_err(io_err)?)
+    } else {
+        None
+    };
+    let (out, err) = if spec.capture {
+        (
+            Some(pipe_cloexec().map_err(io_err)?),
+            Some(pipe_cloexec().map_err(io_err)?),
+        )
+    } else {
+        (None, None)
+    };
+    let (report_r, report_w) = pipe_cloexec().map_err(io_err)?;
+    let ctx = VforkCtx {
+        program: program.as_ptr(),
+        argv: argv_p.as_ptr(),
+        envp: envp_p.as_ptr(),
+        cwd: cwd.as_ptr(),
+        stdin: devnull.as_ref().map_or(-1, |f| f.as_raw_fd()),
+        stdout: out.as_ref().map_or(-1, |(_, w)| w.as_raw_fd()),
+        stderr: err.as_ref().map_or(-1, |(_, w)| w.as_raw_fd()),
+        own_group: spec.own_group,
+        pdeathsig: setup.pdeathsig,
+        parent: std::process::id() as libc::pid_t,
+        reset: spec.reset_signals.as_ptr(),
+        reset_len: spec.reset_signals.len(),
+        report: report_w.as_raw_fd(),
+    };
+    let mut stack = vec![0u8; VFORK_STACK];
+    // SAFETY: 16-byte aligned top of a live buffer; the child runs on it only until
+    // it execs or exits, and CLONE_VFORK keeps us (and `stack`, `ctx`) waiting.
+    let pid = unsafe {
+        let top = stack.as_mut_ptr().add(VFORK_STACK) as usize & !15;
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let mut registrar = reaper.lock();
+        let pid = libc::clone(
+            vfork_child,
+            top as *mut libc::c_void,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            &ctx as *const VforkCtx as *mut libc::c_void,
+        );
+        let clone_err = io::Error::last_os_error();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, ptr::null_mut());
+        if pid == -1 {
+            return Err(io_err(clone_err));
+        }
+        drop(report_w);
+        let mut buf = [0u8; 4];
+        let mut report = File::from(report_r);
+        if report.read_exact(&mut buf).is_ok() {
+            // It could not exec: collect it here (the reaper is locked out) and
+            // report the child's errno like std does.
+            let mut status = 0;
+            libc::waitpid(pid, &mut status, 0);
+            return Err(io_err(io::Error::from_raw_os_error(i32::from_ne_bytes(
+                buf,
+            ))));
+        }
+        let exit = registrar.register(pid as u32);
+        (pid as u32, exit)
+    };
+    let (pid, exit) = pid;
+    drop(devnull);
+    Ok(RawSpawned {
+        pid,
+        group: spec.own_group,
+        stdout: out.map(|(r, _w)| r),
+        stderr: err.map(|(r, _w)| r),
+        exit,
+    })
 }
 
 #[cfg(test)]

@@ -802,8 +802,7 @@ keys = ["OPENAI_API_KEY"]
         python()
     ));
     let mut run = sb.spawn(&["run", "--no-color"]);
-    run.wait_for("forkdump.0 | dumped", PATIENCE);
-    run.wait_for("forkdump.1 | dumped", PATIENCE);
+    run.wait_for_all(&["forkdump.0 | dumped", "forkdump.1 | dumped"], PATIENCE);
     for r in 0..2 {
         let got: BTreeMap<String, String> = serde_json::from_str(
             &std::fs::read_to_string(sb.path().join(format!("env-{r}.json"))).unwrap(),

@@ -233,6 +233,12 @@ impl Dispatcher {
         let s = &mut self.slots[slot];
         s.timer_gen += 1;
         let generation = s.timer_gen;
+        if at <= Instant::now() {
+            // A zero delay (backoff initial = "0s", a rotation): no timer task, which
+            // tokio would round up to its next 1 ms tick, plus a task hop.
+            let _ = self.inputs_tx.send(Input::Timer { slot, generation });
+            return;
+        }
         let tx = self.inputs_tx.clone();
         tokio::spawn(async move {
             tokio::time::sleep_until(at.into()).await;
