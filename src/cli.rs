@@ -292,7 +292,8 @@ pub fn register_secrets(plan: &Plan, snap: &Snapshot, process_env: &ProcessEnv) 
     crate::redact::global().extend(pairs);
 }
 
-fn want_color(no_color: bool) -> bool {
+/// Colour only on a terminal, and never with `--no-color` or `NO_COLOR` set.
+pub fn want_color(no_color: bool) -> bool {
     !no_color
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
         && std::io::stdout().is_terminal()

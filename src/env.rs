@@ -194,19 +194,9 @@ pub fn adhoc_worker(plan: &Plan, name: &str, keys: &[String]) -> WorkerPlan {
         stop_timeout: std::time::Duration::from_secs(10),
         start: crate::config::StartMode::Spawn,
         fork: None,
-        backoff: crate::plan::BackoffPlan {
-            initial: std::time::Duration::from_secs(1),
-            max: std::time::Duration::from_secs(60),
-            multiplier: 2.0,
-            jitter: 0.1,
-            reset_after: std::time::Duration::from_secs(30),
-        },
+        backoff: crate::plan::BackoffPlan::default(),
         max_restarts: 0,
-        auth: crate::plan::AuthPlan {
-            exit_codes: vec![77],
-            patterns: Vec::new(),
-            max_delay: std::time::Duration::from_secs(300),
-        },
+        auth: crate::plan::AuthPlan::default(),
     }
 }
 

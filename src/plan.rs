@@ -171,6 +171,19 @@ pub struct BackoffPlan {
     pub reset_after: Duration,
 }
 
+impl Default for BackoffPlan {
+    /// SPEC 2's defaults: 1 s, ×2, capped at 60 s, ±10 %, reset after a 30 s run.
+    fn default() -> Self {
+        BackoffPlan {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+            multiplier: 2.0,
+            jitter: 0.1,
+            reset_after: Duration::from_secs(30),
+        }
+    }
+}
+
 /// Auth-failure settings (SPEC 5).
 #[derive(Debug, Clone)]
 pub struct AuthPlan {
@@ -180,6 +193,17 @@ pub struct AuthPlan {
     pub patterns: Vec<Regex>,
     /// Backoff cap while the credential stays rejected.
     pub max_delay: Duration,
+}
+
+impl Default for AuthPlan {
+    /// Exit status 77 means "credential rejected"; retries back off up to 5 minutes.
+    fn default() -> Self {
+        AuthPlan {
+            exit_codes: vec![77],
+            patterns: Vec::new(),
+            max_delay: Duration::from_secs(300),
+        }
+    }
 }
 
 /// Fork-mode settings (SPEC 6).

@@ -421,22 +421,19 @@ impl Builder<'_> {
             let key_globset = gb.build().unwrap_or_else(|_| GlobSet::empty());
             let vars = self.vars(&w.vars, &format!("worker {name:?} vars"));
             let b = w.backoff.as_ref();
+            let dflt = BackoffPlan::default();
             let backoff = BackoffPlan {
-                initial: b
-                    .and_then(|b| b.initial)
-                    .map_or(Duration::from_secs(1), |d| d.0),
-                max: b
-                    .and_then(|b| b.max)
-                    .map_or(Duration::from_secs(60), |d| d.0),
+                initial: b.and_then(|b| b.initial).map_or(dflt.initial, |d| d.0),
+                max: b.and_then(|b| b.max).map_or(dflt.max, |d| d.0),
                 multiplier: b
                     .and_then(|b| b.multiplier.as_ref())
-                    .map_or(2.0, |m| *m.get_ref()),
+                    .map_or(dflt.multiplier, |m| *m.get_ref()),
                 jitter: b
                     .and_then(|b| b.jitter.as_ref())
-                    .map_or(0.1, |j| *j.get_ref()),
+                    .map_or(dflt.jitter, |j| *j.get_ref()),
                 reset_after: b
                     .and_then(|b| b.reset_after)
-                    .map_or(Duration::from_secs(30), |d| d.0),
+                    .map_or(dflt.reset_after, |d| d.0),
             };
             if let Some(m) = b.and_then(|b| b.multiplier.as_ref()) {
                 if !(m.get_ref().is_finite() && *m.get_ref() >= 1.0) {
@@ -484,14 +481,13 @@ impl Builder<'_> {
                     ),
                 }
             }
+            let dflt = AuthPlan::default();
             let auth = AuthPlan {
                 exit_codes: a
                     .and_then(|a| a.exit_codes.clone())
-                    .unwrap_or_else(|| vec![77]),
+                    .unwrap_or(dflt.exit_codes),
                 patterns,
-                max_delay: a
-                    .and_then(|a| a.max_delay)
-                    .map_or(Duration::from_secs(300), |d| d.0),
+                max_delay: a.and_then(|a| a.max_delay).map_or(dflt.max_delay, |d| d.0),
             };
             let fork = if start == StartMode::Fork {
                 let span = w.start.as_ref().map_or(entry.span(), |s| s.span());

@@ -179,8 +179,9 @@ impl Dispatcher {
             return;
         }
         let env = self.built_env(slot);
-        let worker = self.worker_of(slot).clone();
         self.redactor.extend(env.secrets());
+        // Disjoint field borrows: no WorkerPlan (globs, regexes) is cloned per spawn.
+        let worker = &self.workers[self.slots[slot].worker];
         let s = &mut self.slots[slot];
         if s.run > 0 {
             s.restarts += 1;
@@ -194,11 +195,11 @@ impl Dispatcher {
         s.run += 1;
         s.stop_requested = false;
         s.pid = None;
-        s.injected = worker
-            .keys_exact
+        s.injected = env
+            .vars
             .iter()
-            .chain(env.vars.keys().filter(|k| worker.key_globset.is_match(k)))
-            .filter_map(|k| env.vars.get(k).map(|v| (k.clone(), v.value.clone())))
+            .filter(|(k, _)| worker.declares(k))
+            .map(|(k, v)| (k.clone(), v.value.clone()))
             .collect();
         if let Ok(mut t) = s.tail.lock() {
             t.clear();

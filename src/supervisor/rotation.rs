@@ -53,23 +53,23 @@ impl Dispatcher {
         // One incident, not N (SPEC 5): when several replicas restart on the same
         // rotation, spread them over a short window so the fleet does not hit the
         // provider (or the secret store) in lockstep.
-        let rotated = if accepted {
-            waiting
-                .iter()
-                .filter(|&&slot| !self.changed_keys(slot).is_empty())
-                .count()
-        } else {
-            0
-        };
+        // Each replica's environment is built once per re-read, here.
+        let waiting: Vec<(usize, Vec<(String, String)>)> = waiting
+            .into_iter()
+            .map(|slot| {
+                let changed = if accepted {
+                    self.changed_keys(slot)
+                } else {
+                    Vec::new()
+                };
+                (slot, changed)
+            })
+            .collect();
+        let rotated = waiting.iter().filter(|(_, c)| !c.is_empty()).count();
         let spread =
             std::time::Duration::from_millis(50 * rotated.saturating_sub(1).min(20) as u64);
-        for slot in waiting {
+        for (slot, changed) in waiting {
             self.slots[slot].awaiting_reread = false;
-            let changed = if accepted {
-                self.changed_keys(slot)
-            } else {
-                Vec::new()
-            };
             let label = self.slots[slot].label.clone();
             if changed.is_empty() {
                 tracing::info!("{label}: re-read sources: its keys are unchanged");
@@ -102,10 +102,15 @@ impl Dispatcher {
                 let m = &self.slots[slot].machine;
                 let waiting = matches!(m.state(), replica::State::AuthBlocked { .. })
                     || (matches!(m.state(), replica::State::Backoff { .. }) && m.auth_streak() > 0);
-                if waiting && !self.changed_keys(slot).is_empty() {
+                let changed = if waiting {
+                    self.changed_keys(slot)
+                } else {
+                    Vec::new()
+                };
+                if !changed.is_empty() {
                     self.slots[slot].restart_reason = "rotation";
                     let label = self.slots[slot].label.clone();
-                    for (key, source) in self.changed_keys(slot) {
+                    for (key, source) in changed {
                         tracing::info!("{label}: {key} changed (now from {source})");
                     }
                     self.drive(slot, Event::SourcesChanged);

@@ -1,7 +1,6 @@
 //! Start-up and tear-down of `agentsup run`: the order that makes it a correct
 //! container PID 1, and the last sweep for leftover children.
 
-use std::io::IsTerminal;
 use std::sync::Arc;
 
 use crate::check;
@@ -41,9 +40,7 @@ pub fn cmd_run(a: RunArgs) -> Result<u8> {
         Some(LogFormatArg::Pretty) => LogFormat::Pretty,
         None => plan.supervisor.log_format,
     };
-    let color = !a.no_color
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-        && std::io::stdout().is_terminal();
+    let color = crate::cli::want_color(a.no_color);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
