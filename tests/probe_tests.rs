@@ -414,6 +414,11 @@ fn probe_anthropic_key_uses_x_api_key_next_to_a_rejected_openai_key() {
     assert_eq!(found[0]["code"], "probe-rejected");
     assert_eq!(found[0]["key"], "OPENAI_API_KEY");
     // The Anthropic way: x-api-key and a version, never a bearer header.
+    // The fake prints its line after answering, so the second check may exit
+    // before that line is read: wait for it rather than read at once.
+    wait_until(PATIENCE, || {
+        anthropic.lines_matching("GET /v1/models -> 200").len() >= 2
+    });
     let served = anthropic.lines_matching("GET /v1/models -> 200");
     assert_eq!(served.len(), 2, "{}", anthropic.log());
     assert!(
