@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Fork mode vs spawn mode vs supervisord: 8 LangGraph-style Python replicas.
 
-    bench/fork/run.py [--replicas 8] [--rounds 3] [--python PY] [--supervisord BIN]
+    bench/fork/run.py [--replicas 8] [--rounds 3] [--client] [--python PY]
+                      [--supervisord BIN]
 
-Run by hand, not in CI. Each replica imports openai, langgraph and langchain_openai,
-builds a ChatOpenAI client from OPENAI_API_KEY at run time, then announces itself
-(its pid on a FIFO, and a "ready" line on stdout) and sleeps. Three setups run the
-same module:
+Run by hand, not in CI. Each replica imports openai, langgraph and langchain_openai
+(issue 6's workload), then announces itself (its pid on a FIFO, and a "ready" line
+on stdout) and sleeps. With --client each replica also builds a ChatOpenAI client
+from its OPENAI_API_KEY before it announces itself: that is ~75 ms of the replica's
+own work (lazy imports of httpx's transport and an SSL context) that no
+supervisor can take off a restart. Three setups run the same module:
 
   fork         agentsup, start = "fork", preload = [the three imports]
   spawn        agentsup, command = [python, "-m", module]
@@ -55,10 +58,12 @@ import sys
 import openai  # noqa: F401
 import langgraph.graph  # noqa: F401
 import langchain_openai  # noqa: F401
-from langchain_openai import ChatOpenAI
 
-# Built at run time, from this replica's own environment (fork-mode safe).
-llm = ChatOpenAI(model="gpt-4o-mini", api_key=os.environ["OPENAI_API_KEY"])
+if os.environ.get("BENCH_CLIENT") == "1":
+    from langchain_openai import ChatOpenAI
+
+    # Built at run time, from this replica's own environment (fork-mode safe).
+    llm = ChatOpenAI(model="gpt-4o-mini", api_key=os.environ["OPENAI_API_KEY"])
 
 fd = os.open(os.environ["BENCH_FIFO"], os.O_WRONLY | os.O_NONBLOCK)
 os.write(fd, b"%d\\n" % os.getpid())
@@ -187,7 +192,7 @@ class Setup:
         self.proc = None
 
 
-def agentsup_setup(name, workdir, fork, python, replicas, fifo):
+def agentsup_setup(name, workdir, fork, python, replicas, fifo, client):
     if fork:
         start = 'start = "fork"\npython = "%s"\npreload = %s\nmodule = "bench_agent"\n' % (
             python, "[" + ", ".join('"%s"' % m for m in IMPORTS) + "]",
@@ -201,15 +206,15 @@ def agentsup_setup(name, workdir, fork, python, replicas, fifo):
             '[[source]]\ntype = "env"\n\n'
             '[[worker]]\nname = "bench"\n%s'
             'replicas = %d\nkeys = ["OPENAI_API_KEY"]\n'
-            'vars = { BENCH_FIFO = "%s" }\nrestart = "always"\n'
+            'vars = { BENCH_FIFO = "%s", BENCH_CLIENT = "%d" }\nrestart = "always"\n'
             'backoff = { initial = "10ms", max = "1s", jitter = 0.0 }\n'
-            "max_restarts = 1000\n" % (start, replicas, fifo)
+            "max_restarts = 1000\n" % (start, replicas, fifo, client)
         )
     binary = os.environ.get("AGENTSUP_BIN", os.path.join(ROOT, "target", "release", "agentsup"))
     return Setup(name, workdir, [binary, "run", "-c", config, "--no-color"], fifo)
 
 
-def supervisord_setup(workdir, supervisord, python, replicas, fifo):
+def supervisord_setup(workdir, supervisord, python, replicas, fifo, client):
     config = os.path.join(workdir, "supervisord.conf")
     with open(config, "w") as f:
         f.write(
@@ -220,8 +225,10 @@ def supervisord_setup(workdir, supervisord, python, replicas, fifo):
             "autorestart=true\nstartsecs=0\nstartretries=1000\n"
             "stopasgroup=true\nkillasgroup=true\nredirect_stderr=true\n"
             "stdout_logfile=%(d)s/bench_%%(process_num)d.log\n"
-            'environment=OPENAI_API_KEY="%(key)s",BENCH_FIFO="%(fifo)s",PYTHONUNBUFFERED="1"\n'
-            % {"d": workdir, "py": python, "n": replicas, "key": FAKE_KEY, "fifo": fifo}
+            'environment=OPENAI_API_KEY="%(key)s",BENCH_FIFO="%(fifo)s",BENCH_CLIENT="%(client)d",'
+            'PYTHONUNBUFFERED="1"\n'
+            % {"d": workdir, "py": python, "n": replicas, "key": FAKE_KEY, "fifo": fifo,
+               "client": client}
         )
     return Setup("supervisord", workdir, [supervisord, "-n", "-c", config], fifo)
 
@@ -298,6 +305,10 @@ def main():
     ap.add_argument("--python")
     ap.add_argument("--supervisord")
     ap.add_argument("--only", choices=["fork", "spawn", "supervisord"], action="append")
+    ap.add_argument(
+        "--client", action="store_true",
+        help="each replica also builds a ChatOpenAI client before announcing itself",
+    )
     args = ap.parse_args()
 
     python = find_python(args.python)
@@ -319,9 +330,12 @@ def main():
         "OPENAI_API_KEY": FAKE_KEY,
     }
     setups = {
-        "fork": lambda: agentsup_setup("fork", workdir, True, python, args.replicas, fifo),
-        "spawn": lambda: agentsup_setup("spawn", workdir, False, python, args.replicas, fifo),
-        "supervisord": lambda: supervisord_setup(workdir, supervisord, python, args.replicas, fifo),
+        "fork": lambda: agentsup_setup(
+            "fork", workdir, True, python, args.replicas, fifo, args.client),
+        "spawn": lambda: agentsup_setup(
+            "spawn", workdir, False, python, args.replicas, fifo, args.client),
+        "supervisord": lambda: supervisord_setup(
+            workdir, supervisord, python, args.replicas, fifo, args.client),
     }
     # Warm the page cache and .pyc files so the first setup measured is not penalised.
     subprocess.run([python, "-c", "import " + ", ".join(IMPORTS)], check=True)
@@ -333,7 +347,7 @@ def main():
                 res = measure(setups[name](), args.replicas, env)
                 results[name].append(res)
                 log(
-                    "round %d %-11s all ready %6.2f s  replace %5.2f s  workers PSS %7.1f MiB"
+                    "round %d %-11s all ready %6.2f s  replace %7.3f s  workers PSS %7.1f MiB"
                     "  supervisor PSS %5.1f MiB  (%d processes)"
                     % (r + 1, name, res["all_ready"], res["replace"], res["workers_pss"] / 1024,
                        res["supervisor_pss"] / 1024, res["processes"])
@@ -349,17 +363,19 @@ def main():
     print("%-12s %12s %12s %18s %16s" % ("", "all ready", "replace", "workers PSS", "supervisor PSS"))
     for n in names:
         m = med[n]
-        print("%-12s %10.2f s %10.2f s %14.1f MiB %12.1f MiB"
+        print("%-12s %10.2f s %10.3f s %14.1f MiB %12.1f MiB"
               % (n, m["all_ready"], m["replace"], m["workers_pss"] / 1024, m["supervisor_pss"] / 1024))
     if "fork" in med:
         for other in ("spawn", "supervisord"):
             if other not in med:
                 continue
             f, o = med["fork"], med[other]
-            print("\nfork / %s: all ready %.2fx, replace %.2fx, workers PSS %.2fx, total PSS %.2fx"
-                  % (other, f["all_ready"] / o["all_ready"], f["replace"] / o["replace"],
-                     f["workers_pss"] / o["workers_pss"],
-                     (f["workers_pss"] + f["supervisor_pss"]) / (o["workers_pss"] + o["supervisor_pss"])))
+            f_total = f["workers_pss"] + f["supervisor_pss"]
+            o_total = o["workers_pss"] + o["supervisor_pss"]
+            print("\nfork vs %s: all ready %.1fx faster, replacement %.1fx faster, "
+                  "workers PSS %.0f%% lower, total PSS %.0f%% lower"
+                  % (other, o["all_ready"] / f["all_ready"], o["replace"] / f["replace"],
+                     100 * (1 - f["workers_pss"] / o["workers_pss"]), 100 * (1 - f_total / o_total)))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ use crate::redact::{Redactor, SharedRedactor, StreamRedactor};
 /// Size of each pump's read buffer.
 const READ_BUF: usize = 64 * 1024;
 /// First read buffer of a pipe; grows ×4 up to [`READ_BUF`] while reads fill it.
-const READ_BUF_START: usize = 4 * 1024;
+const READ_BUF_START: usize = 256;
 
 /// A pump sends its batch once it is this big, even mid-read (JSON can grow a read).
 const BATCH_BYTES: usize = 128 * 1024;
