@@ -156,6 +156,10 @@ impl Conn {
                 std::mem::take(&mut st.children),
             )
         };
+        // Published before anyone is woken below: a replica whose exit future
+        // resolves here asks for a new fork at once, and must not be handed this
+        // connection again (it would fail with TemplateDied, a needless crash).
+        let _ = self.dead_tx.send(true);
         for (_, reply) in pending {
             let _ = reply.send(Err(ForkError::TemplateDied));
         }
@@ -168,7 +172,6 @@ impl Conn {
             let _ = kill_group(pid, libc::SIGKILL);
             drop(exit);
         }
-        let _ = self.dead_tx.send(true);
         killed
     }
 
