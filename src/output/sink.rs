@@ -15,9 +15,20 @@ use tracing_subscriber::layer::Context;
 use super::{FieldValue, LineFormatter, LineMeta, OutputConfig, QUEUE_BYTES, SupervisorEvent};
 use crate::redact::SharedRedactor;
 
-/// Buffers kept for reuse, and the largest one worth keeping.
-const POOL_MAX: usize = 64;
-const POOL_BUF_MAX: usize = 1024 * 1024;
+/// Pump batch buffers kept for reuse. The queue holds at most [`QUEUE_BYTES`], so
+/// about that much in batches is in flight at once; keeping more than that would
+/// only hold memory after a burst of output.
+const POOL_MAX: usize = 16;
+/// A new pump batch buffer; pumps send at 128 KiB, so most batches grow once or
+/// twice at most.
+const POOL_BUF_NEW: usize = 16 * 1024;
+/// Buffers outside this range are freed rather than pooled: small ones are event
+/// lines (not worth a pump's while), huge ones came from a pathological line.
+const POOL_BUF_MIN: usize = POOL_BUF_NEW;
+const POOL_BUF_MAX: usize = 256 * 1024;
+/// Room for one supervisor event line, so that an event does not take (and touch)
+/// a pump-sized buffer: 200 replicas starting print 200 events at once.
+const EVENT_BUF: usize = 256;
 
 /// The bounded queue between producers and the writer thread.
 ///
@@ -130,11 +141,11 @@ impl Queue {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop()
-            .unwrap_or_else(|| Vec::with_capacity(16 * 1024))
+            .unwrap_or_else(|| Vec::with_capacity(POOL_BUF_NEW))
     }
 
     pub(super) fn recycle(&self, mut buf: Vec<u8>) {
-        if buf.capacity() > POOL_BUF_MAX {
+        if !(POOL_BUF_MIN..=POOL_BUF_MAX).contains(&buf.capacity()) {
             return;
         }
         buf.clear();
@@ -330,7 +341,7 @@ impl OutputSink {
     }
 
     fn format_event(&self, event: &SupervisorEvent) -> Vec<u8> {
-        let mut buf = self.inner.queue.take_buffer();
+        let mut buf = Vec::with_capacity(EVENT_BUF);
         let redactor = self.inner.redactor.current();
         self.inner.formatter.write_event(&mut buf, event, &redactor);
         buf
