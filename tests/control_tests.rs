@@ -611,3 +611,57 @@ fn runs_started_together_leave_exactly_one_supervisor() {
         survivor.output()
     );
 }
+
+/// `flaky` fails until the file `ok` exists; `steady` just runs.
+const GIVE_UP_KEEP: &str = r#"
+[supervisor]
+on_give_up = "keep"
+
+[[worker]]
+name = "flaky"
+command = ["sh", "-c", "if [ -f ok ]; then exec sleep 1000; else exit 3; fi"]
+max_restarts = 1
+backoff = { initial = "10ms", jitter = 0.0 }
+
+[[worker]]
+name = "steady"
+command = ["sleep", "1000"]
+"#;
+
+/// Starts [`GIVE_UP_KEEP`] and waits until `flaky` has failed for good.
+fn flaky_failed_for_good(ctl: &Ctl) -> Running {
+    let run = ctl.start();
+    run.wait_for("flaky.0 failed for good", PATIENCE);
+    let s = ctl.status();
+    let states: Vec<&str> = s["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["failed", "running"], "{s:#}");
+    run
+}
+
+#[test]
+fn give_up_keep_exits_1_while_a_replica_is_still_failed() {
+    let ctl = Ctl::new(GIVE_UP_KEEP);
+    let mut run = flaky_failed_for_good(&ctl);
+    run.signal(15);
+    assert_eq!(run.wait_exit(PATIENCE), Some(1), "{}", run.output());
+    run.output()
+        .contains("some had failed for good")
+        .then_some(())
+        .unwrap_or_else(|| panic!("no reason given for exit 1:\n{}", run.output()));
+}
+
+#[test]
+fn give_up_keep_exits_0_once_the_failed_replica_was_revived() {
+    let ctl = Ctl::new(GIVE_UP_KEEP);
+    let mut run = flaky_failed_for_good(&ctl);
+    ctl.sb.write("ok", "");
+    ctl.run(&["restart", "flaky"]).assert_code(0);
+    ctl.running_pids(2);
+    run.signal(15);
+    assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
+}

@@ -258,10 +258,11 @@ impl Dispatcher {
                 self.begin_shutdown();
             }
             OnGiveUp::Keep => {
+                // The exit status is decided at the end, from the replicas still
+                // `failed` then: `agentsup restart` may have revived this one.
                 tracing::error!(
                     "{label} failed for good; on_give_up = \"keep\": the other workers keep running"
                 );
-                self.exit_code = code::FAILURE;
             }
         }
     }
@@ -492,18 +493,20 @@ impl Dispatcher {
             template.shutdown(std::time::Duration::from_secs(1)).await;
         }
         startup::kill_leftover_children();
+        let failed = self
+            .slots
+            .iter()
+            .any(|s| matches!(s.machine.state(), replica::State::Failed { .. }));
+        if failed {
+            self.exit_code = code::FAILURE;
+        }
         if !self.shutting_down {
-            let failed = self
-                .slots
-                .iter()
-                .any(|s| matches!(s.machine.state(), replica::State::Failed { .. }));
             tracing::info!(
                 "every worker has finished{}",
                 if failed { "; some failed for good" } else { "" }
             );
-            if failed {
-                self.exit_code = code::FAILURE;
-            }
+        } else if failed {
+            tracing::info!("all workers stopped; some had failed for good (exit status 1)");
         } else {
             tracing::info!("all workers stopped");
         }
