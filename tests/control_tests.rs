@@ -649,10 +649,11 @@ fn give_up_keep_exits_1_while_a_replica_is_still_failed() {
     let mut run = flaky_failed_for_good(&ctl);
     run.signal(15);
     assert_eq!(run.wait_exit(PATIENCE), Some(1), "{}", run.output());
-    run.output()
-        .contains("some had failed for good")
-        .then_some(())
-        .unwrap_or_else(|| panic!("no reason given for exit 1:\n{}", run.output()));
+    let out = run.output();
+    assert!(
+        out.contains("some had failed for good"),
+        "no reason given for exit 1:\n{out}"
+    );
 }
 
 #[test]

@@ -121,3 +121,94 @@ fn check_reports_a_command_that_run_could_not_start() {
         .assert_contains("ghost")
         .assert_contains("no-such-program-xyz");
 }
+
+/// SPEC 5: "a crash-looping source command is itself backed off". A worker that
+/// fails auth every ~50 ms asks for a re-read each time; once the secret command
+/// fails, re-reads for auth failures wait 1 s, 2 s, 4 s …, and the command runs
+/// once per announced re-read, never in between.
+#[test]
+fn a_failing_secret_command_is_backed_off_while_a_worker_keeps_failing_auth() {
+    let sb = Sandbox::new();
+    let runs = sb.path().join("runs.txt");
+    let broken = sb.path().join("broken");
+    sb.config(&format!(
+        r#"
+[[source]]
+type = "command"
+command = ["sh", "-c", "if [ -f '{broken}' ]; then echo fail >> '{runs}'; echo 'vault: connection refused' >&2; exit 2; fi; echo ok >> '{runs}'; echo OPENAI_API_KEY={KEY}"]
+
+[[worker]]
+name = "agent"
+command = ["sh", "-c", "echo \"openai.AuthenticationError: Error code: 401 - {{'error': {{'message': 'Incorrect API key provided: sk-proj-****CDEF.', 'type': 'invalid_request_error', 'param': None, 'code': 'invalid_api_key'}}}}\" >&2; exit 1"]
+keys = ["OPENAI_API_KEY"]
+backoff = {{ initial = "10ms", max = "50ms", jitter = 0.0 }}
+auth = {{ max_delay = "50ms" }}
+"#,
+        broken = broken.display(),
+        runs = runs.display(),
+    ));
+    let mut run = sb.spawn(&["run", "--log-format", "json"]);
+    run.wait_for("its keys are unchanged", PATIENCE);
+    std::fs::write(&broken, "").unwrap();
+    for hold in ["now wait 1s", "now wait 2s", "now wait 4s"] {
+        run.wait_for(hold, PATIENCE);
+    }
+    run.signal(15);
+    assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
+    let out = run.output();
+    assert!(!out.contains(KEY), "the key leaked:\n{out}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let failed_at: Vec<chrono_free::Millis> = lines
+        .iter()
+        .filter(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("Re-reads for auth failures now wait"))
+        })
+        .map(|v| chrono_free::parse(v["ts"].as_str().unwrap()))
+        .collect();
+    let fails = std::fs::read_to_string(&runs)
+        .unwrap()
+        .lines()
+        .filter(|l| *l == "fail")
+        .count();
+    assert_eq!(
+        fails,
+        failed_at.len(),
+        "a command run nobody announced:\n{out}"
+    );
+    assert!(failed_at.len() >= 3, "{out}");
+    // Each hold was kept: 1 s between the first two failures, then 2 s.
+    let gap = |a: usize| chrono_free::elapsed(failed_at[a], failed_at[a + 1]);
+    assert!(gap(0) >= 1000, "{failed_at:?}\n{out}");
+    assert!(gap(1) >= 2000, "{failed_at:?}\n{out}");
+    let auth_failures = out.matches("class auth").count();
+    assert!(
+        auth_failures > failed_at.len(),
+        "the worker was not failing auth meanwhile:\n{out}"
+    );
+}
+
+/// RFC 3339 timestamps of agentsup's JSON log, as milliseconds within the day:
+/// enough to compare two moments of one short run without a date crate.
+mod chrono_free {
+    pub type Millis = i64;
+
+    pub fn parse(ts: &str) -> Millis {
+        // 2026-11-23T14:59:01.123Z (the time of day is what a test spans).
+        let time = ts.split('T').nth(1).unwrap().trim_end_matches('Z');
+        let mut parts = time.split(':');
+        let h: i64 = parts.next().unwrap().parse().unwrap();
+        let m: i64 = parts.next().unwrap().parse().unwrap();
+        let s: f64 = parts.next().unwrap().parse().unwrap();
+        (h * 3600 + m * 60) * 1000 + (s * 1000.0).round() as i64
+    }
+
+    /// From `a` to a later `b`, across midnight too.
+    pub fn elapsed(a: Millis, b: Millis) -> Millis {
+        (b - a).rem_euclid(86_400_000)
+    }
+}

@@ -88,6 +88,8 @@ enum Input {
         slot: usize,
         changed_keys: Vec<String>,
     },
+    /// Automatic re-reads were held after a failed one; the hold is over.
+    RereadHoldOver,
 }
 
 /// The dispatcher's state.
@@ -108,6 +110,8 @@ struct Dispatcher {
     reread_in_flight: bool,
     /// Another re-read was asked for while one ran; run it when that one ends.
     reread_queued: bool,
+    /// Holds auth-triggered re-reads back after failed ones.
+    reread_pacer: reread::Pacer,
     /// A SIGHUP re-read is pending; restart replicas whose environment changed.
     reload_requested: bool,
     /// Replicas waiting for a rolling restart (SIGHUP), one at a time.
@@ -167,7 +171,7 @@ impl Dispatcher {
             Action::ArmTimer { at } => self.arm_timer(slot, at),
             Action::RereadSources => {
                 self.slots[slot].awaiting_reread = true;
-                self.start_reread();
+                self.request_auth_reread();
             }
             Action::Log(t) => self.log_transition(&t),
             Action::GiveUp => self.give_up(slot),
@@ -351,6 +355,22 @@ impl Dispatcher {
         }
     }
 
+    /// A re-read for replicas that failed auth: runs now, or when the pause after
+    /// a failed re-read is over (see [`reread::Pacer`]).
+    fn request_auth_reread(&mut self) {
+        let Some(until) = self.reread_pacer.held_until(Instant::now()) else {
+            self.start_reread();
+            return;
+        };
+        if self.reread_pacer.defer() {
+            let tx = self.inputs_tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(until.into()).await;
+                let _ = tx.send(Input::RereadHoldOver);
+            });
+        }
+    }
+
     fn start_reread(&mut self) {
         if self.reread_in_flight {
             self.reread_queued = true;
@@ -468,6 +488,13 @@ impl Dispatcher {
                     Input::RereadDone { slot, changed_keys } => {
                         self.drive(slot, Event::RereadDone { changed_keys, at: Instant::now() });
                     }
+                    Input::RereadHoldOver => {
+                        // An operator's or a watcher's re-read may have served them.
+                        let waiting = self.slots.iter().any(|s| s.awaiting_reread);
+                        if self.reread_pacer.hold_over() && waiting {
+                            self.start_reread();
+                        }
+                    }
                     Input::SourcesChanged => {
                         tracing::info!("a watched source changed: re-reading and re-checking every source");
                         self.watch_triggered = true;
@@ -578,6 +605,7 @@ async fn supervise(ctx: RunContext) -> Result<u8> {
         inputs_tx: ctx.inputs_tx,
         reread_in_flight: false,
         reread_queued: false,
+        reread_pacer: reread::Pacer::default(),
         reload_requested: false,
         rolling: Vec::new(),
         rolling_current: None,

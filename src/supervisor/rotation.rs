@@ -21,6 +21,7 @@ impl Dispatcher {
         let accepted = match outcome.result {
             Ok(snapshot) => {
                 self.counters.secret_reloads += 1;
+                self.reread_pacer.succeeded();
                 self.snapshot = Arc::new(snapshot);
                 tracing::info!("re-read sources: values pass the checks");
                 true
@@ -41,8 +42,10 @@ impl Dispatcher {
                         status: None,
                     });
                 }
+                let hold = self.reread_pacer.failed(Instant::now());
                 tracing::warn!(
-                    "re-read sources: the new values fail the checks; keeping the old ones and everything running. {why}"
+                    "re-read sources: the new values fail the checks; keeping the old ones and everything running. {why}. Re-reads for auth failures now wait {} (SIGHUP or `agentsup reload` re-reads at once)",
+                    humantime::format_duration(hold)
                 );
                 false
             }
