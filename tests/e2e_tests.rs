@@ -10,10 +10,11 @@
 //! These tests need the packages `tests/setup-deps.sh` installs (pip into
 //! target/test-venv, `npm ci` in examples/node-openai); `test_venv_python()` runs it.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -62,38 +63,79 @@ pub(crate) fn write_atomically(path: &Path, content: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// What examples/demo/fake_provider.py prints once it has bound its port.
+const PROVIDER_LISTENING: &str = "provider: fake OpenAI API on";
+
 /// The fake OpenAI API of examples/demo on a free loopback port; killed on drop.
 pub(crate) struct FakeProvider {
     child: Child,
     pub port: u16,
+    /// Its stdout and stderr lines (read all along, so it never blocks on a
+    /// full pipe).
+    lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl FakeProvider {
     /// Starts it accepting exactly the (re-read on every request) content of
-    /// `key_file`, and waits until it listens.
+    /// `key_file`, and waits until it says it listens (it prints that after
+    /// binding). Should another process take the port in between, it exits and
+    /// another port is tried.
     pub(crate) fn start(key_file: &Path) -> FakeProvider {
+        let mut logs = String::new();
         for _ in 0..5 {
             let port = free_port();
-            let child = Command::new(python())
+            let mut child = Command::new(python())
                 .arg(repo().join("examples/demo/fake_provider.py"))
                 .env("FAKE_PROVIDER_KEY_FILE", key_file)
                 .env("FAKE_PROVIDER_PORT", port.to_string())
                 .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
                 .spawn()
                 .expect("start examples/demo/fake_provider.py");
-            let mut p = FakeProvider { child, port };
+            let lines = Arc::new(Mutex::new(Vec::new()));
+            let readers: Vec<_> = [
+                Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+                Box::new(child.stderr.take().unwrap()),
+            ]
+            .into_iter()
+            .map(|stream| {
+                let lines = lines.clone();
+                std::thread::spawn(move || {
+                    for line in BufReader::new(stream).lines() {
+                        let Ok(line) = line else { break };
+                        lines.lock().unwrap().push(line);
+                    }
+                })
+            })
+            .collect();
+            let mut p = FakeProvider { child, port, lines };
+            let mut exited = false;
             let up = wait_until(PATIENCE, || {
-                matches!(p.child.try_wait(), Ok(Some(_)))
-                    || TcpStream::connect(("127.0.0.1", port)).is_ok()
+                exited = !matches!(p.child.try_wait(), Ok(None));
+                exited || p.log().contains(PROVIDER_LISTENING)
             });
-            // Exited: the port was taken in between; try another one.
-            if up && matches!(p.child.try_wait(), Ok(None)) {
+            assert!(
+                up,
+                "the fake provider neither started nor exited within {PATIENCE:?}:\n{}",
+                p.log()
+            );
+            if !exited {
                 return p;
             }
+            // Exited (the port was taken in between): keep its complete output
+            // for the panic below, then try another port.
+            for r in readers {
+                let _ = r.join();
+            }
+            logs.push_str(&format!("port {port}:\n{}\n", p.log()));
         }
-        panic!("the fake provider did not start listening");
+        panic!("the fake provider did not start listening:\n{logs}");
+    }
+
+    /// Everything it printed so far.
+    fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
     }
 
     pub(crate) fn base_url(&self) -> String {
@@ -436,22 +478,24 @@ fn docker_config_passes_check_with_run_secrets_and_fails_without_the_key() {
 fn docker_image_layout_runs_the_worker_and_serves_readyz() {
     let py = test_venv_python();
     let sb = Sandbox::new();
-    let port = free_port();
-    let cfg = image_layout(&sb, &format!("127.0.0.1:{port}"));
+    // The provider reads its key file per request; image_layout writes it.
     let provider = FakeProvider::start(&sb.path().join("run/secrets/OPENAI_API_KEY"));
-    let mut c = sb.cmd(&["run", "--no-color", "-c", cfg.to_str().unwrap()]);
-    // The image's PATH finds the python holding the requirements first.
-    c.env(
-        "PATH",
-        format!(
-            "{}:{}",
-            py.parent().unwrap().display(),
-            std::env::var("PATH").unwrap_or_default()
-        ),
-    )
-    .env("OPENAI_BASE_URL", provider.base_url())
-    .current_dir(sb.path().join("app"));
-    let mut run = sb.spawn_cmd(c);
+    let (mut run, port) = spawn_with_health_port(|port| {
+        let cfg = image_layout(&sb, &format!("127.0.0.1:{port}"));
+        let mut c = sb.cmd(&["run", "--no-color", "-c", cfg.to_str().unwrap()]);
+        // The image's PATH finds the python holding the requirements first.
+        c.env(
+            "PATH",
+            format!(
+                "{}:{}",
+                py.parent().unwrap().display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env("OPENAI_BASE_URL", provider.base_url())
+        .current_dir(sb.path().join("app"));
+        sb.spawn_cmd(c)
+    });
     run.wait_for("python-openai: call 1 answered 'pong'", SDK_PATIENCE);
     assert!(
         wait_until(PATIENCE, || http_status(port, "/readyz") == Some(200)),

@@ -23,15 +23,6 @@ fn fixture(name: &str) -> String {
     )
 }
 
-/// A port that was free a moment ago: bind port 0, read it, close it. Another
-/// process could take it in between, which on a test machine is rare enough.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
-}
-
 /// One response: status code, raw headers, body.
 #[derive(Debug)]
 struct Reply {
@@ -105,10 +96,9 @@ fn sample(text: &str, series: &str) -> Option<f64> {
     })
 }
 
-/// A sandbox whose `planner` worker (openai_auth.py) is rejected until the `dir`
-/// source holds NEW_KEY, with fast auth retries.
-fn auth_sandbox(port: u16, extra_workers: &str) -> Sandbox {
-    let sb = Sandbox::new();
+/// Sets `sb` up so that its `planner` worker (openai_auth.py) is rejected until
+/// the `dir` source holds NEW_KEY, with fast auth retries, and health on `port`.
+fn auth_config(sb: &Sandbox, port: u16, extra_workers: &str) {
     sb.write("secrets/OPENAI_API_KEY", format!("{OLD_KEY}\n"));
     sb.write("good_key", format!("{NEW_KEY}\n"));
     sb.config(&format!(
@@ -133,7 +123,6 @@ auth = {{ max_delay = "500ms" }}
         fixture("openai_auth.py"),
         sb.path().join("good_key").display()
     ));
-    sb
 }
 
 fn stop(mut run: Running) -> String {
@@ -144,9 +133,11 @@ fn stop(mut run: Running) -> String {
 
 #[test]
 fn readyz_is_503_while_auth_blocked_and_200_after_rotation() {
-    let port = free_port();
-    let sb = auth_sandbox(port, "");
-    let run = sb.spawn(&["run", "--no-color"]);
+    let sb = Sandbox::new();
+    let (run, port) = spawn_with_health_port(|port| {
+        auth_config(&sb, port, "");
+        sb.spawn(&["run", "--no-color"])
+    });
 
     let blocked = poll(&run, port, "/readyz", |r| {
         r.code == 503 && r.body.contains("planner.0 is auth-blocked")
@@ -155,17 +146,16 @@ fn readyz_is_503_while_auth_blocked_and_200_after_rotation() {
         blocked.headers.contains("content-type: text/plain"),
         "{blocked:?}"
     );
-    let metrics = poll(&run, port, "/metrics", |r| r.code == 200);
-    assert_eq!(
-        sample(
-            &metrics.body,
-            r#"agentsup_replica_state{worker="planner",replica="0",state="auth-blocked"}"#
-        ),
-        Some(1.0),
-        "{}",
-        metrics.body
-    );
-    assert_eq!(sample(&metrics.body, "agentsup_ready"), Some(0.0));
+    // The replica cycles auth-blocked -> starting -> running -> backoff (every
+    // `auth.max_delay`), so the state gauge and the readiness gauge are asserted
+    // together, from one scrape, never across two replies.
+    let blocked_series =
+        r#"agentsup_replica_state{worker="planner",replica="0",state="auth-blocked"}"#;
+    let metrics = poll(&run, port, "/metrics", |r| {
+        r.code == 200
+            && sample(&r.body, blocked_series) == Some(1.0)
+            && sample(&r.body, "agentsup_ready") == Some(0.0)
+    });
 
     // Rotate. The supervisor re-reads the sources on its next auth retry (at most
     // `auth.max_delay` away); a source watcher may notice sooner.
@@ -173,19 +163,15 @@ fn readyz_is_503_while_auth_blocked_and_200_after_rotation() {
     let ready = poll(&run, port, "/readyz", |r| r.code == 200);
     assert_eq!(ready.body, "ready\n");
     run.wait_for("authenticated with key of length", PATIENCE);
-    let metrics = poll(&run, port, "/metrics", |r| r.code == 200);
-    assert_eq!(
-        sample(
-            &metrics.body,
-            r#"agentsup_replica_state{worker="planner",replica="0",state="running"}"#
-        ),
-        Some(1.0),
-        "{}",
-        metrics.body
-    );
+    let running_series = r#"agentsup_replica_state{worker="planner",replica="0",state="running"}"#;
+    let running = poll(&run, port, "/metrics", |r| {
+        r.code == 200
+            && sample(&r.body, running_series) == Some(1.0)
+            && sample(&r.body, "agentsup_ready") == Some(1.0)
+    });
 
     let out = stop(run);
-    for text in [&blocked.body, &metrics.body, &out] {
+    for text in [&blocked.body, &metrics.body, &running.body, &out] {
         assert!(
             !text.contains(OLD_KEY) && !text.contains(NEW_KEY),
             "a key leaked:\n{text}"
@@ -250,18 +236,21 @@ fn parsed_value(
 
 #[test]
 fn metrics_parse_with_prometheus_client_and_count_restarts_by_reason() {
-    let port = free_port();
-    let sb = auth_sandbox(
-        port,
-        r#"
+    let sb = Sandbox::new();
+    let (run, port) = spawn_with_health_port(|port| {
+        auth_config(
+            &sb,
+            port,
+            r#"
 [[worker]]
 name = "crasher"
 command = ["sh", "-c", "exit 3"]
 max_restarts = 1000
 backoff = { initial = "50ms", max = "200ms", jitter = 0.0 }
 "#,
-    );
-    let run = sb.spawn(&["run", "--no-color"]);
+        );
+        sb.spawn(&["run", "--no-color"])
+    });
     let crash = r#"agentsup_restarts_total{worker="crasher",reason="crash"}"#;
     let auth = r#"agentsup_restarts_total{worker="planner",reason="auth"}"#;
     poll(&run, port, "/metrics", |r| {
@@ -368,10 +357,10 @@ backoff = { initial = "50ms", max = "200ms", jitter = 0.0 }
 
 #[test]
 fn healthz_is_200_and_other_paths_and_methods_are_refused() {
-    let port = free_port();
     let sb = Sandbox::new();
-    sb.config(&format!(
-        r#"
+    let (run, port) = spawn_with_health_port(|port| {
+        sb.config(&format!(
+            r#"
 [supervisor]
 health = "127.0.0.1:{port}"
 
@@ -379,8 +368,9 @@ health = "127.0.0.1:{port}"
 name = "idle"
 command = ["sleep", "1000"]
 "#
-    ));
-    let run = sb.spawn(&["run", "--no-color"]);
+        ));
+        sb.spawn(&["run", "--no-color"])
+    });
     let ok = poll(&run, port, "/healthz", |r| r.code == 200);
     assert_eq!(ok.body, "ok\n");
     poll(&run, port, "/readyz", |r| r.code == 200);

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::e2e_tests::{free_port, http_status, repo};
+use crate::e2e_tests::{http_status, repo};
 use crate::support::*;
 
 const OLD_KEY: &str = "sk-proj-K8sOLDk8sOLDk8sOLDk8sOLDk8sOLDk8sOLD0001";
@@ -312,16 +312,10 @@ fn kubelet_swap(dir: &Path, old: &str, new: &str, key: &str) {
     std::fs::remove_dir_all(dir.join(old)).unwrap();
 }
 
-#[test]
-fn kubelet_data_symlink_swap_rotates_the_key_with_the_configmap_config() {
-    let sb = Sandbox::new();
-    let secrets = sb.path().join("secrets");
-    kubelet_secret_volume(&secrets, "..2026_11_23_10_00_00.1", OLD_KEY);
-    let good = sb.write("good_key", format!("{NEW_KEY}\n"));
-    let port = free_port();
-    // The ConfigMap's supervisor.toml, with the pod's paths pointed into the sandbox
-    // and the worker replaced by one that fails auth like openai-python until its
-    // OPENAI_API_KEY equals the content of GOOD_KEY_FILE.
+/// The ConfigMap's supervisor.toml, with the pod's paths pointed into the sandbox
+/// (`secrets`), health on `port`, and the worker replaced by one that fails auth
+/// like openai-python until its OPENAI_API_KEY equals the content of `good`.
+fn configmap_config(secrets: &Path, good: &Path, port: u16) -> String {
     let mut cfg = configmap_toml();
     cfg = subst(
         &cfg,
@@ -345,9 +339,19 @@ fn kubelet_data_symlink_swap_rotates_the_key_with_the_configmap_config() {
             good.display().to_string()
         ),
     );
-    sb.config(&cfg);
+    cfg
+}
 
-    let mut run = sb.spawn(&["run", "--log-format", "pretty", "--no-color"]);
+#[test]
+fn kubelet_data_symlink_swap_rotates_the_key_with_the_configmap_config() {
+    let sb = Sandbox::new();
+    let secrets = sb.path().join("secrets");
+    kubelet_secret_volume(&secrets, "..2026_11_23_10_00_00.1", OLD_KEY);
+    let good = sb.write("good_key", format!("{NEW_KEY}\n"));
+    let (mut run, port) = spawn_with_health_port(|port| {
+        sb.config(&configmap_config(&secrets, &good, port));
+        sb.spawn(&["run", "--log-format", "pretty", "--no-color"])
+    });
     let failed = run.wait_for("class auth", PATIENCE);
     assert!(failed.contains("agent."), "{failed}");
     // Failing auth: the pod is not ready (a replica in backoff or auth-blocked).

@@ -271,14 +271,27 @@ fn as_pid1_in_a_pid_namespace_it_reaps_orphaned_zombies() {
     sb.script(
         "orphans.sh",
         r#"#!/bin/sh
-# Make an orphan that exits soon: its parent (the inner sh) exits at once, so it is
-# reparented to PID 1 (agentsup), which must reap it.
-sh -c 'sleep 0.3 & exit 0'
-sleep 1
+# Make an orphan: its parent (the inner sh) exits at once, so it is reparented to
+# PID 1 (agentsup), which must reap it. It waits until that parent is gone, then
+# writes a marker and exits (as an orphan, so only PID 1 can reap it).
+sh -c 'p=$$; (i=0; while [ -d /proc/$p ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; touch orphan_done) & echo $! > orphan.pid'
+orphan=$(cat orphan.pid)
+# Polls (at most 30 s each) while orphan_done is missing / while the orphan's
+# /proc entry exists (a zombie keeps it until PID 1 reaps it).
 i=0
-while [ $i -lt 50 ]; do
+while [ ! -e orphan_done ]; do
+  if [ $i -ge 300 ]; then echo "the orphan never finished"; exit 4; fi
+  sleep 0.1; i=$((i+1))
+done
+i=0
+while [ -e /proc/$orphan ]; do
+  if [ $i -ge 300 ]; then echo "zombie remains: orphan $orphan was never reaped"; exit 3; fi
+  sleep 0.1; i=$((i+1))
+done
+i=0
+while [ $i -lt 300 ]; do
   z=$(grep -l '^[0-9]* ([^)]*) Z' /proc/[0-9]*/stat 2>/dev/null | wc -l)
-  if [ "$z" -eq 0 ]; then echo "no zombies"; exit 0; fi
+  if [ "$z" -eq 0 ]; then echo "no zombies (orphan $orphan reaped)"; exit 0; fi
   sleep 0.1; i=$((i+1))
 done
 echo "zombie remains"; exit 3

@@ -11,7 +11,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// Default patience for events in tests: generous, for a loaded 2-core CI machine.
@@ -174,7 +174,7 @@ impl Sandbox {
             .process_group(0);
         let mut child = c.spawn().expect("spawn agentsup");
         let (tx, rx) = channel();
-        let all = Arc::new(Mutex::new(String::new()));
+        let all = Arc::new(Captured::default());
         for (stream, tag) in [
             (
                 child
@@ -205,14 +205,21 @@ impl Sandbox {
                             let line = String::from_utf8_lossy(&buf)
                                 .trim_end_matches('\n')
                                 .to_string();
-                            all.lock().unwrap().push_str(&line);
-                            all.lock().unwrap().push('\n');
+                            all.update(|s| {
+                                // One lock for the line and its newline, so the
+                                // other stream's reader cannot interleave.
+                                s.text.push_str(&line);
+                                s.text.push('\n');
+                            });
                             if tx.send((tag, line)).is_err() {
                                 // The test stopped listening; keep draining.
                             }
                         }
                     }
                 }
+                // Counted only after the last line is in `text` (and on the
+                // channel): `drain` relies on that order.
+                all.update(|s| s.closed += 1);
             });
         }
         Running {
@@ -267,11 +274,45 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+/// Everything a [`Running`] printed, and how many of its two output streams
+/// reached EOF; `changed` is notified on every update.
+#[derive(Default)]
+struct Captured {
+    state: Mutex<CapturedState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct CapturedState {
+    /// stdout and stderr lines, merged in arrival order.
+    text: String,
+    /// Reader threads that reached EOF (0..=2).
+    closed: usize,
+}
+
+impl Captured {
+    fn update(&self, f: impl FnOnce(&mut CapturedState)) {
+        f(&mut self.state.lock().unwrap());
+        self.changed.notify_all();
+    }
+
+    /// Waits until `pred(text, both streams closed)` holds; returns whether it did
+    /// within `timeout`.
+    fn wait(&self, timeout: Duration, mut pred: impl FnMut(&str, bool) -> bool) -> bool {
+        let guard = self.state.lock().unwrap();
+        let (guard, _) = self
+            .changed
+            .wait_timeout_while(guard, timeout, |s| !pred(&s.text, s.closed == 2))
+            .unwrap();
+        pred(&guard.text, guard.closed == 2)
+    }
+}
+
 /// A supervisor under test.
 pub struct Running {
     pub child: Option<Child>,
     pub lines: Receiver<(&'static str, String)>,
-    all: Arc<Mutex<String>>,
+    all: Arc<Captured>,
 }
 
 impl Running {
@@ -279,9 +320,24 @@ impl Running {
         self.child.as_ref().unwrap().id() as i32
     }
 
-    /// Everything printed so far.
+    /// Everything printed so far (after [`Running::wait_exit`]: everything).
     pub fn output(&self) -> String {
-        self.all.lock().unwrap().clone()
+        self.all.state.lock().unwrap().text.clone()
+    }
+
+    /// Waits until the printed output so far satisfies `pred(output, closed)`,
+    /// where `closed` says both stdout and stderr reached EOF (nothing more will
+    /// come). Does not consume [`Running::lines`]. Returns whether `pred` held
+    /// within `timeout`.
+    pub fn wait_output(&self, timeout: Duration, pred: impl FnMut(&str, bool) -> bool) -> bool {
+        self.all.wait(timeout, pred)
+    }
+
+    /// Waits until both output streams reached EOF, so [`Running::output`] holds
+    /// every line printed; returns whether they did within `timeout`. After the
+    /// process exited this is quick, unless a leftover descendant holds the pipes.
+    pub fn drain(&self, timeout: Duration) -> bool {
+        self.wait_output(timeout, |_, closed| closed)
     }
 
     /// Waits for a line containing `needle`; panics with the output so far if it
@@ -337,24 +393,31 @@ impl Running {
         signal(self.pid(), sig);
     }
 
-    /// Waits for exit; returns the code (or 128+signal).
+    /// Waits for exit; returns the code (or 128+signal). After an exit it also
+    /// waits (up to [`PATIENCE`]) for the output readers to reach EOF, so
+    /// [`Running::output`] right after this is complete.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
         let child = self.child.as_mut().unwrap();
         let end = Instant::now() + timeout;
-        loop {
+        let code = loop {
             match child.try_wait() {
                 Ok(Some(status)) => {
                     use std::os::unix::process::ExitStatusExt;
-                    return Some(
-                        status
-                            .code()
-                            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
-                    );
+                    break status
+                        .code()
+                        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
                 }
                 Ok(None) if Instant::now() < end => std::thread::sleep(Duration::from_millis(20)),
                 _ => return None,
             }
+        };
+        if !self.drain(PATIENCE) {
+            eprintln!(
+                "warning: agentsup exited but its stdout/stderr stayed open for {PATIENCE:?} \
+                 (a leftover process holds them?); output may be incomplete"
+            );
         }
+        Some(code)
     }
 }
 
@@ -368,6 +431,54 @@ impl Drop for Running {
             }
         }
     }
+}
+
+/// What agentsup prints (then exits 78) when it cannot bind `[supervisor] health`
+/// (src/supervisor/startup.rs).
+pub const HEALTH_BIND_FAILED: &str = "cannot listen on health address";
+
+/// Whether `output` holds the start-up check report of `agentsup run` (pretty or
+/// JSON). `run` binds the health port before it loads the sources and prints that
+/// report after, so once it appears the port is agentsup's.
+fn printed_check_report(output: &str) -> bool {
+    output.contains("agentsup check:") || output.contains("\"event\":\"check\"")
+}
+
+/// Starts `agentsup run` with its health server on a loopback port picked here:
+/// `start(port)` writes a config with `health = "127.0.0.1:{port}"` and spawns.
+/// A port found free can be taken by another process before agentsup binds it; if
+/// agentsup then reports it cannot listen there, this retries with another port
+/// (up to 5 times). Returns as soon as agentsup has printed its check report (it
+/// has bound the port by then), with the port.
+pub fn spawn_with_health_port(mut start: impl FnMut(u16) -> Running) -> (Running, u16) {
+    let mut failures = String::new();
+    for _ in 0..5 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind 127.0.0.1:0")
+            .port();
+        let mut run = start(port);
+        let settled = run.wait_output(PATIENCE, |out, closed| {
+            printed_check_report(out) || out.contains(HEALTH_BIND_FAILED) || closed
+        });
+        let out = run.output();
+        if printed_check_report(&out) {
+            return (run, port);
+        }
+        assert!(
+            settled,
+            "agentsup printed neither its check report nor {HEALTH_BIND_FAILED:?} within \
+             {PATIENCE:?}; output so far:\n{out}"
+        );
+        assert!(
+            out.contains(HEALTH_BIND_FAILED),
+            "agentsup exited before it served on port {port}:\n{out}"
+        );
+        // Port taken in between: agentsup exits 78; try another one.
+        let code = run.wait_exit(PATIENCE);
+        failures.push_str(&format!("port {port} (exit {code:?}):\n{}\n", run.output()));
+    }
+    panic!("agentsup could not listen on any of 5 free ports:\n{failures}");
 }
 
 /// A real-looking 51-character OpenAI key (fake).
