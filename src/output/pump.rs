@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use super::format::LineClock;
 use super::frame::incomplete_utf8_tail;
 use super::{Frame, LineFormatter, LineFramer, LineMeta, OutputSink, Tail};
 use crate::redact::{Redactor, SharedRedactor, StreamRedactor};
@@ -29,6 +30,8 @@ struct PumpState {
     long: Option<Arc<Redactor>>,
     /// Start of a UTF-8 sequence cut at the end of the last piece.
     utf8_hold: Vec<u8>,
+    /// JSON `ts`, read once per read from the pipe rather than once per line.
+    clock: LineClock,
 }
 
 impl PumpState {
@@ -50,7 +53,14 @@ impl PumpState {
 
         if self.long.is_none() && complete {
             let text = current.redact_slice(bytes, &mut self.scratch);
-            fmt.write_line(&mut self.batch, &self.prefix, meta, text, false);
+            fmt.write_line_at(
+                &mut self.batch,
+                &self.prefix,
+                meta,
+                text,
+                false,
+                &mut self.clock,
+            );
             return;
         }
         let redactor = Arc::clone(self.long.get_or_insert_with(|| Arc::clone(current)));
@@ -68,12 +78,13 @@ impl PumpState {
                 return; // everything is still carry
             }
         }
-        fmt.write_line(
+        fmt.write_line_at(
             &mut self.batch,
             &self.prefix,
             meta,
             &self.scratch,
             !complete,
+            &mut self.clock,
         );
     }
 
@@ -113,6 +124,7 @@ pub async fn pump<R: AsyncRead + Unpin>(
         stream: StreamRedactor::new(),
         long: None,
         utf8_hold: Vec::new(),
+        clock: LineClock::new(),
     };
     let mut framer = LineFramer::new();
     // Start small and grow to READ_BUF only for a pipe that fills the buffer:
@@ -130,6 +142,7 @@ pub async fn pump<R: AsyncRead + Unpin>(
         }
         // One snapshot per read: cheap, and new secrets apply from the next read.
         let current = redactor.current();
+        state.clock.tick();
         let mut pos = 0;
         while let Some(frame) = framer.next_frame(&buf[..n], &mut pos) {
             state.frame(fmt, &meta, frame, &current, &tail);
@@ -143,6 +156,7 @@ pub async fn pump<R: AsyncRead + Unpin>(
         }
     };
     if let Some(last) = framer.finish() {
+        state.clock.tick();
         state.frame(fmt, &meta, Frame::Line(last), &redactor.current(), &tail);
     }
     state.send(&sink).await?;
