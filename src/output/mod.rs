@@ -42,6 +42,7 @@ use crate::redact::SharedRedactor;
 
 mod format;
 mod frame;
+mod json;
 mod pump;
 mod sink;
 #[cfg(test)]

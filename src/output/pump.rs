@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::format::LineClock;
 use super::frame::incomplete_utf8_tail;
+use super::json::LineClock;
 use super::{Frame, LineFormatter, LineFramer, LineMeta, OutputSink, Tail};
 use crate::redact::{Redactor, SharedRedactor, StreamRedactor};
 
