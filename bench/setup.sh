@@ -43,6 +43,6 @@ build_c floor floor/floor.c
 build_c ready workers/ready.c
 build_c flood workers/flood.c
 
-echo "setup: cargo build --release" >&2
-(cd "$root" && cargo build --release --quiet)
+echo "setup: cargo build --profile dist" >&2
+(cd "$root" && cargo build --profile dist --quiet)
 echo "setup: done; now run bench/run.sh --quick (or bench/run.sh for the full suite)" >&2
