@@ -897,28 +897,8 @@ extern "C" fn vfork_child(arg: *mut libc::c_void) -> libc::c_int {
                 libc::_exit(127)
             }
         }
-        // Handlers live in the parent's memory: a signal arriving before exec must
-        // not run one here. Reset every caught signal to its default (as glibc's
-        // posix_spawn does); ignored ones in `reset` too.
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        for sig in 1..libc::SIGRTMAX() {
-            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
-                continue;
-            }
-            if libc::sigaction(sig, ptr::null(), &mut sa) == 0
-                && sa.sa_sigaction != libc::SIG_DFL
-                && sa.sa_sigaction != libc::SIG_IGN
-            {
-                sa.sa_sigaction = libc::SIG_DFL;
-                libc::sigaction(sig, &sa, ptr::null_mut());
-            }
-        }
-        for i in 0..ctx.reset_len {
-            libc::signal(*ctx.reset.add(i), libc::SIG_DFL);
-        }
-        if ctx.own_group && libc::setpgid(0, 0) == -1 {
-            fail(ctx);
-        }
+        // First, before anything that could block: should agentsup die while this
+        // child is still here, the kernel kills it.
         if ctx.pdeathsig {
             if libc::prctl(
                 libc::PR_SET_PDEATHSIG,
@@ -934,10 +914,41 @@ extern "C" fn vfork_child(arg: *mut libc::c_void) -> libc::c_int {
                 libc::_exit(1);
             }
         }
+        // Handlers live in the parent's memory: a signal arriving before exec must
+        // not run one here. Reset every caught signal to its default (as glibc's
+        // posix_spawn does, up to and including SIGRTMAX); ignored ones in `reset`
+        // too.
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        for sig in 1..=libc::SIGRTMAX() {
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                continue;
+            }
+            if libc::sigaction(sig, ptr::null(), &mut sa) == 0
+                && sa.sa_sigaction != libc::SIG_DFL
+                && sa.sa_sigaction != libc::SIG_IGN
+            {
+                sa.sa_sigaction = libc::SIG_DFL;
+                libc::sigaction(sig, &sa, ptr::null_mut());
+            }
+        }
+        for i in 0..ctx.reset_len {
+            libc::signal(*ctx.reset.add(i), libc::SIG_DFL);
+        }
+        // The Rust runtime ignores SIGPIPE in agentsup; std's spawn puts it back
+        // for children, and so must we, or `yes | head -1` in a worker complains
+        // instead of ending quietly.
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        if ctx.own_group && libc::setpgid(0, 0) == -1 {
+            fail(ctx);
+        }
         for (fd, target) in [(ctx.stdin, 0), (ctx.stdout, 1), (ctx.stderr, 2)] {
-            // dup2 onto itself would keep close-on-exec; our fds are never 0..2 here
-            // unless agentsup's own stdio was closed, which std also does not handle.
-            if fd >= 0 && libc::dup2(fd, target) == -1 {
+            if fd == target {
+                // dup2 onto itself is a no-op that keeps close-on-exec (possible
+                // only when a library user closed its own stdio first).
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    fail(ctx);
+                }
+            } else if fd >= 0 && libc::dup2(fd, target) == -1 {
                 fail(ctx);
             }
         }
@@ -983,6 +994,9 @@ fn spawn_registered_vfork(
     setup: ChildSetup,
 ) -> Result<RawSpawned, SpawnError> {
     use std::os::fd::AsRawFd;
+    // The child cannot take a terminal (that needs tcsetpgrp from the parent's
+    // side); `exec` does, and it does not come here.
+    debug_assert!(!setup.take_terminal);
     let path = check_and_resolve(spec)?;
     let io_err = |source: io::Error| start_error(spec, path.clone(), source);
     let program = cstring(&path).map_err(io_err)?;
@@ -1060,7 +1074,9 @@ fn spawn_registered_vfork(
             // It could not exec: collect it here (the reaper is locked out) and
             // report the child's errno like std does.
             let mut status = 0;
-            libc::waitpid(pid, &mut status, 0);
+            while libc::waitpid(pid, &mut status, 0) == -1
+                && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+            {}
             return Err(io_err(io::Error::from_raw_os_error(i32::from_ne_bytes(
                 buf,
             ))));
@@ -1368,11 +1384,14 @@ mod tests {
         isolated(
             concat!(module_path!(), "::ignored_signals_are_reset_in_the_child"),
             || {
-                // As if started from a non-interactive shell's background job.
+                // As if started from a non-interactive shell's background job,
+                // and as the Rust runtime leaves SIGPIPE in agentsup itself.
                 ignore_signal(libc::SIGINT).unwrap();
+                ignore_signal(libc::SIGPIPE).unwrap();
                 block_on(async {
                     let spawner = Spawner::start(Reaper::start().unwrap()).unwrap();
                     let sigint_bit = 1u64 << (libc::SIGINT - 1);
+                    let sigpipe_bit = 1u64 << (libc::SIGPIPE - 1);
                     let sig_ign = |pid| {
                         u64::from_str_radix(&proc_status(pid, "SigIgn").unwrap(), 16).unwrap()
                     };
@@ -1381,6 +1400,7 @@ mod tests {
                     kept.reset_signals.clear();
                     let kept = spawner.spawn(kept).await.unwrap();
                     assert_ne!(sig_ign(kept.pid) & sigint_bit, 0, "control: inherited");
+                    assert_eq!(sig_ign(kept.pid) & sigpipe_bit, 0, "SIGPIPE, always reset");
 
                     let reset = spawner.spawn(spec(&["sleep", "30"])).await.unwrap();
                     assert_eq!(sig_ign(reset.pid) & sigint_bit, 0);

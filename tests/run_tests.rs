@@ -560,3 +560,28 @@ stop_timeout = "300s"
         run.output()
     );
 }
+
+/// The Rust runtime ignores SIGPIPE in agentsup; a worker must get the default
+/// back (as from a shell), or pipelines like `yes | head -1` print errors.
+#[test]
+fn workers_start_with_sigpipe_at_its_default() {
+    let sb = Sandbox::new();
+    sb.config(
+        r#"
+[[worker]]
+name = "w"
+command = ["sh", "-c", "grep SigIgn /proc/self/status; yes | head -c 1 >/dev/null; echo pipeline done"]
+restart = "never"
+"#,
+    );
+    let out = sb.run(&["run", "--no-color"]);
+    out.assert_code(0).assert_contains("pipeline done");
+    let mask = out
+        .stdout
+        .lines()
+        .find_map(|l| l.split("SigIgn:").nth(1))
+        .unwrap_or_else(|| panic!("no SigIgn line:\n{}", out.all()));
+    let ignored = u64::from_str_radix(mask.trim(), 16).unwrap();
+    assert_eq!(ignored & (1 << (libc::SIGPIPE - 1)), 0, "{}", out.all());
+    assert!(!out.all().contains("Broken pipe"), "{}", out.all());
+}
