@@ -355,37 +355,6 @@ impl Dispatcher {
         }
     }
 
-    /// A re-read for replicas that failed auth: runs now, or when the pause after
-    /// a failed re-read is over (see [`reread::Pacer`]).
-    fn request_auth_reread(&mut self) {
-        let Some(until) = self.reread_pacer.held_until(Instant::now()) else {
-            self.start_reread();
-            return;
-        };
-        if self.reread_pacer.defer() {
-            let tx = self.inputs_tx.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep_until(until.into()).await;
-                let _ = tx.send(Input::RereadHoldOver);
-            });
-        }
-    }
-
-    fn start_reread(&mut self) {
-        if self.reread_in_flight {
-            self.reread_queued = true;
-            return;
-        }
-        self.reread_in_flight = true;
-        reread::start(
-            self.plan.clone(),
-            self.workers.clone(),
-            self.process_env.clone(),
-            self.reaper.clone(),
-            self.inputs_tx.clone(),
-        );
-    }
-
     fn on_signal(&mut self, ev: SignalEvent) {
         match ev {
             SignalEvent::Shutdown(sig) => {
@@ -488,13 +457,7 @@ impl Dispatcher {
                     Input::RereadDone { slot, changed_keys } => {
                         self.drive(slot, Event::RereadDone { changed_keys, at: Instant::now() });
                     }
-                    Input::RereadHoldOver => {
-                        // An operator's or a watcher's re-read may have served them.
-                        let waiting = self.slots.iter().any(|s| s.awaiting_reread);
-                        if self.reread_pacer.hold_over() && waiting {
-                            self.start_reread();
-                        }
-                    }
+                    Input::RereadHoldOver => self.on_hold_over(),
                     Input::SourcesChanged => {
                         tracing::info!("a watched source changed: re-reading and re-checking every source");
                         self.watch_triggered = true;

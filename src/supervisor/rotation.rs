@@ -12,6 +12,54 @@ use crate::secret::Sensitive;
 use crate::status::ControlResponse;
 
 impl Dispatcher {
+    /// A re-read for replicas that failed auth: runs now, or when the pause after
+    /// a failed re-read is over (see [`reread::Pacer`]).
+    pub(super) fn request_auth_reread(&mut self) {
+        let Some(until) = self.reread_pacer.held_until(Instant::now()) else {
+            self.start_reread();
+            return;
+        };
+        if self.reread_pacer.defer() {
+            self.arm_hold_timer(until);
+        }
+    }
+
+    fn arm_hold_timer(&self, until: Instant) {
+        let tx = self.inputs_tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(until.into()).await;
+            let _ = tx.send(Input::RereadHoldOver);
+        });
+    }
+
+    pub(super) fn on_hold_over(&mut self) {
+        // Another re-read failed meanwhile and the pause grew: wait for its end.
+        if let Some(until) = self.reread_pacer.held_until(Instant::now()) {
+            self.arm_hold_timer(until);
+            return;
+        }
+        // An operator's or a watcher's re-read may have served them already.
+        let waiting = self.slots.iter().any(|s| s.awaiting_reread);
+        if self.reread_pacer.hold_over() && waiting {
+            self.start_reread();
+        }
+    }
+
+    pub(super) fn start_reread(&mut self) {
+        if self.reread_in_flight {
+            self.reread_queued = true;
+            return;
+        }
+        self.reread_in_flight = true;
+        reread::start(
+            self.plan.clone(),
+            self.workers.clone(),
+            self.process_env.clone(),
+            self.reaper.clone(),
+            self.inputs_tx.clone(),
+        );
+    }
+
     pub(super) fn on_reread(&mut self, outcome: reread::Outcome) {
         self.reread_in_flight = false;
         // A reload or a source change arrived while this re-read ran: it may have
