@@ -753,23 +753,7 @@ auth = {{ max_delay = "1s" }}
 #[test]
 fn fork_run_auth_failure_is_classified_and_rotation_recovers() {
     let sb = fork_auth_sandbox();
-    let mut run = sb.spawn(&["run", "--no-color"]);
-    let line = run.wait_for("class auth", PATIENCE);
-    assert!(
-        line.contains("the key it echoed is the injected OPENAI_API_KEY"),
-        "{line}"
-    );
-    run.wait_for("its keys are unchanged", PATIENCE);
-    sb.write("secrets/OPENAI_API_KEY", format!("{NEW_KEY}\n"));
-    run.wait_for("OPENAI_API_KEY changed", PATIENCE);
-    run.wait_for("authenticated with key of length", PATIENCE);
-    run.signal(15);
-    assert_eq!(run.wait_exit(PATIENCE), Some(0));
-    let out = run.output();
-    assert!(
-        !out.contains(OLD_KEY) && !out.contains(NEW_KEY),
-        "a key leaked:\n{out}"
-    );
+    let out = assert_auth_failure_then_rotation_recovers(&sb, OLD_KEY, NEW_KEY);
     // One template served every run: preloading happened once.
     assert_eq!(out.matches("fork template ready").count(), 1, "{out}");
 }
@@ -897,26 +881,10 @@ replicas = 3
         python()
     ));
     let run = sb.spawn(&["run", "--no-color"]);
-    let mut pids = Vec::new();
-    for _ in 0..3 {
-        let line = run.wait_for("| pid ", PATIENCE);
-        pids.push(
-            line.rsplit("pid ")
-                .next()
-                .unwrap()
-                .trim()
-                .parse::<i32>()
-                .unwrap(),
-        );
-    }
+    let pids = run.announced_pids(3, "| pid ");
     signal(run.pid(), 9);
     // The template dies with agentsup (PDEATHSIG), the replicas with the template.
-    for p in pids {
-        assert!(
-            wait_until(PATIENCE, || !alive(p)),
-            "replica {p} outlived a SIGKILLed agentsup"
-        );
-    }
+    assert_all_die(&pids, "replica", "a SIGKILLed agentsup");
     assert!(
         wait_until(PATIENCE, || processes_of_worker("forkkill").is_empty()),
         "left behind: {:?}",

@@ -135,24 +135,7 @@ const NEW_KEY: &str = "sk-proj-NEWnewNEWnewNEWnewNEWnewNEWnewNEWnew5678";
 #[test]
 fn auth_failure_is_classified_and_rotation_recovers() {
     let sb = auth_sandbox(OLD_KEY, NEW_KEY, "auth = { max_delay = \"1s\" }");
-    let mut run = sb.spawn(&["run", "--no-color"]);
-    let line = run.wait_for("class auth", PATIENCE);
-    assert!(
-        line.contains("the key it echoed is the injected OPENAI_API_KEY"),
-        "{line}"
-    );
-    run.wait_for("its keys are unchanged", PATIENCE);
-    // Rotate: the provider now wants NEW_KEY, and the secret directory holds it.
-    sb.write("secrets/OPENAI_API_KEY", format!("{NEW_KEY}\n"));
-    run.wait_for("OPENAI_API_KEY changed", PATIENCE);
-    run.wait_for("authenticated with key of length", PATIENCE);
-    run.signal(15);
-    assert_eq!(run.wait_exit(PATIENCE), Some(0));
-    let out = run.output();
-    assert!(
-        !out.contains(OLD_KEY) && !out.contains(NEW_KEY),
-        "a key leaked:\n{out}"
-    );
+    assert_auth_failure_then_rotation_recovers(&sb, OLD_KEY, NEW_KEY);
 }
 
 #[test]
@@ -240,25 +223,9 @@ replicas = 3
 "#,
     );
     let run = sb.spawn(&["run", "--no-color"]);
-    let mut pids = Vec::new();
-    for _ in 0..3 {
-        let line = run.wait_for("| pid ", PATIENCE);
-        pids.push(
-            line.rsplit("pid ")
-                .next()
-                .unwrap()
-                .trim()
-                .parse::<i32>()
-                .unwrap(),
-        );
-    }
+    let pids = run.announced_pids(3, "| pid ");
     signal(run.pid(), 9);
-    for p in pids {
-        assert!(
-            wait_until(PATIENCE, || !alive(p)),
-            "worker {p} outlived a SIGKILLed agentsup"
-        );
-    }
+    assert_all_die(&pids, "worker", "a SIGKILLed agentsup");
 }
 
 #[test]

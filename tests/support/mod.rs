@@ -274,6 +274,19 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+/// Asserts that every pid in `pids` is gone (or a zombie) within [`PATIENCE`],
+/// polling, never a fixed sleep. Exists because "after agentsup is killed, each
+/// process it started must die too" is checked by several tests; the failure reads
+/// "{what} {pid} outlived {outlived} (still alive after {PATIENCE:?})".
+pub fn assert_all_die(pids: &[i32], what: &str, outlived: &str) {
+    for &p in pids {
+        assert!(
+            wait_until(PATIENCE, || !alive(p)),
+            "{what} {p} outlived {outlived} (still alive after {PATIENCE:?})"
+        );
+    }
+}
+
 /// Everything a [`Running`] printed, and how many of its two output streams
 /// reached EOF; `changed` is notified on every update.
 #[derive(Default)]
@@ -389,6 +402,23 @@ impl Running {
         }
     }
 
+    /// Waits for `n` lines containing `marker` and returns the pid each one
+    /// announces (the number right after the last `marker`, e.g. `"| pid "` for a
+    /// worker that prints `pid $$`). Exists so tests that must later check those
+    /// processes died do not each repeat the wait-and-parse loop; panics (with the
+    /// output so far) like [`Running::wait_for`] if a line does not come within
+    /// [`PATIENCE`], and names the line if it holds no pid.
+    pub fn announced_pids(&self, n: usize, marker: &str) -> Vec<i32> {
+        (0..n)
+            .map(|_| {
+                let line = self.wait_for(marker, PATIENCE);
+                let pid = line.rsplit(marker).next().unwrap().trim();
+                pid.parse()
+                    .unwrap_or_else(|e| panic!("no pid after {marker:?} in {line:?}: {e}"))
+            })
+            .collect()
+    }
+
     pub fn signal(&self, sig: i32) {
         signal(self.pid(), sig);
     }
@@ -479,6 +509,40 @@ pub fn spawn_with_health_port(mut start: impl FnMut(u16) -> Running) -> (Running
         failures.push_str(&format!("port {port} (exit {code:?}):\n{}\n", run.output()));
     }
     panic!("agentsup could not listen on any of 5 free ports:\n{failures}");
+}
+
+/// The auth-rotation scenario that `run` and `start = "fork"` must both pass:
+/// `sb`'s config has a `dir` source at `secrets/` and a worker running
+/// `tests/fixtures/openai_auth.py` whose provider accepts only `new_key`, and
+/// `secrets/OPENAI_API_KEY` holds `old_key`. Asserts the failure is classified as
+/// auth (with the echoed-key hint) and the worker waits for a new key, then writes
+/// `new_key`, asserts the change is seen, the worker authenticates and agentsup
+/// exits 0 on SIGTERM without printing either key. Returns the whole output for
+/// further checks. Exists so both start modes are held to the very same steps.
+pub fn assert_auth_failure_then_rotation_recovers(
+    sb: &Sandbox,
+    old_key: &str,
+    new_key: &str,
+) -> String {
+    let mut run = sb.spawn(&["run", "--no-color"]);
+    let line = run.wait_for("class auth", PATIENCE);
+    assert!(
+        line.contains("the key it echoed is the injected OPENAI_API_KEY"),
+        "{line}"
+    );
+    run.wait_for("its keys are unchanged", PATIENCE);
+    // Rotate: the provider now wants `new_key`, and the secret directory holds it.
+    sb.write("secrets/OPENAI_API_KEY", format!("{new_key}\n"));
+    run.wait_for("OPENAI_API_KEY changed", PATIENCE);
+    run.wait_for("authenticated with key of length", PATIENCE);
+    run.signal(15);
+    assert_eq!(run.wait_exit(PATIENCE), Some(0));
+    let out = run.output();
+    assert!(
+        !out.contains(old_key) && !out.contains(new_key),
+        "a key leaked:\n{out}"
+    );
+    out
 }
 
 /// A real-looking 51-character OpenAI key (fake).
