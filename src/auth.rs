@@ -579,27 +579,23 @@ fn classify_config(found: Found, window: &str, input: &ClassifyInput<'_>) -> Cla
         place(window, found.end)
     );
     let (reason, wanted_var) = match found.sig.tier {
+        // "Restarting cannot help" is the replica's to add (it does for every config
+        // class exit), so neither reason says it.
         Tier::Malformed => {
-            let culprit = malformed_key(window, input.injected);
-            let mut reason = format!(
-                "{head}: the HTTP client refused to send a credential holding whitespace or a \
-                 control character; restarting cannot help"
-            );
-            if let Some(name) = &culprit {
-                reason.push_str(&format!(
-                    " ({name} as injected has surrounding whitespace or a control character, or \
-                     is the value in the refused header)"
-                ));
-            }
-            (reason, culprit)
+            let (note, culprit) = malformed_note(window, input.injected);
+            (
+                format!(
+                    "{head}: the HTTP client refused to send a credential holding whitespace or \
+                     a control character; {note}"
+                ),
+                culprit,
+            )
         }
         _ => {
             let wanted = wanted_var(found.sig, window, found.start);
             let reason = match &wanted {
-                Some(var) => format!(
-                    "{head}: the SDK found no credential (it wants {var}); restarting cannot help"
-                ),
-                None => format!("{head}: the SDK found no credential; restarting cannot help"),
+                Some(var) => format!("{head}: the SDK found no credential (it wants {var})"),
+                None => format!("{head}: the SDK found no credential"),
             };
             (reason, wanted)
         }
@@ -652,21 +648,72 @@ fn wanted_var(sig: &Signature, window: &str, at: usize) -> Option<String> {
     sig.wants.first().map(|s| (*s).to_owned())
 }
 
-/// The injected variable to blame for an `Illegal header value`: one whose value
-/// has surrounding whitespace or a control character, else one whose trimmed value
-/// appears in the output (httpx prints the refused header whole, §5.6).
-fn malformed_key(window: &str, injected: &[(String, Sensitive)]) -> Option<String> {
-    let dirty = injected.iter().find(|(_, value)| {
-        let raw = value.expose();
-        raw != raw.trim() || raw.chars().any(char::is_control)
-    });
-    let echoed = || {
-        injected.iter().find(|(_, value)| {
-            let trimmed = value.expose().trim();
-            trimmed.len() >= 8 && window.contains(trimmed)
+/// For a malformed-key exit (`Illegal header value`): which declared variables could hold the credential the
+/// client refused, as a clause of the reason, and the one to report as
+/// `wanted_var`. Names only: `injected` holds exactly the worker's declared keys as
+/// that run was started with them. The candidates are every value with
+/// surrounding whitespace or a control character; failing that, the one whose
+/// (trimmed) value is in the refused header (httpx prints it whole, §5.6); failing
+/// that, the clause lists the keys that were checked.
+fn malformed_note(window: &str, injected: &[(String, Sensitive)]) -> (String, Option<String>) {
+    let dirty: Vec<&str> = injected
+        .iter()
+        .filter(|(_, value)| {
+            let raw = value.expose();
+            raw != raw.trim() || raw.chars().any(char::is_control)
         })
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if let Some(first) = dirty.first() {
+        let (names, verb) = match dirty.as_slice() {
+            [one] => ((*one).to_string(), "holds"),
+            many => (join_and(many), "hold"),
+        };
+        return (
+            format!(
+                "the worker declares {names}, which as injected {verb} surrounding whitespace or \
+                 a control character: check with `agentsup check`"
+            ),
+            Some((*first).to_string()),
+        );
+    }
+    let echoed = injected.iter().find(|(_, value)| {
+        let trimmed = value.expose().trim();
+        trimmed.len() >= 8 && window.contains(trimmed)
+    });
+    if let Some((name, _)) = echoed {
+        return (
+            format!(
+                "the refused header holds the value of {name}, which the worker declares and \
+                 which was injected without it, so the worker alters the value before sending it"
+            ),
+            Some(name.clone()),
+        );
+    }
+    let note = if injected.is_empty() {
+        "the worker declares no key that was set when it started, so none could be checked; \
+         the credential comes from elsewhere (hard-coded, the worker's own .env, or an \
+         undeclared variable)"
+            .to_string()
+    } else {
+        let names: Vec<&str> = injected.iter().map(|(name, _)| name.as_str()).collect();
+        format!(
+            "no declared key holds surrounding whitespace or a control character as injected \
+             (checked {}), so the credential comes from elsewhere (hard-coded, the worker's own \
+             .env, or an undeclared variable) or the worker alters it",
+            join_and(&names)
+        )
     };
-    dirty.or_else(echoed).map(|(name, _)| name.clone())
+    (note, None)
+}
+
+/// `A`, `A and B`, `A, B and C`.
+fn join_and(names: &[&str]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => (*one).to_string(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
 }
 
 fn push_fingerprint_note(reason: &mut String, fingerprint: Option<&Fingerprint>) {
@@ -1034,10 +1081,16 @@ mod tests {
             assert_eq!(got.tier, Some(Tier::Malformed));
             assert_eq!(got.wanted_var.as_deref(), Some("OPENAI_API_KEY"));
             assert!(
-                got.reason.contains("restarting cannot help"),
+                got.reason.contains(
+                    "the worker declares OPENAI_API_KEY, which as injected holds surrounding \
+                     whitespace or a control character"
+                ),
                 "{}",
                 got.reason
             );
+            // The replica adds "restarting cannot help" once, for every config exit.
+            assert!(!got.reason.contains("cannot help"), "{}", got.reason);
+            assert!(!got.reason.contains("LANGSMITH"), "{}", got.reason);
             assert!(!got.reason.contains("FAKEfake"), "{}", got.reason);
         }
         // Found by the echoed header when the injected value itself looks clean.
@@ -1047,6 +1100,88 @@ mod tests {
             &injected,
         ));
         assert_eq!(got.wanted_var.as_deref(), Some("OPENAI_API_KEY"));
+        assert!(
+            got.reason
+                .contains("the refused header holds the value of OPENAI_API_KEY"),
+            "{}",
+            got.reason
+        );
+        assert!(!got.reason.contains("FAKEfake"), "{}", got.reason);
+    }
+
+    #[test]
+    fn malformed_names_every_dirty_declared_key() {
+        let tail = "httpx.LocalProtocolError: Illegal header value b'Bearer sk-abc '";
+        let injected = [
+            key("ANTHROPIC_API_KEY", "sk-ant-api03-DIRTYdirty0123456789 "),
+            key("MODEL", "gpt-4o"),
+            key("OPENAI_API_KEY", "sk-proj-DIRTYdirty0123\u{1b}456789"),
+        ];
+        let got = classify(&input(tail, &injected));
+        assert_eq!(got.class, ExitClass::Config);
+        assert_eq!(got.wanted_var.as_deref(), Some("ANTHROPIC_API_KEY"));
+        assert!(
+            got.reason.contains(
+                "the worker declares ANTHROPIC_API_KEY and OPENAI_API_KEY, which as injected \
+                 hold surrounding whitespace"
+            ),
+            "{}",
+            got.reason
+        );
+        assert!(!got.reason.contains("MODEL"), "{}", got.reason);
+        assert!(!got.reason.contains("DIRTY"), "{}", got.reason);
+        assert!(!got.reason.contains("cannot help"), "{}", got.reason);
+    }
+
+    #[test]
+    fn malformed_without_a_candidate_lists_the_checked_keys() {
+        // The worker sent a hard-coded key: every declared value is clean, and none is
+        // in the refused header.
+        let tail = "httpx.LocalProtocolError: Illegal header value b\"Bearer sk-abc \"";
+        let injected = [
+            key("OPENAI_API_KEY", "sk-proj-CLEANclean0123456789"),
+            key("LANGSMITH_API_KEY", "lsv2-clean-value-0000"),
+            key("MODEL", "gpt-4o"),
+        ];
+        let got = classify(&input(tail, &injected));
+        assert_eq!(got.class, ExitClass::Config);
+        assert_eq!(got.tier, Some(Tier::Malformed));
+        assert_eq!(got.wanted_var, None);
+        assert!(
+            got.reason.contains(
+                "no declared key holds surrounding whitespace or a control character as \
+                 injected (checked OPENAI_API_KEY, LANGSMITH_API_KEY and MODEL)"
+            ),
+            "{}",
+            got.reason
+        );
+        assert!(got.reason.contains("hard-coded"), "{}", got.reason);
+        for leak in ["CLEANclean", "lsv2-clean", "gpt-4o", "sk-abc"] {
+            assert!(!got.reason.contains(leak), "{leak} in {}", got.reason);
+        }
+        assert!(!got.reason.contains("cannot help"), "{}", got.reason);
+
+        let got = classify(&input(tail, &[]));
+        assert_eq!(got.wanted_var, None);
+        assert!(
+            got.reason
+                .contains("the worker declares no key that was set when it started"),
+            "{}",
+            got.reason
+        );
+    }
+
+    #[test]
+    fn missing_credential_reason_does_not_say_cannot_help() {
+        let got = failed(fixture!("openai-python-missing-key.txt"));
+        assert_eq!(got.class, ExitClass::Config);
+        assert!(
+            got.reason
+                .contains("the SDK found no credential (it wants OPENAI_API_KEY)"),
+            "{}",
+            got.reason
+        );
+        assert!(!got.reason.contains("cannot help"), "{}", got.reason);
     }
 
     #[test]

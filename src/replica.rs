@@ -1508,6 +1508,11 @@ mod tests {
         assert!(
             reason.contains("Missing credentials") && reason.contains("restarting cannot help")
         );
+        assert_eq!(
+            reason.matches("restarting cannot help").count(),
+            1,
+            "{reason}"
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! to check for whom and merges findings that several workers share.
 
 mod names;
+mod placeholder;
 mod provider;
 mod report;
 mod rules;

@@ -1,8 +1,8 @@
 //! Pure rules over one value the worker would get (SPEC 4): emptiness, stray
-//! whitespace, control characters, a BOM, kept quotes, placeholders, the
-//! `pattern` rule and the dotenv notes that deserve a warning. Provider shape and
-//! mismatch live in [`super::provider`]; [`value_hits`] runs them all in an order
-//! that reports each mistake once.
+//! whitespace, control characters, a BOM, kept quotes, the `pattern` rule and the
+//! dotenv notes that deserve a warning. Placeholders live in
+//! [`super::placeholder`], provider shape and mismatch in [`super::provider`];
+//! [`value_hits`] runs them all in an order that reports each mistake once.
 //!
 //! Every message and hint is built from the key name, fixed literals, the config's
 //! own text (a `pattern`) and at most a length. No rule ever copies any part of a
@@ -14,6 +14,7 @@ use crate::secret::Provenance;
 use crate::sources::Severity;
 use crate::sources::dotenv::{Quote, RecordNote};
 
+use super::placeholder::placeholder_hit;
 use super::provider::{self, Family, Host};
 
 /// One rule's verdict; the caller adds the key's workers and location.
@@ -79,8 +80,9 @@ pub(crate) struct ValueInput<'a> {
     pub value: &'a str,
     /// Where it was written.
     pub origin: Origin,
-    /// Secret-shaped (by name or `secret = true`) or provider-shaped: placeholder,
-    /// `#` and `$` rules apply, and stray whitespace is an error, not a warning.
+    /// Secret-shaped (by name or `secret = true`) or provider-shaped: the broad
+    /// placeholder rules (not only the plain ones every value gets), the `#` and `$`
+    /// rules apply, and stray whitespace is an error, not a warning.
     pub credential: bool,
     /// The provider, and whether `[keys.X] provider` named it (else inferred).
     pub provider: Option<(Family, bool)>,
@@ -108,10 +110,7 @@ pub(crate) fn value_hits(inp: &ValueInput<'_>) -> Vec<Hit> {
     // Shape rules look at the value as the user meant it, so one stray newline or
     // pair of quotes is reported once, not again as "does not start with sk-".
     let cleaned = clean(v);
-    let mut placeholder = None;
-    if inp.credential {
-        placeholder = placeholder_hit(inp, cleaned);
-    }
+    let placeholder = placeholder_hit(inp, cleaned);
     let is_placeholder = placeholder.is_some();
     hits.extend(placeholder);
     if !is_placeholder {
@@ -392,156 +391,6 @@ fn quotes_hit(inp: &ValueInput<'_>) -> Option<Hit> {
             inp.key
         ),
         hint.to_string(),
-    ))
-}
-
-/// Prefixes a placeholder may carry (`sk-xxxx`, `AIzaXXXX`).
-const KEY_PREFIXES: &[&str] = &[
-    "sk-ant-api03-",
-    "sk-ant-",
-    "sk-proj-",
-    "sk-svcacct-",
-    "sk-admin-",
-    "sk-",
-    "AIza",
-    "gsk_",
-];
-
-/// Whole values that are placeholders (lower-cased, `-`, `.` and spaces as `_`).
-const PLACEHOLDER_WORDS: &[&str] = &[
-    "changeme",
-    "change_me",
-    "todo",
-    "tbd",
-    "fixme",
-    "replace_me",
-    "replaceme",
-    "placeholder",
-    "dummy",
-    "none",
-    "null",
-    "nil",
-    "undefined",
-    "example",
-    "xxx",
-    "api_key",
-    "apikey",
-    "key",
-    "token",
-    "your_key",
-    "your_token",
-    "your_secret",
-    "secret_key",
-    "insert_key_here",
-];
-
-/// Fragments no real key contains (each long enough that a random key hits it with
-/// negligible probability).
-const PLACEHOLDER_FRAGMENTS: &[&str] = &[
-    "changeme",
-    "change_me",
-    "replace_me",
-    "replaceme",
-    "placeholder",
-    "your_api",
-    "your_key",
-    "yourkey",
-    "yourapikey",
-    "insert_your",
-    "_here",
-    "example",
-    "redacted",
-];
-
-/// What kind of placeholder `v` is, as a fixed description (never the value).
-pub(crate) fn placeholder_kind(v: &str) -> Option<&'static str> {
-    if v.contains("...") || v.contains('…') {
-        return Some("an example key with `...` in it");
-    }
-    if v.contains("***") {
-        return Some("a masked key copied from a log or a dashboard (it contains `***`)");
-    }
-    if v.len() >= 2 && v.starts_with('<') && v.ends_with('>') {
-        return Some("an angle-bracket placeholder such as `<your-api-key>`");
-    }
-    let braced = (v.starts_with("${") || v.starts_with("{{")) && v.ends_with('}');
-    let bare = v.strip_prefix('$').is_some_and(crate::plan::is_var_name);
-    if braced || bare {
-        return Some(
-            "an unexpanded variable reference such as `${OTHER_VAR}` (agentsup does not expand variables)",
-        );
-    }
-    let mut rest = v;
-    let mut prefixed = false;
-    if let Some(p) = KEY_PREFIXES.iter().find(|p| v.starts_with(**p)) {
-        rest = &v[p.len()..];
-        prefixed = true;
-    }
-    let body: Vec<char> = rest
-        .chars()
-        .filter(|c| !matches!(c, '-' | '_'))
-        .map(|c| c.to_ascii_lowercase())
-        .collect();
-    if body.is_empty() && prefixed {
-        return Some("a bare key prefix such as `sk-`");
-    }
-    if body.len() >= 3 && body.iter().all(|c| *c == body[0]) {
-        return Some("a run of one repeated character such as `sk-xxxxxxxx`");
-    }
-    let n: String = v
-        .chars()
-        .map(|c| match c {
-            '-' | '.' | ' ' => '_',
-            c => c.to_ascii_lowercase(),
-        })
-        .collect();
-    let n = n.trim_matches('_');
-    if PLACEHOLDER_WORDS.contains(&n)
-        || n.starts_with("your_")
-        || PLACEHOLDER_FRAGMENTS.iter().any(|f| n.contains(f))
-    {
-        return Some("a placeholder such as `your-api-key`, `changeme` or `TODO`");
-    }
-    None
-}
-
-fn placeholder_hit(inp: &ValueInput<'_>, cleaned: &str) -> Option<Hit> {
-    if cleaned.starts_with('#') {
-        return Some(hit(
-            Severity::Error,
-            "placeholder",
-            format!(
-                "{} starts with `#`, so it is probably a comment that became the value: python-dotenv \
-                 and Compose read `KEY=   # comment` as the value `# comment`",
-                inp.key
-            ),
-            format!(
-                "give {} its real value, or quote it if the `#` belongs to the key",
-                inp.key
-            ),
-        ));
-    }
-    let kind = placeholder_kind(cleaned)?;
-    // OpenAI-compatible local servers (vLLM, Ollama, llama.cpp) take any key, and
-    // their docs use words like "dummy"; with such a base URL this is only a warning.
-    let local = inp.host == Host::Other
-        && matches!(inp.provider, Some((Family::OpenAi | Family::Anthropic, _)));
-    let (severity, tail) = if local {
-        (
-            Severity::Warning,
-            "; its base URL points at another server, which may accept any key",
-        )
-    } else {
-        (Severity::Error, "")
-    };
-    Some(hit(
-        severity,
-        "placeholder",
-        format!(
-            "{} holds a placeholder, not a real value: it looks like {kind}{tail}",
-            inp.key
-        ),
-        format!("put the real value of {} where this one is set", inp.key),
     ))
 }
 

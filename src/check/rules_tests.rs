@@ -1,6 +1,7 @@
 //! Unit tests of the per-value rules in `rules.rs`.
 
 use super::*;
+use crate::check::placeholder::placeholder_kind;
 
 const OPENAI: &str = "sk-Zq8xN3vR7tY2wK5mP9aB4cD6eF1gH0jL3nQ7sT9uVwXyA1b2";
 const PROJ: &str = "sk-proj-Zq8xN3vR7tY2wK5mP9aB4cD6eF1gH0jL3nQ7sT9uVwXyA1b2_-Ab";
@@ -203,8 +204,98 @@ fn no_placeholder_false_positives() {
         let v = format!("sk-proj-{body}");
         assert!(placeholder_kind(&v).is_none(), "{v}");
     }
-    // Not a credential: placeholder rules do not apply.
+    // Not a credential: only the plain placeholders apply, and `dummy` is not one.
     assert!(codes(&input("MODEL", "dummy")).is_empty());
+}
+
+#[test]
+fn placeholders_in_non_credentials() {
+    for (key, v) in [
+        ("DATABASE_URL", "changeme"),
+        ("DATABASE_URL", "Change Me"),
+        ("P2", "<your key>"),
+        ("REGION", "<AWS_REGION_HERE>"),
+        ("BASE_URL", "<your-base-url>"),
+        ("P2", "your-api-key"),
+        ("PROJECT_ID", "YOUR_PROJECT_ID"),
+        ("ENDPOINT", "insert-your-endpoint-here"),
+        ("MODEL", "TODO"),
+        ("MODEL", "todo"),
+        ("MODEL", "FIXME"),
+        ("MODEL", "TBD"),
+        ("REGION", "xxx"),
+        ("REGION", "XXXX-XXXX"),
+        ("ORG", "sk-..."),
+        ("ORG", "sk-proj-…"),
+        ("ORG", "sk-xxxxxxxx"),
+        ("ORG", "..."),
+        // Quoted or padded, the value is judged as meant (plus its own finding).
+        ("MODEL", "\"TODO\""),
+    ] {
+        let inp = input(key, v);
+        assert!(!inp.credential, "{key} must not look like a credential");
+        let h = value_hits(&inp);
+        let p: Vec<&Hit> = h.iter().filter(|h| h.code == "placeholder").collect();
+        assert_eq!(p.len(), 1, "{key}={v}: {h:?}");
+        // Same severity as for a credential.
+        assert_eq!(p[0].severity, Severity::Error, "{key}={v}");
+        assert!(p[0].message.starts_with(key), "{}", p[0].message);
+        assert!(p[0].message.contains("placeholder"), "{}", p[0].message);
+        // Never the value (the fixed descriptions name `changeme`, `your-api-key`,
+        // `sk-xxxxxxxx` and `TODO` as examples, so check the others).
+        let examples = ["changeme", "your-api-key", "sk-xxxxxxxx"];
+        if v.len() >= 8 && !examples.contains(&v) {
+            assert_no_value(&h, v);
+        }
+    }
+    // `secret = false` on a key whose name looks secret: still checked.
+    let mut inp = input("OPENAI_API_KEY", "your-api-key");
+    inp.credential = false;
+    inp.provider = None;
+    assert_eq!(codes(&inp), ["placeholder"]);
+}
+
+#[test]
+fn no_placeholder_false_positives_in_non_credentials() {
+    for (key, v) in [
+        ("MODEL", "gpt-4o"),
+        ("MODEL", "gpt-4o-mini"),
+        ("MODEL", "claude-3-5-sonnet-latest"),
+        (
+            "DATABASE_URL",
+            "postgres://app:s3cret@db.xxx.internal:5432/app",
+        ),
+        ("CDN_URL", "https://example.com/assets/xxxlarge"),
+        ("BASE_URL", "https://api.example.com/v1"),
+        ("STATUS_TEXT", "Loading..."),
+        ("GREETING", "Your order is ready"),
+        ("GREETING", "your turn, player one"),
+        ("COLOR", "#ffffff"),
+        ("LOG_FORMAT", "none"),
+        ("CACHE", "null"),
+        ("MODE", "dummy"),
+        ("MODE", "example"),
+        ("MODE", "placeholder-text-disabled"),
+        ("RETRIES", "000"),
+        ("SEPARATOR", "---"),
+        ("STOP_SEQUENCE", "<eos>"),
+        ("STOP_SEQUENCE", "<|im_end|>"),
+        ("STOP_SEQUENCE", "<start_of_turn>"),
+        ("TEMPLATE", "${HOME}/data"),
+        ("TEMPLATE", "{{ question }}"),
+        ("TASK_QUEUE", "todo-list"),
+        ("KEY_PREFIX", "sk-"),
+        ("SIZE", "xl"),
+        ("PATH_HINT", "/usr/local/xxx"),
+    ] {
+        let inp = input(key, v);
+        assert!(!inp.credential, "{key} must not look like a credential");
+        assert!(
+            !codes(&inp).contains(&"placeholder"),
+            "{key}={v}: {:?}",
+            value_hits(&inp)
+        );
+    }
 }
 
 #[test]

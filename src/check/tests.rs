@@ -424,3 +424,31 @@ fn locations_to_files() {
     assert_eq!(location_file("/run/secrets/X"), "/run/secrets/X");
     assert_eq!(location_file("process env"), "process env");
 }
+
+#[test]
+fn placeholders_in_any_declared_key_are_errors() {
+    // SPEC 4: every declared exact key, not only credentials.
+    let p = plan(
+        "[[worker]]\nname = \"a\"\ncommand = [\"x\"]\nkeys = [\"DATABASE_URL\", \"P2\", \"MODEL\"]\n",
+    );
+    let s = snapshot(vec![
+        dotenv("DATABASE_URL", "changeme", 1),
+        dotenv("P2", "<your key>", 2),
+        dotenv("MODEL", "gpt-4o", 3),
+    ]);
+    let r = check(&p, &s);
+    assert!(r.has_errors());
+    let got: Vec<(&str, &str, Option<&str>)> = r
+        .findings
+        .iter()
+        .map(|f| (f.code, f.key.as_deref().unwrap(), f.location.as_deref()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("placeholder", "DATABASE_URL", Some(".env:1")),
+            ("placeholder", "P2", Some(".env:2")),
+        ]
+    );
+    assert!(!all_text(&r).contains("<your key>"), "{}", all_text(&r));
+}

@@ -92,7 +92,9 @@ impl Dispatcher {
             injected: &s.injected,
         });
         let mut detail = c.reason.clone();
-        if c.class == ExitClass::Config {
+        // A malformed key's reason already names the declared candidates (or the keys
+        // it checked); the SDK "wanted" a variable only when it found none.
+        if c.class == ExitClass::Config && c.tier != Some(auth::Tier::Malformed) {
             if let Some(var) = &c.wanted_var {
                 detail.push_str(&format!(
                     "; the SDK wanted {var}, which worker {:?} {}",
