@@ -34,6 +34,7 @@ pub mod env_report;
 pub mod exec;
 pub mod exit;
 pub mod fork;
+pub mod guard;
 pub mod health;
 pub mod output;
 pub mod plan;

@@ -228,6 +228,67 @@ replicas = 3
     assert_all_die(&pids, "worker", "a SIGKILLed agentsup");
 }
 
+/// Not only the worker's own process: what it started in its process group dies
+/// too (agentsup's guard kills the groups), and the guard itself then exits.
+#[test]
+fn sigkilled_agentsup_leaves_no_grandchild_alive() {
+    let sb = Sandbox::new();
+    sb.config(
+        r#"
+[[worker]]
+name = "wrapper"
+command = ["sh", "-c", "sleep 1000 & echo \"child $!\"; wait"]
+replicas = 2
+"#,
+    );
+    let run = sb.spawn(&["run", "--no-color"]);
+    // The worker's own pid is its child's process group (each worker leads one).
+    let pids: Vec<i32> = run
+        .announced_pids(2, "| child ")
+        .into_iter()
+        .flat_map(|child| {
+            let group = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap();
+            let pgid: i32 = group
+                .rsplit_once(')')
+                .unwrap()
+                .1
+                .split_whitespace()
+                .nth(2)
+                .unwrap()
+                .parse()
+                .unwrap();
+            [child, pgid]
+        })
+        .collect();
+    let guard = guard_of(run.pid());
+    signal(run.pid(), 9);
+    assert_all_die(&pids, "worker or its child", "a SIGKILLed agentsup");
+    assert_all_die(&[guard], "the guard", "the groups it had to kill");
+}
+
+/// The pid of `agentsup __guard` among `parent`'s children.
+fn guard_of(parent: i32) -> i32 {
+    let mut found = None;
+    let ok = wait_until(PATIENCE, || {
+        found = std::fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let ppid: i32 = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            (ppid == parent && cmdline.split(|&b| b == 0).any(|a| a == b"__guard")).then_some(pid)
+        });
+        found.is_some()
+    });
+    assert!(ok, "agentsup (pid {parent}) started no guard");
+    found.unwrap()
+}
+
 #[test]
 fn as_pid1_in_a_pid_namespace_it_reaps_orphaned_zombies() {
     if Path::new("/usr/bin/unshare").exists() || Path::new("/bin/unshare").exists() {

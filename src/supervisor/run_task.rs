@@ -115,6 +115,8 @@ pub fn start(
             }
         };
         let pid = spawned.pid;
+        // Spawned and forked replicas both lead their own process group.
+        crate::guard::watch(pid);
         let _ = events.send(RunEvent::Spawned { slot, run, pid });
         let mut pumps = Vec::new();
         for (reader, stream) in [
@@ -156,6 +158,9 @@ pub fn start(
                 }
             }
         }
+        // The group is gone: its leader was reaped and the pipes drained (or the
+        // group was killed for holding them).
+        crate::guard::unwatch(pid);
         let _ = events.send(RunEvent::Exited {
             slot,
             run,

@@ -195,6 +195,9 @@ async fn run(
     if let Some(listener) = health_listener {
         crate::health::serve(listener, status_rx.clone());
     }
+    // Before the first process starts: a SIGKILL of agentsup from here on takes
+    // the workers' process groups along.
+    crate::guard::start();
     // Fork-mode templates preload before any replica starts; a preload that fails
     // to import stops everything here (exit 78), like a failed check.
     let mut templates = Vec::with_capacity(workers.len());
@@ -232,6 +235,7 @@ async fn run(
         inputs_rx,
     })
     .await?;
+    crate::guard::finish();
     sink.shutdown().await;
     if code == code::FAILURE {
         return Err(Error::Runtime(
@@ -262,7 +266,7 @@ pub fn kill_leftover_children() {
         let mut fields = rest.split_whitespace();
         let _state = fields.next();
         let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(me) {
+        if ppid == Some(me) && !crate::guard::is_guard(pid) {
             let _ = crate::spawn::kill_pid(pid, libc::SIGKILL);
         }
     }
