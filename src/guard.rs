@@ -122,7 +122,10 @@ pub fn run_guard() -> u8 {
     let stdin = std::io::stdin().lock();
     for line in BufReader::new(stdin).lines() {
         let Ok(line) = line else { break };
-        let (op, pgid) = line.split_at(line.len().min(1));
+        // Only agentsup writes here, in ASCII; anything else is skipped, never a panic.
+        let Some((op, pgid)) = line.split_at_checked(1) else {
+            continue;
+        };
         let Ok(pgid) = pgid.parse::<u32>() else {
             continue;
         };

@@ -21,15 +21,10 @@ const KEY_PREFIXES: &[&str] = &[
     "gsk_",
 ];
 
-/// Whole values that are placeholders (lower-cased, `-`, `.` and spaces as `_`).
-const PLACEHOLDER_WORDS: &[&str] = &[
-    "changeme",
-    "change_me",
-    "todo",
-    "tbd",
-    "fixme",
-    "replace_me",
-    "replaceme",
+/// Whole values (normalised as in [`PLAIN_PLACEHOLDER_WORDS`]) that are
+/// placeholders in a credential, on top of those that are in any variable: a key
+/// cannot be `none` or `token`, an ordinary setting can.
+const CREDENTIAL_PLACEHOLDER_WORDS: &[&str] = &[
     "placeholder",
     "dummy",
     "none",
@@ -104,7 +99,8 @@ pub(crate) fn placeholder_kind(v: &str) -> Option<&'static str> {
     }
     let n = normalize(v);
     let n = n.as_str();
-    if PLACEHOLDER_WORDS.contains(&n)
+    if PLAIN_PLACEHOLDER_WORDS.contains(&n)
+        || CREDENTIAL_PLACEHOLDER_WORDS.contains(&n)
         || n.starts_with("your_")
         || PLACEHOLDER_FRAGMENTS.iter().any(|f| n.contains(f))
     {
