@@ -52,7 +52,8 @@ pub fn start() {
         Err(e) => {
             tracing::warn!(
                 "cannot find agentsup's own binary to start its guard ({e}); if agentsup is \
-                 killed with SIGKILL, its workers' own children will survive it"
+                 killed with SIGKILL, its workers' own children will survive it (systemd's \
+                 KillMode=control-group or a container cleans them up instead)"
             );
             return;
         }
@@ -75,7 +76,8 @@ pub fn start() {
         }
         Err(e) => tracing::warn!(
             "cannot start agentsup's guard ({e}); if agentsup is killed with SIGKILL, its \
-             workers' own children will survive it"
+             workers' own children will survive it (systemd's KillMode=control-group or a \
+                 container cleans them up instead)"
         ),
     }
 }
