@@ -6,34 +6,47 @@
 //! worker's children (`sh -c` wrappers, Celery's prefork pool, `npm start` → node),
 //! which the kernel hands to init instead. Inside a container that does not
 //! matter: agentsup is PID 1 and the kernel kills the whole PID namespace with it,
-//! so no guard is started there. On a host, `agentsup run` starts
-//! `agentsup __guard` (itself, re-executed) in its own process group, with a pipe
-//! on its stdin. agentsup writes `+PGID` when a run starts and `-PGID` once that
-//! run's group is gone. The guard ignores every stop signal and only watches the
-//! pipe: when it closes, agentsup has exited (cleanly, with every group already
-//! removed, or killed), and the guard SIGKILLs the groups still listed.
+//! so no guard is started there. On a host, `agentsup run` forks a guard (named
+//! `agentsup-guard`) into its own process group, with a pipe from agentsup.
+//! agentsup writes `+PGID` when a run starts and `-PGID` once that run's group is
+//! gone. The guard ignores every stop signal and only watches the pipe: when it
+//! closes, agentsup has exited (cleanly, with every group already removed, or
+//! killed), and the guard SIGKILLs the groups still listed.
+//!
+//! Forked, not re-executed: `run` forks it first thing, while agentsup is still
+//! one thread and has read no secret, so the child may use the standard library
+//! and has nothing to hide. A fork maps only the pages the guard's loop touches,
+//! where re-executing the binary mapped the loader, libc and the start-up code of
+//! the whole binary again (with 200 workers: 3.7 MB of RSS re-executed, 1.6 MB
+//! forked, most of it code pages shared with agentsup). So its command line reads
+//! like agentsup's; its name (`comm`, what `ps -e`, `top` and `pgrep` show) is
+//! `agentsup-guard`.
 //!
 //! Limits: a descendant that left its worker's process group (`setsid`, a daemon)
 //! is not covered; neither is a SIGKILL of agentsup and the guard together
 //! (`pkill -9 agentsup` matches the guard's name, `agentsup-guard`, too).
 //!
-//! Hand-written because no crate does this. The guard costs about 1 MB of RSS (one
-//! small process; it never allocates per worker beyond a set of integers).
+//! Hand-written because no crate does this.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-/// The hidden first argument that turns the binary into the guard.
-pub const GUARD_ARG: &str = "__guard";
+use nix::fcntl::OFlag;
+use nix::unistd::ForkResult;
 
 /// The write end of the guard's pipe, once started.
-static PIPE: Mutex<Option<std::process::ChildStdin>> = Mutex::new(None);
+static PIPE: Mutex<Option<File>> = Mutex::new(None);
 /// The guard's pid, 0 if none.
 static PID: AtomicU32 = AtomicU32::new(0);
+
+/// What a missing guard means, for the warnings.
+const NO_GUARD: &str = "if agentsup is killed with SIGKILL, its workers' own children will \
+                        survive it (systemd's KillMode=control-group or a container cleans \
+                        them up instead)";
 
 /// True if `pid` is the guard: the sweep of agentsup's leftover children at the
 /// end of a run must not kill it before it is told the run ended well.
@@ -41,45 +54,60 @@ pub fn is_guard(pid: u32) -> bool {
     pid != 0 && PID.load(Ordering::SeqCst) == pid
 }
 
-/// Starts the guard, unless agentsup is PID 1 (the kernel does its job there).
-/// A guard that cannot start is reported and `run` carries on without it.
-pub fn start() {
+/// Forks the guard, unless agentsup is PID 1 (the kernel does its job there).
+///
+/// Must be called while the process has one thread: a fork copies only the
+/// calling thread, and a lock another thread held would stay locked in the
+/// child. With more threads no guard is started. A guard that cannot start
+/// returns the warning to log (logging is not set up this early); `run` carries
+/// on without it.
+pub fn start() -> Result<(), String> {
     if std::process::id() == 1 {
-        return;
+        return Ok(());
     }
-    let exe = match std::env::current_exe() {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(
-                "cannot find agentsup's own binary to start its guard ({e}); if agentsup is \
-                 killed with SIGKILL, its workers' own children will survive it (systemd's \
-                 KillMode=control-group or a container cleans them up instead)"
-            );
-            return;
+    match thread_count() {
+        Some(1) => {}
+        n => {
+            let n = n.map_or_else(|| "an unknown number of".to_string(), |n| n.to_string());
+            return Err(format!(
+                "cannot start agentsup's guard: the process already runs {n} threads; {NO_GUARD}"
+            ));
         }
-    };
-    let mut cmd = Command::new(exe);
-    cmd.arg(GUARD_ARG)
-        .env_clear()
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        // Its own group: a Ctrl-C or a group kill aimed at agentsup's group must
-        // not take the guard along.
-        .process_group(0);
-    match cmd.spawn() {
-        Ok(mut child) => {
-            PID.store(child.id(), Ordering::SeqCst);
-            *PIPE.lock().unwrap_or_else(PoisonError::into_inner) = child.stdin.take();
+    }
+    // Close-on-exec: a worker that inherited the write end would hold the pipe
+    // open after agentsup died, and the guard would never act.
+    let (read_end, write_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| {
+        format!("cannot start agentsup's guard (creating its pipe: {e}); {NO_GUARD}")
+    })?;
+    // SAFETY: the process has one thread (checked above), so the child starts
+    // with no lock held by a thread that does not exist there.
+    match unsafe { nix::unistd::fork() } {
+        Ok(ForkResult::Child) => {
+            drop(write_end);
+            guard_main(read_end)
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop(read_end);
+            PID.store(child.as_raw() as u32, Ordering::SeqCst);
+            *PIPE.lock().unwrap_or_else(PoisonError::into_inner) = Some(File::from(write_end));
             // Not waited for here: it exits after agentsup, or is reaped by the
             // reaper as an adopted child if it ever exits first.
+            Ok(())
         }
-        Err(e) => tracing::warn!(
-            "cannot start agentsup's guard ({e}); if agentsup is killed with SIGKILL, its \
-             workers' own children will survive it (systemd's KillMode=control-group or a \
-                 container cleans them up instead)"
-        ),
+        Err(e) => Err(format!("cannot start agentsup's guard ({e}); {NO_GUARD}")),
     }
+}
+
+/// The `num_threads` field of `/proc/self/stat`.
+fn thread_count() -> Option<u32> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after `(comm)` start at field 3 (state); num_threads is field 20.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(17)?
+        .parse()
+        .ok()
 }
 
 /// Lists a worker's process group with the guard.
@@ -111,45 +139,87 @@ fn send(op: u8, pgid: u32) {
     }
 }
 
-/// The guard's main loop (`agentsup __guard`). Returns the exit status.
-pub fn run_guard() -> u8 {
-    // Its own name in `ps` and `top`, so an operator can tell it from agentsup.
-    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+/// The guard's life, in the forked child. Never returns.
+fn guard_main(pipe: OwnedFd) -> ! {
+    // Its own name in `ps -e`, `top` and `pgrep`, so an operator can tell it from
+    // agentsup. SAFETY: PR_SET_NAME reads a NUL-terminated string of <= 16 bytes.
     unsafe { libc::prctl(libc::PR_SET_NAME, c"agentsup-guard".as_ptr()) };
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
-        // SAFETY: setting a signal to SIG_IGN has no preconditions.
-        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    // SAFETY: plain system calls on integers. A failure only leaves the guard in
+    // agentsup's group or holding a descriptor; it still does its job.
+    unsafe {
+        // Its own group: a Ctrl-C or a group kill aimed at agentsup's group must
+        // not take the guard along.
+        libc::setpgid(0, 0);
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+            libc::signal(sig, libc::SIG_IGN);
+        }
+        // Hold none of agentsup's descriptors (whoever reads agentsup's output
+        // waits for every writer to close it): the pipe becomes stdin, stdout
+        // and stderr go to /dev/null, everything else is closed.
+        libc::dup2(pipe.as_raw_fd(), 0);
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null >= 0 {
+            libc::dup2(null, 1);
+            libc::dup2(null, 2);
+        }
+        libc::close_range(3, libc::c_uint::MAX, 0);
     }
-    let mut groups: HashSet<u32> = HashSet::new();
-    let stdin = std::io::stdin().lock();
-    for line in BufReader::new(stdin).lines() {
-        let Ok(line) = line else { break };
-        // Only agentsup writes here, in ASCII; anything else is skipped, never a panic.
-        let Some((op, pgid)) = line.split_at_checked(1) else {
-            continue;
-        };
-        let Ok(pgid) = pgid.parse::<u32>() else {
-            continue;
-        };
-        match op {
-            "+" => {
-                groups.insert(pgid);
+    std::mem::forget(pipe); // already closed by close_range
+    let mut groups = HashSet::new();
+    let stdin = std::io::stdin();
+    if !read_orders(&mut stdin.lock(), &mut groups) {
+        // agentsup is gone. Whatever it still listed must not outlive it.
+        for pgid in groups {
+            if pgid > 1 {
+                // SAFETY: killpg on a process group id; errors (already gone) ignored.
+                unsafe { libc::killpg(pgid as libc::pid_t, libc::SIGKILL) };
             }
-            "-" => {
-                groups.remove(&pgid);
-            }
-            "=" => return 0,
-            _ => {}
         }
     }
-    // agentsup is gone. Whatever it still listed must not outlive it.
-    for pgid in groups {
-        if pgid > 1 {
-            // SAFETY: killpg on a process group id; errors (already gone) ignored.
-            unsafe { libc::killpg(pgid as libc::pid_t, libc::SIGKILL) };
+    // `_exit`, not `exit`: the child must not flush or drop what it copied from
+    // agentsup (a half-written stdout buffer would be printed twice).
+    // SAFETY: _exit has no preconditions and does not return.
+    unsafe { libc::_exit(0) }
+}
+
+/// Applies agentsup's `+PGID` / `-PGID` lines to `groups` until the input ends
+/// (false: agentsup is gone) or says `=` (true: it ended well). Anything else is
+/// skipped, never a panic: only agentsup writes here.
+fn read_orders(input: &mut impl Read, groups: &mut HashSet<u32>) -> bool {
+    let mut buf = [0u8; 4096];
+    let mut line: Vec<u8> = Vec::with_capacity(16);
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => return false,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return false,
+        };
+        for &b in &buf[..n] {
+            if b != b'\n' {
+                // No order is longer than 11 bytes; a runaway line stays bounded.
+                if line.len() < 32 {
+                    line.push(b);
+                }
+                continue;
+            }
+            let order = line.split_first().and_then(|(&op, pgid)| {
+                let pgid = std::str::from_utf8(pgid).ok()?.parse::<u32>().ok()?;
+                Some((op, pgid))
+            });
+            line.clear();
+            match order {
+                Some((b'+', pgid)) => {
+                    groups.insert(pgid);
+                }
+                Some((b'-', pgid)) => {
+                    groups.remove(&pgid);
+                }
+                Some((b'=', _)) => return true,
+                _ => {}
+            }
         }
     }
-    0
 }
 
 #[cfg(test)]
@@ -161,5 +231,35 @@ mod tests {
         // Library users and `check` never start one; these must not panic or block.
         watch(12345);
         unwatch(12345);
+    }
+
+    /// Reads the way a pipe may: a few bytes at a time, so lines split.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.len().min(3).min(buf.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn orders_split_across_reads_are_applied_and_garbage_is_skipped() {
+        let mut groups = HashSet::new();
+        let input = "+100\n+200\n-100\n+30x\né5\n\n+300\n".as_bytes();
+        assert!(
+            !read_orders(&mut Trickle(input), &mut groups),
+            "EOF means agentsup is gone"
+        );
+        assert_eq!(groups, HashSet::from([200, 300]));
+    }
+
+    #[test]
+    fn a_clean_finish_is_told_apart_from_agentsup_vanishing() {
+        let mut groups = HashSet::new();
+        assert!(read_orders(&mut Trickle(b"+7\n=0\n+8\n"), &mut groups));
+        assert_eq!(groups, HashSet::from([7]), "nothing after '=' is read");
     }
 }

@@ -6,11 +6,6 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    // `agentsup run` re-executes itself as its guard (see `agentsup::guard`); not a
-    // command for people, so not in the CLI.
-    if std::env::args_os().nth(1).as_deref() == Some(agentsup::guard::GUARD_ARG.as_ref()) {
-        return ExitCode::from(agentsup::guard::run_guard());
-    }
     agentsup::redact::install_panic_hook();
     let cli = agentsup::cli::Cli::parse();
     match agentsup::cli::run(cli) {

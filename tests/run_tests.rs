@@ -266,7 +266,7 @@ replicas = 2
     assert_all_die(&[guard], "the guard", "the groups it had to kill");
 }
 
-/// The pid of `agentsup __guard` among `parent`'s children.
+/// The pid of the guard (named `agentsup-guard`) among `parent`'s children.
 fn guard_of(parent: i32) -> i32 {
     let mut found = None;
     let ok = wait_until(PATIENCE, || {
@@ -280,8 +280,8 @@ fn guard_of(parent: i32) -> i32 {
                 .nth(1)?
                 .parse()
                 .ok()?;
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            (ppid == parent && cmdline.split(|&b| b == 0).any(|a| a == b"__guard")).then_some(pid)
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            (ppid == parent && comm.trim_end() == "agentsup-guard").then_some(pid)
         });
         found.is_some()
     });

@@ -17,6 +17,9 @@ use crate::spawn::Spawner;
 
 /// `agentsup run`.
 pub fn cmd_run(a: RunArgs) -> Result<u8> {
+    // First, while agentsup is one thread and has read no secret (see
+    // crate::guard); its warning, if any, waits for logging to be set up.
+    let guard_warning = crate::guard::start().err();
     let plan = load_plan(&a.config)?;
     for name in &a.only {
         if plan.worker(name).is_none() {
@@ -47,7 +50,7 @@ pub fn cmd_run(a: RunArgs) -> Result<u8> {
         .thread_name("agentsup")
         .build()
         .map_err(|e| Error::Runtime(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(run(Arc::new(plan), workers, format, color))
+    runtime.block_on(run(Arc::new(plan), workers, format, color, guard_warning))
 }
 
 async fn run(
@@ -55,6 +58,7 @@ async fn run(
     workers: Vec<WorkerPlan>,
     format: LogFormat,
     color: bool,
+    guard_warning: Option<String>,
 ) -> Result<u8> {
     // Signals first: see the module docs of crate::signals.
     let signals = Signals::register()
@@ -101,6 +105,9 @@ async fn run(
             .with(sink.layer());
         // Only `run` installs a subscriber, once per process.
         let _ = tracing::subscriber::set_global_default(subscriber);
+    }
+    if let Some(w) = guard_warning {
+        tracing::warn!("{w}");
     }
     // Watch before the first load, so a change during a slow `command` source is
     // not missed (it only causes one extra re-read).
@@ -195,9 +202,6 @@ async fn run(
     if let Some(listener) = health_listener {
         crate::health::serve(listener, status_rx.clone());
     }
-    // Before the first process starts: a SIGKILL of agentsup from here on takes
-    // the workers' process groups along.
-    crate::guard::start();
     // Fork-mode templates preload before any replica starts; a preload that fails
     // to import stops everything here (exit 78), like a failed check.
     let mut templates = Vec::with_capacity(workers.len());
