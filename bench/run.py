@@ -35,7 +35,7 @@ FLOOR = os.path.join(BUILD, "floor")
 READY = os.path.join(BUILD, "ready")
 FLOOD = os.path.join(BUILD, "flood")
 AGENT_PY = os.path.join(HERE, "workers", "agent.py")
-AGENTSUP = os.environ.get("AGENTSUP_BIN", os.path.join(ROOT, "target", "dist", "agentsup"))
+AGENTSUP = os.environ.get("AGENTSUP_BIN", os.path.join(ROOT, "target", "x86_64-unknown-linux-gnu", "dist", "agentsup"))
 PM2_RUNTIME = os.path.join(HERE, "node_modules", ".bin", "pm2-runtime")
 CLK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
@@ -319,7 +319,7 @@ class Agentsup(Tool):
         self.fork = fork  # start = "fork": Python replicas forked from a preloaded template
 
     def available(self):
-        return os.access(AGENTSUP, os.X_OK), "cargo build --profile dist"
+        return os.access(AGENTSUP, os.X_OK), "scripts/build-dist.sh"
 
     def version(self):
         try:

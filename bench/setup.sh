@@ -6,7 +6,9 @@
 #      bench/requirements.in).
 #   2. PM2 in bench/node_modules from bench/package-lock.json (npm ci).
 #   3. The floor launcher and the workers (C, gcc) into bench/.build/.
-#   4. cargo build --release (target/release/agentsup).
+#   4. scripts/build-dist.sh: the static, laid-out build the container image ships
+#      (target/x86_64-unknown-linux-gnu/dist/agentsup). It needs valgrind, which
+#      is installed with apt-get here when missing (as root or with sudo).
 # Needs python3 (>= 3.9) with venv, node + npm, gcc, cargo.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -43,6 +45,11 @@ build_c floor floor/floor.c
 build_c ready workers/ready.c
 build_c flood workers/flood.c
 
-echo "setup: cargo build --profile dist" >&2
-(cd "$root" && cargo build --profile dist --quiet)
+if ! command -v valgrind > /dev/null; then
+  echo "setup: apt-get install valgrind (for scripts/build-dist.sh)" >&2
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq >&2 && $sudo apt-get install -y -qq valgrind >&2
+fi
+echo "setup: scripts/build-dist.sh" >&2
+"$root/scripts/build-dist.sh"
 echo "setup: done; now run bench/run.sh --quick (or bench/run.sh for the full suite)" >&2

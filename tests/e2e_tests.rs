@@ -405,6 +405,8 @@ fn dockerfile_copies_existing_files_and_runs_agentsup_as_entrypoint() {
         )),
         "{copies:?}"
     );
+    // The image ships the build the benchmarks measure.
+    assert!(df.contains("scripts/build-dist.sh"), "{df}");
     assert!(
         df.contains(r#"ENTRYPOINT ["agentsup", "run", "-c", "/app/supervisor.toml"]"#),
         "{df}"
