@@ -226,11 +226,7 @@ fn read_orders(input: &mut impl Read, groups: &mut Vec<u32>) -> bool {
             });
             line.clear();
             match order {
-                Some((b'+', pgid)) => {
-                    if !groups.contains(&pgid) {
-                        groups.push(pgid);
-                    }
-                }
+                Some((b'+', pgid)) if !groups.contains(&pgid) => groups.push(pgid),
                 Some((b'-', pgid)) => {
                     if let Some(i) = groups.iter().position(|&g| g == pgid) {
                         groups.swap_remove(i);
