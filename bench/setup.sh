@@ -50,6 +50,11 @@ if ! command -v valgrind > /dev/null; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq >&2 && $sudo apt-get install -y -qq valgrind >&2
 fi
-echo "setup: scripts/build-dist.sh" >&2
-"$root/scripts/build-dist.sh"
+bin="$root/target/x86_64-unknown-linux-gnu/dist/agentsup"
+dwant="$(cd "$root" && find Cargo.toml Cargo.lock src scripts -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)"
+if [ ! -x "$bin" ] || [ "$(cat "$bin.stamp" 2>/dev/null)" != "$dwant" ]; then
+  echo "setup: scripts/build-dist.sh" >&2
+  "$root/scripts/build-dist.sh"
+  echo "$dwant" > "$bin.stamp"
+fi
 echo "setup: done; now run bench/run.sh --quick (or bench/run.sh for the full suite)" >&2
