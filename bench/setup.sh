@@ -7,9 +7,10 @@
 #   2. PM2 in bench/node_modules from bench/package-lock.json (npm ci).
 #   3. The floor launcher and the workers (C, gcc) into bench/.build/.
 #   4. scripts/build-dist.sh: the static, laid-out build the container image ships
-#      (target/x86_64-unknown-linux-gnu/dist/agentsup). It needs valgrind, which
-#      is installed with apt-get here when missing (as root or with sudo).
-# Needs python3 (>= 3.9) with venv, node + npm, gcc, cargo.
+#      (target/build-dist/agentsup), rebuilt when the sources or the toolchain
+#      changed. It needs valgrind, installed with apt-get here when missing (as
+#      root or with sudo), and nm (binutils).
+# Needs python3 (>= 3.9) with venv, node + npm, gcc, cargo (Rust >= 1.90).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
@@ -48,10 +49,11 @@ build_c flood workers/flood.c
 if ! command -v valgrind > /dev/null; then
   echo "setup: apt-get install valgrind (for scripts/build-dist.sh)" >&2
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq >&2 && $sudo apt-get install -y -qq valgrind >&2
+  $sudo apt-get update -qq >&2
+  $sudo apt-get install -y -qq valgrind >&2
 fi
-bin="$root/target/x86_64-unknown-linux-gnu/dist/agentsup"
-dwant="$(cd "$root" && find Cargo.toml Cargo.lock src scripts -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)"
+bin="$root/target/build-dist/agentsup"
+dwant="$(cd "$root" && { rustc -vV; find Cargo.toml Cargo.lock src scripts -type f -print0 | sort -z | xargs -0 sha256sum; } | sha256sum | cut -d' ' -f1)"
 if [ ! -x "$bin" ] || [ "$(cat "$bin.stamp" 2>/dev/null)" != "$dwant" ]; then
   echo "setup: scripts/build-dist.sh" >&2
   "$root/scripts/build-dist.sh"

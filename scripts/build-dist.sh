@@ -1,45 +1,90 @@
 #!/usr/bin/env bash
-# Builds the agentsup that the container image ships and the benchmarks measure:
+# Builds the agentsup that the container image ships and the benchmarks measure,
+# into target/build-dist/agentsup.
 #
-#   target/x86_64-unknown-linux-gnu/dist/agentsup
+#   scripts/build-dist.sh          # static, code laid out (below)
+#   scripts/build-dist.sh --pie    # the same as a static PIE: +0.6 MB of RSS
 #
+# On x86-64 Linux with glibc (lld, Rust's default linker there since 1.90):
 # 1. `cargo build --profile dist` (fat LTO, opt-level "s"), linked statically
-#    (`crt-static`, no PIE): no dynamic loader, no shared libc to map, no
-#    relocations to write at start-up. Linux x86-64, glibc.
+#    (`crt-static`): no dynamic loader, no shared libc to map.
 # 2. A training run (scripts/layout/train.sh) under valgrind's callgrind records
 #    which functions `agentsup run` executes; scripts/layout/order.py lists them.
-# 3. The binary is linked again with that list as lld's symbol ordering, so the
-#    code a supervisor runs sits together and the rest is never mapped.
+# 3. The binary is built again with that list as lld's symbol ordering, so the
+#    code a supervisor runs sits together and the rest is never mapped; order.py
+#    checks that it did.
+# On any other platform it is a plain `cargo build --profile dist`, and says so.
 #
-# Measured with 200 workers (bench/README.md): RSS of agentsup and its guard
-# 9.4 MB with a plain `cargo build --profile dist`, 5.0 MB built here. Speed
-# is the same (the same code, placed differently).
+# Not a PIE by default: the binary's own code and data sit at fixed addresses
+# (heap, stacks, shared mappings and the vDSO are still randomised), the way Go
+# builds its Linux binaries. A PIE has to relocate its pointers at start-up, which
+# dirties their pages: measured with 200 workers, agentsup and its guard take
+# 4.7 MB of RSS as built here and 5.4 MB with --pie; plain `cargo build --profile
+# dist` (dynamic, not laid out) takes 9.4 MB.
 #
-# Needs: cargo (Rust >= 1.90, whose x86-64 Linux linker is lld), gcc, python3,
-# valgrind, nm (binutils). Takes about 4 minutes on 2 cores.
+# Needs: cargo, gcc, python3, valgrind, nm (binutils). About 3 minutes on 2 cores
+# (5 with --pie); the training run only lays code out, it measures nothing.
 set -euo pipefail
+# This script sets RUSTFLAGS itself (cargo would prefer the encoded form).
+unset CARGO_ENCODED_RUSTFLAGS
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-target=x86_64-unknown-linux-gnu
-out="$root/target/$target/dist/agentsup"
-export RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static"
+pie=0
+case "${1:-}" in
+  --pie) pie=1 ;;
+  "") ;;
+  *) echo "usage: scripts/build-dist.sh [--pie]" >&2; exit 2 ;;
+esac
+out="$root/target/build-dist/agentsup"
+mkdir -p "$(dirname "$out")"
+host="$(rustc -vV | sed -n 's/^host: //p')"
 
+if [ "$host" != x86_64-unknown-linux-gnu ]; then
+  echo "build-dist: $host: no static layout here (it needs glibc's static libc and lld); plain cargo build --profile dist" >&2
+  cargo build --profile dist --locked --bin agentsup --quiet
+  cp target/dist/agentsup "$out"
+  echo "build-dist: $out" >&2
+  exit 0
+fi
 for tool in valgrind nm python3; do
   command -v "$tool" > /dev/null || { echo "build-dist: $tool is needed (apt-get install valgrind binutils python3)" >&2; exit 1; }
 done
 
-echo "build-dist: cargo build --profile dist --target $target (static)" >&2
-cargo build --profile dist --locked --target "$target" --bin agentsup --quiet
+# The training build and its layout are always the non-PIE one: callgrind
+# reports the addresses a PIE ran at, not the ones nm lists. Symbol names are
+# the same in both, so the order carries over to --pie.
+static="-C target-feature=+crt-static"
+train_dir="target/x86_64-unknown-linux-gnu/dist"
+echo "build-dist: cargo build --profile dist --target $host (static)" >&2
+RUSTFLAGS="$static -C relocation-model=static" \
+  cargo build --profile dist --locked --target "$host" --bin agentsup --quiet
+trained="$root/$train_dir/agentsup-trained"
+cp "$train_dir/agentsup" "$trained"
 
 echo "build-dist: training run under callgrind" >&2
 runs="$(mktemp -d)"; trap 'rm -rf "$runs"' EXIT
-bash scripts/layout/train.sh "$out" valgrind --tool=callgrind --dump-instr=yes \
-  --compress-pos=no --compress-strings=no --zero-before="*guard_main*" \
+# --dump-before: a dump at the fork that starts the guard splits agentsup's start-up
+# from what the guard runs after it (a forked child inherits the costs so far).
+bash scripts/layout/train.sh "$trained" valgrind --tool=callgrind --dump-instr=yes \
+  --compress-pos=no --compress-strings=no --dump-before='*fork' \
   --callgrind-out-file="$runs/cg.%p" -q
-python3 scripts/layout/order.py "$out" "$runs"/cg.* > target/$target/dist/order.txt
+order="$root/target/build-dist/order.txt"
+python3 scripts/layout/order.py "$trained" "$runs"/cg.* > "$order"
 
-echo "build-dist: linking with the code a supervisor runs placed together" >&2
-cargo rustc --profile dist --locked --target "$target" --bin agentsup --quiet -- \
-  -C link-arg=-Wl,--symbol-ordering-file="$root/target/$target/dist/order.txt" \
-  -C link-arg=-Wl,--no-warn-symbol-ordering
+# `cargo rustc` passes the link arguments to the binary only, so the dependencies
+# are not rebuilt; fat LTO makes the binary's own step the long one anyway.
+link=(-C "link-arg=-Wl,--symbol-ordering-file=$order" -C link-arg=-Wl,--no-warn-symbol-ordering)
+if [ "$pie" -eq 1 ]; then
+  echo "build-dist: building again as a static PIE, with the code a supervisor runs placed together" >&2
+  RUSTFLAGS="$static" CARGO_TARGET_DIR="$root/target/build-dist/pie" \
+    cargo rustc --profile dist --locked --target "$host" --bin agentsup --quiet -- "${link[@]}"
+  built="$root/target/build-dist/pie/$host/dist/agentsup"
+else
+  echo "build-dist: building again with the code a supervisor runs placed together" >&2
+  RUSTFLAGS="$static -C relocation-model=static" \
+    cargo rustc --profile dist --locked --target "$host" --bin agentsup --quiet -- "${link[@]}"
+  built="$root/$train_dir/agentsup"
+fi
+python3 scripts/layout/order.py --verify "$built" "$order"
+cp "$built" "$out"
 echo "build-dist: $out" >&2

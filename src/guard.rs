@@ -14,11 +14,12 @@
 //! killed), and the guard SIGKILLs the groups still listed.
 //!
 //! Forked, not re-executed: `run` forks it first thing, while agentsup is still
-//! one thread and has read no secret, so the child may use the standard library
-//! and has nothing to hide. A fork maps only the pages the guard's loop touches,
+//! one thread and has loaded no secret source, so the child may use the standard
+//! library and holds no secret beyond agentsup's own environment. A fork maps only the pages the guard's loop touches,
 //! where re-executing the binary mapped the loader, libc and the start-up code of
-//! the whole binary again (with 200 workers: 3.7 MB of RSS re-executed, 1.6 MB
-//! forked, most of it code pages shared with agentsup). So its command line reads
+//! the whole binary again (with 200 workers: 3.7 MB of RSS re-executed, 1.5 MB
+//! forked, most of it code pages shared with agentsup; 0.6 MB in the laid-out
+//! build of scripts/build-dist.sh). So its command line reads
 //! like agentsup's; its name (`comm`, what `ps -e`, `top` and `pgrep` show) is
 //! `agentsup-guard`.
 //!
@@ -57,7 +58,8 @@ pub fn is_guard(pid: u32) -> bool {
 ///
 /// Must be called while the process has one thread: a fork copies only the
 /// calling thread, and a lock another thread held would stay locked in the
-/// child. With more threads no guard is started. A guard that cannot start
+/// child. With more threads no guard is started (a library caller of `run` in a
+/// multi-threaded program gets the warning and no guard). A guard that cannot start
 /// returns the warning to log (logging is not set up this early); `run` carries
 /// on without it.
 pub fn start() -> Result<(), String> {
@@ -87,6 +89,10 @@ pub fn start() -> Result<(), String> {
         }
         Ok(ForkResult::Parent { child }) => {
             drop(read_end);
+            // Also here, as the child does: whichever runs first, the guard is in
+            // its own group before a Ctrl-C can reach agentsup's.
+            // SAFETY: setpgid on our own child's pid.
+            unsafe { libc::setpgid(child.as_raw(), child.as_raw()) };
             PID.store(child.as_raw() as u32, Ordering::SeqCst);
             *PIPE.lock().unwrap_or_else(PoisonError::into_inner) = Some(File::from(write_end));
             // Not waited for here: it exits after agentsup, or is reaped by the
@@ -139,7 +145,7 @@ fn send(op: u8, pgid: u32) {
 }
 
 /// The guard's life, in the forked child. Never returns. Not inlined: the dist
-/// build finds the guard's code by this name (bench/layout/order.py).
+/// build finds the guard's code by this name (scripts/layout/order.py).
 #[inline(never)]
 fn guard_main(pipe: OwnedFd) -> ! {
     // Its own name in `ps -e`, `top` and `pgrep`, so an operator can tell it from
@@ -163,9 +169,9 @@ fn guard_main(pipe: OwnedFd) -> ! {
             libc::dup2(null, 1);
             libc::dup2(null, 2);
         }
-        libc::close_range(3, libc::c_uint::MAX, 0);
     }
-    std::mem::forget(pipe); // already closed by close_range
+    close_from(3);
+    std::mem::forget(pipe); // already closed by close_from
     let mut groups = Vec::new();
     if !read_orders(&mut Stdin, &mut groups) {
         // agentsup is gone. Whatever it still listed must not outlive it.
@@ -196,6 +202,31 @@ impl Read for Stdin {
         } else {
             Ok(n as usize)
         }
+    }
+}
+
+/// Closes every descriptor from `first` up. `close_range(2)` as a raw system call
+/// (glibc has a wrapper only since 2.34, musl none); on kernels before 5.9 the
+/// descriptors listed in `/proc/self/fd` are closed one by one.
+fn close_from(first: i32) {
+    // SAFETY: close_range on plain integers; it only closes descriptors.
+    let done = unsafe { libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, 0) } == 0;
+    if done {
+        return;
+    }
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    // Collected first: closing the directory's own descriptor mid-walk would end it.
+    let fds: Vec<i32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd >= first)
+        .collect();
+    for fd in fds {
+        // SAFETY: closing a descriptor number; one that is already gone (the
+        // directory's) returns EBADF, which is ignored.
+        unsafe { libc::close(fd) };
     }
 }
 

@@ -266,6 +266,54 @@ replicas = 2
     assert_all_die(&[guard], "the guard", "the groups it had to kill");
 }
 
+/// The guard holds no descriptor of agentsup's but its pipe: a descriptor agentsup
+/// inherited (a shell's `7< file`, a socket) or the pipe of whoever reads
+/// agentsup's output must not be kept open by it.
+#[test]
+fn the_guard_holds_only_its_own_pipe() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let sb = Sandbox::new();
+    let config = sb.config(
+        r#"
+[[worker]]
+name = "w"
+command = ["sleep", "1000"]
+"#,
+    );
+    let extra = std::fs::File::open(&config).unwrap();
+    let fd = extra.as_raw_fd();
+    let mut cmd = sb.cmd(&["run", "--no-color"]);
+    // SAFETY: dup2 in the child before exec; it clears close-on-exec on fd 7.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(fd, 7) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let run = sb.spawn_cmd(cmd);
+    run.wait_for("running (pid", PATIENCE);
+    let guard = guard_of(run.pid());
+    let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{guard}/fd"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    fds.sort();
+    assert_eq!(fds, ["0", "1", "2"], "the guard's descriptors");
+    let stdin = std::fs::read_link(format!("/proc/{guard}/fd/0")).unwrap();
+    assert!(
+        stdin.to_string_lossy().starts_with("pipe:"),
+        "the guard reads a pipe, not {stdin:?}"
+    );
+    assert!(
+        Path::new(&format!("/proc/{}/fd/7", run.pid())).exists(),
+        "agentsup was meant to inherit fd 7"
+    );
+}
+
 /// The pid of the guard (named `agentsup-guard`) among `parent`'s children.
 fn guard_of(parent: i32) -> i32 {
     let mut found = None;

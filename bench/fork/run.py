@@ -28,7 +28,7 @@ and prints medians over the rounds, then the ratios fork/spawn and fork/supervis
 Interpreter: --python, else bench/.venv (bench/setup.sh) or target/test-venv
 (tests/setup-deps.sh), whichever has the three packages. supervisord: --supervisord,
 else the one beside that interpreter, else bench/fork/.venv is created with
-`pip install supervisor`. agentsup: $AGENTSUP_BIN, else target/x86_64-unknown-linux-gnu/dist/agentsup (`scripts/build-dist.sh`).
+`pip install supervisor`. agentsup: $AGENTSUP_BIN, else target/build-dist/agentsup (`scripts/build-dist.sh`).
 Only the standard library is used.
 """
 
@@ -210,7 +210,7 @@ def agentsup_setup(name, workdir, fork, python, replicas, fifo, client):
             'backoff = { initial = "10ms", max = "1s", jitter = 0.0 }\n'
             "max_restarts = 1000\n" % (start, replicas, fifo, client)
         )
-    binary = os.environ.get("AGENTSUP_BIN", os.path.join(ROOT, "target", "x86_64-unknown-linux-gnu", "dist", "agentsup"))
+    binary = os.environ.get("AGENTSUP_BIN", os.path.join(ROOT, "target", "build-dist", "agentsup"))
     return Setup(name, workdir, [binary, "run", "-c", config, "--no-color"], fifo)
 
 
@@ -314,7 +314,7 @@ def main():
     python = find_python(args.python)
     names = args.only or ["fork", "spawn", "supervisord"]
     supervisord = find_supervisord(args.supervisord, python) if "supervisord" in names else None
-    agentsup = os.environ.get("AGENTSUP_BIN", os.path.join(ROOT, "target", "x86_64-unknown-linux-gnu", "dist", "agentsup"))
+    agentsup = os.environ.get("AGENTSUP_BIN", os.path.join(ROOT, "target", "build-dist", "agentsup"))
     if ("fork" in names or "spawn" in names) and not os.access(agentsup, os.X_OK):
         sys.exit("%s missing: scripts/build-dist.sh (or set AGENTSUP_BIN)" % agentsup)
     log("python %s\nagentsup %s\nsupervisord %s" % (python, agentsup, supervisord))

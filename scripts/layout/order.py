@@ -2,6 +2,7 @@
 """Writes a linker symbol-ordering file from callgrind runs of agentsup.
 
     order.py BINARY CALLGRIND_OUT... > order.txt
+    order.py --verify BINARY order.txt     # after the link
 
 Why: the kernel maps a binary's code 64 KiB at a time around each page it
 touches (fault-around), and a fat-LTO build spreads what `run` executes over
@@ -10,9 +11,10 @@ Listing the functions that ran first makes lld place them together, and the
 rest of the code is never mapped. See scripts/build-dist.sh.
 
 The callgrind files must come from `--dump-instr=yes --compress-pos=no` runs of
-this very BINARY (symbol names are matched by address). The guard's functions
-(the process whose run includes agentsup::guard::guard_main) go first, so the
-guard maps a few blocks of its own. Two kinds of code valgrind cannot show are
+this very BINARY (symbol names are matched by address), with a dump at the fork
+that starts the guard (`--dump-before='*fork'`), so that the guard's file holds
+what it ran after the fork only. The guard's functions (the run that includes
+agentsup::guard::guard_main) go first, so the guard maps a few blocks of its own. Two kinds of code valgrind cannot show are
 added by name: the C library's CPU-specific string functions (valgrind's CPU
 picks other variants than the real one) and what the vfork child runs between
 clone and execve (valgrind does not follow it).
@@ -58,7 +60,27 @@ def executed(path, syms, starts):
     return names
 
 
+def verify(binary, order_file):
+    """Exits non-zero unless the listed functions sit together at the start of
+    the code: the link ignores unknown names silently, so a rename or a changed
+    symbol hash would otherwise go unnoticed."""
+    syms = symbols(binary)
+    listed = set(line.strip() for line in open(order_file) if line.strip())
+    mine = [(a, s) for a, s, n in syms if n in listed]
+    if len(mine) < len(listed) // 2:
+        sys.exit(f"order.py: only {len(mine)} of {len(listed)} listed functions are in {binary}")
+    first = min(a for a, _ in mine)
+    span = max(a + s for a, s in mine) - first
+    size = sum(s for _, s in mine)
+    if span > 1.5 * size:
+        sys.exit(f"order.py: the listed functions ({size} bytes) are spread over {span} bytes: "
+                 "the symbol ordering did not take effect")
+    print(f"order.py: {len(mine)} functions placed together in {span} bytes", file=sys.stderr)
+
+
 def main():
+    if sys.argv[1] == "--verify":
+        return verify(sys.argv[2], sys.argv[3])
     binary, runs = sys.argv[1], sys.argv[2:]
     syms = symbols(binary)
     starts = [s[0] for s in syms]
@@ -68,7 +90,10 @@ def main():
         names = executed(path, syms, starts)
         (guard if any("5guard10guard_main" in n for n in names) else rest).update(names)
     if not guard:
-        sys.exit("order.py: no run of the guard found; is guard_main still #[inline(never)]?")
+        # No guard ran (agentsup as PID 1, or more than one thread at start):
+        # the layout still serves agentsup itself.
+        print("order.py: warning: no run of the guard found (is guard_main still "
+              "#[inline(never)]?); its code is not placed first", file=sys.stderr)
     extra = set(VFORK_CHILD)
     bases = {m.group(1) for n in guard | rest if (m := CPU_VARIANT.match(n))}
     extra.update(n for n in at if any(n.startswith(b + "_") for b in bases))

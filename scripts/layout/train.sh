@@ -9,19 +9,57 @@
 set -euo pipefail
 bin="$(realpath "$1")"; shift
 wrap=("$@")
-dir="$(mktemp -d)"; trap 'rm -rf "$dir"' EXIT
+dir="$(realpath "$(mktemp -d)")"
+pid=""
+cleanup() {
+  [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null
+  rm -rf "$dir"
+}
+trap cleanup EXIT
 cd "$dir"
 
+# Waits (up to 60 s) until no process runs in this directory any more: the guard
+# outlives agentsup by a moment, and under valgrind it writes its profile then.
+settle() {
+  local t=0 busy
+  while [ "$t" -lt 600 ]; do
+    busy=0
+    for cwd in /proc/[0-9]*/cwd; do
+      [ "$(readlink "$cwd" 2>/dev/null)" = "$dir" ] && [ "$cwd" != "/proc/$$/cwd" ] && busy=1 && break
+    done
+    [ "$busy" -eq 0 ] && return
+    sleep 0.1; t=$((t + 1))
+  done
+  echo "train: processes still running in $dir after 60 s" >&2
+}
+
 # run_until MAX_SECONDS CONDITION [agentsup run options]: runs agentsup on
-# supervisor.toml until the shell test CONDITION holds (or MAX_SECONDS pass),
-# then stops it.
+# supervisor.toml until the shell test CONDITION holds, then stops it. Fails
+# when agentsup exits first or CONDITION does not hold within MAX_SECONDS;
+# CONDITION "false" just runs it for MAX_SECONDS.
 run_until() {
   local max="$1" cond="$2"; shift 2
+  : > out.log
   "${wrap[@]}" "$bin" run -c supervisor.toml --no-color "$@" > out.log 2>&1 &
-  local pid=$! t=0
-  while ! eval "$cond" && [ "$t" -lt "$((max * 10))" ]; do sleep 0.1; t=$((t + 1)); done
+  pid=$!
+  local t=0
+  while ! eval "$cond" && [ "$t" -lt "$((max * 10))" ]; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "train: agentsup exited before [$cond] held; its output:" >&2
+      tail -n 20 out.log >&2
+      exit 1
+    fi
+    sleep 0.1; t=$((t + 1))
+  done
+  if [ "$cond" != false ] && ! eval "$cond"; then
+    echo "train: [$cond] did not hold within $max s; agentsup's output:" >&2
+    tail -n 20 out.log >&2
+    exit 1
+  fi
   kill -TERM "$pid" 2>/dev/null || true
   wait "$pid" || true
+  pid=""
+  settle
   echo "train: $(grep -c . out.log) lines of output after $((t / 10)) s" >&2
 }
 
