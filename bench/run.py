@@ -919,6 +919,26 @@ def render_table(res, tools, rows):
     return "\n".join(out)
 
 
+def evict_from_page_cache(paths):
+    """Drops freshly built binaries from the page cache, so that their first exec
+    reads them from disk like a deployed binary. As the linker or `cp` leaves
+    them, the kernel maps their code in larger pieces around each fault: 0.3 MB
+    more supervisor RSS for agentsup in W1, an artefact of the build, not of the
+    binary. Clean pages only (hence the fsync); no root needed."""
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer repetitions, shorter idle and crash-loop windows")
@@ -955,6 +975,7 @@ def main():
             log(f"skipping {name}: not installed ({why})")
     names = [t.name for t in tools]
     by = {t.name: t for t in tools}
+    evict_from_page_cache([AGENTSUP, FLOOR])
     base = os.path.join("/dev/shm" if os.path.isdir("/dev/shm") else "/tmp", f"agentsup-bench-{os.getpid()}")
     os.makedirs(base)
     res = Results()

@@ -63,10 +63,24 @@ run_until() {
   echo "train: $(grep -c . out.log) lines of output after $((t / 10)) s" >&2
 }
 
+# The configs use the keys a real supervisor.toml holds (the training only finds
+# the code it runs: parsing a key it never saw maps another 64 KiB at start-up).
 mkdir secrets
+printf 'LOG_FORMAT_HINT=plain\n' > .env
 keys=""
-head='[env]
-inherit = ["PATH", "HOME", "LANG"]
+head='[supervisor]
+shutdown_timeout = "20s"
+on_give_up = "keep"
+on_rotation = "restart"
+
+[env]
+inherit = ["PATH", "HOME", "LANG", "LC_*", "TZ"]
+vars = { LOG_LEVEL = "info" }
+
+[[source]]
+type = "dotenv"
+path = ".env"
+optional = true
 
 [[source]]
 type = "dir"
@@ -77,13 +91,22 @@ for i in 0 1 2 3 4 5 6 7 8 9; do
   head+="
 [keys.KEY_$i]
 secret = true
+provider = \"none\"
+pattern = '^sk-train'
 "
   keys+="${keys:+, }\"KEY_$i\""
 done
+worker='restart = "always"
+stop_signal = "SIGTERM"
+stop_timeout = "10s"
+max_restarts = 10
+backoff = { initial = "0s", max = "1s", multiplier = 2.0, jitter = 0.1, reset_after = "30s" }
+auth = { exit_codes = [77], max_delay = "5m" }
+vars = { AGENT_ROLE = "train" }'
 
 # 1. Fan-out: 200 sleeping workers, all running, then stopped.
-printf '%s\n[[worker]]\nname = "w"\ncommand = ["sleep", "1000"]\nreplicas = 200\n' \
-  "$head" > supervisor.toml
+printf '%s\n[[worker]]\nname = "w"\ncommand = ["sleep", "1000"]\nreplicas = 200\nkeys = ["KEY_1", "KEY_*"]\n%s\n' \
+  "$head" "$worker" > supervisor.toml
 run_until 120 '[ "$(grep -c -- "-> running" out.log)" -ge 200 ]'
 
 # 2. Log flood in both formats, redacting: 4 workers x 20,000 lines, one line
@@ -96,8 +119,8 @@ echo "$1 END"
 exec sleep 1000
 SH
 chmod +x flood.sh
-printf '%s\n[[worker]]\nname = "flood"\ncommand = ["./flood.sh", "f"]\nreplicas = 4\nkeys = [%s]\n' \
-  "$head" "$keys" > supervisor.toml
+printf '%s\n[[worker]]\nname = "flood"\ncommand = ["./flood.sh", "f"]\nreplicas = 4\nkeys = [%s]\n%s\n' \
+  "$head" "$keys" "$worker" > supervisor.toml
 for fmt in pretty json; do
   run_until 120 '[ "$(grep -c "f END" out.log)" -ge 4 ]' --log-format "$fmt"
 done
@@ -110,6 +133,6 @@ echo "openai.AuthenticationError: Error code: 401 - {'error': {'message': 'Incor
 exit 1
 SH
 chmod +x reject.sh
-printf '%s\n[[worker]]\nname = "crash"\ncommand = ["sh", "-c", "sleep 0.05; exit 1"]\nreplicas = 4\nbackoff = { initial = "0s", max = "0s", multiplier = 1.0, jitter = 0.0 }\nmax_restarts = 0\n\n[[worker]]\nname = "auth"\ncommand = ["./reject.sh"]\nkeys = ["KEY_0"]\n' \
-  "$head" > supervisor.toml
+printf '%s\n[[worker]]\nname = "crash"\ncommand = ["sh", "-c", "sleep 0.05; exit 1"]\nreplicas = 4\nbackoff = { initial = "0s", max = "0s", multiplier = 1.0, jitter = 0.0 }\nmax_restarts = 0\n\n[[worker]]\nname = "auth"\ncommand = ["./reject.sh"]\nkeys = ["KEY_0"]\n%s\n' \
+  "$head" "$worker" > supervisor.toml
 run_until 5 'false'
