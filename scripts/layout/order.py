@@ -70,12 +70,15 @@ def verify(binary, order_file):
     if len(mine) < len(listed) // 2:
         sys.exit(f"order.py: only {len(mine)} of {len(listed)} listed functions are in {binary}")
     first = min(a for a, _ in mine)
-    span = max(a + s for a, s in mine) - first
     size = sum(s for _, s in mine)
-    if span > 1.5 * size:
-        sys.exit(f"order.py: the listed functions ({size} bytes) are spread over {span} bytes: "
-                 "the symbol ordering did not take effect")
-    print(f"order.py: {len(mine)} functions placed together in {span} bytes", file=sys.stderr)
+    # A few may stay behind (a symbol sharing its section with code placed
+    # elsewhere); what matters is that nearly all of it is in one block of code.
+    near = sum(s for a, s in mine if a + s <= first + 1.2 * size)
+    if near < 0.95 * size:
+        sys.exit(f"order.py: only {near} of the {size} bytes of listed functions sit together "
+                 "at the start of the code: the symbol ordering did not take effect")
+    print(f"order.py: {near} of {size} bytes of {len(mine)} listed functions placed together",
+          file=sys.stderr)
 
 
 def main():
