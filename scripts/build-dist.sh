@@ -68,8 +68,11 @@ runs="$(mktemp -d)"; trap 'rm -rf "$runs"' EXIT
 bash scripts/layout/train.sh "$trained" valgrind --tool=callgrind --dump-instr=yes \
   --compress-pos=no --compress-strings=no --dump-before='*fork' \
   --callgrind-out-file="$runs/cg.%p" -q
-order="$root/target/build-dist/order.txt"
-python3 scripts/layout/order.py "$trained" "$runs"/cg.* > "$order"
+python3 scripts/layout/order.py "$trained" "$runs"/cg.* > "$runs/order.txt"
+# Named by its content: cargo reruns the link only when its arguments change, and
+# a new order under the same name would leave the last layout in place.
+order="$root/target/build-dist/order-$(sha256sum "$runs/order.txt" | cut -c1-16).txt"
+mv "$runs/order.txt" "$order"
 
 # `cargo rustc` passes the link arguments to the binary only, so the dependencies
 # are not rebuilt; fat LTO makes the binary's own step the long one anyway.
