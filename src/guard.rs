@@ -15,13 +15,13 @@
 //!
 //! Forked, not re-executed: `run` forks it first thing, while agentsup is still
 //! one thread and has loaded no secret source, so the child may use the standard
-//! library and holds no secret beyond agentsup's own environment. A fork maps only the pages the guard's loop touches,
-//! where re-executing the binary mapped the loader, libc and the start-up code of
-//! the whole binary again (with 200 workers: 3.7 MB of RSS re-executed, 1.5 MB
-//! forked, most of it code pages shared with agentsup; 0.6 MB in the laid-out
-//! build of scripts/build-dist.sh). So its command line reads
-//! like agentsup's; its name (`comm`, what `ps -e`, `top` and `pgrep` show) is
-//! `agentsup-guard`.
+//! library and holds no secret beyond agentsup's own environment. A fork maps only
+//! the pages the guard's loop touches, where re-executing the binary mapped the
+//! loader, libc and the start-up code of the whole binary again (with 200
+//! workers: 3.7 MB of RSS re-executed, 1.5 MB forked, most of it code pages shared
+//! with agentsup; 0.5 MB in the laid-out build of scripts/build-dist.sh). So its
+//! command line reads like agentsup's; its name (`comm`, what `ps -e`, `top` and
+//! `pgrep` show) is `agentsup-guard`.
 //!
 //! Limits: a descendant that left its worker's process group (`setsid`, a daemon)
 //! is not covered; neither is a SIGKILL of agentsup and the guard together
@@ -66,7 +66,7 @@ pub fn start() -> Result<(), String> {
     if std::process::id() == 1 {
         return Ok(());
     }
-    match thread_count() {
+    match crate::procfs::stat_field("self", 20) {
         Some(1) => {}
         n => {
             let n = n.map_or_else(|| "an unknown number of".to_string(), |n| n.to_string());
@@ -101,18 +101,6 @@ pub fn start() -> Result<(), String> {
         }
         Err(e) => Err(format!("cannot start agentsup's guard ({e}); {NO_GUARD}")),
     }
-}
-
-/// The `num_threads` field of `/proc/self/stat`.
-fn thread_count() -> Option<u32> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // The fields after `(comm)` start at field 3 (state); num_threads is field 20.
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(17)?
-        .parse()
-        .ok()
 }
 
 /// Lists a worker's process group with the guard.

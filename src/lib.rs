@@ -39,6 +39,7 @@ pub mod health;
 pub mod output;
 pub mod plan;
 pub mod probe;
+pub mod procfs;
 pub mod reaper;
 pub mod redact;
 pub mod replica;

@@ -17,7 +17,7 @@ use crate::spawn::Spawner;
 
 /// `agentsup run`.
 pub fn cmd_run(a: RunArgs) -> Result<u8> {
-    // First, while agentsup is one thread and has read no secret (see
+    // First, while agentsup is one thread and has loaded no secret source (see
     // crate::guard); its warning, if any, waits for logging to be set up.
     let guard_warning = crate::guard::start().err();
     limit_malloc_arenas();
@@ -279,17 +279,8 @@ pub fn kill_leftover_children() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // Fields after the `(comm)` part: state ppid ...
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-            continue;
-        };
-        let mut fields = rest.split_whitespace();
-        let _state = fields.next();
-        let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(me) && !crate::guard::is_guard(pid) {
+        let ppid = crate::procfs::stat_field(&pid.to_string(), 4);
+        if ppid == Some(u64::from(me)) && !crate::guard::is_guard(pid) {
             let _ = crate::spawn::kill_pid(pid, libc::SIGKILL);
         }
     }
