@@ -94,7 +94,7 @@ pub fn render(env: &BuiltEnv, format: EnvFormat, reveal: bool, plan: &Plan) -> S
 }
 
 /// Quotes a value so python-dotenv, Node's dotenv and agentsup all read it back.
-fn dotenv_quote(v: &str) -> String {
+pub(crate) fn dotenv_quote(v: &str) -> String {
     if !v.is_empty()
         && v.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_./:@+,".contains(c))

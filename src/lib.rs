@@ -34,6 +34,8 @@ pub mod env_report;
 pub mod exec;
 pub mod exit;
 pub mod fork;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod guard;
 pub mod health;
 pub mod output;

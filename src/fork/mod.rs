@@ -92,7 +92,7 @@
 
 mod conn;
 mod prepare;
-mod proto;
+pub(crate) mod proto;
 mod start;
 mod types;
 

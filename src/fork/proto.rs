@@ -32,7 +32,7 @@ struct ForkHeader<'a> {
 /// One line from the template.
 #[derive(Debug, Deserialize, PartialEq, Eq)]
 #[serde(tag = "event", rename_all = "snake_case")]
-pub(super) enum Message {
+pub(crate) enum Message {
     /// Preloading finished; requests are served from now on.
     Ready {
         pid: u32,
@@ -60,7 +60,7 @@ pub(super) enum Message {
 
 impl Message {
     /// How an `Exit` ended; `None` for other messages or a malformed exit.
-    pub(super) fn termination(&self) -> Option<Termination> {
+    pub(crate) fn termination(&self) -> Option<Termination> {
         match *self {
             Message::Exit {
                 signal: Some(sig), ..
@@ -83,7 +83,7 @@ impl Serialize for EnvObject<'_> {
 }
 
 /// The bytes of one fork request: header, TAB, environment, LF.
-pub(super) fn fork_request(
+pub(crate) fn fork_request(
     id: u64,
     argv: &[String],
     cwd: &str,

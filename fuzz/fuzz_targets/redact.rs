@@ -1,0 +1,102 @@
+//! The streaming redactor (src/redact.rs). Kept small so it follows API changes.
+//!
+//! Up to four secrets of any bytes, any text, any chunking: no panic; feeding the
+//! chunks to a `StreamRedactor` gives exactly what one whole `redact_into` gives
+//! (and `redact_slice` / `redact_str` agree); no registered value (raw or trimmed,
+//! at least `MIN_SECRET_LEN` bytes) is left in the output, except where it is
+//! made of the `[redacted:NAME]` text itself.
+#![no_main]
+
+use agentsup::redact::{MIN_SECRET_LEN, Redactor, StreamRedactor};
+use agentsup::secret::Sensitive;
+use libfuzzer_sys::arbitrary::{Result, Unstructured};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = run(&mut Unstructured::new(data));
+});
+
+fn run(u: &mut Unstructured<'_>) -> Result<()> {
+    let n = u.int_in_range(1..=4)?;
+    let mut secrets = Vec::new();
+    for i in 0..n {
+        let v: String = u.arbitrary()?;
+        secrets.push((format!("K{i}"), v));
+    }
+    let cuts: Vec<u8> = u.arbitrary()?;
+    let mut input: Vec<u8> = u.arbitrary()?;
+    // Put whole secrets into the text too, not only what the fuzzer guesses.
+    for _ in 0..u.int_in_range(0..=4)? {
+        let (_, v) = u.choose(&secrets)?;
+        let at = u.int_in_range(0..=input.len())?;
+        input.splice(at..at, v.bytes());
+    }
+    let r = Redactor::new(
+        secrets
+            .iter()
+            .map(|(k, v)| (k.clone(), Sensitive::new(v.clone()))),
+    );
+
+    let mut whole = Vec::new();
+    r.redact_into(&input, &mut whole);
+
+    let mut streamed = Vec::new();
+    let mut s = StreamRedactor::new();
+    let mut at = 0;
+    for c in cuts {
+        if at >= input.len() {
+            break;
+        }
+        let end = (at + usize::from(c)).min(input.len());
+        s.feed(&r, &input[at..end], &mut streamed);
+        at = end;
+        assert!(
+            s.carry_len() < r.max_pattern_len().max(1),
+            "carry beyond the longest form"
+        );
+    }
+    s.feed(&r, &input[at..], &mut streamed);
+    s.finish(&r, &mut streamed);
+    assert!(
+        streamed == whole,
+        "chunked output differs from the whole write"
+    );
+
+    let mut scratch = Vec::new();
+    assert!(r.redact_slice(&input, &mut scratch) == whole.as_slice());
+    if let Ok(text) = std::str::from_utf8(&input) {
+        assert!(r.redact_str(text).as_bytes() == whole.as_slice());
+    }
+
+    let markers: Vec<String> = (0..n).map(|i| format!("[redacted:K{i}]")).collect();
+    for (name, v) in &secrets {
+        for form in [v.as_str(), v.trim()] {
+            if form.len() < MIN_SECRET_LEN {
+                continue;
+            }
+            if let Some(at) = find_outside(&whole, form.as_bytes(), &markers) {
+                panic!(
+                    "{name} (form of {} bytes) survived at byte {at}",
+                    form.len()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// First occurrence of `needle` in `hay` that does not overlap a marker.
+fn find_outside(hay: &[u8], needle: &[u8], markers: &[String]) -> Option<usize> {
+    let mut covered = vec![false; hay.len()];
+    for m in markers {
+        let m = m.as_bytes();
+        for i in 0..hay.len().saturating_sub(m.len() - 1) {
+            if &hay[i..i + m.len()] == m {
+                covered[i..i + m.len()].iter_mut().for_each(|c| *c = true);
+            }
+        }
+    }
+    (0..hay.len().saturating_sub(needle.len() - 1)).find(|&i| {
+        &hay[i..i + needle.len()] == needle && !covered[i..i + needle.len()].iter().any(|&c| c)
+    })
+}
