@@ -239,7 +239,7 @@ impl Gen<'_> {
             if self.u.ratio(1, 12)? {
                 // An unknown field: its value is protected whatever it is.
                 let name = unplanted(&mut self.u)?;
-                let v = self.random(true)?;
+                let v = self.random(true, true)?;
                 out.push_str(&format!("{} = {v}\n", lit(&name)));
                 continue;
             }
@@ -265,7 +265,9 @@ impl Gen<'_> {
         let wants_string = matches!(kind, Str | Enum(_) | Dur | Signal);
         if self.u.ratio(1, 4)? {
             // Ill typed. A string is planted unless the field wants a string.
-            return self.random(!wants_string);
+            // serde reads a table's fields from an array by position, so strings
+            // in an array given for a table land in its (echoable) duration fields.
+            return self.random(!wants_string, !matches!(kind, Table(_)));
         }
         Ok(match kind {
             Str => self.free_text()?,
@@ -298,7 +300,7 @@ impl Gen<'_> {
                 for _ in 0..self.u.int_in_range(0..=3)? {
                     items.push(if self.u.ratio(1, 6)? {
                         // A non-string element: strings beside it are fine.
-                        self.random(false)?
+                        self.random(false, true)?
                     } else {
                         self.free_text()?
                     });
@@ -342,14 +344,14 @@ impl Gen<'_> {
         if self.u.ratio(3, 4)? {
             self.plant()
         } else {
-            self.random(true)
+            self.random(true, true)
         }
     }
 
     /// Any value. `plant_top`: a string at the top is planted (else free text is
-    /// avoided there: the field may legitimately echo it). Strings nested in
-    /// arrays and tables are always planted.
-    fn random(&mut self, plant_top: bool) -> Result<String> {
+    /// avoided there: the field may legitimately echo it). `plant_nested`: strings
+    /// nested in arrays and tables are planted (else they are free text).
+    fn random(&mut self, plant_top: bool, plant_nested: bool) -> Result<String> {
         Ok(match self.u.int_in_range(0..=6)? {
             0 => self.u.arbitrary::<i64>()?.to_string(),
             1 => self.u.arbitrary::<bool>()?.to_string(),
@@ -358,7 +360,7 @@ impl Gen<'_> {
             4 => {
                 let mut items = Vec::new();
                 for _ in 0..self.u.int_in_range(0..=2)? {
-                    items.push(self.random_nested()?);
+                    items.push(self.random_nested(plant_nested)?);
                 }
                 format!("[{}]", items.join(", "))
             }
@@ -366,7 +368,7 @@ impl Gen<'_> {
                 let mut items = Vec::new();
                 for _ in 0..self.u.int_in_range(0..=2)? {
                     let name = unplanted(&mut self.u)?;
-                    let v = self.random_nested()?;
+                    let v = self.random_nested(plant_nested)?;
                     items.push(format!("{} = {v}", lit(&name)));
                 }
                 format!("{{ {} }}", items.join(", "))
@@ -376,11 +378,15 @@ impl Gen<'_> {
         })
     }
 
-    fn random_nested(&mut self) -> Result<String> {
+    fn random_nested(&mut self, plant: bool) -> Result<String> {
         if self.u.ratio(1, 2)? {
-            self.plant()
+            if plant {
+                self.plant()
+            } else {
+                self.free_text()
+            }
         } else {
-            self.random(true)
+            self.random(plant, plant)
         }
     }
 }
