@@ -22,8 +22,11 @@ pub fn load(path: &Path) -> Result<Vec<serde_json::Value>, String> {
         std::fs::read_to_string(path).map_err(|e| format!("cannot read it ({e})"))?
     } else {
         // A .js ecosystem file is a CommonJS module: only node can evaluate it.
+        // `init` runs before any supervision (no reaper is installed), so waiting on
+        // this one child directly is safe.
         let script = "const m = require(process.argv[1]); \
                       process.stdout.write(JSON.stringify(m && m.apps ? m : {apps: []}))";
+        #[allow(clippy::disallowed_methods)]
         let out = Command::new("node")
             .args(["-e", script, &path.display().to_string()])
             .env_remove("NODE_OPTIONS")
