@@ -164,3 +164,20 @@ fn secret_directory_keys_are_declared() {
     assert_eq!(draft.secrets.as_ref().unwrap().1, ["ANTHROPIC_API_KEY"]);
     assert!(draft.render().contains(r#"keys = ["ANTHROPIC_API_KEY"]"#));
 }
+
+#[test]
+fn pm2_js_ecosystem_is_evaluated_by_node() {
+    let d = tmp();
+    std::fs::write(
+        d.path().join("ecosystem.config.js"),
+        "const base = { instances: 3 };\nmodule.exports = {\n  apps: [{ ...base, name: 'agent', script: './worker.mjs', \
+         args: '--queue fast', env: { OPENAI_API_KEY: 'sk-proj-FromPm2FromPm2FromPm2FromPm2' } }],\n};\n",
+    )
+    .unwrap();
+    let draft = discover(&request(d.path())).unwrap();
+    let w = &draft.workers[0];
+    assert_eq!(w.command.argv, ["node", "./worker.mjs", "--queue", "fast"]);
+    assert_eq!(w.replicas, 3);
+    assert_eq!(w.keys, ["OPENAI_API_KEY"]);
+    assert!(!draft.render().contains("FromPm2"));
+}
