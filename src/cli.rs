@@ -2,15 +2,14 @@
 //! into library calls. No policy lives here.
 
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::check;
 use crate::exit::{Error, Result, code};
 use crate::plan::{self, Plan};
-use crate::sources::{self, Captured, CommandRunner, LoadContext, ProcessEnv, Snapshot};
+use crate::sources::{self, ProcessEnv};
+use crate::validate::{self, Scope, SpawnRunner, Validation};
 
 /// agentsup: supervise AI-agent workers with checked secrets, explicit environments,
 /// redacted logs and recovery from rejected keys.
@@ -224,74 +223,6 @@ pub fn load_plan(arg: &ConfigArg) -> Result<Plan> {
     })
 }
 
-/// Runs `command` sources through [`crate::spawn::run_capture`]: directly where no
-/// reaper exists (`check`, `env`, `exec`), through the reaper in `run`.
-pub struct SpawnRunner(pub Option<crate::reaper::ReaperHandle>);
-
-impl CommandRunner for SpawnRunner {
-    fn run(
-        &self,
-        argv: &[String],
-        env: &[(String, String)],
-        cwd: &Path,
-        timeout: Duration,
-    ) -> std::result::Result<Captured, String> {
-        let out = crate::spawn::run_capture(argv, env, cwd, timeout, self.0.as_ref())
-            .map_err(|e| e.to_string())?;
-        let (code, signal) = match out.status {
-            crate::reaper::Termination::Exited(c) => (Some(c), None),
-            crate::reaper::Termination::Signaled(s) => (None, Some(s)),
-        };
-        Ok(Captured {
-            code,
-            signal,
-            stdout: out.stdout,
-            stderr: out.stderr,
-        })
-    }
-}
-
-/// Loads every source once, and registers every value that could reach a worker
-/// as secret with the global redactor, before anything is printed.
-pub fn load_sources(plan: &Plan, process_env: &ProcessEnv) -> Snapshot {
-    let snap = sources::load_all(
-        plan,
-        &LoadContext {
-            process_env,
-            runner: &SpawnRunner(None),
-        },
-    );
-    register_secrets(plan, &snap, process_env);
-    snap
-}
-
-/// Adds to the global redactor: the secret values of every key a worker declares
-/// (exact or glob), every `*_FILE` value (a key pasted in place of a path), and
-/// agentsup's own credential-looking variables. Reports, errors and logs printed
-/// afterwards are redacted with them (SPEC 7: agentsup's own messages too).
-pub fn register_secrets(plan: &Plan, snap: &Snapshot, process_env: &ProcessEnv) {
-    let mut pairs = Vec::new();
-    for (name, e) in snap
-        .values
-        .iter()
-        .chain(snap.overridden.iter().map(|e| (&e.name, e)))
-    {
-        let declared = plan.workers.iter().any(|w| w.declares(name));
-        if (declared && plan.is_secret(name, e.provenance.is_secret_source()))
-            || name.ends_with("_FILE")
-            || crate::secret::name_looks_secret(name)
-        {
-            pairs.push((name.clone(), e.value.clone()));
-        }
-    }
-    for (name, v) in &process_env.vars {
-        if crate::secret::name_looks_secret(name) {
-            pairs.push((name.clone(), v.clone()));
-        }
-    }
-    crate::redact::global().extend(pairs);
-}
-
 /// Colour only on a terminal, and never with `--no-color` or `NO_COLOR` set.
 pub fn want_color(no_color: bool) -> bool {
     !no_color
@@ -302,24 +233,26 @@ pub fn want_color(no_color: bool) -> bool {
 fn cmd_check(a: CheckArgs) -> Result<u8> {
     let plan = load_plan(&a.config)?;
     let penv = ProcessEnv::capture();
-    let snap = load_sources(&plan, &penv);
-    let mut report = check::run(&plan, &snap, &penv, &[]);
-    for (worker, problem) in
-        crate::supervisor::preflight_problems(&plan, &plan.workers, &snap, &penv)
-    {
-        report.findings.push(check::Finding {
-            severity: sources::Severity::Error,
-            code: "command",
-            key: None,
-            workers: vec![worker],
-            location: None,
-            message: problem,
-            hint: None,
-        });
+    let Validation { report, probes, .. } = validate::validate(
+        &plan,
+        &penv,
+        &SpawnRunner(None),
+        crate::redact::global(),
+        Scope {
+            workers: &[],
+            preflight: true,
+            probe: a.probe.then_some(crate::probe::DEFAULT_TIMEOUT),
+        },
+    );
+    // On stderr: the report has no place for accepted keys, and stdout stays the
+    // report alone (one JSON document with `--format json`). A closed stderr must
+    // not stop the check.
+    let mut err = std::io::stderr().lock();
+    for r in &probes {
+        let line = crate::redact::redact_message(&crate::probe::summary_line(r));
+        let _ = writeln!(err, "{line}");
     }
-    if a.probe {
-        crate::probe::add_probe_findings(&mut report, &plan, &snap, &penv, &plan.workers);
-    }
+    drop(err);
     let text = match a.format {
         ReportFormat::Text => report.render_text(want_color(a.no_color)),
         ReportFormat::Json => report.render_json(),
@@ -338,7 +271,13 @@ fn cmd_env(a: EnvArgs) -> Result<u8> {
         return Err(Error::Usage(unknown_worker(&plan, &a.worker)));
     };
     let penv = ProcessEnv::capture();
-    let snap = load_sources(&plan, &penv);
+    let snap = validate::load(
+        &plan,
+        &penv,
+        &SpawnRunner(None),
+        crate::redact::global(),
+        std::slice::from_ref(worker),
+    );
     let built = crate::env::build(&plan, worker, 0, &snap, &penv);
     let text = crate::env_report::render(&built, a.format, a.reveal, &plan);
     write_stdout(&text)?;
@@ -382,8 +321,21 @@ fn cmd_exec(a: ExecArgs) -> Result<u8> {
             crate::env::adhoc_worker(&plan, "exec", &a.keys)
         }
     };
-    let snap = load_sources(&plan, &penv);
-    let report = check::run(&plan, &snap, &penv, std::slice::from_ref(&worker));
+    let Validation {
+        snapshot: snap,
+        report,
+        ..
+    } = validate::validate(
+        &plan,
+        &penv,
+        &SpawnRunner(None),
+        crate::redact::global(),
+        Scope {
+            workers: std::slice::from_ref(&worker),
+            preflight: false,
+            probe: None,
+        },
+    );
     if report.has_errors() {
         let text = crate::redact::redact_message(&report.render_text(false));
         let _ = std::io::stderr().write_all(text.as_bytes());
@@ -392,7 +344,6 @@ fn cmd_exec(a: ExecArgs) -> Result<u8> {
         ));
     }
     let built = crate::env::build(&plan, &worker, 0, &snap, &penv);
-    crate::redact::global().extend(built.secrets());
     let cwd = if a.worker.is_some() {
         worker.cwd.clone()
     } else {

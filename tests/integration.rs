@@ -16,4 +16,5 @@ mod k8s_tests;
 mod probe_tests;
 mod regression_tests;
 mod run_tests;
+mod validate_tests;
 mod watch_tests;

@@ -14,11 +14,13 @@
 //!
 //! Layout: `rules` holds the pure per-value rules, `provider` the key shapes and
 //! base-URL classes, `names` the name matching, `worker` the checks about a
-//! worker as a whole, `report` the text and JSON rendering; this file decides what
+//! worker as a whole, `preflight` whether each worker's command can start at all,
+//! `report` the text and JSON rendering; this file decides what
 //! to check for whom and merges findings that several workers share.
 
 mod names;
 mod placeholder;
+pub mod preflight;
 mod provider;
 mod report;
 mod rules;

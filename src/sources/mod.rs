@@ -207,6 +207,10 @@ pub struct LoadContext<'a> {
     pub process_env: &'a ProcessEnv,
     /// How `command` sources are run (directly in `check`, via the reaper in `run`).
     pub runner: &'a dyn CommandRunner,
+    /// Learns every value a `command` source prints, as soon as it is parsed and
+    /// before anything about the command is reported (usually
+    /// [`crate::redact::global`]).
+    pub redactor: &'a crate::redact::SharedRedactor,
 }
 
 /// Loads every source of the plan, then applies `*_FILE` indirection for the keys
