@@ -160,6 +160,9 @@ pub struct SourceEntry {
     pub json_pointer: Option<Spanned<String>>,
     /// Timeout of a command source.
     pub timeout: Option<Spanned<HumanDuration>>,
+    /// Names (or globs) of agentsup's own variables a command source gets besides
+    /// the `[env] inherit` set (`VAULT_ADDR`, `VAULT_TOKEN`).
+    pub env: Option<Vec<Spanned<String>>>,
 }
 
 /// Providers with a known key shape (SPEC 4).

@@ -126,6 +126,11 @@ pub enum SourceKindPlan {
         json_pointer: Option<String>,
         /// Kill after this long.
         timeout: Duration,
+        /// `env` patterns, as written: agentsup's variables the command gets
+        /// besides the `[env] inherit` set.
+        env_patterns: Vec<String>,
+        /// Compiled `env` globs.
+        env: GlobSet,
     },
     /// agentsup's own environment.
     Env,

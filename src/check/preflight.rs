@@ -38,7 +38,7 @@ fn finding(w: &WorkerPlan, message: String) -> Finding {
         code: "command",
         key: None,
         workers: vec![w.name.clone()],
-        location: None,
+        location: Some(format!("worker {:?}", w.name)),
         message,
         hint: None,
     }

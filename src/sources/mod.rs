@@ -290,7 +290,10 @@ fn load_one(
             format,
             json_pointer,
             timeout,
+            env,
+            ..
         } => {
+            let helper_env = command::helper_env(ctx.process_env, &plan.inherit, env);
             let known: Vec<(String, Sensitive)> = snap
                 .values
                 .values()
@@ -302,6 +305,7 @@ fn load_one(
                 json_pointer: json_pointer.as_deref(),
                 timeout: *timeout,
                 cwd: &plan.config_dir,
+                env: &helper_env,
             };
             match command::load(&spec, ctx, &known) {
                 Ok(loaded) => {
