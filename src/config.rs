@@ -15,6 +15,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer};
 use toml::Spanned;
 
+mod describe;
+
 use crate::exit::Located;
 
 /// The whole file.
@@ -360,7 +362,8 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 /// Parses the text of `supervisor.toml`; a syntax or type error becomes one
-/// [`Located`] naming line, column and what was expected.
+/// [`Located`] naming line, column, the field and what was expected, never the
+/// value (see [`describe`]).
 pub fn parse(path: &Path, text: &str) -> Result<ConfigFile, Located> {
     toml::from_str::<ConfigFile>(text).map_err(|e| {
         let (line, column) = match e.span() {
@@ -374,7 +377,7 @@ pub fn parse(path: &Path, text: &str) -> Result<ConfigFile, Located> {
             path: path.to_path_buf(),
             line,
             column,
-            message: e.message().trim().to_string(),
+            message: describe::message(text, e.span(), e.message().trim()),
         }
     })
 }

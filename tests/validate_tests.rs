@@ -102,3 +102,73 @@ restart = "never"
         .assert_contains("started-once")
         .assert_no_leak(KEY);
 }
+
+/// Asserts that neither `secret` nor any 12-byte window of it is in `text`.
+fn assert_no_piece(text: &str, secret: &str) {
+    assert!(!text.contains(secret), "the value leaked:\n{text}");
+    for w in secret.as_bytes().windows(12) {
+        let piece = std::str::from_utf8(w).unwrap();
+        assert!(
+            !text.contains(piece),
+            "12 bytes of the value leaked:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn config_type_errors_name_the_field_never_the_value() {
+    let cases = [
+        (
+            format!("[[worker]]\nname = \"a\"\ncommand = [\"x\"]\nreplicas = \"{KEY}\"\n"),
+            "supervisor.toml:4:12",
+            "`replicas` in `[[worker]]`: expected an integer, found a string",
+        ),
+        (
+            format!("[[worker]]\nname = \"a\"\ncommand = [\"x\"]\nrestart = \"{KEY}\"\n"),
+            "supervisor.toml:4:11",
+            "`restart` in `[[worker]]`: unknown value (not shown), expected one of",
+        ),
+        (
+            format!("[[worker]]\nname = \"a\"\ncommand = [\"x\"]\nvars = {{ A = [\"{KEY}\"] }}\n"),
+            "supervisor.toml:4:",
+            "`A` in `[[worker]]`: expected a string, found an array",
+        ),
+        (
+            format!("[supervisor]\nprobe = \"{KEY}\"\n"),
+            "supervisor.toml:2:9",
+            "`probe` in `[supervisor]`: expected a boolean, found a string",
+        ),
+    ];
+    for (toml, located, words) in &cases {
+        let sb = Sandbox::new();
+        sb.config(toml);
+        for args in [&["check"][..], &["run"][..], &["env", "a"][..]] {
+            let out = sb.run(args);
+            out.assert_code(78)
+                .assert_contains(located)
+                .assert_contains(words);
+            assert_no_piece(&out.all(), KEY);
+        }
+    }
+}
+
+#[test]
+fn misspelt_fields_and_options_get_the_nearest_valid_name() {
+    let sb = Sandbox::new();
+    sb.config("[[worker]]\nname = \"a\"\ncomand = [\"x\"]\n");
+    let out = sb.run(&["check"]);
+    out.assert_code(78)
+        .assert_contains("supervisor.toml:3:1: unknown field `comand`; did you mean `command`?");
+    assert!(!out.stderr.contains("expected one of"), "{}", out.stderr);
+
+    sb.config("[[worker]]\nname = \"a\"\ncommand = [\"x\"]\nrestart = \"on_failure\"\n");
+    sb.run(&["check"])
+        .assert_code(78)
+        .assert_contains("did you mean `on-failure`?");
+
+    // Nothing close: the valid names are listed instead.
+    sb.config("[[worker]]\nname = \"a\"\ncommand = [\"x\"]\nxyzzy = 1\n");
+    sb.run(&["check"])
+        .assert_code(78)
+        .assert_contains("unknown field `xyzzy`, expected one of");
+}
