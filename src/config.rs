@@ -17,6 +17,8 @@ use toml::Spanned;
 
 mod describe;
 
+pub use describe::nearest;
+
 use crate::exit::Located;
 
 /// The whole file.

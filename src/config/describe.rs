@@ -100,8 +100,9 @@ fn backticked(list: &str) -> Vec<&str> {
     list.split('`').skip(1).step_by(2).collect()
 }
 
-/// The valid name closest to `given`, when one is close enough to be a typo.
-pub(crate) fn nearest<'a>(given: &str, options: &[&'a str]) -> Option<&'a str> {
+/// The valid name closest to `given`, when one is close enough to be a typo
+/// (Jaro-Winkler similarity 0.8 or more, ignoring case).
+pub fn nearest<'a>(given: &str, options: &[&'a str]) -> Option<&'a str> {
     let given = given.to_ascii_lowercase();
     options
         .iter()

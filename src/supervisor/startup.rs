@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use crate::cli::{LogFormatArg, RunArgs, load_plan, unknown_worker, write_stdout};
 use crate::config::LogFormat;
 use crate::control;
 use crate::exit::{Error, Result, code};
+use crate::output::stdout::write_stdout;
 use crate::output::{Format, OutputConfig, OutputSink};
 use crate::plan::WorkerPlan;
 use crate::reaper::Reaper;
@@ -15,17 +15,28 @@ use crate::sources::ProcessEnv;
 use crate::spawn::Spawner;
 use crate::validate::{self, Scope, SpawnRunner, Validation};
 
+/// What `agentsup run` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// `-c FILE`; else `$AGENTSUP_CONFIG`, else `./supervisor.toml`.
+    pub config: Option<std::path::PathBuf>,
+    /// `--only NAME`: start only these workers (all when empty).
+    pub only: Vec<String>,
+    /// `--log-format`; else `[supervisor] log_format`.
+    pub log_format: Option<LogFormat>,
+    /// Colour pretty output (decided by the caller: a terminal, no `NO_COLOR`).
+    pub color: bool,
+}
+
 /// `agentsup run`.
-pub fn cmd_run(a: RunArgs) -> Result<u8> {
+pub fn cmd_run(a: RunOptions) -> Result<u8> {
     // First, while agentsup is one thread and has loaded no secret source (see
     // crate::guard); its warning, if any, waits for logging to be set up.
     let guard_warning = crate::guard::start().err();
     limit_malloc_arenas();
-    let plan = load_plan(&a.config)?;
+    let plan = crate::plan::load_located(a.config.as_deref())?;
     for name in &a.only {
-        if plan.worker(name).is_none() {
-            return Err(Error::Usage(unknown_worker(&plan, name)));
-        }
+        plan.require_worker(name)?;
     }
     let workers: Vec<WorkerPlan> = plan
         .workers
@@ -39,12 +50,8 @@ pub fn cmd_run(a: RunArgs) -> Result<u8> {
             plan.config_path.display()
         )));
     }
-    let format = match a.log_format {
-        Some(LogFormatArg::Json) => LogFormat::Json,
-        Some(LogFormatArg::Pretty) => LogFormat::Pretty,
-        None => plan.supervisor.log_format,
-    };
-    let color = crate::cli::want_color(a.no_color);
+    let format = a.log_format.unwrap_or(plan.supervisor.log_format);
+    let color = a.color;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
