@@ -172,3 +172,18 @@ fn misspelt_fields_and_options_get_the_nearest_valid_name() {
         .assert_code(78)
         .assert_contains("unknown field `xyzzy`, expected one of");
 }
+
+#[test]
+fn a_misspelt_worker_on_the_command_line_gets_the_nearest_name() {
+    let sb = typo_sandbox();
+    for args in [
+        &["env", "plannr"][..],
+        &["run", "--only", "plannr"][..],
+        &["exec", "--worker", "plannr", "--", "true"][..],
+    ] {
+        sb.run(args)
+            .assert_code(2)
+            .assert_contains("unknown worker \"plannr\"")
+            .assert_contains("did you mean \"planner\"?");
+    }
+}
