@@ -50,4 +50,5 @@ pub mod sources;
 pub mod spawn;
 pub mod status;
 pub mod supervisor;
+pub mod validate;
 pub mod watch;

@@ -382,20 +382,6 @@ fn start_error(spec: &SpawnSpec, path: PathBuf, source: io::Error) -> SpawnError
     }
 }
 
-/// Spawns and registers with the reaper atomically (see [`crate::reaper`] on the
-/// registration race).
-fn spawn_registered(
-    spec: &SpawnSpec,
-    reaper: &ReaperHandle,
-    setup: ChildSetup,
-) -> Result<(Child, ExitWaiter), SpawnError> {
-    let (mut cmd, path) = prepare(spec, setup)?;
-    let mut registrar = reaper.lock();
-    let child = cmd.spawn().map_err(|e| start_error(spec, path, e))?;
-    let exit = registrar.register(child.id());
-    Ok((child, exit))
-}
-
 /// Spawns without a reaper; the caller waits on this one pid itself. Only for
 /// processes with no reaper running (`agentsup check`, `agentsup exec`).
 pub(crate) fn spawn_direct(spec: &SpawnSpec, setup: ChildSetup) -> Result<Child, SpawnError> {
@@ -710,20 +696,35 @@ pub fn run_capture(
         take_terminal: false,
     };
     let reaper = reaper.cloned().or_else(Reaper::current);
+    // stdout is one end of a socketpair, not a pipe: a process of the same uid can
+    // open another process's pipe through /proc/<pid>/fd/1 and read the secrets
+    // before we do, but the kernel refuses to open a socket that way (ENXIO).
+    let (ours, theirs) =
+        std::os::unix::net::UnixStream::pair().map_err(|source| SpawnError::Io {
+            what: "creating a command's output socket",
+            source,
+        })?;
+    let _ = ours.shutdown(std::net::Shutdown::Write);
+    let (mut cmd, path) = prepare(&spec, setup)?;
+    cmd.stdout(Stdio::from(OwnedFd::from(theirs)));
     let (mut child, mut exit) = match &reaper {
         Some(r) => {
-            let (child, waiter) = spawn_registered(&spec, r, setup)?;
+            let mut registrar = r.lock();
+            let child = cmd.spawn().map_err(|e| start_error(&spec, path, e))?;
+            let waiter = registrar.register(child.id());
             (child, ExitSource::Reaper(waiter))
         }
         None => {
-            let child = spawn_direct(&spec, setup)?;
+            let child = cmd.spawn().map_err(|e| start_error(&spec, path, e))?;
             let pid = child.id();
             (child, ExitSource::Direct(pid))
         }
     };
+    // Our copy of the child's end: EOF arrives only once every holder closed it.
+    drop(cmd);
     let pid = child.id();
     let program = spec.argv[0].clone();
-    let stdout = child.stdout.take().map(|s| File::from(OwnedFd::from(s)));
+    let stdout = Some(File::from(OwnedFd::from(ours)));
     let stderr = child.stderr.take().map(|s| File::from(OwnedFd::from(s)));
     // Dropping a std Child neither kills nor waits; the status comes from `exit`.
     drop(child);

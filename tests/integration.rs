@@ -17,4 +17,6 @@ mod k8s_tests;
 mod probe_tests;
 mod regression_tests;
 mod run_tests;
+mod source_command_tests;
+mod validate_tests;
 mod watch_tests;

@@ -36,7 +36,7 @@ use crate::sources::{ProcessEnv, Snapshot};
 use crate::spawn::{DEFAULT_RESET_SIGNALS, SpawnSpec, Spawner, kill_group};
 use crate::status::{ControlRequest, ControlResponse, Counters, Status};
 
-pub use startup::{cmd_run, preflight_problems};
+pub use startup::{RunOptions, cmd_run};
 
 use run_task::{RunEvent, RunRequest};
 
