@@ -13,6 +13,7 @@ mod exec_tests;
 mod fork_tests;
 mod health_tests;
 mod helper_pkg_tests;
+mod init_tests;
 mod k8s_tests;
 mod probe_tests;
 mod regression_tests;
