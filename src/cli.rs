@@ -236,7 +236,7 @@ impl CommandRunner for SpawnRunner {
         cwd: &Path,
         timeout: Duration,
     ) -> std::result::Result<Captured, String> {
-        let out = crate::spawn::run_capture(argv, env, cwd, timeout, self.0.as_ref())
+        let mut out = crate::spawn::run_capture(argv, env, cwd, timeout, self.0.as_ref())
             .map_err(|e| e.to_string())?;
         let (code, signal) = match out.status {
             crate::reaper::Termination::Exited(c) => (Some(c), None),
@@ -245,8 +245,8 @@ impl CommandRunner for SpawnRunner {
         Ok(Captured {
             code,
             signal,
-            stdout: out.stdout,
-            stderr: out.stderr,
+            stdout: std::mem::take(&mut out.stdout),
+            stderr: std::mem::take(&mut out.stderr),
         })
     }
 }

@@ -49,4 +49,5 @@ pub mod sources;
 pub mod spawn;
 pub mod status;
 pub mod supervisor;
+pub mod sys;
 pub mod watch;
