@@ -8,12 +8,10 @@
 //! - `check` reports an unknown user, a switch agentsup cannot make, and `user`
 //!   with fork mode.
 
+use crate::support::{PATIENCE, Sandbox, python};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::time::Duration;
-
-use crate::support::{PATIENCE, Sandbox, python};
 
 const NOBODY: u32 = 65534;
 
@@ -411,15 +409,64 @@ user = "root"
 "#,
     );
     let mut cmd = sb.cmd(&["check"]);
+    // Unprivileged already, or made so: asking for root is a switch it cannot make.
     if is_root() {
         open_up(&sb);
         cmd.uid(NOBODY).gid(NOBODY);
-    } else {
-        // Already unprivileged: asking for root is the switch it cannot make.
     }
     let out = sb.run_cmd(cmd);
     out.assert_code(78)
         .assert_contains("supervisor.toml:5:8: worker \"w\": agentsup runs as uid")
         .assert_contains("not root");
-    let _ = Duration::ZERO;
+}
+
+fn on_path(tool: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn check_elf(binary: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/check-elf.sh"))
+        .arg(binary)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_binary_is_a_pie_with_full_relro_and_check_elf_tells_a_non_pie() {
+    if !on_path("readelf") {
+        eprintln!("skipped: readelf (binutils) is not installed");
+        return;
+    }
+    let out = check_elf(&crate::support::bin());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The script must be able to fail: a non-PIE linked without BIND_NOW.
+    if !on_path("cc") {
+        eprintln!("negative case skipped: no C compiler to build a non-PIE");
+        return;
+    }
+    let sb = Sandbox::new();
+    let src = sb.write("main.c", "int main(void) { return 0; }\n");
+    let exe = sb.path().join("nopie");
+    let built = std::process::Command::new("cc")
+        .args(["-no-pie", "-Wl,-z,lazy", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(built.success());
+    let out = check_elf(&exe);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("not DYN") && err.contains("no BIND_NOW"),
+        "{err}"
+    );
 }
