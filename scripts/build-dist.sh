@@ -82,8 +82,12 @@ mv "$runs/order.txt" "$order"
 link=(-C "link-arg=-Wl,--symbol-ordering-file=$order" -C link-arg=-Wl,--no-warn-symbol-ordering)
 if [ "$pie" -eq 1 ]; then
   echo "build-dist: building again as a static PIE, with the code a supervisor runs placed together" >&2
+  # Relative relocations packed (DT_RELR, glibc >= 2.36, which the static link
+  # carries along): a table of a few KB to apply at start-up instead of 24 bytes
+  # per pointer, mapped and read by every start.
   RUSTFLAGS="$static" CARGO_TARGET_DIR="$root/target/build-dist/pie" \
-    cargo rustc --profile dist --locked --target "$host" --bin agentsup --quiet -- "${link[@]}"
+    cargo rustc --profile dist --locked --target "$host" --bin agentsup --quiet -- "${link[@]}" \
+    -C link-arg=-Wl,-z,pack-relative-relocs
   built="$root/target/build-dist/pie/$host/dist/agentsup"
 else
   echo "build-dist: building again with the code a supervisor runs placed together" >&2

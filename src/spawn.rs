@@ -1,10 +1,14 @@
 //! Starting processes: workers, secret-source commands and `exec`'s child (SPEC 3, 5).
 //!
-//! Everything is started with `std::process::Command` (crates.md §6): an explicit
-//! environment (`env_clear` + the worker's own variables), its own process group,
-//! stdin from `/dev/null`, and a `pre_exec` hook that arms `PR_SET_PDEATHSIG` and
-//! resets signal dispositions. Nothing here waits on a child; exit statuses come from
-//! [`crate::reaper`] (or, where no reaper exists, from one `waitpid(pid)`).
+//! Everything is started through one child routine, [`crate::sys::child`]
+//! (`clone(CLONE_VM | CLONE_VFORK)`, raw system calls only): an explicit
+//! environment (the worker's own variables, nothing of agentsup's), its own process
+//! group, stdin from `/dev/null`, descriptors 0, 1 and 2 only, `PR_SET_PDEATHSIG`,
+//! signal dispositions reset, and the worker's `user`/`group`. This module resolves
+//! the program, builds what the child reads (wiped afterwards: it holds the
+//! secrets), and owns the spawner thread and output capture. Nothing here waits on
+//! a child; exit statuses come from [`crate::reaper`] (or, where no reaper exists,
+//! from one `waitpid(pid)`).
 //!
 //! Three traps shape this module:
 //!
@@ -13,12 +17,11 @@
 //!   10 s idle, which would SIGKILL perfectly healthy workers. Workers are therefore
 //!   forked by one long-lived thread, the [`Spawner`], which never exits before the
 //!   process does.
-//! * **PATH lookup.** std resolves a bare program name through agentsup's own `PATH`,
-//!   even after `env_clear`. SPEC 3 says the worker's own `PATH`, so
-//!   [`resolve_program`] does the lookup and std gets an absolute path.
-//! * **After `fork`, before `exec`.** The child of a multi-threaded process may only
-//!   make async-signal-safe calls: no allocation, no locks, no `tracing`. The hook
-//!   only reads integers and a slice built before the fork.
+//! * **PATH lookup.** SPEC 3 says the worker's own `PATH`, not agentsup's, so
+//!   [`resolve_program`] does the lookup and the child gets an absolute path.
+//! * **After `clone`, before `exec`.** The child shares agentsup's memory and may
+//!   only make raw system calls: no allocation, no locks, no `tracing`. It reads
+//!   only what was built before the clone.
 //!
 //! PDEATHSIG covers the direct child only: grandchildren of a SIGKILLed agentsup
 //! survive it unless agentsup is PID 1 of its namespace.
@@ -896,14 +899,7 @@ fn cstring(s: impl AsRef<std::ffi::OsStr>) -> io::Result<std::ffi::CString> {
 }
 
 fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
-    use std::os::fd::FromRawFd;
-    let mut fds = [0; 2];
-    // SAFETY: fds is a valid 2-element array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 returned two fresh descriptors we now own.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
 }
 
 #[cfg(test)]

@@ -201,13 +201,7 @@ pub fn spawn(spec: &Spec<'_>) -> io::Result<u32> {
 /// A close-on-exec pipe whose write end is not 0, 1 or 2 (which the child
 /// overwrites with its stdio), so that the child can keep it open to the end.
 fn pipe_cloexec_above_stdio() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: fds is a valid 2-element array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 returned two fresh descriptors we now own.
-    let (r, mut w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (r, mut w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     if w.as_raw_fd() < 3 {
         // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor >= 3 that we own.
         let moved = unsafe { libc::fcntl(w.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };

@@ -7,6 +7,8 @@
 //! "async-signal-safe" in its docs: raw system calls only, no allocation, no lock,
 //! no libc wrapper that touches process-wide state.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod child;
 pub mod creds;
 pub mod fd;
