@@ -303,6 +303,10 @@ pub struct WorkerEntry {
     pub args: Option<Vec<String>>,
     /// Fork mode: the interpreter (default `python3` on the worker's PATH).
     pub python: Option<String>,
+    /// The user the worker runs as: a name or a numeric uid (needs root).
+    pub user: Option<Spanned<crate::sys::creds::IdSpec>>,
+    /// The group the worker runs as: a name or a numeric gid (needs root).
+    pub group: Option<Spanned<crate::sys::creds::IdSpec>>,
 }
 
 /// A duration written the humantime way (`10s`, `1m 30s`, `250ms`).

@@ -50,5 +50,6 @@ pub mod sources;
 pub mod spawn;
 pub mod status;
 pub mod supervisor;
+pub mod sys;
 pub mod validate;
 pub mod watch;

@@ -288,6 +288,9 @@ pub struct WorkerPlan {
     pub max_restarts: u32,
     /// Auth settings.
     pub auth: AuthPlan,
+    /// The user and group the worker runs as (`user` / `group`), resolved; None
+    /// runs it as agentsup's own.
+    pub creds: Option<crate::sys::creds::Creds>,
 }
 
 impl WorkerPlan {

@@ -160,7 +160,7 @@ impl CommandRunner for SpawnRunner {
         cwd: &Path,
         timeout: Duration,
     ) -> Result<Captured, String> {
-        let out = crate::spawn::run_capture(argv, env, cwd, timeout, self.0.as_ref())
+        let mut out = crate::spawn::run_capture(argv, env, cwd, timeout, self.0.as_ref())
             .map_err(|e| e.to_string())?;
         let (code, signal) = match out.status {
             Termination::Exited(c) => (Some(c), None),
@@ -169,8 +169,9 @@ impl CommandRunner for SpawnRunner {
         Ok(Captured {
             code,
             signal,
-            stdout: out.stdout,
-            stderr: out.stderr,
+            // Taken, not moved: the capture wipes whatever it still holds on drop.
+            stdout: std::mem::take(&mut out.stdout),
+            stderr: std::mem::take(&mut out.stderr),
         })
     }
 }

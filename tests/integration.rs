@@ -5,6 +5,7 @@
 mod support;
 
 mod check_tests;
+mod contain_tests;
 mod control_tests;
 mod dotenv_tests;
 mod e2e_tests;

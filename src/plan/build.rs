@@ -547,6 +547,7 @@ impl Builder<'_> {
                 }
                 None
             };
+            let creds = self.creds(&name, w, start);
             out.push(WorkerPlan {
                 name,
                 line,
@@ -568,8 +569,41 @@ impl Builder<'_> {
                 backoff,
                 max_restarts: w.max_restarts.unwrap_or(10),
                 auth,
+                creds,
             });
         }
         out
+    }
+
+    /// Resolves a worker's `user` / `group` (issue 12): an unknown name, or a
+    /// switch agentsup is not privileged to make, is an error at the entry's line.
+    fn creds(
+        &mut self,
+        name: &str,
+        w: &config::WorkerEntry,
+        start: StartMode,
+    ) -> Option<crate::sys::creds::Creds> {
+        let span = match (&w.user, &w.group) {
+            (None, None) => return None,
+            (Some(u), _) => u.span(),
+            (None, Some(g)) => g.span(),
+        };
+        if start == StartMode::Fork {
+            self.err_at(
+                span,
+                format!("worker {name:?}: `user` and `group` are not supported with start = \"fork\" (the replicas are forked from one template process); use start = \"spawn\" with `command`"),
+            );
+            return None;
+        }
+        match crate::sys::creds::resolve(
+            w.user.as_ref().map(|u| u.get_ref()),
+            w.group.as_ref().map(|g| g.get_ref()),
+        ) {
+            Ok(creds) => creds,
+            Err(e) => {
+                self.err_at(span, format!("worker {name:?}: {e}"));
+                None
+            }
+        }
     }
 }

@@ -219,6 +219,7 @@ impl Dispatcher {
                 capture: true,
                 own_group: true,
                 reset_signals: DEFAULT_RESET_SIGNALS.to_vec(),
+                creds: worker.creds.clone(),
             },
             worker: Arc::from(worker.name.as_str()),
             replica: s.replica,
