@@ -14,6 +14,7 @@ mod fork_tests;
 mod health_tests;
 mod k8s_tests;
 mod probe_tests;
+mod redaction_tests;
 mod regression_tests;
 mod run_tests;
 mod watch_tests;
