@@ -283,10 +283,16 @@ pub fn register_secrets(plan: &Plan, snap: &Snapshot, process_env: &ProcessEnv) 
         {
             pairs.push((name.clone(), e.value.clone()));
         }
+        for password in crate::redact::url_password_forms(e.value.expose()) {
+            pairs.push((name.clone(), crate::secret::Sensitive::new(password)));
+        }
     }
     for (name, v) in &process_env.vars {
         if crate::secret::name_looks_secret(name) {
             pairs.push((name.clone(), v.clone()));
+        }
+        for password in crate::redact::url_password_forms(v.expose()) {
+            pairs.push((name.clone(), crate::secret::Sensitive::new(password)));
         }
     }
     crate::redact::global().extend(pairs);

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use crate::cli::EnvFormat;
 use crate::env::BuiltEnv;
 use crate::plan::Plan;
+use crate::redact::mask_url_password;
 use crate::secret::mask;
 
 /// Renders a built environment.
@@ -17,14 +18,23 @@ pub fn render(env: &BuiltEnv, format: EnvFormat, reveal: bool, plan: &Plan) -> S
             value.to_string()
         }
     };
+    // A connection URL's password is masked whatever the variable's name; the
+    // scheme, user and host stay visible (issue 12).
+    let url_masked = |secret: bool, value: &str| -> Option<String> {
+        (!secret && !reveal)
+            .then(|| mask_url_password(value))
+            .flatten()
+    };
     match format {
         EnvFormat::Json => {
             let mut map = serde_json::Map::new();
             for (k, v) in &env.vars {
+                let value = url_masked(v.secret, v.value.expose())
+                    .unwrap_or_else(|| shown(v.secret, v.value.expose()));
                 map.insert(
                     k.clone(),
                     serde_json::json!({
-                        "value": shown(v.secret, v.value.expose()),
+                        "value": value,
                         "source": v.provenance.to_string(),
                         "secret": v.secret,
                     }),
@@ -45,6 +55,11 @@ pub fn render(env: &BuiltEnv, format: EnvFormat, reveal: bool, plan: &Plan) -> S
                         "# {k}=<secret, {}; add --reveal to print it>",
                         mask(v.value.expose())
                     );
+                } else if let Some(masked) = url_masked(v.secret, v.value.expose()) {
+                    let _ = writeln!(
+                        s,
+                        "# {k}={masked} (the password is masked; add --reveal to print it)"
+                    );
                 } else {
                     let _ = writeln!(s, "{k}={}", dotenv_quote(v.value.expose()));
                 }
@@ -60,6 +75,8 @@ pub fn render(env: &BuiltEnv, format: EnvFormat, reveal: bool, plan: &Plan) -> S
                     let value = shown(v.secret, v.value.expose());
                     let value = if v.secret && !reveal {
                         value
+                    } else if let Some(masked) = url_masked(v.secret, v.value.expose()) {
+                        format!("{masked:?}")
                     } else {
                         format!("{value:?}")
                     };
@@ -85,7 +102,12 @@ pub fn render(env: &BuiltEnv, format: EnvFormat, reveal: bool, plan: &Plan) -> S
                     plan.config_path.display()
                 );
             }
-            if !reveal && env.vars.values().any(|v| v.secret) {
+            if !reveal
+                && env
+                    .vars
+                    .values()
+                    .any(|v| v.secret || mask_url_password(v.value.expose()).is_some())
+            {
                 let _ = writeln!(s, "note: secret values are masked; --reveal prints them");
             }
             s

@@ -300,3 +300,85 @@ restart = "never"
     );
     eprintln!("agentsup peak RSS (VmHWM) with a 2 MB secret: {peak} KiB");
 }
+
+#[test]
+fn connection_url_password_is_masked_and_redacted_whatever_the_name() {
+    const PASSWORD: &str = "Sup3r-S3cret-Pw";
+    let url = format!("postgres://app:{PASSWORD}@db.internal:5432/orders");
+    let sb = Sandbox::new();
+    sb.write(".env", format!("DATABASE_URL={url}\n"));
+    sb.write(
+        "db.py",
+        r#"
+import os, urllib.parse
+url = os.environ["DATABASE_URL"]
+print("connecting to", url, flush=True)
+print("password", urllib.parse.urlsplit(url).password, flush=True)
+"#,
+    );
+    sb.config(&format!(
+        r#"
+[[source]]
+type = "dotenv"
+path = ".env"
+
+[[worker]]
+name = "db"
+command = ["{}", "db.py"]
+keys = ["DATABASE_URL"]
+restart = "never"
+"#,
+        python()
+    ));
+    for format in ["text", "json", "dotenv"] {
+        let out = sb.run(&["env", "db", "--format", format]);
+        out.assert_code(0).assert_no_leak(PASSWORD);
+        out.assert_contains("postgres://app:***@db.internal:5432/orders");
+    }
+    sb.run(&["env", "db", "--reveal"]).assert_contains(&url);
+    let out = sb.run(&["run", "--no-color"]);
+    out.assert_code(0).assert_no_leak(PASSWORD);
+    out.assert_contains(
+        "connecting to postgres://app:[redacted:DATABASE_URL]@db.internal:5432/orders",
+    );
+    out.assert_contains("password [redacted:DATABASE_URL]");
+}
+
+#[test]
+fn check_warns_when_inherit_hands_out_secret_looking_variables() {
+    let sb = Sandbox::new();
+    sb.config(
+        r#"
+[env]
+inherit = ["*"]
+
+[[worker]]
+name = "w"
+command = ["true"]
+"#,
+    );
+    let out = sb.run_env(
+        &["check"],
+        &[
+            ("VAULT_TOKEN", "hvs.inherited-token-value"),
+            ("BROKER_URL", "amqp://u:brokerpass1@mq/"),
+            ("HARMLESS", "x"),
+        ],
+    );
+    out.assert_code(0)
+        .assert_no_leak("hvs.inherited-token-value")
+        .assert_no_leak("brokerpass1")
+        .assert_contains("inherit")
+        .assert_contains("VAULT_TOKEN")
+        .assert_contains("BROKER_URL");
+    assert!(!out.all().contains("HARMLESS"), "{}", out.all());
+    // The default inherit list names no secret.
+    sb.config("[[worker]]\nname = \"w\"\ncommand = [\"true\"]\n");
+    let out = sb.run_env(&["check"], &[("VAULT_TOKEN", "hvs.inherited-token-value")]);
+    out.assert_code(0);
+    assert!(
+        !out.all().contains("inherit-secret") && !out.all().contains("VAULT_TOKEN"),
+        "{}",
+        out.all()
+    );
+}

@@ -35,9 +35,11 @@ use crate::secret::Sensitive;
 pub mod forms;
 mod matcher;
 pub mod terminal;
+mod url;
 
 pub use forms::{FULL_FORMS_MAX, MIN_SECRET_LEN, RUN_LEN};
 pub use matcher::{Redactor, StreamRedactor};
+pub use url::{mask_url_password, url_password, url_password_forms};
 
 /// The redactor shared by the supervisor, the output pumps and agentsup's own
 /// messages. Cloning is cheap.
