@@ -181,6 +181,10 @@ pub struct ExecArgs {
     /// Build an environment holding these keys (comma-separated; globs allowed).
     #[arg(long, value_delimiter = ',')]
     pub keys: Vec<String>,
+    /// Pass the command's stdout and stderr through untouched instead of
+    /// replacing the secrets it prints by `[redacted:NAME]`.
+    #[arg(long)]
+    pub no_masking: bool,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub cmd: Vec<String>,
@@ -404,7 +408,8 @@ fn cmd_exec(a: ExecArgs) -> Result<u8> {
     } else {
         std::env::current_dir().unwrap_or_else(|_| plan.config_dir.clone())
     };
-    let status = match crate::exec::run_exec(&a.cmd, built.pairs(), &cwd) {
+    let mask = (!a.no_masking).then(|| crate::redact::global().current());
+    let status = match crate::exec::run_exec(&a.cmd, built.pairs(), &cwd, mask) {
         Ok(status) => status,
         // As a shell and `env` do: 127 for "not found", 126 for "cannot run".
         Err(

@@ -382,3 +382,51 @@ command = ["true"]
         out.all()
     );
 }
+
+#[test]
+fn exec_masks_the_secrets_it_injected_unless_told_not_to() {
+    let sb = sandbox_with_secrets("unused", "");
+    let script = r#"
+import base64, os, sys
+k = os.environ["OPENAI_API_KEY"]
+print("out", k, flush=True)
+print("err", base64.b64encode(k.encode()).decode(), file=sys.stderr, flush=True)
+sys.stdout.write("partial " + k[:20])
+sys.exit(3)
+"#;
+    let py = python();
+    let out = sb.run(&["exec", "--worker", "unused", "--", &py, "-c", script]);
+    out.assert_code(3).assert_no_leak(&FAKE_OPENAI_KEY[..16]);
+    assert!(
+        out.stdout.contains("out [redacted:OPENAI_API_KEY]\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("partial [redacted:OPENAI_API_KEY]"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains("err [redacted:OPENAI_API_KEY]\n"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stdout.contains("err ") && !out.stderr.contains("out "),
+        "each to its own stream"
+    );
+
+    let out = sb.run(&[
+        "exec",
+        "--no-masking",
+        "--worker",
+        "unused",
+        "--",
+        &py,
+        "-c",
+        script,
+    ]);
+    out.assert_code(3)
+        .assert_contains(&format!("out {FAKE_OPENAI_KEY}"));
+}
