@@ -38,6 +38,9 @@ const WINDOW: usize = 8;
 /// of them, whatever the form's alignment in the text).
 const EXACT_WINDOWS: usize = WINDOW;
 
+/// Most occurrences of one window tried per probe (see [`Redactor::probe`]).
+const MAX_CANDIDATES: usize = 64;
+
 /// Multipliers for the filter and the bucket hash (odd 64-bit constants; the
 /// first is 2^64 / golden ratio).
 const K_FILTER: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -352,10 +355,17 @@ impl Redactor {
         let (lo, hi) = (idx.starts[b] as usize, idx.starts[b + 1] as usize);
         let arena = &self.arena[..];
         let mut best = None;
+        let mut tried = 0;
         for &pos in &idx.entries[lo..hi] {
             let pos = pos as usize;
             if window_key(arena, pos) != key {
                 continue;
+            }
+            // A value made of one repeated window ("AAAA…") puts every offset in
+            // one bucket; bound the work per probe. Real keys have 1 or 2 here.
+            tried += 1;
+            if tried > MAX_CANDIDATES {
+                break;
             }
             let form = self.form_at(pos);
             let off = pos - form.start;
