@@ -15,5 +15,6 @@ mod health_tests;
 mod k8s_tests;
 mod probe_tests;
 mod regression_tests;
+mod resilience_tests;
 mod run_tests;
 mod watch_tests;
