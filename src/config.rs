@@ -160,6 +160,8 @@ pub struct SourceEntry {
     pub json_pointer: Option<Spanned<String>>,
     /// Timeout of a command source.
     pub timeout: Option<Spanned<HumanDuration>>,
+    /// Largest file a dotenv or dir source reads (`"64KiB"`, `"1MiB"`).
+    pub max_size: Option<Spanned<String>>,
 }
 
 /// Providers with a known key shape (SPEC 4).

@@ -204,3 +204,48 @@ fn a_grandchild_reparented_during_the_stop_is_swept() {
         "agentsup",
     );
 }
+
+#[test]
+fn check_names_hostile_secret_files_without_hanging() {
+    let sb = Sandbox::new();
+    let secrets = sb.path().join("secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    nix::unistd::mkfifo(
+        &secrets.join("FIFO_KEY"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("/dev/zero", secrets.join("ZERO_KEY")).unwrap();
+    std::fs::write(secrets.join("BIG_KEY"), vec![b'x'; 20_000_000]).unwrap();
+    std::fs::write(secrets.join("OK_KEY"), "fine-value-0123\n").unwrap();
+    sb.config(
+        "[[source]]\ntype = \"dir\"\npath = \"secrets\"\n\n\
+         [[source]]\ntype = \"dir\"\npath = \"small\"\noptional = true\nmax_size = \"8\"\n\n\
+         [[worker]]\nname = \"w\"\ncommand = [\"sleep\", \"1\"]\nkeys = [\"FIFO_KEY\", \"OK_KEY\"]\n",
+    );
+    let started = Instant::now();
+    let out = sb.run(&["check"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "check took {:?}",
+        started.elapsed()
+    );
+    // FIFO_KEY is declared: an error; the others only warnings.
+    out.assert_code(78)
+        .assert_contains("FIFO (named pipe)")
+        .assert_contains("is a symlink to /dev/zero, outside the source's directory")
+        .assert_contains("is 20000000 bytes, over the 64 KiB limit");
+    let all = out.all();
+    for key in ["FIFO_KEY", "ZERO_KEY", "BIG_KEY"] {
+        assert!(
+            all.contains(&format!("secrets/{key}")),
+            "{key} not named:\n{all}"
+        );
+    }
+    // The limit is the source's `max_size`.
+    std::fs::create_dir(sb.path().join("small")).unwrap();
+    std::fs::write(sb.path().join("small/SMALL_KEY"), "0123456789abcdef").unwrap();
+    sb.run(&["check"])
+        .assert_contains("small/SMALL_KEY")
+        .assert_contains("is 16 bytes, over the 8 bytes limit");
+}

@@ -167,12 +167,14 @@ impl Builder<'_> {
                     },
                     optional: true,
                     implicit: true,
+                    max_size: crate::sources::safe_read::DEFAULT_DOTENV_MAX,
                 },
                 SourcePlan {
                     index: 1,
                     kind: SourceKindPlan::Env,
                     optional: false,
                     implicit: true,
+                    max_size: crate::sources::safe_read::DEFAULT_MAX,
                 },
             ];
         }
@@ -266,11 +268,36 @@ impl Builder<'_> {
                     SourceKindPlan::Env
                 }
             };
+            let default_max = if kind == SourceKind::Dotenv {
+                crate::sources::safe_read::DEFAULT_DOTENV_MAX
+            } else {
+                crate::sources::safe_read::DEFAULT_MAX
+            };
+            let max_size = match &e.max_size {
+                Some(m) if !matches!(kind, SourceKind::Dotenv | SourceKind::Dir) => {
+                    self.err_at(
+                        m.span(),
+                        format!(
+                            "`max_size` applies to dotenv and dir sources, not to type = \"{kind}\""
+                        ),
+                    );
+                    default_max
+                }
+                Some(m) => match crate::sources::safe_read::parse_size(m.get_ref()) {
+                    Ok(n) => n,
+                    Err(msg) => {
+                        self.err_at(m.span(), format!("`max_size`: {msg}"));
+                        default_max
+                    }
+                },
+                None => default_max,
+            };
             out.push(SourcePlan {
                 index,
                 kind: plan_kind,
                 optional: e.optional.unwrap_or(false),
                 implicit: false,
+                max_size,
             });
         }
         out
