@@ -77,6 +77,10 @@ fn open_checked(target: &Path, max: u64) -> Result<Vec<u8>, Open> {
             Some(libc::EMFILE) | Some(libc::ENFILE) => Open::Refused(format!(
                 "cannot open: {e}; agentsup is out of file descriptors (raise `ulimit -n`, or /proc/sys/fs/file-max)"
             )),
+            // open(2) of a Unix socket fails with ENXIO.
+            Some(libc::ENXIO) => Open::Refused(format!(
+                "cannot be opened ({e}): a socket or a device without a driver, not a regular file"
+            )),
             _ => Open::Refused(format!("cannot be read: {e}")),
         })?;
     let meta = file
@@ -204,7 +208,7 @@ mod tests {
         );
         let sock = std::os::unix::net::UnixListener::bind(d.join("SOCK")).unwrap();
         let e = read_regular(&d.join("SOCK"), Some(d), DEFAULT_MAX).unwrap_err();
-        assert!(e.contains("socket") || e.contains("cannot read"), "{e}");
+        assert!(e.contains("socket") || e.contains("cannot be read"), "{e}");
         drop(sock);
     }
 }
