@@ -140,8 +140,8 @@ struct Conn {
     peer: IpAddr,
     /// Accepted, or last request.
     last: Instant,
-    /// Dropping or sending closes the connection.
-    close: Option<oneshot::Sender<()>>,
+    /// Held only to be dropped: that ends the connection's task.
+    _close: oneshot::Sender<()>,
 }
 
 impl Conns {
@@ -173,7 +173,7 @@ impl Conns {
             Conn {
                 peer,
                 last: Instant::now(),
-                close: Some(tx),
+                _close: tx,
             },
         );
         (id, rx)
