@@ -291,7 +291,14 @@ impl Dispatcher {
                         at: Instant::now(),
                     },
                 );
-                if self.rolling_current == Some(slot) {
+                // A restart that met this replica while it was starting is being
+                // applied now: the rolling restart moves on once that one is up.
+                if self.rolling_current == Some(slot)
+                    && matches!(
+                        self.slots[slot].machine.state(),
+                        replica::State::Running { .. }
+                    )
+                {
                     self.rolling_current = None;
                     self.next_rolling();
                 }
