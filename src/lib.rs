@@ -36,6 +36,7 @@ pub mod exit;
 pub mod fork;
 pub mod guard;
 pub mod health;
+pub mod limits;
 pub mod output;
 pub mod plan;
 pub mod probe;

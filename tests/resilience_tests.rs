@@ -249,3 +249,50 @@ fn check_names_hostile_secret_files_without_hanging() {
         .assert_contains("small/SMALL_KEY")
         .assert_contains("is 16 bytes, over the 8 bytes limit");
 }
+
+#[test]
+fn out_of_file_descriptors_is_a_message_naming_the_limit_and_sigterm_stops_cleanly() {
+    let sb = Sandbox::new();
+    sb.config(
+        "[supervisor]\nshutdown_timeout = \"5s\"\n\n\
+         [[worker]]\nname = \"s\"\ncommand = [\"sleep\", \"300\"]\nreplicas = 40\n\
+         max_restarts = 0\nbackoff = { initial = \"200ms\", max = \"1s\" }\n",
+    );
+    let mut cmd = sb.cmd(&["run"]);
+    // SAFETY: setrlimit is async-signal-safe; it only lowers this child's limit.
+    unsafe {
+        cmd.pre_exec(|| {
+            let rl = libc::rlimit {
+                rlim_cur: 64,
+                rlim_max: 64,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut run = sb.spawn_cmd(cmd);
+    let line = run.wait_for("out of file descriptors", PATIENCE);
+    assert!(line.contains("`ulimit -n`) is 64"), "{line}");
+    let sleepers = || -> Vec<i32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|s| s.rsplit(')').next().map(str::to_owned))
+                    .and_then(|r| r.split_whitespace().nth(1)?.parse::<i32>().ok())
+                    == Some(run.pid())
+            })
+            .collect()
+    };
+    let started = sleepers();
+    assert!(!started.is_empty(), "some replicas should run");
+    run.signal(15);
+    assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
+    assert_all_die(&started, "a replica", "agentsup's stop");
+    assert!(!run.output().contains("panicked"), "{}", run.output());
+}

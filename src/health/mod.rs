@@ -80,7 +80,9 @@ pub fn serve(listener: TcpListener, status: watch::Receiver<Arc<Status>>) {
                     // pause instead of spinning (and logging) in a tight loop.
                     tracing::warn!(
                         "health endpoint: cannot accept a connection: {e}{}",
-                        crate::health::fd_hint(&e)
+                        crate::limits::hint(&e)
+                            .map(|h| format!(" ({h})"))
+                            .unwrap_or_default()
                     );
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
@@ -111,17 +113,6 @@ pub fn serve(listener: TcpListener, status: watch::Receiver<Arc<Status>>) {
             });
         }
     });
-}
-
-/// A hint for running out of descriptors, for accept errors.
-pub(crate) fn fd_hint(e: &std::io::Error) -> &'static str {
-    match e.raw_os_error() {
-        Some(libc::EMFILE) => {
-            " (agentsup is out of file descriptors: raise its limit, `ulimit -n` or LimitNOFILE=)"
-        }
-        Some(libc::ENFILE) => " (the system is out of file descriptors: /proc/sys/fs/file-max)",
-        _ => "",
-    }
 }
 
 /// The open connections, for the caps.

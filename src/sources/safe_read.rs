@@ -75,7 +75,8 @@ fn open_checked(target: &Path, max: u64) -> Result<Vec<u8>, Open> {
         .map_err(|e| match e.raw_os_error() {
             Some(libc::ENOENT) | Some(libc::ELOOP) => Open::Vanished(e.to_string()),
             Some(libc::EMFILE) | Some(libc::ENFILE) => Open::Refused(format!(
-                "cannot open: {e}; agentsup is out of file descriptors (raise `ulimit -n`, or /proc/sys/fs/file-max)"
+                "cannot open: {e}; {}",
+                crate::limits::hint(&e).unwrap_or_default()
             )),
             // open(2) of a Unix socket fails with ENXIO.
             Some(libc::ENXIO) => Open::Refused(format!(

@@ -111,12 +111,12 @@ pub fn start(
                 .fork(spec.env)
                 .await
                 .map(Started::forked)
-                .map_err(|e| e.to_string()),
+                .map_err(|e| with_hint(&e)),
             None => spawner
                 .spawn(spec)
                 .await
                 .map(Started::spawned)
-                .map_err(|e| e.to_string()),
+                .map_err(|e| with_hint(&e)),
         };
         let spawned = match started {
             Ok(s) => s,
@@ -272,6 +272,15 @@ impl Started {
             stderr: f.stderr,
             exit: Box::pin(async move { exit.await.ok().map(|s| s.termination) }),
         }
+    }
+}
+
+/// The error's text, plus the exhausted resource and its limit when that is why
+/// (out of file descriptors, processes, memory).
+fn with_hint(e: &(dyn std::error::Error + 'static)) -> String {
+    match crate::limits::hint_in(e) {
+        Some(h) => format!("{e}: {h}"),
+        None => e.to_string(),
     }
 }
 
