@@ -553,6 +553,7 @@ mod tests {
             capture: false,
             own_group: true,
             reset_signals: vec![],
+            creds: None,
         }
     }
 

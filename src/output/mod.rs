@@ -54,6 +54,7 @@ mod frame;
 mod json;
 mod pump;
 mod sink;
+pub mod stdout;
 #[cfg(test)]
 mod test_support;
 mod writer;

@@ -37,7 +37,7 @@ use crate::sources::{ProcessEnv, Snapshot};
 use crate::spawn::{DEFAULT_RESET_SIGNALS, SpawnSpec, Spawner, kill_group};
 use crate::status::{ControlRequest, ControlResponse, Counters, Status};
 
-pub use startup::{cmd_run, preflight_problems};
+pub use startup::{RunOptions, cmd_run};
 
 use run_task::{RunEvent, RunRequest};
 
@@ -224,6 +224,7 @@ impl Dispatcher {
                 capture: true,
                 own_group: true,
                 reset_signals: DEFAULT_RESET_SIGNALS.to_vec(),
+                creds: worker.creds.clone(),
             },
             worker: Arc::from(worker.name.as_str()),
             replica: s.replica,

@@ -100,7 +100,7 @@ pub fn start(
         let RunRequest {
             slot,
             run,
-            spec,
+            mut spec,
             worker,
             replica,
             tail,
@@ -108,7 +108,7 @@ pub fn start(
         } = req;
         let started = match fork {
             Some(template) => template
-                .fork(spec.env)
+                .fork(std::mem::take(&mut spec.env))
                 .await
                 .map(Started::forked)
                 .map_err(|e| with_hint(&e)),
