@@ -164,6 +164,8 @@ pub struct SourceEntry {
     pub json_pointer: Option<Spanned<String>>,
     /// Timeout of a command source.
     pub timeout: Option<Spanned<HumanDuration>>,
+    /// Largest file a dotenv or dir source reads (`"64KiB"`, `"1MiB"`).
+    pub max_size: Option<Spanned<String>>,
     /// Names (or globs) of agentsup's own variables a command source gets besides
     /// the `[env] inherit` set (`VAULT_ADDR`, `VAULT_TOKEN`).
     pub env: Option<Vec<Spanned<String>>>,

@@ -37,6 +37,7 @@ pub mod fork;
 pub mod guard;
 pub mod health;
 pub mod init;
+pub mod limits;
 pub mod output;
 pub mod plan;
 pub mod probe;

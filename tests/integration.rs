@@ -19,6 +19,7 @@ mod k8s_tests;
 mod probe_tests;
 mod redaction_tests;
 mod regression_tests;
+mod resilience_tests;
 mod run_tests;
 mod source_command_tests;
 mod validate_tests;
