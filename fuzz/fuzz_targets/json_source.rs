@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use agentsup::config::CommandFormat;
 use agentsup::plan::is_var_name;
+use agentsup::redact::SharedRedactor;
 use agentsup::secret::Sensitive;
 use agentsup::sources::command::{CommandSpec, load};
 use agentsup::sources::{Captured, CommandRunner, LoadContext, ProcessEnv, SourceProblem};
@@ -71,9 +72,12 @@ fn run(stdout: Vec<u8>, stderr: Vec<u8>, code: i32, pointer: Option<&str>, plant
         stdout: stdout.clone(),
         stderr,
     });
+    // A fresh one per input: `load` registers every value the command printed.
+    let shared = SharedRedactor::new(Vec::new());
     let ctx = LoadContext {
         process_env: &env,
         runner: &runner,
+        redactor: &shared,
     };
     let argv = vec!["vault".to_owned()];
     let spec = CommandSpec {
@@ -82,6 +86,7 @@ fn run(stdout: Vec<u8>, stderr: Vec<u8>, code: i32, pointer: Option<&str>, plant
         json_pointer: pointer,
         timeout: Duration::from_secs(1),
         cwd: Path::new("/"),
+        env: &[],
     };
     let shows = |p: &SourceProblem| {
         let text = format!("{} {} {:?}", p.location, p.message, p.key);

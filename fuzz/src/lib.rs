@@ -19,7 +19,8 @@ const MIDDLE: &[char] = &[
 
 /// A new planted value, number `n`. `newlines` allows `\n` and `\r` in the middle.
 pub fn planted(u: &mut Unstructured<'_>, n: usize, newlines: bool) -> Result<String> {
-    let len = u.int_in_range(0..=24)?;
+    // At least 9 bytes: values under the redactor's minimum (8) are not redacted.
+    let len = u.int_in_range(2..=24)?;
     let mut s = format!("Zq{n}_");
     for _ in 0..len {
         if newlines && u.ratio(1, 12)? {
