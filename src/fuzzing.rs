@@ -56,7 +56,6 @@ mod tests {
     /// quoted back by toml's `invalid type: string "…"`. A value typed into the
     /// wrong field (`probe = "<token>"`, `command = "<token>"`) must not be shown.
     #[test]
-    #[ignore = "fails until config errors stop quoting values (issue 13, config helper); run with --ignored"]
     fn config_type_error_does_not_quote_the_string() {
         for text in [
             "[supervisor]\nprobe = \"sk-fuzz-planted-1\"\n",
@@ -66,6 +65,18 @@ mod tests {
             let e = crate::config::parse(Path::new("s.toml"), text).unwrap_err();
             assert!(!e.to_string().contains("sk-fuzz-planted-1"), "{e}");
         }
+    }
+
+    /// fuzz target `config`: serde fills a table from an array by position, so
+    /// `backoff = ["<token>"]` makes the token `initial`, and the duration error
+    /// quotes it.
+    #[test]
+    #[ignore = "fails: config.rs quotes a duration reached through an array (fuzz/README.md, Findings); run with --ignored"]
+    fn config_table_given_as_array_does_not_quote_its_string() {
+        let text =
+            "[[worker]]\nname = \"w\"\ncommand = [\"x\"]\nbackoff = [\"sk-fuzz-planted-1\"]\n";
+        let e = crate::config::parse(Path::new("s.toml"), text).unwrap_err();
+        assert!(!e.to_string().contains("sk-fuzz-planted-1"), "{e}");
     }
 
     /// fuzz target `config`: a `vars` value, whatever surrounds it, is never shown.
