@@ -19,6 +19,8 @@
 //! to check for whom and merges findings that several workers share.
 
 mod helper;
+mod hit;
+mod input;
 mod names;
 mod placeholder;
 pub mod preflight;
@@ -33,8 +35,8 @@ use crate::env::{self, BuiltEnv, EnvVar};
 use crate::plan::{Plan, SourceKindPlan, WorkerPlan};
 use crate::sources::{ProcessEnv, Severity, Snapshot, SourceProblem, SourceSummary};
 
+use input::{Origin, ValueInput};
 use provider::{Family, Host};
-use rules::{Origin, ValueInput};
 
 /// One problem found by the checks: what, for which key and workers, where, and
 /// what to do. Never contains a value.

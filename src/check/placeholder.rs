@@ -6,8 +6,9 @@
 
 use crate::sources::Severity;
 
+use super::hit::{Hit, hit};
+use super::input::ValueInput;
 use super::provider::{Family, Host};
-use super::rules::{Hit, ValueInput, hit};
 
 /// Prefixes a placeholder may carry (`sk-xxxx`, `AIzaXXXX`).
 const KEY_PREFIXES: &[&str] = &[
