@@ -19,7 +19,7 @@ mod describe;
 
 pub use describe::nearest;
 
-use crate::exit::Located;
+use crate::diag::Located;
 
 /// The whole file.
 #[derive(Debug, Deserialize, Default)]

@@ -2,7 +2,7 @@
 //! rules ([`super::placeholder`]) and the provider rules ([`super::provider`]),
 //! which therefore need not import each other.
 
-use crate::sources::Severity;
+use crate::diag::Severity;
 
 /// One rule's verdict; the caller adds the key's workers and location.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 //! where a value such as `none`, `dummy` or `https://example.com/…` cannot be real.
 //! Like every rule, no part of the value reaches a message.
 
-use crate::sources::Severity;
+use crate::diag::Severity;
 
 use super::hit::{Hit, hit};
 use super::input::ValueInput;

@@ -7,7 +7,7 @@
 //! words and never quote a value.
 
 use crate::config::Provider;
-use crate::sources::Severity;
+use crate::diag::Severity;
 
 use super::hit::{Hit, hit};
 

@@ -8,7 +8,7 @@
 //! own text (a `pattern`) and at most a length. No rule ever copies any part of a
 //! value into its output, so findings can be printed anywhere.
 
-use crate::sources::Severity;
+use crate::diag::Severity;
 use crate::sources::dotenv::{Quote, RecordNote};
 
 pub(crate) use super::hit::{Hit, hit};
