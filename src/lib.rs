@@ -37,6 +37,7 @@ pub mod exit;
 pub mod fork;
 pub mod guard;
 pub mod health;
+pub mod init;
 pub mod output;
 pub mod plan;
 pub mod probe;

@@ -12,6 +12,7 @@ mod env_tests;
 mod exec_tests;
 mod fork_tests;
 mod health_tests;
+mod helper_pkg_tests;
 mod k8s_tests;
 mod probe_tests;
 mod regression_tests;
