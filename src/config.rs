@@ -164,6 +164,8 @@ pub struct SourceEntry {
     pub json_pointer: Option<Spanned<String>>,
     /// Timeout of a command source.
     pub timeout: Option<Spanned<HumanDuration>>,
+    /// Largest file a dotenv or dir source reads (`"64KiB"`, `"1MiB"`).
+    pub max_size: Option<Spanned<String>>,
     /// Names (or globs) of agentsup's own variables a command source gets besides
     /// the `[env] inherit` set (`VAULT_ADDR`, `VAULT_TOKEN`).
     pub env: Option<Vec<Spanned<String>>>,
@@ -303,6 +305,10 @@ pub struct WorkerEntry {
     pub args: Option<Vec<String>>,
     /// Fork mode: the interpreter (default `python3` on the worker's PATH).
     pub python: Option<String>,
+    /// The user the worker runs as: a name or a numeric uid (needs root).
+    pub user: Option<Spanned<crate::sys::creds::IdSpec>>,
+    /// The group the worker runs as: a name or a numeric gid (needs root).
+    pub group: Option<Spanned<crate::sys::creds::IdSpec>>,
 }
 
 /// A duration written the humantime way (`10s`, `1m 30s`, `250ms`).

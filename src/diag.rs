@@ -34,7 +34,7 @@ pub struct Finding {
     /// `whitespace`, `control-char`, `bom`, `quotes`, `placeholder`,
     /// `provider-shape`, `provider-mismatch`, `azure-endpoint`, `azure-api-version`,
     /// `pattern`, `worker-dotenv`, `source`, `duplicate`, `unquoted-hash`, `dollar`,
-    /// `escape`, `plain-word`, `command` (preflight), `probe-rejected`,
+    /// `escape`, `plain-word`, `inherit-secret`, `command` (preflight), `probe-rejected`,
     /// `probe-unreachable`, `probe-unexpected`, `helper-argv` (see docs/config.md).
     pub code: &'static str,
     /// The variable concerned, when there is one.

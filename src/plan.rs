@@ -126,6 +126,9 @@ pub struct SourcePlan {
     pub optional: bool,
     /// True when this source came from the default list (no `[[source]]` given).
     pub implicit: bool,
+    /// Largest file this source reads (`max_size`): a key file of a `dir` source,
+    /// or a dotenv file.
+    pub max_size: u64,
 }
 
 /// The per-kind settings of a source.
@@ -288,6 +291,9 @@ pub struct WorkerPlan {
     pub max_restarts: u32,
     /// Auth settings.
     pub auth: AuthPlan,
+    /// The user and group the worker runs as (`user` / `group`), resolved; None
+    /// runs it as agentsup's own.
+    pub creds: Option<crate::sys::creds::Creds>,
 }
 
 impl WorkerPlan {

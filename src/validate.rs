@@ -129,10 +129,17 @@ pub fn register_secrets(
         {
             pairs.push((name.clone(), e.value.clone()));
         }
+        // A connection URL's password is secret whatever the variable is called.
+        for password in crate::redact::url_password_forms(e.value.expose()) {
+            pairs.push((name.clone(), crate::secret::Sensitive::new(password)));
+        }
     }
     for (name, v) in &process_env.vars {
         if crate::secret::name_looks_secret(name) {
             pairs.push((name.clone(), v.clone()));
+        }
+        for password in crate::redact::url_password_forms(v.expose()) {
+            pairs.push((name.clone(), crate::secret::Sensitive::new(password)));
         }
     }
     let selected = if workers.is_empty() {
@@ -160,7 +167,7 @@ impl CommandRunner for SpawnRunner {
         cwd: &Path,
         timeout: Duration,
     ) -> Result<Captured, String> {
-        let out = crate::spawn::run_capture(argv, env, cwd, timeout, self.0.as_ref())
+        let mut out = crate::spawn::run_capture(argv, env, cwd, timeout, self.0.as_ref())
             .map_err(|e| e.to_string())?;
         let (code, signal) = match out.status {
             Termination::Exited(c) => (Some(c), None),
@@ -169,8 +176,9 @@ impl CommandRunner for SpawnRunner {
         Ok(Captured {
             code,
             signal,
-            stdout: out.stdout,
-            stderr: out.stderr,
+            // Taken, not moved: the capture wipes whatever it still holds on drop.
+            stdout: std::mem::take(&mut out.stdout),
+            stderr: std::mem::take(&mut out.stderr),
         })
     }
 }

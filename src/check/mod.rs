@@ -22,6 +22,7 @@ mod helper;
 mod hit;
 mod input;
 mod names;
+pub(crate) use names::secret_looking_name;
 mod placeholder;
 pub mod preflight;
 mod provider;
@@ -125,6 +126,7 @@ pub fn run(
         out.push(source_finding(p, &selected));
     }
     out.extend(helper::findings(plan));
+    out.extend(names::inherited_secrets(plan, process_env));
     for w in &selected {
         let built = env::build(plan, w, 0, snapshot, process_env);
         // Values matched only by a glob are optional and not value-checked, except

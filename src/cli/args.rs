@@ -35,6 +35,40 @@ pub enum Command {
     Restart(RestartArgs),
     /// Re-read and re-check every source, as SIGHUP does; restart what changed.
     Reload(ReloadArgs),
+    /// Write a commented supervisor.toml for this directory from what it holds (.env,
+    /// /run/secrets, Procfile, supervisord or PM2 files, or `-- COMMAND`), then check it.
+    Init(InitArgs),
+}
+
+/// `agentsup init`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Reads .env (key names only, never values), /run/secrets, a Procfile, supervisord [program:x] files \
+and PM2 ecosystem files in the config's directory.\n\
+Examples:\n  agentsup init\n  agentsup init -- celery -A proj worker --concurrency=4\n\n\
+Exit status: 0 written and checked; 1 nothing to run or the file exists; 78 written, but the check found errors."
+)]
+pub struct InitArgs {
+    /// Where to write the config (its directory is the one searched).
+    #[arg(
+        short = 'c',
+        long = "config",
+        value_name = "FILE",
+        default_value = "supervisor.toml"
+    )]
+    pub path: PathBuf,
+    /// Replace an existing config.
+    #[arg(long)]
+    pub force: bool,
+    /// The secret directory to look at.
+    #[arg(long, value_name = "DIR", default_value = "/run/secrets")]
+    pub secrets_dir: PathBuf,
+    /// Do not color the check report.
+    #[arg(long)]
+    pub no_color: bool,
+    /// A worker command to supervise (after `--`).
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 /// `agentsup status`.
@@ -176,6 +210,10 @@ pub struct ExecArgs {
     /// Build an environment holding these keys (comma-separated; globs allowed).
     #[arg(long, value_delimiter = ',')]
     pub keys: Vec<String>,
+    /// Pass the command's stdout and stderr through untouched instead of
+    /// replacing the secrets it prints by `[redacted:NAME]`.
+    #[arg(long)]
+    pub no_masking: bool,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub cmd: Vec<String>,

@@ -24,7 +24,46 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Status(a) => crate::control::cmd_status(a.config.path(), a.format.into()),
         Command::Restart(a) => crate::control::cmd_restart(a.config.path(), &a.target),
         Command::Reload(a) => crate::control::cmd_reload(a.config.path()),
+        Command::Init(a) => cmd_init(a),
     }
+}
+
+fn cmd_init(a: InitArgs) -> Result<u8> {
+    let dir = match a.path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let request = crate::init::InitRequest {
+        dir: dir.clone(),
+        secrets_dir: a.secrets_dir,
+        command: a.command,
+    };
+    let report = |e: crate::init::InitError| {
+        eprintln!("agentsup: error: {e}");
+        Ok(code::FAILURE)
+    };
+    let draft = match crate::init::discover(&request) {
+        Ok(d) => d,
+        Err(e) => return report(e),
+    };
+    if let Err(e) = crate::init::write_config(&a.path, &draft.render(), a.force) {
+        return report(e);
+    }
+    let names: Vec<&str> = draft.workers.iter().map(|w| w.name.as_str()).collect();
+    eprintln!(
+        "agentsup init: wrote {} ({} worker(s): {}); checking it now",
+        a.path.display(),
+        names.len(),
+        names.join(", ")
+    );
+    cmd_check(CheckArgs {
+        config: ConfigArg {
+            config: Some(a.path),
+        },
+        format: ReportFormatArg::Text,
+        probe: false,
+        no_color: a.no_color,
+    })
 }
 
 fn cmd_check(a: CheckArgs) -> Result<u8> {
@@ -141,7 +180,8 @@ fn cmd_exec(a: ExecArgs) -> Result<u8> {
     } else {
         std::env::current_dir().unwrap_or_else(|_| plan.config_dir.clone())
     };
-    let status = match crate::exec::run_exec(&a.cmd, built.pairs(), &cwd) {
+    let mask = (!a.no_masking).then(|| crate::redact::global().current());
+    let status = match crate::exec::run_exec(&a.cmd, built.pairs(), &cwd, mask) {
         Ok(status) => status,
         // As a shell and `env` do: 127 for "not found", 126 for "cannot run".
         Err(

@@ -104,6 +104,22 @@ pub enum InitError {
         /// What went wrong and what to do.
         reason: String,
     },
+    /// The config file exists and `--force` was not given.
+    #[error(
+        "{path} already exists; agentsup init never overwrites a config\n  hint: move it aside, or pass --force to replace it"
+    )]
+    Exists {
+        /// The file.
+        path: String,
+    },
+    /// The config could not be written.
+    #[error("cannot write {path}: {reason}")]
+    Write {
+        /// The file.
+        path: String,
+        /// The OS error.
+        reason: String,
+    },
     /// Nothing to build a worker from.
     #[error(
         "found nothing to run in {dir}: no Procfile, supervisord [program:x] file or PM2 ecosystem file\n  \
@@ -113,6 +129,36 @@ pub enum InitError {
         /// The directory searched.
         dir: String,
     },
+}
+
+/// Writes the drafted config: created exclusively (never over an existing file)
+/// unless `force`.
+pub fn write_config(path: &Path, text: &str, force: bool) -> Result<(), InitError> {
+    use std::io::Write as _;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true);
+    if force {
+        opts.create(true).truncate(true);
+    } else {
+        opts.create_new(true);
+    }
+    let mut file = opts.open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            InitError::Exists {
+                path: path.display().to_string(),
+            }
+        } else {
+            InitError::Write {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            }
+        }
+    })?;
+    file.write_all(text.as_bytes())
+        .map_err(|e| InitError::Write {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
 }
 
 /// Reads what `dir` holds and drafts the workers and sources.

@@ -176,12 +176,14 @@ impl Builder<'_> {
                     },
                     optional: true,
                     implicit: true,
+                    max_size: crate::sources::safe_read::DEFAULT_DOTENV_MAX,
                 },
                 SourcePlan {
                     index: 1,
                     kind: SourceKindPlan::Env,
                     optional: false,
                     implicit: true,
+                    max_size: crate::sources::safe_read::DEFAULT_MAX,
                 },
             ];
         }
@@ -281,11 +283,36 @@ impl Builder<'_> {
                     SourceKindPlan::Env
                 }
             };
+            let default_max = if kind == SourceKind::Dotenv {
+                crate::sources::safe_read::DEFAULT_DOTENV_MAX
+            } else {
+                crate::sources::safe_read::DEFAULT_MAX
+            };
+            let max_size = match &e.max_size {
+                Some(m) if !matches!(kind, SourceKind::Dotenv | SourceKind::Dir) => {
+                    self.err_at(
+                        m.span(),
+                        format!(
+                            "`max_size` applies to dotenv and dir sources, not to type = \"{kind}\""
+                        ),
+                    );
+                    default_max
+                }
+                Some(m) => match crate::sources::safe_read::parse_size(m.get_ref()) {
+                    Ok(n) => n,
+                    Err(msg) => {
+                        self.err_at(m.span(), format!("`max_size`: {msg}"));
+                        default_max
+                    }
+                },
+                None => default_max,
+            };
             out.push(SourcePlan {
                 index,
                 kind: plan_kind,
                 optional: e.optional.unwrap_or(false),
                 implicit: false,
+                max_size,
             });
         }
         out
@@ -336,9 +363,18 @@ impl Builder<'_> {
     fn workers(&mut self, entries: &[Spanned<config::WorkerEntry>]) -> Vec<WorkerPlan> {
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
         let mut out = Vec::new();
+        // Lines counted on from the previous worker, not from the top of the file
+        // each time: that was quadratic (10,000 workers took seconds).
+        let (mut at, mut line) = (0, 1);
         for entry in entries {
             let w = entry.get_ref();
-            let (line, _) = config::line_col(self.text, entry.span().start);
+            let start = entry.span().start.min(self.text.len());
+            if start >= at {
+                line += self.text[at..start].matches('\n').count();
+            } else {
+                line = config::line_col(self.text, start).0;
+            }
+            at = start;
             let name = w.name.get_ref().clone();
             if name.is_empty()
                 || !name
@@ -547,6 +583,7 @@ impl Builder<'_> {
                 }
                 None
             };
+            let creds = self.creds(&name, w, start);
             out.push(WorkerPlan {
                 name,
                 line,
@@ -568,8 +605,41 @@ impl Builder<'_> {
                 backoff,
                 max_restarts: w.max_restarts.unwrap_or(10),
                 auth,
+                creds,
             });
         }
         out
+    }
+
+    /// Resolves a worker's `user` / `group` (issue 12): an unknown name, or a
+    /// switch agentsup is not privileged to make, is an error at the entry's line.
+    fn creds(
+        &mut self,
+        name: &str,
+        w: &config::WorkerEntry,
+        start: StartMode,
+    ) -> Option<crate::sys::creds::Creds> {
+        let span = match (&w.user, &w.group) {
+            (None, None) => return None,
+            (Some(u), _) => u.span(),
+            (None, Some(g)) => g.span(),
+        };
+        if start == StartMode::Fork {
+            self.err_at(
+                span,
+                format!("worker {name:?}: `user` and `group` are not supported with start = \"fork\" (the replicas are forked from one template process); use start = \"spawn\" with `command`"),
+            );
+            return None;
+        }
+        match crate::sys::creds::resolve(
+            w.user.as_ref().map(|u| u.get_ref()),
+            w.group.as_ref().map(|g| g.get_ref()),
+        ) {
+            Ok(creds) => creds,
+            Err(e) => {
+                self.err_at(span, format!("worker {name:?}: {e}"));
+                None
+            }
+        }
     }
 }

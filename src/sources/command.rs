@@ -41,6 +41,14 @@ pub struct Captured {
     pub stderr: Vec<u8>,
 }
 
+impl Drop for Captured {
+    /// The output is the secrets: wiped, not just freed (issue 12).
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.stdout);
+        zeroize::Zeroize::zeroize(&mut self.stderr);
+    }
+}
+
 impl std::fmt::Debug for Captured {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Captured")

@@ -58,7 +58,11 @@ pub fn cmd_run(a: RunOptions) -> Result<u8> {
         .thread_name("agentsup")
         .build()
         .map_err(|e| Error::Runtime(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(run(Arc::new(plan), workers, format, color, guard_warning))
+    let result = runtime.block_on(run(Arc::new(plan), workers, format, color, guard_warning));
+    // Blocking tasks still running (a source re-read waiting on a hung command)
+    // must not hold up the exit: its deadline has passed by now.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    result
 }
 
 async fn run(
@@ -222,7 +226,8 @@ async fn run(
             }
         }
     }
-    let code = super::supervise(super::RunContext {
+    let shutdown_timeout = plan.supervisor.shutdown_timeout;
+    let (code, mut signals) = super::supervise(super::RunContext {
         plan,
         workers,
         templates,
@@ -239,7 +244,18 @@ async fn run(
     })
     .await?;
     crate::guard::finish();
-    sink.shutdown().await;
+    // Every worker is gone; what is left is writing their output. A slow reader is
+    // waited for (nothing is lost), unless a stop signal comes: then stdout gets
+    // shutdown_timeout like everything else.
+    tokio::select! {
+        () = sink.shutdown() => {}
+        () = async {
+            while !matches!(signals.next().await, crate::signals::SignalEvent::Shutdown(_)) {}
+        } => {
+            sink.abandon_at(std::time::Instant::now() + shutdown_timeout);
+            sink.shutdown().await;
+        }
+    }
     if code == code::FAILURE {
         return Err(Error::Runtime(
             "a worker failed for good (see above)".into(),
@@ -263,24 +279,6 @@ fn limit_malloc_arenas() {
         // SAFETY: mallopt only sets a tunable; called first thing in `run`, before
         // the runtime starts its threads.
         unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
-    }
-}
-
-/// Kills every process still parented to us (orphans of workers, reparented to us
-/// as subreaper or PID 1), so no process agentsup started survives it (SPEC 5).
-pub fn kill_leftover_children() {
-    let me = std::process::id();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for e in entries.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let ppid = crate::procfs::stat_field(&pid.to_string(), 4);
-        if ppid == Some(u64::from(me)) && !crate::guard::is_guard(pid) {
-            let _ = crate::spawn::kill_pid(pid, libc::SIGKILL);
-        }
     }
 }
 
