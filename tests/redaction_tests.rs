@@ -255,6 +255,7 @@ on_give_up = "keep"
 [[source]]
 type = "dir"
 path = "secrets"
+max_size = "4MiB"   # above the 64 KiB a secret file may hold by default
 
 [[worker]]
 name = "big"
