@@ -255,6 +255,7 @@ on_give_up = "keep"
 [[source]]
 type = "dir"
 path = "secrets"
+max_size = "4MiB"   # the default cap (64 KiB) would refuse the file before redaction is tried
 
 [[worker]]
 name = "big"
