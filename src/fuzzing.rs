@@ -91,4 +91,28 @@ mod tests {
             assert!(!e.to_string().contains("sk-fuzz-planted-2"), "{e}");
         }
     }
+    /// fuzz target `redact` (after the run-of-16-bytes forms were merged): one
+    /// secret repeated four times, cut once at byte 51. Feeding the two pieces to a
+    /// `StreamRedactor` must give exactly what one whole `redact_into` gives.
+    #[test]
+    #[ignore = "fails: StreamRedactor output differs from the whole write (fuzz/README.md, Findings); run with --ignored"]
+    fn stream_redaction_equals_whole_write() {
+        use crate::redact::{Redactor, StreamRedactor};
+        use crate::secret::Sensitive;
+        let secret = "66666666666666666,666666666666t sk-";
+        let r = Redactor::new([("K0".to_string(), Sensitive::new(secret))]);
+        let input = secret.repeat(4);
+        let mut whole = Vec::new();
+        r.redact_into(input.as_bytes(), &mut whole);
+        let mut streamed = Vec::new();
+        let mut s = StreamRedactor::new();
+        s.feed(&r, &input.as_bytes()[..51], &mut streamed);
+        s.feed(&r, &input.as_bytes()[51..], &mut streamed);
+        s.finish(&r, &mut streamed);
+        assert_eq!(
+            String::from_utf8_lossy(&streamed),
+            String::from_utf8_lossy(&whole)
+        );
+        assert!(!String::from_utf8_lossy(&streamed).contains(secret));
+    }
 }

@@ -43,7 +43,7 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
     let mut streamed = Vec::new();
     let mut s = StreamRedactor::new();
     let mut at = 0;
-    for c in cuts {
+    for &c in &cuts {
         if at >= input.len() {
             break;
         }
@@ -57,9 +57,12 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
     }
     s.feed(&r, &input[at..], &mut streamed);
     s.finish(&r, &mut streamed);
+    // The case is shown only when the property fails: the fuzzer's own report.
     assert!(
         streamed == whole,
-        "chunked output differs from the whole write"
+        "chunked output differs from the whole write: secrets {secrets:?}, input {:?}, cut at {:?}",
+        String::from_utf8_lossy(&input),
+        cut_points(&cuts, input.len())
     );
 
     let mut scratch = Vec::new();
@@ -99,4 +102,18 @@ fn find_outside(hay: &[u8], needle: &[u8], markers: &[String]) -> Option<usize> 
     (0..hay.len().saturating_sub(needle.len() - 1)).find(|&i| {
         &hay[i..i + needle.len()] == needle && !covered[i..i + needle.len()].iter().any(|&c| c)
     })
+}
+
+/// Where `cuts` split an input of `len` bytes (for the failure message).
+fn cut_points(cuts: &[u8], len: usize) -> Vec<usize> {
+    let mut at = 0;
+    let mut out = Vec::new();
+    for &c in cuts {
+        if at >= len {
+            break;
+        }
+        at = (at + usize::from(c)).min(len);
+        out.push(at);
+    }
+    out
 }
