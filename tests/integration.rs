@@ -22,5 +22,6 @@ mod regression_tests;
 mod resilience_tests;
 mod run_tests;
 mod source_command_tests;
+mod stop_target_tests;
 mod validate_tests;
 mod watch_tests;

@@ -169,7 +169,15 @@ impl Dispatcher {
                 self.slots[slot].stop_requested = true;
                 // The machine names the group it saw running; the slot's pid is the
                 // same run (older runs' events are dropped before they get here).
-                let _ = kill_group(group as u32, signo);
+                // `stop_target = "leader"` sends the polite signal to the leader
+                // alone (its children are its business); SIGKILL takes the group.
+                let leader_only = matches!(sig, StopSignal::Stop)
+                    && self.worker_of(slot).stop_target == crate::config::StopTarget::Leader;
+                let _ = if leader_only {
+                    crate::spawn::kill_pid(group as u32, signo)
+                } else {
+                    kill_group(group as u32, signo)
+                };
             }
             Action::ArmTimer { at } => self.arm_timer(slot, at),
             Action::RereadSources => {
