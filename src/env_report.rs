@@ -3,13 +3,25 @@
 
 use std::fmt::Write as _;
 
-use crate::cli::EnvFormat;
 use crate::env::BuiltEnv;
 use crate::plan::Plan;
+use crate::redact::mask_url_password;
 use crate::secret::mask;
 
+/// How `agentsup env` prints an environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// An aligned table.
+    #[default]
+    Text,
+    /// `{"NAME": {"value", "source", "secret"}}`.
+    Json,
+    /// `NAME=value` lines.
+    Dotenv,
+}
+
 /// Renders a built environment.
-pub fn render(env: &BuiltEnv, format: EnvFormat, reveal: bool, plan: &Plan) -> String {
+pub fn render(env: &BuiltEnv, format: Format, reveal: bool, plan: &Plan) -> String {
     let shown = |secret: bool, value: &str| -> String {
         if secret && !reveal {
             mask(value)
@@ -17,14 +29,23 @@ pub fn render(env: &BuiltEnv, format: EnvFormat, reveal: bool, plan: &Plan) -> S
             value.to_string()
         }
     };
+    // A connection URL's password is masked whatever the variable's name; the
+    // scheme, user and host stay visible (issue 12).
+    let url_masked = |secret: bool, value: &str| -> Option<String> {
+        (!secret && !reveal)
+            .then(|| mask_url_password(value))
+            .flatten()
+    };
     match format {
-        EnvFormat::Json => {
+        Format::Json => {
             let mut map = serde_json::Map::new();
             for (k, v) in &env.vars {
+                let value = url_masked(v.secret, v.value.expose())
+                    .unwrap_or_else(|| shown(v.secret, v.value.expose()));
                 map.insert(
                     k.clone(),
                     serde_json::json!({
-                        "value": shown(v.secret, v.value.expose()),
+                        "value": value,
                         "source": v.provenance.to_string(),
                         "secret": v.secret,
                     }),
@@ -35,7 +56,7 @@ pub fn render(env: &BuiltEnv, format: EnvFormat, reveal: bool, plan: &Plan) -> S
             s.push('\n');
             s
         }
-        EnvFormat::Dotenv => {
+        Format::Dotenv => {
             let mut s = String::new();
             for (k, v) in &env.vars {
                 let _ = writeln!(s, "# {}", v.provenance);
@@ -45,13 +66,18 @@ pub fn render(env: &BuiltEnv, format: EnvFormat, reveal: bool, plan: &Plan) -> S
                         "# {k}=<secret, {}; add --reveal to print it>",
                         mask(v.value.expose())
                     );
+                } else if let Some(masked) = url_masked(v.secret, v.value.expose()) {
+                    let _ = writeln!(
+                        s,
+                        "# {k}={masked} (the password is masked; add --reveal to print it)"
+                    );
                 } else {
                     let _ = writeln!(s, "{k}={}", dotenv_quote(v.value.expose()));
                 }
             }
             s
         }
-        EnvFormat::Text => {
+        Format::Text => {
             let name_w = env.vars.keys().map(|k| k.len()).max().unwrap_or(4).max(4);
             let rows: Vec<(String, String, String)> = env
                 .vars
@@ -60,6 +86,8 @@ pub fn render(env: &BuiltEnv, format: EnvFormat, reveal: bool, plan: &Plan) -> S
                     let value = shown(v.secret, v.value.expose());
                     let value = if v.secret && !reveal {
                         value
+                    } else if let Some(masked) = url_masked(v.secret, v.value.expose()) {
+                        format!("{masked:?}")
                     } else {
                         format!("{value:?}")
                     };
@@ -85,7 +113,12 @@ pub fn render(env: &BuiltEnv, format: EnvFormat, reveal: bool, plan: &Plan) -> S
                     plan.config_path.display()
                 );
             }
-            if !reveal && env.vars.values().any(|v| v.secret) {
+            if !reveal
+                && env
+                    .vars
+                    .values()
+                    .any(|v| v.secret || mask_url_password(v.value.expose()).is_some())
+            {
                 let _ = writeln!(s, "note: secret values are masked; --reveal prints them");
             }
             s

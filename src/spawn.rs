@@ -220,6 +220,11 @@ pub(crate) struct ChildSetup {
     pub(crate) pdeathsig: bool,
     /// Make the child's group the terminal's foreground group (`exec` on a TTY).
     pub(crate) take_terminal: bool,
+    /// With `capture`, stdout is one end of a socketpair instead of a pipe: a
+    /// process of the same uid can open another process's pipe through
+    /// `/proc/<pid>/fd/1` and read what it writes (a credential helper's secrets)
+    /// before we do, but the kernel refuses to open a socket that way (ENXIO).
+    pub(crate) stdout_socket: bool,
 }
 
 /// Finds the file to execute for `program`, the way a shell would but on the
@@ -335,8 +340,13 @@ fn start<T>(
         None
     };
     let (out, err) = if spec.capture {
+        let out = if setup.stdout_socket {
+            socketpair_cloexec()
+        } else {
+            pipe_cloexec()
+        };
         (
-            Some(pipe_cloexec().map_err(io_err)?),
+            Some(out.map_err(io_err)?),
             Some(pipe_cloexec().map_err(io_err)?),
         )
     } else {
@@ -519,6 +529,7 @@ fn spawner_thread(requests: &mpsc::Receiver<Request>) {
     let setup = ChildSetup {
         pdeathsig: true,
         take_terminal: false,
+        stdout_socket: false,
     };
     for req in requests {
         let result =
@@ -723,6 +734,7 @@ pub fn run_capture(
     let setup = ChildSetup {
         pdeathsig: true,
         take_terminal: false,
+        stdout_socket: true,
     };
     let reaper = reaper.cloned().or_else(Reaper::current);
     let (child, mut exit) = match &reaper {
@@ -900,6 +912,14 @@ fn cstring(s: impl AsRef<std::ffi::OsStr>) -> io::Result<std::ffi::CString> {
 
 fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
+}
+
+/// Like [`pipe_cloexec`] (read end first), but a connected socket pair whose read
+/// end is shut for writing, so data flows one way only, as through a pipe.
+fn socketpair_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+    ours.shutdown(std::net::Shutdown::Write)?;
+    Ok((OwnedFd::from(ours), OwnedFd::from(theirs)))
 }
 
 #[cfg(test)]
