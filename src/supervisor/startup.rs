@@ -180,7 +180,11 @@ async fn run(
             })
         ),
     };
-    write_stdout(&crate::redact::redact_message(&rendered))?;
+    // A full disk (ENOSPC) or EIO on stdout must not stop the workers from
+    // starting: the sink copes with a failing stdout from here on.
+    if let Err(e) = write_stdout(&crate::redact::redact_message(&rendered)) {
+        eprintln!("agentsup: {e}; starting anyway (output is retried as it comes)");
+    }
     if report.has_errors() {
         return Err(Error::Validation(
             "the checks above failed; nothing was started (fix them, then run again; `agentsup check` repeats the report)".into(),
