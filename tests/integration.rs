@@ -17,6 +17,7 @@ mod helper_pkg_tests;
 mod init_tests;
 mod k8s_tests;
 mod probe_tests;
+mod redaction_tests;
 mod regression_tests;
 mod resilience_tests;
 mod run_tests;

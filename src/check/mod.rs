@@ -20,6 +20,7 @@
 
 mod helper;
 mod names;
+pub(crate) use names::secret_looking_name;
 mod placeholder;
 pub mod preflight;
 mod provider;
@@ -46,7 +47,7 @@ pub struct Finding {
     /// `whitespace`, `control-char`, `bom`, `quotes`, `placeholder`,
     /// `provider-shape`, `provider-mismatch`, `azure-endpoint`, `azure-api-version`,
     /// `pattern`, `worker-dotenv`, `source`, `duplicate`, `unquoted-hash`, `dollar`,
-    /// `escape`, `plain-word`, `command` (preflight), `probe-rejected`,
+    /// `escape`, `plain-word`, `inherit-secret`, `command` (preflight), `probe-rejected`,
     /// `probe-unreachable`, `probe-unexpected`, `helper-argv` (see docs/config.md).
     pub code: &'static str,
     /// The variable concerned, when there is one.
@@ -159,6 +160,7 @@ pub fn run(
         out.push(source_finding(p, &selected));
     }
     out.extend(helper::findings(plan));
+    out.extend(names::inherited_secrets(plan, process_env));
     for w in &selected {
         let built = env::build(plan, w, 0, snapshot, process_env);
         // Values matched only by a glob are optional and not value-checked, except

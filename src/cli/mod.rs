@@ -180,7 +180,8 @@ fn cmd_exec(a: ExecArgs) -> Result<u8> {
     } else {
         std::env::current_dir().unwrap_or_else(|_| plan.config_dir.clone())
     };
-    let status = match crate::exec::run_exec(&a.cmd, built.pairs(), &cwd) {
+    let mask = (!a.no_masking).then(|| crate::redact::global().current());
+    let status = match crate::exec::run_exec(&a.cmd, built.pairs(), &cwd, mask) {
         Ok(status) => status,
         // As a shell and `env` do: 127 for "not found", 126 for "cannot run".
         Err(

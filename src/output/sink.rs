@@ -372,10 +372,11 @@ impl OutputSink {
         let redactor = self.inner.redactor.current();
         let prefix = fmt.prefix(meta);
         let mut buf = self.inner.queue.take_buffer();
-        let mut scratch = Vec::new();
+        let (mut scratch, mut rendered) = (Vec::new(), Vec::new());
         let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
         for line in body.split(|&b| b == b'\n') {
-            let text = redactor.redact_slice(line, &mut scratch);
+            let shown = crate::redact::terminal::render_slice(line, &mut rendered);
+            let text = redactor.redact_slice(shown, &mut scratch);
             fmt.write_line(&mut buf, &prefix, meta, text, false);
         }
         self.send(buf).await
