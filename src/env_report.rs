@@ -3,14 +3,25 @@
 
 use std::fmt::Write as _;
 
-use crate::cli::EnvFormat;
 use crate::env::BuiltEnv;
 use crate::plan::Plan;
 use crate::redact::mask_url_password;
 use crate::secret::mask;
 
+/// How `agentsup env` prints an environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// An aligned table.
+    #[default]
+    Text,
+    /// `{"NAME": {"value", "source", "secret"}}`.
+    Json,
+    /// `NAME=value` lines.
+    Dotenv,
+}
+
 /// Renders a built environment.
-pub fn render(env: &BuiltEnv, format: EnvFormat, reveal: bool, plan: &Plan) -> String {
+pub fn render(env: &BuiltEnv, format: Format, reveal: bool, plan: &Plan) -> String {
     let shown = |secret: bool, value: &str| -> String {
         if secret && !reveal {
             mask(value)
@@ -26,7 +37,7 @@ pub fn render(env: &BuiltEnv, format: EnvFormat, reveal: bool, plan: &Plan) -> S
             .flatten()
     };
     match format {
-        EnvFormat::Json => {
+        Format::Json => {
             let mut map = serde_json::Map::new();
             for (k, v) in &env.vars {
                 let value = url_masked(v.secret, v.value.expose())
@@ -45,7 +56,7 @@ pub fn render(env: &BuiltEnv, format: EnvFormat, reveal: bool, plan: &Plan) -> S
             s.push('\n');
             s
         }
-        EnvFormat::Dotenv => {
+        Format::Dotenv => {
             let mut s = String::new();
             for (k, v) in &env.vars {
                 let _ = writeln!(s, "# {}", v.provenance);
@@ -66,7 +77,7 @@ pub fn render(env: &BuiltEnv, format: EnvFormat, reveal: bool, plan: &Plan) -> S
             }
             s
         }
-        EnvFormat::Text => {
+        Format::Text => {
             let name_w = env.vars.keys().map(|k| k.len()).max().unwrap_or(4).max(4);
             let rows: Vec<(String, String, String)> = env
                 .vars

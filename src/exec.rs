@@ -130,6 +130,7 @@ pub fn run_exec(
         stdin_null: false,
         capture: mask.is_some(),
         own_group: true,
+        creds: None,
         reset_signals: vec![libc::SIGTTIN, libc::SIGTTOU],
     };
     // PDEATHSIG is sound here: the forking thread is this one, which stays in this
@@ -137,20 +138,25 @@ pub fn run_exec(
     let setup = ChildSetup {
         pdeathsig: true,
         take_terminal,
+        stdout_socket: false,
     };
     let mut child = spawn::spawn_direct(&spec, setup)?;
-    let pid = child.id();
+    let pid = child.pid;
     let (drained_tx, drained) = mpsc::channel();
     let mut copiers = 0;
     if let Some(redactor) = &mask {
-        let out = child
-            .stdout
-            .take()
-            .map(|p| (Box::new(p) as Box<dyn Read + Send>, true));
-        let err = child
-            .stderr
-            .take()
-            .map(|p| (Box::new(p) as Box<dyn Read + Send>, false));
+        let out = child.stdout.take().map(|fd| {
+            (
+                Box::new(std::fs::File::from(fd)) as Box<dyn Read + Send>,
+                true,
+            )
+        });
+        let err = child.stderr.take().map(|fd| {
+            (
+                Box::new(std::fs::File::from(fd)) as Box<dyn Read + Send>,
+                false,
+            )
+        });
         for (pipe, to_stdout) in out.into_iter().chain(err) {
             let redactor = Arc::clone(redactor);
             let done = drained_tx.clone();

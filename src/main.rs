@@ -6,6 +6,12 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Before anything else, and before `run` forks the guard (which inherits it):
+    // no process of our uid may read agentsup's memory or environment, and no core
+    // file is written (issue 12; see sys::seal). Workers are exec'd and get neither.
+    for problem in agentsup::sys::seal::seal() {
+        eprintln!("agentsup: warning: {problem}");
+    }
     agentsup::redact::install_panic_hook();
     let cli = agentsup::cli::Cli::parse();
     match agentsup::cli::run(cli) {

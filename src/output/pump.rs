@@ -2,6 +2,7 @@
 //! its lines into the sink.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -117,6 +118,32 @@ impl PumpState {
     }
 }
 
+/// Whether a pump is waiting for its pipe (as opposed to formatting, or waiting
+/// for room in a full sink). After a worker exits, only time spent waiting to read
+/// means someone else holds its output open; time blocked on a slow reader of
+/// agentsup's stdout does not (see `supervisor::run_task`).
+#[derive(Debug, Default)]
+pub struct ReadWait(AtomicBool);
+
+impl ReadWait {
+    /// True while the pump is blocked reading its pipe.
+    pub fn waiting(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// [`pump`] that also reports through `wait` when it is blocked reading.
+pub async fn pump_tracked<R: AsyncRead + Unpin>(
+    reader: R,
+    meta: LineMeta,
+    sink: OutputSink,
+    redactor: SharedRedactor,
+    tail: Arc<Mutex<Tail>>,
+    wait: Arc<ReadWait>,
+) -> io::Result<()> {
+    pump_inner(reader, meta, sink, redactor, tail, Some(&wait)).await
+}
+
 /// Reads `reader` (one pipe of one replica) until EOF and prints every line.
 ///
 /// Each line is pushed unredacted into `tail`, redacted with `redactor` (before any
@@ -127,11 +154,22 @@ impl PumpState {
 /// Returns the read error, if any, after printing what was read; or `BrokenPipe`
 /// if the sink was shut down first.
 pub async fn pump<R: AsyncRead + Unpin>(
+    reader: R,
+    meta: LineMeta,
+    sink: OutputSink,
+    redactor: SharedRedactor,
+    tail: Arc<Mutex<Tail>>,
+) -> io::Result<()> {
+    pump_inner(reader, meta, sink, redactor, tail, None).await
+}
+
+async fn pump_inner<R: AsyncRead + Unpin>(
     mut reader: R,
     meta: LineMeta,
     sink: OutputSink,
     redactor: SharedRedactor,
     tail: Arc<Mutex<Tail>>,
+    wait: Option<&ReadWait>,
 ) -> io::Result<()> {
     let fmt = sink.formatter();
     let mut state = PumpState {
@@ -152,7 +190,14 @@ pub async fn pump<R: AsyncRead + Unpin>(
     // most workers print little, and a 64 KiB buffer per pipe adds up.
     let mut buf = vec![0u8; READ_BUF_START];
     let result = loop {
-        let n = match reader.read(&mut buf).await {
+        if let Some(w) = wait {
+            w.0.store(true, Ordering::Relaxed);
+        }
+        let read = reader.read(&mut buf).await;
+        if let Some(w) = wait {
+            w.0.store(false, Ordering::Relaxed);
+        }
+        let n = match read {
             Ok(0) => break Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

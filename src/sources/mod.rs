@@ -13,6 +13,7 @@
 pub mod command;
 pub mod dir;
 pub mod dotenv;
+pub mod safe_read;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -207,6 +208,10 @@ pub struct LoadContext<'a> {
     pub process_env: &'a ProcessEnv,
     /// How `command` sources are run (directly in `check`, via the reaper in `run`).
     pub runner: &'a dyn CommandRunner,
+    /// Learns every value a `command` source prints, as soon as it is parsed and
+    /// before anything about the command is reported (usually
+    /// [`crate::redact::global`]).
+    pub redactor: &'a crate::redact::SharedRedactor,
 }
 
 /// Loads every source of the plan, then applies `*_FILE` indirection for the keys
@@ -259,10 +264,23 @@ fn load_one(
 ) -> SourceStatus {
     match &source.kind {
         SourceKindPlan::Dotenv { path } => load_dotenv(source, path, plan, snap),
-        SourceKindPlan::Dir { path } => match dir::load(path, source.optional) {
+        SourceKindPlan::Dir { path } => match dir::load(path, source.optional, source.max_size) {
             Ok(Some(loaded)) => {
                 let n = loaded.entries.len();
-                snap.problems.extend(loaded.problems);
+                // A file that could not be read (a FIFO, a device, too big) fails
+                // the run only if a worker needs that key.
+                snap.problems
+                    .extend(loaded.problems.into_iter().map(|mut p| {
+                        if let Some(key) = &p.key {
+                            if !plan.workers.iter().any(|w| w.declares(key)) {
+                                p.severity = Severity::Warning;
+                                p.message.push_str(
+                                    "; no worker declares this key, so this is only a warning",
+                                );
+                            }
+                        }
+                        p
+                    }));
                 for (name, value, file) in loaded.entries {
                     snap.insert(Entry {
                         name,
@@ -286,7 +304,10 @@ fn load_one(
             format,
             json_pointer,
             timeout,
+            env,
+            ..
         } => {
+            let helper_env = command::helper_env(ctx.process_env, &plan.inherit, env);
             let known: Vec<(String, Sensitive)> = snap
                 .values
                 .values()
@@ -298,6 +319,7 @@ fn load_one(
                 json_pointer: json_pointer.as_deref(),
                 timeout: *timeout,
                 cwd: &plan.config_dir,
+                env: &helper_env,
             };
             match command::load(&spec, ctx, &known) {
                 Ok(loaded) => {
@@ -344,25 +366,27 @@ fn load_dotenv(source: &SourcePlan, path: &Path, plan: &Plan, snap: &mut Snapsho
         .strip_prefix(&plan.config_dir)
         .map(Path::to_path_buf)
         .unwrap_or_else(|_| path.to_path_buf());
-    let bytes = match std::fs::read(path) {
+    // A dangling link counts as missing, as it did for `std::fs::read`.
+    let missing = match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(e),
+        _ => None,
+    };
+    let read = match missing {
+        Some(_) if source.optional => return SourceStatus::Missing,
+        Some(e) => Err(format!(
+            "cannot read dotenv file: {e}; create it, fix `path`, or mark the source `optional = true`"
+        )),
+        None => safe_read::read_regular(path, None, source.max_size)
+            .map_err(|reason| format!("dotenv file {reason}")),
+    };
+    let bytes = match read {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && source.optional => {
-            return SourceStatus::Missing;
-        }
-        Err(e) => {
+        Err(message) => {
             snap.problems.push(SourceProblem {
                 severity: Severity::Error,
                 location: shown.display().to_string(),
                 key: None,
-                message: format!(
-                    "cannot read dotenv file: {}{}",
-                    e,
-                    if e.kind() == std::io::ErrorKind::NotFound {
-                        "; create it, fix `path`, or mark the source `optional = true`"
-                    } else {
-                        ""
-                    }
-                ),
+                message,
             });
             return SourceStatus::Failed;
         }
@@ -433,7 +457,7 @@ fn apply_file_indirection(snap: &mut Snapshot, declared: &BTreeSet<&str>, base: 
         } else {
             base.join(raw)
         };
-        match dir::read_secret_file(&path) {
+        match dir::read_secret_file(&path, None, safe_read::DEFAULT_MAX) {
             Ok(value) => snap.insert(Entry {
                 name: (*key).to_string(),
                 value,
