@@ -114,7 +114,6 @@ impl WindowIndex {
         // 16 filter bits per window, two set per window within one word (about 2%
         // false hits on text that holds no secret, each costing one table
         // probe), at least 32 Ki bits.
-
         let filter_len = (total * 16).next_power_of_two().max(1 << 15);
         // One to two windows per bucket: 2 to 4 bytes of table per window; a
         // bucket is read only after the filter said yes.
