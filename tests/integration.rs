@@ -6,6 +6,7 @@ mod support;
 
 mod check_tests;
 mod control_tests;
+mod control_trust_tests;
 mod dotenv_tests;
 mod e2e_tests;
 mod env_tests;

@@ -277,6 +277,7 @@ async fn accept_loop(
     // runtime drops it at process exit.
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let me = path::euid();
+    let warned = Warned::default();
     loop {
         let Ok(permit) = limit.clone().acquire_owned().await else {
             return;
@@ -284,9 +285,10 @@ async fn accept_loop(
         match listener.listener.accept().await {
             Ok((stream, _)) => {
                 let (status, requests) = (status.clone(), requests.clone());
+                let warned = warned.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
-                    connection(stream, me, status, requests).await;
+                    connection(stream, me, status, requests, warned).await;
                 });
             }
             Err(e) => {
@@ -307,6 +309,43 @@ fn refuse(message: impl Into<String>) -> ControlResponse {
     }
 }
 
+/// Processes whose refusal was logged already: one warning per worker, not one
+/// per attempt of a worker stuck in a loop. Bounded; past the bound, no more
+/// warnings (the clients are still refused).
+type Warned = Arc<std::sync::Mutex<std::collections::HashSet<u32>>>;
+const MAX_WARNED: usize = 1024;
+
+/// The refusal for a client that runs under agentsup (SO_PEERCRED pid `peer`), or
+/// `None` for one that does not: the operator's shell, `kubectl exec`, cron.
+fn refuse_descendant(
+    peer: u32,
+    status: &watch::Receiver<Arc<Status>>,
+    warned: &Warned,
+) -> Option<ControlResponse> {
+    let top = crate::procfs::descends_from(peer, std::process::id())?;
+    let label = status
+        .borrow()
+        .replicas
+        .iter()
+        .find(|r| r.pid == Some(top))
+        .map(|r| format!("worker {}.{}, pid {top}", r.worker, r.replica));
+    let who = label.unwrap_or_else(|| format!("a process agentsup started, pid {top}"));
+    let first = {
+        let mut w = warned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        w.len() < MAX_WARNED && w.insert(top)
+    };
+    if first {
+        tracing::warn!(
+            "control socket: refused a client (pid {peer}) running under agentsup ({who}): workers may not drive the supervisor; further attempts from it are refused silently"
+        );
+    }
+    Some(refuse(format!(
+        "refused: this client (pid {peer}) runs under agentsup ({who}); workers may not drive the supervisor. Run status, restart and reload from outside the supervised processes (the operator's shell, `docker exec`, `kubectl exec`)"
+    )))
+}
+
 /// Serves one connection: requests are answered in order until EOF, an idle
 /// timeout, or a request too long to be one.
 async fn connection(
@@ -314,8 +353,9 @@ async fn connection(
     me: u32,
     status: watch::Receiver<Arc<Status>>,
     requests: Requests,
+    warned: Warned,
 ) {
-    let peer = stream.peer_cred().map(|c| c.uid());
+    let peer = stream.peer_cred();
     let (read, mut write) = stream.into_split();
     let mut send = async |r: &ControlResponse| {
         let mut line = wire::encode_response(r);
@@ -324,8 +364,8 @@ async fn connection(
     };
     // The socket is 0600 in a 0700 directory already; this also holds where the
     // directory is shared, and between bind and chmod.
-    match peer {
-        Ok(uid) if uid == me || uid == 0 => {}
+    let peer = match peer {
+        Ok(c) if c.uid() == me || c.uid() == 0 => c,
         _ => {
             let _ = send(&refuse(
                 "permission denied: only the user running agentsup may use its control socket",
@@ -333,7 +373,15 @@ async fn connection(
             .await;
             return;
         }
-    }
+    };
+    // Workers run as our uid, so the uid says nothing about who is asking: the
+    // operator's shell is never below agentsup, a worker always is.
+    // The answer waits for the request line: a client still writing when we close
+    // would see EPIPE instead of the reason.
+    let refusal = peer
+        .pid()
+        .and_then(|p| u32::try_from(p).ok())
+        .and_then(|p| refuse_descendant(p, &status, &warned));
     let mut reader = BufReader::new(read);
     let mut buf = Vec::new();
     loop {
@@ -351,6 +399,10 @@ async fn connection(
                 "request too long (more than {MAX_REQUEST} bytes); send one JSON object per line"
             )))
             .await;
+            return;
+        }
+        if let Some(refusal) = refusal {
+            let _ = send(&refusal).await;
             return;
         }
         if buf.iter().all(u8::is_ascii_whitespace) {
