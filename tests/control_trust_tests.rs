@@ -72,3 +72,83 @@ fn a_worker_cannot_restart_another_but_the_operator_can() {
     run.signal(15);
     assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
 }
+
+/// A vault-style `command` source that appends a line to `runs.txt` each time it
+/// runs, and one worker that uses its value.
+fn counted_source_config(runs: &std::path::Path) -> String {
+    format!(
+        r#"
+[[source]]
+type = "command"
+command = ["sh", "-c", "echo run >> '{runs}'; echo MY_TOKEN=abcdefgh123"]
+
+[[worker]]
+name = "w"
+command = ["sh", "-c", "echo \"w up $$\"; exec sleep 1000"]
+keys = ["MY_TOKEN"]
+"#,
+        runs = runs.display()
+    )
+}
+
+fn count_runs(runs: &std::path::Path) -> usize {
+    std::fs::read_to_string(runs)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_storm_of_reloads_runs_the_secret_command_a_bounded_number_of_times() {
+    let ctl = Ctl::new("");
+    let runs = ctl.sb.path().join("runs.txt");
+    ctl.sb.config(&counted_source_config(&runs));
+    let mut run = ctl.start();
+    ctl.running_pids(1);
+    assert_eq!(count_runs(&runs), 1, "the first load runs it once");
+    let started = std::time::Instant::now();
+
+    // 50 operators' `agentsup reload` at once: every one gets its answer, and they
+    // share one or two re-reads.
+    let clients: Vec<_> = (0..50)
+        .map(|_| {
+            let c = ctl.cmd(&["reload"]);
+            std::thread::spawn(move || {
+                let sb = Sandbox::new();
+                sb.run_cmd(c)
+            })
+        })
+        .collect();
+    for c in clients {
+        let out = c.join().unwrap();
+        out.assert_code(0)
+            .assert_contains("sources re-read and checked");
+    }
+    // At most one start per 3 s, plus the one at the start of the window.
+    let bound = |elapsed: f64| 1 + (elapsed / 3.0).ceil() as usize;
+    let (burst, elapsed) = (count_runs(&runs) - 1, started.elapsed().as_secs_f64());
+    assert!(
+        burst >= 1 && burst <= bound(elapsed),
+        "50 concurrent reloads in {elapsed:.1} s ran the command {burst} times"
+    );
+
+    // A tight loop of 50 more, each on its own connection, not waiting for the
+    // answer; then one that waits, which is answered once the queue is done.
+    let sock = ctl.socket();
+    for _ in 0..50 {
+        use std::io::Write;
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        s.write_all(b"{\"cmd\":\"reload\"}\n").unwrap();
+    }
+    ctl.run(&["reload"]).assert_code(0);
+    let total = count_runs(&runs) - 1;
+    let elapsed = started.elapsed().as_secs_f64();
+    assert!(
+        total <= bound(elapsed),
+        "101 reloads in {elapsed:.1} s ran the command {total} times"
+    );
+    eprintln!("101 reloads in {elapsed:.1} s: the command ran {total} times");
+    let out = run.output();
+    assert!(out.contains("re-read paced"), "{out}");
+    run.signal(15);
+    assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
+}

@@ -90,6 +90,8 @@ enum Input {
     },
     /// Automatic re-reads were held after a failed one; the hold is over.
     RereadHoldOver,
+    /// The minimum pause between two re-reads is over (`rotation::REREAD_MIN_INTERVAL`).
+    RereadPaceOver,
 }
 
 /// The dispatcher's state.
@@ -110,6 +112,12 @@ struct Dispatcher {
     reread_in_flight: bool,
     /// Another re-read was asked for while one ran; run it when that one ends.
     reread_queued: bool,
+    /// When the last re-read started: the next waits for the minimum interval.
+    reread_last_start: Option<Instant>,
+    /// A re-read waits for the minimum interval.
+    reread_deferred: bool,
+    /// When the earliest armed pace timer fires.
+    reread_pace_at: Option<Instant>,
     /// Holds auth-triggered re-reads back after failed ones.
     reread_pacer: reread::Pacer,
     /// A SIGHUP re-read is pending; restart replicas whose environment changed.
@@ -458,10 +466,11 @@ impl Dispatcher {
                         self.drive(slot, Event::RereadDone { changed_keys, at: Instant::now() });
                     }
                     Input::RereadHoldOver => self.on_hold_over(),
+                    Input::RereadPaceOver => self.on_pace_over(),
                     Input::SourcesChanged => {
                         tracing::info!("a watched source changed: re-reading and re-checking every source");
                         self.watch_triggered = true;
-                        self.start_reread();
+                        self.start_watch_reread();
                     }
                     Input::ShutdownDeadline => {
                         tracing::warn!(
@@ -568,6 +577,9 @@ async fn supervise(ctx: RunContext) -> Result<u8> {
         inputs_tx: ctx.inputs_tx,
         reread_in_flight: false,
         reread_queued: false,
+        reread_last_start: None,
+        reread_deferred: false,
+        reread_pace_at: None,
         reread_pacer: reread::Pacer::default(),
         reload_requested: false,
         rolling: Vec::new(),
