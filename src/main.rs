@@ -6,8 +6,14 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Before anything else: a stop signal or SIGHUP arriving from here on stays
+    // pending until `run` has its handlers, or another command releases it.
+    agentsup::signals::hold_early();
     agentsup::redact::install_panic_hook();
     let cli = agentsup::cli::Cli::parse();
+    if !matches!(cli.command, agentsup::cli::Command::Run(_)) {
+        agentsup::signals::release_early();
+    }
     match agentsup::cli::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

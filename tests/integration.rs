@@ -17,4 +17,5 @@ mod k8s_tests;
 mod probe_tests;
 mod regression_tests;
 mod run_tests;
+mod signal_tests;
 mod watch_tests;

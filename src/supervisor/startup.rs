@@ -17,6 +17,9 @@ use crate::spawn::Spawner;
 
 /// `agentsup run`.
 pub fn cmd_run(a: RunArgs) -> Result<u8> {
+    // Signal handlers before the guard fork and the config (crate::signals).
+    let signals = Signals::install()
+        .map_err(|e| Error::Runtime(format!("cannot install signal handlers: {e}")))?;
     // First, while agentsup is one thread and has loaded no secret source (see
     // crate::guard); its warning, if any, waits for logging to be set up.
     let guard_warning = crate::guard::start().err();
@@ -51,7 +54,18 @@ pub fn cmd_run(a: RunArgs) -> Result<u8> {
         .thread_name("agentsup")
         .build()
         .map_err(|e| Error::Runtime(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(run(Arc::new(plan), workers, format, color, guard_warning))
+    let result = runtime.block_on(run(
+        Arc::new(plan),
+        workers,
+        format,
+        color,
+        guard_warning,
+        signals,
+    ));
+    // A blocking task may still wait on a source command killed by a stop signal
+    // (super::early_stop); do not wait for it without bound.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
 
 async fn run(
@@ -60,10 +74,12 @@ async fn run(
     format: LogFormat,
     color: bool,
     guard_warning: Option<String>,
+    signals: Signals,
 ) -> Result<u8> {
-    // Signals first: see the module docs of crate::signals.
-    let signals = Signals::register()
-        .map_err(|e| Error::Runtime(format!("cannot install signal handlers: {e}")))?;
+    // Installed in cmd_run; read from now on (the guard is forked).
+    let mut signals = signals
+        .start()
+        .map_err(|e| Error::Runtime(format!("cannot start the signal thread: {e}")))?;
     let reaper = Reaper::start()
         .map_err(|e| Error::Runtime(format!("cannot become a child subreaper: {e}")))?;
     let spawner = Spawner::start(reaper.clone())
@@ -115,19 +131,29 @@ async fn run(
     let (inputs_tx, inputs_rx) = tokio::sync::mpsc::unbounded_channel();
     let _watch_guard = start_watching(&plan, inputs_tx.clone());
     let snapshot = {
-        let (plan, penv, reaper) = (plan.clone(), process_env.clone(), reaper.clone());
-        tokio::task::spawn_blocking(move || {
+        let (p, penv, reaper) = (plan.clone(), process_env.clone(), reaper.clone());
+        let load = tokio::task::spawn_blocking(move || {
             let runner = SpawnRunner(Some(reaper));
             sources::load_all(
-                &plan,
+                &p,
                 &LoadContext {
                     process_env: &penv,
                     runner: &runner,
                 },
             )
-        })
-        .await
-        .map_err(|e| Error::Runtime(format!("loading sources failed: {e}")))?
+        });
+        // A stop signal during a slow or hanging `command` source ends the run
+        // now (its process group is killed), not after the source's timeout.
+        let stop = super::early_stop::during(load, &mut signals, &plan, "loading the sources");
+        match stop.await {
+            Ok(snapshot) => {
+                snapshot.map_err(|e| Error::Runtime(format!("loading sources failed: {e}")))?
+            }
+            Err(code) => {
+                sink.shutdown().await;
+                return Ok(code);
+            }
+        }
     };
     crate::cli::register_secrets(&plan, &snapshot, &process_env);
     let mut report = check::run(&plan, &snapshot, &process_env, &workers);
