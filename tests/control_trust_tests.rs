@@ -152,3 +152,198 @@ fn a_storm_of_reloads_runs_the_secret_command_a_bounded_number_of_times() {
     run.signal(15);
     assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
 }
+
+#[test]
+fn one_supervisor_per_config_with_and_without_xdg_runtime_dir() {
+    let ctl = Ctl::new(
+        "[[worker]]\nname = \"w\"\ncommand = [\"sh\", \"-c\", \"echo w up; exec sleep 1000\"]\n",
+    );
+    // With XDG_RUNTIME_DIR first, then without (cron, sudo, docker exec).
+    let mut first = ctl.start();
+    ctl.running_pids(1);
+    let out = ctl.sb.run(&["run", "--no-color"]);
+    out.assert_code(78)
+        .assert_contains("already supervising")
+        .assert_contains(&format!("pid {}", first.pid()));
+    assert!(!out.stdout.contains("w up"), "{}", out.all());
+    first.signal(15);
+    assert_eq!(first.wait_exit(PATIENCE), Some(0), "{}", first.output());
+
+    // Without first, then with.
+    let mut first = ctl.sb.spawn(&["run", "--no-color"]);
+    first.wait_for("w up", PATIENCE);
+    let out = ctl.run(&["run", "--no-color"]);
+    out.assert_code(78)
+        .assert_contains("already supervising")
+        .assert_contains(&format!("pid {}", first.pid()));
+    first.signal(15);
+    assert_eq!(first.wait_exit(PATIENCE), Some(0), "{}", first.output());
+}
+
+/// Serves `socket` as uid 65534 (when `as_nobody`) or as ourselves, answering every
+/// request with `answer` (one JSON line); prints `ready` once listening.
+const FAKE_SERVER: &str = r#"
+import os, socket, sys, json
+path, as_nobody = sys.argv[1], sys.argv[2] == "1"
+if as_nobody:
+    os.setgid(65534)
+    os.setuid(65534)
+s = socket.socket(socket.AF_UNIX)
+s.bind(path)
+s.listen(16)
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    req = json.loads(c.makefile().readline())
+    msg = "\x1b]0;pwned\x07\x1b[2J\ragentsup | warning: forged " + req["cmd"]
+    status = None
+    if req["cmd"] == "status":
+        status = {"config": "/srv/\x1b[31mred.toml", "pid": 1, "uptime_secs": 1.0,
+                  "replicas": [{"worker": "evil\x1b]0;t\x07", "replica": 0, "pid": None,
+                                "state": "running\r", "uptime_secs": None, "restarts": 0,
+                                "last_exit": "\x9b2J"}],
+                  "counters": {"restarts": {}, "auth_failures": {}, "secret_reloads": 0,
+                               "secret_reload_failures": 0},
+                  "shutting_down": False}
+    ok = req["cmd"] != "reload"
+    c.sendall((json.dumps({"ok": ok, "message": msg, "status": status}) + "\n").encode())
+    c.close()
+"#;
+
+/// Kills and reaps the fake server however the test ends.
+struct FakeServer(std::process::Child);
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn fake_server(socket: &std::path::Path, as_nobody: bool) -> FakeServer {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(python())
+        .args(["-c", FAKE_SERVER])
+        .arg(socket)
+        .arg(if as_nobody { "1" } else { "0" })
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready", "the fake server did not start");
+    FakeServer(child)
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+}
+
+#[test]
+fn a_config_in_a_shared_directory_keeps_its_socket_private_and_ignores_a_planted_one() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new();
+    sb.config(
+        "[[worker]]\nname = \"w\"\ncommand = [\"sh\", \"-c\", \"echo w up; exec sleep 1000\"]\n",
+    );
+    // Like /tmp: anyone may create files here.
+    std::fs::set_permissions(sb.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let beside = sb.path().join(".supervisor.agentsup.sock");
+    // Another user's socket where agentsup used to put its own (root only can
+    // play the other user here).
+    let planted = is_root().then(|| fake_server(&beside, true));
+
+    let mut run = sb.spawn(&["run", "--no-color"]);
+    let line = run.wait_for("control socket: ", PATIENCE);
+    run.wait_for("w up", PATIENCE);
+    let sock = line
+        .rsplit("control socket: ")
+        .next()
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(
+        !sock.starts_with(&sb.path().display().to_string()),
+        "socket in a directory others can write: {sock}"
+    );
+    let dir = std::path::Path::new(&sock).parent().unwrap();
+    assert_eq!(
+        std::fs::metadata(dir).unwrap().permissions().mode() & 0o777,
+        0o700,
+        "{}",
+        dir.display()
+    );
+    // The operator's clients talk to the real supervisor, never to the planted one.
+    let out = sb.run(&["status"]);
+    out.assert_code(0)
+        .assert_contains(&format!("agentsup pid {}", run.pid()));
+    assert!(
+        !out.all().contains("forged") && !out.all().contains("evil"),
+        "{}",
+        out.all()
+    );
+    sb.run(&["restart", "w"])
+        .assert_code(0)
+        .assert_contains("restarting w.0");
+    drop(planted);
+    run.signal(15);
+    assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
+}
+
+#[test]
+fn a_planted_socket_alone_is_named_and_never_talked_to() {
+    if !is_root() {
+        eprintln!("skipped: needs root to play another user");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new();
+    sb.config("[[worker]]\nname = \"w\"\ncommand = [\"true\"]\n");
+    std::fs::set_permissions(sb.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let beside = sb.path().join(".supervisor.agentsup.sock");
+    let planted = fake_server(&beside, true);
+    let out = sb.run(&["status"]);
+    out.assert_code(1)
+        .assert_contains("no agentsup run is serving")
+        .assert_contains("ignored (not yours, never talked to)")
+        .assert_contains("belongs to uid 65534");
+    assert!(!out.all().contains("forged"), "{}", out.all());
+    drop(planted);
+}
+
+#[test]
+fn what_a_server_of_ours_sends_is_printed_escaped() {
+    let ctl = Ctl::new("[[worker]]\nname = \"w\"\ncommand = [\"true\"]\n");
+    // Where a supervisor would listen: the client names it when none does.
+    let out = ctl.run(&["status"]);
+    let msg = out.stderr.clone();
+    let at = msg.split("there is no control socket at ").nth(1).unwrap();
+    let sock = std::path::PathBuf::from(at.lines().next().unwrap().trim());
+    std::fs::create_dir_all(sock.parent().unwrap()).unwrap();
+    let server = fake_server(&sock, false);
+    for (args, code) in [
+        (&["status"][..], 0),
+        (&["status", "--format", "json"], 0),
+        (&["restart", "w"], 0),
+        (&["reload"], 1),
+    ] {
+        let out = ctl.run(args);
+        out.assert_code(code);
+        let all = out.all();
+        for raw in ['\u{1b}', '\u{7}', '\r', '\u{9b}'] {
+            assert!(!all.contains(raw), "{args:?} printed {raw:?} raw:\n{all:?}");
+        }
+        assert!(all.contains("\\x1b"), "{args:?}: {all:?}");
+        assert!(
+            !all.lines()
+                .any(|l| l.starts_with("agentsup | warning: forged")),
+            "{args:?}: a forged line:\n{all}"
+        );
+    }
+    drop(server);
+}

@@ -2,18 +2,19 @@
 //!
 //! Claiming is what keeps two `agentsup run` of one config apart:
 //!
-//! 1. An exclusive `flock` on `<socket minus .sock>.lock` beside the socket, held
-//!    until exit. Whoever holds it owns the socket path, so removing a stale socket
-//!    can never remove a live one that a run starting at the same moment just
-//!    bound. The lock file holds our pid, for the refusal message.
-//! 2. With the lock held, an existing socket is probed: a `connect` that succeeds
-//!    means a live supervisor (refuse, naming its pid from `SO_PEERCRED`); one that
-//!    is refused means a run that was killed (remove, then bind).
-//! 3. `bind` under a temporary name, `chmod 0600`, then `rename` into place, so the
-//!    socket never appears at its path with a looser mode. The umask is
-//!    process-wide and would race with the workers being spawned, so it is never
-//!    touched; the directory is `0700` where we made it, and every connection's
-//!    peer uid is checked as well.
+//! 1. An exclusive `flock` on `/tmp/agentsup-<uid>/<stem>-<hash>.lock`
+//!    ([`path::lock_path`]), held until exit: one place whatever the environment
+//!    (`XDG_RUNTIME_DIR` set or not), so a run from a login shell and one from cron
+//!    meet there. The lock file holds our pid, for the refusal message.
+//! 2. With the lock held, **every** candidate socket is probed: one that answers,
+//!    served by our uid or root, means a live supervisor (refuse, naming its pid
+//!    from `SO_PEERCRED`); one of ours that is refused was left by a run that was
+//!    killed (removed); one of another user is not ours and ignored.
+//! 3. `bind` at the first usable place under a temporary name, `chmod 0600`, then
+//!    `rename` into place, so the socket never appears at its path with a looser
+//!    mode. The umask is process-wide and would race with the workers being
+//!    spawned, so it is never touched; the directory is one no other user can
+//!    write, and every connection's peer uid is checked as well.
 //!
 //! The socket and the lock file are removed when the [`ControlListener`] is dropped:
 //! at process exit, when the runtime drops the accept task that owns it.
@@ -105,9 +106,44 @@ pub(super) async fn bind(config: &Path) -> Result<ControlListener, String> {
     let canonical = path::canonical_config(config);
     let uid = path::euid();
     let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR");
+    let candidates = path::candidates(&canonical, runtime_dir.as_deref(), uid);
+    // The lock first, at the one place every run of this config finds whatever
+    // its environment: whoever holds it owns every candidate socket path, so
+    // removing a stale socket can never remove a live one that a run starting at
+    // the same moment just bound.
+    let lock_path = path::lock_path(&canonical, uid);
+    path::lock_dir(uid).map_err(|e| {
+        format!(
+            "cannot take the single-run lock {} of {}: {e}",
+            lock_path.display(),
+            canonical.display()
+        )
+    })?;
+    let Some(lock) = acquire_lock(&lock_path)? else {
+        let live = find_live(&candidates, uid).await;
+        return Err(already_running(&canonical, live, &lock_path));
+    };
+    // Every candidate probed before one is claimed: a supervisor of this config
+    // started before the lock moved here, or by root, may serve any of them.
+    for c in &candidates {
+        match probe(&c.socket, uid).await {
+            Probe::Live(pid) => {
+                return Err(already_running(
+                    &canonical,
+                    Some((pid, c.socket.clone())),
+                    &lock_path,
+                ));
+            }
+            Probe::Stale => {
+                tracing::debug!("removing stale control socket {}", c.socket.display());
+                let _ = std::fs::remove_file(&c.socket);
+            }
+            Probe::Absent | Probe::NotOurs => {}
+        }
+    }
     let mut skipped = Vec::new();
     let mut chosen: Option<Candidate> = None;
-    for c in path::candidates(&canonical, runtime_dir.as_deref(), uid) {
+    for c in candidates {
         match path::check(&c, uid, true) {
             Ok(()) => {
                 chosen = Some(c);
@@ -124,17 +160,13 @@ pub(super) async fn bind(config: &Path) -> Result<ControlListener, String> {
         ));
     };
     let socket = c.socket;
-    let lock_path = socket.with_extension("lock");
-    let Some(lock) = acquire_lock(&lock_path)? else {
-        return Err(already_running(&canonical, &socket, &lock_path).await);
-    };
     let mut claim = Claim {
         socket: socket.clone(),
         socket_id: None,
         lock_path: lock_path.clone(),
         lock,
     };
-    clear_stale(&canonical, &socket, &lock_path).await?;
+    in_the_way(&canonical, &socket)?;
     // Bind under a temporary name, make it 0600, then rename it into place: the
     // socket never appears at its real path with a looser mode (the umask is
     // process-wide, so it is not touched).
@@ -196,64 +228,100 @@ fn acquire_lock(lock_path: &Path) -> Result<Option<Flock<File>>, String> {
     Err(fail(&"it keeps being replaced"))
 }
 
-/// Probes an existing socket at `socket` (we hold the lock): a live one means
-/// another supervisor, a refused one is left over from a killed run and goes.
-async fn clear_stale(canonical: &Path, socket: &Path, lock_path: &Path) -> Result<(), String> {
+/// What is at a candidate socket path.
+enum Probe {
+    /// Nothing (or nothing we can see).
+    Absent,
+    /// A socket file of another user, or a server of another user: neither ours
+    /// nor a reason to refuse to start.
+    NotOurs,
+    /// Ours, and nobody answers: left by a run that was killed.
+    Stale,
+    /// A supervisor of ours (or root's) answers: its pid (0 if unknown).
+    Live(u32),
+}
+
+/// Probes `socket` for a supervisor of `uid` (or root).
+async fn probe(socket: &Path, uid: u32) -> Probe {
     use std::os::unix::fs::FileTypeExt;
-    let meta = match std::fs::symlink_metadata(socket) {
-        Ok(m) => m,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(format!("{}: {e}", socket.display())),
+    let Ok(meta) = std::fs::symlink_metadata(socket) else {
+        return Probe::Absent;
     };
     if !meta.file_type().is_socket() {
-        return Err(format!(
-            "{} is in the way of the control socket for {}: it is not a socket; remove it if it is not yours",
-            socket.display(),
-            canonical.display()
-        ));
+        // Not a socket: reported if it is in the way of the one we bind.
+        return Probe::Absent;
+    }
+    if meta.uid() != uid && meta.uid() != 0 {
+        return Probe::NotOurs;
     }
     match tokio::time::timeout(PROBE, UnixStream::connect(socket)).await {
+        Ok(Ok(s)) => match s.peer_cred() {
+            Ok(c) if c.uid() == uid || c.uid() == 0 => Probe::Live(
+                c.pid()
+                    .and_then(|p| u32::try_from(p).ok())
+                    .unwrap_or_default(),
+            ),
+            _ => Probe::NotOurs,
+        },
         Ok(Err(e)) if matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::NotFound) => {
-            tracing::debug!("removing stale control socket {}", socket.display());
-            match std::fs::remove_file(socket) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(format!(
-                    "cannot remove the stale control socket {}: {e}",
-                    socket.display()
-                )),
+            if meta.uid() == uid {
+                Probe::Stale
+            } else {
+                Probe::NotOurs
             }
         }
-        // Connected, or could not tell (busy, permission): never remove a socket
-        // someone may be serving.
-        _ => Err(already_running(canonical, socket, lock_path).await),
+        // Could not tell (busy, stuck): never remove a socket someone may be
+        // serving.
+        _ => Probe::Live(0),
     }
 }
 
-/// The refusal of a second `agentsup run`, naming the running one's pid: from the
-/// socket's peer credentials when it answers, else from its lock file.
-async fn already_running(canonical: &Path, socket: &Path, lock_path: &Path) -> String {
-    let from_socket = match tokio::time::timeout(PROBE, UnixStream::connect(socket)).await {
-        Ok(Ok(s)) => s
-            .peer_cred()
-            .ok()
-            .and_then(|c| c.pid())
-            .and_then(|p| u32::try_from(p).ok()),
-        _ => None,
-    };
-    let pid = from_socket.or_else(|| {
-        std::fs::read_to_string(lock_path)
-            .ok()
-            .and_then(|s| s.trim().parse::<u32>().ok())
-    });
+/// The first live supervisor of ours among `candidates`: its pid and socket.
+async fn find_live(candidates: &[Candidate], uid: u32) -> Option<(u32, PathBuf)> {
+    for c in candidates {
+        if let Probe::Live(pid) = probe(&c.socket, uid).await {
+            return Some((pid, c.socket.clone()));
+        }
+    }
+    None
+}
+
+/// A file that is not a socket at the path we are about to bind.
+fn in_the_way(canonical: &Path, socket: &Path) -> Result<(), String> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(socket) {
+        Ok(m) if !m.file_type().is_socket() => Err(format!(
+            "{} is in the way of the control socket for {}: it is not a socket; remove it if it is not yours",
+            socket.display(),
+            canonical.display()
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The refusal of a second `agentsup run`, naming the running one's pid: from
+/// the live socket's peer credentials, else from the lock file.
+fn already_running(canonical: &Path, live: Option<(u32, PathBuf)>, lock_path: &Path) -> String {
+    let pid = live
+        .as_ref()
+        .map(|(p, _)| *p)
+        .filter(|&p| p != 0)
+        .or_else(|| {
+            std::fs::read_to_string(lock_path)
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+        });
     let who = match pid {
         Some(p) => format!("pid {p}"),
         None => "pid unknown".to_string(),
     };
     let config = canonical.display();
+    let place = match &live {
+        Some((_, socket)) => format!("its control socket is {}", socket.display()),
+        None => format!("it holds the lock {}", lock_path.display()),
+    };
     format!(
-        "another agentsup run ({who}) is already supervising {config}; its control socket is {}\n  hint: see it with `agentsup status -c {config}`, or stop it{} before starting another",
-        socket.display(),
+        "another agentsup run ({who}) is already supervising {config}; {place}\n  hint: see it with `agentsup status -c {config}`, or stop it{} before starting another",
         pid.map(|p| format!(" (kill {p})")).unwrap_or_default()
     )
 }
