@@ -3,6 +3,8 @@
 //! so that nothing can make agentsup hammer a secret store.
 
 use crate::control_tests::{Ctl, pid, pids_of};
+use std::time::{Duration, Instant};
+
 use crate::support::*;
 
 /// `other` runs; `attacker` waits for the file `go`, then drives the supervisor
@@ -346,4 +348,39 @@ fn what_a_server_of_ours_sends_is_printed_escaped() {
         );
     }
     drop(server);
+}
+
+#[test]
+fn idle_connections_cannot_lock_the_operator_out() {
+    use std::io::Read;
+    let ctl = Ctl::new(
+        "[[worker]]\nname = \"w\"\ncommand = [\"sh\", \"-c\", \"echo w up; exec sleep 1000\"]\n",
+    );
+    let mut run = ctl.start();
+    ctl.running_pids(1);
+    let sock = ctl.socket();
+    // More silent connections than the supervisor serves at once.
+    let idle: Vec<std::os::unix::net::UnixStream> = (0..40)
+        .map(|_| std::os::unix::net::UnixStream::connect(&sock).unwrap())
+        .collect();
+    let t = Instant::now();
+    ctl.run(&["status"]).assert_code(0).assert_contains("w");
+    let took = t.elapsed();
+    eprintln!("status with 40 idle connections open: {took:?}");
+    assert!(
+        took < Duration::from_secs(4),
+        "status took {took:?} with 40 idle connections (they are closed after 5 s of silence anyway)"
+    );
+    // A silent connection is closed before long (5 s before the first request).
+    let mut last = &idle[39];
+    last.set_read_timeout(Some(PATIENCE)).unwrap();
+    let t = Instant::now();
+    let mut buf = [0u8; 16];
+    assert!(
+        matches!(last.read(&mut buf), Ok(0) | Err(_)),
+        "a silent connection got an answer"
+    );
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    run.signal(15);
+    assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
 }

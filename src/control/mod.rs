@@ -21,6 +21,7 @@
 //!   and `reload` go to the dispatcher, which answers through a oneshot.
 
 mod client;
+mod conns;
 mod path;
 mod server;
 pub mod wire;

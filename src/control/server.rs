@@ -30,8 +30,9 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
+use super::conns::{Conns, FIRST_REQUEST, IDLE, Slot};
 use super::path::{self, Candidate};
 use super::wire::{self, MAX_REQUEST};
 use crate::status::{ControlRequest, ControlResponse, Status};
@@ -39,10 +40,6 @@ use crate::status::{ControlRequest, ControlResponse, Status};
 /// Where `restart` and `reload` go: the dispatcher, which answers on the oneshot.
 type Requests = mpsc::UnboundedSender<(ControlRequest, oneshot::Sender<ControlResponse>)>;
 
-/// Connections served at once; more wait in the listen backlog.
-const MAX_CONNECTIONS: usize = 32;
-/// A connection idle this long between requests is closed.
-const IDLE: Duration = Duration::from_secs(60);
 /// How long the probe of an existing socket may take before we call it alive.
 const PROBE: Duration = Duration::from_secs(5);
 
@@ -343,21 +340,24 @@ async fn accept_loop(
 ) {
     // `listener` (and so the socket file) lives exactly as long as this task: the
     // runtime drops it at process exit.
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let conns = Conns::default();
     let me = path::euid();
     let warned = Warned::default();
     loop {
-        let Ok(permit) = limit.clone().acquire_owned().await else {
-            return;
-        };
         match listener.listener.accept().await {
             Ok((stream, _)) => {
+                conns.make_room().await;
+                let slot = conns.open();
+                let id = slot.id();
                 let (status, requests) = (status.clone(), requests.clone());
                 let warned = warned.clone();
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    connection(stream, me, status, requests, warned).await;
+                let task = tokio::spawn(async move {
+                    connection(stream, me, status, requests, warned, &slot).await;
+                    drop(slot);
                 });
+                // After the spawn: the task may have ended already, then this
+                // finds nothing to update.
+                conns.set_abort(id, task.abort_handle());
             }
             Err(e) => {
                 // EMFILE and the like: say so, and pause so a lasting error does
@@ -422,6 +422,7 @@ async fn connection(
     status: watch::Receiver<Arc<Status>>,
     requests: Requests,
     warned: Warned,
+    slot: &Slot,
 ) {
     let peer = stream.peer_cred();
     let (read, mut write) = stream.into_split();
@@ -452,10 +453,15 @@ async fn connection(
         .and_then(|p| refuse_descendant(p, &status, &warned));
     let mut reader = BufReader::new(read);
     let mut buf = Vec::new();
+    let mut first = true;
     loop {
         buf.clear();
         let mut limited = (&mut reader).take(MAX_REQUEST as u64 + 1);
-        let n = match tokio::time::timeout(IDLE, limited.read_until(b'\n', &mut buf)).await {
+        // Waiting for a request: closed when silent too long, or to make room.
+        slot.idle();
+        let patience = if first { FIRST_REQUEST } else { IDLE };
+        first = false;
+        let n = match tokio::time::timeout(patience, limited.read_until(b'\n', &mut buf)).await {
             Ok(Ok(n)) => n,
             Ok(Err(_)) | Err(_) => return,
         };
@@ -469,6 +475,7 @@ async fn connection(
             .await;
             return;
         }
+        slot.busy();
         if let Some(refusal) = refusal {
             let _ = send(&refusal).await;
             return;
