@@ -121,6 +121,7 @@ fn env_construction(c: &mut Criterion) {
         &LoadContext {
             process_env: &penv,
             runner: &NoCommands,
+            redactor: &agentsup::redact::SharedRedactor::default(),
         },
     );
     assert_fixture_resolves(&plan, &snapshot, &penv);

@@ -15,6 +15,10 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer};
 use toml::Spanned;
 
+mod describe;
+
+pub use describe::nearest;
+
 use crate::exit::Located;
 
 /// The whole file.
@@ -160,6 +164,9 @@ pub struct SourceEntry {
     pub json_pointer: Option<Spanned<String>>,
     /// Timeout of a command source.
     pub timeout: Option<Spanned<HumanDuration>>,
+    /// Names (or globs) of agentsup's own variables a command source gets besides
+    /// the `[env] inherit` set (`VAULT_ADDR`, `VAULT_TOKEN`).
+    pub env: Option<Vec<Spanned<String>>>,
 }
 
 /// Providers with a known key shape (SPEC 4).
@@ -296,6 +303,10 @@ pub struct WorkerEntry {
     pub args: Option<Vec<String>>,
     /// Fork mode: the interpreter (default `python3` on the worker's PATH).
     pub python: Option<String>,
+    /// The user the worker runs as: a name or a numeric uid (needs root).
+    pub user: Option<Spanned<crate::sys::creds::IdSpec>>,
+    /// The group the worker runs as: a name or a numeric gid (needs root).
+    pub group: Option<Spanned<crate::sys::creds::IdSpec>>,
 }
 
 /// A duration written the humantime way (`10s`, `1m 30s`, `250ms`).
@@ -357,7 +368,8 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 /// Parses the text of `supervisor.toml`; a syntax or type error becomes one
-/// [`Located`] naming line, column and what was expected.
+/// [`Located`] naming line, column, the field and what was expected, never the
+/// value (see [`describe`]).
 pub fn parse(path: &Path, text: &str) -> Result<ConfigFile, Located> {
     toml::from_str::<ConfigFile>(text).map_err(|e| {
         let (line, column) = match e.span() {
@@ -371,7 +383,7 @@ pub fn parse(path: &Path, text: &str) -> Result<ConfigFile, Located> {
             path: path.to_path_buf(),
             line,
             column,
-            message: e.message().trim().to_string(),
+            message: describe::message(text, e.span(), e.message().trim()),
         }
     })
 }

@@ -82,7 +82,27 @@ pub fn build(
         );
     };
 
+    // A worker run as another user (`user`) gets that user's HOME, USER and
+    // LOGNAME where it would have inherited agentsup's: a HOME it cannot write,
+    // or USER naming root, breaks tools (pip caches, git config, ssh).
+    let account = worker.creds.as_ref().and_then(|c| c.account.as_ref());
     for (name, value) in &process_env.vars {
+        if let Some(a) = account.filter(|_| plan.inherit.is_match(name)) {
+            let own = match name.as_str() {
+                "HOME" => Some(&a.home),
+                "USER" | "LOGNAME" => Some(&a.name),
+                _ => None,
+            };
+            if let Some(own) = own {
+                set(
+                    name,
+                    Sensitive::new(own.clone()),
+                    Provenance::Agentsup,
+                    false,
+                );
+                continue;
+            }
+        }
         if plan.inherit.is_match(name) {
             set(
                 name,
@@ -197,6 +217,7 @@ pub fn adhoc_worker(plan: &Plan, name: &str, keys: &[String]) -> WorkerPlan {
         backoff: crate::plan::BackoffPlan::default(),
         max_restarts: 0,
         auth: crate::plan::AuthPlan::default(),
+        creds: None,
     }
 }
 

@@ -3,13 +3,24 @@
 
 use std::fmt::Write as _;
 
-use crate::cli::EnvFormat;
 use crate::env::BuiltEnv;
 use crate::plan::Plan;
 use crate::secret::mask;
 
+/// How `agentsup env` prints an environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// An aligned table.
+    #[default]
+    Text,
+    /// `{"NAME": {"value", "source", "secret"}}`.
+    Json,
+    /// `NAME=value` lines.
+    Dotenv,
+}
+
 /// Renders a built environment.
-pub fn render(env: &BuiltEnv, format: EnvFormat, reveal: bool, plan: &Plan) -> String {
+pub fn render(env: &BuiltEnv, format: Format, reveal: bool, plan: &Plan) -> String {
     let shown = |secret: bool, value: &str| -> String {
         if secret && !reveal {
             mask(value)
@@ -18,7 +29,7 @@ pub fn render(env: &BuiltEnv, format: EnvFormat, reveal: bool, plan: &Plan) -> S
         }
     };
     match format {
-        EnvFormat::Json => {
+        Format::Json => {
             let mut map = serde_json::Map::new();
             for (k, v) in &env.vars {
                 map.insert(
@@ -35,7 +46,7 @@ pub fn render(env: &BuiltEnv, format: EnvFormat, reveal: bool, plan: &Plan) -> S
             s.push('\n');
             s
         }
-        EnvFormat::Dotenv => {
+        Format::Dotenv => {
             let mut s = String::new();
             for (k, v) in &env.vars {
                 let _ = writeln!(s, "# {}", v.provenance);
@@ -51,7 +62,7 @@ pub fn render(env: &BuiltEnv, format: EnvFormat, reveal: bool, plan: &Plan) -> S
             }
             s
         }
-        EnvFormat::Text => {
+        Format::Text => {
             let name_w = env.vars.keys().map(|k| k.len()).max().unwrap_or(4).max(4);
             let rows: Vec<(String, String, String)> = env
                 .vars

@@ -112,6 +112,7 @@ pub fn run_exec(
         stdin_null: false,
         capture: false,
         own_group: true,
+        creds: None,
         reset_signals: vec![libc::SIGTTIN, libc::SIGTTOU],
     };
     // PDEATHSIG is sound here: the forking thread is this one, which stays in this
@@ -119,8 +120,9 @@ pub fn run_exec(
     let setup = ChildSetup {
         pdeathsig: true,
         take_terminal,
+        stdout_socket: false,
     };
-    let pid = spawn::spawn_direct(&spec, setup)?.id();
+    let pid = spawn::spawn_direct(&spec, setup)?.pid;
 
     // True while the command is unreaped, so its pid is still its group id. The
     // forwarder holds the lock while signalling, the reaping loop while clearing it,

@@ -59,6 +59,8 @@ PR_SET_PDEATHSIG = 1
 THIS_FILE = os.path.abspath(__file__)
 # Each fork request carries 2 fds; room for several requests per read.
 MAX_FDS = 32
+# Above any descriptor a process can hold (the kernel's NR_OPEN is 2**20).
+MAX_FD = 1 << 30
 # Exit statuses of a child that failed before running the worker's code.
 CHILD_SETUP_FAILED = 71
 
@@ -366,6 +368,12 @@ class Child:
         os.dup2(self.fds[1], 2)
         for fd in set([null] + self.fds) - {0, 1, 2}:
             os.close(fd)
+        # Descriptors 0, 1, 2 and nothing else, as for spawned workers: whatever a
+        # preloaded module opened (a log file, a socket) is the template's, not the
+        # replica's. The sync pipe stays until the worker's code runs. (On Linux
+        # os.closerange is close_range(2), or a walk of /proc/self/fd.)
+        os.closerange(3, self.sync_w)
+        os.closerange(self.sync_w + 1, MAX_FD)
         # Replace the environment entirely: the template's is the worker's minus its
         # keys, and nothing of it may linger.
         env = json.loads(bytes(self.env_bytes).decode("utf-8"))

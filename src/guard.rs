@@ -158,8 +158,8 @@ fn guard_main(pipe: OwnedFd) -> ! {
             libc::dup2(null, 2);
         }
     }
-    close_from(3);
-    std::mem::forget(pipe); // already closed by close_from
+    crate::sys::fd::close_from_except(3, -1);
+    std::mem::forget(pipe); // already closed above
     let mut groups = Vec::new();
     if !read_orders(&mut Stdin, &mut groups) {
         // agentsup is gone. Whatever it still listed must not outlive it.
@@ -190,31 +190,6 @@ impl Read for Stdin {
         } else {
             Ok(n as usize)
         }
-    }
-}
-
-/// Closes every descriptor from `first` up. `close_range(2)` as a raw system call
-/// (glibc has a wrapper only since 2.34, musl none); on kernels before 5.9 the
-/// descriptors listed in `/proc/self/fd` are closed one by one.
-fn close_from(first: i32) {
-    // SAFETY: close_range on plain integers; it only closes descriptors.
-    let done = unsafe { libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, 0) } == 0;
-    if done {
-        return;
-    }
-    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
-        return;
-    };
-    // Collected first: closing the directory's own descriptor mid-walk would end it.
-    let fds: Vec<i32> = dir
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .filter(|&fd| fd >= first)
-        .collect();
-    for fd in fds {
-        // SAFETY: closing a descriptor number; one that is already gone (the
-        // directory's) returns EBADF, which is ignored.
-        unsafe { libc::close(fd) };
     }
 }
 

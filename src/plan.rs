@@ -48,6 +48,31 @@ pub fn locate(flag: Option<&Path>, env_value: Option<&str>) -> (PathBuf, ConfigO
     (PathBuf::from("supervisor.toml"), ConfigOrigin::Default)
 }
 
+/// Finds the config file the way every command does (`-c`, `$AGENTSUP_CONFIG`,
+/// `./supervisor.toml`) and loads it; a missing file gets a hint about how it was
+/// looked for.
+pub fn load_located(flag: Option<&Path>) -> Result<Plan, Error> {
+    let env_value = std::env::var("AGENTSUP_CONFIG").ok();
+    let (path, origin) = locate(flag, env_value.as_deref());
+    Plan::load(&path).map_err(|e| match e {
+        Error::ConfigNotFound(msg) if origin == ConfigOrigin::Default => {
+            Error::ConfigNotFound(format!(
+                "{msg}\n  hint: no supervisor.toml here ({}); pass -c FILE or set AGENTSUP_CONFIG",
+                std::env::current_dir()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default()
+            ))
+        }
+        Error::ConfigNotFound(msg) if origin == ConfigOrigin::EnvVar => Error::ConfigNotFound(
+            format!("{msg} (from $AGENTSUP_CONFIG)\n  hint: fix AGENTSUP_CONFIG, or pass -c FILE"),
+        ),
+        Error::ConfigNotFound(msg) => {
+            Error::ConfigNotFound(format!("{msg}\n  hint: check the path given to -c"))
+        }
+        other => other,
+    })
+}
+
 /// The resolved configuration.
 #[derive(Debug)]
 pub struct Plan {
@@ -126,6 +151,11 @@ pub enum SourceKindPlan {
         json_pointer: Option<String>,
         /// Kill after this long.
         timeout: Duration,
+        /// `env` patterns, as written: agentsup's variables the command gets
+        /// besides the `[env] inherit` set.
+        env_patterns: Vec<String>,
+        /// Compiled `env` globs.
+        env: GlobSet,
     },
     /// agentsup's own environment.
     Env,
@@ -258,6 +288,9 @@ pub struct WorkerPlan {
     pub max_restarts: u32,
     /// Auth settings.
     pub auth: AuthPlan,
+    /// The user and group the worker runs as (`user` / `group`), resolved; None
+    /// runs it as agentsup's own.
+    pub creds: Option<crate::sys::creds::Creds>,
 }
 
 impl WorkerPlan {
@@ -307,6 +340,31 @@ impl Plan {
     /// The worker named `name`.
     pub fn worker(&self, name: &str) -> Option<&WorkerPlan> {
         self.workers.iter().find(|w| w.name == name)
+    }
+
+    /// The worker named `name`, or a usage error naming the config's workers and
+    /// the nearest one: "unknown worker "plannr"; supervisor.toml defines: planner,
+    /// critic (did you mean "planner"?)".
+    pub fn require_worker(&self, name: &str) -> Result<&WorkerPlan, Error> {
+        self.worker(name)
+            .ok_or_else(|| Error::Usage(self.unknown_worker(name)))
+    }
+
+    fn unknown_worker(&self, name: &str) -> String {
+        let names: Vec<&str> = self.workers.iter().map(|w| w.name.as_str()).collect();
+        let mut msg = format!(
+            "unknown worker {name:?}; {} defines: {}",
+            self.config_path.display(),
+            if names.is_empty() {
+                "(no workers)".to_string()
+            } else {
+                names.join(", ")
+            }
+        );
+        if let Some(c) = config::nearest(name, &names) {
+            msg.push_str(&format!(" (did you mean {c:?}?)"));
+        }
+        msg
     }
 
     /// True when `name` is secret by rule, by name, or when `from_secret_source`.

@@ -28,11 +28,10 @@
 //! which for OpenAI echoes part of the key. Error strings from the HTTP client go
 //! through the global redactor, which learns every probed value first.
 
-use std::io::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::check::{Finding, Report};
+use crate::check::Finding;
 use crate::config::Provider;
 use crate::env::{self, BuiltEnv};
 use crate::plan::{Plan, WorkerPlan};
@@ -315,30 +314,6 @@ pub fn summary_line(r: &ProbeResult) -> String {
         ),
         Outcome::Skipped { reason } => format!("probe: {who} skipped: {reason}"),
     }
-}
-
-/// What `agentsup check --probe` calls: probes with [`DEFAULT_TIMEOUT`], appends
-/// the [`findings`] to `report`, and writes one [`summary_line`] per result to
-/// stderr, because the report has no place for accepted keys (stdout stays the
-/// report alone, so `--format json` is still one JSON document).
-pub fn add_probe_findings(
-    report: &mut Report,
-    plan: &Plan,
-    snapshot: &Snapshot,
-    process_env: &ProcessEnv,
-    workers: &[WorkerPlan],
-) {
-    let results = probe(plan, snapshot, process_env, workers, DEFAULT_TIMEOUT);
-    let mut err = std::io::stderr().lock();
-    for r in &results {
-        // A closed stderr must not stop the check: the findings still reach stdout.
-        let _ = writeln!(
-            err,
-            "{}",
-            crate::redact::global().redact_str(&summary_line(r))
-        );
-    }
-    report.findings.extend(findings(&results));
 }
 
 /// The provider of variable `name`: `[keys.X] provider` first, else the SDK names.

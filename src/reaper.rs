@@ -524,6 +524,7 @@ mod tests {
             capture: false,
             own_group: true,
             reset_signals: vec![],
+            creds: None,
         }
     }
 

@@ -1,10 +1,14 @@
 //! Starting processes: workers, secret-source commands and `exec`'s child (SPEC 3, 5).
 //!
-//! Everything is started with `std::process::Command` (crates.md §6): an explicit
-//! environment (`env_clear` + the worker's own variables), its own process group,
-//! stdin from `/dev/null`, and a `pre_exec` hook that arms `PR_SET_PDEATHSIG` and
-//! resets signal dispositions. Nothing here waits on a child; exit statuses come from
-//! [`crate::reaper`] (or, where no reaper exists, from one `waitpid(pid)`).
+//! Everything is started through one child routine, [`crate::sys::child`]
+//! (`clone(CLONE_VM | CLONE_VFORK)`, raw system calls only): an explicit
+//! environment (the worker's own variables, nothing of agentsup's), its own process
+//! group, stdin from `/dev/null`, descriptors 0, 1 and 2 only, `PR_SET_PDEATHSIG`,
+//! signal dispositions reset, and the worker's `user`/`group`. This module resolves
+//! the program, builds what the child reads (wiped afterwards: it holds the
+//! secrets), and owns the spawner thread and output capture. Nothing here waits on
+//! a child; exit statuses come from [`crate::reaper`] (or, where no reaper exists,
+//! from one `waitpid(pid)`).
 //!
 //! Three traps shape this module:
 //!
@@ -13,33 +17,36 @@
 //!   10 s idle, which would SIGKILL perfectly healthy workers. Workers are therefore
 //!   forked by one long-lived thread, the [`Spawner`], which never exits before the
 //!   process does.
-//! * **PATH lookup.** std resolves a bare program name through agentsup's own `PATH`,
-//!   even after `env_clear`. SPEC 3 says the worker's own `PATH`, so
-//!   [`resolve_program`] does the lookup and std gets an absolute path.
-//! * **After `fork`, before `exec`.** The child of a multi-threaded process may only
-//!   make async-signal-safe calls: no allocation, no locks, no `tracing`. The hook
-//!   only reads integers and a slice built before the fork.
+//! * **PATH lookup.** SPEC 3 says the worker's own `PATH`, not agentsup's, so
+//!   [`resolve_program`] does the lookup and the child gets an absolute path.
+//! * **After `clone`, before `exec`.** The child shares agentsup's memory and may
+//!   only make raw system calls: no allocation, no locks, no `tracing`. It reads
+//!   only what was built before the clone.
 //!
 //! PDEATHSIG covers the direct child only: grandchildren of a SIGKILLed agentsup
 //! survive it unless agentsup is PID 1 of its namespace.
 
+use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, PoisonError, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
-use std::{fmt, ptr};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 
+use std::mem::take;
+
+use zeroize::{Zeroize, Zeroizing};
+
 use crate::reaper::{self, ExitWaiter, Reaper, ReaperHandle, Termination};
+use crate::sys::child::{self, CArray};
+use crate::sys::creds::Creds;
 
 /// Signals agentsup may send a worker, which a worker must therefore not inherit as
 /// ignored: an ignored disposition survives `exec` (crates.md §5), so a supervisor
@@ -172,6 +179,18 @@ pub struct SpawnSpec {
     pub own_group: bool,
     /// Signal numbers set to `SIG_DFL` in the child; see [`DEFAULT_RESET_SIGNALS`].
     pub reset_signals: Vec<i32>,
+    /// The user and group to run as (a worker's `user` / `group`); None keeps
+    /// agentsup's own.
+    pub creds: Option<Creds>,
+}
+
+impl Drop for SpawnSpec {
+    /// The values are the worker's secrets: wiped, not just freed.
+    fn drop(&mut self) {
+        for (_, v) in &mut self.env {
+            v.zeroize();
+        }
+    }
 }
 
 impl fmt::Debug for SpawnSpec {
@@ -188,6 +207,7 @@ impl fmt::Debug for SpawnSpec {
             .field("capture", &self.capture)
             .field("own_group", &self.own_group)
             .field("reset_signals", &self.reset_signals)
+            .field("creds", &self.creds)
             .finish()
     }
 }
@@ -200,6 +220,11 @@ pub(crate) struct ChildSetup {
     pub(crate) pdeathsig: bool,
     /// Make the child's group the terminal's foreground group (`exec` on a TTY).
     pub(crate) take_terminal: bool,
+    /// With `capture`, stdout is one end of a socketpair instead of a pipe: a
+    /// process of the same uid can open another process's pipe through
+    /// `/proc/<pid>/fd/1` and read what it writes (a credential helper's secrets)
+    /// before we do, but the kernel refuses to open a socket that way (ENXIO).
+    pub(crate) stdout_socket: bool,
 }
 
 /// Finds the file to execute for `program`, the way a shell would but on the
@@ -282,96 +307,95 @@ fn check_and_resolve(spec: &SpawnSpec) -> Result<PathBuf, SpawnError> {
     resolve_program(program, path_of(&spec.env), &spec.cwd)
 }
 
-/// Resolves and configures a `Command` for `spec`. Returns it with the resolved path.
-fn prepare(spec: &SpawnSpec, setup: ChildSetup) -> Result<(Command, PathBuf), SpawnError> {
-    let resolved = check_and_resolve(spec)?;
-    let program = &spec.argv[0];
-    let mut cmd = Command::new(&resolved);
-    cmd.arg0(program)
-        .args(&spec.argv[1..])
-        .env_clear()
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&spec.cwd);
-    if spec.own_group {
-        cmd.process_group(0);
-    }
-    if spec.stdin_null {
-        cmd.stdin(Stdio::null());
-    }
-    if spec.capture {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    }
-    install_child_setup(&mut cmd, &spec.reset_signals, setup);
-    Ok((cmd, resolved))
+/// A started process: its pid and, when captured, its output pipes.
+#[derive(Debug)]
+pub(crate) struct Started {
+    /// Its pid; with [`SpawnSpec::own_group`] also its process group id.
+    pub(crate) pid: u32,
+    /// Its stdout, when [`SpawnSpec::capture`] was set (blocking).
+    pub(crate) stdout: Option<OwnedFd>,
+    /// Its stderr, when [`SpawnSpec::capture`] was set (blocking).
+    pub(crate) stderr: Option<OwnedFd>,
 }
 
-fn install_child_setup(cmd: &mut Command, reset: &[i32], setup: ChildSetup) {
-    // Read before the fork: the child compares it with getppid() after arming
-    // PDEATHSIG, to catch a parent that died before the signal was armed.
-    let parent = std::process::id() as libc::pid_t;
-    let reset = reset.to_vec();
-    // SAFETY: the closure runs in the forked child of a multi-threaded process.
-    // `child_setup` makes only async-signal-safe calls (see its docs), allocates
-    // nothing (`reset` was allocated before the fork and is only read) and takes no
-    // locks; `parent` and `setup` are plain integers.
-    unsafe {
-        cmd.pre_exec(move || child_setup(parent, &reset, setup));
-    }
-}
-
-/// Runs in the child between `fork` and `exec`. Only `prctl`, `getppid`, `_exit`,
-/// `sigemptyset`, `sigaddset`, `sigprocmask`, `tcsetpgrp`, `getpgrp` and `signal`,
-/// all async-signal-safe (signal-safety(7); `prctl` is a bare system call). An error
-/// returned here reaches the parent through std's close-on-exec pipe as the spawn
-/// error.
-fn child_setup(parent: libc::pid_t, reset: &[libc::c_int], setup: ChildSetup) -> io::Result<()> {
-    if setup.pdeathsig {
-        // SAFETY: PR_SET_PDEATHSIG takes a signal number; no pointers are involved.
-        let r = unsafe {
-            libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0 as libc::c_ulong,
-                0 as libc::c_ulong,
-                0 as libc::c_ulong,
-            )
+/// Starts `spec` through the one child routine ([`crate::sys::child`]): `launch`
+/// calls [`child::spawn`], under the reaper's lock where one runs (see
+/// [`registered`]), and returns the pid with whatever it registered.
+fn start<T>(
+    spec: &SpawnSpec,
+    setup: ChildSetup,
+    launch: impl FnOnce(&child::Spec<'_>) -> io::Result<(u32, T)>,
+) -> Result<(Started, T), SpawnError> {
+    use std::os::fd::AsRawFd;
+    let path = check_and_resolve(spec)?;
+    let io_err = |source: io::Error| start_error(spec, path.clone(), source);
+    let program = cstring(&path).map_err(io_err)?;
+    let argv = CArray::new(spec.argv.iter().map(|a| a.as_bytes().to_vec())).map_err(io_err)?;
+    let envp =
+        CArray::env(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(io_err)?;
+    let cwd = cstring(&spec.cwd).map_err(io_err)?;
+    let devnull = if spec.stdin_null {
+        Some(File::open("/dev/null").map_err(io_err)?)
+    } else {
+        None
+    };
+    let (out, err) = if spec.capture {
+        let out = if setup.stdout_socket {
+            socketpair_cloexec()
+        } else {
+            pipe_cloexec()
         };
-        if r == -1 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: getppid has no preconditions.
-        if unsafe { libc::getppid() } != parent {
-            // The parent died between fork and prctl, so the death signal will never
-            // come (aristanetworks/bst#74): leave now rather than run unsupervised.
-            // SAFETY: _exit skips atexit handlers and destructors, which is exactly
-            // what a forked child of a multi-threaded process must do.
-            unsafe { libc::_exit(1) }
-        }
+        (
+            Some(out.map_err(io_err)?),
+            Some(pipe_cloexec().map_err(io_err)?),
+        )
+    } else {
+        (None, None)
+    };
+    let child_spec = child::Spec {
+        program: &program,
+        argv: &argv,
+        envp: &envp,
+        cwd: &cwd,
+        stdio: [
+            devnull.as_ref().map_or(-1, |f| f.as_raw_fd()),
+            out.as_ref().map_or(-1, |(_, w)| w.as_raw_fd()),
+            err.as_ref().map_or(-1, |(_, w)| w.as_raw_fd()),
+        ],
+        own_group: spec.own_group,
+        take_terminal: setup.take_terminal,
+        pdeathsig: setup.pdeathsig,
+        reset: &spec.reset_signals,
+        creds: spec.creds.as_ref(),
+    };
+    let (pid, extra) = launch(&child_spec).map_err(io_err)?;
+    // Our copies of the child's ends (stdin, the pipes' write ends) close here.
+    drop(devnull);
+    Ok((
+        Started {
+            pid,
+            stdout: out.map(|(r, _w)| r),
+            stderr: err.map(|(r, _w)| r),
+        },
+        extra,
+    ))
+}
+
+/// A `launch` for [`start`] that registers the child with `reaper` atomically
+/// with the spawn (see [`crate::reaper`] on the registration race).
+fn registered(
+    reaper: &ReaperHandle,
+) -> impl FnOnce(&child::Spec<'_>) -> io::Result<(u32, ExitWaiter)> + '_ {
+    move |c| {
+        let mut registrar = reaper.lock();
+        let pid = child::spawn(c)?;
+        Ok((pid, registrar.register(pid)))
     }
-    // SAFETY: sigset_t is plain data and all-zero is a valid value; every pointer
-    // passed below is to a local that lives across the call.
-    unsafe {
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        if setup.take_terminal {
-            // We are a background group until tcsetpgrp succeeds, and a background
-            // group calling tcsetpgrp gets SIGTTOU (which stops it) unless the signal
-            // is blocked. Failure is not fatal: signals are forwarded anyway.
-            let mut ttou = empty;
-            libc::sigaddset(&mut ttou, libc::SIGTTOU);
-            libc::sigprocmask(libc::SIG_BLOCK, &ttou, ptr::null_mut());
-            libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpgrp());
-        }
-        for &sig in reset {
-            // Ignored dispositions survive exec; these must not. SIGKILL, SIGSTOP
-            // or an invalid number fail harmlessly.
-            libc::signal(sig, libc::SIG_DFL);
-        }
-        // std leaves the forking thread's mask in place, and a worker with SIGTERM
-        // blocked could only be stopped by SIGKILL.
-        libc::sigprocmask(libc::SIG_SETMASK, &empty, ptr::null_mut());
-    }
-    Ok(())
+}
+
+/// A `launch` for [`start`] with no reaper.
+fn unregistered(c: &child::Spec<'_>) -> io::Result<(u32, ())> {
+    child::spawn(c).map(|pid| (pid, ()))
 }
 
 fn start_error(spec: &SpawnSpec, path: PathBuf, source: io::Error) -> SpawnError {
@@ -382,25 +406,10 @@ fn start_error(spec: &SpawnSpec, path: PathBuf, source: io::Error) -> SpawnError
     }
 }
 
-/// Spawns and registers with the reaper atomically (see [`crate::reaper`] on the
-/// registration race).
-fn spawn_registered(
-    spec: &SpawnSpec,
-    reaper: &ReaperHandle,
-    setup: ChildSetup,
-) -> Result<(Child, ExitWaiter), SpawnError> {
-    let (mut cmd, path) = prepare(spec, setup)?;
-    let mut registrar = reaper.lock();
-    let child = cmd.spawn().map_err(|e| start_error(spec, path, e))?;
-    let exit = registrar.register(child.id());
-    Ok((child, exit))
-}
-
 /// Spawns without a reaper; the caller waits on this one pid itself. Only for
 /// processes with no reaper running (`agentsup check`, `agentsup exec`).
-pub(crate) fn spawn_direct(spec: &SpawnSpec, setup: ChildSetup) -> Result<Child, SpawnError> {
-    let (mut cmd, path) = prepare(spec, setup)?;
-    cmd.spawn().map_err(|e| start_error(spec, path, e))
+pub(crate) fn spawn_direct(spec: &SpawnSpec, setup: ChildSetup) -> Result<Started, SpawnError> {
+    start(spec, setup, unregistered).map(|(started, ())| started)
 }
 
 /// A started process.
@@ -520,9 +529,17 @@ fn spawner_thread(requests: &mpsc::Receiver<Request>) {
     let setup = ChildSetup {
         pdeathsig: true,
         take_terminal: false,
+        stdout_socket: false,
     };
     for req in requests {
-        let result = spawn_registered_vfork(&req.spec, &req.reaper, setup);
+        let result =
+            start(&req.spec, setup, registered(&req.reaper)).map(|(started, exit)| RawSpawned {
+                pid: started.pid,
+                group: req.spec.own_group,
+                stdout: started.stdout,
+                stderr: started.stderr,
+                exit,
+            });
         // The caller stopped waiting (its future was dropped).
         if let Err(Ok(orphaned)) = req.reply.send(result) {
             abandon(orphaned.pid, orphaned.group);
@@ -602,6 +619,14 @@ pub struct Captured {
     pub stdout: Vec<u8>,
     /// Everything it wrote to stderr.
     pub stderr: Vec<u8>,
+}
+
+impl Drop for Captured {
+    /// A `command` source's output *is* the secrets: wiped, not just freed.
+    fn drop(&mut self) {
+        self.stdout.zeroize();
+        self.stderr.zeroize();
+    }
 }
 
 impl fmt::Debug for Captured {
@@ -704,29 +729,29 @@ pub fn run_capture(
         capture: true,
         own_group: true,
         reset_signals: DEFAULT_RESET_SIGNALS.to_vec(),
+        creds: None,
     };
     let setup = ChildSetup {
         pdeathsig: true,
         take_terminal: false,
+        stdout_socket: true,
     };
     let reaper = reaper.cloned().or_else(Reaper::current);
-    let (mut child, mut exit) = match &reaper {
+    let (child, mut exit) = match &reaper {
         Some(r) => {
-            let (child, waiter) = spawn_registered(&spec, r, setup)?;
+            let (child, waiter) = start(&spec, setup, registered(r))?;
             (child, ExitSource::Reaper(waiter))
         }
         None => {
             let child = spawn_direct(&spec, setup)?;
-            let pid = child.id();
+            let pid = child.pid;
             (child, ExitSource::Direct(pid))
         }
     };
-    let pid = child.id();
+    let pid = child.pid;
     let program = spec.argv[0].clone();
-    let stdout = child.stdout.take().map(|s| File::from(OwnedFd::from(s)));
-    let stderr = child.stderr.take().map(|s| File::from(OwnedFd::from(s)));
-    // Dropping a std Child neither kills nor waits; the status comes from `exit`.
-    drop(child);
+    let stdout = child.stdout.map(File::from);
+    let stderr = child.stderr.map(File::from);
 
     let stop = match read_until_eof(stdout, stderr, deadline, &mut exit) {
         Ok((stdout, stderr, Some(status), leaked)) => {
@@ -794,14 +819,23 @@ fn read_until_eof(
     deadline: Instant,
     exit: &mut ExitSource,
 ) -> Result<ReadOutcome, ReadStop> {
-    let mut streams = [(stdout, Vec::new()), (stderr, Vec::new())];
-    let mut buf = vec![0u8; 64 * 1024];
+    // Wiped when dropped, on the early returns too: this is the secrets.
+    let mut streams = [
+        (stdout, Zeroizing::new(Vec::new())),
+        (stderr, Zeroizing::new(Vec::new())),
+    ];
+    let mut buf = Zeroizing::new(vec![0u8; 64 * 1024]);
     let mut exited: Option<(Termination, Instant)> = None;
     loop {
         let open: Vec<usize> = (0..2).filter(|&i| streams[i].0.is_some()).collect();
         if open.is_empty() {
-            let [(_, out), (_, err)] = streams;
-            return Ok((out, err, exited.map(|(s, _)| s), false));
+            let [(_, mut out), (_, mut err)] = streams;
+            return Ok((
+                take(&mut out),
+                take(&mut err),
+                exited.map(|(s, _)| s),
+                false,
+            ));
         }
         if exited.is_none() {
             match exit.poll_once() {
@@ -812,8 +846,8 @@ fn read_until_eof(
         }
         if let Some((status, at)) = exited {
             if at.elapsed() >= CAPTURE_LEAK_GRACE {
-                let [(_, out), (_, err)] = streams;
-                return Ok((out, err, Some(status), true));
+                let [(_, mut out), (_, mut err)] = streams;
+                return Ok((take(&mut out), take(&mut err), Some(status), true));
             }
         }
         // Wake at least every 100 ms to notice the command's exit (see above).
@@ -846,7 +880,7 @@ fn read_until_eof(
             let Some(f) = file.as_mut() else { continue };
             match f.read(&mut buf) {
                 Ok(0) => *file = None,
-                Ok(n) => data.extend_from_slice(&buf[..n]),
+                Ok(n) => append_wiping(data, &buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(ReadStop::Io(e)),
             }
@@ -857,110 +891,17 @@ fn read_until_eof(
     }
 }
 
-// ---------------------------------------------------------------------------
-// Worker spawns without copying the address space
-// ---------------------------------------------------------------------------
-
-/// Everything the vfork child touches, built before `clone`: it shares our memory
-/// and must not allocate, lock or unwind.
-struct VforkCtx {
-    program: *const libc::c_char,
-    argv: *const *const libc::c_char,
-    envp: *const *const libc::c_char,
-    cwd: *const libc::c_char,
-    stdin: libc::c_int,
-    stdout: libc::c_int,
-    stderr: libc::c_int,
-    own_group: bool,
-    pdeathsig: bool,
-    parent: libc::pid_t,
-    reset: *const libc::c_int,
-    reset_len: usize,
-    /// Write end of the close-on-exec error pipe.
-    report: libc::c_int,
-}
-
-/// Runs in the child of `clone(CLONE_VM | CLONE_VFORK)`, on its own stack, with
-/// every signal blocked (inherited from the spawner thread). The same steps as
-/// [`child_setup`] plus what std's fork path does, as raw system calls only.
-extern "C" fn vfork_child(arg: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: `arg` points at the VforkCtx the parent keeps alive until we exec or
-    // exit (CLONE_VFORK suspends it); every pointer in it is to memory it owns.
-    unsafe {
-        let ctx = &*(arg as *const VforkCtx);
-        unsafe fn fail(ctx: &VforkCtx) -> ! {
-            // SAFETY: errno of this (the spawner's) thread; a 4-byte write; _exit.
-            unsafe {
-                let e: libc::c_int = *libc::__errno_location();
-                let bytes = e.to_ne_bytes();
-                libc::write(ctx.report, bytes.as_ptr().cast(), bytes.len());
-                libc::_exit(127)
-            }
-        }
-        // First, before anything that could block: should agentsup die while this
-        // child is still here, the kernel kills it.
-        if ctx.pdeathsig {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) == -1
-            {
-                fail(ctx);
-            }
-            if libc::getppid() != ctx.parent {
-                libc::_exit(1);
-            }
-        }
-        // Handlers live in the parent's memory: a signal arriving before exec must
-        // not run one here. Reset every caught signal to its default (as glibc's
-        // posix_spawn does, up to and including SIGRTMAX); ignored ones in `reset`
-        // too.
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        for sig in 1..=libc::SIGRTMAX() {
-            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
-                continue;
-            }
-            if libc::sigaction(sig, ptr::null(), &mut sa) == 0
-                && sa.sa_sigaction != libc::SIG_DFL
-                && sa.sa_sigaction != libc::SIG_IGN
-            {
-                sa.sa_sigaction = libc::SIG_DFL;
-                libc::sigaction(sig, &sa, ptr::null_mut());
-            }
-        }
-        for i in 0..ctx.reset_len {
-            libc::signal(*ctx.reset.add(i), libc::SIG_DFL);
-        }
-        // The Rust runtime ignores SIGPIPE in agentsup; std's spawn puts it back
-        // for children, and so must we, or `yes | head -1` in a worker complains
-        // instead of ending quietly.
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        if ctx.own_group && libc::setpgid(0, 0) == -1 {
-            fail(ctx);
-        }
-        for (fd, target) in [(ctx.stdin, 0), (ctx.stdout, 1), (ctx.stderr, 2)] {
-            if fd == target {
-                // dup2 onto itself is a no-op that keeps close-on-exec (possible
-                // only when a library user closed its own stdio first).
-                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
-                    fail(ctx);
-                }
-            } else if fd >= 0 && libc::dup2(fd, target) == -1 {
-                fail(ctx);
-            }
-        }
-        if libc::chdir(ctx.cwd) == -1 {
-            fail(ctx);
-        }
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        libc::sigprocmask(libc::SIG_SETMASK, &empty, ptr::null_mut());
-        libc::execve(ctx.program, ctx.argv, ctx.envp);
-        fail(ctx)
+/// `data.extend_from_slice(bytes)`, except that a buffer outgrown is wiped before
+/// it is freed (a plain `Vec` growth leaves the old copy of the output in freed
+/// memory).
+fn append_wiping(data: &mut Vec<u8>, bytes: &[u8]) {
+    if data.len() + bytes.len() > data.capacity() {
+        let mut bigger = Vec::with_capacity((data.len() + bytes.len()).max(2 * data.capacity()));
+        bigger.extend_from_slice(data);
+        data.zeroize();
+        *data = bigger;
     }
+    data.extend_from_slice(bytes);
 }
 
 fn cstring(s: impl AsRef<std::ffi::OsStr>) -> io::Result<std::ffi::CString> {
@@ -970,129 +911,15 @@ fn cstring(s: impl AsRef<std::ffi::OsStr>) -> io::Result<std::ffi::CString> {
 }
 
 fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
-    use std::os::fd::FromRawFd;
-    let mut fds = [0; 2];
-    // SAFETY: fds is a valid 2-element array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 returned two fresh descriptors we now own.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
 }
 
-/// Size of the vfork child's stack: it only makes system calls.
-const VFORK_STACK: usize = 64 * 1024;
-
-/// `spawn_registered` without `fork`: `clone(CLONE_VM | CLONE_VFORK)` shares the
-/// address space until `execve`, so nothing is copied however big agentsup is
-/// (fork copied ~20 MB of page tables and write-protected every page: ~2 ms a
-/// spawn, all on the spawner thread). Same guarantees as the `pre_exec` path: own
-/// group, PDEATHSIG armed by this long-lived thread, signals reset, empty mask.
-fn spawn_registered_vfork(
-    spec: &SpawnSpec,
-    reaper: &ReaperHandle,
-    setup: ChildSetup,
-) -> Result<RawSpawned, SpawnError> {
-    use std::os::fd::AsRawFd;
-    // The child cannot take a terminal (that needs tcsetpgrp from the parent's
-    // side); `exec` does, and it does not come here.
-    debug_assert!(!setup.take_terminal);
-    let path = check_and_resolve(spec)?;
-    let io_err = |source: io::Error| start_error(spec, path.clone(), source);
-    let program = cstring(&path).map_err(io_err)?;
-    let argv: Vec<std::ffi::CString> = spec
-        .argv
-        .iter()
-        .map(cstring)
-        .collect::<io::Result<_>>()
-        .map_err(io_err)?;
-    let envs: Vec<std::ffi::CString> = spec
-        .env
-        .iter()
-        .map(|(k, v)| cstring(format!("{k}={v}")))
-        .collect::<io::Result<_>>()
-        .map_err(io_err)?;
-    let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|c| c.as_ptr()).collect();
-    argv_p.push(ptr::null());
-    let mut envp_p: Vec<*const libc::c_char> = envs.iter().map(|c| c.as_ptr()).collect();
-    envp_p.push(ptr::null());
-    let cwd = cstring(&spec.cwd).map_err(io_err)?;
-    let devnull = if spec.stdin_null {
-        Some(File::open("/dev/null").map_err(io_err)?)
-    } else {
-        None
-    };
-    let (out, err) = if spec.capture {
-        (
-            Some(pipe_cloexec().map_err(io_err)?),
-            Some(pipe_cloexec().map_err(io_err)?),
-        )
-    } else {
-        (None, None)
-    };
-    let (report_r, report_w) = pipe_cloexec().map_err(io_err)?;
-    let ctx = VforkCtx {
-        program: program.as_ptr(),
-        argv: argv_p.as_ptr(),
-        envp: envp_p.as_ptr(),
-        cwd: cwd.as_ptr(),
-        stdin: devnull.as_ref().map_or(-1, |f| f.as_raw_fd()),
-        stdout: out.as_ref().map_or(-1, |(_, w)| w.as_raw_fd()),
-        stderr: err.as_ref().map_or(-1, |(_, w)| w.as_raw_fd()),
-        own_group: spec.own_group,
-        pdeathsig: setup.pdeathsig,
-        parent: std::process::id() as libc::pid_t,
-        reset: spec.reset_signals.as_ptr(),
-        reset_len: spec.reset_signals.len(),
-        report: report_w.as_raw_fd(),
-    };
-    let mut stack = vec![0u8; VFORK_STACK];
-    // SAFETY: 16-byte aligned top of a live buffer; the child runs on it only until
-    // it execs or exits, and CLONE_VFORK keeps us (and `stack`, `ctx`) waiting.
-    let pid = unsafe {
-        let top = stack.as_mut_ptr().add(VFORK_STACK) as usize & !15;
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        let mut registrar = reaper.lock();
-        let pid = libc::clone(
-            vfork_child,
-            top as *mut libc::c_void,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            &ctx as *const VforkCtx as *mut libc::c_void,
-        );
-        let clone_err = io::Error::last_os_error();
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, ptr::null_mut());
-        if pid == -1 {
-            return Err(io_err(clone_err));
-        }
-        drop(report_w);
-        let mut buf = [0u8; 4];
-        let mut report = File::from(report_r);
-        if report.read_exact(&mut buf).is_ok() {
-            // It could not exec: collect it here (the reaper is locked out) and
-            // report the child's errno like std does.
-            let mut status = 0;
-            while libc::waitpid(pid, &mut status, 0) == -1
-                && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
-            {}
-            return Err(io_err(io::Error::from_raw_os_error(i32::from_ne_bytes(
-                buf,
-            ))));
-        }
-        let exit = registrar.register(pid as u32);
-        (pid as u32, exit)
-    };
-    let (pid, exit) = pid;
-    drop(devnull);
-    Ok(RawSpawned {
-        pid,
-        group: spec.own_group,
-        stdout: out.map(|(r, _w)| r),
-        stderr: err.map(|(r, _w)| r),
-        exit,
-    })
+/// Like [`pipe_cloexec`] (read end first), but a connected socket pair whose read
+/// end is shut for writing, so data flows one way only, as through a pipe.
+fn socketpair_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+    ours.shutdown(std::net::Shutdown::Write)?;
+    Ok((OwnedFd::from(ours), OwnedFd::from(theirs)))
 }
 
 #[cfg(test)]
@@ -1121,6 +948,7 @@ mod tests {
             capture: true,
             own_group: true,
             reset_signals: DEFAULT_RESET_SIGNALS.to_vec(),
+            creds: None,
         }
     }
 
@@ -1293,7 +1121,7 @@ mod tests {
             None,
         );
         pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None).unwrap();
-        let out = String::from_utf8(out.unwrap().stdout).unwrap();
+        let out = String::from_utf8(out.unwrap().stdout.clone()).unwrap();
         assert_eq!(out.split_whitespace().nth(1), Some("0000000000000000"));
     }
 
@@ -1466,6 +1294,7 @@ mod tests {
             return;
         }
         use std::io::BufRead;
+        use std::process::{Command, Stdio};
         let mut supervisor = Command::new(std::env::current_exe().unwrap())
             .args([NAME, "--exact", "--nocapture", "--test-threads=1"])
             .env("AGENTSUP_ISOLATED_TEST", NAME)

@@ -491,7 +491,7 @@ fn malformed_config_wrong_type() {
     assert_config_error(
         "[[worker]]\nname = \"a\"\ncommand = \"python3 -m agent\"\n",
         "supervisor.toml:3:11",
-        "expected a sequence",
+        "`command` in `[[worker]]`: expected an array, found a string",
     );
 }
 

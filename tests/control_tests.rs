@@ -305,6 +305,9 @@ fn restart_one_replica_then_a_whole_worker_one_at_a_time() {
     ctl.run(&["restart", "gamma"])
         .assert_code(1)
         .assert_contains("alpha, beta");
+    ctl.run(&["restart", "alpah.0"])
+        .assert_code(1)
+        .assert_contains("did you mean \"alpha\"?");
     run.signal(15);
     assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
 }

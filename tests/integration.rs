@@ -5,6 +5,7 @@
 mod support;
 
 mod check_tests;
+mod contain_tests;
 mod control_tests;
 mod control_trust_tests;
 mod dotenv_tests;
@@ -13,9 +14,13 @@ mod env_tests;
 mod exec_tests;
 mod fork_tests;
 mod health_tests;
+mod helper_pkg_tests;
+mod init_tests;
 mod k8s_tests;
 mod probe_tests;
 mod regression_tests;
 mod run_tests;
 mod signal_tests;
+mod source_command_tests;
+mod validate_tests;
 mod watch_tests;

@@ -32,6 +32,7 @@ fn a_failing_secret_command_never_echoes_agentsups_own_token() {
 [[source]]
 type = "command"
 command = ["sh", "-c", "echo MY_TOKEN=abcdefgh; echo \"vault: permission denied for token $VAULT_TOKEN\" >&2; exit 2"]
+env = ["VAULT_TOKEN"]
 
 [[worker]]
 name = "w"

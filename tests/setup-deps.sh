@@ -19,6 +19,16 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   done
   echo "$want" > "$stamp"
 fi
+# redis-server for the Celery hook's test (python/tests/test_celery.py).
+if ! command -v redis-server >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "setup-deps: installing redis-server (apt-get)" >&2
+    apt-get install -y -q redis-server >&2 || { apt-get update -q >&2 && apt-get install -y -q redis-server >&2; }
+  else
+    echo "setup-deps: redis-server is missing; install it (Debian/Ubuntu: sudo apt-get install redis-server)" >&2
+    exit 1
+  fi
+fi
 for lock in "$root"/examples/*/package-lock.json; do
   [ -f "$lock" ] || continue
   dir="$(dirname "$lock")"

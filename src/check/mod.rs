@@ -14,11 +14,14 @@
 //!
 //! Layout: `rules` holds the pure per-value rules, `provider` the key shapes and
 //! base-URL classes, `names` the name matching, `worker` the checks about a
-//! worker as a whole, `report` the text and JSON rendering; this file decides what
+//! worker as a whole, `preflight` whether each worker's command can start at all,
+//! `report` the text and JSON rendering; this file decides what
 //! to check for whom and merges findings that several workers share.
 
+mod helper;
 mod names;
 mod placeholder;
+pub mod preflight;
 mod provider;
 mod report;
 mod rules;
@@ -44,7 +47,7 @@ pub struct Finding {
     /// `provider-shape`, `provider-mismatch`, `azure-endpoint`, `azure-api-version`,
     /// `pattern`, `worker-dotenv`, `source`, `duplicate`, `unquoted-hash`, `dollar`,
     /// `escape`, `plain-word`, `command` (preflight), `probe-rejected`,
-    /// `probe-unreachable`, `probe-unexpected` (see docs/config.md).
+    /// `probe-unreachable`, `probe-unexpected`, `helper-argv` (see docs/config.md).
     pub code: &'static str,
     /// The variable concerned, when there is one.
     pub key: Option<String>,
@@ -155,6 +158,7 @@ pub fn run(
     for p in &snapshot.problems {
         out.push(source_finding(p, &selected));
     }
+    out.extend(helper::findings(plan));
     for w in &selected {
         let built = env::build(plan, w, 0, snapshot, process_env);
         // Values matched only by a glob are optional and not value-checked, except

@@ -199,10 +199,19 @@ impl Report {
         out
     }
 
-    /// The report for machines: `{"config", "sources", "workers", "keys_checked",
-    /// "findings": [{severity, code, key, workers, location, message, hint}],
-    /// "errors", "warnings", "ok"}`.
+    /// The report for machines, pretty-printed: see [`Report::to_json`].
     pub fn render_json(&self) -> String {
+        let mut text =
+            serde_json::to_string_pretty(&self.to_json()).unwrap_or_else(|_| "{}".to_string());
+        text.push('\n');
+        text
+    }
+
+    /// The report as a JSON document: `{"config", "sources", "workers",
+    /// "keys_checked", "findings": [{severity, code, key, workers, location,
+    /// message, hint}], "errors", "warnings", "ok"}`. `run --log-format json`
+    /// embeds it in its `check` event.
+    pub fn to_json(&self) -> serde_json::Value {
         let sources: Vec<_> = self
             .sources
             .iter()
@@ -235,7 +244,7 @@ impl Report {
                 })
             })
             .collect();
-        let doc = json!({
+        json!({
             "config": self.config.display().to_string(),
             "sources": sources,
             "workers": workers,
@@ -244,9 +253,6 @@ impl Report {
             "errors": self.errors(),
             "warnings": self.warnings(),
             "ok": !self.has_errors(),
-        });
-        let mut text = serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{}".to_string());
-        text.push('\n');
-        text
+        })
     }
 }

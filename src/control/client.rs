@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use super::path;
 use super::wire::{self, MAX_RESPONSE};
-use crate::cli::{ConfigArg, ReloadArgs, ReportFormat, RestartArgs, StatusArgs, write_stdout};
 use crate::exit::{Error, Result, code};
+use crate::output::stdout::{ReportFormat, write_stdout};
 use crate::status::{ControlRequest, ControlResponse, Status};
 
 /// `status` and `restart` are answered at once; a reload waits for every source to
@@ -35,13 +35,13 @@ const QUICK: Duration = Duration::from_secs(30);
 const RELOAD: Duration = Duration::from_secs(300);
 
 /// See [`super::cmd_status`].
-pub(super) fn cmd_status(a: StatusArgs) -> Result<u8> {
-    let r = ask(&a.config, &ControlRequest::Status, QUICK)?;
+pub(super) fn cmd_status(config: Option<&Path>, format: ReportFormat) -> Result<u8> {
+    let r = ask(config, &ControlRequest::Status, QUICK)?;
     let status =
         sanitize_status(r.status.ok_or_else(|| {
             Error::Runtime("the supervisor answered `status` without one".into())
         })?);
-    let text = match a.format {
+    let text = match format {
         ReportFormat::Text => render_table(&status),
         ReportFormat::Json => {
             let v = wire::status_to_json(&status);
@@ -56,38 +56,38 @@ pub(super) fn cmd_status(a: StatusArgs) -> Result<u8> {
 }
 
 /// See [`super::cmd_restart`].
-pub(super) fn cmd_restart(a: RestartArgs) -> Result<u8> {
+pub(super) fn cmd_restart(config: Option<&Path>, target: &str) -> Result<u8> {
     let req = ControlRequest::Restart {
-        target: a.target.clone(),
+        target: target.to_string(),
     };
-    let r = ask(&a.config, &req, QUICK)?;
+    let r = ask(config, &req, QUICK)?;
     write_stdout(&format!("{}\n", sanitize(&r.message)))?;
     Ok(code::OK)
 }
 
 /// See [`super::cmd_reload`].
-pub(super) fn cmd_reload(a: ReloadArgs) -> Result<u8> {
-    let r = ask(&a.config, &ControlRequest::Reload, RELOAD)?;
+pub(super) fn cmd_reload(config: Option<&Path>) -> Result<u8> {
+    let r = ask(config, &ControlRequest::Reload, RELOAD)?;
     write_stdout(&format!("{}\n", sanitize(&r.message)))?;
     Ok(code::OK)
 }
 
 /// The config path, found like every other command finds it, unparsed.
-fn config_path(arg: &ConfigArg) -> Result<PathBuf> {
+fn config_path(flag: Option<&Path>) -> Result<PathBuf> {
     let env_value = std::env::var("AGENTSUP_CONFIG").ok();
-    let (p, _) = crate::plan::locate(arg.config.as_deref(), env_value.as_deref());
+    let (p, _) = crate::plan::locate(flag, env_value.as_deref());
     if p.is_file() {
         return Ok(p);
     }
-    // Not there: let `load_plan` word the error, with its hints about -c and
+    // Not there: let `load_located` word the error, with its hints about -c and
     // $AGENTSUP_CONFIG.
-    crate::cli::load_plan(arg).map(|plan| plan.config_path)
+    crate::plan::load_located(flag).map(|plan| plan.config_path)
 }
 
 /// Sends one request and returns an accepted answer; a refusal is an error (exit 1)
 /// carrying the supervisor's reason.
-fn ask(arg: &ConfigArg, req: &ControlRequest, patience: Duration) -> Result<ControlResponse> {
-    let config = config_path(arg)?;
+fn ask(flag: Option<&Path>, req: &ControlRequest, patience: Duration) -> Result<ControlResponse> {
+    let config = config_path(flag)?;
     let canonical = path::canonical_config(&config);
     let (stream, socket) = connect(&canonical)?;
     let r = exchange(stream, &socket, req, patience)?;

@@ -74,20 +74,23 @@ pub fn serve(
 /// `agentsup status`: an aligned table of every replica (worker, replica, pid,
 /// state, uptime, restarts, last exit class), or the [`Status`] JSON with
 /// `--format json`. Exit 0; 1 when no supervisor runs for the config.
-pub fn cmd_status(a: crate::cli::StatusArgs) -> crate::exit::Result<u8> {
-    client::cmd_status(a)
+pub fn cmd_status(
+    config: Option<&std::path::Path>,
+    format: crate::output::stdout::ReportFormat,
+) -> crate::exit::Result<u8> {
+    client::cmd_status(config, format)
 }
 
 /// `agentsup restart NAME[.N]`: prints the supervisor's answer. Exit 0 when
 /// accepted, 1 when refused (unknown worker, shutting down) or when no supervisor
 /// runs for the config.
-pub fn cmd_restart(a: crate::cli::RestartArgs) -> crate::exit::Result<u8> {
-    client::cmd_restart(a)
+pub fn cmd_restart(config: Option<&std::path::Path>, target: &str) -> crate::exit::Result<u8> {
+    client::cmd_restart(config, target)
 }
 
 /// `agentsup reload`: re-read and re-check the sources, restart what changed.
 /// Exit 0 when the new values were adopted, 1 when they fail the checks (the
 /// reason is printed; the old workers keep running) or no supervisor runs.
-pub fn cmd_reload(a: crate::cli::ReloadArgs) -> crate::exit::Result<u8> {
-    client::cmd_reload(a)
+pub fn cmd_reload(config: Option<&std::path::Path>) -> crate::exit::Result<u8> {
+    client::cmd_reload(config)
 }

@@ -421,6 +421,8 @@ impl Inner {
     }
 
     async fn fork(self: Arc<Self>, env: Vec<(String, String)>) -> Result<Forked, ForkError> {
+        // The replica's secrets: wiped when this returns, however it returns.
+        let env = zeroize::Zeroizing::new(env);
         let conn = self.connection().await?;
         conn.fork(&self.argv, &self.cwd_str, &env, self.options.reply_timeout)
             .await

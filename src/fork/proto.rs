@@ -95,17 +95,35 @@ pub(super) fn fork_request(
         cwd,
         fds: 2,
     })?;
+    // Sized exactly before the environment goes in: a buffer that grew would
+    // leave unwiped copies of the values behind in freed memory.
+    let mut counter = Counter(0);
+    serde_json::to_writer(&mut counter, &EnvObject(env))?;
+    out.reserve_exact(counter.0 + 2);
     out.push(b'\t');
     serde_json::to_writer(&mut out, &EnvObject(env))?;
     out.push(b'\n');
     Ok(out)
 }
 
-/// Overwrites a buffer that held an environment before it is freed. Best effort:
-/// `black_box` keeps the compiler from dropping stores to memory about to be freed.
+/// Counts the bytes written to it.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Overwrites a buffer that held an environment before it is freed (`zeroize`:
+/// volatile stores the compiler cannot drop).
 pub(super) fn wipe(buf: &mut [u8]) {
-    buf.fill(0);
-    std::hint::black_box(buf);
+    zeroize::Zeroize::zeroize(buf);
 }
 
 #[cfg(test)]
@@ -159,5 +177,12 @@ mod tests {
         let mut b = b"secret".to_vec();
         wipe(&mut b);
         assert_eq!(b, vec![0; 6]);
+    }
+
+    #[test]
+    fn request_never_reallocates_once_the_environment_is_in() {
+        let env = vec![("K".to_string(), "\u{1}\"q\\".repeat(500))];
+        let req = fork_request(1, &["m".into()], "/", &env).unwrap();
+        assert_eq!(req.len(), req.capacity(), "sized exactly up front");
     }
 }

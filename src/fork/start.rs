@@ -106,6 +106,7 @@ pub(super) async fn start(
             stdin_null: true,
             capture: true,
             own_group: true,
+            creds: None,
             reset_signals: DEFAULT_RESET_SIGNALS.to_vec(),
         })
         .await?;

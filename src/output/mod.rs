@@ -45,6 +45,7 @@ mod frame;
 mod json;
 mod pump;
 mod sink;
+pub mod stdout;
 #[cfg(test)]
 mod test_support;
 

@@ -88,35 +88,44 @@ impl Builder<'_> {
     }
 
     fn inherit(&mut self, given: Option<&[Spanned<String>]>) -> (Vec<String>, GlobSet) {
-        let mut patterns = Vec::new();
-        let mut builder = GlobSetBuilder::new();
         match given {
             None => {
+                let mut builder = GlobSetBuilder::new();
                 for p in DEFAULT_INHERIT {
-                    patterns.push((*p).to_string());
                     builder.add(Glob::new(p).expect("default globs are valid"));
                 }
+                let set = builder.build().unwrap_or_else(|_| GlobSet::empty());
+                (
+                    DEFAULT_INHERIT.iter().map(|p| (*p).to_string()).collect(),
+                    set,
+                )
             }
-            Some(list) => {
-                for p in list {
-                    if !is_name_or_glob(p.get_ref()) {
-                        self.err_at(
-                            p.span(),
-                            format!(
-                                "`inherit` entry {:?} is not a variable name or glob (letters, digits, `_`, `*`, `?`, `[…]`)",
-                                p.get_ref()
-                            ),
-                        );
-                        continue;
-                    }
-                    match Glob::new(p.get_ref()) {
-                        Ok(g) => {
-                            builder.add(g);
-                            patterns.push(p.get_ref().clone());
-                        }
-                        Err(e) => self.err_at(p.span(), format!("bad glob {:?}: {e}", p.get_ref())),
-                    }
+            Some(list) => self.name_globs("inherit", list),
+        }
+    }
+
+    /// A list of variable names or globs (`[env] inherit`, a command source's
+    /// `env`), compiled; each bad entry is reported at its span.
+    fn name_globs(&mut self, field: &str, list: &[Spanned<String>]) -> (Vec<String>, GlobSet) {
+        let mut patterns = Vec::new();
+        let mut builder = GlobSetBuilder::new();
+        for p in list {
+            if !is_name_or_glob(p.get_ref()) {
+                self.err_at(
+                    p.span(),
+                    format!(
+                        "`{field}` entry {:?} is not a variable name or glob (letters, digits, `_`, `*`, `?`, `[…]`)",
+                        p.get_ref()
+                    ),
+                );
+                continue;
+            }
+            match Glob::new(p.get_ref()) {
+                Ok(g) => {
+                    builder.add(g);
+                    patterns.push(p.get_ref().clone());
                 }
+                Err(e) => self.err_at(p.span(), format!("bad glob {:?}: {e}", p.get_ref())),
             }
         }
         let set = builder.build().unwrap_or_else(|_| GlobSet::empty());
@@ -195,6 +204,7 @@ impl Builder<'_> {
             let plan_kind = match kind {
                 SourceKind::Dotenv | SourceKind::Dir => {
                     unexpected(self, "command", e.command.is_some());
+                    unexpected(self, "env", e.env.is_some());
                     unexpected(self, "format", e.format.is_some());
                     unexpected(self, "json_pointer", e.json_pointer.is_some());
                     unexpected(self, "timeout", e.timeout.is_some());
@@ -247,8 +257,12 @@ impl Builder<'_> {
                             self.err_at(p.span(), format!("`json_pointer` {:?} must be empty or start with `/` (RFC 6901), e.g. \"/data/data\"", p.get_ref()));
                         }
                     }
+                    let (env_patterns, env) =
+                        self.name_globs("env", e.env.as_deref().unwrap_or(&[]));
                     SourceKindPlan::Command {
                         argv,
+                        env_patterns,
+                        env,
                         format,
                         json_pointer: e.json_pointer.as_ref().map(|p| p.get_ref().clone()),
                         timeout: e
@@ -263,6 +277,7 @@ impl Builder<'_> {
                     unexpected(self, "format", e.format.is_some());
                     unexpected(self, "json_pointer", e.json_pointer.is_some());
                     unexpected(self, "timeout", e.timeout.is_some());
+                    unexpected(self, "env", e.env.is_some());
                     SourceKindPlan::Env
                 }
             };
@@ -532,6 +547,7 @@ impl Builder<'_> {
                 }
                 None
             };
+            let creds = self.creds(&name, w, start);
             out.push(WorkerPlan {
                 name,
                 line,
@@ -553,8 +569,41 @@ impl Builder<'_> {
                 backoff,
                 max_restarts: w.max_restarts.unwrap_or(10),
                 auth,
+                creds,
             });
         }
         out
+    }
+
+    /// Resolves a worker's `user` / `group` (issue 12): an unknown name, or a
+    /// switch agentsup is not privileged to make, is an error at the entry's line.
+    fn creds(
+        &mut self,
+        name: &str,
+        w: &config::WorkerEntry,
+        start: StartMode,
+    ) -> Option<crate::sys::creds::Creds> {
+        let span = match (&w.user, &w.group) {
+            (None, None) => return None,
+            (Some(u), _) => u.span(),
+            (None, Some(g)) => g.span(),
+        };
+        if start == StartMode::Fork {
+            self.err_at(
+                span,
+                format!("worker {name:?}: `user` and `group` are not supported with start = \"fork\" (the replicas are forked from one template process); use start = \"spawn\" with `command`"),
+            );
+            return None;
+        }
+        match crate::sys::creds::resolve(
+            w.user.as_ref().map(|u| u.get_ref()),
+            w.group.as_ref().map(|g| g.get_ref()),
+        ) {
+            Ok(creds) => creds,
+            Err(e) => {
+                self.err_at(span, format!("worker {name:?}: {e}"));
+                None
+            }
+        }
     }
 }

@@ -1,11 +1,18 @@
 //! `command` sources: vault, op, sops, or any program that prints secrets.
 //!
-//! The command runs without a shell, with agentsup's own environment (it is
-//! agentsup's credential helper, not a worker: `VAULT_ADDR`, `HOME` and the like must
-//! reach it), a timeout, and its stdout parsed as dotenv or as a JSON object (under
-//! `json_pointer`). A failure reports the exit status and the last lines of stderr,
-//! redacted with every value known so far, because a failing secret tool may echo
-//! what it was given.
+//! The command runs without a shell, with a minimal environment: the `[env]
+//! inherit` set plus the variables the source lists in `env` (`VAULT_ADDR`,
+//! `VAULT_TOKEN`), never agentsup's whole environment, which holds other workers'
+//! keys. It has a timeout, and its stdout (a socket, which a same-uid process cannot
+//! reopen through `/proc/<pid>/fd` as it can a pipe) is parsed as dotenv or as a
+//! JSON object (under `json_pointer`).
+//!
+//! Every value the command printed (each dotenv value, each JSON string and
+//! number anywhere in the document) is registered with the redactor as soon as it
+//! is parsed, whether or not the command succeeded, and before anything about the
+//! command is reported. A failure reports the exit status and the last lines of
+//! stderr, redacted with those values and every value known so far, because a
+//! failing secret tool may echo what it was given.
 //!
 //! How the process is started and waited for is behind [`CommandRunner`], because
 //! `check` has no reaper while `run` must route every exit through its single
@@ -32,6 +39,14 @@ pub struct Captured {
     pub stdout: Vec<u8>,
     /// Its stderr.
     pub stderr: Vec<u8>,
+}
+
+impl Drop for Captured {
+    /// The output is the secrets: wiped, not just freed (issue 12).
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.stdout);
+        zeroize::Zeroize::zeroize(&mut self.stderr);
+    }
 }
 
 impl std::fmt::Debug for Captured {
@@ -70,6 +85,23 @@ pub struct CommandSpec<'a> {
     pub timeout: Duration,
     /// Working directory (the config directory).
     pub cwd: &'a Path,
+    /// Its complete environment (see [`helper_env`]).
+    pub env: &'a [(String, String)],
+}
+
+/// The environment of a command source: agentsup's variables that match the
+/// `[env] inherit` globs or the source's own `env` globs, nothing else.
+pub fn helper_env(
+    process_env: &super::ProcessEnv,
+    inherit: &globset::GlobSet,
+    listed: &globset::GlobSet,
+) -> Vec<(String, String)> {
+    process_env
+        .vars
+        .iter()
+        .filter(|(k, _)| inherit.is_match(k.as_str()) || listed.is_match(k.as_str()))
+        .map(|(k, v)| (k.clone(), v.expose().to_string()))
+        .collect()
 }
 
 /// Values a command produced: `(name, value, quote, notes)`.
@@ -95,23 +127,21 @@ pub fn load(
         key: None,
         message,
     };
-    let env: Vec<(String, String)> = ctx
-        .process_env
-        .vars
-        .iter()
-        .map(|(k, v)| (k.clone(), v.expose().to_string()))
-        .collect();
     let out = ctx
         .runner
-        .run(spec.argv, &env, spec.cwd, spec.timeout)
+        .run(spec.argv, spec.env, spec.cwd, spec.timeout)
         .map_err(|e| {
             fail(format!(
                 "{e}; check the command by hand, and raise `timeout` if it is only slow"
             ))
         })?;
-    // A failing secret tool may echo what it was given: agentsup's own credentials
-    // for it (VAULT_TOKEN, OP_SERVICE_ACCOUNT_TOKEN, AWS_*), values read so far, and
-    // whatever it managed to print on stdout.
+    // Everything it printed is a secret: registered before any message about the
+    // command exists, whatever its exit status.
+    let printed = printed_values(&out.stdout, &program);
+    ctx.redactor.extend(printed.iter().cloned());
+    // A failing secret tool may also echo what it was given: agentsup's own
+    // credentials for it (VAULT_TOKEN, OP_SERVICE_ACCOUNT_TOKEN, AWS_*) and values
+    // read so far.
     let mut secrets: Vec<(String, Sensitive)> = known.to_vec();
     secrets.extend(
         ctx.process_env
@@ -120,12 +150,7 @@ pub fn load(
             .filter(|(k, _)| looks_like_credential(k))
             .map(|(k, v)| (k.clone(), v.clone())),
     );
-    secrets.extend(
-        dotenv::parse(&out.stdout)
-            .records
-            .into_iter()
-            .map(|r| (r.key, r.value)),
-    );
+    secrets.extend(printed);
     let redactor = Redactor::new(secrets);
     let stderr_tail = || {
         let text = String::from_utf8_lossy(&out.stderr);
@@ -137,7 +162,7 @@ pub fn load(
         } else {
             format!(
                 "; its stderr ended with:\n    {}",
-                redactor.redact_str(&tail)
+                ctx.redactor.redact_str(&redactor.redact_str(&tail))
             )
         }
     };
@@ -172,6 +197,42 @@ fn looks_like_credential(name: &str) -> bool {
         ]
         .iter()
         .any(|w| upper.contains(w))
+}
+
+/// Every value in a command's stdout, named for `[redacted:NAME]`: each dotenv
+/// record, and each string and number of a JSON document (named by the nearest
+/// object key, else the program). Short ones are dropped by the redactor itself.
+fn printed_values(stdout: &[u8], program: &str) -> Vec<(String, Sensitive)> {
+    let mut out: Vec<(String, Sensitive)> = dotenv::parse(stdout)
+        .records
+        .into_iter()
+        .map(|r| (r.key, r.value))
+        .collect();
+    if let Ok(doc) = serde_json::from_slice::<serde_json::Value>(stdout) {
+        let fallback = Path::new(program)
+            .file_name()
+            .map_or_else(|| program.to_string(), |n| n.to_string_lossy().into_owned());
+        json_leaves(&doc, &fallback, &mut out);
+    }
+    out
+}
+
+fn json_leaves(v: &serde_json::Value, name: &str, out: &mut Vec<(String, Sensitive)>) {
+    match v {
+        serde_json::Value::String(s) => out.push((name.to_string(), Sensitive::new(s.clone()))),
+        serde_json::Value::Number(n) => out.push((name.to_string(), Sensitive::new(n.to_string()))),
+        serde_json::Value::Array(items) => {
+            for item in items {
+                json_leaves(item, name, out);
+            }
+        }
+        serde_json::Value::Object(fields) => {
+            for (k, item) in fields {
+                json_leaves(item, k, out);
+            }
+        }
+        serde_json::Value::Null | serde_json::Value::Bool(_) => {}
+    }
 }
 
 fn parse_dotenv_output(stdout: &[u8], location: &str) -> CommandLoad {

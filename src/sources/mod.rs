@@ -207,6 +207,10 @@ pub struct LoadContext<'a> {
     pub process_env: &'a ProcessEnv,
     /// How `command` sources are run (directly in `check`, via the reaper in `run`).
     pub runner: &'a dyn CommandRunner,
+    /// Learns every value a `command` source prints, as soon as it is parsed and
+    /// before anything about the command is reported (usually
+    /// [`crate::redact::global`]).
+    pub redactor: &'a crate::redact::SharedRedactor,
 }
 
 /// Loads every source of the plan, then applies `*_FILE` indirection for the keys
@@ -286,7 +290,10 @@ fn load_one(
             format,
             json_pointer,
             timeout,
+            env,
+            ..
         } => {
+            let helper_env = command::helper_env(ctx.process_env, &plan.inherit, env);
             let known: Vec<(String, Sensitive)> = snap
                 .values
                 .values()
@@ -298,6 +305,7 @@ fn load_one(
                 json_pointer: json_pointer.as_deref(),
                 timeout: *timeout,
                 cwd: &plan.config_dir,
+                env: &helper_env,
             };
             match command::load(&spec, ctx, &known) {
                 Ok(loaded) => {

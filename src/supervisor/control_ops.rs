@@ -66,10 +66,14 @@ impl Dispatcher {
                     .collect();
                 if slots.is_empty() {
                     let names: Vec<&str> = self.workers.iter().map(|w| w.name.as_str()).collect();
+                    let hint = match crate::config::nearest(&name, &names) {
+                        Some(n) if n != name => format!("; did you mean {n:?}?"),
+                        _ => String::new(),
+                    };
                     let _ = reply.send(ControlResponse {
                         ok: false,
                         message: format!(
-                            "no replica {target:?}; workers: {} (use NAME or NAME.N)",
+                            "no replica {target:?}; workers: {} (use NAME or NAME.N){hint}",
                             names.join(", ")
                         ),
                         status: None,

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use tokio::task::{JoinError, JoinHandle};
 
 use crate::exit::code;
-use crate::plan::Plan;
 use crate::signals::SignalStream;
 
 /// Awaits `task`, unless a stop signal comes first: then the process groups of
@@ -20,7 +19,7 @@ use crate::signals::SignalStream;
 pub(super) async fn during<T>(
     mut task: JoinHandle<T>,
     signals: &mut SignalStream,
-    plan: &Plan,
+    shutdown_timeout: Duration,
     what: &str,
 ) -> Result<Result<T, JoinError>, u8> {
     let sig = tokio::select! {
@@ -31,7 +30,7 @@ pub(super) async fn during<T>(
         "received {} while {what}, before any worker started: stopping the source commands still running and exiting without starting anything",
         super::signal_name(sig)
     );
-    let deadline = Instant::now() + plan.supervisor.shutdown_timeout.mul_f64(0.9);
+    let deadline = Instant::now() + shutdown_timeout.mul_f64(0.9);
     // Repeated: a source that was killed lets the loader start the next one.
     loop {
         kill_children();
@@ -43,7 +42,7 @@ pub(super) async fn during<T>(
     if !task.is_finished() {
         tracing::warn!(
             "a source command did not end within shutdown_timeout ({}); exiting anyway",
-            humantime::format_duration(plan.supervisor.shutdown_timeout)
+            humantime::format_duration(shutdown_timeout)
         );
     }
     crate::guard::finish();

@@ -39,7 +39,7 @@ use crate::sources::{ProcessEnv, Snapshot};
 use crate::spawn::{DEFAULT_RESET_SIGNALS, SpawnSpec, Spawner, kill_group};
 use crate::status::{ControlRequest, ControlResponse, Counters, Status};
 
-pub use startup::{cmd_run, preflight_problems};
+pub use startup::{RunOptions, cmd_run};
 
 use run_task::{RunEvent, RunRequest};
 use signal_ops::signal_name;
@@ -237,6 +237,7 @@ impl Dispatcher {
                 capture: true,
                 own_group: true,
                 reset_signals: DEFAULT_RESET_SIGNALS.to_vec(),
+                creds: worker.creds.clone(),
             },
             worker: Arc::from(worker.name.as_str()),
             replica: s.replica,

@@ -11,11 +11,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::Input;
-use crate::check;
-use crate::cli::SpawnRunner;
 use crate::plan::{Plan, WorkerPlan};
 use crate::reaper::ReaperHandle;
-use crate::sources::{self, LoadContext, ProcessEnv, Snapshot};
+use crate::sources::{self, ProcessEnv, Snapshot};
+use crate::validate::{self, Scope, SpawnRunner, Validation};
 
 /// The result of one re-read.
 pub struct Outcome {
@@ -32,15 +31,25 @@ pub fn start(
     tx: mpsc::UnboundedSender<Input>,
 ) {
     tokio::task::spawn_blocking(move || {
-        let runner = SpawnRunner(Some(reaper));
-        let snap = sources::load_all(
+        // The pipeline of start-up (crate::validate), so new values are registered
+        // with the redactor before anything is reported and pass the same checks,
+        // preflight included. No probe: a re-read follows an auth failure, which
+        // the new value proves or disproves by itself.
+        let Validation {
+            snapshot: snap,
+            report,
+            ..
+        } = validate::validate(
             &plan,
-            &LoadContext {
-                process_env: &process_env,
-                runner: &runner,
+            &process_env,
+            &SpawnRunner(Some(reaper)),
+            crate::redact::global(),
+            Scope {
+                workers: &workers,
+                preflight: true,
+                probe: None,
             },
         );
-        let report = check::run(&plan, &snap, &process_env, &workers);
         let result = if report.has_errors() {
             let reasons: Vec<String> = report
                 .findings

@@ -89,7 +89,7 @@ pub fn start(
         let RunRequest {
             slot,
             run,
-            spec,
+            mut spec,
             worker,
             replica,
             tail,
@@ -97,7 +97,7 @@ pub fn start(
         } = req;
         let started = match fork {
             Some(template) => template
-                .fork(spec.env)
+                .fork(std::mem::take(&mut spec.env))
                 .await
                 .map(Started::forked)
                 .map_err(|e| e.to_string()),

@@ -3,20 +3,33 @@
 
 use std::sync::Arc;
 
-use crate::check;
-use crate::cli::{LogFormatArg, RunArgs, SpawnRunner, load_plan, unknown_worker, write_stdout};
 use crate::config::LogFormat;
 use crate::control;
 use crate::exit::{Error, Result, code};
+use crate::output::stdout::write_stdout;
 use crate::output::{Format, OutputConfig, OutputSink};
 use crate::plan::WorkerPlan;
 use crate::reaper::Reaper;
 use crate::signals::Signals;
-use crate::sources::{self, LoadContext, ProcessEnv};
+use crate::sources::ProcessEnv;
 use crate::spawn::Spawner;
+use crate::validate::{self, Scope, SpawnRunner, Validation};
+
+/// What `agentsup run` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// `-c FILE`; else `$AGENTSUP_CONFIG`, else `./supervisor.toml`.
+    pub config: Option<std::path::PathBuf>,
+    /// `--only NAME`: start only these workers (all when empty).
+    pub only: Vec<String>,
+    /// `--log-format`; else `[supervisor] log_format`.
+    pub log_format: Option<LogFormat>,
+    /// Colour pretty output (decided by the caller: a terminal, no `NO_COLOR`).
+    pub color: bool,
+}
 
 /// `agentsup run`.
-pub fn cmd_run(a: RunArgs) -> Result<u8> {
+pub fn cmd_run(a: RunOptions) -> Result<u8> {
     // Signal handlers before the guard fork and the config (crate::signals).
     let signals = Signals::install()
         .map_err(|e| Error::Runtime(format!("cannot install signal handlers: {e}")))?;
@@ -24,11 +37,9 @@ pub fn cmd_run(a: RunArgs) -> Result<u8> {
     // crate::guard); its warning, if any, waits for logging to be set up.
     let guard_warning = crate::guard::start().err();
     limit_malloc_arenas();
-    let plan = load_plan(&a.config)?;
+    let plan = crate::plan::load_located(a.config.as_deref())?;
     for name in &a.only {
-        if plan.worker(name).is_none() {
-            return Err(Error::Usage(unknown_worker(&plan, name)));
-        }
+        plan.require_worker(name)?;
     }
     let workers: Vec<WorkerPlan> = plan
         .workers
@@ -42,12 +53,8 @@ pub fn cmd_run(a: RunArgs) -> Result<u8> {
             plan.config_path.display()
         )));
     }
-    let format = match a.log_format {
-        Some(LogFormatArg::Json) => LogFormat::Json,
-        Some(LogFormatArg::Pretty) => LogFormat::Pretty,
-        None => plan.supervisor.log_format,
-    };
-    let color = crate::cli::want_color(a.no_color);
+    let format = a.log_format.unwrap_or(plan.supervisor.log_format);
+    let color = a.color;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -130,71 +137,70 @@ async fn run(
     // not missed (it only causes one extra re-read).
     let (inputs_tx, inputs_rx) = tokio::sync::mpsc::unbounded_channel();
     let _watch_guard = start_watching(&plan, inputs_tx.clone());
-    let snapshot = {
-        let (p, penv, reaper) = (plan.clone(), process_env.clone(), reaper.clone());
-        let load = tokio::task::spawn_blocking(move || {
-            let runner = SpawnRunner(Some(reaper));
-            sources::load_all(
-                &p,
-                &LoadContext {
-                    process_env: &penv,
-                    runner: &runner,
+    // The one validation pipeline (crate::validate), off the async threads: a
+    // `command` source and a probe block. Preflight is part of it, so a command
+    // that cannot start is in the report, and no "ok" is printed for a config that
+    // is then refused.
+    let shutdown_timeout = plan.supervisor.shutdown_timeout;
+    let Validation {
+        snapshot,
+        report,
+        probes,
+    } = {
+        let (plan, penv, reaper, workers) = (
+            plan.clone(),
+            process_env.clone(),
+            reaper.clone(),
+            workers.clone(),
+        );
+        let task = tokio::task::spawn_blocking(move || {
+            validate::validate(
+                &plan,
+                &penv,
+                &SpawnRunner(Some(reaper)),
+                crate::redact::global(),
+                Scope {
+                    workers: &workers,
+                    preflight: true,
+                    // One authenticated request per distinct (provider, base URL,
+                    // key), before anything starts (SPEC 4).
+                    probe: plan
+                        .supervisor
+                        .probe
+                        .then_some(crate::probe::DEFAULT_TIMEOUT),
                 },
             )
         });
         // A stop signal during a slow or hanging `command` source ends the run
         // now (its process group is killed), not after the source's timeout.
-        let stop = super::early_stop::during(load, &mut signals, &plan, "loading the sources");
-        match stop.await {
-            Ok(snapshot) => {
-                snapshot.map_err(|e| Error::Runtime(format!("loading sources failed: {e}")))?
-            }
+        match super::early_stop::during(task, &mut signals, shutdown_timeout, "loading the sources")
+            .await
+        {
+            Ok(v) => v.map_err(|e| Error::Runtime(format!("validating the config failed: {e}")))?,
             Err(code) => {
                 sink.shutdown().await;
                 return Ok(code);
             }
         }
     };
-    crate::cli::register_secrets(&plan, &snapshot, &process_env);
-    let mut report = check::run(&plan, &snapshot, &process_env, &workers);
-    if plan.supervisor.probe {
-        // One authenticated request per distinct (provider, base URL, key), before
-        // anything starts (SPEC 4); blocking HTTP, so off the async threads.
-        let (p, s, e, w) = (
-            plan.clone(),
-            snapshot.clone(),
-            process_env.clone(),
-            workers.clone(),
+    for r in &probes {
+        eprintln!(
+            "{}",
+            crate::redact::redact_message(&crate::probe::summary_line(r))
         );
-        let results = tokio::task::spawn_blocking(move || {
-            crate::probe::probe(&p, &s, &e, &w, crate::probe::DEFAULT_TIMEOUT)
-        })
-        .await
-        .map_err(|e| Error::Runtime(format!("probing keys failed: {e}")))?;
-        for r in &results {
-            eprintln!(
-                "{}",
-                crate::redact::redact_message(&crate::probe::summary_line(r))
-            );
-        }
-        report.findings.extend(crate::probe::findings(&results));
     }
     let rendered = match format {
         LogFormat::Pretty => report.render_text(color),
-        LogFormat::Json => {
-            let v: serde_json::Value =
-                serde_json::from_str(&report.render_json()).unwrap_or(serde_json::Value::Null);
-            format!(
-                "{}\n",
-                serde_json::json!({
-                    "ts": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-                    "worker": "agentsup",
-                    "level": if report.has_errors() { "error" } else { "info" },
-                    "event": "check",
-                    "report": v
-                })
-            )
-        }
+        LogFormat::Json => format!(
+            "{}\n",
+            serde_json::json!({
+                "ts": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+                "worker": "agentsup",
+                "level": if report.has_errors() { "error" } else { "info" },
+                "event": "check",
+                "report": report.to_json(),
+            })
+        ),
     };
     write_stdout(&crate::redact::redact_message(&rendered))?;
     if report.has_errors() {
@@ -202,15 +208,7 @@ async fn run(
             "the checks above failed; nothing was started (fix them, then run again; `agentsup check` repeats the report)".into(),
         ));
     }
-
-    preflight_commands(&plan, &workers, &snapshot, &process_env)?;
     let redactor = crate::redact::global().clone();
-    for w in &workers {
-        for r in 0..w.replicas {
-            let env = crate::env::build(&plan, w, r, &snapshot, &process_env);
-            redactor.extend(env.secrets());
-        }
-    }
     let (status_tx, status_rx) =
         tokio::sync::watch::channel(Arc::new(crate::status::Status::default()));
     // Control requests are forwarded into the dispatcher's input queue.
@@ -351,70 +349,4 @@ fn start_watching(
             None
         }
     }
-}
-
-/// Resolves every worker's command on the worker's own PATH and checks its `cwd`
-/// before anything starts: a typo in `command` is a configuration error (exit 78),
-/// not a crash loop that ends in `failed` minutes later.
-fn preflight_commands(
-    plan: &crate::plan::Plan,
-    workers: &[WorkerPlan],
-    snapshot: &crate::sources::Snapshot,
-    process_env: &ProcessEnv,
-) -> Result<()> {
-    let problems: Vec<String> = preflight_problems(plan, workers, snapshot, process_env)
-        .into_iter()
-        .map(|(worker, problem)| format!("worker {worker:?}: {problem}"))
-        .collect();
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::Validation(format!(
-            "{}\nnothing was started",
-            problems.join("\n")
-        )))
-    }
-}
-
-/// Every worker whose command, interpreter, script or `cwd` cannot be used, as
-/// `(worker, problem)`; shared by `run` (before anything starts) and `check`.
-pub fn preflight_problems(
-    plan: &crate::plan::Plan,
-    workers: &[WorkerPlan],
-    snapshot: &crate::sources::Snapshot,
-    process_env: &ProcessEnv,
-) -> Vec<(String, String)> {
-    let mut problems = Vec::new();
-    for w in workers {
-        if !w.cwd.is_dir() {
-            problems.push((
-                w.name.clone(),
-                format!(
-                    "cwd {} is not a directory; fix `cwd` (relative paths start at {})",
-                    w.cwd.display(),
-                    plan.config_dir.display()
-                ),
-            ));
-            continue;
-        }
-        let env = crate::env::build(plan, w, 0, snapshot, process_env);
-        if w.start == crate::config::StartMode::Fork {
-            if let Err(e) = crate::fork::preflight(w, &env) {
-                problems.push((w.name.clone(), e.to_string()));
-            }
-            continue;
-        }
-        let Some(program) = w.command.first() else {
-            continue;
-        };
-        if let Err(e) = crate::spawn::resolve_program(program, env.path_var(), &w.cwd) {
-            let hint = if env.path_var().is_none() {
-                "; add PATH to [env] inherit or to the worker's vars"
-            } else {
-                "; install it, give its full path, or fix PATH"
-            };
-            problems.push((w.name.clone(), format!("{e}{hint}")));
-        }
-    }
-    problems
 }

@@ -1,0 +1,201 @@
+//! The command line (SPEC 1): clap definitions ([`args`]), and the glue that turns
+//! arguments into library calls for `check`, `env` and `exec`. No policy lives
+//! here; nothing below this module imports it.
+
+mod args;
+
+use std::io::Write;
+
+pub use args::*;
+
+use crate::exit::{Error, Result, code};
+use crate::output::stdout::{ReportFormat, want_color, write_stdout};
+use crate::plan;
+use crate::sources::{self, ProcessEnv};
+use crate::validate::{self, Scope, SpawnRunner, Validation};
+
+/// Runs the parsed command line; returns the exit code.
+pub fn run(cli: Cli) -> Result<u8> {
+    match cli.command {
+        Command::Check(a) => cmd_check(a),
+        Command::Env(a) => cmd_env(a),
+        Command::Exec(a) => cmd_exec(a),
+        Command::Run(a) => crate::supervisor::cmd_run(a.into_options()),
+        Command::Status(a) => crate::control::cmd_status(a.config.path(), a.format.into()),
+        Command::Restart(a) => crate::control::cmd_restart(a.config.path(), &a.target),
+        Command::Reload(a) => crate::control::cmd_reload(a.config.path()),
+        Command::Init(a) => cmd_init(a),
+    }
+}
+
+fn cmd_init(a: InitArgs) -> Result<u8> {
+    let dir = match a.path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let request = crate::init::InitRequest {
+        dir: dir.clone(),
+        secrets_dir: a.secrets_dir,
+        command: a.command,
+    };
+    let report = |e: crate::init::InitError| {
+        eprintln!("agentsup: error: {e}");
+        Ok(code::FAILURE)
+    };
+    let draft = match crate::init::discover(&request) {
+        Ok(d) => d,
+        Err(e) => return report(e),
+    };
+    if let Err(e) = crate::init::write_config(&a.path, &draft.render(), a.force) {
+        return report(e);
+    }
+    let names: Vec<&str> = draft.workers.iter().map(|w| w.name.as_str()).collect();
+    eprintln!(
+        "agentsup init: wrote {} ({} worker(s): {}); checking it now",
+        a.path.display(),
+        names.len(),
+        names.join(", ")
+    );
+    cmd_check(CheckArgs {
+        config: ConfigArg {
+            config: Some(a.path),
+        },
+        format: ReportFormatArg::Text,
+        probe: false,
+        no_color: a.no_color,
+    })
+}
+
+fn cmd_check(a: CheckArgs) -> Result<u8> {
+    let plan = plan::load_located(a.config.path())?;
+    let penv = ProcessEnv::capture();
+    let Validation { report, probes, .. } = validate::validate(
+        &plan,
+        &penv,
+        &SpawnRunner(None),
+        crate::redact::global(),
+        Scope {
+            workers: &[],
+            preflight: true,
+            probe: a.probe.then_some(crate::probe::DEFAULT_TIMEOUT),
+        },
+    );
+    // On stderr: the report has no place for accepted keys, and stdout stays the
+    // report alone (one JSON document with `--format json`). A closed stderr must
+    // not stop the check.
+    let mut err = std::io::stderr().lock();
+    for r in &probes {
+        let line = crate::redact::redact_message(&crate::probe::summary_line(r));
+        let _ = writeln!(err, "{line}");
+    }
+    drop(err);
+    let text = match ReportFormat::from(a.format) {
+        ReportFormat::Text => report.render_text(want_color(a.no_color)),
+        ReportFormat::Json => report.render_json(),
+    };
+    write_stdout(&crate::redact::redact_message(&text))?;
+    Ok(if report.has_errors() {
+        code::CONFIG
+    } else {
+        code::OK
+    })
+}
+
+fn cmd_env(a: EnvArgs) -> Result<u8> {
+    let plan = plan::load_located(a.config.path())?;
+    let worker = plan.require_worker(&a.worker)?;
+    let penv = ProcessEnv::capture();
+    let snap = validate::load(
+        &plan,
+        &penv,
+        &SpawnRunner(None),
+        crate::redact::global(),
+        std::slice::from_ref(worker),
+    );
+    let built = crate::env::build(&plan, worker, 0, &snap, &penv);
+    let text = crate::env_report::render(&built, a.format.into(), a.reveal, &plan);
+    write_stdout(&text)?;
+    let mut problems: Vec<String> = snap
+        .problems
+        .iter()
+        .filter(|p| p.severity == sources::Severity::Error)
+        .map(|p| format!("{}: {}", p.location, p.message))
+        .collect();
+    for k in &built.missing {
+        problems.push(format!(
+            "{k}, declared by worker {:?}, is not set by any source; run `agentsup check` for details",
+            worker.name
+        ));
+    }
+    if problems.is_empty() {
+        Ok(code::OK)
+    } else {
+        let mut err = std::io::stderr().lock();
+        for p in &problems {
+            let _ = writeln!(err, "agentsup: error: {}", crate::redact::redact_message(p));
+        }
+        Ok(code::CONFIG)
+    }
+}
+
+fn cmd_exec(a: ExecArgs) -> Result<u8> {
+    let plan = plan::load_located(a.config.path())?;
+    let penv = ProcessEnv::capture();
+    let worker = match &a.worker {
+        Some(name) => plan.require_worker(name)?.clone(),
+        None => {
+            if let Some(bad) = a.keys.iter().find(|k| !plan::is_name_or_glob(k)) {
+                return Err(Error::Usage(format!(
+                    "--keys: {bad:?} is not a variable name or glob (letters, digits, `_`; globs may use `*`, `?`, `[…]`)"
+                )));
+            }
+            crate::env::adhoc_worker(&plan, "exec", &a.keys)
+        }
+    };
+    let Validation {
+        snapshot: snap,
+        report,
+        ..
+    } = validate::validate(
+        &plan,
+        &penv,
+        &SpawnRunner(None),
+        crate::redact::global(),
+        Scope {
+            workers: std::slice::from_ref(&worker),
+            preflight: false,
+            probe: None,
+        },
+    );
+    if report.has_errors() {
+        let text = crate::redact::redact_message(&report.render_text(false));
+        let _ = std::io::stderr().write_all(text.as_bytes());
+        return Err(Error::Validation(
+            "checks failed; nothing was started".into(),
+        ));
+    }
+    let built = crate::env::build(&plan, &worker, 0, &snap, &penv);
+    let cwd = if a.worker.is_some() {
+        worker.cwd.clone()
+    } else {
+        std::env::current_dir().unwrap_or_else(|_| plan.config_dir.clone())
+    };
+    let status = match crate::exec::run_exec(&a.cmd, built.pairs(), &cwd) {
+        Ok(status) => status,
+        // As a shell and `env` do: 127 for "not found", 126 for "cannot run".
+        Err(
+            e @ (crate::spawn::SpawnError::NotFound { .. }
+            | crate::spawn::SpawnError::NoPath { .. }
+            | crate::spawn::SpawnError::Missing { .. }),
+        ) => {
+            eprintln!("agentsup: error: exec: {e}");
+            return Ok(127);
+        }
+        Err(e @ crate::spawn::SpawnError::NotExecutable { .. }) => {
+            eprintln!("agentsup: error: exec: {e}");
+            return Ok(126);
+        }
+        Err(e) => return Err(Error::Runtime(format!("exec: {e}"))),
+    };
+    Ok(u8::try_from(status).unwrap_or(code::FAILURE))
+}

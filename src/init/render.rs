@@ -1,0 +1,139 @@
+//! The draft as a commented `supervisor.toml`. Values of secrets never appear:
+//! only key names, which the sources resolve at run time.
+
+use std::fmt::Write;
+
+use super::{Draft, DraftWorker, shared_keys};
+
+fn q(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+fn list(items: &[String]) -> String {
+    let inner: Vec<String> = items.iter().map(|s| q(s)).collect();
+    format!("[{}]", inner.join(", "))
+}
+
+impl Draft {
+    /// The config text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "# supervisor.toml drafted by `agentsup init`.");
+        if !self.read.is_empty() {
+            let _ = writeln!(out, "# Read: {}.", self.read.join(", "));
+        }
+        let _ = writeln!(
+            out,
+            "# Check it with `agentsup check`, see one worker's environment with\n\
+             # `agentsup env WORKER`, then `agentsup run`. Every field: docs/config.md.\n"
+        );
+        let _ = writeln!(out, "[supervisor]");
+        match &self.shutdown_timeout {
+            Some(t) => {
+                let _ = writeln!(
+                    out,
+                    "shutdown_timeout = {}   # holds the longest stop_timeout below, plus a margin",
+                    q(t)
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "shutdown_timeout = \"10s\"   # grace between the stop signal and SIGKILL"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# health = \"127.0.0.1:9464\"   # /healthz /readyz /metrics for probes\n"
+        );
+
+        let _ = writeln!(
+            out,
+            "# Sources, in order: a later one overrides an earlier one."
+        );
+        if let Some(keys) = &self.dotenv_keys {
+            let _ = writeln!(
+                out,
+                "[[source]]\ntype = \"dotenv\"\npath = \".env\"             # {} key(s); values stay in the file\n",
+                keys.len()
+            );
+        }
+        if let Some((dir, keys)) = &self.secrets {
+            let _ = writeln!(
+                out,
+                "[[source]]\ntype = \"dir\"               # one file per key (Docker/Kubernetes secrets)\npath = {}\noptional = true            # {} key(s) here now\n",
+                q(&dir.display().to_string()),
+                keys.len()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "[[source]]\ntype = \"env\"               # agentsup's own environment (docker -e, k8s env) wins last\n"
+        );
+        for key in &self.secret_keys {
+            let _ = writeln!(
+                out,
+                "[keys.{key}]\nsecret = true              # usually a URL with a password in it: redact it\n"
+            );
+        }
+        let shared = shared_keys(self);
+        for w in &self.workers {
+            render_worker(&mut out, w, &shared);
+        }
+        out
+    }
+}
+
+fn render_worker(out: &mut String, w: &DraftWorker, shared: &[String]) {
+    let _ = writeln!(out, "# from {}", w.origin);
+    for note in &w.notes {
+        let _ = writeln!(out, "# note: {note}");
+    }
+    let _ = writeln!(out, "[[worker]]\nname = {}", q(&w.name));
+    let _ = writeln!(out, "command = {}", list(&w.command.argv));
+    if w.command.via_shell {
+        let _ = writeln!(
+            out,
+            "# (a shell line: `exec` hands signals and the exit status to the program itself)"
+        );
+    }
+    if let Some(cwd) = &w.cwd {
+        let _ = writeln!(out, "cwd = {}", q(cwd));
+    }
+    if w.replicas > 1 {
+        let _ = writeln!(out, "replicas = {}", w.replicas);
+    }
+    let mut keys: Vec<String> = shared.to_vec();
+    for k in &w.keys {
+        if !keys.contains(k) {
+            keys.push(k.clone());
+        }
+    }
+    let _ = writeln!(
+        out,
+        "keys = {}   # exact names are required; a glob (X*) is optional",
+        list(&keys)
+    );
+    if !w.vars.is_empty() {
+        let pairs: Vec<String> = w
+            .vars
+            .iter()
+            .map(|(k, v)| format!("{k} = {}", q(v)))
+            .collect();
+        let _ = writeln!(out, "vars = {{ {} }}", pairs.join(", "));
+    }
+    if let Some(r) = w.restart {
+        let _ = writeln!(out, "restart = {}", q(r));
+    }
+    if let Some(s) = &w.stop_signal {
+        let _ = writeln!(out, "stop_signal = {}", q(s));
+    }
+    if let Some(t) = &w.stop_timeout {
+        let _ = writeln!(out, "stop_timeout = {}", q(t));
+    }
+    if let Some(u) = &w.user {
+        let _ = writeln!(out, "user = {}", q(u));
+    }
+    out.push('\n');
+}

@@ -1,0 +1,108 @@
+//! `agentsup init`: a config drafted from real files of each format, written, checked,
+//! and then run as written (no edits), with no secret value copied into it.
+
+use crate::support::*;
+use std::time::Duration;
+
+const KEY: &str = "sk-proj-InitKeyInitKeyInitKey0InitKey1InitKey2x";
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A worker that prints its model and the length of its key, then sleeps.
+const WORKER: &str = "import os, sys, time\n\
+print('ready', os.environ['MODEL'], 'key length', len(os.environ['OPENAI_API_KEY']), flush=True)\n\
+time.sleep(600)\n";
+
+fn init_then_run(sb: &Sandbox, init_args: &[&str], ready: &str) -> String {
+    let out = sb.run(init_args);
+    out.assert_code(0).assert_no_leak(KEY);
+    assert!(out.stderr.contains("agentsup init: wrote"), "{}", out.all());
+    let written = std::fs::read_to_string(sb.path().join("supervisor.toml")).unwrap();
+    assert!(
+        !written.contains(KEY),
+        "the config holds the key:\n{written}"
+    );
+    let mut run = sb.spawn(&["run", "--no-color"]);
+    run.wait_for(ready, WAIT);
+    run.signal(15);
+    assert_eq!(run.wait_exit(WAIT), Some(0), "{}", run.output());
+    let all = run.output();
+    assert!(!all.contains(KEY), "a key leaked:\n{all}");
+    written
+}
+
+fn env_file(sb: &Sandbox) {
+    sb.write(".env", format!("OPENAI_API_KEY={KEY}\nMODEL=gpt-4o-mini\n"));
+    sb.write("worker.py", WORKER);
+}
+
+#[test]
+fn init_from_dotenv_and_procfile_runs_without_editing() {
+    let sb = Sandbox::new();
+    env_file(&sb);
+    sb.write("Procfile", "# one agent\nagent: python3 worker.py\n");
+    let written = init_then_run(
+        &sb,
+        &["init", "--secrets-dir", "none"],
+        "ready gpt-4o-mini key length 47",
+    );
+    assert!(
+        written.contains(r#"command = ["python3", "worker.py"]"#),
+        "{written}"
+    );
+    // A second init refuses to overwrite, and says how to.
+    let again = sb.run(&["init", "--secrets-dir", "none"]);
+    again.assert_code(1).assert_contains("--force");
+    sb.run(&["init", "--force", "--secrets-dir", "none"])
+        .assert_code(0);
+}
+
+#[test]
+fn init_from_a_supervisord_program_runs_without_editing() {
+    let sb = Sandbox::new();
+    env_file(&sb);
+    sb.write(
+        "supervisord.conf",
+        "[supervisord]\nnodaemon=true\n\n[program:agent]\ncommand=python3 worker.py ; the agent\n\
+         numprocs=2\nautorestart=unexpected\nstopwaitsecs=5\nenvironment=LOG_LEVEL=\"debug\"\n",
+    );
+    let written = init_then_run(&sb, &["init", "--secrets-dir", "none"], "ready gpt-4o-mini");
+    assert!(written.contains("replicas = 2"), "{written}");
+    assert!(written.contains(r#"stop_timeout = "5s""#), "{written}");
+}
+
+#[test]
+fn init_from_a_pm2_ecosystem_file_runs_without_editing() {
+    let sb = Sandbox::new();
+    env_file(&sb);
+    sb.write(
+        "ecosystem.config.js",
+        "module.exports = { apps: [{ name: 'agent', script: 'worker.py', interpreter: 'python3', \
+         instances: 2, env: { LOG_LEVEL: 'info' } }] };\n",
+    );
+    let written = init_then_run(&sb, &["init", "--secrets-dir", "none"], "ready gpt-4o-mini");
+    assert!(
+        written.contains(r#"command = ["python3", "worker.py"]"#),
+        "{written}"
+    );
+}
+
+#[test]
+fn init_with_a_command_and_an_empty_directory() {
+    let sb = Sandbox::new();
+    let empty = sb.run(&["init"]);
+    empty.assert_code(1).assert_contains("agentsup init -- ");
+    assert!(!sb.path().join("supervisor.toml").exists());
+    env_file(&sb);
+    init_then_run(
+        &sb,
+        &[
+            "init",
+            "--secrets-dir",
+            "none",
+            "--",
+            "python3",
+            "worker.py",
+        ],
+        "ready gpt-4o-mini",
+    );
+}

@@ -1,0 +1,172 @@
+//! `command` sources as a secret store's helper (issue 12): what they print is
+//! registered with the redactor before anything about them is reported, they get a
+//! minimal environment, their stdout cannot be reopened through /proc, and a
+//! credential in their argv is warned about.
+
+use crate::support::*;
+
+/// A key with `/`, `+` and `=`, so a JSON-escaped or partly printed form would
+/// differ from the raw one.
+const KEY: &str = "sk-proj-Qz8/Xw+Lm3Rv7Tn1Kp5Hs9Jd2Fg6Bc4Na0Ye=";
+
+/// Asserts that neither `KEY`-like `secret` nor any 12-byte window of it appears.
+fn assert_no_piece(text: &str, secret: &str) {
+    assert!(!text.contains(secret), "the secret leaked:\n{text}");
+    let bytes = secret.as_bytes();
+    for w in bytes.windows(12) {
+        let piece = std::str::from_utf8(w).unwrap();
+        assert!(
+            !text.contains(piece),
+            "12 bytes of the secret leaked ({} bytes from offset {}):\n{}",
+            piece.len(),
+            secret.find(piece).unwrap_or(0),
+            text.replace(piece, "<PIECE>")
+        );
+    }
+}
+
+#[test]
+fn a_failing_json_helper_never_shows_what_it_printed() {
+    let sb = Sandbox::new();
+    sb.write("key.txt", KEY);
+    // Prints the value as a vault would, then echoes it on stderr and fails.
+    sb.write(
+        "vault.py",
+        r#"import json, sys
+key = open("key.txt").read()
+print(json.dumps({"data": {"OPENAI_API_KEY": key, "lease": 2764800123}}))
+sys.stdout.flush()
+print("error: could not renew " + key, file=sys.stderr)
+print("lease 2764800123 expired", file=sys.stderr)
+sys.exit(2)
+"#,
+    );
+    sb.config(
+        r#"
+[[source]]
+type = "command"
+command = ["python3", "vault.py"]
+format = "json"
+json_pointer = "/data"
+
+[[worker]]
+name = "planner"
+command = ["sh", "-c", "true"]
+keys = ["OPENAI_API_KEY"]
+"#,
+    );
+    for args in [&["check"][..], &["check", "--format", "json"][..]] {
+        let out = sb.run(args);
+        out.assert_code(78)
+            .assert_contains("command `python3`")
+            .assert_contains("exited with status 2")
+            .assert_contains("[redacted:OPENAI_API_KEY]")
+            .assert_contains("[redacted:lease]");
+        assert_no_piece(&out.all(), KEY);
+        assert!(!out.all().contains("2764800123"), "{}", out.all());
+    }
+    // `run` reports the same failure, with the same care.
+    let out = sb.run(&["run"]);
+    out.assert_code(78).assert_contains("command `python3`");
+    assert_no_piece(&out.all(), KEY);
+}
+
+/// A helper that reports, as dotenv, what its fd 1 is, and whether it can reopen
+/// its own stdout through /proc, as another process of the same uid would.
+const INSPECTOR: &str = r#"import os
+fd1 = os.readlink("/proc/self/fd/1")
+try:
+    os.close(os.open("/proc/%d/fd/1" % os.getpid(), os.O_RDONLY | os.O_NONBLOCK))
+    reopen = "opened"
+except OSError as e:
+    reopen = "refused-" + str(e.errno)
+print("FD1=%s" % fd1)
+print("REOPEN=%s" % reopen)
+"#;
+
+#[test]
+fn a_helper_gets_a_minimal_environment_and_a_socket_for_stdout() {
+    let sb = Sandbox::new();
+    sb.write("inspect.py", INSPECTOR);
+    // `env` prints its whole environment as NAME=value lines: the first source
+    // holds exactly what a helper is given.
+    sb.config(
+        r#"
+[env]
+inherit = ["PATH", "HOME"]
+
+[[source]]
+type = "command"
+command = ["env"]
+env = ["VAULT_ADDR", "VAULT_TOKEN"]
+
+[[source]]
+type = "command"
+command = ["python3", "inspect.py"]
+
+[[worker]]
+name = "w"
+command = ["sh", "-c", "true"]
+keys = ["VAULT_ADDR", "FD1", "REOPEN"]
+"#,
+    );
+    let env = [
+        ("VAULT_ADDR", "http://127.0.0.1:8200"),
+        ("VAULT_TOKEN", "hvs.CAESIJ-not-for-workers-0123456789"),
+        (
+            "OTHER_WORKER_API_KEY",
+            "sk-ant-other-worker-0123456789abcdef",
+        ),
+        ("UNLISTED", "1"),
+    ];
+    let out = sb.run_env(&["check", "--format", "json"], &env);
+    out.assert_code(0)
+        .assert_no_leak("CAESIJ-not-for-workers")
+        .assert_no_leak("other-worker-0123456789");
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    // HOME and PATH (`[env] inherit`), VAULT_ADDR and VAULT_TOKEN (`env`).
+    assert_eq!(doc["sources"][0]["count"], 4, "{doc:#}");
+
+    let out = sb.run_env(&["env", "w", "--format", "json", "--reveal"], &env);
+    out.assert_code(0);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(doc["VAULT_ADDR"]["source"], "command `env`", "{doc:#}");
+    let fd1 = doc["FD1"]["value"].as_str().unwrap();
+    assert!(fd1.starts_with("socket:"), "stdout is {fd1}, not a socket");
+    // ENXIO: the kernel does not open a socket through /proc/<pid>/fd.
+    assert_eq!(doc["REOPEN"]["value"], "refused-6", "{doc:#}");
+}
+
+#[test]
+fn check_warns_about_a_token_in_a_helpers_argv() {
+    let sb = Sandbox::new();
+    sb.write("vault.py", "print('LOG_LEVEL=debug')\n");
+    sb.config(
+        r#"
+[[source]]
+type = "command"
+command = ["python3", "vault.py", "-token=hvs.ARGVSECRET0123456789", "--password", "pw-ARGVSECRET-987654"]
+
+[[worker]]
+name = "planner"
+command = ["sh", "-c", "true"]
+"#,
+    );
+    let out = sb.run(&["check", "--format", "json"]);
+    out.assert_code(0)
+        .assert_no_leak("ARGVSECRET")
+        .assert_contains("/proc/<pid>/cmdline");
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let f = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == "helper-argv")
+        .unwrap_or_else(|| panic!("no helper-argv finding: {doc:#}"));
+    assert_eq!(f["severity"], "warning");
+    let msg = f["message"].as_str().unwrap();
+    assert!(
+        msg.contains("-token=…") && msg.contains("--password …"),
+        "{msg}"
+    );
+}
