@@ -36,8 +36,12 @@ fn a_workers_sighup_is_ignored_and_the_operators_reloads() {
     let runs = sb.path().join("runs.txt");
     sb.config(&hupper_config(&runs));
     let mut run = sb.spawn(&["run", "--no-color"]);
-    run.wait_for("hupper up", PATIENCE);
-    let warning = run.wait_for("ignored SIGHUP from pid", PATIENCE);
+    run.wait_for_all(&["hupper up", "ignored SIGHUP from pid"], PATIENCE);
+    let out = run.output();
+    let warning = out
+        .lines()
+        .find(|l| l.contains("ignored SIGHUP from pid"))
+        .unwrap();
     assert!(
         warning.contains("worker hupper.0") && warning.contains("not commands"),
         "{warning}"

@@ -6,7 +6,7 @@
 //!   ones within [`IDLE`] of the previous answer.
 //! - At most [`MAX_CONNECTIONS`] are served; when a new one comes and all slots are
 //!   taken, the one idle the longest (waiting for a request, never one being
-//!   answered) is closed to make room. Only when every slot is answering a request
+//!   answered, and for at least half a second) is closed to make room. Only when every slot is answering a request
 //!   (`reload` waits for a re-read) does the newcomer wait for one to finish.
 
 use std::collections::HashMap;
@@ -20,6 +20,9 @@ use tokio::task::AbortHandle;
 pub(super) const MAX_CONNECTIONS: usize = 32;
 /// A new connection silent this long is closed.
 pub(super) const FIRST_REQUEST: Duration = Duration::from_secs(5);
+/// A connection idle for less than this is not closed to make room: its request
+/// may be on its way.
+const GRACE: Duration = Duration::from_millis(500);
 /// A connection idle this long after an answer is closed.
 pub(super) const IDLE: Duration = Duration::from_secs(60);
 
@@ -50,7 +53,7 @@ impl Conns {
     pub(super) async fn make_room(&self) {
         loop {
             let changed = self.changed.notified();
-            {
+            let wait = {
                 let mut t = self.lock();
                 if t.open.len() < MAX_CONNECTIONS {
                     return;
@@ -60,15 +63,26 @@ impl Conns {
                     .iter()
                     .filter_map(|(id, (idle, _))| idle.map(|since| (since, *id)))
                     .min();
-                if let Some((_, id)) = oldest {
-                    if let Some((_, Some(abort))) = t.open.remove(&id) {
-                        abort.abort();
+                match oldest {
+                    // Idle long enough not to be a client whose request is on its
+                    // way (50 `agentsup reload` at once are all answered).
+                    Some((since, id)) if since.elapsed() >= GRACE => {
+                        if let Some((_, Some(abort))) = t.open.remove(&id) {
+                            abort.abort();
+                        }
+                        tracing::debug!("control socket: full; closed the connection idle longest");
+                        return;
                     }
-                    tracing::debug!("control socket: full; closed the connection idle longest");
-                    return;
+                    Some((since, _)) => Some(GRACE.saturating_sub(since.elapsed())),
+                    None => None,
                 }
+            };
+            match wait {
+                Some(d) => {
+                    let _ = tokio::time::timeout(d, changed).await;
+                }
+                None => changed.await,
             }
-            changed.await;
         }
     }
 
@@ -146,7 +160,8 @@ mod tests {
             slots.push(slot);
             tasks.push(task);
         }
-        // Every one idle: the first opened is closed to make room.
+        // Every one idle: the first opened is closed to make room (once it has
+        // been idle for the grace period).
         conns.make_room().await;
         assert_eq!(conns.lock().open.len(), MAX_CONNECTIONS - 1);
         assert!(tasks.remove(0).await.unwrap_err().is_cancelled());

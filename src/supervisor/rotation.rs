@@ -11,8 +11,8 @@ use crate::replica;
 use crate::secret::Sensitive;
 use crate::status::ControlResponse;
 
-/// Shortest time between the starts of two re-reads, whatever triggers them.
-/// Every re-read runs each `command` source (a vault, `op`, a cloud secret
+/// Shortest time between the starts of two re-reads, whatever triggers them,
+/// when the config has a `command` source. Every re-read runs each `command` source (a vault, `op`, a cloud secret
 /// manager, often rate-limited or billed per call); 3 s keeps a loop of `reload`,
 /// SIGHUP or auth failures at 20 runs a minute at most, while an operator's reload
 /// still waits at most 3 s.
@@ -99,8 +99,17 @@ impl Dispatcher {
             return;
         }
         let now = Instant::now();
+        // Only a `command` source costs anything to re-read (a vault, a cloud
+        // API); files and the environment are read locally, so a config without
+        // one keeps its re-reads immediate (an auth-failure cycle, a rotation).
+        let paced = self
+            .plan
+            .sources
+            .iter()
+            .any(|s| matches!(s.kind, crate::plan::SourceKindPlan::Command { .. }));
         if let Some(at) = self
             .reread_last_start
+            .filter(|_| paced)
             .map(|last| last + interval)
             .filter(|&at| at > now)
         {
