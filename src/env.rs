@@ -49,11 +49,18 @@ impl BuiltEnv {
     }
 
     /// The secret variables, for the redactor.
+    /// Also the password of any connection URL (`postgres://app:PASS@db`), under
+    /// the variable's name, whether or not the variable is secret (issue 12).
     pub fn secrets(&self) -> impl Iterator<Item = (String, Sensitive)> + '_ {
-        self.vars
-            .iter()
-            .filter(|(_, v)| v.secret)
-            .map(|(k, v)| (k.clone(), v.value.clone()))
+        self.vars.iter().flat_map(|(k, v)| {
+            let whole = v.secret.then(|| (k.clone(), v.value.clone()));
+            let passwords = crate::redact::url_password_forms(v.value.expose());
+            whole.into_iter().chain(
+                passwords
+                    .into_iter()
+                    .map(|p| (k.clone(), Sensitive::new(p))),
+            )
+        })
     }
 
     /// The PATH the worker will see (its command is looked up there).

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use crate::env::BuiltEnv;
 use crate::plan::Plan;
+use crate::redact::mask_url_password;
 use crate::secret::mask;
 
 /// How `agentsup env` prints an environment.
@@ -28,14 +29,23 @@ pub fn render(env: &BuiltEnv, format: Format, reveal: bool, plan: &Plan) -> Stri
             value.to_string()
         }
     };
+    // A connection URL's password is masked whatever the variable's name; the
+    // scheme, user and host stay visible (issue 12).
+    let url_masked = |secret: bool, value: &str| -> Option<String> {
+        (!secret && !reveal)
+            .then(|| mask_url_password(value))
+            .flatten()
+    };
     match format {
         Format::Json => {
             let mut map = serde_json::Map::new();
             for (k, v) in &env.vars {
+                let value = url_masked(v.secret, v.value.expose())
+                    .unwrap_or_else(|| shown(v.secret, v.value.expose()));
                 map.insert(
                     k.clone(),
                     serde_json::json!({
-                        "value": shown(v.secret, v.value.expose()),
+                        "value": value,
                         "source": v.provenance.to_string(),
                         "secret": v.secret,
                     }),
@@ -56,6 +66,11 @@ pub fn render(env: &BuiltEnv, format: Format, reveal: bool, plan: &Plan) -> Stri
                         "# {k}=<secret, {}; add --reveal to print it>",
                         mask(v.value.expose())
                     );
+                } else if let Some(masked) = url_masked(v.secret, v.value.expose()) {
+                    let _ = writeln!(
+                        s,
+                        "# {k}={masked} (the password is masked; add --reveal to print it)"
+                    );
                 } else {
                     let _ = writeln!(s, "{k}={}", dotenv_quote(v.value.expose()));
                 }
@@ -71,6 +86,8 @@ pub fn render(env: &BuiltEnv, format: Format, reveal: bool, plan: &Plan) -> Stri
                     let value = shown(v.secret, v.value.expose());
                     let value = if v.secret && !reveal {
                         value
+                    } else if let Some(masked) = url_masked(v.secret, v.value.expose()) {
+                        format!("{masked:?}")
                     } else {
                         format!("{value:?}")
                     };
@@ -96,7 +113,12 @@ pub fn render(env: &BuiltEnv, format: Format, reveal: bool, plan: &Plan) -> Stri
                     plan.config_path.display()
                 );
             }
-            if !reveal && env.vars.values().any(|v| v.secret) {
+            if !reveal
+                && env
+                    .vars
+                    .values()
+                    .any(|v| v.secret || mask_url_password(v.value.expose()).is_some())
+            {
                 let _ = writeln!(s, "note: secret values are masked; --reveal prints them");
             }
             s

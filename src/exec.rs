@@ -30,16 +30,30 @@
 //!   SIGKILLed anyway when PID 1 exits. The signal is sent while the command is
 //!   still an unreaped zombie, which keeps its group id from being reused. Processes
 //!   that left the group (`setsid`, daemons) are not touched.
+//! * Output masking (the default, like `op run`): the command's stdout and stderr
+//!   are pipes, each copied to agentsup's own stdout and stderr by a thread, line
+//!   by line, with every form of every secret replaced by `[redacted:NAME]`
+//!   ([`crate::redact`]). A partial line (a prompt) appears when its newline does,
+//!   or at exit; the command sees pipes, not the terminal, on stdout and stderr.
+//!   After the command exits, agentsup waits up to [`DRAIN_WAIT`] for the pipes to
+//!   reach end of file (a process that left the group may hold them open).
+//!   `--no-masking` passes the descriptors through untouched instead.
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use signal_hook::iterator::Signals;
 
+use crate::output::{Frame, LineFramer};
 use crate::reaper::{self, Reaper, Termination};
+use crate::redact::{Redactor, StreamRedactor};
 use crate::spawn::{self, ChildSetup, SpawnError, SpawnSpec};
+
+/// How long, after the command exited, masked output may take to reach end of file.
+pub const DRAIN_WAIT: Duration = Duration::from_secs(2);
 
 /// Signals `exec` handles itself or leaves at their defaults; see the module docs.
 const NOT_FORWARDED: &[libc::c_int] = &[
@@ -68,6 +82,9 @@ fn forwarded_signals() -> Vec<libc::c_int> {
 /// exec` should exit with: the command's exit status, or 128+N if signal N killed
 /// it.
 ///
+/// With `mask`, the command's stdout and stderr are copied through it (module
+/// docs); without, they are inherited.
+///
 /// Call it as the last thing before exiting: it installs process-wide signal
 /// handlers and leaves them installed. Blocking; must not run inside async code or
 /// beside [`Reaper`].
@@ -75,6 +92,7 @@ pub fn run_exec(
     argv: &[String],
     env: Vec<(String, String)>,
     cwd: &Path,
+    mask: Option<Arc<Redactor>>,
 ) -> Result<i32, SpawnError> {
     let program = argv.first().ok_or(SpawnError::EmptyCommand)?;
     if Reaper::current().is_some() {
@@ -110,7 +128,7 @@ pub fn run_exec(
         env,
         cwd: cwd.to_path_buf(),
         stdin_null: false,
-        capture: false,
+        capture: mask.is_some(),
         own_group: true,
         creds: None,
         reset_signals: vec![libc::SIGTTIN, libc::SIGTTOU],
@@ -122,7 +140,51 @@ pub fn run_exec(
         take_terminal,
         stdout_socket: false,
     };
-    let pid = spawn::spawn_direct(&spec, setup)?.pid;
+    let mut child = spawn::spawn_direct(&spec, setup)?;
+    let pid = child.pid;
+    let (drained_tx, drained) = mpsc::channel();
+    let mut copiers = 0;
+    if let Some(redactor) = &mask {
+        let out = child.stdout.take().map(|fd| {
+            (
+                Box::new(std::fs::File::from(fd)) as Box<dyn Read + Send>,
+                true,
+            )
+        });
+        let err = child.stderr.take().map(|fd| {
+            (
+                Box::new(std::fs::File::from(fd)) as Box<dyn Read + Send>,
+                false,
+            )
+        });
+        for (pipe, to_stdout) in out.into_iter().chain(err) {
+            let redactor = Arc::clone(redactor);
+            let done = drained_tx.clone();
+            let spawned = thread::Builder::new()
+                .name("agentsup-exec-mask".into())
+                .spawn(move || {
+                    if to_stdout {
+                        mask_stream(pipe, io::stdout(), &redactor);
+                    } else {
+                        mask_stream(pipe, io::stderr(), &redactor);
+                    }
+                    let _ = done.send(());
+                });
+            match spawned {
+                Ok(_) => copiers += 1,
+                Err(source) => {
+                    // Unmasked output is not an option, and nothing would read it.
+                    let _ = spawn::kill_group(pid, libc::SIGKILL);
+                    let _ = reaper::reap_pid(pid, true);
+                    return Err(SpawnError::Io {
+                        what: "starting the output-masking thread",
+                        source,
+                    });
+                }
+            }
+        }
+    }
+    drop(drained_tx);
 
     // True while the command is unreaped, so its pid is still its group id. The
     // forwarder holds the lock while signalling, the reaping loop while clearing it,
@@ -159,12 +221,77 @@ pub fn run_exec(
     };
 
     let result = reap_until_exit(pid, &alive, program);
+    // The command's last lines: its group was signalled, so the pipes normally
+    // close at once.
+    let deadline = Instant::now() + DRAIN_WAIT;
+    for _ in 0..copiers {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if drained.recv_timeout(left).is_err() {
+            break;
+        }
+    }
     if take_terminal {
         spawn::reclaim_terminal();
     }
     handle.close();
     let _ = forwarder.join();
     result.map(reaper::shell_exit_code)
+}
+
+/// Copies `from` to `to` line by line with every secret form replaced, flushing
+/// after each read. Keeps reading when `to` fails (a closed stdout), so the
+/// command never blocks on a full pipe nobody drains.
+fn mask_stream(mut from: impl Read, mut to: impl Write, redactor: &Redactor) {
+    let mut framer = LineFramer::new();
+    let mut stream = StreamRedactor::new();
+    let mut in_long_line = false;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut out = Vec::new();
+    let mut broken = false;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        let mut pos = 0;
+        while let Some(frame) = framer.next_frame(&buf[..n], &mut pos) {
+            match frame {
+                Frame::Line(line) => {
+                    if in_long_line {
+                        stream.feed(redactor, line, &mut out);
+                        stream.finish(redactor, &mut out);
+                        in_long_line = false;
+                    } else {
+                        redactor.redact_into(line, &mut out);
+                    }
+                    out.push(b'\n');
+                }
+                Frame::Piece(piece) => {
+                    in_long_line = true;
+                    stream.feed(redactor, piece, &mut out);
+                }
+            }
+        }
+        if !broken && (to.write_all(&out).is_err() || to.flush().is_err()) {
+            broken = true;
+        }
+        out.clear();
+    }
+    if let Some(last) = framer.finish() {
+        if in_long_line {
+            stream.feed(redactor, last, &mut out);
+            stream.finish(redactor, &mut out);
+        } else {
+            redactor.redact_into(last, &mut out);
+        }
+    } else if in_long_line {
+        stream.finish(redactor, &mut out);
+    }
+    if !broken {
+        let _ = to.write_all(&out).and_then(|()| to.flush());
+    }
 }
 
 /// Reaps every child until the command itself exits; returns how it ended.
@@ -242,7 +369,7 @@ mod tests {
 
     #[test]
     fn missing_command_is_reported_before_anything_changes() {
-        let err = run_exec(&["no-such-cmd".into()], env(), Path::new("/")).unwrap_err();
+        let err = run_exec(&["no-such-cmd".into()], env(), Path::new("/"), None).unwrap_err();
         assert!(
             err.to_string().contains("not found on the worker's PATH"),
             "{err}"
@@ -257,9 +384,12 @@ mod tests {
                 "::exit_status_and_signal_death_become_the_exit_code"
             ),
             || {
-                assert_eq!(run_exec(&sh("exit 3"), env(), Path::new("/")).unwrap(), 3);
                 assert_eq!(
-                    run_exec(&sh("kill -TERM $$"), env(), Path::new("/")).unwrap(),
+                    run_exec(&sh("exit 3"), env(), Path::new("/"), None).unwrap(),
+                    3
+                );
+                assert_eq!(
+                    run_exec(&sh("kill -TERM $$"), env(), Path::new("/"), None).unwrap(),
                     128 + libc::SIGTERM
                 );
                 // A backgrounded grandchild is reaped (or signalled) without
@@ -268,7 +398,8 @@ mod tests {
                     run_exec(
                         &sh("(sleep 0.1; exit 9) & sleep 0.3; exit 0"),
                         env(),
-                        Path::new("/")
+                        Path::new("/"),
+                        None
                     )
                     .unwrap(),
                     0
@@ -296,7 +427,7 @@ mod tests {
                     }
                     spawn::kill_pid(std::process::id(), libc::SIGTERM).unwrap();
                 });
-                assert_eq!(run_exec(&sh(&script), env(), dir.path()).unwrap(), 7);
+                assert_eq!(run_exec(&sh(&script), env(), dir.path(), None).unwrap(), 7);
                 sender.join().unwrap();
             },
         );

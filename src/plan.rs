@@ -126,6 +126,9 @@ pub struct SourcePlan {
     pub optional: bool,
     /// True when this source came from the default list (no `[[source]]` given).
     pub implicit: bool,
+    /// Largest file this source reads (`max_size`): a key file of a `dir` source,
+    /// or a dotenv file.
+    pub max_size: u64,
 }
 
 /// The per-kind settings of a source.

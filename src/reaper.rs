@@ -131,7 +131,14 @@ impl Future for ExitWaiter {
     }
 }
 
-type Table = HashMap<u32, oneshot::Sender<ExitStatus>>;
+/// A registered child: where its status goes, and whether it leads its own
+/// process group (a worker), whose remaining members are killed when it exits.
+struct Entry {
+    tx: oneshot::Sender<ExitStatus>,
+    leads_group: bool,
+}
+
+type Table = HashMap<u32, Entry>;
 
 #[derive(Default)]
 struct Shared {
@@ -231,25 +238,47 @@ fn reaper_thread(shared: &Shared, ready: &std::sync::mpsc::SyncSender<io::Result
 }
 
 /// Reaps until no child is waitable. Runs on the reaper thread only.
+///
+/// Each exit is first peeked at without reaping (`WNOWAIT`): while the child is a
+/// zombie its pid, and so its process group id, cannot be reused, so a registered
+/// group leader's group can be SIGKILLed safely before the leader is reaped. That is
+/// how nothing a worker started outlives it (SPEC 5): `sh -c "sleep 300 & exit 3"`
+/// leaves no `sleep` behind, in agentsup's lifetime or, through the guard, after.
 fn drain(shared: &Shared) {
     loop {
         let mut table = shared.lock();
-        let (pid, termination) = match wait_any(false) {
-            Ok(Some(reaped)) => reaped,
+        let pid = match peek_any(false) {
+            Ok(Some(pid)) => pid,
             Ok(None) => return,
             Err(e) if e.raw_os_error() == Some(libc::ECHILD) => return,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                tracing::warn!(error = %e, "waitpid failed; retrying on the next SIGCHLD");
+                tracing::warn!(error = %e, "waitid failed; retrying on the next SIGCHLD");
+                return;
+            }
+        };
+        if table.get(&pid).is_some_and(|e| e.leads_group) {
+            if let Ok(raw) = to_pid(pid) {
+                // SAFETY: killpg on the group of our own unreaped child; ESRCH (the
+                // group held only the leader) is fine.
+                unsafe { libc::killpg(raw, libc::SIGKILL) };
+            }
+        }
+        let termination = match reap_pid(pid, false) {
+            Ok(Some(t)) => t,
+            Ok(None) => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::warn!(pid, error = %e, "waitpid failed; retrying on the next SIGCHLD");
                 return;
             }
         };
         let waiter = table.remove(&pid);
         drop(table);
         match waiter {
-            Some(tx) => {
+            Some(entry) => {
                 // The receiver may be gone (nobody cares about this child any more).
-                let _ = tx.send(ExitStatus { termination });
+                let _ = entry.tx.send(ExitStatus { termination });
             }
             None => {
                 shared.orphans.fetch_add(1, Ordering::Relaxed);
@@ -321,9 +350,15 @@ impl Registrar<'_> {
             };
         }
         let (tx, rx) = oneshot::channel();
+        // Registered after a successful exec, so a child started in its own group
+        // has already called setpgid.
+        let leads_group = to_pid(pid).is_ok_and(|raw| {
+            // SAFETY: getpgid on our own unreaped child.
+            unsafe { libc::getpgid(raw) == raw }
+        });
         // A pid stays ours until we reap it, so an existing entry can only be a
         // stale one whose waiter was never resolved; replacing it is right.
-        self.table.insert(pid, tx);
+        self.table.insert(pid, Entry { tx, leads_group });
         ExitWaiter {
             pid,
             state: WaiterState::Pending(rx),
@@ -340,27 +375,6 @@ fn decode(status: libc::c_int) -> Option<Termination> {
         Some(Termination::Signaled(libc::WTERMSIG(status)))
     } else {
         None
-    }
-}
-
-/// `waitpid(-1)`: reaps any child. `Ok(None)` when `block` is false and no child
-/// has exited. Written on libc rather than nix because nix's `WaitStatus` fails with
-/// `EINVAL` for real-time signals *after* the child was reaped, losing its status.
-pub(crate) fn wait_any(block: bool) -> io::Result<Option<(u32, Termination)>> {
-    loop {
-        let mut status: libc::c_int = 0;
-        let flags = if block { 0 } else { libc::WNOHANG };
-        // SAFETY: `status` is a valid, writable c_int for the duration of the call.
-        let pid = unsafe { libc::waitpid(-1, &mut status, flags) };
-        match pid {
-            -1 => return Err(io::Error::last_os_error()),
-            0 => return Ok(None),
-            pid => {
-                if let Some(t) = decode(status) {
-                    return Ok(Some((pid as u32, t)));
-                }
-            }
-        }
     }
 }
 
@@ -413,6 +427,21 @@ pub(crate) fn peek_any_blocking() -> io::Result<u32> {
             return Ok(pid as u32);
         }
     }
+}
+
+/// The pid of a child that has exited, without reaping it; `Ok(None)` when none has
+/// (and `block` is false).
+fn peek_any(block: bool) -> io::Result<Option<u32>> {
+    // SAFETY: siginfo_t is plain old data; all-zero is a valid value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let flags = libc::WEXITED | libc::WNOWAIT | if block { 0 } else { libc::WNOHANG };
+    // SAFETY: `info` is valid and writable for the duration of the call.
+    if unsafe { libc::waitid(libc::P_ALL, 0, &mut info, flags) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: waitid succeeded; with WNOHANG and no exited child si_pid stays 0.
+    let pid = unsafe { info.si_pid() };
+    Ok((pid > 0).then_some(pid as u32))
 }
 
 /// True while `pid` is our child and not yet reaped (running or zombie).
@@ -583,6 +612,41 @@ mod tests {
     }
 
     #[test]
+    fn a_group_leader_s_exit_kills_its_group() {
+        isolated(
+            concat!(module_path!(), "::a_group_leader_s_exit_kills_its_group"),
+            || {
+                block_on(async {
+                    let reaper = Reaper::start().unwrap();
+                    let spawner = Spawner::start(reaper.clone()).unwrap();
+                    let dir = tempfile::tempdir().unwrap();
+                    let file = dir.path().join("pid");
+                    let worker = spawner
+                        .spawn(sh(&format!(
+                            "sleep 300 >/dev/null 2>&1 & echo $! > {}; exit 3",
+                            file.display()
+                        )))
+                        .await
+                        .unwrap();
+                    let status = worker.exit.await.unwrap();
+                    assert_eq!(status.termination, Termination::Exited(3));
+                    let pid: i32 = std::fs::read_to_string(&file)
+                        .unwrap()
+                        .trim()
+                        .parse()
+                        .unwrap();
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    // Gone once reaped: killed before the leader was reaped.
+                    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                        assert!(Instant::now() < deadline, "the sleep outlived its leader");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                });
+            },
+        );
+    }
+
+    #[test]
     fn orphans_are_reaped_and_counted_not_delivered() {
         isolated(
             concat!(
@@ -594,10 +658,10 @@ mod tests {
                     let reaper = Reaper::start().unwrap();
                     let spawner = Spawner::start(reaper.clone()).unwrap();
                     let before = reaper.orphans_reaped();
-                    // The subshell outlives the worker, is reparented to us (we are a
-                    // subreaper) and exits 3 later.
+                    // The child left the worker's group, so it outlives the worker, is
+                    // reparented to us (we are a subreaper) and exits 3 later.
                     let worker = spawner
-                        .spawn(sh("(sleep 0.2; exit 3) & exit 0"))
+                        .spawn(sh("setsid sh -c 'sleep 0.2; exit 3' & exit 0"))
                         .await
                         .unwrap();
                     let status = worker.exit.await.unwrap();

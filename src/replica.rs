@@ -333,6 +333,11 @@ pub struct Replica {
     reread_pending: Option<Instant>,
     /// A stop (or kill) arrived while starting; applied once the spawn resolves.
     stop_pending: Option<StopSignal>,
+    /// A restart (a reload, a rotation, `agentsup restart`) arrived while starting:
+    /// the process being started may have the old environment, so it is restarted
+    /// as soon as it is up. Dropped if the spawn fails (the next start reads the
+    /// current environment anyway).
+    restart_pending: bool,
     /// Start again once the process has exited from `stopping`.
     restart_after_stop: bool,
     /// SIGKILL was already sent during this stop.
@@ -351,6 +356,7 @@ impl Replica {
             auth_streak: 0,
             reread_pending: None,
             stop_pending: None,
+            restart_pending: false,
             restart_after_stop: false,
             kill_sent: false,
         }
@@ -442,7 +448,10 @@ impl Replica {
             out,
         );
         if let Some(sig) = self.stop_pending.take() {
+            self.restart_pending = false;
             self.on_stop(policy, sig, at, out);
+        } else if std::mem::take(&mut self.restart_pending) {
+            self.on_restart_requested(policy, at, out);
         }
     }
 
@@ -458,6 +467,7 @@ impl Replica {
             return;
         }
         let note = Note::new(format!("spawn failed: {reason}"));
+        self.restart_pending = false;
         if self.stop_pending.take().is_some() {
             self.go(State::Stopped, note, out);
         } else {
@@ -725,8 +735,13 @@ impl Replica {
                 self.reset_counters();
                 self.restart_now("restart requested", out);
             }
-            State::Starting => {}
+            State::Starting => self.restart_pending = true,
         }
+    }
+
+    /// True while a restart waits for the replica's start to complete.
+    pub fn restart_pending(&self) -> bool {
+        self.restart_pending
     }
 
     /// Schedules a restart with the crash backoff and advances `n`.
@@ -781,6 +796,7 @@ impl Replica {
         self.auth_streak = 0;
         self.reread_pending = None;
         self.stop_pending = None;
+        self.restart_pending = false;
         self.restart_after_stop = false;
         self.kill_sent = false;
     }
@@ -1553,5 +1569,64 @@ mod tests {
             assert_eq!(state.to_string(), name);
             assert_eq!(is_ready(&state), ready, "{name}");
         }
+    }
+
+    #[test]
+    fn a_restart_that_meets_a_starting_replica_is_applied_once_it_is_up() {
+        let p = policy();
+        let t0 = Instant::now();
+        let mut r = replica_in(State::Starting);
+        let acts = r.step(&p, Event::RestartRequested { at: t0 }, 0.0);
+        assert!(kinds(&acts).is_empty(), "nothing to signal yet: {acts:?}");
+        assert!(r.restart_pending());
+        let acts = r.step(&p, Event::Spawned { pid: PID, at: t0 }, 0.0);
+        assert_eq!(
+            kinds(&acts),
+            [
+                "log starting->running",
+                "log running->stopping",
+                "signal Stop 4242",
+                "timer"
+            ]
+        );
+        assert!(!r.restart_pending());
+        // The stop completes and the replica starts again, on the new environment.
+        let acts = r.step(&p, exited(ExitClass::Crash, secs(t0, 1)), 0.0);
+        assert_eq!(label(r.state()), "starting", "{acts:?}");
+        assert!(kinds(&acts).contains(&"spawn".to_owned()));
+    }
+
+    #[test]
+    fn a_stop_wins_over_a_pending_restart_and_a_failed_spawn_drops_it() {
+        let p = policy();
+        let t0 = Instant::now();
+        let mut r = replica_in(State::Starting);
+        r.step(&p, Event::RestartRequested { at: t0 }, 0.0);
+        r.step(&p, Event::StopRequested { at: t0 }, 0.0);
+        let acts = r.step(&p, Event::Spawned { pid: PID, at: t0 }, 0.0);
+        assert_eq!(
+            kinds(&acts),
+            [
+                "log starting->running",
+                "log running->stopping",
+                "signal Stop 4242",
+                "timer"
+            ]
+        );
+        r.step(&p, exited(ExitClass::Ok, secs(t0, 1)), 0.0);
+        assert_eq!(label(r.state()), "stopped");
+
+        let mut r = replica_in(State::Starting);
+        r.step(&p, Event::RestartRequested { at: t0 }, 0.0);
+        r.step(
+            &p,
+            Event::SpawnFailed {
+                reason: "EAGAIN".into(),
+                at: t0,
+            },
+            0.0,
+        );
+        assert!(!r.restart_pending());
+        assert_eq!(label(r.state()), "backoff");
     }
 }

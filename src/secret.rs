@@ -123,14 +123,11 @@ impl fmt::Display for Provenance {
     }
 }
 
-/// True when a variable's name alone marks it secret (SPEC 7).
+/// True when a variable's name alone marks it secret (SPEC 7); the list is
+/// `check::names`' (`_KEY`, `_TOKEN`, `_SECRET`, `_DSN`, `_PASS`, `_PWD`,
+/// `*CREDENTIAL*`, `*PASSWORD*`, …).
 pub fn name_looks_secret(name: &str) -> bool {
-    let upper = name.to_ascii_uppercase();
-    upper.ends_with("_KEY")
-        || upper.ends_with("_TOKEN")
-        || upper.ends_with("_SECRET")
-        || upper.contains("PASSWORD")
-        || upper == "API_KEY"
+    crate::check::secret_looking_name(name)
 }
 
 /// Shows a value the only way SPEC 4 allows: first 4 and last 4 characters and the

@@ -129,10 +129,17 @@ pub fn register_secrets(
         {
             pairs.push((name.clone(), e.value.clone()));
         }
+        // A connection URL's password is secret whatever the variable is called.
+        for password in crate::redact::url_password_forms(e.value.expose()) {
+            pairs.push((name.clone(), crate::secret::Sensitive::new(password)));
+        }
     }
     for (name, v) in &process_env.vars {
         if crate::secret::name_looks_secret(name) {
             pairs.push((name.clone(), v.clone()));
+        }
+        for password in crate::redact::url_password_forms(v.expose()) {
+            pairs.push((name.clone(), crate::secret::Sensitive::new(password)));
         }
     }
     let selected = if workers.is_empty() {

@@ -198,7 +198,7 @@ fn lock(m: &Mutex<Armed>) -> std::sync::MutexGuard<'_, Armed> {
 
 fn warn_polling(why: &str, tuning: Tuning) {
     tracing::warn!(
-        "{why}; polling the sources every {} instead (raise fs.inotify.max_user_instances / max_user_watches for instant updates)",
+        "{why}; polling the sources every {} instead (raise /proc/sys/fs/inotify/max_user_instances or max_user_watches for instant updates)",
         humantime::format_duration(tuning.poll_interval)
     );
 }

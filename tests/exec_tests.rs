@@ -71,6 +71,7 @@ fn exec_builds_the_worker_environment() {
     let out = sb.run_env(
         &[
             "exec",
+            "--no-masking",
             "--worker",
             "planner",
             "--",

@@ -5,7 +5,90 @@
 //! Everything here looks at names only, never at values, so its output may be
 //! printed as is.
 
+use super::Finding;
 use super::provider::Family;
+use crate::plan::Plan;
+use crate::sources::{ProcessEnv, Severity};
+
+/// Name endings that mark a variable secret (SPEC 7, widened by issue 12):
+/// `DB_PASS`, `SENTRY_DSN`, `MAPS_APIKEY`, `GPG_PASSPHRASE`, `BASIC_AUTH`.
+const SECRET_SUFFIXES: &[&str] = &[
+    "_KEY",
+    "_TOKEN",
+    "_SECRET",
+    "_DSN",
+    "_PASS",
+    "_PASSWD",
+    "_PWD",
+    "_APIKEY",
+    "_PASSPHRASE",
+    "_AUTH",
+];
+
+/// Words that mark a variable secret wherever they are in its name:
+/// `GOOGLE_APPLICATION_CREDENTIALS`, `AWS_SECRET_ACCESS_KEY_ID`, `SSH_PRIVATE_KEY_B64`.
+const SECRET_WORDS: &[&str] = &["PASSWORD", "CREDENTIAL", "PRIVATE_KEY", "SECRET", "APIKEY"];
+
+/// Whole names that are secret on their own. `PWD` (the shell's directory) and
+/// `PASSWD` (usually a path) are not.
+const SECRET_NAMES: &[&str] = &["API_KEY", "TOKEN", "DSN", "AUTH_TOKEN"];
+
+/// True when a variable's name alone marks it secret (SPEC 7). Any case.
+pub(crate) fn secret_looking_name(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    SECRET_SUFFIXES.iter().any(|s| upper.ends_with(s))
+        || SECRET_WORDS.iter().any(|w| upper.contains(w))
+        || SECRET_NAMES.contains(&upper.as_str())
+}
+
+/// Warns when an `[env] inherit` entry (notably `"*"`) hands every worker a
+/// secret-looking variable of agentsup's own environment: a secret-looking name,
+/// or a value holding a connection URL with a password. Names only, never values.
+pub(crate) fn inherited_secrets(plan: &Plan, process_env: &ProcessEnv) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for pattern in &plan.inherit_patterns {
+        let Ok(glob) = globset::Glob::new(pattern) else {
+            continue;
+        };
+        let glob = glob.compile_matcher();
+        let names: Vec<&str> = process_env
+            .vars
+            .iter()
+            .filter(|(name, value)| {
+                glob.is_match(name.as_str())
+                    && (secret_looking_name(name)
+                        || crate::redact::url_password(value.expose()).is_some())
+            })
+            .map(|(name, _)| name.as_str())
+            .collect();
+        if names.is_empty() {
+            continue;
+        }
+        const SHOWN: usize = 8;
+        let mut list = names[..names.len().min(SHOWN)].join(", ");
+        if names.len() > SHOWN {
+            list.push_str(&format!(" and {} more", names.len() - SHOWN));
+        }
+        out.push(Finding {
+            severity: Severity::Warning,
+            code: "inherit-secret",
+            key: None,
+            workers: Vec::new(),
+            location: Some(format!("{}: [env] inherit", plan.config_path.display())),
+            message: format!(
+                "`[env] inherit` entry \"{pattern}\" hands every worker {} secret-looking \
+                 variable(s) of agentsup's own environment: {list}",
+                names.len()
+            ),
+            hint: Some(
+                "inherit only what workers need (PATH, HOME, LANG, …) and give each worker \
+                 its keys through `keys` and a source"
+                    .into(),
+            ),
+        });
+    }
+    out
+}
 
 /// The variables the provider SDKs read by themselves (`reference/secrets.md` C.2),
 /// with the SDK that reads each, for "the openai SDK reads OPENAI_API_KEY".
@@ -172,6 +255,39 @@ pub(crate) fn sdk_suggestion(name: &str) -> Option<(&'static str, &'static str)>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_looking_names_widened() {
+        for name in [
+            "OPENAI_API_KEY",
+            "GITHUB_TOKEN",
+            "DB_PASSWORD_X",
+            "SENTRY_DSN",
+            "DB_PASS",
+            "MYSQL_PWD",
+            "MAPS_APIKEY",
+            "OPENAI_APIKEY",
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            "SSH_PRIVATE_KEY_B64",
+            "AWS_SECRET_ACCESS_KEY",
+            "client_secret",
+            "API_KEY",
+            "BASIC_AUTH",
+        ] {
+            assert!(secret_looking_name(name), "{name}");
+        }
+        for name in [
+            "MODEL",
+            "PWD",
+            "OLDPWD",
+            "PASSWD",
+            "DATABASE_URL",
+            "PATH",
+            "KEYS",
+        ] {
+            assert!(!secret_looking_name(name), "{name}");
+        }
+    }
 
     #[test]
     fn separators_and_case_are_near_misses() {

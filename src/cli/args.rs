@@ -210,6 +210,10 @@ pub struct ExecArgs {
     /// Build an environment holding these keys (comma-separated; globs allowed).
     #[arg(long, value_delimiter = ',')]
     pub keys: Vec<String>,
+    /// Pass the command's stdout and stderr through untouched instead of
+    /// replacing the secrets it prints by `[redacted:NAME]`.
+    #[arg(long)]
+    pub no_masking: bool,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub cmd: Vec<String>,

@@ -11,7 +11,7 @@ pub use args::*;
 use crate::exit::{Error, Result, code};
 use crate::output::stdout::{ReportFormat, want_color, write_stdout};
 use crate::plan;
-use crate::sources::{self, ProcessEnv};
+use crate::sources::ProcessEnv;
 use crate::validate::{self, Scope, SpawnRunner, Validation};
 
 /// Runs the parsed command line; returns the exit code.
@@ -118,7 +118,7 @@ fn cmd_env(a: EnvArgs) -> Result<u8> {
     let mut problems: Vec<String> = snap
         .problems
         .iter()
-        .filter(|p| p.severity == sources::Severity::Error)
+        .filter(|p| p.severity == crate::diag::Severity::Error)
         .map(|p| format!("{}: {}", p.location, p.message))
         .collect();
     for k in &built.missing {
@@ -180,7 +180,8 @@ fn cmd_exec(a: ExecArgs) -> Result<u8> {
     } else {
         std::env::current_dir().unwrap_or_else(|_| plan.config_dir.clone())
     };
-    let status = match crate::exec::run_exec(&a.cmd, built.pairs(), &cwd) {
+    let mask = (!a.no_masking).then(|| crate::redact::global().current());
+    let status = match crate::exec::run_exec(&a.cmd, built.pairs(), &cwd, mask) {
         Ok(status) => status,
         // As a shell and `env` do: 127 for "not found", 126 for "cannot run".
         Err(

@@ -12,11 +12,22 @@
 //! - `/metrics`: see [`metrics`] for the families and the format negotiation.
 //! - Other paths 404; methods other than GET (and HEAD, which every HTTP server
 //!   must support, RFC 9110 9.1) 405 with `Allow`.
+//!
+//! # Not starved by idle connections
+//!
+//! Connections are capped in total ([`MAX_CONNECTIONS`]) and per peer address
+//! ([`MAX_PER_PEER`]). When a new connection would pass a cap it is still served:
+//! the connection that has been idle longest (of that peer, or of all) is closed
+//! instead. So a client holding hundreds of idle sockets, or reopening them every
+//! few seconds, cannot lock the kubelet's probe out; it only evicts itself. A
+//! request head must arrive within [`HEADER_TIMEOUT`].
 
 mod metrics;
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -25,16 +36,20 @@ use hyper::header::{ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{oneshot, watch};
 
 use crate::status::Status;
 
 use metrics::Format;
 
-/// At most this many connections are served at once; more are closed on accept.
-/// Probes and scrapers use one or two; the cap keeps a misbehaving client from
-/// growing the supervisor's memory without bound.
+/// At most this many connections are open at once; a new one past the cap closes
+/// the longest-idle one. Probes and scrapers use one or two; the cap keeps a
+/// misbehaving client from growing the supervisor's memory without bound.
 const MAX_CONNECTIONS: usize = 64;
+
+/// At most this many connections from one peer address; past it, that peer's own
+/// longest-idle connection is closed.
+const MAX_PER_PEER: usize = 16;
 
 /// A client must send its request head within this time, or its connection is
 /// closed (hyper's slow-loris guard; its default is 30 s).
@@ -55,41 +70,125 @@ pub fn serve(listener: TcpListener, status: watch::Receiver<Arc<Status>>) {
         status,
         serving_since: Instant::now(),
     });
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let conns = Arc::new(Conns::default());
     tokio::spawn(async move {
         loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // EMFILE and friends: the condition persists for a while, so
                     // pause instead of spinning (and logging) in a tight loop.
-                    tracing::warn!("health endpoint: cannot accept a connection: {e}");
+                    tracing::warn!(
+                        "health endpoint: cannot accept a connection: {e}{}",
+                        crate::limits::hint(&e)
+                            .map(|h| format!(" ({h})"))
+                            .unwrap_or_default()
+                    );
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 }
             };
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                drop(stream);
-                continue;
-            };
+            let (id, evicted) = conns.admit(peer.ip());
             let _ = stream.set_nodelay(true);
             let shared = shared.clone();
+            let conns = conns.clone();
             tokio::spawn(async move {
-                let _permit = permit;
+                let active = conns.clone();
                 let service = hyper::service::service_fn(move |req| {
+                    active.touch(id);
                     let response = shared.respond(&req);
                     async move { Ok::<_, Infallible>(response) }
                 });
                 // Errors here are the client's (reset, timeout, bad request): they
                 // end that connection and nothing else.
-                let _ = hyper::server::conn::http1::Builder::new()
+                let conn = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(HEADER_TIMEOUT)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                    .serve_connection(TokioIo::new(stream), service);
+                tokio::select! {
+                    _ = conn => {}
+                    _ = evicted => {}
+                }
+                conns.remove(id);
             });
         }
     });
+}
+
+/// The open connections, for the caps.
+#[derive(Default)]
+struct Conns {
+    state: Mutex<ConnsState>,
+}
+
+#[derive(Default)]
+struct ConnsState {
+    next: u64,
+    open: HashMap<u64, Conn>,
+}
+
+struct Conn {
+    peer: IpAddr,
+    /// Accepted, or last request.
+    last: Instant,
+    /// Held only to be dropped: that ends the connection's task.
+    _close: oneshot::Sender<()>,
+}
+
+impl Conns {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ConnsState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers a new connection from `peer`, first closing the longest-idle one
+    /// of that peer (over [`MAX_PER_PEER`]) or of all (over [`MAX_CONNECTIONS`]).
+    fn admit(&self, peer: IpAddr) -> (u64, oneshot::Receiver<()>) {
+        let mut st = self.lock();
+        let of_peer = st.open.values().filter(|c| c.peer == peer).count();
+        let victim = if of_peer >= MAX_PER_PEER {
+            st.oldest(|c| c.peer == peer)
+        } else if st.open.len() >= MAX_CONNECTIONS {
+            st.oldest(|_| true)
+        } else {
+            None
+        };
+        if let Some(v) = victim {
+            // Dropping its sender ends the connection's task.
+            st.open.remove(&v);
+        }
+        let (tx, rx) = oneshot::channel();
+        st.next += 1;
+        let id = st.next;
+        st.open.insert(
+            id,
+            Conn {
+                peer,
+                last: Instant::now(),
+                _close: tx,
+            },
+        );
+        (id, rx)
+    }
+
+    fn touch(&self, id: u64) {
+        if let Some(c) = self.lock().open.get_mut(&id) {
+            c.last = Instant::now();
+        }
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().open.remove(&id);
+    }
+}
+
+impl ConnsState {
+    fn oldest(&self, pick: impl Fn(&Conn) -> bool) -> Option<u64> {
+        self.open
+            .iter()
+            .filter(|(_, c)| pick(c))
+            .min_by_key(|(_, c)| c.last)
+            .map(|(id, _)| *id)
+    }
 }
 
 /// What every connection task reads.
@@ -312,5 +411,44 @@ mod tests {
             "{body}"
         );
         assert!(body.contains("agentsup_ready 1\n"), "{body}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn healthz_answers_with_300_idle_connections_open() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_tx, rx) = watch::channel(Arc::new(Status::default()));
+        serve(listener, rx);
+        let mut idle = Vec::new();
+        for _ in 0..300 {
+            idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        let get = async {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut reply = String::new();
+            s.read_to_string(&mut reply).await.unwrap();
+            reply
+        };
+        let reply = tokio::time::timeout(Duration::from_secs(1), get)
+            .await
+            .expect("/healthz answered within a second");
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        // The idle ones were closed to make room, oldest first.
+        let mut closed = 0;
+        for s in &mut idle[..200] {
+            let mut b = [0u8; 1];
+            if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(50), s.read(&mut b)).await
+            {
+                closed += 1;
+            }
+        }
+        assert!(
+            closed >= 190,
+            "only {closed} of the oldest idle connections were closed"
+        );
     }
 }

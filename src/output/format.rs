@@ -277,14 +277,14 @@ impl LineFormatter {
             Some(FieldValue::Str(worker)) => {
                 let replica = event.get("replica").and_then(FieldValue::as_u64);
                 let _ = match replica {
-                    Some(r) => write!(body, "{}.{r}: ", redactor.redact_str(worker)),
-                    None => write!(body, "{}: ", redactor.redact_str(worker)),
+                    Some(r) => write!(body, "{}.{r}: ", shown(redactor, worker)),
+                    None => write!(body, "{}: ", shown(redactor, worker)),
                 };
                 Some(replica.is_some())
             }
             _ => None,
         };
-        body.push_str(&redactor.redact_str(&event.message));
+        body.push_str(&shown(redactor, &event.message));
         for (name, value) in &event.fields {
             if (subject.is_some() && name == "worker")
                 || (subject == Some(true) && name == "replica")
@@ -294,7 +294,7 @@ impl LineFormatter {
             let _ = write!(body, " {name}=");
             match value {
                 FieldValue::Str(s) => {
-                    let s = redactor.redact_str(s);
+                    let s = shown(redactor, s);
                     if s.is_empty()
                         || s.contains(|c: char| c.is_whitespace() || c == '"' || c == '=')
                     {
@@ -326,6 +326,15 @@ impl LineFormatter {
             out.extend_from_slice(line.as_bytes());
             out.push(b'\n');
         }
+    }
+}
+
+/// Agentsup's own text (which may quote a worker: a traceback, a command's
+/// stderr) as a terminal shows it, redacted (see [`crate::redact::terminal`]).
+fn shown<'a>(redactor: &Redactor, text: &'a str) -> Cow<'a, str> {
+    match crate::redact::terminal::render_str(text) {
+        Cow::Borrowed(t) => redactor.redact_str(t),
+        Cow::Owned(t) => Cow::Owned(redactor.redact_str(&t).into_owned()),
     }
 }
 
@@ -375,7 +384,7 @@ impl Serialize for EventRecord<'_> {
         map.serialize_entry("ts", &Timestamp(SystemTime::now()))?;
         map.serialize_entry("worker", SUPERVISOR_LABEL)?;
         map.serialize_entry("level", &event.level.as_str().to_ascii_lowercase())?;
-        map.serialize_entry("message", &self.redactor.redact_str(&event.message))?;
+        map.serialize_entry("message", &shown(self.redactor, &event.message))?;
         for (name, value) in &event.fields {
             let key: Cow<'_, str> = if RESERVED_KEYS.contains(&name.as_ref()) {
                 Cow::Owned(format!("field_{name}"))
@@ -383,7 +392,7 @@ impl Serialize for EventRecord<'_> {
                 Cow::Borrowed(name)
             };
             match value {
-                FieldValue::Str(v) => map.serialize_entry(&key, &self.redactor.redact_str(v))?,
+                FieldValue::Str(v) => map.serialize_entry(&key, &shown(self.redactor, v))?,
                 FieldValue::I64(v) => map.serialize_entry(&key, v)?,
                 FieldValue::U64(v) => map.serialize_entry(&key, v)?,
                 FieldValue::F64(v) => map.serialize_entry(&key, v)?,

@@ -10,24 +10,33 @@
 //! to the [`OutputSink`]. Formatting happens in the pumps, in parallel; the single
 //! writer thread only copies batches into a large buffered writer.
 //!
-//! # Back-pressure, never dropping
+//! # Back-pressure for worker lines, never for agentsup
 //!
 //! The sink's queue is bounded in bytes ([`QUEUE_BYTES`]). A pump that finds it full
 //! waits, so it stops reading its pipe, the pipe fills, and the worker blocks in
 //! `write`: a slow reader of agentsup's stdout slows the workers and no line is lost.
-//! agentsup's own events (through [`OutputLayer`]) wait the same way.
+//!
+//! agentsup's own events (the dispatcher's log lines and every `tracing` call, through
+//! [`OutputLayer`]) have their own lane and budget ([`EVENT_QUEUE_BYTES`]) in the same
+//! FIFO: they never wait, so the dispatcher keeps working (and the shutdown's
+//! kill-at-90 % fires on time) whatever stdout does. Sharing the FIFO keeps a
+//! worker's last lines before the event that reports its exit. Should the event lane
+//! fill up, an event is dropped, counted, and the next one that fits says so.
 //!
 //! The writer flushes whenever the queue is momentarily empty, so output is prompt
 //! when it trickles and written in large blocks when it floods.
 //!
-//! # Broken stdout
+//! # A stdout that is not read, or fails
 //!
-//! When a write to stdout fails (`EPIPE` because the reader went away, as in
-//! `agentsup run | head`), the writer stops writing but keeps draining the queue and
-//! discarding. Blocking the workers on a reader that is gone would stall them and the
-//! shutdown forever, and there is nobody left to lose the lines to. `EPIPE` is quiet;
-//! other errors get one note on stderr. [`OutputSink::is_broken`] lets the
-//! supervisor decide what else to do.
+//! At shutdown the supervisor gives stdout until the end of `shutdown_timeout`
+//! ([`OutputSink::abandon_at`]). Past that, nothing waits on stdout any more: what is
+//! queued or still arrives is counted and dropped, [`OutputSink::shutdown`] returns
+//! even if the writer thread is stuck in `write`, and one line on stderr (if that is
+//! a different, writable stream) says how much could not be delivered.
+//!
+//! `EPIPE` (the reader went away, as in `agentsup run | head`) discards the rest
+//! quietly; other write errors (`ENOSPC`, `EIO`) are temporary: see `writer.rs`.
+//! [`OutputSink::is_broken`] lets the supervisor decide what else to do.
 //!
 //! Ordering is preserved per stream (one pump per pipe, one FIFO queue), and a line is
 //! never interleaved with another because each formatted line goes into one batch.
@@ -48,11 +57,13 @@ mod sink;
 pub mod stdout;
 #[cfg(test)]
 mod test_support;
+mod writer;
 
 pub use format::{FieldValue, LineFormatter, SupervisorEvent};
 pub use frame::{Frame, LineFramer, Tail};
-pub use pump::pump;
+pub use pump::{ReadWait, pump, pump_tracked};
 pub use sink::{OutputLayer, OutputSink};
+pub use writer::Undelivered;
 
 /// Longest piece of a line emitted at once. Longer lines are printed as several
 /// pieces, so memory per pipe stays bounded whatever a worker writes.
@@ -61,6 +72,10 @@ pub const MAX_LINE: usize = 64 * 1024;
 /// Bytes the sink may hold before producers wait. The writer takes the whole queue
 /// at once, so at most twice this is buffered.
 pub const QUEUE_BYTES: usize = 1024 * 1024;
+
+/// Bytes of agentsup's own events the sink may hold. Events never wait: past this
+/// (thousands of events while stdout is not read) they are dropped and counted.
+pub const EVENT_QUEUE_BYTES: usize = 256 * 1024;
 
 /// The label of agentsup's own events.
 pub const SUPERVISOR_LABEL: &str = "agentsup";

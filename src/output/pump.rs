@@ -2,6 +2,7 @@
 //! its lines into the sink.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -9,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use super::frame::incomplete_utf8_tail;
 use super::json::LineClock;
 use super::{Frame, LineFormatter, LineFramer, LineMeta, OutputSink, Tail};
-use crate::redact::{Redactor, SharedRedactor, StreamRedactor};
+use crate::redact::{Redactor, SharedRedactor, StreamRedactor, terminal};
 
 /// Size of each pump's read buffer.
 const READ_BUF: usize = 64 * 1024;
@@ -24,12 +25,18 @@ struct PumpState {
     prefix: Vec<u8>,
     batch: Vec<u8>,
     scratch: Vec<u8>,
+    /// A line as a terminal shows it ([`crate::redact::terminal`]), when it holds
+    /// control characters.
+    rendered: Vec<u8>,
     stream: StreamRedactor,
     /// Set while an over-long line is in progress: the redactor it started with,
     /// so the carry always matches the automaton.
     long: Option<Arc<Redactor>>,
-    /// Start of a UTF-8 sequence cut at the end of the last piece.
+    /// Start of a UTF-8 sequence cut at the end of the last piece's output.
     utf8_hold: Vec<u8>,
+    /// The same for the last piece's input, so that the terminal view never joins
+    /// two halves of a C1 control.
+    raw_hold: Vec<u8>,
     /// JSON `ts`, read once per read from the pipe rather than once per line.
     clock: LineClock,
 }
@@ -52,7 +59,10 @@ impl PumpState {
             .push(bytes);
 
         if self.long.is_none() && complete {
-            let text = current.redact_slice(bytes, &mut self.scratch);
+            // Redacted as shown: escape sequences or backspaces between pieces of
+            // a key must not hide it (issue 12).
+            let shown = terminal::render_slice(bytes, &mut self.rendered);
+            let text = current.redact_slice(shown, &mut self.scratch);
             fmt.write_line_at(
                 &mut self.batch,
                 &self.prefix,
@@ -64,9 +74,19 @@ impl PumpState {
             return;
         }
         let redactor = Arc::clone(self.long.get_or_insert_with(|| Arc::clone(current)));
+        let mut input = std::mem::take(&mut self.raw_hold);
+        input.extend_from_slice(bytes);
+        if !complete {
+            let keep = input.len() - incomplete_utf8_tail(&input);
+            self.raw_hold.extend_from_slice(&input[keep..]);
+            input.truncate(keep);
+        }
+        self.rendered.clear();
+        terminal::render(&input, &mut self.rendered);
         self.scratch.clear();
         self.scratch.append(&mut self.utf8_hold);
-        self.stream.feed(&redactor, bytes, &mut self.scratch);
+        self.stream
+            .feed(&redactor, &self.rendered, &mut self.scratch);
         if complete {
             self.stream.finish(&redactor, &mut self.scratch);
             self.long = None;
@@ -98,6 +118,32 @@ impl PumpState {
     }
 }
 
+/// Whether a pump is waiting for its pipe (as opposed to formatting, or waiting
+/// for room in a full sink). After a worker exits, only time spent waiting to read
+/// means someone else holds its output open; time blocked on a slow reader of
+/// agentsup's stdout does not (see `supervisor::run_task`).
+#[derive(Debug, Default)]
+pub struct ReadWait(AtomicBool);
+
+impl ReadWait {
+    /// True while the pump is blocked reading its pipe.
+    pub fn waiting(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// [`pump`] that also reports through `wait` when it is blocked reading.
+pub async fn pump_tracked<R: AsyncRead + Unpin>(
+    reader: R,
+    meta: LineMeta,
+    sink: OutputSink,
+    redactor: SharedRedactor,
+    tail: Arc<Mutex<Tail>>,
+    wait: Arc<ReadWait>,
+) -> io::Result<()> {
+    pump_inner(reader, meta, sink, redactor, tail, Some(&wait)).await
+}
+
 /// Reads `reader` (one pipe of one replica) until EOF and prints every line.
 ///
 /// Each line is pushed unredacted into `tail`, redacted with `redactor` (before any
@@ -108,11 +154,22 @@ impl PumpState {
 /// Returns the read error, if any, after printing what was read; or `BrokenPipe`
 /// if the sink was shut down first.
 pub async fn pump<R: AsyncRead + Unpin>(
+    reader: R,
+    meta: LineMeta,
+    sink: OutputSink,
+    redactor: SharedRedactor,
+    tail: Arc<Mutex<Tail>>,
+) -> io::Result<()> {
+    pump_inner(reader, meta, sink, redactor, tail, None).await
+}
+
+async fn pump_inner<R: AsyncRead + Unpin>(
     mut reader: R,
     meta: LineMeta,
     sink: OutputSink,
     redactor: SharedRedactor,
     tail: Arc<Mutex<Tail>>,
+    wait: Option<&ReadWait>,
 ) -> io::Result<()> {
     let fmt = sink.formatter();
     let mut state = PumpState {
@@ -121,9 +178,11 @@ pub async fn pump<R: AsyncRead + Unpin>(
         // not hold 400 pooled batches (supervisor RSS, and fork() cost with it).
         batch: Vec::new(),
         scratch: Vec::new(),
+        rendered: Vec::new(),
         stream: StreamRedactor::new(),
         long: None,
         utf8_hold: Vec::new(),
+        raw_hold: Vec::new(),
         clock: LineClock::new(),
     };
     let mut framer = LineFramer::new();
@@ -131,7 +190,14 @@ pub async fn pump<R: AsyncRead + Unpin>(
     // most workers print little, and a 64 KiB buffer per pipe adds up.
     let mut buf = vec![0u8; READ_BUF_START];
     let result = loop {
-        let n = match reader.read(&mut buf).await {
+        if let Some(w) = wait {
+            w.0.store(true, Ordering::Relaxed);
+        }
+        let read = reader.read(&mut buf).await;
+        if let Some(w) = wait {
+            w.0.store(false, Ordering::Relaxed);
+        }
+        let n = match read {
             Ok(0) => break Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -206,7 +272,7 @@ mod tests {
         assert_eq!(
             out,
             "planner.0 | hello\n\
-             planner.0 | key=[redacted:OPENAI_API_KEY] ok\r\n\
+             planner.0 | key=[redacted:OPENAI_API_KEY] ok\n\
              planner.0 | \n\
              planner.0 | last\n"
         );
@@ -251,6 +317,61 @@ mod tests {
                 .iter()
                 .all(|r| r["partial"] == true)
         );
+    }
+
+    #[tokio::test]
+    async fn pump_redacts_what_a_terminal_shows() {
+        let key = "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z";
+        let pieces: Vec<&str> = key
+            .as_bytes()
+            .chunks(12)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        let mut reads = Vec::new();
+        for sep in ["\x1b[0m", "\x1b]0;title\x07", "Z\x08", "\0", "\u{9b}1m"] {
+            reads.push(format!("k={}\n", pieces.join(sep)).into_bytes());
+        }
+        reads.push(b"\ragentsup | warning: forged\n".to_vec());
+        for format in [Format::Pretty, Format::Json] {
+            let cfg = config(format, 8, &[("OPENAI_API_KEY", key)]);
+            let (out, tail) = run_pump(cfg, reads.clone(), meta("w", 0, Stream::Stdout)).await;
+            assert!(!out.contains(&key[..12]), "{out}");
+            assert!(
+                !out.contains('\x1b') && !out.contains("\\u001b") && !out.contains('\r'),
+                "{out}"
+            );
+            assert_eq!(out.matches("[redacted:OPENAI_API_KEY]").count(), 5, "{out}");
+            assert!(
+                tail.lock().unwrap().text().contains("\x1b[0m"),
+                "the tail stays raw"
+            );
+            if format == Format::Pretty {
+                assert!(
+                    out.contains("w.0      | agentsup | warning: forged\n"),
+                    "{out}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn pump_renders_long_line_pieces() {
+        let key = "sk-straddle-0123456789abcdef";
+        let cfg = config(Format::Pretty, 0, &[("K", key)]);
+        let mut line = vec![b'a'; MAX_LINE - 9];
+        line.extend_from_slice(&key.as_bytes()[..12]);
+        line.extend_from_slice(b"\x1b[0m");
+        line.extend_from_slice(&key.as_bytes()[12..]);
+        // A C1 CSI (U+009B) cut between two pieces must not come out joined.
+        line.resize(2 * MAX_LINE - 1, b'b');
+        line.extend_from_slice("\u{9b}".as_bytes());
+        line.extend_from_slice(b"1mxyz\n");
+        let reads = line.chunks(5000).map(<[u8]>::to_vec).collect();
+        let (out, _) = run_pump(cfg, reads, meta("w", 0, Stream::Stdout)).await;
+        assert!(!out.contains("sk-straddle"), "leaked");
+        assert_eq!(out.matches("[redacted:K]").count(), 1);
+        assert!(!out.contains('\u{9b}') && !out.contains('\x1b'));
+        assert!(out.trim_end().ends_with("bxyz"));
     }
 
     #[tokio::test]

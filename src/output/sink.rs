@@ -1,18 +1,23 @@
-//! The sink: a bounded queue, one writer thread owning stdout, and the `tracing`
-//! layer that prints agentsup's own events through it.
+//! The sink: a bounded queue with two lanes, one writer thread owning stdout, and
+//! the `tracing` layer that prints agentsup's own events through it.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fmt;
-use std::io::{self, BufWriter, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use tokio::sync::{Notify, watch};
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::Context;
 
-use super::{FieldValue, LineFormatter, LineMeta, OutputConfig, QUEUE_BYTES, SupervisorEvent};
+use super::writer::{self, Undelivered};
+use super::{
+    EVENT_QUEUE_BYTES, FieldValue, LineFormatter, LineMeta, OutputConfig, QUEUE_BYTES,
+    SupervisorEvent,
+};
 use crate::redact::SharedRedactor;
 
 /// Pump batch buffers kept for reuse. The queue holds at most [`QUEUE_BYTES`], so
@@ -30,29 +35,52 @@ const POOL_BUF_MAX: usize = 256 * 1024;
 /// a pump-sized buffer: 200 replicas starting print 200 events at once.
 const EVENT_BUF: usize = 256;
 
-/// The bounded queue between producers and the writer thread.
-///
-/// Hand-rolled rather than a tokio channel because two kinds of producer need to
-/// wait on it: async pumps, and synchronous `tracing` callbacks, which may run on a
-/// runtime thread where tokio's `blocking_send` panics. Both wait on the same
-/// condition; the writer is an OS thread, so a blocked producer never holds up the
-/// thing it waits for.
-pub(super) struct Queue {
-    state: Mutex<QueueState>,
-    /// Wakes the writer: data or close.
-    data: Condvar,
-    /// Wakes synchronous producers: room.
-    space: Condvar,
-    /// Wakes async producers: room.
-    space_async: Notify,
-    cap: usize,
-    pool: Mutex<Vec<Vec<u8>>>,
+/// One queued message: a batch of worker lines or one supervisor event.
+pub(super) struct Msg {
+    pub(super) buf: Vec<u8>,
+    pub(super) event: bool,
 }
 
-struct QueueState {
-    msgs: VecDeque<Vec<u8>>,
-    bytes: usize,
-    closed: bool,
+/// The bounded queue between producers and the writer thread.
+///
+/// Two lanes with their own budgets, kept in one FIFO so that a worker's last lines
+/// are printed before the event that says it exited:
+///
+/// * worker lines ([`Queue::push`]) wait while their lane is full (back-pressure);
+/// * supervisor events ([`Queue::push_event`]) never wait: the dispatcher and every
+///   `tracing` call must go on whatever stdout does. A full event lane (stdout not
+///   read for thousands of events) drops the event and counts it.
+///
+/// After [`Queue::abandon`] (the shutdown deadline passed with stdout still not
+/// read) nothing waits any more: everything is counted as undelivered and dropped,
+/// so pumps drain their pipes and agentsup can exit.
+pub(super) struct Queue {
+    state: Mutex<QueueState>,
+    /// Wakes the writer: data, close or abandon.
+    pub(super) data: Condvar,
+    /// Wakes producers: room (or abandon).
+    space_async: Notify,
+    cap: usize,
+    event_cap: usize,
+    pool: Mutex<Vec<Vec<u8>>>,
+    /// Set once by [`Queue::abandon`]; watched by [`OutputSink::shutdown`].
+    abandoned: watch::Sender<bool>,
+    /// What the writer holds but has not written yet (for the final count).
+    pub(super) in_flight_lines: AtomicU64,
+    pub(super) in_flight_bytes: AtomicU64,
+}
+
+pub(super) struct QueueState {
+    pub(super) msgs: VecDeque<Msg>,
+    line_bytes: usize,
+    event_bytes: usize,
+    pub(super) closed: bool,
+    pub(super) abandoned: bool,
+    /// Counted as never delivered: dropped after the deadline or when the event
+    /// lane was full.
+    lost: Undelivered,
+    /// Events dropped for a full event lane and not yet reported.
+    events_dropped_unreported: u64,
 }
 
 fn closed_error() -> io::Error {
@@ -60,38 +88,55 @@ fn closed_error() -> io::Error {
 }
 
 impl Queue {
-    fn new(cap: usize) -> Self {
+    fn new(cap: usize, event_cap: usize) -> Self {
         Queue {
             state: Mutex::new(QueueState {
                 msgs: VecDeque::new(),
-                bytes: 0,
+                line_bytes: 0,
+                event_bytes: 0,
                 closed: false,
+                abandoned: false,
+                lost: Undelivered::default(),
+                events_dropped_unreported: 0,
             }),
             data: Condvar::new(),
-            space: Condvar::new(),
             space_async: Notify::new(),
             cap,
+            event_cap,
             pool: Mutex::new(Vec::new()),
+            abandoned: watch::Sender::new(false),
+            in_flight_lines: AtomicU64::new(0),
+            in_flight_bytes: AtomicU64::new(0),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, QueueState> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, QueueState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Pushes when there is room. An empty queue always takes a message, so one
-    /// bigger than the cap cannot wait forever.
+    /// Pushes a batch of lines when there is room. An empty line lane always takes
+    /// a message, so one bigger than the cap cannot wait forever.
     fn try_push(&self, st: &mut QueueState, msg: &mut Option<Vec<u8>>) -> io::Result<bool> {
+        if st.abandoned {
+            if let Some(m) = msg.take() {
+                st.lost.add_lines(&m);
+                self.recycle(m);
+            }
+            return Ok(true);
+        }
         if st.closed {
             return Err(closed_error());
         }
         let len = msg.as_ref().map_or(0, Vec::len);
-        if !st.msgs.is_empty() && st.bytes + len > self.cap {
+        if st.line_bytes > 0 && st.line_bytes + len > self.cap {
             return Ok(false);
         }
         if let Some(m) = msg.take() {
-            st.bytes += m.len();
-            st.msgs.push_back(m);
+            st.line_bytes += m.len();
+            st.msgs.push_back(Msg {
+                buf: m,
+                event: false,
+            });
             self.data.notify_one();
         }
         Ok(true)
@@ -115,24 +160,87 @@ impl Queue {
         }
     }
 
-    fn push_blocking(&self, msg: Vec<u8>) -> io::Result<()> {
-        let mut msg = Some(msg);
+    /// Queues an event without ever waiting. `note` formats the line that reports
+    /// earlier drops; it is called only when there is one to report.
+    fn push_event(&self, msg: Vec<u8>, note: impl FnOnce(u64) -> Vec<u8>) -> io::Result<()> {
         let mut st = self.lock();
-        while !self.try_push(&mut st, &mut msg)? {
-            st = self.space.wait(st).unwrap_or_else(PoisonError::into_inner);
+        if st.abandoned {
+            st.lost.events += 1;
+            return Ok(());
         }
+        if st.closed {
+            return Err(closed_error());
+        }
+        if st.event_bytes + msg.len() > self.event_cap {
+            st.lost.events += 1;
+            st.events_dropped_unreported += 1;
+            return Ok(());
+        }
+        if st.events_dropped_unreported > 0 {
+            let n = std::mem::take(&mut st.events_dropped_unreported);
+            let note = note(n);
+            st.event_bytes += note.len();
+            st.msgs.push_back(Msg {
+                buf: note,
+                event: true,
+            });
+        }
+        st.event_bytes += msg.len();
+        st.msgs.push_back(Msg {
+            buf: msg,
+            event: true,
+        });
+        self.data.notify_one();
         Ok(())
+    }
+
+    /// The writer takes everything queued at once.
+    pub(super) fn take_all(&self, st: &mut QueueState, into: &mut VecDeque<Msg>) {
+        std::mem::swap(&mut st.msgs, into);
+        st.line_bytes = 0;
+        st.event_bytes = 0;
     }
 
     fn close(&self) {
         self.lock().closed = true;
         self.data.notify_all();
-        self.space.notify_all();
         self.space_async.notify_waiters();
     }
 
-    fn room_made(&self) {
-        self.space.notify_all();
+    /// Stops waiting on stdout for good: what is queued is counted and dropped, and
+    /// later output is counted and dropped on arrival.
+    pub(super) fn abandon(&self) {
+        {
+            let mut st = self.lock();
+            if st.abandoned {
+                return;
+            }
+            st.abandoned = true;
+            let msgs = std::mem::take(&mut st.msgs);
+            for m in msgs {
+                if m.event {
+                    st.lost.events += 1;
+                } else {
+                    st.lost.add_lines(&m.buf);
+                }
+            }
+            st.line_bytes = 0;
+            st.event_bytes = 0;
+        }
+        self.data.notify_all();
+        self.space_async.notify_waiters();
+        self.abandoned.send_replace(true);
+    }
+
+    /// Everything counted as not delivered so far, including what the writer holds.
+    fn undelivered(&self) -> Undelivered {
+        let mut lost = self.lock().lost;
+        lost.lines += self.in_flight_lines.load(Ordering::SeqCst);
+        lost.bytes += self.in_flight_bytes.load(Ordering::SeqCst);
+        lost
+    }
+
+    pub(super) fn room_made(&self) {
         self.space_async.notify_waiters();
     }
 
@@ -156,82 +264,14 @@ impl Queue {
     }
 }
 
-/// The writer thread: drains the queue into a buffered writer, flushing whenever the
-/// queue is momentarily empty.
-fn run_writer<W: Write>(queue: &Queue, writer: W, broken: &AtomicBool) {
-    let mut out = BufWriter::with_capacity(64 * 1024, writer);
-    let mut batch: VecDeque<Vec<u8>> = VecDeque::new();
-    let mut dirty = false;
-    let mut failed = false;
-    loop {
-        {
-            let mut st = queue.lock();
-            loop {
-                if !st.msgs.is_empty() {
-                    std::mem::swap(&mut st.msgs, &mut batch);
-                    st.bytes = 0;
-                    break;
-                }
-                if st.closed {
-                    break;
-                }
-                if dirty {
-                    drop(st);
-                    if let Err(e) = out.flush() {
-                        failed = true;
-                        write_failed(&e, broken);
-                    }
-                    dirty = false;
-                    st = queue.lock();
-                    continue;
-                }
-                st = queue.data.wait(st).unwrap_or_else(PoisonError::into_inner);
-            }
-        }
-        if batch.is_empty() {
-            break; // closed and drained
-        }
-        queue.room_made();
-        for msg in batch.drain(..) {
-            if !failed {
-                match out.write_all(&msg) {
-                    Ok(()) => dirty = true,
-                    Err(e) => {
-                        failed = true;
-                        write_failed(&e, broken);
-                    }
-                }
-            }
-            queue.recycle(msg);
-        }
-    }
-    if failed {
-        // Dropping a BufWriter retries the write; discard instead.
-        let _ = out.into_parts();
-    } else if let Err(e) = out.flush() {
-        write_failed(&e, broken);
-    }
-}
-
-fn write_failed(e: &io::Error, broken: &AtomicBool) {
-    if broken.swap(true, Ordering::SeqCst) {
-        return;
-    }
-    if e.kind() != io::ErrorKind::BrokenPipe {
-        // Our own message, but it still goes through the redactor like all others.
-        let note = crate::redact::redact_message(&format!(
-            "agentsup: writing output failed: {e}; further output is discarded\n"
-        ));
-        let _ = io::stderr().write_all(note.as_bytes());
-    }
-}
-
 pub(super) struct SinkInner {
     pub(super) queue: Arc<Queue>,
     formatter: LineFormatter,
     redactor: SharedRedactor,
     broken: Arc<AtomicBool>,
     done: watch::Receiver<bool>,
+    /// Whether the undelivered count was already reported (once per sink).
+    reported: AtomicBool,
 }
 
 impl Drop for SinkInner {
@@ -258,9 +298,11 @@ impl fmt::Debug for OutputSink {
 }
 
 impl OutputSink {
-    /// A sink writing to agentsup's stdout.
+    /// A sink writing to agentsup's stdout (file descriptor 1, written directly:
+    /// the writer never holds the standard library's stdout lock, which a thread
+    /// blocked on a stalled reader would keep forever).
     pub fn stdout(config: OutputConfig) -> io::Result<Self> {
-        Self::new(io::stdout(), config)
+        Self::new(writer::Stdout, config)
     }
 
     /// A sink writing to `writer` from a dedicated thread (tests pass a capture).
@@ -268,34 +310,46 @@ impl OutputSink {
         Self::with_capacity(writer, config, QUEUE_BYTES)
     }
 
-    /// Like [`OutputSink::new`] with a queue bound of `cap` bytes.
+    /// Like [`OutputSink::new`] with a bound of `cap` bytes for worker lines.
     pub fn with_capacity<W: Write + Send + 'static>(
         writer: W,
         config: OutputConfig,
         cap: usize,
     ) -> io::Result<Self> {
-        let queue = Arc::new(Queue::new(cap));
+        let queue = Arc::new(Queue::new(cap, EVENT_QUEUE_BYTES));
         let broken = Arc::new(AtomicBool::new(false));
         let (done_tx, done_rx) = watch::channel(false);
+        let formatter = LineFormatter::new(&config);
         {
             let queue = Arc::clone(&queue);
             let broken = Arc::clone(&broken);
+            let (fmt, redactor) = (formatter.clone(), config.redactor.clone());
+            let note = move |level: tracing::Level, text: &str| {
+                let mut buf = Vec::with_capacity(EVENT_BUF);
+                fmt.write_event(
+                    &mut buf,
+                    &SupervisorEvent::new(level, text),
+                    &redactor.current(),
+                );
+                buf
+            };
             // An OS thread, not a task: writes to stdout block, and a blocked
             // runtime worker would stall pumps that must keep draining pipes.
             std::thread::Builder::new()
                 .name("agentsup-output".into())
                 .spawn(move || {
-                    run_writer(&queue, writer, &broken);
+                    writer::run(&queue, writer, &broken, &note);
                     let _ = done_tx.send(true);
                 })?;
         }
         Ok(OutputSink {
             inner: Arc::new(SinkInner {
                 queue,
-                formatter: LineFormatter::new(&config),
+                formatter,
                 redactor: config.redactor,
                 broken,
                 done: done_rx,
+                reported: AtomicBool::new(false),
             }),
         })
     }
@@ -305,7 +359,7 @@ impl OutputSink {
         &self.inner.formatter
     }
 
-    /// True once writing failed (typically `EPIPE`); output is being discarded.
+    /// True once writing failed for good (`EPIPE`); output is being discarded.
     pub fn is_broken(&self) -> bool {
         self.inner.broken.load(Ordering::SeqCst)
     }
@@ -318,26 +372,31 @@ impl OutputSink {
         let redactor = self.inner.redactor.current();
         let prefix = fmt.prefix(meta);
         let mut buf = self.inner.queue.take_buffer();
-        let mut scratch = Vec::new();
+        let (mut scratch, mut rendered) = (Vec::new(), Vec::new());
         let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
         for line in body.split(|&b| b == b'\n') {
-            let text = redactor.redact_slice(line, &mut scratch);
+            let shown = crate::redact::terminal::render_slice(line, &mut rendered);
+            let text = redactor.redact_slice(shown, &mut scratch);
             fmt.write_line(&mut buf, &prefix, meta, text, false);
         }
         self.send(buf).await
     }
 
-    /// Prints a supervisor event. Waits while the queue is full.
+    /// Prints a supervisor event. Never waits (see [`Queue`]).
     pub async fn event(&self, event: &SupervisorEvent) -> io::Result<()> {
-        let buf = self.format_event(event);
-        self.send(buf).await
+        self.event_blocking(event)
     }
 
-    /// Prints a supervisor event from synchronous code, blocking the thread while the
-    /// queue is full.
+    /// Prints a supervisor event from synchronous code. Despite the name it never
+    /// blocks: a full event lane drops the event and counts it.
     pub fn event_blocking(&self, event: &SupervisorEvent) -> io::Result<()> {
         let buf = self.format_event(event);
-        self.inner.queue.push_blocking(buf)
+        self.inner.queue.push_event(buf, |n| {
+            self.format_event(&SupervisorEvent::new(
+                tracing::Level::WARN,
+                format!("{n} of agentsup's own events were dropped: stdout was not being read"),
+            ))
+        })
     }
 
     fn format_event(&self, event: &SupervisorEvent) -> Vec<u8> {
@@ -355,13 +414,54 @@ impl OutputSink {
         self.inner.queue.push(buf).await
     }
 
-    /// Writes everything queued, flushes and stops the writer. Later sends fail with
-    /// `BrokenPipe`; [`OutputLayer`] then falls back to stderr.
+    /// From `deadline` on, stops waiting on stdout: everything still queued or
+    /// arriving later is counted and dropped, and [`OutputSink::shutdown`] returns
+    /// even if the writer is stuck in a write. The earliest deadline set wins.
+    pub fn abandon_at(&self, deadline: Instant) {
+        let queue = Arc::clone(&self.inner.queue);
+        let now = Instant::now();
+        if deadline <= now {
+            queue.abandon();
+            return;
+        }
+        let wait = deadline - now;
+        // A thread rather than a task: it must fire even if the runtime is busy
+        // or gone, and it costs nothing after firing.
+        let _ = std::thread::Builder::new()
+            .name("agentsup-deadline".into())
+            .spawn(move || {
+                std::thread::sleep(wait);
+                queue.abandon();
+            });
+    }
+
+    /// True once [`OutputSink::abandon_at`]'s deadline passed.
+    pub fn is_abandoned(&self) -> bool {
+        *self.inner.queue.abandoned.borrow()
+    }
+
+    /// Writes everything queued, flushes and stops the writer; returns early when
+    /// the deadline of [`OutputSink::abandon_at`] passes, and then says once (on
+    /// stderr, if that is another stream and writable) how much output could not be
+    /// delivered. Later sends fail with `BrokenPipe`; [`OutputLayer`] then falls
+    /// back to stderr.
     pub async fn shutdown(&self) {
         self.inner.queue.close();
         let mut done = self.inner.done.clone();
-        // Err only if the writer thread died, in which case there is nothing to wait for.
-        let _ = done.wait_for(|d| *d).await;
+        let mut abandoned = self.inner.queue.abandoned.subscribe();
+        tokio::select! {
+            // Err only if the writer thread died, in which case there is nothing to wait for.
+            _ = done.wait_for(|d| *d) => {}
+            _ = abandoned.wait_for(|a| *a) => {}
+        }
+        if self.is_abandoned() && !self.inner.reported.swap(true, Ordering::SeqCst) {
+            writer::report_undelivered(self.inner.queue.undelivered());
+        }
+    }
+
+    /// What could not be delivered so far (tests and the final report).
+    pub fn undelivered(&self) -> Undelivered {
+        self.inner.queue.undelivered()
     }
 
     /// A `tracing` layer printing events through this sink.
@@ -466,6 +566,7 @@ mod tests {
     use super::*;
     use crate::output::test_support::{Capture, config, meta};
     use crate::output::{Format, Stream};
+    use std::sync::Mutex;
     use std::time::Duration;
 
     #[tokio::test]
@@ -549,5 +650,148 @@ mod tests {
             "agentsup  | planner.1: started pid=9\n\
              agentsup  | warning: auth failed error=\"[redacted:K] rejected\"\n"
         );
+    }
+
+    #[tokio::test]
+    async fn events_never_wait_for_a_stalled_stdout() {
+        let cap = Capture::closed_gate();
+        let sink =
+            OutputSink::with_capacity(cap.clone(), config(Format::Pretty, 8, &[]), 64).unwrap();
+        let producer = {
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                let m = meta("w", 0, Stream::Stdout);
+                for i in 0..2000 {
+                    let _ = sink
+                        .line(&m, format!("line {i} {}", "x".repeat(80)).as_bytes())
+                        .await;
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!producer.is_finished(), "worker lines keep back-pressure");
+        // The dispatcher's thread: 3,000 events while stdout is stuck must not block.
+        let events = {
+            let sink = sink.clone();
+            std::thread::spawn(move || {
+                for i in 0..3000 {
+                    sink.event_blocking(&SupervisorEvent::new(
+                        tracing::Level::INFO,
+                        format!("event {i} {}", "e".repeat(100)),
+                    ))
+                    .unwrap();
+                }
+            })
+        };
+        let waited = Instant::now();
+        while !events.is_finished() {
+            assert!(
+                waited.elapsed() < Duration::from_secs(10),
+                "an event waited"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let dropped = sink.undelivered().events;
+        assert!(
+            dropped > 0,
+            "3,000 events of ~130 bytes overflow the event lane"
+        );
+        cap.open();
+        producer.await.unwrap();
+        sink.event(&SupervisorEvent::new(tracing::Level::INFO, "after"))
+            .await
+            .unwrap();
+        sink.shutdown().await;
+        let text = cap.text();
+        assert_eq!(text.lines().filter(|l| l.contains("| line ")).count(), 2000);
+        let shown = text.lines().filter(|l| l.contains("event ")).count() as u64;
+        assert_eq!(shown + dropped, 3000);
+        assert!(
+            text.contains(&format!("{dropped} of agentsup's own events were dropped")),
+            "{text}"
+        );
+        assert!(text.ends_with("agentsup | after\n"));
+    }
+
+    #[tokio::test]
+    async fn abandoning_stops_waiting_and_counts_what_was_lost() {
+        let cap = Capture::closed_gate();
+        let sink =
+            OutputSink::with_capacity(cap.clone(), config(Format::Pretty, 8, &[]), 64).unwrap();
+        let producer = {
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                let m = meta("w", 0, Stream::Stdout);
+                for i in 0..500 {
+                    sink.line(&m, format!("line {i}").as_bytes()).await.unwrap();
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!producer.is_finished());
+        sink.abandon_at(Instant::now() + Duration::from_millis(200));
+        tokio::time::timeout(Duration::from_secs(10), producer)
+            .await
+            .expect("producers stop waiting at the deadline")
+            .unwrap();
+        sink.event_blocking(&SupervisorEvent::new(tracing::Level::INFO, "late"))
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), sink.shutdown())
+            .await
+            .expect("shutdown returns with the writer stuck in write");
+        let lost = sink.undelivered();
+        assert!(lost.lines >= 400, "{lost:?}");
+        assert!(lost.events >= 1, "{lost:?}");
+        assert_eq!(cap.writes.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_drops_and_counts_then_resumes_with_a_note() {
+        #[derive(Clone)]
+        struct Disk(Arc<AtomicBool>, Arc<Mutex<Vec<u8>>>);
+        impl Write for Disk {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                if self.0.load(Ordering::SeqCst) {
+                    return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+                }
+                self.1.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let disk = Disk(Arc::default(), Arc::default());
+        let sink = OutputSink::new(disk.clone(), config(Format::Pretty, 8, &[])).unwrap();
+        let m = meta("w", 0, Stream::Stdout);
+        sink.line(&m, b"before").await.unwrap();
+        let settled = |sink: &OutputSink| {
+            let q = &sink.inner.queue;
+            q.lock().msgs.is_empty() && q.in_flight_bytes.load(Ordering::SeqCst) == 0
+        };
+        while !settled(&sink) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        disk.0.store(true, Ordering::SeqCst);
+        for i in 0..10 {
+            sink.line(&m, format!("full {i}").as_bytes()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        while !settled(&sink) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(!sink.is_broken(), "ENOSPC is not the end of output");
+        disk.0.store(false, Ordering::SeqCst);
+        tokio::time::sleep(super::writer::RETRY_MAX).await;
+        sink.line(&m, b"after").await.unwrap();
+        sink.shutdown().await;
+        let text = String::from_utf8(disk.1.lock().unwrap().clone()).unwrap();
+        assert!(text.starts_with("w.0      | before\n"), "{text}");
+        assert!(!text.contains("full "), "{text}");
+        assert!(
+            text.contains("warning: output resumed after") && text.contains("10 lines"),
+            "{text}"
+        );
+        assert!(text.ends_with("w.0      | after\n"), "{text}");
     }
 }

@@ -11,7 +11,7 @@ use toml::Spanned;
 
 use super::*;
 use crate::config::{self, CommandFormat, ConfigFile, SourceKind, StartMode};
-use crate::exit::Located;
+use crate::diag::Located;
 
 pub(super) struct Builder<'a> {
     pub(super) path: &'a Path,
@@ -176,12 +176,14 @@ impl Builder<'_> {
                     },
                     optional: true,
                     implicit: true,
+                    max_size: crate::sources::safe_read::DEFAULT_DOTENV_MAX,
                 },
                 SourcePlan {
                     index: 1,
                     kind: SourceKindPlan::Env,
                     optional: false,
                     implicit: true,
+                    max_size: crate::sources::safe_read::DEFAULT_MAX,
                 },
             ];
         }
@@ -281,11 +283,36 @@ impl Builder<'_> {
                     SourceKindPlan::Env
                 }
             };
+            let default_max = if kind == SourceKind::Dotenv {
+                crate::sources::safe_read::DEFAULT_DOTENV_MAX
+            } else {
+                crate::sources::safe_read::DEFAULT_MAX
+            };
+            let max_size = match &e.max_size {
+                Some(m) if !matches!(kind, SourceKind::Dotenv | SourceKind::Dir) => {
+                    self.err_at(
+                        m.span(),
+                        format!(
+                            "`max_size` applies to dotenv and dir sources, not to type = \"{kind}\""
+                        ),
+                    );
+                    default_max
+                }
+                Some(m) => match crate::sources::safe_read::parse_size(m.get_ref()) {
+                    Ok(n) => n,
+                    Err(msg) => {
+                        self.err_at(m.span(), format!("`max_size`: {msg}"));
+                        default_max
+                    }
+                },
+                None => default_max,
+            };
             out.push(SourcePlan {
                 index,
                 kind: plan_kind,
                 optional: e.optional.unwrap_or(false),
                 implicit: false,
+                max_size,
             });
         }
         out
@@ -336,9 +363,18 @@ impl Builder<'_> {
     fn workers(&mut self, entries: &[Spanned<config::WorkerEntry>]) -> Vec<WorkerPlan> {
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
         let mut out = Vec::new();
+        // Lines counted on from the previous worker, not from the top of the file
+        // each time: that was quadratic (10,000 workers took seconds).
+        let (mut at, mut line) = (0, 1);
         for entry in entries {
             let w = entry.get_ref();
-            let (line, _) = config::line_col(self.text, entry.span().start);
+            let start = entry.span().start.min(self.text.len());
+            if start >= at {
+                line += self.text[at..start].matches('\n').count();
+            } else {
+                line = config::line_col(self.text, start).0;
+            }
+            at = start;
             let name = w.name.get_ref().clone();
             if name.is_empty()
                 || !name

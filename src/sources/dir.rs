@@ -6,6 +6,12 @@
 //! Following the visible symlinks therefore always reads one consistent version;
 //! every dotfile (and so every `..*` entry) is skipped. File names that are not
 //! variable names are reported instead of silently dropped.
+//!
+//! Files are read defensively ([`super::safe_read`]): a link must stay inside the
+//! directory, only regular files up to the source's `max_size` are read, and a
+//! FIFO, device, socket or oversized file is a problem naming the file, never a
+//! hang. Such per-key problems are errors here; [`super::load_all`] makes them
+//! warnings for keys no worker declares.
 
 use std::path::{Path, PathBuf};
 
@@ -24,7 +30,7 @@ pub struct DirLoad {
 
 /// Reads every key file of `dir`. `Ok(None)` when the directory is absent and the
 /// source is optional.
-pub fn load(dir: &Path, optional: bool) -> Result<Option<DirLoad>, SourceProblem> {
+pub fn load(dir: &Path, optional: bool, max: u64) -> Result<Option<DirLoad>, SourceProblem> {
     let read = match std::fs::read_dir(dir) {
         Ok(r) => r,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && optional => return Ok(None),
@@ -73,18 +79,23 @@ pub fn load(dir: &Path, optional: bool) -> Result<Option<DirLoad>, SourceProblem
     }
     names.sort();
     for (name, path) in names {
-        let meta = match std::fs::metadata(&path) {
-            Ok(m) => m,
+        // Not `metadata()`, which would follow a link to anything: only a link's
+        // own type is looked at here, and `read_secret_file` vets its target.
+        let is_dir = match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                std::fs::metadata(&path).is_ok_and(|t| t.is_dir())
+            }
+            Ok(m) => m.is_dir(),
             Err(e) => {
                 out.problems.push(problem(
                     &path,
                     Some(&name),
-                    format!("cannot follow: {e} (a dangling symlink?); skipped"),
+                    format!("cannot stat: {e}; skipped"),
                 ));
                 continue;
             }
         };
-        if meta.is_dir() {
+        if is_dir {
             out.problems.push(SourceProblem {
                 severity: Severity::Warning,
                 location: path.display().to_string(),
@@ -105,7 +116,7 @@ pub fn load(dir: &Path, optional: bool) -> Result<Option<DirLoad>, SourceProblem
             });
             continue;
         }
-        match read_secret_file(&path) {
+        match read_secret_file(&path, Some(dir), max) {
             Ok(v) => out.entries.push((name, v, path)),
             Err(reason) => out.problems.push(problem(&path, Some(&name), reason)),
         }
@@ -122,10 +133,11 @@ fn problem(path: &Path, key: Option<&str>, message: String) -> SourceProblem {
     }
 }
 
-/// Reads one secret file: UTF-8 required, one trailing LF or CRLF removed (what
-/// `echo key > file` and `kubectl create secret --from-file` leave behind).
-pub fn read_secret_file(path: &Path) -> Result<Sensitive, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+/// Reads one secret file: a regular file of at most `max` bytes (a link must stay
+/// inside `inside`, when given), UTF-8 required, one trailing LF or CRLF removed
+/// (what `echo key > file` and `kubectl create secret --from-file` leave behind).
+pub fn read_secret_file(path: &Path, inside: Option<&Path>, max: u64) -> Result<Sensitive, String> {
+    let bytes = super::safe_read::read_regular(path, inside, max)?;
     let mut text = String::from_utf8(bytes).map_err(|e| {
         format!(
             "content is not valid UTF-8 (first bad byte at offset {})",
@@ -175,7 +187,9 @@ mod tests {
         symlink("..data/api-key", d.join("api-key")).unwrap();
         std::fs::write(d.join(".hidden"), "x").unwrap();
         std::fs::write(d.join("TWO_LINES"), "a\n\n").unwrap();
-        let l = load(d, false).unwrap().unwrap();
+        let l = load(d, false, super::super::safe_read::DEFAULT_MAX)
+            .unwrap()
+            .unwrap();
         let got: Vec<(&str, &str)> = l
             .entries
             .iter()
@@ -197,11 +211,11 @@ mod tests {
     #[test]
     fn missing_dir_optional_or_not() {
         assert!(
-            load(Path::new("/nonexistent/agentsup"), true)
+            load(Path::new("/nonexistent/agentsup"), true, 1)
                 .unwrap()
                 .is_none()
         );
-        let e = load(Path::new("/nonexistent/agentsup"), false).unwrap_err();
+        let e = load(Path::new("/nonexistent/agentsup"), false, 1).unwrap_err();
         assert!(e.message.contains("optional = true"));
     }
 }

@@ -13,14 +13,15 @@
 pub mod command;
 pub mod dir;
 pub mod dotenv;
+pub mod safe_read;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::plan::{Plan, SourceKindPlan, SourcePlan};
 use crate::secret::{Provenance, Sensitive};
 
+pub use crate::diag::Severity;
 pub use command::{Captured, CommandRunner};
 
 /// agentsup's own environment, captured once at start-up (non-UTF-8 entries are
@@ -86,24 +87,6 @@ pub struct Entry {
     pub quote: Option<dotenv::Quote>,
     /// Raw-text notes from the dotenv parser (unquoted `#`, `$`, …).
     pub notes: Vec<dotenv::RecordNote>,
-}
-
-/// How bad a problem is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Severity {
-    /// Worth knowing; does not stop anything.
-    Warning,
-    /// Stops `run` and makes `check` exit 78.
-    Error,
-}
-
-impl fmt::Display for Severity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Severity::Warning => "warning",
-            Severity::Error => "error",
-        })
-    }
 }
 
 /// A problem met while loading a source. Never holds a value.
@@ -263,10 +246,23 @@ fn load_one(
 ) -> SourceStatus {
     match &source.kind {
         SourceKindPlan::Dotenv { path } => load_dotenv(source, path, plan, snap),
-        SourceKindPlan::Dir { path } => match dir::load(path, source.optional) {
+        SourceKindPlan::Dir { path } => match dir::load(path, source.optional, source.max_size) {
             Ok(Some(loaded)) => {
                 let n = loaded.entries.len();
-                snap.problems.extend(loaded.problems);
+                // A file that could not be read (a FIFO, a device, too big) fails
+                // the run only if a worker needs that key.
+                snap.problems
+                    .extend(loaded.problems.into_iter().map(|mut p| {
+                        if let Some(key) = &p.key {
+                            if !plan.workers.iter().any(|w| w.declares(key)) {
+                                p.severity = Severity::Warning;
+                                p.message.push_str(
+                                    "; no worker declares this key, so this is only a warning",
+                                );
+                            }
+                        }
+                        p
+                    }));
                 for (name, value, file) in loaded.entries {
                     snap.insert(Entry {
                         name,
@@ -352,25 +348,27 @@ fn load_dotenv(source: &SourcePlan, path: &Path, plan: &Plan, snap: &mut Snapsho
         .strip_prefix(&plan.config_dir)
         .map(Path::to_path_buf)
         .unwrap_or_else(|_| path.to_path_buf());
-    let bytes = match std::fs::read(path) {
+    // A dangling link counts as missing, as it did for `std::fs::read`.
+    let missing = match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(e),
+        _ => None,
+    };
+    let read = match missing {
+        Some(_) if source.optional => return SourceStatus::Missing,
+        Some(e) => Err(format!(
+            "cannot read dotenv file: {e}; create it, fix `path`, or mark the source `optional = true`"
+        )),
+        None => safe_read::read_regular(path, None, source.max_size)
+            .map_err(|reason| format!("dotenv file {reason}")),
+    };
+    let bytes = match read {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && source.optional => {
-            return SourceStatus::Missing;
-        }
-        Err(e) => {
+        Err(message) => {
             snap.problems.push(SourceProblem {
                 severity: Severity::Error,
                 location: shown.display().to_string(),
                 key: None,
-                message: format!(
-                    "cannot read dotenv file: {}{}",
-                    e,
-                    if e.kind() == std::io::ErrorKind::NotFound {
-                        "; create it, fix `path`, or mark the source `optional = true`"
-                    } else {
-                        ""
-                    }
-                ),
+                message,
             });
             return SourceStatus::Failed;
         }
@@ -441,7 +439,7 @@ fn apply_file_indirection(snap: &mut Snapshot, declared: &BTreeSet<&str>, base: 
         } else {
             base.join(raw)
         };
-        match dir::read_secret_file(&path) {
+        match dir::read_secret_file(&path, None, safe_read::DEFAULT_MAX) {
             Ok(value) => snap.insert(Entry {
                 name: (*key).to_string(),
                 value,

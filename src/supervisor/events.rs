@@ -78,7 +78,15 @@ impl Dispatcher {
     ) -> (auth::Termination, ExitClass, String) {
         let s = &self.slots[slot];
         let worker = &self.workers[s.worker];
-        let tail = s.tail.lock().map(|t| t.text()).unwrap_or_default();
+        // stderr last: tracebacks go there, and signatures near the end weigh most.
+        let [out, err] = &s.tail;
+        let out = out.lock().map(|t| t.text()).unwrap_or_default();
+        let err = err.lock().map(|t| t.text()).unwrap_or_default();
+        let tail = match (out.is_empty(), err.is_empty()) {
+            (_, true) => out,
+            (true, false) => err,
+            (false, false) => format!("{out}\n{err}"),
+        };
         let term = match termination {
             crate::reaper::Termination::Exited(c) => auth::Termination::Exited(c),
             crate::reaper::Termination::Signaled(n) => auth::Termination::Signaled(n),

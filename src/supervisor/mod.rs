@@ -19,6 +19,7 @@ mod rotation;
 mod run_task;
 mod signal_ops;
 mod startup;
+mod sweep;
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -56,7 +57,9 @@ struct Slot {
     /// The pid of the current run, while it lives.
     pid: Option<u32>,
     /// Output tail of the current run (classification).
-    tail: Arc<Mutex<Tail>>,
+    /// Output tails for exit classification, stdout and stderr apart: a worker
+    /// that floods stdout after its traceback must not push the traceback out.
+    tail: [Arc<Mutex<Tail>>; 2],
     /// The declared keys the current run was given (rotation detection, fingerprint).
     injected: Vec<(String, Sensitive)>,
     /// Incremented per armed timer; older timers are ignored.
@@ -223,8 +226,10 @@ impl Dispatcher {
             .filter(|(k, _)| worker.declares(k))
             .map(|(k, v)| (k.clone(), v.value.clone()))
             .collect();
-        if let Ok(mut t) = s.tail.lock() {
-            t.clear();
+        for tail in &s.tail {
+            if let Ok(mut t) = tail.lock() {
+                t.clear();
+            }
         }
         let req = RunRequest {
             slot,
@@ -308,7 +313,14 @@ impl Dispatcher {
                         at: Instant::now(),
                     },
                 );
-                if self.rolling_current == Some(slot) {
+                // A restart that met this replica while it was starting is being
+                // applied now: the rolling restart moves on once that one is up.
+                if self.rolling_current == Some(slot)
+                    && matches!(
+                        self.slots[slot].machine.state(),
+                        replica::State::Running { .. }
+                    )
+                {
                     self.rolling_current = None;
                     self.next_rolling();
                 }
@@ -346,7 +358,7 @@ impl Dispatcher {
                 }
                 if leaked {
                     tracing::warn!(
-                        "{}: processes it started kept its output open after it exited; their process group was killed",
+                        "{}: processes it started outside its process group kept its output open after it exited; stopped reading it (the final sweep stops them at shutdown)",
                         self.slots[slot].label
                     );
                 }
@@ -391,6 +403,10 @@ impl Dispatcher {
         // reaping fit inside it and Docker's own SIGKILL (same 10 s default) never
         // comes first.
         let grace = self.plan.supervisor.shutdown_timeout.mul_f64(0.9);
+        // And at the full timeout stop waiting on stdout: a log reader that stalls
+        // must not keep agentsup (and the pod) alive past it.
+        self.sink
+            .abandon_at(Instant::now() + self.plan.supervisor.shutdown_timeout);
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
             let _ = tx.send(Input::ShutdownDeadline);
@@ -420,7 +436,7 @@ impl Dispatcher {
         mut signals: SignalStream,
         mut runs_rx: mpsc::UnboundedReceiver<RunEvent>,
         mut inputs_rx: mpsc::UnboundedReceiver<Input>,
-    ) -> u8 {
+    ) -> (u8, SignalStream) {
         // A stop signal that arrived while sources were loading wins: nothing starts
         // (a `docker stop` during a slow secret command must not spawn workers).
         // Others that came meanwhile (a SIGHUP) are handled once workers start.
@@ -431,7 +447,7 @@ impl Dispatcher {
                     "received {} before any worker started: exiting without starting anything",
                     signal_name(sig)
                 );
-                return code::OK;
+                return (code::OK, signals);
             }
             early.push(ev);
         }
@@ -475,7 +491,7 @@ impl Dispatcher {
                         self.kill_all();
                         // Descendants that left their worker's process group (setsid)
                         // would otherwise hold output pipes open past the deadline.
-                        startup::kill_leftover_children();
+                        sweep::Sweep::default().pass();
                     }
                 },
             }
@@ -486,7 +502,11 @@ impl Dispatcher {
         for template in self.templates.iter().flatten() {
             template.shutdown(std::time::Duration::from_secs(1)).await;
         }
-        startup::kill_leftover_children();
+        // Repeats until nothing is left: a grandchild reparented to us while its
+        // parent was stopping is found on a later pass.
+        tokio::task::block_in_place(|| {
+            sweep::final_sweep(Instant::now() + std::time::Duration::from_secs(1));
+        });
         let failed = self
             .slots
             .iter()
@@ -504,7 +524,7 @@ impl Dispatcher {
         } else {
             tracing::info!("all workers stopped");
         }
-        self.exit_code
+        (self.exit_code, signals)
     }
 }
 
@@ -525,8 +545,9 @@ struct RunContext {
     inputs_rx: mpsc::UnboundedReceiver<Input>,
 }
 
-/// Runs the dispatcher to completion; returns the exit code.
-async fn supervise(ctx: RunContext) -> Result<u8> {
+/// Runs the dispatcher to completion; returns the exit code, and the signal
+/// streams for the last phase (flushing stdout).
+async fn supervise(ctx: RunContext) -> Result<(u8, SignalStream)> {
     let (runs_tx, runs_rx) = mpsc::unbounded_channel();
     let mut slots = Vec::new();
     for (wi, w) in ctx.workers.iter().enumerate() {
@@ -539,7 +560,10 @@ async fn supervise(ctx: RunContext) -> Result<u8> {
                 policy: replica_policy(w),
                 run: 0,
                 pid: None,
-                tail: Arc::new(Mutex::new(Tail::default())),
+                tail: [
+                    Arc::new(Mutex::new(Tail::default())),
+                    Arc::new(Mutex::new(Tail::default())),
+                ],
                 injected: Vec::new(),
                 timer_gen: 0,
                 stop_requested: false,

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::Input;
 use crate::plan::{Plan, WorkerPlan};
 use crate::reaper::ReaperHandle;
-use crate::sources::{self, ProcessEnv, Snapshot};
+use crate::sources::{ProcessEnv, Snapshot};
 use crate::validate::{self, Scope, SpawnRunner, Validation};
 
 /// The result of one re-read.
@@ -54,7 +54,7 @@ pub fn start(
             let reasons: Vec<String> = report
                 .findings
                 .iter()
-                .filter(|f| f.severity == sources::Severity::Error)
+                .filter(|f| f.severity == crate::diag::Severity::Error)
                 .map(|f| match (&f.key, &f.location) {
                     (Some(k), Some(l)) => format!("{k} ({l}): {}", f.message),
                     (Some(k), None) => format!("{k}: {}", f.message),

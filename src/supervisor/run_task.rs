@@ -2,11 +2,17 @@
 //! back to the dispatcher. One tokio task per run, no threads.
 //!
 //! The exit is reported only after the output pipes reached EOF, so the tail that
-//! classifies the exit (SPEC 5) holds everything the worker printed. A grandchild
-//! that keeps the pipes open after the worker died would block that forever, so
-//! after [`LEAK_TIMEOUT`] the worker's process group is SIGKILLed (the leader is
-//! dead but still unreaped, so its group id cannot have been reused) and the pumps
-//! get one more grace period before they are abandoned.
+//! classifies the exit (SPEC 5) holds everything the worker printed, however slowly
+//! agentsup's own stdout is read.
+//!
+//! When the leader exits, the reaper SIGKILLs what is left of its process group
+//! before reaping it (fork-mode replicas: here, once the template reports the
+//! exit), so nothing the worker started outlives it, and the group stays listed
+//! with the guard until it is empty. The pipes are then drained to EOF. Only a
+//! process that left the group (`setsid`) can still hold them open: after
+//! [`LEAK_TIMEOUT`] spent *waiting to read* (time blocked on a slow consumer of
+//! agentsup's stdout does not count) the group is killed again and after one more
+//! such period the pumps are abandoned.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,13 +22,18 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::fork::{ForkTemplate, Forked};
-use crate::output::{LineMeta, OutputSink, Stream, Tail, pump};
+use crate::output::{LineMeta, OutputSink, ReadWait, Stream, Tail, pump_tracked};
 use crate::reaper::Termination;
 use crate::redact::SharedRedactor;
 use crate::spawn::{SpawnSpec, Spawner, kill_group};
 
-/// How long pipes may stay open after the worker itself exited.
+/// How long pumps may wait to read after the worker and its group are gone.
 pub const LEAK_TIMEOUT: Duration = Duration::from_millis(1500);
+/// How often the drain checks on its pumps.
+const DRAIN_TICK: Duration = Duration::from_millis(50);
+/// How long a killed group may take to empty (its members reaped) before the run
+/// is reported anyway, with the group left listed with the guard.
+const GROUP_EMPTY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a run reports to the dispatcher.
 #[derive(Debug)]
@@ -70,8 +81,8 @@ pub struct RunRequest {
     pub worker: Arc<str>,
     /// Replica index.
     pub replica: u32,
-    /// Output tail, shared with the dispatcher for classification.
-    pub tail: Arc<Mutex<Tail>>,
+    /// Output tails (stdout, stderr), shared with the dispatcher for classification.
+    pub tail: [Arc<Mutex<Tail>>; 2],
     /// Fork mode (SPEC 6): the worker's template. The replica is forked from it
     /// with `spec.env` (argv and cwd come from the template) instead of spawned.
     pub fork: Option<ForkTemplate>,
@@ -100,12 +111,12 @@ pub fn start(
                 .fork(std::mem::take(&mut spec.env))
                 .await
                 .map(Started::forked)
-                .map_err(|e| e.to_string()),
+                .map_err(|e| with_hint(&e)),
             None => spawner
                 .spawn(spec)
                 .await
                 .map(Started::spawned)
-                .map_err(|e| e.to_string()),
+                .map_err(|e| with_hint(&e)),
         };
         let spawned = match started {
             Ok(s) => s,
@@ -119,9 +130,11 @@ pub fn start(
         crate::guard::watch(pid);
         let _ = events.send(RunEvent::Spawned { slot, run, pid });
         let mut pumps = Vec::new();
-        for (reader, stream) in [
-            (spawned.stdout, Stream::Stdout),
-            (spawned.stderr, Stream::Stderr),
+        let mut waits = Vec::new();
+        let [tail_out, tail_err] = tail;
+        for (reader, stream, tail) in [
+            (spawned.stdout, Stream::Stdout, tail_out),
+            (spawned.stderr, Stream::Stderr, tail_err),
         ] {
             let Some(reader) = reader else { continue };
             let meta = LineMeta {
@@ -130,12 +143,15 @@ pub fn start(
                 pid,
                 stream,
             };
-            pumps.push(tokio::spawn(pump(
+            let wait = Arc::new(ReadWait::default());
+            waits.push(Arc::clone(&wait));
+            pumps.push(tokio::spawn(pump_tracked(
                 reader,
                 meta,
                 sink.clone(),
                 redactor.clone(),
-                tail.clone(),
+                tail,
+                wait,
             )));
         }
         // Unknown when the reaper lost a registered child (it cannot) or a fork
@@ -144,23 +160,14 @@ pub fn start(
             .exit
             .await
             .unwrap_or(Termination::Signaled(libc::SIGKILL));
-        let mut leaked = false;
-        let drain = futures_join(&mut pumps);
-        if tokio::time::timeout(LEAK_TIMEOUT, drain).await.is_err() {
-            leaked = true;
+        // Spawned workers: the reaper already killed the group. Fork-mode replicas
+        // are reaped by their template: kill what is left here (a group with a
+        // member keeps its id, so this cannot hit another group).
+        if group_alive(pid) {
             let _ = kill_group(pid, libc::SIGKILL);
-            if tokio::time::timeout(LEAK_TIMEOUT, futures_join(&mut pumps))
-                .await
-                .is_err()
-            {
-                for p in &pumps {
-                    p.abort();
-                }
-            }
         }
-        // The group is gone: its leader was reaped and the pipes drained (or the
-        // group was killed for holding them).
-        crate::guard::unwatch(pid);
+        let leaked = drain(&mut pumps, &waits, pid).await;
+        wait_group_empty(pid).await;
         let _ = events.send(RunEvent::Exited {
             slot,
             run,
@@ -168,6 +175,73 @@ pub fn start(
             leaked,
         });
     });
+}
+
+/// Waits for every pump to reach EOF. Returns true when processes outside the
+/// worker's group held its output open (see the module docs).
+async fn drain(
+    pumps: &mut [tokio::task::JoinHandle<std::io::Result<()>>],
+    waits: &[Arc<ReadWait>],
+    pid: u32,
+) -> bool {
+    let mut idle = Duration::ZERO;
+    let mut leaked = false;
+    loop {
+        if tokio::time::timeout(DRAIN_TICK, futures_join(pumps))
+            .await
+            .is_ok()
+        {
+            return leaked;
+        }
+        let reading = pumps
+            .iter()
+            .zip(waits)
+            .any(|(p, w)| !p.is_finished() && w.waiting());
+        if !reading {
+            continue; // busy, or blocked on a slow consumer: not the worker's fault
+        }
+        idle += DRAIN_TICK;
+        if idle < LEAK_TIMEOUT {
+            continue;
+        }
+        if leaked {
+            for p in pumps.iter() {
+                p.abort();
+            }
+            return true;
+        }
+        leaked = true;
+        idle = Duration::ZERO;
+        let _ = kill_group(pid, libc::SIGKILL);
+    }
+}
+
+/// True while process group `pgid` has a member (zombies included).
+fn group_alive(pgid: u32) -> bool {
+    let Ok(raw) = libc::pid_t::try_from(pgid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks that the group exists.
+    raw > 1 && unsafe { libc::killpg(raw, 0) } == 0
+}
+
+/// Keeps the group listed with the guard until it is empty, so a SIGKILL of
+/// agentsup meanwhile still takes its members along; then unlists it.
+async fn wait_group_empty(pgid: u32) {
+    let start = tokio::time::Instant::now();
+    while group_alive(pgid) {
+        if start.elapsed() > GROUP_EMPTY_TIMEOUT {
+            tracing::warn!(
+                pgid,
+                "process group {pgid} still has members {}s after its worker exited (stuck in the kernel?); it stays listed for the final sweep",
+                GROUP_EMPTY_TIMEOUT.as_secs()
+            );
+            return;
+        }
+        let _ = kill_group(pgid, libc::SIGKILL);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    crate::guard::unwatch(pgid);
 }
 
 /// A started replica, spawned or forked: the same pipes, and an exit future that
@@ -198,6 +272,15 @@ impl Started {
             stderr: f.stderr,
             exit: Box::pin(async move { exit.await.ok().map(|s| s.termination) }),
         }
+    }
+}
+
+/// The error's text, plus the exhausted resource and its limit when that is why
+/// (out of file descriptors, processes, memory).
+fn with_hint(e: &(dyn std::error::Error + 'static)) -> String {
+    match crate::limits::hint_in(e) {
+        Some(h) => format!("{e}: {h}"),
+        None => e.to_string(),
     }
 }
 

@@ -69,9 +69,10 @@ pub fn cmd_run(a: RunOptions) -> Result<u8> {
         guard_warning,
         signals,
     ));
-    // A blocking task may still wait on a source command killed by a stop signal
-    // (super::early_stop); do not wait for it without bound.
-    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    // Blocking tasks still running (a source re-read waiting on a hung command, a
+    // source command killed by a stop signal: super::early_stop) must not hold up
+    // the exit: its deadline has passed by now.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     result
 }
 
@@ -248,7 +249,8 @@ async fn run(
             }
         }
     }
-    let code = super::supervise(super::RunContext {
+    let shutdown_timeout = plan.supervisor.shutdown_timeout;
+    let (code, mut signals) = super::supervise(super::RunContext {
         plan,
         workers,
         templates,
@@ -265,7 +267,18 @@ async fn run(
     })
     .await?;
     crate::guard::finish();
-    sink.shutdown().await;
+    // Every worker is gone; what is left is writing their output. A slow reader is
+    // waited for (nothing is lost), unless a stop signal comes: then stdout gets
+    // shutdown_timeout like everything else.
+    tokio::select! {
+        () = sink.shutdown() => {}
+        () = async {
+            while !matches!(signals.next().await, crate::signals::SignalEvent::Shutdown(_)) {}
+        } => {
+            sink.abandon_at(std::time::Instant::now() + shutdown_timeout);
+            sink.shutdown().await;
+        }
+    }
     if code == code::FAILURE {
         return Err(Error::Runtime(
             "a worker failed for good (see above)".into(),
@@ -289,24 +302,6 @@ fn limit_malloc_arenas() {
         // SAFETY: mallopt only sets a tunable; called first thing in `run`, before
         // the runtime starts its threads.
         unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
-    }
-}
-
-/// Kills every process still parented to us (orphans of workers, reparented to us
-/// as subreaper or PID 1), so no process agentsup started survives it (SPEC 5).
-pub fn kill_leftover_children() {
-    let me = std::process::id();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for e in entries.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let ppid = crate::procfs::stat_field(&pid.to_string(), 4);
-        if ppid == Some(u64::from(me)) && !crate::guard::is_guard(pid) {
-            let _ = crate::spawn::kill_pid(pid, libc::SIGKILL);
-        }
     }
 }
 

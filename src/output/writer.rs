@@ -1,0 +1,321 @@
+//! The writer thread: drains the queue into stdout, flushing whenever the queue is
+//! momentarily empty, and copes with a stdout that fails.
+//!
+//! * `EPIPE` (the reader went away, `agentsup run | head`): output is discarded
+//!   for the rest of the run, quietly. Blocking the workers on a reader that is
+//!   gone would stall them and the shutdown forever.
+//! * Any other error (`ENOSPC`, `EIO`, ...) is taken as temporary: one note on
+//!   stderr, then output is dropped and counted while writes are retried with a
+//!   growing pause ([`RETRY_FIRST`] up to [`RETRY_MAX`]). The first write that
+//!   works again is a line saying how much was dropped, so a full disk costs
+//!   lines, not the rest of the run's output.
+//! * `EAGAIN` (someone made the shared stdout non-blocking): waits for it to be
+//!   writable, so it behaves like a blocking stdout.
+
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::sync::PoisonError;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::sink::{Msg, Queue};
+
+/// Bytes gathered before a write.
+const WRITE_BUF: usize = 64 * 1024;
+/// First pause after a failed write before trying again.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+/// Longest pause between retries.
+pub(super) const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Output that was not delivered: worker lines (and their bytes) and supervisor
+/// events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Undelivered {
+    /// Worker lines (counted by newline).
+    pub lines: u64,
+    /// Bytes of those lines, as formatted.
+    pub bytes: u64,
+    /// agentsup's own events.
+    pub events: u64,
+}
+
+impl Undelivered {
+    pub(super) fn add_lines(&mut self, buf: &[u8]) {
+        self.lines += count_lines(buf);
+        self.bytes += buf.len() as u64;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lines == 0 && self.bytes == 0 && self.events == 0
+    }
+}
+
+fn count_lines(buf: &[u8]) -> u64 {
+    buf.iter().filter(|&&b| b == b'\n').count() as u64
+}
+
+/// File descriptor 1, written with plain `write(2)`.
+pub(super) struct Stdout;
+
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // SAFETY: writes at most buf.len() bytes from buf to descriptor 1.
+        let n = unsafe { libc::write(1, buf.as_ptr().cast(), buf.len()) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Waits up to `timeout` for `fd` to take at least `PIPE_BUF` bytes without blocking.
+fn writable(fd: i32, timeout: Duration) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: one valid pollfd for the duration of the call.
+    let r = unsafe { libc::poll(&mut p, 1, ms) };
+    r == 1 && p.revents & libc::POLLOUT != 0
+}
+
+/// How stdout is doing.
+enum Health {
+    Ok,
+    /// Writes fail; output is dropped until `retry_at`.
+    Failing {
+        since: Instant,
+        retry_at: Instant,
+        pause: Duration,
+        error: String,
+        dropped: Undelivered,
+    },
+    /// `EPIPE`: nobody will ever read again.
+    Broken,
+}
+
+struct Writer<'a, W: Write> {
+    w: W,
+    out: Vec<u8>,
+    health: Health,
+    queue: &'a Queue,
+    broken: &'a AtomicBool,
+    note: &'a dyn Fn(tracing::Level, &str) -> Vec<u8>,
+}
+
+/// Runs the writer until the queue is closed and drained, or abandoned.
+pub(super) fn run<W: Write>(
+    queue: &Queue,
+    w: W,
+    broken: &AtomicBool,
+    note: &dyn Fn(tracing::Level, &str) -> Vec<u8>,
+) {
+    let mut wr = Writer {
+        w,
+        out: Vec::with_capacity(WRITE_BUF),
+        health: Health::Ok,
+        queue,
+        broken,
+        note,
+    };
+    let mut batch: VecDeque<Msg> = VecDeque::new();
+    loop {
+        {
+            let mut st = queue.lock();
+            loop {
+                if st.abandoned {
+                    return;
+                }
+                if !st.msgs.is_empty() {
+                    queue.take_all(&mut st, &mut batch);
+                    break;
+                }
+                if st.closed {
+                    break;
+                }
+                if !wr.out.is_empty() {
+                    drop(st);
+                    wr.flush();
+                    st = queue.lock();
+                    continue;
+                }
+                st = queue.data.wait(st).unwrap_or_else(PoisonError::into_inner);
+            }
+        }
+        if batch.is_empty() {
+            break; // closed and drained
+        }
+        let (mut lines, mut bytes) = (count_lines(&wr.out), wr.out.len() as u64);
+        for m in &batch {
+            lines += count_lines(&m.buf);
+            bytes += m.buf.len() as u64;
+        }
+        queue.in_flight_lines.store(lines, Ordering::SeqCst);
+        queue.in_flight_bytes.store(bytes, Ordering::SeqCst);
+        queue.room_made();
+        for msg in batch.drain(..) {
+            wr.out.extend_from_slice(&msg.buf);
+            queue.recycle(msg.buf);
+            if wr.out.len() >= WRITE_BUF {
+                wr.flush();
+            }
+        }
+    }
+    wr.flush();
+}
+
+impl<W: Write> Writer<'_, W> {
+    /// Writes `out` (or drops and counts it while stdout fails) and empties it.
+    fn flush(&mut self) {
+        if self.out.is_empty() {
+            return;
+        }
+        let out = std::mem::take(&mut self.out);
+        match &mut self.health {
+            Health::Broken => {}
+            Health::Failing {
+                retry_at, dropped, ..
+            } if Instant::now() < *retry_at => dropped.add_lines(&out),
+            Health::Failing { .. } => self.retry(&out),
+            Health::Ok => {
+                if let Err((e, rest)) = self.write_all(&out) {
+                    self.failed(&e, rest);
+                }
+            }
+        }
+        self.out = out;
+        self.out.clear();
+        self.queue.in_flight_lines.store(0, Ordering::SeqCst);
+        self.queue.in_flight_bytes.store(0, Ordering::SeqCst);
+    }
+
+    /// Stdout failed before: try again, announcing the gap first.
+    fn retry(&mut self, out: &[u8]) {
+        let Health::Failing {
+            since,
+            pause,
+            error,
+            dropped,
+            ..
+        } = &self.health
+        else {
+            return;
+        };
+        let text = format!(
+            "output resumed after {}: {} lines ({} bytes) and {} events were dropped while writing to stdout failed ({error})",
+            humantime::format_duration(Duration::from_secs(since.elapsed().as_secs())),
+            dropped.lines,
+            dropped.bytes,
+            dropped.events,
+        );
+        let pause = *pause;
+        let note = (self.note)(tracing::Level::WARN, &text);
+        match self.write_all(&note) {
+            Ok(()) => {
+                self.health = Health::Ok;
+                if let Err((e, rest)) = self.write_all(out) {
+                    self.failed(&e, rest);
+                }
+            }
+            Err((e, _)) if e.kind() == io::ErrorKind::BrokenPipe => self.failed(&e, out),
+            Err(_) => {
+                if let Health::Failing {
+                    retry_at,
+                    pause: p,
+                    dropped,
+                    ..
+                } = &mut self.health
+                {
+                    *p = (pause * 2).min(RETRY_MAX);
+                    *retry_at = Instant::now() + *p;
+                    dropped.add_lines(out);
+                }
+            }
+        }
+    }
+
+    /// A write failed with `e`; `rest` is what was not written.
+    fn failed(&mut self, e: &io::Error, rest: &[u8]) {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            // Quiet: the reader went away on purpose (`| head`).
+            self.health = Health::Broken;
+            self.broken.store(true, Ordering::SeqCst);
+            return;
+        }
+        let mut dropped = Undelivered::default();
+        dropped.add_lines(rest);
+        // Our own message, but it still goes through the redactor like all others.
+        let note = crate::redact::redact_message(&format!(
+            "agentsup: writing output failed: {e}; output is dropped (and counted) until writing works again\n"
+        ));
+        let _ = io::stderr().write_all(note.as_bytes());
+        self.health = Health::Failing {
+            since: Instant::now(),
+            retry_at: Instant::now() + RETRY_FIRST,
+            pause: RETRY_FIRST,
+            error: e.to_string(),
+            dropped,
+        };
+    }
+
+    /// `write_all` that waits out `EAGAIN` and reports what was left on error.
+    fn write_all<'b>(&mut self, mut buf: &'b [u8]) -> Result<(), (io::Error, &'b [u8])> {
+        while !buf.is_empty() {
+            match self.w.write(buf) {
+                Ok(0) => return Err((io::ErrorKind::WriteZero.into(), buf)),
+                Ok(n) => buf = &buf[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.queue.lock().abandoned {
+                        return Err((e, buf));
+                    }
+                    writable(1, Duration::from_millis(200));
+                }
+                Err(e) => return Err((e, buf)),
+            }
+        }
+        if let Err(e) = self.w.flush() {
+            return Err((e, &[]));
+        }
+        Ok(())
+    }
+}
+
+/// Says how much output could not be delivered by the shutdown deadline: on
+/// stderr when that is not stdout's stream (which is the one stuck) and it takes
+/// the line without blocking.
+pub(super) fn report_undelivered(lost: Undelivered) {
+    if lost.is_empty() {
+        return;
+    }
+    let line = format!(
+        "agentsup: stdout was not read before the shutdown deadline: {} lines ({} bytes) of worker output and {} of agentsup's events could not be delivered\n",
+        lost.lines, lost.bytes, lost.events
+    );
+    if same_stream(1, 2) || !writable(2, Duration::from_millis(100)) {
+        return;
+    }
+    // Under PIPE_BUF and the descriptor is writable: this write does not block.
+    let _ = io::stderr().write_all(line.as_bytes());
+}
+
+/// True when descriptors `a` and `b` are the same open file (or cannot be told apart).
+fn same_stream(a: i32, b: i32) -> bool {
+    let stat = |fd: i32| {
+        // SAFETY: fstat fills a plain struct; all-zero is a valid initial value.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: `st` is valid and writable for the call.
+        (unsafe { libc::fstat(fd, &mut st) } == 0).then_some((st.st_dev, st.st_ino))
+    };
+    match (stat(a), stat(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => true,
+    }
+}

@@ -1,0 +1,310 @@
+//! Redaction of secret values from every byte of text agentsup prints (SPEC 7).
+//!
+//! - [`forms`] lists what counts as a value's form: the value, trimmed, each line
+//!   of a multi-line value, JSON- and Python-escaped, percent-encoded, base64 and
+//!   hex, and for values of 16 bytes or more any run of 16 consecutive bytes of any
+//!   of those (`key[:24]`).
+//! - [`Redactor`] (in `matcher`) finds them all in one pass whose cost per byte does
+//!   not grow with the number of secrets, in memory linear in the forms (issue 13).
+//! - [`terminal`] turns a worker's line into what a terminal would show, so escape
+//!   sequences, backspaces or NULs between pieces of a key hide nothing.
+//!
+//! Output is line-framed by [`crate::output`], so most text is redacted one complete
+//! line at a time. Lines too long to buffer arrive in pieces; [`StreamRedactor`] keeps
+//! just enough carry between pieces that a secret straddling a boundary is still
+//! caught.
+//!
+//! [`SharedRedactor`] is what the supervisor and the output pumps share: it keeps the
+//! current and the previous values of each name, so a rotated-out key stays redacted
+//! while some replica may still print it. [`global`] is the process-wide instance that
+//! agentsup's own messages (tracing, errors in `main`, panics) go through.
+//!
+//! This module does not decide *which* variables are secret; the caller passes the
+//! pairs (SPEC 7: secret sources, secret-looking names, `secret = true`).
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::panic::Location;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+
+use tracing_subscriber::fmt::MakeWriter;
+
+use crate::secret::Sensitive;
+
+pub mod forms;
+mod matcher;
+pub mod terminal;
+mod url;
+
+pub use forms::{FULL_FORMS_MAX, MIN_SECRET_LEN, RUN_LEN};
+pub use matcher::{Redactor, StreamRedactor};
+pub use url::{mask_url_password, url_password, url_password_forms};
+
+/// The redactor shared by the supervisor, the output pumps and agentsup's own
+/// messages. Cloning is cheap.
+///
+/// Per name it keeps the values of the latest registration that brought a new
+/// value and those of the one before: after a rotation the old key stays redacted
+/// (a replica that has not restarted yet may still print it) until the next
+/// rotation of that name, and memory does not grow with every rotation (issue 13).
+#[derive(Clone, Default)]
+pub struct SharedRedactor {
+    inner: Arc<SharedInner>,
+}
+
+/// The values kept for one name.
+#[derive(Default)]
+struct Generations {
+    current: Vec<Sensitive>,
+    previous: Vec<Sensitive>,
+}
+
+#[derive(Default)]
+struct SharedInner {
+    /// The values kept, per name; also serialises rebuilds.
+    known: Mutex<BTreeMap<String, Generations>>,
+    /// Readers clone the `Arc` and drop the lock at once, so a rebuild never waits
+    /// for a line being redacted.
+    current: RwLock<Arc<Redactor>>,
+}
+
+impl std::fmt::Debug for SharedRedactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SharedRedactor")
+            .field(&*self.current())
+            .finish()
+    }
+}
+
+impl SharedRedactor {
+    /// A shared redactor holding `pairs`.
+    pub fn new(pairs: impl IntoIterator<Item = (String, Sensitive)>) -> Self {
+        let shared = Self::default();
+        shared.extend(pairs);
+        shared
+    }
+
+    /// The redactor to use now. Hold it for one line (or one long line's pieces).
+    pub fn current(&self) -> Arc<Redactor> {
+        self.inner
+            .current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Registers values (after a load, a rotation, a reload or at a spawn).
+    ///
+    /// The values one call gives for a name are a batch. A batch holding a value
+    /// the name has not had (in its current or previous batch) becomes the name's
+    /// current batch and the current one becomes the previous, dropping what was
+    /// older; a batch of known values only moves them to the current batch.
+    /// Rebuilds the matcher only when the set of values changed.
+    pub fn extend(&self, pairs: impl IntoIterator<Item = (String, Sensitive)>) {
+        let mut batches: BTreeMap<String, Vec<Sensitive>> = BTreeMap::new();
+        for (name, value) in pairs {
+            if value.len() < MIN_SECRET_LEN {
+                continue;
+            }
+            let batch = batches.entry(name).or_default();
+            if !batch.contains(&value) {
+                batch.push(value);
+            }
+        }
+        let mut known = self
+            .inner
+            .known
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut changed = false;
+        for (name, batch) in batches {
+            let g = known.entry(name).or_default();
+            let is_new = |v: &Sensitive| !g.current.contains(v) && !g.previous.contains(v);
+            if batch.iter().any(is_new) {
+                let mut previous = std::mem::take(&mut g.current);
+                previous.retain(|v| !batch.contains(v));
+                g.previous = previous;
+                g.current = batch;
+                changed = true;
+            } else {
+                for v in batch {
+                    if let Some(i) = g.previous.iter().position(|p| *p == v) {
+                        g.previous.remove(i);
+                        g.current.push(v);
+                    }
+                }
+            }
+        }
+        if !changed {
+            return;
+        }
+        // Built outside the write lock so readers keep the old matcher meanwhile.
+        let rebuilt = Arc::new(Redactor::new(known.iter().flat_map(|(name, g)| {
+            g.current
+                .iter()
+                .chain(&g.previous)
+                .map(|v| (name.clone(), v.clone()))
+        })));
+        *self
+            .inner
+            .current
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = rebuilt;
+    }
+
+    /// Redacts a message with the current redactor.
+    pub fn redact_str(&self, s: &str) -> String {
+        self.current().redact_str(s).into_owned()
+    }
+}
+
+static GLOBAL: OnceLock<SharedRedactor> = OnceLock::new();
+
+/// The process-wide redactor for agentsup's own messages. The supervisor should
+/// `extend` this one (or share a clone of it with the output pumps) so that its own
+/// logs, errors and panics are redacted with the same values as worker output.
+pub fn global() -> &'static SharedRedactor {
+    GLOBAL.get_or_init(SharedRedactor::default)
+}
+
+/// Redacts a message with the global redactor, for error printing in `main`.
+pub fn redact_message(message: &str) -> String {
+    global().redact_str(message)
+}
+
+/// A [`MakeWriter`] for `tracing_subscriber::fmt` that redacts each event.
+///
+/// Each writer it makes buffers the whole event and writes it, redacted, in one
+/// `write_all` when dropped (fmt makes one writer per event). Redacting whole events
+/// means a secret split across the formatter's several `write` calls is still caught.
+#[derive(Debug, Clone)]
+pub struct RedactingWriter<M> {
+    inner: M,
+    redactor: SharedRedactor,
+}
+
+impl RedactingWriter<fn() -> io::Stderr> {
+    /// Writes to stderr through the [`global`] redactor.
+    pub fn stderr() -> Self {
+        Self::new(io::stderr, global().clone())
+    }
+}
+
+impl<M> RedactingWriter<M> {
+    /// Wraps `inner`, redacting with `redactor`.
+    pub fn new(inner: M, redactor: SharedRedactor) -> Self {
+        RedactingWriter { inner, redactor }
+    }
+}
+
+impl<'a, M> MakeWriter<'a> for RedactingWriter<M>
+where
+    M: MakeWriter<'a>,
+{
+    type Writer = RedactingGuard<M::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        RedactingGuard::new(self.inner.make_writer(), self.redactor.clone())
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
+        RedactingGuard::new(self.inner.make_writer_for(meta), self.redactor.clone())
+    }
+}
+
+/// The writer for one event made by [`RedactingWriter`]: buffers, then writes the
+/// redacted event on drop.
+pub struct RedactingGuard<W: Write> {
+    inner: W,
+    buf: Vec<u8>,
+    redactor: SharedRedactor,
+}
+
+impl<W: Write> RedactingGuard<W> {
+    fn new(inner: W, redactor: SharedRedactor) -> Self {
+        RedactingGuard {
+            inner,
+            buf: Vec::new(),
+            redactor,
+        }
+    }
+
+    fn emit(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let mut out = Vec::with_capacity(self.buf.len());
+        self.redactor.current().redact_into(&self.buf, &mut out);
+        self.buf.clear();
+        self.inner.write_all(&out)?;
+        self.inner.flush()
+    }
+}
+
+impl<W: Write> Write for RedactingGuard<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    // Deliberately keeps buffering: emitting half an event here could split a
+    // secret. Everything goes out on drop.
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<W: Write> Drop for RedactingGuard<W> {
+    fn drop(&mut self) {
+        // Nowhere to report a failed log write; losing it beats panicking in drop.
+        let _ = self.emit();
+    }
+}
+
+/// Replaces the panic hook with one that redacts the message (and backtrace) with
+/// the [`global`] redactor before printing to stderr. A panic message built with
+/// `{}` from a value, or an `unwrap` on an error that quotes one, would otherwise
+/// print a secret.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let mut text = panic_report(info.payload(), info.location(), thread.name());
+        let backtrace = std::backtrace::Backtrace::capture();
+        match backtrace.status() {
+            std::backtrace::BacktraceStatus::Captured => {
+                text.push_str(&format!("stack backtrace:\n{backtrace}\n"));
+            }
+            std::backtrace::BacktraceStatus::Disabled => text.push_str(
+                "note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n",
+            ),
+            _ => {}
+        }
+        let text = redact_message(&text);
+        // stderr may be closed; a panic hook has nowhere else to go.
+        let _ = io::stderr().lock().write_all(text.as_bytes());
+    }));
+}
+
+/// The panic message in the shape the default hook prints, before redaction.
+fn panic_report(
+    payload: &dyn Any,
+    location: Option<&Location<'_>>,
+    thread: Option<&str>,
+) -> String {
+    let message = if let Some(s) = payload.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.as_str()
+    } else {
+        "Box<dyn Any>"
+    };
+    let thread = thread.unwrap_or("<unnamed>");
+    match location {
+        Some(l) => format!("thread '{thread}' panicked at {l}:\n{message}\n"),
+        None => format!("thread '{thread}' panicked:\n{message}\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,433 @@
+//! Redaction of every common form of a secret (issue 12) and the redactor's memory
+//! (issue 13), with real python3 workers printing what real code prints.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+/// A value with every character class an encoder treats differently: `"`, `\`,
+/// `/`, `+`, `=`, a space and non-ASCII.
+const TOKEN: &str = "tok_9f8e7d6c5b4a/+=Zz \"q\\é-ABCDEFGH0123";
+const PEM_BODY: [&str; 2] = [
+    "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7",
+    "pQ8xK2mZ9vL4nR7tW1yB3cF6hJ0kM5oS8uX2zA4dG7iN9qE1rT3w",
+];
+
+/// Prints each form of each secret as `NAME LABEL: FORM` and writes them all to
+/// forms.json for the test to look for.
+const PRINTER: &str = r#"
+import base64, json, os, re, sys, urllib.parse
+forms = {}
+for name in ["SERVICE_TOKEN", "OPENAI_API_KEY", "TLS_KEY"]:
+    v = os.environ[name]
+    b = v.encode()
+    f = {
+        "raw": v,
+        "json": json.dumps(v),
+        "json_utf8": json.dumps(v, ensure_ascii=False),
+        "json_obj": json.dumps({"token": v}),
+        "quote": urllib.parse.quote(v),
+        "quote_safe": urllib.parse.quote(v, safe=""),
+        "quote_plus": urllib.parse.quote_plus(v),
+        "quote_lower": re.sub("%[0-9A-F]{2}", lambda m: m.group(0).lower(), urllib.parse.quote(v, safe="")),
+        "b64": base64.b64encode(b).decode(),
+        "b64url": base64.urlsafe_b64encode(b).decode(),
+        "b64_in_json": base64.b64encode(json.dumps({"auth": v}).encode()).decode(),
+        "b64_after_1": base64.b64encode(b"x" + b + b"y").decode(),
+        "b64_after_2": base64.b64encode(b"xy" + b).decode(),
+        "hex": b.hex(),
+        "HEX": b.hex().upper(),
+        "prefix": v.strip()[:24],
+        "suffix": v.strip()[-20:],
+        "repr": repr(b),
+    }
+    if "\n" in v.strip():
+        for i, line in enumerate(v.strip().splitlines()):
+            if not line.startswith("-----"):
+                f["line%d" % i] = line
+    for label, form in f.items():
+        if "\n" in form:
+            continue
+        print(name, label + ":", form, flush=True)
+    forms[name] = f
+with open("forms.json", "w") as out:
+    json.dump(forms, out)
+print("printed all forms", flush=True)
+"#;
+
+fn sandbox_with_secrets(worker: &str, script: &str) -> Sandbox {
+    let sb = Sandbox::new();
+    sb.write("secrets/SERVICE_TOKEN", TOKEN);
+    sb.write("secrets/OPENAI_API_KEY", FAKE_OPENAI_KEY);
+    sb.write(
+        "secrets/TLS_KEY",
+        format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n{}\n-----END PRIVATE KEY-----\n",
+            PEM_BODY[0], PEM_BODY[1]
+        ),
+    );
+    sb.write(&format!("{worker}.py"), script);
+    sb.config(&format!(
+        r#"
+[[source]]
+type = "dir"
+path = "secrets"
+
+[[worker]]
+name = "{worker}"
+command = ["{}", "{worker}.py"]
+keys = ["SERVICE_TOKEN", "OPENAI_API_KEY", "TLS_KEY"]
+restart = "never"
+"#,
+        python()
+    ));
+    sb
+}
+
+/// The text a reader sees: pretty output as is; JSON records' `line` and
+/// `message` decoded, as `jq -r` prints them.
+fn seen(out: &Output, format: &str) -> String {
+    let mut text = out.stderr.clone();
+    if format == "json" {
+        for l in out.stdout.lines() {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}"));
+            for key in ["line", "message"] {
+                if let Some(s) = v[key].as_str() {
+                    text.push_str(s);
+                    text.push('\n');
+                }
+            }
+        }
+    } else {
+        text.push_str(&out.stdout);
+    }
+    text
+}
+
+fn assert_no_run_of(text: &str, secret: &str, what: &str) {
+    let s = secret.as_bytes();
+    for w in s.windows(16) {
+        assert!(
+            !text.as_bytes().windows(16).any(|t| t == w),
+            "16 bytes of {what} leaked: {:?}\n{text}",
+            String::from_utf8_lossy(w)
+        );
+    }
+}
+
+#[test]
+fn every_encoded_form_is_redacted_in_pretty_and_json() {
+    let sb = sandbox_with_secrets("printer", PRINTER);
+    for format in ["pretty", "json"] {
+        let out = sb.run(&["run", "--no-color", "--log-format", format]);
+        out.assert_code(0);
+        let text = seen(&out, format);
+        assert!(text.contains("printed all forms"), "{text}");
+        let forms: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(sb.path().join("forms.json")).unwrap()).unwrap();
+        for (name, by_label) in forms.as_object().unwrap() {
+            for (label, form) in by_label.as_object().unwrap() {
+                let form = form.as_str().unwrap();
+                // A PEM's first and last characters are its armour, not secret.
+                let armour = name == "TLS_KEY" && (label == "prefix" || label == "suffix");
+                if form.contains('\n') || armour {
+                    continue;
+                }
+                assert!(
+                    !text.contains(form),
+                    "{format}: {name} {label} leaked:\n{text}"
+                );
+                let line = text
+                    .lines()
+                    .find(|l| l.contains(&format!("{name} {label}:")))
+                    .unwrap_or_else(|| panic!("{format}: no line for {name} {label}:\n{text}"));
+                assert!(
+                    line.contains(&format!("[redacted:{name}]")),
+                    "{format}: {line}"
+                );
+            }
+        }
+        for (what, secret) in [
+            ("SERVICE_TOKEN", TOKEN),
+            ("OPENAI_API_KEY", FAKE_OPENAI_KEY),
+            ("a PEM line", PEM_BODY[0]),
+            ("a PEM line", PEM_BODY[1]),
+        ] {
+            assert_no_run_of(&text, secret, what);
+        }
+        // The armour says nothing secret and is left alone.
+        assert!(
+            text.contains("TLS_KEY prefix: -----BEGIN PRIVATE KEY--"),
+            "{text}"
+        );
+    }
+}
+
+/// Pieces of 12 characters joined by what a terminal does not show.
+const CONTROLS: &str = r##"
+import os, sys
+key = os.environ["OPENAI_API_KEY"]
+pieces = [key[i:i + 12] for i in range(0, len(key), 12)]
+for label, sep in [("sgr", "\x1b[0m"), ("osc", "\x1b]0;title\x07"), ("bs", "Z\b"),
+                   ("nul", "\0"), ("c1", "\u009b1m"), ("cr", "")]:
+    if label == "cr":
+        # The second half first, then the first half over padding: a terminal
+        # shows the key whole.
+        half = len(key) // 2
+        print("#" * half + key[half:] + " (cr)\r" + key[:half], flush=True)
+    else:
+        print(label + ": " + sep.join(pieces), flush=True)
+print("\ragentsup | warning: forged event", flush=True)
+print("done", flush=True)
+"##;
+
+#[test]
+fn terminal_controls_cannot_hide_a_key_or_forge_an_event() {
+    let sb = sandbox_with_secrets("ctl", CONTROLS);
+    for format in ["pretty", "json"] {
+        let out = sb.run(&["run", "--no-color", "--log-format", format]);
+        out.assert_code(0);
+        let text = seen(&out, format);
+        assert!(text.contains("done"), "{text}");
+        // Neither raw (stdout) nor decoded holds a control or 16 bytes of the key.
+        for t in [&out.stdout, &text] {
+            assert!(
+                !t.contains(['\x1b', '\x08', '\0', '\r', '\u{9b}']),
+                "{format}: {t:?}"
+            );
+            assert_no_run_of(t, FAKE_OPENAI_KEY, "the key");
+        }
+        assert!(!out.stdout.contains("\\u001b"), "{}", out.stdout);
+        for label in ["sgr", "osc", "bs", "nul", "c1", "cr"] {
+            assert!(
+                text.lines()
+                    .any(|l| l.contains(label) && l.contains("[redacted:OPENAI_API_KEY]")),
+                "{format} {label}: {text}"
+            );
+        }
+        if format == "pretty" {
+            let forged = text.lines().find(|l| l.contains("forged")).unwrap();
+            assert!(forged.starts_with("ctl.0"), "{forged:?}");
+        }
+    }
+}
+
+/// VmHWM (peak RSS) of `pid`, in KiB.
+fn peak_rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
+#[test]
+fn two_megabyte_secret_runs_in_bounded_memory() {
+    // A declared 2 MB value: the old automaton needed gigabytes for it and aborted
+    // (issue 13). No worker can receive it (Linux caps one environment string at
+    // 128 KiB, so its spawn fails with E2BIG), but agentsup must load, register and
+    // redact it: a second worker prints it, read from the file, as one 2 MB line.
+    let big: String = (0..2 * 1024 * 1024)
+        .map(|i: usize| {
+            char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[(i * 7919 + i / 36) % 36])
+        })
+        .collect();
+    let sb = Sandbox::new();
+    sb.write("secrets/BIG_BLOB", &big);
+    sb.write(
+        "printer.py",
+        r#"
+import sys, time
+v = open("secrets/BIG_BLOB").read()
+sys.stdout.write("blob=" + v + " end\n")
+sys.stdout.flush()
+print("printed", flush=True)
+time.sleep(60)
+"#,
+    );
+    sb.config(&format!(
+        r#"
+[supervisor]
+on_give_up = "keep"
+
+[[source]]
+type = "dir"
+path = "secrets"
+max_size = "4MiB"   # the default cap (64 KiB) would refuse the file before redaction is tried
+
+[[worker]]
+name = "big"
+command = ["{py}", "-c", "pass"]
+keys = ["BIG_BLOB"]
+restart = "never"
+
+[[worker]]
+name = "printer"
+command = ["{py}", "printer.py"]
+restart = "never"
+"#,
+        py = python()
+    ));
+    let mut run = sb.spawn(&["run", "--no-color"]);
+    let mut peak = 0;
+    let printed = wait_until(Duration::from_secs(90), || {
+        peak = peak.max(peak_rss_kib(run.pid()));
+        run.output().contains("printed")
+    });
+    peak = peak.max(peak_rss_kib(run.pid()));
+    run.signal(15);
+    assert!(run.wait_exit(Duration::from_secs(30)).is_some());
+    let all = run.output();
+    let excerpt = |s: &str| s.chars().take(3000).collect::<String>();
+    assert!(printed, "{}", excerpt(&all));
+    assert!(!all.contains(&big[..64]), "the value leaked");
+    // A line this long is printed in pieces: the first byte is final before the
+    // match is, so `b` comes out on its own.
+    assert!(
+        all.contains("lob=[redacted:BIG_BLOB] end"),
+        "{}",
+        excerpt(&all)
+    );
+    assert!(
+        all.contains("BIG_BLOB") || all.contains("too long"),
+        "{}",
+        excerpt(&all)
+    );
+    assert!(
+        peak < 100 * 1024,
+        "agentsup peak RSS {peak} KiB with a 2 MB secret"
+    );
+    eprintln!("agentsup peak RSS (VmHWM) with a 2 MB secret: {peak} KiB");
+}
+
+#[test]
+fn connection_url_password_is_masked_and_redacted_whatever_the_name() {
+    const PASSWORD: &str = "Sup3r-S3cret-Pw";
+    let url = format!("postgres://app:{PASSWORD}@db.internal:5432/orders");
+    let sb = Sandbox::new();
+    sb.write(".env", format!("DATABASE_URL={url}\n"));
+    sb.write(
+        "db.py",
+        r#"
+import os, urllib.parse
+url = os.environ["DATABASE_URL"]
+print("connecting to", url, flush=True)
+print("password", urllib.parse.urlsplit(url).password, flush=True)
+"#,
+    );
+    sb.config(&format!(
+        r#"
+[[source]]
+type = "dotenv"
+path = ".env"
+
+[[worker]]
+name = "db"
+command = ["{}", "db.py"]
+keys = ["DATABASE_URL"]
+restart = "never"
+"#,
+        python()
+    ));
+    for format in ["text", "json", "dotenv"] {
+        let out = sb.run(&["env", "db", "--format", format]);
+        out.assert_code(0).assert_no_leak(PASSWORD);
+        out.assert_contains("postgres://app:***@db.internal:5432/orders");
+    }
+    sb.run(&["env", "db", "--reveal"]).assert_contains(&url);
+    let out = sb.run(&["run", "--no-color"]);
+    out.assert_code(0).assert_no_leak(PASSWORD);
+    out.assert_contains(
+        "connecting to postgres://app:[redacted:DATABASE_URL]@db.internal:5432/orders",
+    );
+    out.assert_contains("password [redacted:DATABASE_URL]");
+}
+
+#[test]
+fn check_warns_when_inherit_hands_out_secret_looking_variables() {
+    let sb = Sandbox::new();
+    sb.config(
+        r#"
+[env]
+inherit = ["*"]
+
+[[worker]]
+name = "w"
+command = ["true"]
+"#,
+    );
+    let out = sb.run_env(
+        &["check"],
+        &[
+            ("VAULT_TOKEN", "hvs.inherited-token-value"),
+            ("BROKER_URL", "amqp://u:brokerpass1@mq/"),
+            ("HARMLESS", "x"),
+        ],
+    );
+    out.assert_code(0)
+        .assert_no_leak("hvs.inherited-token-value")
+        .assert_no_leak("brokerpass1")
+        .assert_contains("inherit")
+        .assert_contains("VAULT_TOKEN")
+        .assert_contains("BROKER_URL");
+    assert!(!out.all().contains("HARMLESS"), "{}", out.all());
+    // The default inherit list names no secret.
+    sb.config("[[worker]]\nname = \"w\"\ncommand = [\"true\"]\n");
+    let out = sb.run_env(&["check"], &[("VAULT_TOKEN", "hvs.inherited-token-value")]);
+    out.assert_code(0);
+    assert!(
+        !out.all().contains("inherit-secret") && !out.all().contains("VAULT_TOKEN"),
+        "{}",
+        out.all()
+    );
+}
+
+#[test]
+fn exec_masks_the_secrets_it_injected_unless_told_not_to() {
+    let sb = sandbox_with_secrets("unused", "");
+    let script = r#"
+import base64, os, sys
+k = os.environ["OPENAI_API_KEY"]
+print("out", k, flush=True)
+print("err", base64.b64encode(k.encode()).decode(), file=sys.stderr, flush=True)
+sys.stdout.write("partial " + k[:20])
+sys.exit(3)
+"#;
+    let py = python();
+    let out = sb.run(&["exec", "--worker", "unused", "--", &py, "-c", script]);
+    out.assert_code(3).assert_no_leak(&FAKE_OPENAI_KEY[..16]);
+    assert!(
+        out.stdout.contains("out [redacted:OPENAI_API_KEY]\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("partial [redacted:OPENAI_API_KEY]"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains("err [redacted:OPENAI_API_KEY]\n"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stdout.contains("err ") && !out.stderr.contains("out "),
+        "each to its own stream"
+    );
+
+    let out = sb.run(&[
+        "exec",
+        "--no-masking",
+        "--worker",
+        "unused",
+        "--",
+        &py,
+        "-c",
+        script,
+    ]);
+    out.assert_code(3)
+        .assert_contains(&format!("out {FAKE_OPENAI_KEY}"));
+}
