@@ -18,6 +18,7 @@ if "${clean[@]}" sh -c 'command -v cargo' >/dev/null; then
   echo "test-wheel: cargo is on the clean PATH; the test would not prove anything" >&2; exit 1
 fi
 echo "wheel: $(basename "$wheel") ($(du -k "$wheel" | cut -f1) KiB)"
+"$root/scripts/check-elf.sh" "$work/venv/bin/agentsup"
 "${clean[@]}" agentsup --version
 "${clean[@]}" python -m agentsup --version
 (cd "$root" && "${clean[@]}" agentsup check >/dev/null) || { echo "test-wheel: agentsup check on the demo failed" >&2; exit 1; }
