@@ -19,7 +19,7 @@ mod describe;
 
 pub use describe::nearest;
 
-use crate::exit::Located;
+use crate::diag::Located;
 
 /// The whole file.
 #[derive(Debug, Deserialize, Default)]
@@ -332,18 +332,37 @@ pub struct HumanDuration(pub Duration);
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
+        // The text is not quoted back: a value pasted on the wrong line may be a key.
         let d = humantime::parse_duration(&text).map_err(|e| {
             de::Error::custom(format!(
-                "invalid duration {text:?}: {e} (examples: \"10s\", \"500ms\", \"5m\", \"1h 30m\")"
+                "invalid duration (the value is not shown): {} (examples: \"10s\", \"500ms\", \"5m\", \"1h 30m\")",
+                duration_problem(&e)
             ))
         })?;
         // Timers are `Instant + duration`; absurd values would overflow them.
         if d > Duration::from_secs(366 * 24 * 3600) {
-            return Err(de::Error::custom(format!(
-                "duration {text:?} is longer than a year; use a shorter one"
-            )));
+            return Err(de::Error::custom(
+                "duration is longer than a year (366 days); use a shorter one",
+            ));
         }
         Ok(HumanDuration(d))
+    }
+}
+
+/// What is wrong with a duration, in words that quote none of it.
+fn duration_problem(e: &humantime::DurationError) -> String {
+    use humantime::DurationError as E;
+    match e {
+        E::InvalidCharacter(at) => format!("invalid character at position {}", at + 1),
+        E::NumberExpected(at) => format!("a number was expected at position {}", at + 1),
+        E::UnknownUnit { unit, .. } if unit.is_empty() => {
+            "a time unit is needed after the number".to_string()
+        }
+        E::UnknownUnit { .. } => {
+            "unknown time unit (use ms, s, m, h or d; also sec, min, hours, days)".to_string()
+        }
+        E::NumberOverflow => "the number is too large".to_string(),
+        E::Empty => "the value is empty".to_string(),
     }
 }
 
@@ -355,8 +374,16 @@ impl<'de> Deserialize<'de> for SignalName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
         parse_signal(&text).map(SignalName).ok_or_else(|| {
+            // Compared without the `SIG` every candidate shares, which alone
+            // would make any `SIG…` look close.
+            const COMMON: &[&str] = &["TERM", "INT", "QUIT", "HUP", "USR1", "USR2", "KILL"];
+            let upper = text.trim().to_ascii_uppercase();
+            let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+            let hint = nearest(bare, COMMON)
+                .map(|n| format!("; did you mean \"SIG{n}\"?"))
+                .unwrap_or_default();
             de::Error::custom(format!(
-                "unknown signal {text:?}; expected a name such as \"SIGTERM\", \"SIGINT\", \"SIGQUIT\" or \"SIGUSR1\""
+                "unknown signal (the value is not shown); expected a name such as \"SIGTERM\", \"SIGINT\", \"SIGQUIT\" or \"SIGUSR1\"{hint}"
             ))
         })
     }
@@ -428,7 +455,9 @@ mod tests {
         let e = err("[[worker]]\nname = \"a\"\ncommand = [\"x\"]\nstop_timeout = \"10\"\n");
         assert_eq!(e.line, Some(4));
         assert!(
-            e.message.contains("invalid duration \"10\""),
+            e.message
+                .contains("`stop_timeout` in `[[worker]]`: invalid duration")
+                && e.message.contains("a time unit is needed"),
             "{}",
             e.message
         );

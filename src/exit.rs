@@ -3,9 +3,6 @@
 //! Every failure that reaches `main` is an [`Error`]; [`Error::exit_code`] is the only
 //! place that maps failures to codes, so the codes stay consistent across commands.
 
-use std::fmt;
-use std::path::PathBuf;
-
 /// Exit codes of the `agentsup` binary (SPEC 1).
 pub mod code {
     /// All workers stopped on request, or all finished cleanly.
@@ -18,31 +15,7 @@ pub mod code {
     pub const CONFIG: u8 = 78;
 }
 
-/// One problem in a file, located as precisely as we know.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Located {
-    /// The file the problem is in.
-    pub path: PathBuf,
-    /// 1-based line, when known.
-    pub line: Option<usize>,
-    /// 1-based column, when known.
-    pub column: Option<usize>,
-    /// What is wrong and what to do; never contains a secret value.
-    pub message: String,
-}
-
-impl fmt::Display for Located {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.path.display())?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
-            if let Some(col) = self.column {
-                write!(f, ":{col}")?;
-            }
-        }
-        write!(f, ": {}", self.message)
-    }
-}
+pub use crate::diag::Located;
 
 /// Every failure that ends a command.
 #[derive(Debug, thiserror::Error)]

@@ -29,6 +29,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod diag;
 pub mod env;
 pub mod env_report;
 pub mod exec;

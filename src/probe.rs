@@ -31,12 +31,13 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::check::Finding;
 use crate::config::Provider;
+use crate::diag::Finding;
+use crate::diag::Severity;
 use crate::env::{self, BuiltEnv};
 use crate::plan::{Plan, WorkerPlan};
 use crate::secret::Sensitive;
-use crate::sources::{ProcessEnv, Severity, Snapshot};
+use crate::sources::{ProcessEnv, Snapshot};
 
 /// How long one probe may take, connection and answer together.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -170,3 +170,67 @@ command = ["sh", "-c", "true"]
         "{msg}"
     );
 }
+
+#[test]
+fn a_reread_registers_what_a_failing_helper_printed_before_reporting_it() {
+    const OLD: &str = "sk-proj-Old8Xw4Lm3Rv7Tn1Kp5Hs9Jd2Fg6Bc4Na0Ye";
+    const NEW: &str = "sk-proj-New3Qz9Lm2Rv6Tn8Kp1Hs4Jd7Fg0Bc5Na2Ye";
+    let sb = Sandbox::new();
+    let runtime = sb.path().join("run");
+    std::fs::create_dir(&runtime).unwrap();
+    std::fs::set_permissions(
+        &runtime,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    sb.write("key.txt", OLD);
+    // Succeeds until `fail` exists; then prints the new value, echoes it on
+    // stderr, and fails, as a vault whose lease renewal broke might.
+    sb.write(
+        "vault.py",
+        r#"import json, os, sys
+key = open("key.txt").read()
+print(json.dumps({"data": {"OPENAI_API_KEY": key}}))
+if os.path.exists("fail"):
+    sys.stdout.flush()
+    print("renewal failed for " + key, file=sys.stderr)
+    sys.exit(2)
+"#,
+    );
+    sb.config(
+        r#"
+[[source]]
+type = "command"
+command = ["python3", "vault.py"]
+format = "json"
+json_pointer = "/data"
+
+[[worker]]
+name = "planner"
+command = ["sh", "-c", "echo planner-up; exec sleep 1000"]
+keys = ["OPENAI_API_KEY"]
+"#,
+    );
+    let with_runtime = |args: &[&str]| {
+        let mut c = sb.cmd(args);
+        c.env("XDG_RUNTIME_DIR", &runtime);
+        c
+    };
+    let mut run = sb.spawn_cmd(with_runtime(&["run", "--no-color"]));
+    run.wait_for("planner-up", PATIENCE);
+
+    sb.write("key.txt", NEW);
+    sb.write("fail", "");
+    let out = sb.run_cmd(with_runtime(&["reload"]));
+    out.assert_code(1)
+        .assert_contains("exited with status 2")
+        .assert_contains("[redacted:OPENAI_API_KEY]");
+    assert_no_piece(&out.all(), NEW);
+    assert_no_piece(&out.all(), OLD);
+
+    run.signal(15);
+    assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
+    let all = run.output();
+    assert_no_piece(&all, NEW);
+    assert_no_piece(&all, OLD);
+}

@@ -134,6 +134,16 @@ fn config_type_errors_name_the_field_never_the_value() {
             "`A` in `[[worker]]`: expected a string, found an array",
         ),
         (
+            format!("[[worker]]\nname = \"a\"\ncommand = [\"x\"]\nstop_timeout = \"{KEY}\"\n"),
+            "supervisor.toml:4:16",
+            "`stop_timeout` in `[[worker]]`: invalid duration (the value is not shown)",
+        ),
+        (
+            format!("[[worker]]\nname = \"a\"\ncommand = [\"x\"]\nstop_signal = \"{KEY}\"\n"),
+            "supervisor.toml:4:15",
+            "`stop_signal` in `[[worker]]`: unknown signal (the value is not shown)",
+        ),
+        (
             format!("[supervisor]\nprobe = \"{KEY}\"\n"),
             "supervisor.toml:2:9",
             "`probe` in `[supervisor]`: expected a boolean, found a string",

@@ -2,9 +2,9 @@
 //! line is readable by every local user through `/proc/<pid>/cmdline` while it
 //! runs, however well agentsup hides its output.
 
-use super::Finding;
+use crate::diag::Finding;
+use crate::diag::Severity;
 use crate::plan::{Plan, SourceKindPlan};
-use crate::sources::Severity;
 
 /// Flag names that announce a credential, lower-cased.
 const CREDENTIAL_WORDS: &[&str] = &[

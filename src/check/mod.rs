@@ -19,6 +19,8 @@
 //! to check for whom and merges findings that several workers share.
 
 mod helper;
+mod hit;
+mod input;
 mod names;
 pub(crate) use names::secret_looking_name;
 mod placeholder;
@@ -30,49 +32,13 @@ mod worker;
 
 use std::path::PathBuf;
 
+pub use crate::diag::Finding;
 use crate::env::{self, BuiltEnv, EnvVar};
 use crate::plan::{Plan, SourceKindPlan, WorkerPlan};
 use crate::sources::{ProcessEnv, Severity, Snapshot, SourceProblem, SourceSummary};
 
+use input::{Origin, ValueInput};
 use provider::{Family, Host};
-use rules::{Origin, ValueInput};
-
-/// One problem found by the checks: what, for which key and workers, where, and
-/// what to do. Never contains a value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finding {
-    /// Errors stop `run` (exit 78); warnings do not.
-    pub severity: Severity,
-    /// Stable identifier for scripts and docs: `missing`, `empty`, `near-miss`,
-    /// `whitespace`, `control-char`, `bom`, `quotes`, `placeholder`,
-    /// `provider-shape`, `provider-mismatch`, `azure-endpoint`, `azure-api-version`,
-    /// `pattern`, `worker-dotenv`, `source`, `duplicate`, `unquoted-hash`, `dollar`,
-    /// `escape`, `plain-word`, `inherit-secret`, `command` (preflight), `probe-rejected`,
-    /// `probe-unreachable`, `probe-unexpected`, `helper-argv` (see docs/config.md).
-    pub code: &'static str,
-    /// The variable concerned, when there is one.
-    pub key: Option<String>,
-    /// The selected workers that declare the key (or that the finding is about).
-    pub workers: Vec<String>,
-    /// Where the value (or problem) is: `.env:2`, a secret file, `process env`.
-    pub location: Option<String>,
-    /// What is wrong, in one sentence.
-    pub message: String,
-    /// What to do about it.
-    pub hint: Option<String>,
-}
-
-impl Finding {
-    /// Same finding apart from the workers: merged into one line of the report.
-    fn same_as(&self, other: &Finding) -> bool {
-        self.severity == other.severity
-            && self.code == other.code
-            && self.key == other.key
-            && self.location == other.location
-            && self.message == other.message
-            && self.hint == other.hint
-    }
-}
 
 /// One selected worker, for the report header.
 #[derive(Debug, Clone, PartialEq, Eq)]

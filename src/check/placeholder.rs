@@ -4,10 +4,11 @@
 //! where a value such as `none`, `dummy` or `https://example.com/…` cannot be real.
 //! Like every rule, no part of the value reaches a message.
 
-use crate::sources::Severity;
+use crate::diag::Severity;
 
+use super::hit::{Hit, hit};
+use super::input::ValueInput;
 use super::provider::{Family, Host};
-use super::rules::{Hit, ValueInput, hit};
 
 /// Prefixes a placeholder may carry (`sk-xxxx`, `AIzaXXXX`).
 const KEY_PREFIXES: &[&str] = &[

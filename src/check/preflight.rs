@@ -7,10 +7,11 @@
 //! `check`, `run` and every re-read get these findings from
 //! [`crate::validate`], so `check` reports exactly what would stop `run`.
 
-use super::Finding;
 use crate::config::StartMode;
+use crate::diag::Finding;
+use crate::diag::Severity;
 use crate::plan::{Plan, WorkerPlan};
-use crate::sources::{ProcessEnv, Severity, Snapshot};
+use crate::sources::{ProcessEnv, Snapshot};
 
 /// One `command` error finding per worker of `workers` (every worker of the plan
 /// when empty) that could not be started. Never holds a value: the messages name

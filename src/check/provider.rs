@@ -7,9 +7,9 @@
 //! words and never quote a value.
 
 use crate::config::Provider;
-use crate::sources::Severity;
+use crate::diag::Severity;
 
-use super::rules::{Hit, hit};
+use super::hit::{Hit, hit};
 
 /// A provider whose keys have a recognisable shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,8 +9,10 @@ use std::fmt::Write as _;
 use anstyle::{AnsiColor, Style};
 use serde_json::json;
 
-use super::{Finding, Report, location_file};
-use crate::sources::{Severity, SourceStatus};
+use super::{Report, location_file};
+use crate::diag::Finding;
+use crate::diag::Severity;
+use crate::sources::SourceStatus;
 
 /// Widest key or worker list that still sets the column width; longer ones just
 /// push the rest of their own line to the right.

@@ -8,91 +8,13 @@
 //! own text (a `pattern`) and at most a length. No rule ever copies any part of a
 //! value into its output, so findings can be printed anywhere.
 
-use regex::Regex;
-
-use crate::secret::Provenance;
-use crate::sources::Severity;
+use crate::diag::Severity;
 use crate::sources::dotenv::{Quote, RecordNote};
 
+pub(crate) use super::hit::{Hit, hit};
+pub(crate) use super::input::{Origin, ValueInput};
 use super::placeholder::placeholder_hit;
-use super::provider::{self, Family, Host};
-
-/// One rule's verdict; the caller adds the key's workers and location.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Hit {
-    pub severity: Severity,
-    pub code: &'static str,
-    pub message: String,
-    pub hint: Option<String>,
-}
-
-pub(super) fn hit(
-    severity: Severity,
-    code: &'static str,
-    message: String,
-    hint: impl Into<Option<String>>,
-) -> Hit {
-    Hit {
-        severity,
-        code,
-        message,
-        hint: hint.into(),
-    }
-}
-
-/// Where a value was written, which decides how to tell the user to fix it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Origin {
-    /// A dotenv record, with its quoting.
-    Dotenv(Quote),
-    /// A `dir` source file or a `*_FILE` indirection.
-    SecretFile,
-    /// agentsup's own environment.
-    ProcessEnv,
-    /// A `command` source.
-    Command,
-    /// `[env] vars` or a worker's `vars`.
-    Config,
-    /// Anything else.
-    Other,
-}
-
-impl Origin {
-    pub(crate) fn of(provenance: &Provenance, quote: Option<Quote>) -> Origin {
-        match provenance {
-            Provenance::Dotenv { .. } => Origin::Dotenv(quote.unwrap_or(Quote::None)),
-            Provenance::SecretFile { .. } | Provenance::FileIndirection { .. } => {
-                Origin::SecretFile
-            }
-            Provenance::ProcessEnv => Origin::ProcessEnv,
-            Provenance::Command { .. } => Origin::Command,
-            Provenance::GlobalVars | Provenance::WorkerVars => Origin::Config,
-            Provenance::Agentsup => Origin::Other,
-        }
-    }
-}
-
-/// What one value is checked against.
-pub(crate) struct ValueInput<'a> {
-    /// The variable name.
-    pub key: &'a str,
-    /// The value the worker would get.
-    pub value: &'a str,
-    /// Where it was written.
-    pub origin: Origin,
-    /// Secret-shaped (by name or `secret = true`) or provider-shaped: the broad
-    /// placeholder rules (not only the plain ones every value gets), the `#` and `$`
-    /// rules apply, and stray whitespace is an error, not a warning.
-    pub credential: bool,
-    /// The provider, and whether `[keys.X] provider` named it (else inferred).
-    pub provider: Option<(Family, bool)>,
-    /// Where the worker's base URL for that provider points.
-    pub host: Host,
-    /// `[keys.X] pattern`: its text and the compiled regex.
-    pub pattern: Option<&'a (String, Regex)>,
-    /// Dotenv notes for the record.
-    pub notes: &'a [RecordNote],
-}
+use super::provider;
 
 /// Runs every value rule, suppressing findings that only restate an earlier one
 /// (a placeholder does not also get a provider-shape error).

@@ -2,6 +2,8 @@
 
 use super::*;
 use crate::check::placeholder::placeholder_kind;
+use crate::check::provider::{Family, Host};
+use regex::Regex;
 
 const OPENAI: &str = "sk-Zq8xN3vR7tY2wK5mP9aB4cD6eF1gH0jL3nQ7sT9uVwXyA1b2";
 const PROJ: &str = "sk-proj-Zq8xN3vR7tY2wK5mP9aB4cD6eF1gH0jL3nQ7sT9uVwXyA1b2_-Ab";

@@ -6,9 +6,9 @@ use std::path::Path;
 
 use super::provider::{self, Family, Host};
 use super::{Ctx, Finding, expose, nonempty};
+use crate::diag::Severity;
 use crate::env::BuiltEnv;
 use crate::plan::{SourceKindPlan, WorkerPlan};
-use crate::sources::Severity;
 
 impl Ctx<'_> {
     /// Azure OpenAI needs an https endpoint and an API version in the worker's own

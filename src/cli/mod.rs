@@ -11,7 +11,7 @@ pub use args::*;
 use crate::exit::{Error, Result, code};
 use crate::output::stdout::{ReportFormat, want_color, write_stdout};
 use crate::plan;
-use crate::sources::{self, ProcessEnv};
+use crate::sources::ProcessEnv;
 use crate::validate::{self, Scope, SpawnRunner, Validation};
 
 /// Runs the parsed command line; returns the exit code.
@@ -118,7 +118,7 @@ fn cmd_env(a: EnvArgs) -> Result<u8> {
     let mut problems: Vec<String> = snap
         .problems
         .iter()
-        .filter(|p| p.severity == sources::Severity::Error)
+        .filter(|p| p.severity == crate::diag::Severity::Error)
         .map(|p| format!("{}: {}", p.location, p.message))
         .collect();
     for k in &built.missing {

@@ -51,6 +51,13 @@ pub(super) fn message(text: &str, span: Option<Range<usize>>, raw: &str) -> Stri
             None => format!("unknown field {given}, expected {expected}"),
         };
     }
+    // Our own value errors (durations, signals) name the problem, not the field.
+    if ["invalid duration", "duration is", "unknown signal"]
+        .iter()
+        .any(|p| raw.starts_with(p))
+    {
+        return format!("{subject}{raw}");
+    }
     raw.to_string()
 }
 

@@ -11,7 +11,7 @@ use toml::Spanned;
 
 use super::*;
 use crate::config::{self, CommandFormat, ConfigFile, SourceKind, StartMode};
-use crate::exit::Located;
+use crate::diag::Located;
 
 pub(super) struct Builder<'a> {
     pub(super) path: &'a Path,

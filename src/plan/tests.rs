@@ -1,6 +1,6 @@
 //! Unit tests of config validation.
 use super::*;
-use crate::exit::Located;
+use crate::diag::Located;
 
 fn plan(text: &str) -> Result<Plan, Vec<Located>> {
     Plan::from_text(Path::new("/tmp/x/supervisor.toml"), text).map_err(|e| match e {

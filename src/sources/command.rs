@@ -361,6 +361,54 @@ mod tests {
     }
 
     #[test]
+    fn every_printed_string_and_number_is_a_value_to_redact() {
+        let out = br#"{"request_id":"9b1d-77aa","data":{"OPENAI_API_KEY":"sk-proj-abc123456","N":3,"ttl":2764800,"ok":true,"list":["first-item-x"]}}"#;
+        let mut got: Vec<(String, String)> = printed_values(out, "/usr/bin/vault")
+            .into_iter()
+            .map(|(k, v)| (k, v.expose().to_string()))
+            .collect();
+        got.sort();
+        let want = [
+            ("N", "3"),
+            ("OPENAI_API_KEY", "sk-proj-abc123456"),
+            ("list", "first-item-x"),
+            ("request_id", "9b1d-77aa"),
+            ("ttl", "2764800"),
+        ];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(got, want);
+        // dotenv output, and a bare JSON string named after the program.
+        let got = printed_values(b"A=one-value\n", "vault");
+        assert_eq!(got[0].0, "A");
+        let got = printed_values(br#""just-a-token""#, "/opt/bin/op");
+        assert_eq!(got[0].0, "op");
+    }
+
+    #[test]
+    fn a_helper_gets_the_inherit_set_and_its_own_list_only() {
+        let penv = super::super::ProcessEnv::from_pairs([
+            ("PATH", "/bin"),
+            ("HOME", "/root"),
+            ("VAULT_ADDR", "http://v"),
+            ("VAULT_TOKEN", "hvs.x"),
+            ("OPENAI_API_KEY", "sk-other-worker"),
+        ]);
+        let set = |globs: &[&str]| {
+            let mut b = globset::GlobSetBuilder::new();
+            for g in globs {
+                b.add(globset::Glob::new(g).unwrap());
+            }
+            b.build().unwrap()
+        };
+        let env = helper_env(&penv, &set(&["PATH", "HOME"]), &set(&["VAULT_*"]));
+        let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["HOME", "PATH", "VAULT_ADDR", "VAULT_TOKEN"]);
+    }
+
+    #[test]
     fn invalid_json_never_echoes_text() {
         let e = parse_json_output(b"{\"K\": sk-secret-value}", None, "c").unwrap_err();
         assert!(!e.message.contains("sk-secret"));

@@ -16,12 +16,12 @@ pub mod dotenv;
 pub mod safe_read;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::plan::{Plan, SourceKindPlan, SourcePlan};
 use crate::secret::{Provenance, Sensitive};
 
+pub use crate::diag::Severity;
 pub use command::{Captured, CommandRunner};
 
 /// agentsup's own environment, captured once at start-up (non-UTF-8 entries are
@@ -87,24 +87,6 @@ pub struct Entry {
     pub quote: Option<dotenv::Quote>,
     /// Raw-text notes from the dotenv parser (unquoted `#`, `$`, …).
     pub notes: Vec<dotenv::RecordNote>,
-}
-
-/// How bad a problem is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Severity {
-    /// Worth knowing; does not stop anything.
-    Warning,
-    /// Stops `run` and makes `check` exit 78.
-    Error,
-}
-
-impl fmt::Display for Severity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Severity::Warning => "warning",
-            Severity::Error => "error",
-        })
-    }
 }
 
 /// A problem met while loading a source. Never holds a value.
