@@ -224,6 +224,18 @@ pub enum RestartMode {
     Never,
 }
 
+/// `stop_target = …` (issue 14): who receives the stop signal.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum StopTarget {
+    /// The worker's whole process group (the default; SPEC 5).
+    #[default]
+    Group,
+    /// The worker's main process only, which stops its own children (Celery's
+    /// prefork pool, gunicorn): the SIGKILL at the timeout still takes the group.
+    Leader,
+}
+
 /// `start = …`.
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -285,6 +297,8 @@ pub struct WorkerEntry {
     pub restart: Option<RestartMode>,
     /// Signal sent to the process group to stop it.
     pub stop_signal: Option<Spanned<SignalName>>,
+    /// `group` (default) or `leader`: who gets the stop signal.
+    pub stop_target: Option<StopTarget>,
     /// Grace before SIGKILL.
     pub stop_timeout: Option<HumanDuration>,
     /// `spawn` or `fork`.

@@ -6,6 +6,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Before anything else: a stop signal or SIGHUP arriving from here on stays
+    // pending until `run` has its handlers, or another command releases it.
+    agentsup::signals::hold_early();
     // Before anything else, and before `run` forks the guard (which inherits it):
     // no process of our uid may read agentsup's memory or environment, and no core
     // file is written (issue 12; see sys::seal). Workers are exec'd and get neither.
@@ -14,6 +17,9 @@ fn main() -> ExitCode {
     }
     agentsup::redact::install_panic_hook();
     let cli = agentsup::cli::Cli::parse();
+    if !matches!(cli.command, agentsup::cli::Command::Run(_)) {
+        agentsup::signals::release_early();
+    }
     match agentsup::cli::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

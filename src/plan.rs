@@ -281,6 +281,8 @@ pub struct WorkerPlan {
     pub stop_signal: nix::sys::signal::Signal,
     /// Grace before SIGKILL.
     pub stop_timeout: Duration,
+    /// Who gets the stop signal (the SIGKILL always goes to the group).
+    pub stop_target: crate::config::StopTarget,
     /// Start mode.
     pub start: StartMode,
     /// Fork settings when `start = "fork"`.

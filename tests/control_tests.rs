@@ -13,13 +13,13 @@ use serde_json::Value;
 use crate::support::*;
 
 /// A sandbox with its own `XDG_RUNTIME_DIR` (`<sandbox>/run`, 0700 like a real one).
-struct Ctl {
-    sb: Sandbox,
-    runtime: PathBuf,
+pub(crate) struct Ctl {
+    pub(crate) sb: Sandbox,
+    pub(crate) runtime: PathBuf,
 }
 
 impl Ctl {
-    fn new(config: &str) -> Ctl {
+    pub(crate) fn new(config: &str) -> Ctl {
         let sb = Sandbox::new();
         sb.config(config);
         let runtime = sb.path().join("run");
@@ -28,22 +28,22 @@ impl Ctl {
         Ctl { sb, runtime }
     }
 
-    fn cmd(&self, args: &[&str]) -> Command {
+    pub(crate) fn cmd(&self, args: &[&str]) -> Command {
         let mut c = self.sb.cmd(args);
         c.env("XDG_RUNTIME_DIR", &self.runtime);
         c
     }
 
-    fn start(&self) -> Running {
+    pub(crate) fn start(&self) -> Running {
         self.sb.spawn_cmd(self.cmd(&["run", "--no-color"]))
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         self.sb.run_cmd(self.cmd(args))
     }
 
     /// `agentsup status --format json`, parsed.
-    fn status(&self) -> Value {
+    pub(crate) fn status(&self) -> Value {
         let out = self.run(&["status", "--format", "json"]);
         out.assert_code(0);
         serde_json::from_str(&out.stdout)
@@ -52,7 +52,7 @@ impl Ctl {
 
     /// Pids of every replica by `worker.N`, once the supervisor answers and every
     /// replica runs.
-    fn running_pids(&self, expect: usize) -> Vec<(String, i32)> {
+    pub(crate) fn running_pids(&self, expect: usize) -> Vec<(String, i32)> {
         let mut last = String::new();
         let mut pids = Vec::new();
         let ok = wait_until(PATIENCE, || {
@@ -73,7 +73,7 @@ impl Ctl {
     }
 
     /// The only socket in the runtime dir.
-    fn socket(&self) -> PathBuf {
+    pub(crate) fn socket(&self) -> PathBuf {
         let dir = self.runtime.join("agentsup");
         let socks: Vec<PathBuf> = std::fs::read_dir(&dir)
             .unwrap()
@@ -85,7 +85,7 @@ impl Ctl {
     }
 }
 
-fn pids_of(status: &Value) -> Vec<(String, i32)> {
+pub(crate) fn pids_of(status: &Value) -> Vec<(String, i32)> {
     status["replicas"]
         .as_array()
         .unwrap()
@@ -99,7 +99,7 @@ fn pids_of(status: &Value) -> Vec<(String, i32)> {
         .collect()
 }
 
-fn pid(pids: &[(String, i32)], label: &str) -> i32 {
+pub(crate) fn pid(pids: &[(String, i32)], label: &str) -> i32 {
     pids.iter()
         .find(|(l, _)| l == label)
         .unwrap_or_else(|| panic!("no {label} in {pids:?}"))

@@ -213,14 +213,13 @@ fn terminal_controls_cannot_hide_a_key_or_forge_an_event() {
     }
 }
 
-/// VmHWM (peak RSS) of `pid`, in KiB.
-fn peak_rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+/// VmHWM (peak RSS) of `pid`, in KiB; `None` once it has exited.
+fn peak_rss_kib(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/PID/status")
 }
 
 #[test]
@@ -255,7 +254,7 @@ on_give_up = "keep"
 [[source]]
 type = "dir"
 path = "secrets"
-max_size = "4MiB"   # the default cap (64 KiB) would refuse the file before redaction is tried
+max_size = "4MiB"
 
 [[worker]]
 name = "big"
@@ -273,10 +272,17 @@ restart = "never"
     let mut run = sb.spawn(&["run", "--no-color"]);
     let mut peak = 0;
     let printed = wait_until(Duration::from_secs(90), || {
-        peak = peak.max(peak_rss_kib(run.pid()));
-        run.output().contains("printed")
+        let now = peak_rss_kib(run.pid());
+        peak = peak.max(now.unwrap_or(0));
+        now.is_none() || run.output().contains("printed")
     });
-    peak = peak.max(peak_rss_kib(run.pid()));
+    let last = peak_rss_kib(run.pid());
+    assert!(
+        last.is_some(),
+        "agentsup exited:\n{}",
+        run.output().chars().take(3000).collect::<String>()
+    );
+    peak = peak.max(last.unwrap_or(0));
     run.signal(15);
     assert!(run.wait_exit(Duration::from_secs(30)).is_some());
     let all = run.output();
@@ -300,6 +306,14 @@ restart = "never"
         "agentsup peak RSS {peak} KiB with a 2 MB secret"
     );
     eprintln!("agentsup peak RSS (VmHWM) with a 2 MB secret: {peak} KiB");
+
+    // With the default 64 KiB cap of a `dir` source, the value is refused with
+    // the key (its file) named, before anything starts.
+    let config = std::fs::read_to_string(sb.path().join("supervisor.toml")).unwrap();
+    sb.config(&config.replace("max_size = \"4MiB\"\n", ""));
+    let out = sb.run(&["check"]);
+    out.assert_no_leak(&big[..64]).assert_contains("BIG_BLOB");
+    assert_ne!(out.code, Some(0), "{}", out.all());
 }
 
 #[test]

@@ -296,3 +296,40 @@ fn out_of_file_descriptors_is_a_message_naming_the_limit_and_sigterm_stops_clean
     assert_all_die(&started, "a replica", "agentsup's stop");
     assert!(!run.output().contains("panicked"), "{}", run.output());
 }
+
+#[test]
+fn a_full_disk_on_stdout_does_not_stop_the_run() {
+    let sb = Sandbox::new();
+    sb.config(
+        "[supervisor]\nshutdown_timeout = \"3s\"\n\n[[worker]]\nname = \"p\"\n\
+         command = [\"sh\", \"-c\", \"echo $$ > p.pid; while :; do echo hi; sleep 0.1; done\"]\n",
+    );
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let mut cmd = sb.cmd(&["run"]);
+    cmd.stdout(full).stderr(Stdio::piped()).process_group(0);
+    let mut child = cmd.spawn().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    // The worker starts although the check report could not be written.
+    let worker = read_pid(&sb, "p.pid");
+    signal(child.id() as i32, 15);
+    let mut status = None;
+    wait_until(PATIENCE, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    if status.is_none() {
+        signal(-(child.id() as i32), 9);
+    }
+    let err = err.join().unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{err}");
+    assert!(!alive(worker));
+    assert!(err.contains("No space left on device"), "{err}");
+}

@@ -199,6 +199,7 @@ pub fn run(
         }
         out.extend(worker::google_both(w, &built));
         out.extend(ctx.worker_dotenv(w, &built));
+        out.extend(worker::stop_fits(plan, w));
     }
 
     Report {

@@ -178,3 +178,40 @@ pub(super) fn google_both(w: &WorkerPlan, built: &BuiltEnv) -> Option<Finding> {
         hint: Some("keep one of the two".to_string()),
     })
 }
+
+/// A worker's `stop_timeout` that the global shutdown cannot hold: agentsup
+/// SIGKILLs whatever is left at 90 % of `shutdown_timeout`, so a worker still
+/// finishing its task (a Celery warm shutdown) is killed before its own timeout,
+/// and its task is lost (issue 14).
+pub(super) fn stop_fits(plan: &crate::plan::Plan, w: &WorkerPlan) -> Option<Finding> {
+    let shutdown = plan.supervisor.shutdown_timeout;
+    let kill_at = shutdown.mul_f64(0.9);
+    // Equal defaults (10 s and 10 s) are the common case and stay quiet: the
+    // worker's grace is cut by a tenth at worst. A longer stop_timeout than the
+    // whole shutdown is a config that cannot do what it says.
+    if w.stop_timeout <= shutdown {
+        return None;
+    }
+    let needed = w.stop_timeout.mul_f64(1.0 / 0.9) + std::time::Duration::from_secs(1);
+    Some(Finding {
+        severity: Severity::Warning,
+        code: "stop-timeout",
+        key: None,
+        workers: vec![w.name.clone()],
+        location: Some(format!("{}:{}", plan.config_path.display(), w.line)),
+        message: format!(
+            "worker {}'s stop_timeout ({}) does not fit in [supervisor] shutdown_timeout ({}): at shutdown \
+             agentsup SIGKILLs what is left after {}, before this worker's own grace ends",
+            w.name,
+            humantime::format_duration(w.stop_timeout),
+            humantime::format_duration(shutdown),
+            humantime::format_duration(
+                std::time::Duration::from_millis(kill_at.as_millis() as u64)
+            ),
+        ),
+        hint: Some(format!(
+            "raise shutdown_timeout to at least {} (and keep it below your orchestrator's grace period)",
+            humantime::format_duration(std::time::Duration::from_secs(needed.as_secs().max(1)))
+        )),
+    })
+}

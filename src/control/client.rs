@@ -7,6 +7,13 @@
 //! the client's environment may differ from the supervisor's (`XDG_RUNTIME_DIR` is
 //! set in a login shell and unset under `docker exec`, cron or `sudo`).
 //!
+//! Trust: the client talks only to a socket file it owns, served by a process of
+//! its own uid or root (`SO_PEERCRED`); a socket of another user found on the way
+//! is skipped (and named if nothing else answers). Everything it prints that came
+//! from the server is sanitised: control characters (C0, DEL, C1) and bidi
+//! overrides are shown escaped (`\x1b`, `\u{202e}`), so a server, or a name in its
+//! answer, cannot drive the terminal or forge a line.
+//!
 //! Exit codes: 0 done; 1 the supervisor refused the request, or no supervisor is
 //! running for this config; 78 the config file was not found.
 
@@ -30,9 +37,10 @@ const RELOAD: Duration = Duration::from_secs(300);
 /// See [`super::cmd_status`].
 pub(super) fn cmd_status(config: Option<&Path>, format: ReportFormat) -> Result<u8> {
     let r = ask(config, &ControlRequest::Status, QUICK)?;
-    let status = r
-        .status
-        .ok_or_else(|| Error::Runtime("the supervisor answered `status` without one".into()))?;
+    let status =
+        sanitize_status(r.status.ok_or_else(|| {
+            Error::Runtime("the supervisor answered `status` without one".into())
+        })?);
     let text = match format {
         ReportFormat::Text => render_table(&status),
         ReportFormat::Json => {
@@ -53,14 +61,14 @@ pub(super) fn cmd_restart(config: Option<&Path>, target: &str) -> Result<u8> {
         target: target.to_string(),
     };
     let r = ask(config, &req, QUICK)?;
-    write_stdout(&format!("{}\n", r.message))?;
+    write_stdout(&format!("{}\n", sanitize(&r.message)))?;
     Ok(code::OK)
 }
 
 /// See [`super::cmd_reload`].
 pub(super) fn cmd_reload(config: Option<&Path>) -> Result<u8> {
     let r = ask(config, &ControlRequest::Reload, RELOAD)?;
-    write_stdout(&format!("{}\n", r.message))?;
+    write_stdout(&format!("{}\n", sanitize(&r.message)))?;
     Ok(code::OK)
 }
 
@@ -86,25 +94,43 @@ fn ask(flag: Option<&Path>, req: &ControlRequest, patience: Duration) -> Result<
     if r.ok {
         Ok(r)
     } else {
-        Err(Error::Runtime(r.message))
+        Err(Error::Runtime(sanitize(&r.message)))
     }
 }
 
-/// Connects to the first place holding a live socket for `canonical`.
+/// Connects to the first place holding a live socket for `canonical` that we
+/// trust: a socket file we own, served by our uid or root.
 fn connect(canonical: &Path) -> Result<(UnixStream, PathBuf)> {
+    use std::os::unix::fs::MetadataExt;
     let uid = path::euid();
     let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR");
     let candidates = path::candidates(canonical, runtime_dir.as_deref(), uid);
     let mut stale = None;
+    let mut foreign = Vec::new();
     for c in &candidates {
-        let is_socket = std::fs::symlink_metadata(&c.socket)
-            .map(|m| m.file_type().is_socket())
-            .unwrap_or(false);
-        if !is_socket {
+        let meta = match std::fs::symlink_metadata(&c.socket) {
+            Ok(m) if m.file_type().is_socket() => m,
+            _ => continue,
+        };
+        if meta.uid() != uid {
+            foreign.push(format!(
+                "{} (its file belongs to uid {})",
+                c.socket.display(),
+                meta.uid()
+            ));
             continue;
         }
         match UnixStream::connect(&c.socket) {
-            Ok(s) => return Ok((s, c.socket.clone())),
+            Ok(s) => match peer_uid(&s) {
+                // The file may have been swapped between the look and the
+                // connect: the server's own credentials decide.
+                Some(p) if p == uid || p == 0 => return Ok((s, c.socket.clone())),
+                p => foreign.push(format!(
+                    "{} (served by uid {})",
+                    c.socket.display(),
+                    p.map_or_else(|| "unknown".to_string(), |p| p.to_string())
+                )),
+            },
             Err(e) if e.kind() == ErrorKind::PermissionDenied => {
                 return Err(Error::Runtime(format!(
                     "cannot connect to the control socket {} of {}: permission denied; it belongs to the user running that supervisor (run this command as that user)",
@@ -116,9 +142,15 @@ fn connect(canonical: &Path) -> Result<(UnixStream, PathBuf)> {
         }
     }
     let config = canonical.display();
-    let hint = format!(
+    let mut hint = format!(
         "  hint: `agentsup run -c {config}` starts one; status, restart and reload talk to a running supervisor"
     );
+    if !foreign.is_empty() {
+        hint.push_str(&format!(
+            "\n  ignored (not yours, never talked to): {}; a supervisor of another user is reached only as that user",
+            foreign.join(", ")
+        ));
+    }
     if let Some((socket, e)) = stale {
         return Err(Error::Runtime(format!(
             "no agentsup run is serving {config}: its control socket {} is left over from a run that ended without cleaning up (killed?): {e}\n{hint}",
@@ -131,6 +163,49 @@ fn connect(canonical: &Path) -> Result<(UnixStream, PathBuf)> {
         "no agentsup run is serving {config}: there is no control socket at {}\n{hint}",
         primary.display()
     )))
+}
+
+/// The uid of the process serving `s` (`SO_PEERCRED`).
+fn peer_uid(s: &UnixStream) -> Option<u32> {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    getsockopt(s, PeerCredentials).ok().map(|c| c.uid())
+}
+
+/// `text` with every character a terminal would act on shown escaped: C0
+/// controls (newline and tab too: one answer is one line), DEL, C1 controls and
+/// the bidi overrides that reorder what is shown.
+pub(crate) fn sanitize(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for ch in text.chars() {
+        match ch {
+            '\u{0}'..='\u{1f}' | '\u{7f}' => out.push_str(&format!("\\x{:02x}", ch as u32)),
+            '\u{80}'..='\u{9f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {
+                out.push_str(&format!("\\u{{{:x}}}", ch as u32));
+            }
+            _ => out.push(ch),
+        }
+    }
+    out
+}
+
+/// Every string of a [`Status`] through [`sanitize`], for the table and the JSON
+/// alike (`jq -r` would turn an escaped `\u001b` back into ESC).
+fn sanitize_status(mut s: Status) -> Status {
+    s.config = sanitize(&s.config);
+    for r in &mut s.replicas {
+        r.worker = sanitize(&r.worker);
+        r.state = sanitize(&r.state);
+        r.last_exit = r.last_exit.as_deref().map(sanitize);
+    }
+    s.counters.restarts = std::mem::take(&mut s.counters.restarts)
+        .into_iter()
+        .map(|((w, why), n)| ((sanitize(&w), sanitize(&why)), n))
+        .collect();
+    s.counters.auth_failures = std::mem::take(&mut s.counters.auth_failures)
+        .into_iter()
+        .map(|(w, n)| (sanitize(&w), n))
+        .collect();
+    s
 }
 
 /// One request, one answer line.
@@ -255,6 +330,33 @@ pub(crate) fn render_table(s: &Status) -> String {
 mod tests {
     use super::*;
     use crate::status::ReplicaStatus;
+
+    #[test]
+    fn what_the_server_sends_cannot_drive_the_terminal() {
+        assert_eq!(sanitize("plain: ok, ü"), "plain: ok, ü");
+        assert_eq!(
+            sanitize("\u{1b}]0;pwned\u{7}\rx\nagentsup | y\u{0}\u{7f}"),
+            "\\x1b]0;pwned\\x07\\x0dx\\x0aagentsup | y\\x00\\x7f"
+        );
+        assert_eq!(sanitize("\u{9b}31m \u{202e}abc"), "\\u{9b}31m \\u{202e}abc");
+        let mut s = Status {
+            config: "/srv/\u{1b}[2J.toml".into(),
+            replicas: vec![ReplicaStatus {
+                worker: "w\u{8}".into(),
+                replica: 0,
+                pid: None,
+                state: "running\r".into(),
+                uptime_secs: None,
+                restarts: 0,
+                last_exit: Some("\u{1b}c".into()),
+            }],
+            ..Status::default()
+        };
+        s.counters.auth_failures.insert("w\u{1b}".into(), 1);
+        let json = wire::status_to_json(&sanitize_status(s)).to_string();
+        assert!(!json.contains("\\u001b") && !json.contains("\\b"), "{json}");
+        assert!(json.contains(r"\\x1b[2J"), "{json}");
+    }
 
     #[test]
     fn uptimes_read_at_a_glance() {

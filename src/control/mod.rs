@@ -2,21 +2,26 @@
 //! to a running `agentsup run` of the same config.
 //!
 //! - Where: [`socket_path`]; the rules are in the `path` module's docs
-//!   (`$XDG_RUNTIME_DIR/agentsup/<stem>-<hash>.sock`, else
-//!   `.<stem>.agentsup.sock` beside the config, else
-//!   `/tmp/agentsup-<uid>/<stem>-<hash>.sock`). The socket is `0600`, its directory
-//!   `0700` when we create it, and only our own uid (or root) is served.
+//!   (`$XDG_RUNTIME_DIR/agentsup/`, else beside the config when no other user can
+//!   write its directory, else `/run/user/<uid>/agentsup/`, else
+//!   `/tmp/agentsup-<uid>/`). The socket is `0600`, its directory never one other
+//!   users can write.
+//! - Who: only our own uid (or root), and never a process running under agentsup
+//!   (a worker): see the `server` module. Clients talk only to a socket file they
+//!   own served by their uid or root, and escape what they print from it.
 //! - Protocol: one JSON request per line, one JSON answer per line (see the `wire`
 //!   module): `{"cmd":"status"}`, `{"cmd":"restart","target":"NAME[.N]"}`,
 //!   `{"cmd":"reload"}` → `{"ok":…,"message":…,"status":…}`. Requests longer than
 //!   64 KiB and malformed JSON get an `ok: false` answer, never a panic.
-//! - One supervisor per config: [`bind`] refuses while another run of the same
-//!   config is alive (naming its pid and the socket), and replaces the socket left
-//!   by a run that was killed.
+//! - One supervisor per config: [`bind`] takes a lock that does not depend on the
+//!   environment, probes every candidate socket, refuses while another run of the
+//!   same config is alive (naming its pid and the socket), and replaces the socket
+//!   left by a run that was killed.
 //! - `status` is answered from the last published [`Status`] snapshot; `restart`
 //!   and `reload` go to the dispatcher, which answers through a oneshot.
 
 mod client;
+mod conns;
 mod path;
 mod server;
 pub mod wire;

@@ -1,22 +1,39 @@
 //! Where the control socket of a config lives, the same answer in `run` and in the
-//! clients (SPEC 8).
+//! clients (SPEC 8), and where the single-run lock is.
 //!
-//! Rules, in order; the first place that is usable and whose path fits in
-//! `sun_path` (107 bytes plus the NUL) wins:
+//! Socket places, in order; the server takes the first that is usable and whose
+//! path fits in `sun_path` (107 bytes plus the NUL), after probing every one of
+//! them for a live supervisor; clients look in all of them:
 //!
 //! 1. `$XDG_RUNTIME_DIR/agentsup/<stem>-<hash>.sock`, when `XDG_RUNTIME_DIR` is an
-//!    absolute directory of ours that we can write. `agentsup/` is created `0700`.
-//! 2. `<config dir>/.<stem>.agentsup.sock`, when we can write the config's directory.
-//! 3. `/tmp/agentsup-<uid>/<stem>-<hash>.sock`, the short fallback (the tmux layout):
+//!    absolute directory of ours that no other user can write. `agentsup/` is
+//!    created `0700`.
+//! 2. `<config dir>/.<stem>.agentsup.sock`, when the config's directory belongs to
+//!    us (or root), no other user can write it (no group or other write bit, so
+//!    never `/tmp`), and we can.
+//! 3. `/run/user/<uid>/agentsup/<stem>-<hash>.sock`, when `/run/user/<uid>` is a
+//!    directory of ours: where `XDG_RUNTIME_DIR` points in a login session, so a
+//!    client run from cron, `sudo` or `docker exec` (no `XDG_RUNTIME_DIR`) still
+//!    finds a supervisor started from a login shell.
+//! 4. `/tmp/agentsup-<uid>/<stem>-<hash>.sock`, the short fallback (the tmux layout):
 //!    the directory is created `0700` and must belong to us.
 //!
+//! A directory other users can write is never used: someone else could plant a
+//! socket there for our clients to talk to, or one in our way. A socket file that
+//! belongs to another user is neither ours nor a reason to refuse to start.
+//!
+//! The single-run lock does not depend on the environment: it is always
+//! `/tmp/agentsup-<uid>/<stem>-<hash>.lock` ([`lock_path`]), so a run from a login
+//! shell and one from cron (with and without `XDG_RUNTIME_DIR`) meet there.
+//!
 //! `<hash>` is 12 hex digits of FNV-1a over the canonical (symlink-free, absolute)
-//! config path, so two configs never share a socket in 1 and 3, and every spelling
-//! of one config path (relative, through a symlink) finds the same one. FNV-1a is
-//! written out here because std's hasher may change between Rust releases, and a
-//! client built later must still find a running supervisor. `<stem>` is the config's
-//! file name without a trailing `.toml`; in 1 and 3 it is reduced to
-//! `[A-Za-z0-9._-]` and 40 bytes, because it is only there for people to read.
+//! config path, so two configs never share a socket in 1, 3 and 4, and every
+//! spelling of one config path (relative, through a symlink) finds the same one.
+//! FNV-1a is written out here because std's hasher may change between Rust
+//! releases, and a client built later must still find a running supervisor.
+//! `<stem>` is the config's file name without a trailing `.toml`; in 1, 3 and 4 it
+//! is reduced to `[A-Za-z0-9._-]` and 40 bytes, because it is only there for people
+//! to read.
 
 use std::ffi::{OsStr, OsString};
 use std::io::ErrorKind;
@@ -29,13 +46,15 @@ use nix::unistd::{AccessFlags, access};
 /// Longest usable socket path: `sun_path` holds 108 bytes including the NUL.
 pub(crate) const MAX_SOCKET_PATH: usize = 107;
 
-/// Which of the three rules produced a [`Candidate`].
+/// Which of the rules produced a [`Candidate`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Place {
     /// `$XDG_RUNTIME_DIR/agentsup/`.
     RuntimeDir,
     /// Beside the config file.
     BesideConfig,
+    /// `/run/user/<uid>/agentsup/`.
+    UserRunDir,
     /// `/tmp/agentsup-<uid>/`.
     Tmp,
 }
@@ -140,7 +159,15 @@ pub(crate) fn candidates(
             dir: dir.to_path_buf(),
         });
     }
-    let dir = PathBuf::from(format!("/tmp/agentsup-{uid}"));
+    let dir = PathBuf::from(format!("/run/user/{uid}/agentsup"));
+    if !out.iter().any(|c| c.dir == dir) {
+        out.push(Candidate {
+            place: Place::UserRunDir,
+            socket: dir.join(&name),
+            dir,
+        });
+    }
+    let dir = tmp_dir(uid);
     out.push(Candidate {
         place: Place::Tmp,
         socket: dir.join(&name),
@@ -148,6 +175,24 @@ pub(crate) fn candidates(
     });
     out.retain(|c| c.socket.as_os_str().len() <= MAX_SOCKET_PATH);
     out
+}
+
+/// `/tmp/agentsup-<uid>`: the private directory that does not depend on the
+/// environment (`TMPDIR` is ignored too).
+pub(crate) fn tmp_dir(uid: u32) -> PathBuf {
+    PathBuf::from(format!("/tmp/agentsup-{uid}"))
+}
+
+/// The single-run lock of `canonical`, the same whatever the environment.
+pub(crate) fn lock_path(canonical: &Path, uid: u32) -> PathBuf {
+    tmp_dir(uid)
+        .join(hashed_name(canonical))
+        .with_extension("lock")
+}
+
+/// Creates (or checks) the lock's directory: see [`private_dir`].
+pub(crate) fn lock_dir(uid: u32) -> Result<(), String> {
+    private_dir(&tmp_dir(uid), uid, true)
 }
 
 /// Whether the server may put its socket at `c`. With `create`, directories we own
@@ -169,12 +214,49 @@ pub(crate) fn check(c: &Candidate, uid: u32, create: bool) -> Result<(), String>
                     rt.display()
                 ));
             }
+            not_shared(rt, &meta)?;
             writable(rt)?;
             private_dir(&c.dir, uid, create)
         }
-        Place::BesideConfig => writable(&c.dir),
+        Place::BesideConfig => {
+            let meta =
+                std::fs::metadata(&c.dir).map_err(|e| format!("{}: {e}", c.dir.display()))?;
+            if meta.uid() != uid && meta.uid() != 0 {
+                return Err(format!(
+                    "the config's directory {} belongs to uid {}, who could replace the socket",
+                    c.dir.display(),
+                    meta.uid()
+                ));
+            }
+            not_shared(&c.dir, &meta)?;
+            writable(&c.dir)
+        }
+        Place::UserRunDir => {
+            let run = c.dir.parent().unwrap_or(Path::new("/"));
+            match std::fs::symlink_metadata(run) {
+                Ok(m) if m.is_dir() && m.uid() == uid => {
+                    not_shared(run, &m)?;
+                    private_dir(&c.dir, uid, create)
+                }
+                Ok(_) => Err(format!("{} is not a directory of uid {uid}", run.display())),
+                Err(e) => Err(format!("{}: {e}", run.display())),
+            }
+        }
         Place::Tmp => private_dir(&c.dir, uid, create),
     }
+}
+
+/// A directory whose group or other users may create files (`/tmp`, a `0775`
+/// project directory) is not for our socket.
+fn not_shared(dir: &Path, meta: &std::fs::Metadata) -> Result<(), String> {
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{} is writable by other users (mode {:o}), who could plant a socket there",
+            dir.display(),
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(())
 }
 
 fn writable(dir: &Path) -> Result<(), String> {
@@ -246,15 +328,15 @@ mod tests {
     fn candidates_follow_the_rules_in_order() {
         let c = candidates(
             Path::new("/srv/app/supervisor.toml"),
-            Some(OsStr::new("/run/user/1000")),
+            Some(OsStr::new("/var/xdg/1000")),
             1000,
         );
         let h = short_hash(Path::new("/srv/app/supervisor.toml"));
-        assert_eq!(c.len(), 3);
+        assert_eq!(c.len(), 4);
         assert_eq!(c[0].place, Place::RuntimeDir);
         assert_eq!(
             c[0].socket,
-            PathBuf::from(format!("/run/user/1000/agentsup/supervisor-{h}.sock"))
+            PathBuf::from(format!("/var/xdg/1000/agentsup/supervisor-{h}.sock"))
         );
         assert_eq!(
             c[1].socket,
@@ -262,7 +344,23 @@ mod tests {
         );
         assert_eq!(
             c[2].socket,
+            PathBuf::from(format!("/run/user/1000/agentsup/supervisor-{h}.sock"))
+        );
+        assert_eq!(
+            c[3].socket,
             PathBuf::from(format!("/tmp/agentsup-1000/supervisor-{h}.sock"))
+        );
+        // XDG_RUNTIME_DIR at its usual place is not listed twice.
+        let c = candidates(
+            Path::new("/srv/app/supervisor.toml"),
+            Some(OsStr::new("/run/user/1000")),
+            1000,
+        );
+        assert_eq!(c.iter().filter(|c| c.place == Place::UserRunDir).count(), 0);
+        // The lock does not depend on the environment.
+        assert_eq!(
+            lock_path(Path::new("/srv/app/supervisor.toml"), 1000),
+            PathBuf::from(format!("/tmp/agentsup-1000/supervisor-{h}.lock"))
         );
         // A relative or empty XDG_RUNTIME_DIR is ignored (the XDG spec says so).
         let c = candidates(Path::new("/srv/app/prod.conf"), Some(OsStr::new("run")), 0);
@@ -277,9 +375,12 @@ mod tests {
         let deep = format!("/{}/supervisor.toml", "d".repeat(120));
         let rt = format!("/{}", "r".repeat(100));
         let c = candidates(Path::new(&deep), Some(OsStr::new(&rt)), 4_294_967_295);
-        assert_eq!(c.len(), 1);
-        assert_eq!(c[0].place, Place::Tmp);
-        assert!(c[0].socket.as_os_str().len() <= MAX_SOCKET_PATH);
+        let places: Vec<Place> = c.iter().map(|c| c.place).collect();
+        assert_eq!(places, [Place::UserRunDir, Place::Tmp]);
+        assert!(
+            c.iter()
+                .all(|c| c.socket.as_os_str().len() <= MAX_SOCKET_PATH)
+        );
         // Odd and long stems are reduced.
         let odd = format!("/etc/{} ü.toml", "n".repeat(80));
         let c = candidates(Path::new(&odd), None, 0);

@@ -2,18 +2,19 @@
 //!
 //! Claiming is what keeps two `agentsup run` of one config apart:
 //!
-//! 1. An exclusive `flock` on `<socket minus .sock>.lock` beside the socket, held
-//!    until exit. Whoever holds it owns the socket path, so removing a stale socket
-//!    can never remove a live one that a run starting at the same moment just
-//!    bound. The lock file holds our pid, for the refusal message.
-//! 2. With the lock held, an existing socket is probed: a `connect` that succeeds
-//!    means a live supervisor (refuse, naming its pid from `SO_PEERCRED`); one that
-//!    is refused means a run that was killed (remove, then bind).
-//! 3. `bind` under a temporary name, `chmod 0600`, then `rename` into place, so the
-//!    socket never appears at its path with a looser mode. The umask is
-//!    process-wide and would race with the workers being spawned, so it is never
-//!    touched; the directory is `0700` where we made it, and every connection's
-//!    peer uid is checked as well.
+//! 1. An exclusive `flock` on `/tmp/agentsup-<uid>/<stem>-<hash>.lock`
+//!    ([`path::lock_path`]), held until exit: one place whatever the environment
+//!    (`XDG_RUNTIME_DIR` set or not), so a run from a login shell and one from cron
+//!    meet there. The lock file holds our pid, for the refusal message.
+//! 2. With the lock held, **every** candidate socket is probed: one that answers,
+//!    served by our uid or root, means a live supervisor (refuse, naming its pid
+//!    from `SO_PEERCRED`); one of ours that is refused was left by a run that was
+//!    killed (removed); one of another user is not ours and ignored.
+//! 3. `bind` at the first usable place under a temporary name, `chmod 0600`, then
+//!    `rename` into place, so the socket never appears at its path with a looser
+//!    mode. The umask is process-wide and would race with the workers being
+//!    spawned, so it is never touched; the directory is one no other user can
+//!    write, and every connection's peer uid is checked as well.
 //!
 //! The socket and the lock file are removed when the [`ControlListener`] is dropped:
 //! at process exit, when the runtime drops the accept task that owns it.
@@ -29,8 +30,9 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
+use super::conns::{Conns, FIRST_REQUEST, IDLE, Slot};
 use super::path::{self, Candidate};
 use super::wire::{self, MAX_REQUEST};
 use crate::status::{ControlRequest, ControlResponse, Status};
@@ -38,10 +40,6 @@ use crate::status::{ControlRequest, ControlResponse, Status};
 /// Where `restart` and `reload` go: the dispatcher, which answers on the oneshot.
 type Requests = mpsc::UnboundedSender<(ControlRequest, oneshot::Sender<ControlResponse>)>;
 
-/// Connections served at once; more wait in the listen backlog.
-const MAX_CONNECTIONS: usize = 32;
-/// A connection idle this long between requests is closed.
-const IDLE: Duration = Duration::from_secs(60);
 /// How long the probe of an existing socket may take before we call it alive.
 const PROBE: Duration = Duration::from_secs(5);
 
@@ -105,9 +103,44 @@ pub(super) async fn bind(config: &Path) -> Result<ControlListener, String> {
     let canonical = path::canonical_config(config);
     let uid = path::euid();
     let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR");
+    let candidates = path::candidates(&canonical, runtime_dir.as_deref(), uid);
+    // The lock first, at the one place every run of this config finds whatever
+    // its environment: whoever holds it owns every candidate socket path, so
+    // removing a stale socket can never remove a live one that a run starting at
+    // the same moment just bound.
+    let lock_path = path::lock_path(&canonical, uid);
+    path::lock_dir(uid).map_err(|e| {
+        format!(
+            "cannot take the single-run lock {} of {}: {e}",
+            lock_path.display(),
+            canonical.display()
+        )
+    })?;
+    let Some(lock) = acquire_lock(&lock_path)? else {
+        let live = find_live(&candidates, uid).await;
+        return Err(already_running(&canonical, live, &lock_path));
+    };
+    // Every candidate probed before one is claimed: a supervisor of this config
+    // started before the lock moved here, or by root, may serve any of them.
+    for c in &candidates {
+        match probe(&c.socket, uid).await {
+            Probe::Live(pid) => {
+                return Err(already_running(
+                    &canonical,
+                    Some((pid, c.socket.clone())),
+                    &lock_path,
+                ));
+            }
+            Probe::Stale => {
+                tracing::debug!("removing stale control socket {}", c.socket.display());
+                let _ = std::fs::remove_file(&c.socket);
+            }
+            Probe::Absent | Probe::NotOurs => {}
+        }
+    }
     let mut skipped = Vec::new();
     let mut chosen: Option<Candidate> = None;
-    for c in path::candidates(&canonical, runtime_dir.as_deref(), uid) {
+    for c in candidates {
         match path::check(&c, uid, true) {
             Ok(()) => {
                 chosen = Some(c);
@@ -124,17 +157,13 @@ pub(super) async fn bind(config: &Path) -> Result<ControlListener, String> {
         ));
     };
     let socket = c.socket;
-    let lock_path = socket.with_extension("lock");
-    let Some(lock) = acquire_lock(&lock_path)? else {
-        return Err(already_running(&canonical, &socket, &lock_path).await);
-    };
     let mut claim = Claim {
         socket: socket.clone(),
         socket_id: None,
         lock_path: lock_path.clone(),
         lock,
     };
-    clear_stale(&canonical, &socket, &lock_path).await?;
+    in_the_way(&canonical, &socket)?;
     // Bind under a temporary name, make it 0600, then rename it into place: the
     // socket never appears at its real path with a looser mode (the umask is
     // process-wide, so it is not touched).
@@ -196,64 +225,100 @@ fn acquire_lock(lock_path: &Path) -> Result<Option<Flock<File>>, String> {
     Err(fail(&"it keeps being replaced"))
 }
 
-/// Probes an existing socket at `socket` (we hold the lock): a live one means
-/// another supervisor, a refused one is left over from a killed run and goes.
-async fn clear_stale(canonical: &Path, socket: &Path, lock_path: &Path) -> Result<(), String> {
+/// What is at a candidate socket path.
+enum Probe {
+    /// Nothing (or nothing we can see).
+    Absent,
+    /// A socket file of another user, or a server of another user: neither ours
+    /// nor a reason to refuse to start.
+    NotOurs,
+    /// Ours, and nobody answers: left by a run that was killed.
+    Stale,
+    /// A supervisor of ours (or root's) answers: its pid (0 if unknown).
+    Live(u32),
+}
+
+/// Probes `socket` for a supervisor of `uid` (or root).
+async fn probe(socket: &Path, uid: u32) -> Probe {
     use std::os::unix::fs::FileTypeExt;
-    let meta = match std::fs::symlink_metadata(socket) {
-        Ok(m) => m,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(format!("{}: {e}", socket.display())),
+    let Ok(meta) = std::fs::symlink_metadata(socket) else {
+        return Probe::Absent;
     };
     if !meta.file_type().is_socket() {
-        return Err(format!(
-            "{} is in the way of the control socket for {}: it is not a socket; remove it if it is not yours",
-            socket.display(),
-            canonical.display()
-        ));
+        // Not a socket: reported if it is in the way of the one we bind.
+        return Probe::Absent;
+    }
+    if meta.uid() != uid && meta.uid() != 0 {
+        return Probe::NotOurs;
     }
     match tokio::time::timeout(PROBE, UnixStream::connect(socket)).await {
+        Ok(Ok(s)) => match s.peer_cred() {
+            Ok(c) if c.uid() == uid || c.uid() == 0 => Probe::Live(
+                c.pid()
+                    .and_then(|p| u32::try_from(p).ok())
+                    .unwrap_or_default(),
+            ),
+            _ => Probe::NotOurs,
+        },
         Ok(Err(e)) if matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::NotFound) => {
-            tracing::debug!("removing stale control socket {}", socket.display());
-            match std::fs::remove_file(socket) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(format!(
-                    "cannot remove the stale control socket {}: {e}",
-                    socket.display()
-                )),
+            if meta.uid() == uid {
+                Probe::Stale
+            } else {
+                Probe::NotOurs
             }
         }
-        // Connected, or could not tell (busy, permission): never remove a socket
-        // someone may be serving.
-        _ => Err(already_running(canonical, socket, lock_path).await),
+        // Could not tell (busy, stuck): never remove a socket someone may be
+        // serving.
+        _ => Probe::Live(0),
     }
 }
 
-/// The refusal of a second `agentsup run`, naming the running one's pid: from the
-/// socket's peer credentials when it answers, else from its lock file.
-async fn already_running(canonical: &Path, socket: &Path, lock_path: &Path) -> String {
-    let from_socket = match tokio::time::timeout(PROBE, UnixStream::connect(socket)).await {
-        Ok(Ok(s)) => s
-            .peer_cred()
-            .ok()
-            .and_then(|c| c.pid())
-            .and_then(|p| u32::try_from(p).ok()),
-        _ => None,
-    };
-    let pid = from_socket.or_else(|| {
-        std::fs::read_to_string(lock_path)
-            .ok()
-            .and_then(|s| s.trim().parse::<u32>().ok())
-    });
+/// The first live supervisor of ours among `candidates`: its pid and socket.
+async fn find_live(candidates: &[Candidate], uid: u32) -> Option<(u32, PathBuf)> {
+    for c in candidates {
+        if let Probe::Live(pid) = probe(&c.socket, uid).await {
+            return Some((pid, c.socket.clone()));
+        }
+    }
+    None
+}
+
+/// A file that is not a socket at the path we are about to bind.
+fn in_the_way(canonical: &Path, socket: &Path) -> Result<(), String> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(socket) {
+        Ok(m) if !m.file_type().is_socket() => Err(format!(
+            "{} is in the way of the control socket for {}: it is not a socket; remove it if it is not yours",
+            socket.display(),
+            canonical.display()
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The refusal of a second `agentsup run`, naming the running one's pid: from
+/// the live socket's peer credentials, else from the lock file.
+fn already_running(canonical: &Path, live: Option<(u32, PathBuf)>, lock_path: &Path) -> String {
+    let pid = live
+        .as_ref()
+        .map(|(p, _)| *p)
+        .filter(|&p| p != 0)
+        .or_else(|| {
+            std::fs::read_to_string(lock_path)
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+        });
     let who = match pid {
         Some(p) => format!("pid {p}"),
         None => "pid unknown".to_string(),
     };
     let config = canonical.display();
+    let place = match &live {
+        Some((_, socket)) => format!("its control socket is {}", socket.display()),
+        None => format!("it holds the lock {}", lock_path.display()),
+    };
     format!(
-        "another agentsup run ({who}) is already supervising {config}; its control socket is {}\n  hint: see it with `agentsup status -c {config}`, or stop it{} before starting another",
-        socket.display(),
+        "another agentsup run ({who}) is already supervising {config}; {place}\n  hint: see it with `agentsup status -c {config}`, or stop it{} before starting another",
         pid.map(|p| format!(" (kill {p})")).unwrap_or_default()
     )
 }
@@ -275,19 +340,24 @@ async fn accept_loop(
 ) {
     // `listener` (and so the socket file) lives exactly as long as this task: the
     // runtime drops it at process exit.
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let conns = Conns::default();
     let me = path::euid();
+    let warned = Warned::default();
     loop {
-        let Ok(permit) = limit.clone().acquire_owned().await else {
-            return;
-        };
         match listener.listener.accept().await {
             Ok((stream, _)) => {
+                conns.make_room().await;
+                let slot = conns.open();
+                let id = slot.id();
                 let (status, requests) = (status.clone(), requests.clone());
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    connection(stream, me, status, requests).await;
+                let warned = warned.clone();
+                let task = tokio::spawn(async move {
+                    connection(stream, me, status, requests, warned, &slot).await;
+                    drop(slot);
                 });
+                // After the spawn: the task may have ended already, then this
+                // finds nothing to update.
+                conns.set_abort(id, task.abort_handle());
             }
             Err(e) => {
                 // EMFILE and the like: say so, and pause so a lasting error does
@@ -307,6 +377,43 @@ fn refuse(message: impl Into<String>) -> ControlResponse {
     }
 }
 
+/// Processes whose refusal was logged already: one warning per worker, not one
+/// per attempt of a worker stuck in a loop. Bounded; past the bound, no more
+/// warnings (the clients are still refused).
+type Warned = Arc<std::sync::Mutex<std::collections::HashSet<u32>>>;
+const MAX_WARNED: usize = 1024;
+
+/// The refusal for a client that runs under agentsup (SO_PEERCRED pid `peer`), or
+/// `None` for one that does not: the operator's shell, `kubectl exec`, cron.
+fn refuse_descendant(
+    peer: u32,
+    status: &watch::Receiver<Arc<Status>>,
+    warned: &Warned,
+) -> Option<ControlResponse> {
+    let top = crate::procfs::descends_from(peer, std::process::id())?;
+    let label = status
+        .borrow()
+        .replicas
+        .iter()
+        .find(|r| r.pid == Some(top))
+        .map(|r| format!("worker {}.{}, pid {top}", r.worker, r.replica));
+    let who = label.unwrap_or_else(|| format!("a process agentsup started, pid {top}"));
+    let first = {
+        let mut w = warned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        w.len() < MAX_WARNED && w.insert(top)
+    };
+    if first {
+        tracing::warn!(
+            "control socket: refused a client (pid {peer}) running under agentsup ({who}): workers may not drive the supervisor; further attempts from it are refused silently"
+        );
+    }
+    Some(refuse(format!(
+        "refused: this client (pid {peer}) runs under agentsup ({who}); workers may not drive the supervisor. Run status, restart and reload from outside the supervised processes (the operator's shell, `docker exec`, `kubectl exec`)"
+    )))
+}
+
 /// Serves one connection: requests are answered in order until EOF, an idle
 /// timeout, or a request too long to be one.
 async fn connection(
@@ -314,8 +421,10 @@ async fn connection(
     me: u32,
     status: watch::Receiver<Arc<Status>>,
     requests: Requests,
+    warned: Warned,
+    slot: &Slot,
 ) {
-    let peer = stream.peer_cred().map(|c| c.uid());
+    let peer = stream.peer_cred();
     let (read, mut write) = stream.into_split();
     let mut send = async |r: &ControlResponse| {
         let mut line = wire::encode_response(r);
@@ -324,8 +433,8 @@ async fn connection(
     };
     // The socket is 0600 in a 0700 directory already; this also holds where the
     // directory is shared, and between bind and chmod.
-    match peer {
-        Ok(uid) if uid == me || uid == 0 => {}
+    let peer = match peer {
+        Ok(c) if c.uid() == me || c.uid() == 0 => c,
         _ => {
             let _ = send(&refuse(
                 "permission denied: only the user running agentsup may use its control socket",
@@ -333,13 +442,26 @@ async fn connection(
             .await;
             return;
         }
-    }
+    };
+    // Workers run as our uid, so the uid says nothing about who is asking: the
+    // operator's shell is never below agentsup, a worker always is.
+    // The answer waits for the request line: a client still writing when we close
+    // would see EPIPE instead of the reason.
+    let refusal = peer
+        .pid()
+        .and_then(|p| u32::try_from(p).ok())
+        .and_then(|p| refuse_descendant(p, &status, &warned));
     let mut reader = BufReader::new(read);
     let mut buf = Vec::new();
+    let mut first = true;
     loop {
         buf.clear();
         let mut limited = (&mut reader).take(MAX_REQUEST as u64 + 1);
-        let n = match tokio::time::timeout(IDLE, limited.read_until(b'\n', &mut buf)).await {
+        // Waiting for a request: closed when silent too long, or to make room.
+        slot.idle();
+        let patience = if first { FIRST_REQUEST } else { IDLE };
+        first = false;
+        let n = match tokio::time::timeout(patience, limited.read_until(b'\n', &mut buf)).await {
             Ok(Ok(n)) => n,
             Ok(Err(_)) | Err(_) => return,
         };
@@ -351,6 +473,11 @@ async fn connection(
                 "request too long (more than {MAX_REQUEST} bytes); send one JSON object per line"
             )))
             .await;
+            return;
+        }
+        slot.busy();
+        if let Some(refusal) = refusal {
+            let _ = send(&refusal).await;
             return;
         }
         if buf.iter().all(u8::is_ascii_whitespace) {

@@ -161,35 +161,35 @@ impl Queue {
     }
 
     /// Queues an event without ever waiting. `note` formats the line that reports
-    /// earlier drops; it is called only when there is one to report.
+    /// earlier drops; it is called only when there is one to report, and never
+    /// under the queue's lock (it takes the redactor's).
     fn push_event(&self, msg: Vec<u8>, note: impl FnOnce(u64) -> Vec<u8>) -> io::Result<()> {
+        let unreported = {
+            let mut st = self.lock();
+            if st.abandoned {
+                st.lost.events += 1;
+                return Ok(());
+            }
+            if st.closed {
+                return Err(closed_error());
+            }
+            if st.event_bytes + msg.len() > self.event_cap {
+                st.lost.events += 1;
+                st.events_dropped_unreported += 1;
+                return Ok(());
+            }
+            std::mem::take(&mut st.events_dropped_unreported)
+        };
+        let note = (unreported > 0).then(|| note(unreported));
         let mut st = self.lock();
-        if st.abandoned {
+        if st.abandoned || st.closed {
             st.lost.events += 1;
             return Ok(());
         }
-        if st.closed {
-            return Err(closed_error());
+        for buf in note.into_iter().chain(std::iter::once(msg)) {
+            st.event_bytes += buf.len();
+            st.msgs.push_back(Msg { buf, event: true });
         }
-        if st.event_bytes + msg.len() > self.event_cap {
-            st.lost.events += 1;
-            st.events_dropped_unreported += 1;
-            return Ok(());
-        }
-        if st.events_dropped_unreported > 0 {
-            let n = std::mem::take(&mut st.events_dropped_unreported);
-            let note = note(n);
-            st.event_bytes += note.len();
-            st.msgs.push_back(Msg {
-                buf: note,
-                event: true,
-            });
-        }
-        st.event_bytes += msg.len();
-        st.msgs.push_back(Msg {
-            buf: msg,
-            event: true,
-        });
         self.data.notify_one();
         Ok(())
     }

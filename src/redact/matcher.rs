@@ -111,19 +111,20 @@ impl WindowIndex {
         if total == 0 {
             return WindowIndex::default();
         }
-        // 16 filter bits per window (about 6% false hits on text that holds no
-        // secret, each costing one table probe), at least 32 Ki bits.
-        let filter_bits = (total * 16).next_power_of_two().max(1 << 15);
+        // 16 filter bits per window, two set per window within one word (about 2%
+        // false hits on text that holds no secret, each costing one table
+        // probe), at least 32 Ki bits.
+        let filter_len = (total * 16).next_power_of_two().max(1 << 15);
         // One to two windows per bucket: 2 to 4 bytes of table per window; a
         // bucket is read only after the filter said yes.
         let buckets = (total / 2).max(1).next_power_of_two();
-        let filter_shift = 64 - filter_bits.trailing_zeros();
+        let filter_shift = 64 - (filter_len / 64).trailing_zeros();
         let bucket_shift = 64 - buckets.trailing_zeros();
-        let mut filter = vec![0u64; filter_bits / 64];
+        let mut filter = vec![0u64; filter_len / 64];
         let mut starts = vec![0u32; buckets + 1];
         for (_, key) in windows() {
-            let h = filter_hash(key, filter_shift);
-            filter[h >> 6] |= 1 << (h & 63);
+            let (word, mask) = filter_bits(key, filter_shift);
+            filter[word] |= mask;
             starts[bucket_hash(key, bucket_shift) + 1] += 1;
         }
         for b in 0..buckets {
@@ -156,8 +157,14 @@ fn window_key(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(w)
 }
 
-fn filter_hash(key: u64, shift: u32) -> usize {
-    (key.wrapping_mul(K_FILTER) >> shift) as usize
+/// The filter word of `key` and the two bits set in it (a blocked Bloom filter:
+/// one load per probe, about a third of the false hits of one bit per key).
+fn filter_bits(key: u64, shift: u32) -> (usize, u64) {
+    // Top bits of a multiplicative hash mix every key bit; low ones do not.
+    let word = (key.wrapping_mul(K_FILTER) >> shift) as usize;
+    let h = (key ^ (key >> 32)).wrapping_mul(K_BUCKET);
+    let mask = (1u64 << (h >> 58)) | (1u64 << ((h >> 52) & 63));
+    (word, mask)
 }
 
 fn bucket_hash(key: u64, shift: u32) -> usize {
@@ -334,16 +341,17 @@ impl Redactor {
         if idx.entries.is_empty() || text.len() < from + RUN_LEN {
             return None;
         }
-        let mut p = from.next_multiple_of(WINDOW);
-        while p + WINDOW <= text.len() {
-            let key = window_key(text, p);
-            let h = filter_hash(key, idx.filter_shift);
-            if idx.filter[h >> 6] & (1 << (h & 63)) != 0
-                && let Some(found) = self.probe(text, from, p, key)
+        let start = from.next_multiple_of(WINDOW);
+        let (filter, shift) = (&idx.filter[..], idx.filter_shift);
+        // chunks_exact: a plain 8-byte load per probe, no bounds checks.
+        for (k, chunk) in text.get(start..)?.chunks_exact(WINDOW).enumerate() {
+            let key = u64::from_le_bytes(chunk.try_into().unwrap_or([0; WINDOW]));
+            let (word, mask) = filter_bits(key, shift);
+            if filter[word] & mask == mask
+                && let Some(found) = self.probe(text, from, start + k * WINDOW, key)
             {
                 return Some(found);
             }
-            p += WINDOW;
         }
         None
     }

@@ -21,31 +21,38 @@
 //! at all, so whatever it is, the terminal shows exactly it.
 
 /// True when `line` holds a byte this module would change: a C0 control other
-/// than tab, DEL, or the lead byte of a C1 control in UTF-8. A word at a time,
-/// because almost every line is plain.
+/// than tab, DEL, or a C1 control in UTF-8 (`C2 80`..`C2 9F`). A word at a time,
+/// because almost every line is plain: per byte, `(b & 0x7f) + 1` is below 0x21
+/// exactly for C0, DEL and the bytes 0x80..0x9F and 0xFF, which then get the exact
+/// test (in UTF-8 text, continuation bytes do).
 pub fn needs_render(line: &[u8]) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    let has = |word: u64, byte: u8| {
-        let x = word ^ (ONES * u64::from(byte));
-        x.wrapping_sub(ONES) & !x & HIGH != 0
-    };
-    let mut chunks = line.chunks_exact(8);
-    for chunk in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(chunk);
-        let word = u64::from_le_bytes(w);
-        let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGH != 0;
-        if (below_space || has(word, 0x7f) || has(word, 0xc2)) && chunk.iter().any(|&b| special(b))
-        {
+    let mut i = 0;
+    while let Some(chunk) = line.get(i..i + 8).and_then(|c| <[u8; 8]>::try_from(c).ok()) {
+        let word = u64::from_le_bytes(chunk);
+        // Each byte of `x` is at most 0x80, so the "byte below n" test is exact.
+        let x = ((word & LOW7) + ONES) & LOW7;
+        if x.wrapping_sub(ONES * 0x21) & !x & HIGH != 0 && special_in(line, i, i + 8) {
             return true;
         }
+        i += 8;
     }
-    chunks.remainder().iter().any(|&b| special(b))
+    special_in(line, i, line.len())
+}
+
+/// Exact test of `line[from..to]`: a C0 control other than tab, DEL, or the
+/// second byte of a C1 control (whose `C2` lead may be before `from`).
+fn special_in(line: &[u8], from: usize, to: usize) -> bool {
+    (from..to).any(|j| {
+        let b = line[j];
+        special(b) || ((0x80..=0x9f).contains(&b) && j > 0 && line[j - 1] == 0xc2)
+    })
 }
 
 fn special(b: u8) -> bool {
-    (b < 0x20 && b != b'\t') || b == 0x7f || b == 0xc2
+    (b < 0x20 && b != b'\t') || b == 0x7f
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -217,10 +224,18 @@ mod tests {
 
     #[test]
     fn needs_render_finds_every_special_byte() {
-        for b in 0u8..=255 {
-            let mut line = b"0123456789abcdefghij".to_vec();
-            line[13] = b;
-            assert_eq!(needs_render(&line), special(b), "byte {b:#x}");
+        for at in [0, 5, 7, 8, 13, 19] {
+            for b in 0u8..=255 {
+                let mut line = b"0123456789abcdefghij".to_vec();
+                line[at] = b;
+                assert_eq!(needs_render(&line), special(b), "byte {b:#x} at {at}");
+            }
+            for c in ['\u{80}', '\u{9b}', '\u{9f}', '\u{a0}', 'é', '\u{1F600}'] {
+                let mut line = "0123456789abcdefghij".to_string();
+                line.insert(at, c);
+                let c1 = ('\u{80}'..='\u{9f}').contains(&c);
+                assert_eq!(needs_render(line.as_bytes()), c1, "{c:?} at {at}");
+            }
         }
         assert!(!needs_render("plain text\twith tab é".as_bytes()));
         assert_eq!(render_str("a\x1b[1mb\nc\0d"), "ab\ncd");

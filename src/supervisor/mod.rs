@@ -6,15 +6,18 @@
 //! actions it returns (spawn, signal a process group, arm a timer, re-read the
 //! sources, log). Nothing else touches replica state.
 //!
-//! Start-up order matters: signal handlers first (an early `docker stop` must not
-//! be lost), then the reaper and the spawner thread, then the sources are loaded
+//! Start-up order matters: signal handlers first, before the guard fork and the
+//! config (an early `docker stop` must not be lost; see [`crate::signals`]), then
+//! the reaper and the spawner thread, then the sources are loaded
 //! **once** and checked; only when the checks pass does any worker start.
 
 mod control_ops;
+mod early_stop;
 mod events;
 mod reread;
 mod rotation;
 mod run_task;
+mod signal_ops;
 mod startup;
 mod sweep;
 
@@ -32,7 +35,7 @@ use crate::plan::{Plan, WorkerPlan};
 use crate::redact::SharedRedactor;
 use crate::replica::{self, Action, Event, Replica, StopSignal};
 use crate::secret::Sensitive;
-use crate::signals::{SignalEvent, Signals};
+use crate::signals::{SignalEvent, SignalStream};
 use crate::sources::{ProcessEnv, Snapshot};
 use crate::spawn::{DEFAULT_RESET_SIGNALS, SpawnSpec, Spawner, kill_group};
 use crate::status::{ControlRequest, ControlResponse, Counters, Status};
@@ -40,6 +43,7 @@ use crate::status::{ControlRequest, ControlResponse, Counters, Status};
 pub use startup::{RunOptions, cmd_run};
 
 use run_task::{RunEvent, RunRequest};
+use signal_ops::signal_name;
 
 /// One replica of one worker, as the dispatcher tracks it.
 struct Slot {
@@ -93,6 +97,10 @@ enum Input {
     },
     /// Automatic re-reads were held after a failed one; the hold is over.
     RereadHoldOver,
+    /// The minimum pause between two re-reads is over (`rotation::REREAD_MIN_INTERVAL`).
+    RereadPaceOver,
+    /// Ignored signals wait to be placed (see `Dispatcher::ignored_signal`).
+    UnplacedSignals,
 }
 
 /// The dispatcher's state.
@@ -113,6 +121,12 @@ struct Dispatcher {
     reread_in_flight: bool,
     /// Another re-read was asked for while one ran; run it when that one ends.
     reread_queued: bool,
+    /// When the last re-read started: the next waits for the minimum interval.
+    reread_last_start: Option<Instant>,
+    /// A re-read waits for the minimum interval.
+    reread_deferred: bool,
+    /// When the earliest armed pace timer fires.
+    reread_pace_at: Option<Instant>,
     /// Holds auth-triggered re-reads back after failed ones.
     reread_pacer: reread::Pacer,
     /// A SIGHUP re-read is pending; restart replicas whose environment changed.
@@ -130,6 +144,10 @@ struct Dispatcher {
     reload_replies: Vec<oneshot::Sender<ControlResponse>>,
     /// The pending re-read was started by a watched source changing.
     watch_triggered: bool,
+    /// Processes whose ignored signals were logged (bounded).
+    signal_warned: std::collections::HashSet<u32>,
+    /// Ignored signals whose sender's worker is not known yet: `(sig, sender, below)`.
+    unplaced_signals: Vec<(i32, u32, u32)>,
 }
 
 impl Dispatcher {
@@ -169,7 +187,15 @@ impl Dispatcher {
                 self.slots[slot].stop_requested = true;
                 // The machine names the group it saw running; the slot's pid is the
                 // same run (older runs' events are dropped before they get here).
-                let _ = kill_group(group as u32, signo);
+                // `stop_target = "leader"` sends the polite signal to the leader
+                // alone (its children are its business); SIGKILL takes the group.
+                let leader_only = matches!(sig, StopSignal::Stop)
+                    && self.worker_of(slot).stop_target == crate::config::StopTarget::Leader;
+                let _ = if leader_only {
+                    crate::spawn::kill_pid(group as u32, signo)
+                } else {
+                    kill_group(group as u32, signo)
+                };
             }
             Action::ArmTimer { at } => self.arm_timer(slot, at),
             Action::RereadSources => {
@@ -285,6 +311,9 @@ impl Dispatcher {
                 }
                 self.slots[slot].pid = Some(pid);
                 self.slots[slot].running_since = Some(Instant::now());
+                if !self.unplaced_signals.is_empty() {
+                    self.place_signals(Some(pid));
+                }
                 self.drive(
                     slot,
                     Event::Spawned {
@@ -368,32 +397,6 @@ impl Dispatcher {
         }
     }
 
-    fn on_signal(&mut self, ev: SignalEvent) {
-        match ev {
-            SignalEvent::Shutdown(sig) => {
-                self.shutdown_signals += 1;
-                if self.shutdown_signals == 1 {
-                    tracing::info!(
-                        "received {}: stopping every worker (a second signal kills at once)",
-                        signal_name(sig)
-                    );
-                    self.begin_shutdown();
-                } else {
-                    tracing::warn!(
-                        "received {} (a second stop signal): killing every worker now",
-                        signal_name(sig)
-                    );
-                    self.kill_all();
-                }
-            }
-            SignalEvent::Reload => {
-                tracing::info!("received SIGHUP: re-reading and re-checking every source");
-                self.reload_requested = true;
-                self.start_reread();
-            }
-        }
-    }
-
     fn begin_shutdown(&mut self) {
         if self.shutting_down {
             return;
@@ -438,23 +441,29 @@ impl Dispatcher {
 
     async fn run(
         mut self,
-        mut signals: Signals,
+        mut signals: SignalStream,
         mut runs_rx: mpsc::UnboundedReceiver<RunEvent>,
         mut inputs_rx: mpsc::UnboundedReceiver<Input>,
-    ) -> (u8, Signals) {
+    ) -> (u8, SignalStream) {
         // A stop signal that arrived while sources were loading wins: nothing starts
         // (a `docker stop` during a slow secret command must not spawn workers).
-        if let Ok(SignalEvent::Shutdown(sig)) =
-            tokio::time::timeout(std::time::Duration::ZERO, signals.next()).await
-        {
-            tracing::info!(
-                "received {} before any worker started: exiting without starting anything",
-                signal_name(sig)
-            );
-            return (code::OK, signals);
+        // Others that came meanwhile (a SIGHUP) are handled once workers start.
+        let mut early = Vec::new();
+        while let Some(ev) = signals.try_next() {
+            if let SignalEvent::Shutdown(sig) = ev {
+                tracing::info!(
+                    "received {} before any worker started: exiting without starting anything",
+                    signal_name(sig)
+                );
+                return (code::OK, signals);
+            }
+            early.push(ev);
         }
         for slot in 0..self.slots.len() {
             self.drive(slot, Event::Start);
+        }
+        for ev in early {
+            self.on_signal(ev);
         }
         loop {
             if self.all_done() {
@@ -475,10 +484,12 @@ impl Dispatcher {
                         self.drive(slot, Event::RereadDone { changed_keys, at: Instant::now() });
                     }
                     Input::RereadHoldOver => self.on_hold_over(),
+                    Input::RereadPaceOver => self.on_pace_over(),
+                    Input::UnplacedSignals => self.place_signals(None),
                     Input::SourcesChanged => {
                         tracing::info!("a watched source changed: re-reading and re-checking every source");
                         self.watch_triggered = true;
-                        self.start_reread();
+                        self.start_watch_reread();
                     }
                     Input::ShutdownDeadline => {
                         tracing::warn!(
@@ -525,12 +536,6 @@ impl Dispatcher {
     }
 }
 
-fn signal_name(sig: i32) -> String {
-    nix::sys::signal::Signal::try_from(sig)
-        .map(|s| s.as_str().to_string())
-        .unwrap_or_else(|_| format!("signal {sig}"))
-}
-
 /// Everything the dispatcher needs, prepared by [`startup`].
 struct RunContext {
     plan: Arc<Plan>,
@@ -538,7 +543,7 @@ struct RunContext {
     templates: Vec<Option<crate::fork::ForkTemplate>>,
     process_env: Arc<ProcessEnv>,
     snapshot: Arc<Snapshot>,
-    signals: Signals,
+    signals: SignalStream,
     spawner: Spawner,
     reaper: crate::reaper::ReaperHandle,
     sink: OutputSink,
@@ -550,7 +555,7 @@ struct RunContext {
 
 /// Runs the dispatcher to completion; returns the exit code, and the signal
 /// streams for the last phase (flushing stdout).
-async fn supervise(ctx: RunContext) -> Result<(u8, Signals)> {
+async fn supervise(ctx: RunContext) -> Result<(u8, SignalStream)> {
     let (runs_tx, runs_rx) = mpsc::unbounded_channel();
     let mut slots = Vec::new();
     for (wi, w) in ctx.workers.iter().enumerate() {
@@ -593,6 +598,9 @@ async fn supervise(ctx: RunContext) -> Result<(u8, Signals)> {
         inputs_tx: ctx.inputs_tx,
         reread_in_flight: false,
         reread_queued: false,
+        reread_last_start: None,
+        reread_deferred: false,
+        reread_pace_at: None,
         reread_pacer: reread::Pacer::default(),
         reload_requested: false,
         rolling: Vec::new(),
@@ -605,6 +613,8 @@ async fn supervise(ctx: RunContext) -> Result<(u8, Signals)> {
         counters: Counters::default(),
         reload_replies: Vec::new(),
         watch_triggered: false,
+        signal_warned: std::collections::HashSet::new(),
+        unplaced_signals: Vec::new(),
     };
     Ok(d.run(ctx.signals, runs_rx, ctx.inputs_rx).await)
 }

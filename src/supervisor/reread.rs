@@ -83,8 +83,8 @@ const HOLD_MAX: Duration = Duration::from_secs(60);
 /// out values that fail the checks) every one of those runs the `command` source
 /// again. After a failed re-read, automatic ones wait 1 s, then 2 s, 4 s … up to
 /// 60 s; a successful one resets that. Re-reads asked for by an operator (SIGHUP,
-/// `agentsup reload`) or by a watched file changing are never held: they carry
-/// new information.
+/// `agentsup reload`) or by a watched file changing are not held here (only by
+/// the minimum interval between any two re-reads, `rotation::REREAD_MIN_INTERVAL`).
 #[derive(Debug, Default)]
 pub struct Pacer {
     failures: u32,

@@ -11,7 +11,38 @@ use crate::replica;
 use crate::secret::Sensitive;
 use crate::status::ControlResponse;
 
+/// Shortest time between the starts of two re-reads, whatever triggers them,
+/// when the config has a `command` source. Every re-read runs each `command` source (a vault, `op`, a cloud secret
+/// manager, often rate-limited or billed per call); 3 s keeps a loop of `reload`,
+/// SIGHUP or auth failures at 20 runs a minute at most, while an operator's reload
+/// still waits at most 3 s.
+pub(super) const REREAD_MIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The same for a re-read a watched source's change asks for.
+pub(super) const WATCH_MIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn round_ms(d: std::time::Duration) -> std::time::Duration {
+    std::time::Duration::from_millis(d.as_millis() as u64)
+}
+
 impl Dispatcher {
+    /// The pause between two re-reads is over: run the one that waited.
+    pub(super) fn on_pace_over(&mut self) {
+        // A later timer of a re-read that already ran, or nothing waits.
+        if !self.reread_deferred || self.reread_pace_at.is_some_and(|at| at > Instant::now()) {
+            return;
+        }
+        self.reread_pace_at = None;
+        // Only a watch re-read waits: its shorter pause applies; anything else
+        // waiting (a reload, SIGHUP, an auth failure) waits for the longer one.
+        let waiting_auth = self.slots.iter().any(|s| s.awaiting_reread);
+        if self.watch_triggered && !self.reload_requested && !waiting_auth {
+            self.start_watch_reread();
+        } else {
+            self.start_reread();
+        }
+    }
+
     /// A re-read for replicas that failed auth: runs now, or when the pause after
     /// a failed re-read is over (see [`reread::Pacer`]).
     pub(super) fn request_auth_reread(&mut self) {
@@ -45,12 +76,66 @@ impl Dispatcher {
         }
     }
 
+    /// Re-reads every source, now or as soon as the pace allows: whatever asks (an
+    /// auth failure, SIGHUP, `agentsup reload`, a watched file), one re-read runs at
+    /// a time, at most one more waits (it serves every request made meanwhile), and
+    /// two starts are at least [`REREAD_MIN_INTERVAL`] apart, so no loop of
+    /// requests can run a vault-style `command` source more often than that.
     pub(super) fn start_reread(&mut self) {
+        self.start_reread_paced(REREAD_MIN_INTERVAL);
+    }
+
+    /// [`Self::start_reread`] for a watched source that changed: the new value is
+    /// news, and the watcher already collapses a burst of changes, so it waits for
+    /// [`WATCH_MIN_INTERVAL`] only (a rotation reaches the workers within a second
+    /// or two).
+    pub(super) fn start_watch_reread(&mut self) {
+        self.start_reread_paced(WATCH_MIN_INTERVAL);
+    }
+
+    fn start_reread_paced(&mut self, interval: std::time::Duration) {
         if self.reread_in_flight {
             self.reread_queued = true;
             return;
         }
+        let now = Instant::now();
+        // Only a `command` source costs anything to re-read (a vault, a cloud
+        // API); files and the environment are read locally, so a config without
+        // one keeps its re-reads immediate (an auth-failure cycle, a rotation).
+        let paced = self
+            .plan
+            .sources
+            .iter()
+            .any(|s| matches!(s.kind, crate::plan::SourceKindPlan::Command { .. }));
+        if let Some(at) = self
+            .reread_last_start
+            .filter(|_| paced)
+            .map(|last| last + interval)
+            .filter(|&at| at > now)
+        {
+            self.reread_deferred = true;
+            // One timer per earlier deadline: a watch re-read (1 s) may come
+            // after a reload (3 s) armed a later one.
+            if self.reread_pace_at.is_none_or(|armed| at < armed) {
+                self.reread_pace_at = Some(at);
+                tracing::info!(
+                    "re-read paced: the last one started {} ago; the next runs in {} and serves every request made until then (at most one re-read every {})",
+                    humantime::format_duration(round_ms(now - (at - interval))),
+                    humantime::format_duration(round_ms(at - now)),
+                    humantime::format_duration(interval)
+                );
+                let tx = self.inputs_tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(at.into()).await;
+                    let _ = tx.send(Input::RereadPaceOver);
+                });
+            }
+            return;
+        }
+        self.reread_deferred = false;
+        self.reread_pace_at = None;
         self.reread_in_flight = true;
+        self.reread_last_start = Some(now);
         reread::start(
             self.plan.clone(),
             self.workers.clone(),
@@ -92,7 +177,7 @@ impl Dispatcher {
                 }
                 let hold = self.reread_pacer.failed(Instant::now());
                 tracing::warn!(
-                    "re-read sources: the new values fail the checks; keeping the old ones and everything running. {why}. Re-reads for auth failures now wait {} (SIGHUP or `agentsup reload` re-reads at once)",
+                    "re-read sources: the new values fail the checks; keeping the old ones and everything running. {why}. Re-reads for auth failures now wait {} (SIGHUP or `agentsup reload` re-read sooner)",
                     humantime::format_duration(hold)
                 );
                 false

@@ -30,6 +30,9 @@ pub struct RunOptions {
 
 /// `agentsup run`.
 pub fn cmd_run(a: RunOptions) -> Result<u8> {
+    // Signal handlers before the guard fork and the config (crate::signals).
+    let signals = Signals::install()
+        .map_err(|e| Error::Runtime(format!("cannot install signal handlers: {e}")))?;
     // First, while agentsup is one thread and has loaded no secret source (see
     // crate::guard); its warning, if any, waits for logging to be set up.
     let guard_warning = crate::guard::start().err();
@@ -58,9 +61,17 @@ pub fn cmd_run(a: RunOptions) -> Result<u8> {
         .thread_name("agentsup")
         .build()
         .map_err(|e| Error::Runtime(format!("cannot start the async runtime: {e}")))?;
-    let result = runtime.block_on(run(Arc::new(plan), workers, format, color, guard_warning));
-    // Blocking tasks still running (a source re-read waiting on a hung command)
-    // must not hold up the exit: its deadline has passed by now.
+    let result = runtime.block_on(run(
+        Arc::new(plan),
+        workers,
+        format,
+        color,
+        guard_warning,
+        signals,
+    ));
+    // Blocking tasks still running (a source re-read waiting on a hung command, a
+    // source command killed by a stop signal: super::early_stop) must not hold up
+    // the exit: its deadline has passed by now.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     result
 }
@@ -71,10 +82,12 @@ async fn run(
     format: LogFormat,
     color: bool,
     guard_warning: Option<String>,
+    signals: Signals,
 ) -> Result<u8> {
-    // Signals first: see the module docs of crate::signals.
-    let signals = Signals::register()
-        .map_err(|e| Error::Runtime(format!("cannot install signal handlers: {e}")))?;
+    // Installed in cmd_run; read from now on (the guard is forked).
+    let mut signals = signals
+        .start()
+        .map_err(|e| Error::Runtime(format!("cannot start the signal thread: {e}")))?;
     let reaper = Reaper::start()
         .map_err(|e| Error::Runtime(format!("cannot become a child subreaper: {e}")))?;
     let spawner = Spawner::start(reaper.clone())
@@ -129,6 +142,7 @@ async fn run(
     // `command` source and a probe block. Preflight is part of it, so a command
     // that cannot start is in the report, and no "ok" is printed for a config that
     // is then refused.
+    let shutdown_timeout = plan.supervisor.shutdown_timeout;
     let Validation {
         snapshot,
         report,
@@ -140,7 +154,7 @@ async fn run(
             reaper.clone(),
             workers.clone(),
         );
-        tokio::task::spawn_blocking(move || {
+        let task = tokio::task::spawn_blocking(move || {
             validate::validate(
                 &plan,
                 &penv,
@@ -157,9 +171,18 @@ async fn run(
                         .then_some(crate::probe::DEFAULT_TIMEOUT),
                 },
             )
-        })
-        .await
-        .map_err(|e| Error::Runtime(format!("validating the config failed: {e}")))?
+        });
+        // A stop signal during a slow or hanging `command` source ends the run
+        // now (its process group is killed), not after the source's timeout.
+        match super::early_stop::during(task, &mut signals, shutdown_timeout, "loading the sources")
+            .await
+        {
+            Ok(v) => v.map_err(|e| Error::Runtime(format!("validating the config failed: {e}")))?,
+            Err(code) => {
+                sink.shutdown().await;
+                return Ok(code);
+            }
+        }
     };
     for r in &probes {
         eprintln!(
@@ -180,7 +203,11 @@ async fn run(
             })
         ),
     };
-    write_stdout(&crate::redact::redact_message(&rendered))?;
+    // A full disk (ENOSPC) or EIO on stdout must not stop the workers from
+    // starting: the sink copes with a failing stdout from here on.
+    if let Err(e) = write_stdout(&crate::redact::redact_message(&rendered)) {
+        eprintln!("agentsup: {e}; starting anyway (output is retried as it comes)");
+    }
     if report.has_errors() {
         return Err(Error::Validation(
             "the checks above failed; nothing was started (fix them, then run again; `agentsup check` repeats the report)".into(),
