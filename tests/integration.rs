@@ -4,6 +4,7 @@
 
 mod support;
 
+mod celery_tests;
 mod check_tests;
 mod contain_tests;
 mod control_tests;
