@@ -58,6 +58,37 @@ pub struct SharedRedactor {
 struct Generations {
     current: Vec<Sensitive>,
     previous: Vec<Sensitive>,
+    /// Values a live process still holds ([`SharedRedactor::hold`]), with how many
+    /// holders: kept whatever the rotations since, for as long as one is held.
+    held: Vec<(Sensitive, usize)>,
+}
+
+impl Generations {
+    fn knows(&self, v: &Sensitive) -> bool {
+        self.current.contains(v)
+            || self.previous.contains(v)
+            || self.held.iter().any(|(h, _)| h == v)
+    }
+}
+
+/// Values registered for as long as the process they were given to may print
+/// them: dropping it releases them (see [`SharedRedactor::hold`]).
+#[must_use = "the values stay registered only while this is kept"]
+pub struct Held {
+    shared: SharedRedactor,
+    pairs: Vec<(String, Sensitive)>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.shared.release(std::mem::take(&mut self.pairs));
+    }
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Held({} values)", self.pairs.len())
+    }
 }
 
 #[derive(Default)]
@@ -112,21 +143,20 @@ impl SharedRedactor {
                 batch.push(value);
             }
         }
-        let mut known = self
-            .inner
-            .known
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut known = self.lock_known();
         let mut changed = false;
         for (name, batch) in batches {
             let g = known.entry(name).or_default();
             let is_new = |v: &Sensitive| !g.current.contains(v) && !g.previous.contains(v);
+            let was_known: Vec<bool> = batch.iter().map(|v| g.knows(v)).collect();
             if batch.iter().any(is_new) {
                 let mut previous = std::mem::take(&mut g.current);
                 previous.retain(|v| !batch.contains(v));
-                g.previous = previous;
+                // What falls out of `previous` here stays matched only if held.
+                let dropped = std::mem::replace(&mut g.previous, previous);
+                changed |= dropped.iter().any(|v| !g.knows(v));
+                changed |= was_known.iter().any(|k| !k);
                 g.current = batch;
-                changed = true;
             } else {
                 for v in batch {
                     if let Some(i) = g.previous.iter().position(|p| *p == v) {
@@ -136,15 +166,77 @@ impl SharedRedactor {
                 }
             }
         }
-        if !changed {
-            return;
+        if changed {
+            self.rebuild(&known);
         }
-        // Built outside the write lock so readers keep the old matcher meanwhile.
+    }
+
+    /// Registers `pairs` for as long as the returned [`Held`] lives, whatever
+    /// rotations happen meanwhile: the supervisor holds each replica's injected
+    /// secrets until its next run, so a replica still running on a value rotated
+    /// out twice (a slow stop, a rolling restart not yet at it) is still redacted.
+    pub fn hold(&self, pairs: Vec<(String, Sensitive)>) -> Held {
+        let mut known = self.lock_known();
+        let mut changed = false;
+        for (name, value) in &pairs {
+            if value.len() < MIN_SECRET_LEN {
+                continue;
+            }
+            let g = known.entry(name.clone()).or_default();
+            changed |= !g.knows(value);
+            match g.held.iter_mut().find(|(h, _)| h == value) {
+                Some((_, n)) => *n += 1,
+                None => g.held.push((value.clone(), 1)),
+            }
+        }
+        if changed {
+            self.rebuild(&known);
+        }
+        Held {
+            shared: self.clone(),
+            pairs,
+        }
+    }
+
+    fn release(&self, pairs: Vec<(String, Sensitive)>) {
+        let mut known = self.lock_known();
+        let mut changed = false;
+        for (name, value) in pairs {
+            let Some(g) = known.get_mut(&name) else {
+                continue;
+            };
+            if let Some(i) = g.held.iter().position(|(h, _)| *h == value) {
+                g.held[i].1 -= 1;
+                if g.held[i].1 == 0 {
+                    g.held.remove(i);
+                    changed |= !g.knows(&value);
+                }
+            }
+        }
+        if changed {
+            self.rebuild(&known);
+        }
+    }
+
+    fn lock_known(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Generations>> {
+        self.inner
+            .known
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Rebuilds the matcher from every kept value; called with `known` locked, so
+    /// rebuilds are serialised. Built outside the write lock so readers keep the
+    /// old matcher meanwhile.
+    fn rebuild(&self, known: &BTreeMap<String, Generations>) {
         let rebuilt = Arc::new(Redactor::new(known.iter().flat_map(|(name, g)| {
-            g.current
-                .iter()
-                .chain(&g.previous)
-                .map(|v| (name.clone(), v.clone()))
+            let mut values: Vec<&Sensitive> = g.current.iter().chain(&g.previous).collect();
+            for (h, _) in &g.held {
+                if !values.contains(&h) {
+                    values.push(h);
+                }
+            }
+            values.into_iter().map(|v| (name.clone(), v.clone()))
         })));
         *self
             .inner

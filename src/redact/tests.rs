@@ -491,3 +491,25 @@ proptest! {
         prop_assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&naive));
     }
 }
+
+#[test]
+fn held_values_stay_redacted_through_any_number_of_rotations_until_released() {
+    // A replica still running on a value rotated out twice (found by the soak:
+    // termignore workers printed rotated-out keys raw).
+    let shared = SharedRedactor::new([pair("KEY", "first-secret-val")]);
+    let held = shared.hold(vec![pair("KEY", "first-secret-val")]);
+    for next in ["second-secret-v", "third-secret-va", "fourth-secret-v"] {
+        shared.extend([pair("KEY", next)]);
+    }
+    assert_eq!(shared.redact_str("first-secret-val"), "[redacted:KEY]");
+    // Two holders of one value: released only when both are gone.
+    let again = shared.hold(vec![pair("KEY", "first-secret-val")]);
+    drop(held);
+    assert_eq!(shared.redact_str("first-secret-val"), "[redacted:KEY]");
+    drop(again);
+    assert_eq!(shared.redact_str("first-secret-val"), "first-secret-val");
+    // A held value that is also current stays after its release.
+    let h = shared.hold(vec![pair("KEY", "fourth-secret-v")]);
+    drop(h);
+    assert_eq!(shared.redact_str("fourth-secret-v"), "[redacted:KEY]");
+}

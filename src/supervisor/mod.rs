@@ -62,6 +62,9 @@ struct Slot {
     tail: [Arc<Mutex<Tail>>; 2],
     /// The declared keys the current run was given (rotation detection, fingerprint).
     injected: Vec<(String, Sensitive)>,
+    /// The current run's secrets, kept registered with the redactor until the next
+    /// run replaces them, however many rotations happen meanwhile.
+    held: Option<crate::redact::Held>,
     /// Incremented per armed timer; older timers are ignored.
     timer_gen: u64,
     /// True once agentsup asked the current run to stop.
@@ -213,6 +216,9 @@ impl Dispatcher {
         }
         let env = self.built_env(slot);
         self.redactor.extend(env.secrets());
+        // Taken before the previous run's hold is dropped (the assignment below),
+        // so a value both runs hold is never unregistered in between.
+        let held = self.redactor.hold(env.secrets().collect());
         // Disjoint field borrows: no WorkerPlan (globs, regexes) is cloned per spawn.
         let worker = &self.workers[self.slots[slot].worker];
         let s = &mut self.slots[slot];
@@ -228,6 +234,7 @@ impl Dispatcher {
         s.run += 1;
         s.stop_requested = false;
         s.pid = None;
+        s.held = Some(held);
         s.injected = env
             .vars
             .iter()
@@ -573,6 +580,7 @@ async fn supervise(ctx: RunContext) -> Result<(u8, SignalStream)> {
                     Arc::new(Mutex::new(Tail::default())),
                 ],
                 injected: Vec::new(),
+                held: None,
                 timer_gen: 0,
                 stop_requested: false,
                 awaiting_reread: false,
