@@ -71,7 +71,6 @@ mod tests {
     /// `backoff = ["<token>"]` makes the token `initial`, and the duration error
     /// quotes it.
     #[test]
-    #[ignore = "fails: config.rs quotes a duration reached through an array (fuzz/README.md, Findings); run with --ignored"]
     fn config_table_given_as_array_does_not_quote_its_string() {
         let text =
             "[[worker]]\nname = \"w\"\ncommand = [\"x\"]\nbackoff = [\"sk-fuzz-planted-1\"]\n";
@@ -95,7 +94,6 @@ mod tests {
     /// secret repeated four times, cut once at byte 51. Feeding the two pieces to a
     /// `StreamRedactor` must give exactly what one whole `redact_into` gives.
     #[test]
-    #[ignore = "fails: StreamRedactor output differs from the whole write (fuzz/README.md, Findings); run with --ignored"]
     fn stream_redaction_equals_whole_write() {
         use crate::redact::{Redactor, StreamRedactor};
         use crate::secret::Sensitive;

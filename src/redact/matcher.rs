@@ -38,9 +38,6 @@ const WINDOW: usize = 8;
 /// of them, whatever the form's alignment in the text).
 const EXACT_WINDOWS: usize = WINDOW;
 
-/// Most occurrences of one window tried per probe (see [`Redactor::probe`]).
-const MAX_CANDIDATES: usize = 64;
-
 /// Multipliers for the filter and the bucket hash (odd 64-bit constants; the
 /// first is 2^64 / golden ratio).
 const K_FILTER: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -357,23 +354,24 @@ impl Redactor {
     }
 
     /// The best match holding the window at text offset `p`, if any.
+    ///
+    /// Every occurrence of the window in every form is tried: skipping some (a
+    /// value made of one repeated piece puts dozens in one bucket) would make the
+    /// result depend on where the text was cut and let a 16-byte run through (fuzz
+    /// finding, `stream_redaction_equals_whole_write`). The work stays bounded:
+    /// the left extension is under `WINDOW` bytes (a longer one would hold the
+    /// window one probe back, where the scan would have stopped), and a candidate
+    /// whose longest possible end cannot beat the best so far is not extended.
     fn probe(&self, text: &[u8], from: usize, p: usize, key: u64) -> Option<Found> {
         let idx = &self.index;
         let b = bucket_hash(key, idx.bucket_shift);
         let (lo, hi) = (idx.starts[b] as usize, idx.starts[b + 1] as usize);
         let arena = &self.arena[..];
-        let mut best = None;
-        let mut tried = 0;
+        let mut best: Option<Found> = None;
         for &pos in &idx.entries[lo..hi] {
             let pos = pos as usize;
             if window_key(arena, pos) != key {
                 continue;
-            }
-            // A value made of one repeated window ("AAAA…") puts every offset in
-            // one bucket; bound the work per probe. Real keys have 1 or 2 here.
-            tried += 1;
-            if tried > MAX_CANDIDATES {
-                break;
             }
             let form = self.form_at(pos);
             let off = pos - form.start;
@@ -383,6 +381,16 @@ impl Redactor {
                 while a > from && fa > 0 && text[a - 1] == bytes[fa - 1] {
                     a -= 1;
                     fa -= 1;
+                }
+                // The farthest this candidate could reach: end of form or text.
+                let reach = p + WINDOW + (form.len - off - WINDOW).min(text.len() - p - WINDOW);
+                let bound = Found {
+                    start: a,
+                    end: reach,
+                    name: form.name,
+                };
+                if reach - a < RUN_LEN || best.is_some_and(|b| !bound.better_than(&b)) {
+                    continue;
                 }
                 let (mut e, mut fe) = (p + WINDOW, off + WINDOW);
                 while e < text.len() && fe < form.len && text[e] == bytes[fe] {

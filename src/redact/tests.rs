@@ -492,6 +492,78 @@ proptest! {
     }
 }
 
+/// A value made of one repeated piece puts dozens of occurrences of one window in
+/// a bucket (here 75 over its five forms). Each must be tried: skipping some made
+/// the stream differ from the whole write and let an 18-byte run through (fuzz
+/// target `redact`, `fuzzing::tests::stream_redaction_equals_whole_write`).
+#[test]
+fn repetitive_value_gives_the_same_output_at_every_cut() {
+    let value = "66666666666666666,666666666666t sk-";
+    let r = Redactor::new([pair("K0", value)]);
+    let input = value.repeat(4);
+    let mut whole = Vec::new();
+    r.redact_into(input.as_bytes(), &mut whole);
+    assert_eq!(String::from_utf8_lossy(&whole), "[redacted:K0]".repeat(4));
+    for a in 0..=input.len() {
+        for b in a..=input.len() {
+            let mut out = Vec::new();
+            let mut s = StreamRedactor::new();
+            for piece in [&input[..a], &input[a..b], &input[b..]] {
+                s.feed(&r, piece.as_bytes(), &mut out);
+            }
+            s.finish(&r, &mut out);
+            assert_eq!(out, whole, "cuts at {a} and {b}");
+        }
+    }
+}
+
+proptest! {
+    /// Values over a two-letter alphabet repeat their windows many times: the
+    /// index must still find exactly the naive leftmost-longest runs, and any
+    /// chunking must give the whole write.
+    #[test]
+    fn repetitive_runs_match_a_naive_search_in_any_chunking(
+        value in "[ab]{16,90}",
+        text in "[ab]{0,260}",
+        cuts in proptest::collection::vec(0usize..260, 0..4),
+    ) {
+        let r = Redactor::new([pair("K", &value)]);
+        let t = text.as_bytes();
+        let v = value.as_bytes();
+        let mut naive = Vec::new();
+        let mut i = 0;
+        while i < t.len() {
+            let best = (RUN_LEN..=v.len().min(t.len() - i))
+                .rev()
+                .find(|&len| v.windows(len).any(|w| w == &t[i..i + len]));
+            match best {
+                Some(len) => {
+                    naive.extend_from_slice(b"[redacted:K]");
+                    i += len;
+                }
+                None => {
+                    naive.push(t[i]);
+                    i += 1;
+                }
+            }
+        }
+        let mut whole = Vec::new();
+        r.redact_into(t, &mut whole);
+        prop_assert_eq!(String::from_utf8_lossy(&whole), String::from_utf8_lossy(&naive));
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(t.len())).collect();
+        cuts.sort_unstable();
+        let mut out = Vec::new();
+        let mut s = StreamRedactor::new();
+        let mut last = 0;
+        for c in cuts.into_iter().chain([t.len()]) {
+            s.feed(&r, &t[last..c], &mut out);
+            last = c;
+        }
+        s.finish(&r, &mut out);
+        prop_assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&whole));
+    }
+}
+
 #[test]
 fn held_values_stay_redacted_through_any_number_of_rotations_until_released() {
     // A replica still running on a value rotated out twice (found by the soak:
