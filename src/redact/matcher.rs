@@ -392,6 +392,17 @@ impl Redactor {
                 if reach - a < RUN_LEN || best.is_some_and(|b| !bound.better_than(&b)) {
                     continue;
                 }
+                // Starting where the best does, it must go past the best's end
+                // (unless its name is smaller): the byte there rejects most
+                // candidates of a repetitive value at once. `b.end` is past the
+                // window (a match spans 16 bytes) and before `reach` (the bound).
+                if let Some(b) = best
+                    && b.start == a
+                    && form.name >= b.name
+                    && text[b.end] != bytes[off + (b.end - p)]
+                {
+                    continue;
+                }
                 let (mut e, mut fe) = (p + WINDOW, off + WINDOW);
                 while e < text.len() && fe < form.len && text[e] == bytes[fe] {
                     e += 1;
