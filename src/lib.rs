@@ -42,6 +42,7 @@ pub mod health;
 pub mod init;
 pub mod limits;
 pub mod output;
+pub mod paths;
 pub mod plan;
 pub mod probe;
 pub mod procfs;

@@ -109,12 +109,14 @@ impl Provenance {
 impl fmt::Display for Provenance {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Provenance::Dotenv { path, line } => write!(f, "{}:{line}", path.display()),
-            Provenance::SecretFile { path } => write!(f, "{}", path.display()),
+            Provenance::Dotenv { path, line } => {
+                write!(f, "{}:{line}", crate::paths::tidy(path).display())
+            }
+            Provenance::SecretFile { path } => write!(f, "{}", crate::paths::tidy(path).display()),
             Provenance::Command { program } => write!(f, "command `{program}`"),
             Provenance::ProcessEnv => f.write_str("process env"),
             Provenance::FileIndirection { via, path, .. } => {
-                write!(f, "{} (via {via})", path.display())
+                write!(f, "{} (via {via})", crate::paths::tidy(path).display())
             }
             Provenance::GlobalVars => f.write_str("[env] vars"),
             Provenance::WorkerVars => f.write_str("worker vars"),

@@ -183,3 +183,31 @@ keys = ["OPENAI_API_KEY"]
     );
     assert!(doc.get("OPENAI_API_KEY_FILE").is_none());
 }
+
+#[test]
+fn env_shows_tidy_provenance_paths_and_accepts_no_color() {
+    // A config one directory down that reaches a sibling's secrets through `..`.
+    let sb = Sandbox::new();
+    sb.write("shared/secrets/OPENAI_API_KEY", FAKE_OPENAI_KEY);
+    sb.write(
+        "app/supervisor.toml",
+        r#"
+[[source]]
+type = "dir"
+path = "../shared/secrets"
+
+[[worker]]
+name = "w"
+command = ["sh", "-c", "exec sleep 1"]
+keys = ["OPENAI_API_KEY"]
+"#,
+    );
+    let out = sb.run(&["env", "-c", "app/supervisor.toml", "w", "--no-color"]);
+    out.assert_code(0).assert_no_leak(FAKE_OPENAI_KEY);
+    assert!(
+        out.stdout.contains("shared/secrets/OPENAI_API_KEY"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("/../"), "{}", out.stdout);
+}

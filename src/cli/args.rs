@@ -184,6 +184,10 @@ pub struct EnvArgs {
     /// Print secret values in clear (the only command that ever does).
     #[arg(long)]
     pub reveal: bool,
+    /// Never colour the output (accepted like every other command; `env` prints
+    /// no colour today).
+    #[arg(long)]
+    pub no_color: bool,
 }
 
 /// `env --format`.

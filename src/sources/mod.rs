@@ -227,9 +227,8 @@ pub fn load_all(plan: &Plan, ctx: &LoadContext<'_>) -> Snapshot {
 
 fn describe_relative(source: &SourcePlan, base: &Path) -> String {
     let rel = |p: &Path| -> String {
-        p.strip_prefix(base)
-            .map(|r| r.display().to_string())
-            .unwrap_or_else(|_| p.display().to_string())
+        let shown = p.strip_prefix(base).unwrap_or(p);
+        crate::paths::tidy(shown).display().to_string()
     };
     match &source.kind {
         SourceKindPlan::Dotenv { path } => format!("dotenv {}", rel(path)),
@@ -344,10 +343,7 @@ fn load_one(
 }
 
 fn load_dotenv(source: &SourcePlan, path: &Path, plan: &Plan, snap: &mut Snapshot) -> SourceStatus {
-    let shown = path
-        .strip_prefix(&plan.config_dir)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|_| path.to_path_buf());
+    let shown = crate::paths::tidy(path.strip_prefix(&plan.config_dir).unwrap_or(path));
     // A dangling link counts as missing, as it did for `std::fs::read`.
     let missing = match std::fs::metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(e),
