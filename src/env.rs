@@ -219,6 +219,7 @@ pub fn adhoc_worker(plan: &Plan, name: &str, keys: &[String]) -> WorkerPlan {
         restart: crate::config::RestartMode::Never,
         stop_signal: nix::sys::signal::Signal::SIGTERM,
         stop_timeout: std::time::Duration::from_secs(10),
+        stop_timeout_set: false,
         stop_target: crate::config::StopTarget::Group,
         start: crate::config::StartMode::Spawn,
         fork: None,

@@ -281,6 +281,8 @@ pub struct WorkerPlan {
     pub stop_signal: nix::sys::signal::Signal,
     /// Grace before SIGKILL.
     pub stop_timeout: Duration,
+    /// True when the config sets `stop_timeout` (the default is never warned about).
+    pub stop_timeout_set: bool,
     /// Who gets the stop signal (the SIGKILL always goes to the group).
     pub stop_target: crate::config::StopTarget,
     /// Start mode.

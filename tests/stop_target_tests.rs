@@ -113,4 +113,18 @@ stop_timeout = "30s"
     let out = sb.run(&["check", "--no-color"]);
     out.assert_code(0);
     assert!(!out.all().contains("does not fit"), "{}", out.all());
+    // A short shutdown_timeout capping the default grace is deliberate: no warning.
+    sb.config(
+        r#"
+[supervisor]
+shutdown_timeout = "5s"
+
+[[worker]]
+name = "agent"
+command = ["sh", "-c", "exec sleep 60"]
+"#,
+    );
+    let out = sb.run(&["check", "--no-color"]);
+    out.assert_code(0);
+    assert!(!out.all().contains("does not fit"), "{}", out.all());
 }

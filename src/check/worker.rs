@@ -186,10 +186,10 @@ pub(super) fn google_both(w: &WorkerPlan, built: &BuiltEnv) -> Option<Finding> {
 pub(super) fn stop_fits(plan: &crate::plan::Plan, w: &WorkerPlan) -> Option<Finding> {
     let shutdown = plan.supervisor.shutdown_timeout;
     let kill_at = shutdown.mul_f64(0.9);
-    // Equal defaults (10 s and 10 s) are the common case and stay quiet: the
-    // worker's grace is cut by a tenth at worst. A longer stop_timeout than the
-    // whole shutdown is a config that cannot do what it says.
-    if w.stop_timeout <= shutdown {
+    // Only a stop_timeout the config sets: a shorter shutdown_timeout capping the
+    // default grace is documented and deliberate (the demo's 5 s). A set
+    // stop_timeout longer than the whole shutdown cannot do what it says.
+    if !w.stop_timeout_set || w.stop_timeout <= shutdown {
         return None;
     }
     let needed = w.stop_timeout.mul_f64(1.0 / 0.9) + std::time::Duration::from_secs(1);

@@ -600,6 +600,7 @@ impl Builder<'_> {
                     .as_ref()
                     .map_or(nix::sys::signal::Signal::SIGTERM, |s| s.get_ref().0),
                 stop_timeout: w.stop_timeout.map_or(Duration::from_secs(10), |d| d.0),
+                stop_timeout_set: w.stop_timeout.is_some(),
                 stop_target: w.stop_target.unwrap_or_default(),
                 start,
                 fork,
