@@ -80,23 +80,14 @@ fn a_worker_cannot_restart_another_but_the_operator_can() {
 fn counted_source_config(runs: &std::path::Path) -> String {
     format!(
         r#"
-[[source]]
-type = "command"
-command = ["sh", "-c", "echo run >> '{runs}'; echo MY_TOKEN=abcdefgh123"]
-
+{source}
 [[worker]]
 name = "w"
 command = ["sh", "-c", "echo \"w up $$\"; exec sleep 1000"]
 keys = ["MY_TOKEN"]
 "#,
-        runs = runs.display()
+        source = counting_command_source(runs)
     )
-}
-
-fn count_runs(runs: &std::path::Path) -> usize {
-    std::fs::read_to_string(runs)
-        .map(|s| s.lines().count())
-        .unwrap_or(0)
 }
 
 #[test]

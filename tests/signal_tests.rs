@@ -11,23 +11,14 @@ use crate::support::*;
 fn hupper_config(runs: &std::path::Path) -> String {
     format!(
         r#"
-[[source]]
-type = "command"
-command = ["sh", "-c", "echo run >> '{runs}'; echo MY_TOKEN=abcdefgh123"]
-
+{source}
 [[worker]]
 name = "hupper"
 command = ["sh", "-c", "echo \"hupper up $$\"; n=0; while [ ! -e stop ]; do kill -HUP $PPID; n=$((n+1)); [ $((n % 25)) = 0 ] && echo \"hupper sent $n\"; sleep 0.02; done; echo \"hupper stopped\"; exec sleep 1000"]
 keys = ["MY_TOKEN"]
 "#,
-        runs = runs.display()
+        source = counting_command_source(runs)
     )
-}
-
-fn count_runs(runs: &std::path::Path) -> usize {
-    std::fs::read_to_string(runs)
-        .map(|s| s.lines().count())
-        .unwrap_or(0)
 }
 
 #[test]

@@ -592,3 +592,19 @@ pub fn test_venv_python() -> PathBuf {
     })
     .clone()
 }
+
+/// A vault-style `command` source block that appends a line to `runs` each time it
+/// runs and yields `MY_TOKEN`; [`count_runs`] reads how often it ran.
+pub fn counting_command_source(runs: &Path) -> String {
+    format!(
+        "[[source]]\ntype = \"command\"\ncommand = [\"sh\", \"-c\", \"echo run >> '{}'; echo MY_TOKEN=abcdefgh123\"]\n",
+        runs.display()
+    )
+}
+
+/// How many times the source of [`counting_command_source`] has run.
+pub fn count_runs(runs: &Path) -> usize {
+    std::fs::read_to_string(runs)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
