@@ -38,17 +38,10 @@ fn cmd_init(a: InitArgs) -> Result<u8> {
         secrets_dir: a.secrets_dir,
         command: a.command,
     };
-    let report = |e: crate::init::InitError| {
-        eprintln!("agentsup: error: {e}");
-        Ok(code::FAILURE)
-    };
-    let draft = match crate::init::discover(&request) {
-        Ok(d) => d,
-        Err(e) => return report(e),
-    };
-    if let Err(e) = crate::init::write_config(&a.path, &draft.render(), a.force) {
-        return report(e);
-    }
+    // Through main's one error printer (redacted, exit 1), like every command.
+    let failed = |e: crate::init::InitError| Error::Runtime(e.to_string());
+    let draft = crate::init::discover(&request).map_err(failed)?;
+    crate::init::write_config(&a.path, &draft.render(), a.force).map_err(failed)?;
     let names: Vec<&str> = draft.workers.iter().map(|w| w.name.as_str()).collect();
     eprintln!(
         "agentsup init: wrote {} ({} worker(s): {}); checking it now",

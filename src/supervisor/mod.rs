@@ -215,10 +215,11 @@ impl Dispatcher {
             return;
         }
         let env = self.built_env(slot);
-        self.redactor.extend(env.secrets());
+        let secrets: Vec<_> = env.secrets().collect();
+        self.redactor.extend(secrets.iter().cloned());
         // Taken before the previous run's hold is dropped (the assignment below),
         // so a value both runs hold is never unregistered in between.
-        let held = self.redactor.hold(env.secrets().collect());
+        let held = self.redactor.hold(secrets);
         // Disjoint field borrows: no WorkerPlan (globs, regexes) is cloned per spawn.
         let worker = &self.workers[self.slots[slot].worker];
         let s = &mut self.slots[slot];
