@@ -220,7 +220,7 @@ pub(crate) struct ChildSetup {
     pub(crate) pdeathsig: bool,
     /// Make the child's group the terminal's foreground group (`exec` on a TTY).
     pub(crate) take_terminal: bool,
-    /// With `capture`, stdout is one end of a socketpair instead of a pipe: a
+    /// With `capture`, stdout and stderr are ends of socketpairs instead of pipes: a
     /// process of the same uid can open another process's pipe through
     /// `/proc/<pid>/fd/1` and read what it writes (a credential helper's secrets)
     /// before we do, but the kernel refuses to open a socket that way (ENXIO).
@@ -345,10 +345,13 @@ fn start<T>(
         } else {
             pipe_cloexec()
         };
-        (
-            Some(out.map_err(io_err)?),
-            Some(pipe_cloexec().map_err(io_err)?),
-        )
+        // stderr too: a helper's errors can echo what it fetched.
+        let err = if setup.stdout_socket {
+            socketpair_cloexec()
+        } else {
+            pipe_cloexec()
+        };
+        (Some(out.map_err(io_err)?), Some(err.map_err(io_err)?))
     } else {
         (None, None)
     };

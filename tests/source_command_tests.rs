@@ -75,12 +75,14 @@ keys = ["OPENAI_API_KEY"]
 /// its own stdout through /proc, as another process of the same uid would.
 const INSPECTOR: &str = r#"import os
 fd1 = os.readlink("/proc/self/fd/1")
+fd2 = os.readlink("/proc/self/fd/2")
 try:
     os.close(os.open("/proc/%d/fd/1" % os.getpid(), os.O_RDONLY | os.O_NONBLOCK))
     reopen = "opened"
 except OSError as e:
     reopen = "refused-" + str(e.errno)
 print("FD1=%s" % fd1)
+print("FD2=%s" % fd2)
 print("REOPEN=%s" % reopen)
 "#;
 
@@ -107,7 +109,7 @@ command = ["python3", "inspect.py"]
 [[worker]]
 name = "w"
 command = ["sh", "-c", "true"]
-keys = ["VAULT_ADDR", "FD1", "REOPEN"]
+keys = ["VAULT_ADDR", "FD1", "FD2", "REOPEN"]
 "#,
     );
     let env = [
@@ -133,6 +135,8 @@ keys = ["VAULT_ADDR", "FD1", "REOPEN"]
     assert_eq!(doc["VAULT_ADDR"]["source"], "command `env`", "{doc:#}");
     let fd1 = doc["FD1"]["value"].as_str().unwrap();
     assert!(fd1.starts_with("socket:"), "stdout is {fd1}, not a socket");
+    let fd2 = doc["FD2"]["value"].as_str().unwrap();
+    assert!(fd2.starts_with("socket:"), "stderr is {fd2}, not a socket");
     // ENXIO: the kernel does not open a socket through /proc/<pid>/fd.
     assert_eq!(doc["REOPEN"]["value"], "refused-6", "{doc:#}");
 }

@@ -447,10 +447,18 @@ async fn connection(
     // operator's shell is never below agentsup, a worker always is.
     // The answer waits for the request line: a client still writing when we close
     // would see EPIPE instead of the reason.
-    let refusal = peer
-        .pid()
-        .and_then(|p| u32::try_from(p).ok())
-        .and_then(|p| refuse_descendant(p, &status, &warned));
+    // A client whose process is already gone cannot be placed, so it is refused
+    // too: otherwise a worker could connect from a child that exits at once and
+    // send requests on the inherited socket. The operator's client lives until
+    // its answer comes.
+    let refusal = match peer.pid().and_then(|p| u32::try_from(p).ok()) {
+        Some(p) if crate::procfs::parent(p).is_some() => refuse_descendant(p, &status, &warned),
+        _ => Some(refuse(
+            "refused: the process that opened this connection is gone, so agentsup cannot tell \
+             whether it runs under agentsup; run the command from the operator's shell (a \
+             process that stays alive until it gets its answer)",
+        )),
+    };
     let mut reader = BufReader::new(read);
     let mut buf = Vec::new();
     let mut first = true;

@@ -325,6 +325,11 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
             if let Err(e) = super::creds::switch_to(uid, gid, groups) {
                 fail(ctx, e);
             }
+            // A credential change sets the memory's dumpable flag to
+            // `fs.suid_dumpable`, and this child shares agentsup's memory until
+            // execve: with suid_dumpable = 1 that would unseal agentsup for the
+            // worker's uid. Re-seal; execve makes the worker dumpable again.
+            libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
             if ctx.pdeathsig {
                 arm_pdeathsig(ctx);
             }
