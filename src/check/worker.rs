@@ -188,8 +188,8 @@ pub(super) fn stop_fits(plan: &crate::plan::Plan, w: &WorkerPlan) -> Option<Find
     let kill_at = shutdown.mul_f64(0.9);
     // Only a stop_timeout the config sets: a shorter shutdown_timeout capping the
     // default grace is documented and deliberate (the demo's 5 s). A set
-    // stop_timeout longer than the whole shutdown cannot do what it says.
-    if !w.stop_timeout_set || w.stop_timeout <= shutdown {
+    // stop_timeout past the 90 % kill cannot do what it says.
+    if !w.stop_timeout_set || w.stop_timeout <= kill_at {
         return None;
     }
     let needed = w.stop_timeout.mul_f64(1.0 / 0.9) + std::time::Duration::from_secs(1);
