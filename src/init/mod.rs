@@ -298,6 +298,12 @@ fn dedupe_names(workers: &mut [DraftWorker]) {
     }
 }
 
+/// A literal from another launcher's config that holds a secret: by its name, or a
+/// connection URL with a password (the same rule the redactor uses).
+pub(crate) fn must_not_be_copied(name: &str, value: &str) -> bool {
+    crate::secret::name_looks_secret(name) || crate::redact::url_password(value).is_some()
+}
+
 /// A worker name the config accepts: letters, digits, `-` and `_`.
 fn worker_name(raw: &str) -> String {
     let name: String = raw

@@ -143,7 +143,7 @@ pub fn workers(apps: &[serde_json::Value], file: &str, dir: &Path) -> Vec<DraftW
                     serde_json::Value::String(s) => s.clone(),
                     other => other.to_string(),
                 };
-                if crate::secret::name_looks_secret(k) || v.contains("://") && v.contains('@') {
+                if super::must_not_be_copied(k, &v) {
                     worker.keys.push(k.clone());
                     worker.notes.push(format!(
                         "{k} was a literal in the PM2 env: move its value into .env (or a secret \

@@ -183,7 +183,7 @@ pub fn parse(text: &str, file: &str, dir: &Path) -> Result<Vec<DraftWorker>, Str
             );
         }
         for (k, v) in get("environment").map(environment).unwrap_or_default() {
-            if crate::secret::name_looks_secret(&k) || v.contains("://") && v.contains('@') {
+            if super::must_not_be_copied(&k, &v) {
                 // Never copy a secret into the config: declare it and let a source hold it.
                 worker.keys.push(k.clone());
                 worker.notes.push(format!(
