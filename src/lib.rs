@@ -40,6 +40,7 @@ pub mod fuzzing;
 pub mod guard;
 pub mod health;
 pub mod init;
+pub mod keys_dir;
 pub mod limits;
 pub mod output;
 pub mod paths;

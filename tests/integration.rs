@@ -22,6 +22,7 @@ mod probe_tests;
 mod redaction_tests;
 mod regression_tests;
 mod resilience_tests;
+mod rotation_mode_tests;
 mod run_tests;
 mod signal_tests;
 mod source_command_tests;

@@ -14,6 +14,7 @@
 mod control_ops;
 mod early_stop;
 mod events;
+mod in_place;
 mod reread;
 mod rotation;
 mod run_task;
@@ -151,6 +152,8 @@ struct Dispatcher {
     signal_warned: std::collections::HashSet<u32>,
     /// Ignored signals whose sender's worker is not known yet: `(sig, sender, below)`.
     unplaced_signals: Vec<(i32, u32, u32)>,
+    /// Key files of `on_rotation = "file"`/`"signal"` workers (see `in_place`).
+    keys: Option<crate::keys_dir::KeysDir>,
 }
 
 impl Dispatcher {
@@ -215,6 +218,8 @@ impl Dispatcher {
             return;
         }
         let env = self.built_env(slot);
+        let mut pairs = env.pairs();
+        self.prepare_key_files(self.slots[slot].worker, &env, &mut pairs);
         let secrets: Vec<_> = env.secrets().collect();
         self.redactor.extend(secrets.iter().cloned());
         // Taken before the previous run's hold is dropped (the assignment below),
@@ -252,7 +257,7 @@ impl Dispatcher {
             run: s.run,
             spec: SpawnSpec {
                 argv: worker.command.clone(),
-                env: env.pairs(),
+                env: pairs,
                 cwd: worker.cwd.clone(),
                 stdin_null: true,
                 capture: true,
@@ -559,6 +564,7 @@ struct RunContext {
     status_tx: watch::Sender<Arc<Status>>,
     inputs_tx: mpsc::UnboundedSender<Input>,
     inputs_rx: mpsc::UnboundedReceiver<Input>,
+    keys: Option<crate::keys_dir::KeysDir>,
 }
 
 /// Runs the dispatcher to completion; returns the exit code, and the signal
@@ -624,6 +630,7 @@ async fn supervise(ctx: RunContext) -> Result<(u8, SignalStream)> {
         watch_triggered: false,
         signal_warned: std::collections::HashSet::new(),
         unplaced_signals: Vec::new(),
+        keys: ctx.keys,
     };
     Ok(d.run(ctx.signals, runs_rx, ctx.inputs_rx).await)
 }
