@@ -325,7 +325,13 @@ pub fn sweep_stale(base: &Path) {
     };
     let me = nix::unistd::geteuid().as_raw();
     for entry in entries.flatten() {
-        if !entry.file_name().to_string_lossy().starts_with(PREFIX) {
+        // Exactly the names this module makes (16 hex digits after the prefix).
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let ours = name.strip_prefix(PREFIX).is_some_and(|rest| {
+            rest.len() == 16 && rest.bytes().all(|b| b.is_ascii_hexdigit())
+        });
+        if !ours {
             continue;
         }
         let path = entry.path();
@@ -429,7 +435,7 @@ mod tests {
         let dead_root = dead.root().to_path_buf();
         dead.removed = true; // as if killed: Drop removes nothing
         drop(dead);
-        let unrelated = base.path().join("something-else");
+        let unrelated = base.path().join("agentsup-keys-abc123");
         std::fs::create_dir(&unrelated).unwrap();
         sweep_stale(base.path());
         assert!(!dead_root.exists());
