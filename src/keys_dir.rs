@@ -328,9 +328,9 @@ pub fn sweep_stale(base: &Path) {
         // Exactly the names this module makes (16 hex digits after the prefix).
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        let ours = name.strip_prefix(PREFIX).is_some_and(|rest| {
-            rest.len() == 16 && rest.bytes().all(|b| b.is_ascii_hexdigit())
-        });
+        let ours = name
+            .strip_prefix(PREFIX)
+            .is_some_and(|rest| rest.len() == 16 && rest.bytes().all(|b| b.is_ascii_hexdigit()));
         if !ours {
             continue;
         }

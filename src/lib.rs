@@ -49,6 +49,7 @@ pub mod probe;
 pub mod procfs;
 pub mod reaper;
 pub mod redact;
+pub mod refresh;
 pub mod replica;
 pub mod secret;
 pub mod signals;

@@ -20,6 +20,7 @@ mod init_tests;
 mod k8s_tests;
 mod probe_tests;
 mod redaction_tests;
+mod refresh_tests;
 mod regression_tests;
 mod resilience_tests;
 mod rotation_mode_tests;

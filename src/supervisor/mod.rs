@@ -15,6 +15,7 @@ mod control_ops;
 mod early_stop;
 mod events;
 mod in_place;
+mod refresh_ops;
 mod reread;
 mod rotation;
 mod run_task;
@@ -105,6 +106,10 @@ enum Input {
     RereadPaceOver,
     /// Ignored signals wait to be placed (see `Dispatcher::ignored_signal`).
     UnplacedSignals,
+    /// A `command` source's refresh is due (`refresh_ops`).
+    RefreshDue {
+        generation: u64,
+    },
 }
 
 /// The dispatcher's state.
@@ -154,6 +159,10 @@ struct Dispatcher {
     unplaced_signals: Vec<(i32, u32, u32)>,
     /// Key files of `on_rotation = "file"`/`"signal"` workers (see `in_place`).
     keys: Option<crate::keys_dir::KeysDir>,
+    /// When `command` sources run again (`refresh`, `ttl_pointer`).
+    refresh: crate::refresh::Schedule,
+    /// Generation of the armed refresh timer.
+    refresh_gen: u64,
 }
 
 impl Dispatcher {
@@ -475,6 +484,7 @@ impl Dispatcher {
         for slot in 0..self.slots.len() {
             self.drive(slot, Event::Start);
         }
+        self.arm_refresh();
         for ev in early {
             self.on_signal(ev);
         }
@@ -499,6 +509,7 @@ impl Dispatcher {
                     Input::RereadHoldOver => self.on_hold_over(),
                     Input::RereadPaceOver => self.on_pace_over(),
                     Input::UnplacedSignals => self.place_signals(None),
+                    Input::RefreshDue { generation } => self.on_refresh_due(generation),
                     Input::SourcesChanged => {
                         tracing::info!("a watched source changed: re-reading and re-checking every source");
                         self.watch_triggered = true;
@@ -598,6 +609,7 @@ async fn supervise(ctx: RunContext) -> Result<(u8, SignalStream)> {
             });
         }
     }
+    let refresh = crate::refresh::Schedule::new(&ctx.plan, &ctx.snapshot, Instant::now());
     let d = Dispatcher {
         plan: ctx.plan,
         workers: ctx.workers,
@@ -630,6 +642,8 @@ async fn supervise(ctx: RunContext) -> Result<(u8, SignalStream)> {
         watch_triggered: false,
         signal_warned: std::collections::HashSet::new(),
         unplaced_signals: Vec::new(),
+        refresh,
+        refresh_gen: 0,
         keys: ctx.keys,
     };
     Ok(d.run(ctx.signals, runs_rx, ctx.inputs_rx).await)

@@ -171,6 +171,7 @@ impl Dispatcher {
                 self.reread_pacer.succeeded();
                 self.snapshot = Arc::new(snapshot);
                 tracing::info!("re-read sources: values pass the checks");
+                self.refresh_outcome(true, None);
                 true
             }
             Err(why) => {
@@ -189,6 +190,7 @@ impl Dispatcher {
                         status: None,
                     });
                 }
+                self.refresh_outcome(false, Some(&why));
                 let hold = self.reread_pacer.failed(Instant::now());
                 tracing::warn!(
                     "re-read sources: the new values fail the checks; keeping the old ones and everything running. {why}. Re-reads for auth failures now wait {} (SIGHUP or `agentsup reload` re-read sooner)",
