@@ -42,6 +42,7 @@ pub mod health;
 pub mod init;
 pub mod keys_dir;
 pub mod limits;
+pub mod notify;
 pub mod output;
 pub mod paths;
 pub mod plan;

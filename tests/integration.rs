@@ -18,6 +18,7 @@ mod health_tests;
 mod helper_pkg_tests;
 mod init_tests;
 mod k8s_tests;
+mod notify_tests;
 mod probe_tests;
 mod redaction_tests;
 mod refresh_tests;

@@ -110,6 +110,8 @@ enum Input {
     RefreshDue {
         generation: u64,
     },
+    /// Time to ping systemd's watchdog (`WatchdogSec=`).
+    Watchdog,
 }
 
 /// The dispatcher's state.
@@ -163,6 +165,8 @@ struct Dispatcher {
     refresh: crate::refresh::Schedule,
     /// Generation of the armed refresh timer.
     refresh_gen: u64,
+    /// systemd's `Type=notify` protocol, when agentsup runs under it.
+    systemd: Option<crate::notify::Systemd>,
 }
 
 impl Dispatcher {
@@ -424,6 +428,9 @@ impl Dispatcher {
             return;
         }
         self.shutting_down = true;
+        if let Some(n) = self.systemd.as_mut() {
+            n.stopping();
+        }
         self.rolling.clear();
         for slot in 0..self.slots.len() {
             self.drive(slot, Event::StopRequested { at: Instant::now() });
@@ -485,6 +492,7 @@ impl Dispatcher {
             self.drive(slot, Event::Start);
         }
         self.arm_refresh();
+        self.start_watchdog();
         for ev in early {
             self.on_signal(ev);
         }
@@ -510,6 +518,11 @@ impl Dispatcher {
                     Input::RereadPaceOver => self.on_pace_over(),
                     Input::UnplacedSignals => self.place_signals(None),
                     Input::RefreshDue { generation } => self.on_refresh_due(generation),
+                    Input::Watchdog => {
+                        if let Some(n) = self.systemd.as_mut() {
+                            n.ping();
+                        }
+                    }
                     Input::SourcesChanged => {
                         tracing::info!("a watched source changed: re-reading and re-checking every source");
                         self.watch_triggered = true;
@@ -528,6 +541,7 @@ impl Dispatcher {
                 },
             }
             self.publish();
+            self.notify_systemd();
         }
         self.publish();
         // Every replica is gone: stop the fork templates (each kills a straggler).
@@ -644,6 +658,7 @@ async fn supervise(ctx: RunContext) -> Result<(u8, SignalStream)> {
         unplaced_signals: Vec::new(),
         refresh,
         refresh_gen: 0,
+        systemd: crate::notify::Systemd::from_env(),
         keys: ctx.keys,
     };
     Ok(d.run(ctx.signals, runs_rx, ctx.inputs_rx).await)

@@ -1,6 +1,6 @@
-//! The dispatcher's side of `command` source refresh (issue 14; the schedule is
-//! [`crate::refresh`]): a timer for the earliest due source, a re-read when it
-//! fires, and the outcome fed back to the schedule.
+//! The dispatcher's timers of issue 14: `command` source refresh (the schedule is
+//! [`crate::refresh`]: a timer for the earliest due source, a re-read when it
+//! fires, the outcome fed back), and systemd's notifications ([`crate::notify`]).
 
 use std::time::Instant;
 
@@ -61,5 +61,48 @@ impl Dispatcher {
             }
         }
         self.arm_refresh();
+    }
+}
+
+impl Dispatcher {
+    /// Under systemd with `WatchdogSec=`: a ping input every half interval. It goes
+    /// through the dispatcher's queue, so the pings stop if the dispatcher hangs.
+    pub(super) fn start_watchdog(&self) {
+        let Some(every) = self.systemd.as_ref().and_then(|n| n.watchdog_every()) else {
+            return;
+        };
+        let tx = self.inputs_tx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if tx.send(Input::Watchdog).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+
+    /// `READY=1` once every replica has started (or ended its first run), and
+    /// a status line of how many run.
+    pub(super) fn notify_systemd(&mut self) {
+        if self.systemd.is_none() || self.shutting_down {
+            return;
+        }
+        let started = self
+            .slots
+            .iter()
+            .filter(|s| s.run > 0 && !matches!(s.machine.state(), crate::replica::State::Starting))
+            .count();
+        let running = self
+            .slots
+            .iter()
+            .filter(|s| matches!(s.machine.state(), crate::replica::State::Running { .. }))
+            .count();
+        let total = self.slots.len();
+        if let Some(n) = self.systemd.as_mut() {
+            n.progress(started, running, total);
+        }
     }
 }
