@@ -19,6 +19,7 @@ mod helper_pkg_tests;
 mod init_tests;
 mod k8s_tests;
 mod probe_tests;
+mod readable_tests;
 mod redaction_tests;
 mod regression_tests;
 mod resilience_tests;

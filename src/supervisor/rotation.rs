@@ -231,6 +231,8 @@ impl Dispatcher {
                 });
             }
         }
+        // Replicas restarted below, for the summary line of a rotation or reload.
+        let mut restarted = 0;
         if accepted {
             // Replicas waiting out an auth backoff restart now if their keys changed
             // (SPEC 5): one re-read serves the whole incident.
@@ -250,6 +252,7 @@ impl Dispatcher {
                         tracing::info!("{label}: {key} changed (now from {source})");
                     }
                     self.drive(slot, Event::SourcesChanged);
+                    restarted += 1;
                 }
             }
         }
@@ -268,7 +271,7 @@ impl Dispatcher {
             };
             self.reload_requested = false;
             if accepted {
-                let n = self.plan_rolling_restart(reason);
+                let n = self.plan_rolling_restart(reason, restarted);
                 for reply in self.reload_replies.drain(..) {
                     let _ = reply.send(ControlResponse {
                         ok: true,
@@ -305,7 +308,9 @@ impl Dispatcher {
         out
     }
 
-    pub(super) fn plan_rolling_restart(&mut self, reason: &'static str) -> usize {
+    /// `restarted`: replicas this re-read already restarted from a backoff, which the
+    /// summary line counts so that it does not say nothing changed (issue 15).
+    pub(super) fn plan_rolling_restart(&mut self, reason: &'static str, restarted: usize) -> usize {
         let mut list = Vec::new();
         for slot in 0..self.slots.len() {
             // Starting replicas count too: their environment was built from the
@@ -325,10 +330,19 @@ impl Dispatcher {
                 list.push(slot);
             }
         }
+        let waited = match restarted {
+            0 => String::new(),
+            1 => "1 waiting replica restarted with the new values; ".to_owned(),
+            n => format!("{n} waiting replicas restarted with the new values; "),
+        };
         if list.is_empty() {
-            tracing::info!(
-                "{reason}: no running replica's environment changed; nothing to restart"
-            );
+            if restarted == 0 {
+                tracing::info!(
+                    "{reason}: no running replica's environment changed; nothing to restart"
+                );
+            } else {
+                tracing::info!("{reason}: {waited}no running replica needs a restart");
+            }
             return 0;
         }
         for &slot in &list {
@@ -336,7 +350,7 @@ impl Dispatcher {
         }
         let n = list.len();
         tracing::info!(
-            "{reason}: restarting {n} replica(s) whose environment changed, one at a time"
+            "{reason}: {waited}restarting {n} replica(s) whose environment changed, one at a time"
         );
         self.queue_rolling(list);
         n
