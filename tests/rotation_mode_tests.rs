@@ -332,3 +332,13 @@ on_rotation = "file"
     run.signal(15);
     assert_eq!(run.wait_exit(PATIENCE), Some(0));
 }
+
+#[test]
+fn env_says_what_run_adds_for_key_files() {
+    let sb = Sandbox::new();
+    sb.config("[[worker]]\nname = \"a\"\ncommand = [\"true\"]\nkeys = [\"MY_TOKEN\"]\non_rotation = \"signal\"\n");
+    let out = sb.run_env(&["env", "a"], &[("MY_TOKEN", "token-value-123456")]);
+    out.assert_code(0);
+    out.assert_contains("note: on_rotation = \"signal\": under `agentsup run` it also gets AGENTSUP_KEYS_DIR and NAME_FILE");
+    out.assert_no_leak("token-value-123456");
+}
