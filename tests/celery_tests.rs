@@ -9,15 +9,12 @@
 //!   key is rejected stops the worker with 77; agentsup classifies it `auth`,
 //!   re-reads, and restarts it with the rotated key, which then works.
 
-use crate::e2e_tests::free_port;
 use crate::support::*;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(90);
-const OLD_KEY: &str = "sk-proj-CeleryOldKey0CeleryOldKey0CeleryOldKey0Ab";
-const NEW_KEY: &str = "sk-proj-CeleryNewKey1CeleryNewKey1CeleryNewKey1Cd";
 
 const TASKS: &str = r#"
 import os, time
@@ -44,10 +41,6 @@ def ask(question):
     return reply.choices[0].message.content
 "#;
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// A child process killed when the test ends, however it ends.
 struct Service(Child);
 
@@ -70,23 +63,6 @@ fn redis(port: u16) -> Service {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
     assert!(up, "redis-server did not listen on {port}");
-    Service(child)
-}
-
-fn provider(sb: &Sandbox, port: u16) -> Service {
-    sb.write("provider/key", format!("{NEW_KEY}\n"));
-    let child = Command::new(python())
-        .arg(repo().join("examples/demo/fake_provider.py"))
-        .env("FAKE_PROVIDER_KEY_FILE", sb.path().join("provider/key"))
-        .env("FAKE_PROVIDER_PORT", port.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the fake provider");
-    let up = wait_until(WAIT, || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    assert!(up, "the fake provider did not listen on {port}");
     Service(child)
 }
 
@@ -123,8 +99,16 @@ fn pythonpath(sb: &Sandbox) -> String {
     )
 }
 
-/// `pool` is the end of the worker's argv, `extra` more `[[worker]]` lines.
-fn sandbox(venv: &Path, redis_port: u16, api_port: u16, pool: &str, extra: &str) -> Sandbox {
+/// `pool` is the end of the worker's argv, `extra` more `[[worker]]` lines; the
+/// worker starts with `key`.
+fn sandbox(
+    venv: &Path,
+    redis_port: u16,
+    api_port: u16,
+    key: &Canary,
+    pool: &str,
+    extra: &str,
+) -> Sandbox {
     let sb = Sandbox::new();
     sb.write("tasks.py", TASKS);
     sb.write(
@@ -135,7 +119,7 @@ fn sandbox(venv: &Path, redis_port: u16, api_port: u16, pool: &str, extra: &str)
              OPENAI_BASE_URL=http://127.0.0.1:{api_port}/v1\n"
         ),
     );
-    sb.write("secrets/OPENAI_API_KEY", format!("{OLD_KEY}\n"));
+    sb.write("secrets/OPENAI_API_KEY", format!("{}\n", key.value()));
     let celery: PathBuf = venv.to_path_buf();
     sb.config(&format!(
         r#"
@@ -175,10 +159,12 @@ fn celery_option_a_warm_shutdown_with_stop_target_leader_stores_the_running_task
     let venv = test_venv_python();
     let (redis_port, api_port) = (free_port(), free_port());
     let _redis = redis(redis_port);
+    let key = Canary::new("sk-proj-");
     let sb = sandbox(
         &venv,
         redis_port,
         api_port,
+        &key,
         r#""--pool=prefork", "--concurrency=2""#,
         r#"stop_target = "leader""#,
     );
@@ -205,15 +191,24 @@ fn celery_option_a_warm_shutdown_with_stop_target_leader_stores_the_running_task
         "{}",
         run.output()
     );
+    key.assert_absent(&run);
 }
 
 #[test]
 fn celery_option_b_auth_failure_exits_77_then_the_rotated_key_is_used() {
     let venv = test_venv_python();
-    let (redis_port, api_port) = (free_port(), free_port());
+    let redis_port = free_port();
     let _redis = redis(redis_port);
-    let sb = sandbox(&venv, redis_port, api_port, r#""--pool=solo""#, "");
-    let _provider = provider(&sb, api_port);
+    let keys = RotationKeys::new();
+    let provider = FakeProvider::openai_accepting(keys.new.value());
+    let sb = sandbox(
+        &venv,
+        redis_port,
+        provider.port,
+        &keys.old,
+        r#""--pool=solo""#,
+        "",
+    );
     let mut run = sb.spawn(&["run", "--no-color"]);
     run.wait_for("ready.", WAIT);
     client(
@@ -226,7 +221,7 @@ fn celery_option_b_auth_failure_exits_77_then_the_rotated_key_is_used() {
     assert!(line.contains("status 77"), "{line}");
     run.wait_for("its keys are unchanged", WAIT);
     // Rotate: the secret directory now holds the key the provider accepts.
-    sb.write("secrets/OPENAI_API_KEY", format!("{NEW_KEY}\n"));
+    sb.write("secrets/OPENAI_API_KEY", format!("{}\n", keys.new.value()));
     run.wait_for("OPENAI_API_KEY changed", WAIT);
     client(
         &sb,
@@ -237,9 +232,6 @@ fn celery_option_b_auth_failure_exits_77_then_the_rotated_key_is_used() {
     run.wait_for("task answered", WAIT);
     run.signal(15);
     assert_eq!(run.wait_exit(WAIT), Some(0), "{}", run.output());
-    let out = run.output();
-    assert!(
-        !out.contains(OLD_KEY) && !out.contains(NEW_KEY),
-        "a key leaked:\n{out}"
-    );
+    keys.assert_absent(&run);
+    keys.assert_absent(&("the fake provider's log", provider.log()));
 }

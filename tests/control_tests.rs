@@ -312,9 +312,6 @@ fn restart_one_replica_then_a_whole_worker_one_at_a_time() {
     assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
 }
 
-const GOOD_KEY: &str = "sk-Zq8xN3vR7tY2wK5mP9aB4cD6eF1gH0jL3nQ7sT9uVwXyA1b2";
-const NEW_KEY: &str = "sk-Ab3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5bC7dE9fG1hJ3k";
-
 /// Replaces `.env` in one step, so the source watcher never reads half a file.
 fn write_env(sb: &Sandbox, content: &str) {
     sb.write(".env.tmp", content);
@@ -348,9 +345,13 @@ command = ["sh", "-c", "echo \"beta up $$\"; exec sleep 1000"]
 keys = ["B_TOKEN"]
 "#,
     );
+    let keys = RotationKeys::new();
     write_env(
         &ctl.sb,
-        &format!("OPENAI_API_KEY={GOOD_KEY}\nB_TOKEN=unchanged-value\n"),
+        &format!(
+            "{}B_TOKEN=unchanged-value\n",
+            keys.old.dotenv("OPENAI_API_KEY")
+        ),
     );
     let mut run = ctl.start();
     let before = ctl.running_pids(2);
@@ -363,7 +364,10 @@ keys = ["B_TOKEN"]
     // A trailing space (kept by the quotes) and a placeholder are refused with the
     // reason, and the old workers keep running.
     for (bad, why) in [
-        (format!("\"{GOOD_KEY} \""), "ends with a space"),
+        (
+            format!("\"{} \"", keys.old.dotenv_double_quoted_inner()),
+            "ends with a space",
+        ),
         ("changeme".to_string(), "placeholder"),
     ] {
         write_env(
@@ -375,7 +379,7 @@ keys = ["B_TOKEN"]
             .assert_contains("OPENAI_API_KEY")
             .assert_contains(why)
             .assert_contains("keeping the old ones")
-            .assert_no_leak(GOOD_KEY);
+            .assert_no_leak(&keys.old);
         assert_eq!(pids_of(&ctl.status()), before, "{}", run.output());
     }
 
@@ -384,7 +388,10 @@ keys = ["B_TOKEN"]
     // re-read's refusal; asking again gets a fresh one.)
     write_env(
         &ctl.sb,
-        &format!("OPENAI_API_KEY={NEW_KEY}\nB_TOKEN=unchanged-value\n"),
+        &format!(
+            "{}B_TOKEN=unchanged-value\n",
+            keys.new.dotenv("OPENAI_API_KEY")
+        ),
     );
     let mut out = ctl.run(&["reload"]);
     assert!(
@@ -410,8 +417,7 @@ keys = ["B_TOKEN"]
     assert_eq!(pid(&after, "beta.0"), pid(&before, "beta.0"));
     run.signal(15);
     assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
-    let out = run.output();
-    assert!(!out.contains(GOOD_KEY) && !out.contains(NEW_KEY), "{out}");
+    keys.assert_absent(&run);
 }
 
 #[test]

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod canary_sweep_tests;
 mod celery_tests;
 mod check_tests;
 mod contain_tests;
