@@ -556,26 +556,141 @@ fn malformed_and_oversized_requests_get_an_error_answer() {
     assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
 }
 
+/// Waits until `worker`'s replica 0 runs with a pid other than `before` and the
+/// status JSON counts a restart for it; returns `counters.restarts[worker]`.
+fn restart_reasons_once_restarted(ctl: &Ctl, run: &Running, worker: &str, before: i32) -> Value {
+    let label = format!("{worker}.0");
+    let mut reasons = Value::Null;
+    assert!(
+        wait_until(PATIENCE, || {
+            let s = ctl.status();
+            let now = pids_of(&s);
+            reasons = s["counters"]["restarts"][worker].clone();
+            let running = s["replicas"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["worker"] == worker && r["state"] == "running");
+            running
+                && pid(&now, &label) != before
+                && pid(&now, &label) != 0
+                && reasons.as_object().is_some_and(|m| !m.is_empty())
+        }),
+        "{worker} was not restarted (restarts: {reasons})\n{}",
+        run.output()
+    );
+    reasons
+}
+
 #[test]
-fn restart_counters_survive_the_json_status() {
+fn restart_reasons_count_a_manual_restart() {
     // counters.restarts is keyed by (worker, reason); it must still be JSON.
     let ctl = Ctl::new(TWO_WORKERS);
     let mut run = ctl.start();
     let before = ctl.running_pids(3);
     ctl.run(&["restart", "beta"]).assert_code(0);
-    assert!(
-        wait_until(PATIENCE, || {
-            let s = ctl.status();
-            pid(&pids_of(&s), "beta.0") != pid(&before, "beta.0")
-                && s["counters"]["restarts"]["beta"]
-                    .as_object()
-                    .is_some_and(|by_reason| {
-                        by_reason.values().filter_map(Value::as_u64).sum::<u64>() == 1
-                    })
-        }),
+    let reasons = restart_reasons_once_restarted(&ctl, &run, "beta", pid(&before, "beta.0"));
+    assert_eq!(
+        reasons,
+        serde_json::json!({"manual": 1}),
         "{}",
         run.output()
     );
+    // Nothing was counted for the worker that was not restarted.
+    let alpha = ctl.status()["counters"]["restarts"]["alpha"].clone();
+    assert!(
+        alpha.is_null() || alpha == serde_json::json!({}),
+        "alpha: {alpha}"
+    );
+    run.signal(15);
+    assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
+}
+
+#[test]
+fn restart_reasons_count_a_rotation() {
+    let token = Canary::new("tok-");
+    let ctl = Ctl::new(
+        r#"
+[[source]]
+type = "dotenv"
+path = ".env"
+
+[[worker]]
+name = "w"
+command = ["sh", "-c", "echo \"w up $$\"; exec sleep 1000"]
+keys = ["W_TOKEN"]
+"#,
+    );
+    write_env(&ctl.sb, "W_TOKEN=first-value-0123\n");
+    let mut run = ctl.start();
+    let before = ctl.running_pids(1);
+    // The watched `.env` changes: the watcher's re-read restarts the replica.
+    write_env(&ctl.sb, &token.dotenv("W_TOKEN"));
+    let reasons = restart_reasons_once_restarted(&ctl, &run, "w", pid(&before, "w.0"));
+    assert_eq!(
+        reasons,
+        serde_json::json!({"rotation": 1}),
+        "{}",
+        run.output()
+    );
+    run.signal(15);
+    assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
+    token.assert_absent(&run);
+}
+
+#[test]
+fn restart_reasons_count_a_reload() {
+    let token = Canary::new("tok-");
+    // A `command` source is not watched: only the reload re-reads it.
+    let ctl = Ctl::new(
+        r#"
+[[source]]
+type = "command"
+command = ["cat", "tokens.env"]
+
+[[worker]]
+name = "w"
+command = ["sh", "-c", "echo \"w up $$\"; exec sleep 1000"]
+keys = ["W_TOKEN"]
+"#,
+    );
+    ctl.sb.write("tokens.env", "W_TOKEN=first-value-0123\n");
+    let mut run = ctl.start();
+    let before = ctl.running_pids(1);
+    ctl.sb.write("tokens.env", token.dotenv("W_TOKEN"));
+    ctl.run(&["reload"])
+        .assert_code(0)
+        .assert_contains("restarting 1 replica")
+        .assert_no_leak(&token);
+    let reasons = restart_reasons_once_restarted(&ctl, &run, "w", pid(&before, "w.0"));
+    assert_eq!(
+        reasons,
+        serde_json::json!({"reload": 1}),
+        "{}",
+        run.output()
+    );
+    run.signal(15);
+    assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
+    token.assert_absent(&run);
+}
+
+#[test]
+fn restart_reasons_count_a_clean_exit_restarted_by_always() {
+    // The first run exits 0 (and leaves a marker); `restart = "always"` starts it
+    // again, and that run stays up.
+    let ctl = Ctl::new(
+        r#"
+[[worker]]
+name = "w"
+command = ["sh", "-c", "if [ -e ran ]; then echo \"w up $$\"; exec sleep 1000; fi; touch ran; exit 0"]
+restart = "always"
+backoff = { initial = "50ms", jitter = 0.0 }
+"#,
+    );
+    let mut run = ctl.start();
+    run.wait_for("w up", PATIENCE);
+    let reasons = restart_reasons_once_restarted(&ctl, &run, "w", 0);
+    assert_eq!(reasons, serde_json::json!({"ok": 1}), "{}", run.output());
     run.signal(15);
     assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
 }
