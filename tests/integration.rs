@@ -7,6 +7,7 @@ mod support;
 mod canary_sweep_tests;
 mod celery_tests;
 mod check_tests;
+mod claims_tests;
 mod contain_tests;
 mod control_tests;
 mod control_trust_tests;
