@@ -14,6 +14,7 @@ mod control_trust_tests;
 mod dotenv_tests;
 mod e2e_tests;
 mod env_tests;
+mod examples_tests;
 mod exec_tests;
 mod fork_tests;
 mod health_tests;
