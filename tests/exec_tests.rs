@@ -126,7 +126,7 @@ fn exec_refuses_a_missing_key() {
 }
 
 #[test]
-fn exec_unknown_program_is_named() {
+fn exec_of_an_unknown_program_exits_127_naming_it() {
     let (sb, _key) = exec_sandbox();
     let out = sb.run(&[
         "exec",

@@ -71,7 +71,7 @@ fn an_absurd_duration_is_a_config_error_not_a_panic() {
 }
 
 #[test]
-fn exec_of_a_missing_program_exits_127() {
+fn exec_of_a_missing_path_exits_127_and_a_bad_key_pattern_2() {
     let sb = Sandbox::new();
     sb.config("[[worker]]\nname = \"w\"\ncommand = [\"true\"]\n");
     sb.run(&["exec", "--keys", "NOTHING_*", "--", "/nonexistent/prog"])
@@ -84,15 +84,26 @@ fn exec_of_a_missing_program_exits_127() {
 #[test]
 fn a_nul_byte_in_a_glob_matched_value_stops_before_start() {
     let sb = Sandbox::new();
-    sb.write(".env", "LANGSMITH_X=\"ab\\0cd\"\n");
+    // A real NUL in each source (`"\0"` in a dotenv file is not an escape: it
+    // stays a backslash and a zero). The `.env` is listed as a source: with any
+    // `[[source]]` given, the default `.env` is not read.
+    sb.write(".env", "LANGSMITH_X=ab\0cd\n");
     sb.write("secrets/LANGSMITH_Y", b"ab\0cd");
     sb.config(
-        "[[source]]\ntype = \"dir\"\npath = \"secrets\"\n\n[[worker]]\nname = \"w\"\ncommand = [\"true\"]\nkeys = [\"LANGSMITH_*\"]\n",
+        "[[source]]\ntype = \"dotenv\"\npath = \".env\"\n\n[[source]]\ntype = \"dir\"\npath = \"secrets\"\n\n[[worker]]\nname = \"w\"\ncommand = [\"true\"]\nkeys = [\"LANGSMITH_*\"]\n",
     );
-    sb.run(&["run"])
-        .assert_code(78)
+    let out = sb.run(&["run"]);
+    out.assert_code(78)
+        .assert_contains("LANGSMITH_X")
+        .assert_contains(".env:1")
         .assert_contains("LANGSMITH_Y")
         .assert_contains("NUL byte");
+    assert_eq!(
+        out.all().matches("holds a NUL byte").count(),
+        2,
+        "{}",
+        out.all()
+    );
 }
 
 #[test]

@@ -143,7 +143,7 @@ auth = {{ max_delay = "600s" }}
 }
 
 #[test]
-fn rotation_restarts_replicas_one_at_a_time_never_all_down() {
+fn rotation_restarts_each_replica_once_one_at_a_time_never_all_down() {
     let sb = Sandbox::new();
     let keys = RotationKeys::new();
     let mut secret = KubeSecret::create(
