@@ -718,13 +718,6 @@ fn a_bad_cwd_is_a_fork_error_not_a_hang() {
 // ---------------------------------------------------------------------------
 // Through `agentsup run`: these need fork mode wired into the supervisor.
 
-fn fixture(name: &str) -> String {
-    format!(
-        "{}/tests/fixtures/workers/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    )
-}
-
 fn fork_auth_sandbox(keys: &RotationKeys) -> Sandbox {
     let sb = Sandbox::new();
     sb.write("secrets/OPENAI_API_KEY", format!("{}\n", keys.old.value()));
