@@ -23,7 +23,7 @@ const NAMES: [&str; 6] = [
 /// agree), then prints it in each form the redactor claims, on stdout and stderr,
 /// as real code does, and waits.
 const PRINTER: &str = r#"
-import base64, json, os, sys, time, urllib.parse
+import base64, json, os, re, sys, time, urllib.parse
 names = ["DOTENV_TOKEN", "DIR_TOKEN", "FILE_TOKEN", "CMD_TOKEN", "JSON_TOKEN", "ENV_TOKEN"]
 values = [os.environ.get(n) for n in names]
 print("sources agree:", len(set(values)) == 1 and values[0] is not None, flush=True)
@@ -38,7 +38,7 @@ forms = [
     ("quote", urllib.parse.quote(v)),
     ("quote_safe", urllib.parse.quote(v, safe="")),
     ("quote_plus", urllib.parse.quote_plus(v)),
-    ("quote_lower", "".join(c.lower() if i % 3 else c for i, c in enumerate(urllib.parse.quote(v, safe="")))),
+    ("quote_lower", re.sub("%[0-9A-F]{2}", lambda m: m.group(0).lower(), urllib.parse.quote(v, safe=""))),
     ("b64", base64.b64encode(b).decode()),
     ("b64url", base64.urlsafe_b64encode(b).decode()),
     ("b64_in_json", base64.b64encode(json.dumps({"auth": v}).encode()).decode()),
