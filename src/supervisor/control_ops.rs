@@ -31,6 +31,7 @@ impl Dispatcher {
                 })
                 .collect(),
             counters: self.counters.clone(),
+            refresh: self.refresh.status(now),
             shutting_down: self.shutting_down,
             taken: Some(now),
         };

@@ -14,6 +14,8 @@
 mod control_ops;
 mod early_stop;
 mod events;
+mod in_place;
+mod refresh_ops;
 mod reread;
 mod rotation;
 mod run_task;
@@ -104,6 +106,12 @@ enum Input {
     RereadPaceOver,
     /// Ignored signals wait to be placed (see `Dispatcher::ignored_signal`).
     UnplacedSignals,
+    /// A `command` source's refresh is due (`refresh_ops`).
+    RefreshDue {
+        generation: u64,
+    },
+    /// Time to ping systemd's watchdog (`WatchdogSec=`).
+    Watchdog,
 }
 
 /// The dispatcher's state.
@@ -151,6 +159,14 @@ struct Dispatcher {
     signal_warned: std::collections::HashSet<u32>,
     /// Ignored signals whose sender's worker is not known yet: `(sig, sender, below)`.
     unplaced_signals: Vec<(i32, u32, u32)>,
+    /// Key files of `on_rotation = "file"`/`"signal"` workers (see `in_place`).
+    keys: Option<crate::keys_dir::KeysDir>,
+    /// When `command` sources run again (`refresh`, `ttl_pointer`).
+    refresh: crate::refresh::Schedule,
+    /// Generation of the armed refresh timer.
+    refresh_gen: u64,
+    /// systemd's `Type=notify` protocol, when agentsup runs under it.
+    systemd: Option<crate::notify::Systemd>,
 }
 
 impl Dispatcher {
@@ -215,6 +231,8 @@ impl Dispatcher {
             return;
         }
         let env = self.built_env(slot);
+        let mut pairs = env.pairs();
+        self.prepare_key_files(self.slots[slot].worker, &env, &mut pairs);
         let secrets: Vec<_> = env.secrets().collect();
         self.redactor.extend(secrets.iter().cloned());
         // Taken before the previous run's hold is dropped (the assignment below),
@@ -252,7 +270,7 @@ impl Dispatcher {
             run: s.run,
             spec: SpawnSpec {
                 argv: worker.command.clone(),
-                env: env.pairs(),
+                env: pairs,
                 cwd: worker.cwd.clone(),
                 stdin_null: true,
                 capture: true,
@@ -410,6 +428,9 @@ impl Dispatcher {
             return;
         }
         self.shutting_down = true;
+        if let Some(n) = self.systemd.as_mut() {
+            n.stopping();
+        }
         self.rolling.clear();
         for slot in 0..self.slots.len() {
             self.drive(slot, Event::StopRequested { at: Instant::now() });
@@ -470,6 +491,8 @@ impl Dispatcher {
         for slot in 0..self.slots.len() {
             self.drive(slot, Event::Start);
         }
+        self.arm_refresh();
+        self.start_watchdog();
         for ev in early {
             self.on_signal(ev);
         }
@@ -494,6 +517,12 @@ impl Dispatcher {
                     Input::RereadHoldOver => self.on_hold_over(),
                     Input::RereadPaceOver => self.on_pace_over(),
                     Input::UnplacedSignals => self.place_signals(None),
+                    Input::RefreshDue { generation } => self.on_refresh_due(generation),
+                    Input::Watchdog => {
+                        if let Some(n) = self.systemd.as_mut() {
+                            n.ping();
+                        }
+                    }
                     Input::SourcesChanged => {
                         tracing::info!("a watched source changed: re-reading and re-checking every source");
                         self.watch_triggered = true;
@@ -512,6 +541,7 @@ impl Dispatcher {
                 },
             }
             self.publish();
+            self.notify_systemd();
         }
         self.publish();
         // Every replica is gone: stop the fork templates (each kills a straggler).
@@ -559,6 +589,7 @@ struct RunContext {
     status_tx: watch::Sender<Arc<Status>>,
     inputs_tx: mpsc::UnboundedSender<Input>,
     inputs_rx: mpsc::UnboundedReceiver<Input>,
+    keys: Option<crate::keys_dir::KeysDir>,
 }
 
 /// Runs the dispatcher to completion; returns the exit code, and the signal
@@ -592,6 +623,7 @@ async fn supervise(ctx: RunContext) -> Result<(u8, SignalStream)> {
             });
         }
     }
+    let refresh = crate::refresh::Schedule::new(&ctx.plan, &ctx.snapshot, Instant::now());
     let d = Dispatcher {
         plan: ctx.plan,
         workers: ctx.workers,
@@ -624,6 +656,10 @@ async fn supervise(ctx: RunContext) -> Result<(u8, SignalStream)> {
         watch_triggered: false,
         signal_warned: std::collections::HashSet::new(),
         unplaced_signals: Vec::new(),
+        refresh,
+        refresh_gen: 0,
+        systemd: crate::notify::Systemd::from_env(),
+        keys: ctx.keys,
     };
     Ok(d.run(ctx.signals, runs_rx, ctx.inputs_rx).await)
 }

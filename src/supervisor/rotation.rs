@@ -21,6 +21,20 @@ pub(super) const REREAD_MIN_INTERVAL: std::time::Duration = std::time::Duration:
 /// The same for a re-read a watched source's change asks for.
 pub(super) const WATCH_MIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Whether a running replica of a worker with this `on_rotation` restarts when
+/// its keys changed, for a re-read asked by `reason`: a watched change or a
+/// refresh (`rotation`) restarts only `restart` workers; a reload (`reload`,
+/// SIGHUP) also `next-start` ones, as it always did. `file` and `signal` workers
+/// took the new values in place ([`Dispatcher::apply_in_place`]).
+fn restarts_on(mode: crate::config::OnRotation, reason: &str) -> bool {
+    use crate::config::OnRotation;
+    match mode {
+        OnRotation::Restart => true,
+        OnRotation::NextStart => reason != "rotation",
+        OnRotation::File | OnRotation::Signal => false,
+    }
+}
+
 fn round_ms(d: std::time::Duration) -> std::time::Duration {
     std::time::Duration::from_millis(d.as_millis() as u64)
 }
@@ -157,6 +171,7 @@ impl Dispatcher {
                 self.reread_pacer.succeeded();
                 self.snapshot = Arc::new(snapshot);
                 tracing::info!("re-read sources: values pass the checks");
+                self.refresh_outcome(true, None);
                 true
             }
             Err(why) => {
@@ -175,6 +190,7 @@ impl Dispatcher {
                         status: None,
                     });
                 }
+                self.refresh_outcome(false, Some(&why));
                 let hold = self.reread_pacer.failed(Instant::now());
                 tracing::warn!(
                     "re-read sources: the new values fail the checks; keeping the old ones and everything running. {why}. Re-reads for auth failures now wait {} (SIGHUP or `agentsup reload` re-read sooner)",
@@ -232,6 +248,9 @@ impl Dispatcher {
             }
         }
         if accepted {
+            // Key files first: a replica restarted below (or by the auth protocol)
+            // must find them holding the new values.
+            self.apply_in_place();
             // Replicas waiting out an auth backoff restart now if their keys changed
             // (SPEC 5): one re-read serves the whole incident.
             for slot in 0..self.slots.len() {
@@ -257,8 +276,9 @@ impl Dispatcher {
             self.start_reread();
             return;
         }
-        let watch_restart = self.watch_triggered
-            && self.plan.supervisor.on_rotation == crate::config::OnRotation::Restart;
+        // Which workers restart is decided per worker (`on_rotation`) in
+        // `plan_rolling_restart`.
+        let watch_restart = self.watch_triggered;
         self.watch_triggered = false;
         if self.reload_requested || watch_restart {
             let reason = if self.reload_requested {
@@ -307,6 +327,7 @@ impl Dispatcher {
 
     pub(super) fn plan_rolling_restart(&mut self, reason: &'static str) -> usize {
         let mut list = Vec::new();
+        let mut in_place = 0;
         for slot in 0..self.slots.len() {
             // Starting replicas count too: their environment was built from the
             // old snapshot a moment ago.
@@ -314,6 +335,10 @@ impl Dispatcher {
                 self.slots[slot].machine.state(),
                 replica::State::Running { .. } | replica::State::Starting
             ) {
+                continue;
+            }
+            if !restarts_on(self.worker_of(slot).on_rotation, reason) {
+                in_place += 1;
                 continue;
             }
             let changed = self.changed_keys(slot);
@@ -326,9 +351,15 @@ impl Dispatcher {
             }
         }
         if list.is_empty() {
-            tracing::info!(
-                "{reason}: no running replica's environment changed; nothing to restart"
-            );
+            if in_place == 0 {
+                tracing::info!(
+                    "{reason}: no running replica's environment changed; nothing to restart"
+                );
+            } else {
+                tracing::info!(
+                    "{reason}: nothing to restart (the other running replicas take new values by on_rotation = \"file\", \"signal\" or \"next-start\")"
+                );
+            }
             return 0;
         }
         for &slot in &list {

@@ -253,6 +253,23 @@ async fn run(
             }
         }
     }
+    // Key files of `on_rotation = "file"`/`"signal"` workers, private to this run;
+    // the guard removes them if agentsup is killed.
+    let keys = match crate::keys_dir::KeysDir::create(&workers) {
+        Ok(Some((dir, warning))) => {
+            if let Some(w) = warning {
+                tracing::warn!("{w}");
+            }
+            crate::guard::remove_on_death(dir.root());
+            Some(dir)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            drop(templates);
+            sink.shutdown().await;
+            return Err(Error::Runtime(format!("{e}\nnothing was started")));
+        }
+    };
     let shutdown_timeout = plan.supervisor.shutdown_timeout;
     let (code, mut signals) = super::supervise(super::RunContext {
         plan,
@@ -268,6 +285,7 @@ async fn run(
         status_tx,
         inputs_tx,
         inputs_rx,
+        keys,
     })
     .await?;
     crate::guard::finish();
