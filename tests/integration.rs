@@ -23,6 +23,8 @@ mod init_tests;
 mod k8s_tests;
 mod notify_tests;
 mod probe_tests;
+mod readable_tests;
+mod ready_tests;
 mod redaction_tests;
 mod refresh_tests;
 mod regression_tests;

@@ -289,3 +289,54 @@ fn check_rejects_reload_signal_without_signal_mode_and_suggests_modes() {
     out.assert_contains("did you mean");
     out.assert_contains("file");
 }
+
+#[test]
+fn a_worker_with_user_reads_its_own_key_files_and_no_one_elses() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: switching a worker's user needs agentsup to run as root");
+        return;
+    }
+    let sb = Sandbox::new();
+    std::fs::set_permissions(sb.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    sb.write("secrets/MINE_TOKEN", "mine-token-value-01");
+    sb.write("secrets/OTHER_TOKEN", "other-token-value-02");
+    sb.script(
+        "prober.sh",
+        r#"
+echo "own: $(cat "$MINE_TOKEN_FILE" | wc -c) bytes"
+cat "$AGENTSUP_KEYS_DIR/../other/OTHER_TOKEN" >/dev/null 2>&1 && echo "sibling: READ" || echo "sibling: denied"
+ls "$AGENTSUP_KEYS_DIR/.." >/dev/null 2>&1 && echo "listing: READ" || echo "listing: denied"
+echo "uid: $(id -u)"
+exec sleep 300
+"#,
+    );
+    sb.config(
+        r#"
+[[source]]
+type = "dir"
+path = "secrets"
+
+[[worker]]
+name = "mine"
+command = ["sh", "prober.sh"]
+keys = ["MINE_TOKEN"]
+on_rotation = "file"
+user = "nobody"
+
+[[worker]]
+name = "other"
+command = ["sleep", "300"]
+keys = ["OTHER_TOKEN"]
+on_rotation = "file"
+"#,
+    );
+    let mut run = sb.spawn(&["run", "--no-color"]);
+    run.wait_for("uid: 65534", PATIENCE);
+    let out = run.output();
+    assert!(out.contains("own: 19 bytes"), "{out}");
+    assert!(out.contains("sibling: denied"), "{out}");
+    assert!(out.contains("listing: denied"), "{out}");
+    run.signal(15);
+    assert_eq!(run.wait_exit(PATIENCE), Some(0));
+}

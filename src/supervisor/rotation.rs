@@ -247,6 +247,8 @@ impl Dispatcher {
                 });
             }
         }
+        // Replicas restarted below, for the summary line of a rotation or reload.
+        let mut restarted = 0;
         if accepted {
             // Key files first: a replica restarted below (or by the auth protocol)
             // must find them holding the new values.
@@ -269,6 +271,7 @@ impl Dispatcher {
                         tracing::info!("{label}: {key} changed (now from {source})");
                     }
                     self.drive(slot, Event::SourcesChanged);
+                    restarted += 1;
                 }
             }
         }
@@ -288,7 +291,7 @@ impl Dispatcher {
             };
             self.reload_requested = false;
             if accepted {
-                let n = self.plan_rolling_restart(reason);
+                let n = self.plan_rolling_restart(reason, restarted);
                 for reply in self.reload_replies.drain(..) {
                     let _ = reply.send(ControlResponse {
                         ok: true,
@@ -325,7 +328,9 @@ impl Dispatcher {
         out
     }
 
-    pub(super) fn plan_rolling_restart(&mut self, reason: &'static str) -> usize {
+    /// `restarted`: replicas this re-read already restarted from a backoff, which the
+    /// summary line counts so that it does not say nothing changed (issue 15).
+    pub(super) fn plan_rolling_restart(&mut self, reason: &'static str, restarted: usize) -> usize {
         let mut list = Vec::new();
         let mut in_place = 0;
         for slot in 0..self.slots.len() {
@@ -350,14 +355,21 @@ impl Dispatcher {
                 list.push(slot);
             }
         }
+        let waited = match restarted {
+            0 => String::new(),
+            1 => "1 waiting replica restarted with the new values; ".to_owned(),
+            n => format!("{n} waiting replicas restarted with the new values; "),
+        };
         if list.is_empty() {
-            if in_place == 0 {
+            if restarted == 0 && in_place == 0 {
                 tracing::info!(
                     "{reason}: no running replica's environment changed; nothing to restart"
                 );
+            } else if in_place == 0 {
+                tracing::info!("{reason}: {waited}no running replica needs a restart");
             } else {
                 tracing::info!(
-                    "{reason}: nothing to restart (the other running replicas take new values by on_rotation = \"file\", \"signal\" or \"next-start\")"
+                    "{reason}: {waited}nothing to restart (the other running replicas take new values by on_rotation = \"file\", \"signal\" or \"next-start\")"
                 );
             }
             return 0;
@@ -367,7 +379,7 @@ impl Dispatcher {
         }
         let n = list.len();
         tracing::info!(
-            "{reason}: restarting {n} replica(s) whose environment changed, one at a time"
+            "{reason}: {waited}restarting {n} replica(s) whose environment changed, one at a time"
         );
         self.queue_rolling(list);
         n

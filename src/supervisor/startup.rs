@@ -121,6 +121,7 @@ async fn run(
         ),
         workers: workers.iter().map(|w| w.name.clone()).collect(),
         redactor: crate::redact::global().clone(),
+        width: crate::output::width::stdout_width(),
     })
     .map_err(|e| Error::Runtime(format!("cannot start the output writer: {e}")))?;
     {
@@ -191,7 +192,7 @@ async fn run(
         );
     }
     let rendered = match format {
-        LogFormat::Pretty => report.render_text(color),
+        LogFormat::Pretty => report.render_text_width(color, crate::output::width::stdout_width()),
         LogFormat::Json => format!(
             "{}\n",
             serde_json::json!({
