@@ -52,6 +52,7 @@ pub mod plan;
 pub mod probe;
 pub mod process;
 pub mod procfs;
+pub mod ready;
 pub mod reaper;
 pub mod redact;
 pub mod refresh;

@@ -28,6 +28,9 @@ pub struct ReplicaStatus {
     pub restarts: u64,
     /// Class of the last exit (`ok`, `auth`, `config`, `crash`), if it exited.
     pub last_exit: Option<String>,
+    /// With a `ready` probe: whether the current run passed it (`None` without one).
+    #[serde(default)]
+    pub ready: Option<bool>,
 }
 
 /// Counters for `/metrics` (SPEC 8). Keys are label values; never values of secrets.
@@ -132,8 +135,14 @@ impl Status {
                     problems.push(format!("{}.{} is {}", r.worker, r.replica, r.state));
                 }
             }
-            if !mine.iter().any(|r| r.state == "running") {
-                problems.push(format!("{w} has no running replica"));
+            // A replica whose `ready` probe has not passed yet does not count.
+            let up = |r: &&&ReplicaStatus| r.state == "running" && r.ready != Some(false);
+            if !mine.iter().any(|r| up(&r)) {
+                if mine.iter().any(|r| r.state == "running") {
+                    problems.push(format!("{w} has no ready replica yet (`ready` probe)"));
+                } else {
+                    problems.push(format!("{w} has no running replica"));
+                }
             }
         }
         if problems.is_empty() {
@@ -157,6 +166,7 @@ mod tests {
             uptime_secs: None,
             restarts: 0,
             last_exit: None,
+            ready: None,
         }
     }
 

@@ -15,6 +15,7 @@ mod control_ops;
 mod early_stop;
 mod events;
 mod in_place;
+mod ready_ops;
 mod refresh_ops;
 mod reread;
 mod rotation;
@@ -81,6 +82,10 @@ struct Slot {
     last_exit: Option<ExitClass>,
     /// When the current process started.
     running_since: Option<Instant>,
+    /// With a `ready` probe: whether the current run passed it.
+    ready: Option<bool>,
+    /// Stops the current run's probe.
+    probe_cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Inputs of the dispatcher.
@@ -112,6 +117,16 @@ enum Input {
     },
     /// Time to ping systemd's watchdog (`WatchdogSec=`).
     Watchdog,
+    /// A replica's `ready` probe passed for that run.
+    Ready {
+        slot: usize,
+        run: u64,
+    },
+    /// A replica's `ready` timeout is over for that run.
+    ReadyTimeout {
+        slot: usize,
+        run: u64,
+    },
 }
 
 /// The dispatcher's state.
@@ -167,6 +182,8 @@ struct Dispatcher {
     refresh_gen: u64,
     /// systemd's `Type=notify` protocol, when agentsup runs under it.
     systemd: Option<crate::notify::Systemd>,
+    /// Sockets of `ready = { notify = true }` workers, made on first use.
+    notify_dir: Option<crate::ready::NotifyDir>,
 }
 
 impl Dispatcher {
@@ -233,6 +250,7 @@ impl Dispatcher {
         let env = self.built_env(slot);
         let mut pairs = env.pairs();
         self.prepare_key_files(self.slots[slot].worker, &env, &mut pairs);
+        self.prepare_ready(slot, self.slots[slot].run + 1, &mut pairs);
         let secrets: Vec<_> = env.secrets().collect();
         self.redactor.extend(secrets.iter().cloned());
         // Taken before the previous run's hold is dropped (the assignment below),
@@ -348,15 +366,11 @@ impl Dispatcher {
                     },
                 );
                 // A restart that met this replica while it was starting is being
-                // applied now: the rolling restart moves on once that one is up.
-                if self.rolling_current == Some(slot)
-                    && matches!(
-                        self.slots[slot].machine.state(),
-                        replica::State::Running { .. }
-                    )
-                {
-                    self.rolling_current = None;
-                    self.next_rolling();
+                // applied now: the rolling restart moves on once that one is up,
+                // and ready when it has a `ready` probe (`ready_ops`).
+                self.start_probe(slot, pid);
+                if !self.awaiting_ready(slot) {
+                    self.rolling_step_done(slot);
                 }
             }
             RunEvent::SpawnFailed { slot, run, reason } => {
@@ -398,6 +412,12 @@ impl Dispatcher {
                 }
                 let (status, class, reason) = self.classify(slot, termination);
                 let s = &mut self.slots[slot];
+                if let Some(c) = s.probe_cancel.take() {
+                    c.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                if s.ready.is_some() {
+                    s.ready = Some(false);
+                }
                 s.pid = None;
                 s.running_since = None;
                 s.last_exit = Some(class);
@@ -430,6 +450,11 @@ impl Dispatcher {
         self.shutting_down = true;
         if let Some(n) = self.systemd.as_mut() {
             n.stopping();
+        }
+        for s in &mut self.slots {
+            if let Some(c) = s.probe_cancel.take() {
+                c.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
         }
         self.rolling.clear();
         for slot in 0..self.slots.len() {
@@ -518,6 +543,8 @@ impl Dispatcher {
                     Input::RereadPaceOver => self.on_pace_over(),
                     Input::UnplacedSignals => self.place_signals(None),
                     Input::RefreshDue { generation } => self.on_refresh_due(generation),
+                    Input::Ready { slot, run } => self.on_ready(slot, run),
+                    Input::ReadyTimeout { slot, run } => self.on_ready_timeout(slot, run),
                     Input::Watchdog => {
                         if let Some(n) = self.systemd.as_mut() {
                             n.ping();
@@ -620,6 +647,8 @@ async fn supervise(ctx: RunContext) -> Result<(u8, SignalStream)> {
                 restart_reason: "crash",
                 last_exit: None,
                 running_since: None,
+                ready: None,
+                probe_cancel: None,
             });
         }
     }
@@ -659,6 +688,7 @@ async fn supervise(ctx: RunContext) -> Result<(u8, SignalStream)> {
         refresh,
         refresh_gen: 0,
         systemd: crate::notify::Systemd::from_env(),
+        notify_dir: None,
         keys: ctx.keys,
     };
     Ok(d.run(ctx.signals, runs_rx, ctx.inputs_rx).await)

@@ -93,7 +93,13 @@ impl Dispatcher {
         let started = self
             .slots
             .iter()
-            .filter(|s| s.run > 0 && !matches!(s.machine.state(), crate::replica::State::Starting))
+            .filter(|s| {
+                // A running replica with a `ready` probe has started once it passed.
+                let running = matches!(s.machine.state(), crate::replica::State::Running { .. });
+                s.run > 0
+                    && !matches!(s.machine.state(), crate::replica::State::Starting)
+                    && !(running && s.ready == Some(false))
+            })
             .count();
         let running = self
             .slots
