@@ -4,8 +4,10 @@
 
 mod support;
 
+mod canary_sweep_tests;
 mod celery_tests;
 mod check_tests;
+mod claims_tests;
 mod contain_tests;
 mod control_tests;
 mod control_trust_tests;

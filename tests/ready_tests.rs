@@ -3,7 +3,6 @@
 //! restarted replica to be ready, `/readyz` and `agentsup status` that say so.
 
 use crate::control_tests::Ctl;
-use crate::e2e_tests::{free_port, write_atomically};
 use crate::support::*;
 
 /// A worker that takes a moment, then tells `$NOTIFY_SOCKET` it is ready
