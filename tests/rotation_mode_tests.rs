@@ -345,10 +345,11 @@ on_rotation = "file"
 fn env_says_what_run_adds_for_key_files() {
     let sb = Sandbox::new();
     sb.config("[[worker]]\nname = \"a\"\ncommand = [\"true\"]\nkeys = [\"MY_TOKEN\"]\non_rotation = \"signal\"\n");
-    let out = sb.run_env(&["env", "a"], &[("MY_TOKEN", "token-value-123456")]);
+    let token = Canary::new("tok-");
+    let out = sb.run_env(&["env", "a"], &[("MY_TOKEN", token.value())]);
     out.assert_code(0);
     out.assert_contains("note: on_rotation = \"signal\": under `agentsup run` it also gets AGENTSUP_KEYS_DIR and NAME_FILE");
-    out.assert_no_leak("token-value-123456");
+    out.assert_no_leak(&token);
 }
 
 /// The Node twin of [`FILE_WORKER`]: the real `openai` package with
@@ -385,9 +386,10 @@ fn node_file_mode_rotation_loses_no_call_either() {
     let _ = test_venv_python(); // installs examples/node-openai/node_modules
     let ctl = Ctl::new("");
     let sb = &ctl.sb;
-    let accepted = sb.write("provider/accepted_key", OLD_KEY);
-    let provider = FakeProvider::start(&accepted);
-    sb.write("secrets/OPENAI_API_KEY", format!("{OLD_KEY}\n"));
+    let keys = RotationKeys::new();
+    let accepted = sb.write("provider/accepted_key", keys.old.value());
+    let provider = FakeProvider::openai(&accepted);
+    sb.write("secrets/OPENAI_API_KEY", format!("{}\n", keys.old.value()));
     sb.write("worker.mjs", NODE_FILE_WORKER);
     let entry = |p: &str| format!("file://{}", repo().join(p).display());
     sb.config(&format!(
@@ -419,10 +421,10 @@ on_rotation = "file"
     assert!(wait_until(PATIENCE, || last_call(&run.output())
         .is_some_and(|(n, _)| n >= 5)));
     let (before, _) = last_call(&run.output()).unwrap();
-    write_atomically(&accepted, NEW_KEY);
+    write_atomically(&accepted, keys.new.value());
     write_atomically(
         &sb.path().join("secrets/OPENAI_API_KEY"),
-        &format!("{NEW_KEY}\n"),
+        &format!("{}\n", keys.new.value()),
     );
     run.wait_for("key files replaced in place", PATIENCE);
     let after = wait_until(PATIENCE, || {
@@ -448,5 +450,6 @@ on_rotation = "file"
         tail.starts_with("lost=0 "),
         "a call was lost: {tail}\n{out}"
     );
-    assert!(!out.contains(OLD_KEY) && !out.contains(NEW_KEY), "{out}");
+    keys.assert_absent(&run);
+    keys.assert_absent(&("the fake provider's log", provider.log()));
 }
