@@ -113,4 +113,23 @@ mod tests {
         );
         assert!(!String::from_utf8_lossy(&streamed).contains(secret));
     }
+
+    /// fuzz target `redact`, 7 December: a run of a secret that starts inside a
+    /// multi-byte char of the text (`ガ` is E3 82 AC, `€` is E2 82 AC: the run
+    /// begins at the shared 82). `redact_str` must give the lossy text of the byte
+    /// output (the cut char as U+FFFD), never panic, and show no run of the secret.
+    #[test]
+    fn redacted_run_starting_inside_a_char_is_shown_lossy() {
+        use crate::redact::Redactor;
+        use crate::secret::Sensitive;
+        let secret = "€bcdefghijklmnopqrs";
+        let r = Redactor::new([("K0".to_string(), Sensitive::new(secret))]);
+        let text = "say ガbcdefghijklmnopqrs done";
+        let mut whole = Vec::new();
+        r.redact_into(text.as_bytes(), &mut whole);
+        let shown = r.redact_str(text);
+        assert_eq!(shown, String::from_utf8_lossy(&whole));
+        assert!(!shown.contains("bcdefghijklmnopqrs"), "{shown}");
+        assert!(shown.contains("\u{fffd}[redacted:K0]"), "{shown}");
+    }
 }

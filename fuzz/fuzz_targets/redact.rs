@@ -68,7 +68,10 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
     let mut scratch = Vec::new();
     assert!(r.redact_slice(&input, &mut scratch) == whole.as_slice());
     if let Ok(text) = std::str::from_utf8(&input) {
-        assert!(r.redact_str(text).as_bytes() == whole.as_slice());
+        // `redact_str` gives a String: where a redacted run starts or ends inside
+        // a multi-byte char, the cut char shows as U+FFFD (by design, documented
+        // there), so it equals the lossy text of the byte output.
+        assert!(r.redact_str(text) == String::from_utf8_lossy(&whole));
     }
 
     let markers: Vec<String> = (0..n).map(|i| format!("[redacted:K{i}]")).collect();
