@@ -445,3 +445,58 @@ sys.exit(3)
     out.assert_code(3)
         .assert_contains(&format!("out {FAKE_OPENAI_KEY}"));
 }
+
+/// issue 12: `exec`'s masking redacts what a terminal shows, as worker output
+/// does: a key printed in pieces joined by escape sequences, backspaces or NULs,
+/// or as hex, never shows whole, on either stream; and a line starting with `\r`
+/// cannot print over what came before it.
+#[test]
+fn exec_masking_redacts_what_a_terminal_shows() {
+    let sb = sandbox_with_secrets("unused", "");
+    let script = r#"
+import os, sys
+k = os.environ["OPENAI_API_KEY"]
+parts = [k[i:i + 12] for i in range(0, len(k), 12)]
+for stream in (sys.stdout, sys.stderr):
+    for sep in ("\x1b[0m", "\x1b]0;title\x07", "Z\b", "\0", "\u009b1m"):
+        stream.write("k=" + sep.join(parts) + "\n")
+    stream.write("hex " + k.encode().hex() + "\n")
+    stream.write("\rforged line\n")
+    stream.flush()
+"#;
+    let py = python();
+    let out = sb.run(&["exec", "--worker", "unused", "--", &py, "-c", script]);
+    out.assert_code(0);
+    for (name, text) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+        assert_eq!(
+            text.matches("k=[redacted:OPENAI_API_KEY]\n").count(),
+            5,
+            "{name}: {text:?}"
+        );
+        assert!(
+            text.contains("hex [redacted:OPENAI_API_KEY]\n"),
+            "{name}: {text:?}"
+        );
+        assert!(text.contains("\nforged line\n"), "{name}: {text:?}");
+        assert!(
+            !text.contains('\x1b') && !text.contains('\r') && !text.contains('\0'),
+            "{name}: no control reaches the terminal: {text:?}"
+        );
+        for run in FAKE_OPENAI_KEY.as_bytes().windows(16) {
+            let run = std::str::from_utf8(run).unwrap();
+            assert!(!text.contains(run), "{name} shows {run}: {text:?}");
+        }
+    }
+    // Opting out passes the bytes through untouched.
+    let out = sb.run(&[
+        "exec",
+        "--no-masking",
+        "--worker",
+        "unused",
+        "--",
+        &py,
+        "-c",
+        script,
+    ]);
+    out.assert_code(0).assert_contains("\x1b[0m");
+}

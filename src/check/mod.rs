@@ -90,19 +90,16 @@ impl Report {
     }
 }
 
-/// Runs every check for `workers`, or for every worker of the plan when `workers`
-/// is empty (`exec` and `run --only` pass their selection).
+/// Runs every check for the selected workers, given with their environments
+/// ([`env::for_workers`]: every worker of the plan, or the selection of `exec` and
+/// `run --only`).
 pub fn run(
     plan: &Plan,
     snapshot: &Snapshot,
     process_env: &ProcessEnv,
-    workers: &[WorkerPlan],
+    envs: &[env::WorkerEnv<'_>],
 ) -> Report {
-    let selected: Vec<&WorkerPlan> = if workers.is_empty() {
-        plan.workers.iter().collect()
-    } else {
-        workers.iter().collect()
-    };
+    let selected: Vec<&WorkerPlan> = envs.iter().map(|(w, _)| *w).collect();
     let mut key_order: Vec<String> = Vec::new();
     for w in &selected {
         for k in &w.keys_exact {
@@ -127,8 +124,7 @@ pub fn run(
     }
     out.extend(helper::findings(plan));
     out.extend(names::inherited_secrets(plan, process_env));
-    for w in &selected {
-        let built = env::build(plan, w, 0, snapshot, process_env);
+    for (w, built) in envs {
         // Values matched only by a glob are optional and not value-checked, except
         // for a NUL byte: no process environment can carry one, so the worker could
         // not even start (it would crash-loop with a message naming no variable).
@@ -155,7 +151,7 @@ pub fn run(
             match built.vars.get(key) {
                 None => out.push(ctx.missing(w, key)),
                 Some(var) => {
-                    let findings = ctx.value_findings(w, key, var, &built);
+                    let findings = ctx.value_findings(w, key, var, built);
                     let clean = findings.is_empty();
                     for f in findings {
                         out.push(f);
@@ -194,11 +190,11 @@ pub fn run(
                 }
             }
         }
-        for f in ctx.azure_findings(w, &built) {
+        for f in ctx.azure_findings(w, built) {
             out.push(f);
         }
-        out.extend(worker::google_both(w, &built));
-        out.extend(ctx.worker_dotenv(w, &built));
+        out.extend(worker::google_both(w, built));
+        out.extend(ctx.worker_dotenv(w, built));
         out.extend(worker::stop_fits(plan, w));
     }
 

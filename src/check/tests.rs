@@ -46,8 +46,14 @@ fn snapshot(entries: Vec<Entry>) -> Snapshot {
     s
 }
 
+/// `check::run` for `workers` (all when empty), their environments built as the
+/// validation pipeline builds them.
+fn run_for(p: &Plan, s: &Snapshot, penv: &ProcessEnv, workers: &[WorkerPlan]) -> Report {
+    run(p, s, penv, &crate::env::for_workers(p, workers, s, penv))
+}
+
 fn check(p: &Plan, s: &Snapshot) -> Report {
-    run(p, s, &ProcessEnv::default(), &[])
+    run_for(p, s, &ProcessEnv::default(), &[])
 }
 
 fn all_text(r: &Report) -> String {
@@ -132,7 +138,7 @@ fn selection_limits_the_check() {
          [[worker]]\nname = \"b\"\ncommand = [\"x\"]\nkeys = [\"ANTHROPIC_API_KEY\"]\n",
     );
     let s = snapshot(vec![dotenv("OPENAI_API_KEY", KEY, 1)]);
-    let r = run(
+    let r = run_for(
         &p,
         &s,
         &ProcessEnv::default(),
@@ -245,7 +251,7 @@ fn process_env_without_env_source() {
          [[worker]]\nname = \"a\"\ncommand = [\"x\"]\nkeys = [\"OPENAI_API_KEY\"]\n",
     );
     let penv = ProcessEnv::from_pairs([("OPENAI_API_KEY", KEY)]);
-    let r = run(&p, &snapshot(vec![]), &penv, &[]);
+    let r = run_for(&p, &snapshot(vec![]), &penv, &[]);
     assert!(
         r.findings[0]
             .hint
