@@ -50,6 +50,22 @@ pub fn comm(pid: u32) -> String {
         .unwrap_or_default()
 }
 
+/// The kernel's page size, from the auxiliary vector (`AT_PAGESZ` in
+/// `/proc/self/auxv`); 4096 if it cannot be read.
+pub fn page_size() -> u64 {
+    const AT_PAGESZ: u64 = 6;
+    let Ok(auxv) = std::fs::read("/proc/self/auxv") else {
+        return 4096;
+    };
+    auxv.chunks_exact(16)
+        .map(|pair| {
+            let word = |b: &[u8]| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]));
+            (word(&pair[..8]), word(&pair[8..]))
+        })
+        .find(|&(kind, _)| kind == AT_PAGESZ)
+        .map_or(4096, |(_, size)| size)
+}
+
 /// The pids listed in `/proc`.
 fn pids() -> impl Iterator<Item = u32> {
     std::fs::read_dir("/proc")
@@ -128,6 +144,8 @@ mod tests {
         assert!(all().contains(&me));
         assert!(stat(u32::MAX).is_none());
         assert!(!comm(std::process::id()).is_empty());
+        let page = page_size();
+        assert!(page.is_power_of_two() && page >= 4096, "{page}");
     }
 
     #[test]

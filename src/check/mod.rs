@@ -147,6 +147,9 @@ pub fn run(
                 });
             }
         }
+        if w.start != crate::config::StartMode::Fork {
+            out.extend(too_long_for_exec(w, built));
+        }
         for key in &w.keys_exact {
             match built.vars.get(key) {
                 None => out.push(ctx.missing(w, key)),
@@ -256,6 +259,39 @@ fn source_code(p: &SourceProblem) -> &'static str {
     } else {
         "source"
     }
+}
+
+/// Variables no `execve` can pass: Linux refuses any one environment string
+/// (`NAME=value`) longer than `MAX_ARG_STRLEN`, 32 pages (128 KiB with 4 KiB
+/// pages), with E2BIG. Such a worker could never start, and would crash-loop on
+/// "Argument list too long" naming no variable (issue 13: a 2 MB secret).
+/// Fork-mode replicas are not exec'd, so this is for spawned workers.
+fn too_long_for_exec(w: &WorkerPlan, built: &BuiltEnv) -> Vec<Finding> {
+    let max = 32 * crate::procfs::page_size();
+    built
+        .vars
+        .iter()
+        .filter(|(name, var)| (name.len() + 1 + var.value.len() + 1) as u64 > max)
+        .map(|(name, var)| Finding {
+            severity: Severity::Error,
+            code: "too-long",
+            key: Some(name.clone()),
+            workers: vec![w.name.clone()],
+            location: Some(var.provenance.to_string()),
+            message: format!(
+                "{name} is {} bytes: Linux passes at most {max} bytes per environment \
+                 variable (MAX_ARG_STRLEN), so worker {} could not start (`Argument list \
+                 too long`)",
+                var.value.len(),
+                w.name
+            ),
+            hint: Some(
+                "give the worker a path to the value instead (a file it reads, e.g. \
+                 NAME_FILE), or shorten the value"
+                    .into(),
+            ),
+        })
+        .collect()
 }
 
 fn source_finding(p: &SourceProblem, selected: &[&WorkerPlan]) -> Finding {
