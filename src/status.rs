@@ -28,6 +28,9 @@ pub struct ReplicaStatus {
     pub restarts: u64,
     /// Class of the last exit (`ok`, `auth`, `config`, `crash`), if it exited.
     pub last_exit: Option<String>,
+    /// With a `ready` probe: whether the current run passed it (`None` without one).
+    #[serde(default)]
+    pub ready: Option<bool>,
 }
 
 /// Counters for `/metrics` (SPEC 8). Keys are label values; never values of secrets.
@@ -44,6 +47,25 @@ pub struct Counters {
     pub secret_reload_failures: u64,
 }
 
+/// One refreshed `command` source (`refresh`, `ttl_pointer`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RefreshStatus {
+    /// 1-based position among the `[[source]]` entries.
+    pub source: usize,
+    /// The program's file name (never its arguments).
+    pub program: String,
+    /// Refreshes whose values were adopted.
+    pub ok: u64,
+    /// Refreshes that failed (the old values stayed).
+    pub failed: u64,
+    /// Failures since the last success.
+    pub consecutive_failures: u32,
+    /// Seconds until the next refresh, when one is scheduled.
+    pub next_in_secs: Option<f64>,
+    /// The lease the command last announced (`ttl_pointer`), in seconds.
+    pub lease_secs: Option<f64>,
+}
+
 /// A snapshot of the whole supervisor.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Status {
@@ -57,6 +79,9 @@ pub struct Status {
     pub replicas: Vec<ReplicaStatus>,
     /// Counters.
     pub counters: Counters,
+    /// `command` sources refreshed on a timer (issue 14).
+    #[serde(default)]
+    pub refresh: Vec<RefreshStatus>,
     /// True once a stop of everything has begun.
     pub shutting_down: bool,
     /// When this snapshot was taken, so readers can age its uptimes.
@@ -110,8 +135,14 @@ impl Status {
                     problems.push(format!("{}.{} is {}", r.worker, r.replica, r.state));
                 }
             }
-            if !mine.iter().any(|r| r.state == "running") {
-                problems.push(format!("{w} has no running replica"));
+            // A replica whose `ready` probe has not passed yet does not count.
+            let up = |r: &&&ReplicaStatus| r.state == "running" && r.ready != Some(false);
+            if !mine.iter().any(|r| up(&r)) {
+                if mine.iter().any(|r| r.state == "running") {
+                    problems.push(format!("{w} has no ready replica yet (`ready` probe)"));
+                } else {
+                    problems.push(format!("{w} has no running replica"));
+                }
             }
         }
         if problems.is_empty() {
@@ -135,6 +166,7 @@ mod tests {
             uptime_secs: None,
             restarts: 0,
             last_exit: None,
+            ready: None,
         }
     }
 

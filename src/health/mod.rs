@@ -333,6 +333,7 @@ mod tests {
             uptime_secs: Some(1.0),
             restarts: 0,
             last_exit: None,
+            ready: None,
         }
     }
 

@@ -13,6 +13,10 @@ use super::*;
 use crate::config::{self, CommandFormat, ConfigFile, SourceKind, StartMode};
 use crate::diag::Located;
 
+/// Shortest `refresh` of a `command` source: re-reads are at least
+/// `supervisor::rotation::REREAD_MIN_INTERVAL` (3 s) apart whatever asks.
+const MIN_REFRESH: Duration = Duration::from_secs(5);
+
 pub(super) struct Builder<'a> {
     pub(super) path: &'a Path,
     pub(super) text: &'a str,
@@ -71,7 +75,7 @@ impl Builder<'_> {
         let global_vars = self.vars(&file.env.vars, "[env] vars");
         let sources = self.sources(&file.sources);
         let key_rules = self.key_rules(&file.keys);
-        let workers = self.workers(&file.workers);
+        let workers = self.workers(&file.workers, supervisor.on_rotation);
 
         Plan {
             config_path,
@@ -164,6 +168,52 @@ impl Builder<'_> {
         out
     }
 
+    /// `refresh` and `ttl_pointer` of a `command` source (issue 14), checked.
+    fn refresh(
+        &mut self,
+        index: usize,
+        e: &config::SourceEntry,
+        format: CommandFormat,
+    ) -> (Option<Duration>, Option<String>) {
+        let refresh = e.refresh.as_ref().and_then(|r| {
+            let d = r.get_ref().0;
+            if d < MIN_REFRESH {
+                self.err_at(
+                    r.span(),
+                    format!(
+                        "source #{}: `refresh` must be at least {} (re-reads are paced that far apart anyway), e.g. refresh = \"5m\"",
+                        index + 1,
+                        humantime::format_duration(MIN_REFRESH)
+                    ),
+                );
+                None
+            } else {
+                Some(d)
+            }
+        });
+        let ttl = e.ttl_pointer.as_ref().and_then(|p| {
+            if format != CommandFormat::Json {
+                self.err_at(
+                    p.span(),
+                    "`ttl_pointer` needs format = \"json\" (it points into the command's JSON output)",
+                );
+                None
+            } else if !p.get_ref().starts_with('/') {
+                self.err_at(
+                    p.span(),
+                    format!(
+                        "`ttl_pointer` {:?} must start with `/` (RFC 6901), e.g. \"/lease_duration\"",
+                        p.get_ref()
+                    ),
+                );
+                None
+            } else {
+                Some(p.get_ref().clone())
+            }
+        });
+        (refresh, ttl)
+    }
+
     fn sources(&mut self, entries: &[Spanned<config::SourceEntry>]) -> Vec<SourcePlan> {
         if entries.is_empty() {
             // SPEC 2: `.env` (optional), then the process environment, so that a real
@@ -210,6 +260,8 @@ impl Builder<'_> {
                     unexpected(self, "format", e.format.is_some());
                     unexpected(self, "json_pointer", e.json_pointer.is_some());
                     unexpected(self, "timeout", e.timeout.is_some());
+                    unexpected(self, "refresh", e.refresh.is_some());
+                    unexpected(self, "ttl_pointer", e.ttl_pointer.is_some());
                     let Some(path) = &e.path else {
                         self.err_at(
                             span.clone(),
@@ -261,7 +313,10 @@ impl Builder<'_> {
                     }
                     let (env_patterns, env) =
                         self.name_globs("env", e.env.as_deref().unwrap_or(&[]));
+                    let (refresh, ttl_pointer) = self.refresh(index, e, format);
                     SourceKindPlan::Command {
+                        refresh,
+                        ttl_pointer,
                         argv,
                         env_patterns,
                         env,
@@ -280,6 +335,8 @@ impl Builder<'_> {
                     unexpected(self, "json_pointer", e.json_pointer.is_some());
                     unexpected(self, "timeout", e.timeout.is_some());
                     unexpected(self, "env", e.env.is_some());
+                    unexpected(self, "refresh", e.refresh.is_some());
+                    unexpected(self, "ttl_pointer", e.ttl_pointer.is_some());
                     SourceKindPlan::Env
                 }
             };
@@ -360,7 +417,142 @@ impl Builder<'_> {
         out
     }
 
-    fn workers(&mut self, entries: &[Spanned<config::WorkerEntry>]) -> Vec<WorkerPlan> {
+    /// `reload_signal`, which only `on_rotation = "signal"` sends: set with another
+    /// mode it would silently do nothing, so that is an error.
+    fn reload_signal(
+        &mut self,
+        name: &str,
+        w: &config::WorkerEntry,
+        default_rotation: config::OnRotation,
+    ) -> nix::sys::signal::Signal {
+        let mode = w
+            .on_rotation
+            .as_ref()
+            .map_or(default_rotation, |r| *r.get_ref());
+        match &w.reload_signal {
+            Some(s) if mode != config::OnRotation::Signal => {
+                self.err_at(
+                    s.span(),
+                    format!(
+                        "worker {name:?}: `reload_signal` is only sent with on_rotation = \"signal\" (this worker's is {:?}); set on_rotation = \"signal\" or remove it",
+                        mode.as_str()
+                    ),
+                );
+                nix::sys::signal::Signal::SIGHUP
+            }
+            Some(s)
+                if matches!(
+                    s.get_ref().0,
+                    nix::sys::signal::Signal::SIGKILL | nix::sys::signal::Signal::SIGSTOP
+                ) =>
+            {
+                self.err_at(
+                    s.span(),
+                    format!("worker {name:?}: `reload_signal` cannot be SIGKILL or SIGSTOP (no process can handle them); use SIGHUP or SIGUSR1"),
+                );
+                nix::sys::signal::Signal::SIGHUP
+            }
+            Some(s) => s.get_ref().0,
+            None => nix::sys::signal::Signal::SIGHUP,
+        }
+    }
+
+    /// `ready = { … }`: exactly one probe, each checked.
+    fn ready(
+        &mut self,
+        name: &str,
+        entry: &Spanned<config::ReadyEntry>,
+    ) -> Option<crate::ready::ReadyPlan> {
+        use crate::ready::{DEFAULT_INTERVAL, DEFAULT_TIMEOUT, Probe, ReadyPlan};
+        let r = entry.get_ref();
+        let set = [
+            r.http.is_some(),
+            r.exec.is_some(),
+            r.log.is_some(),
+            r.notify.is_some(),
+        ]
+        .iter()
+        .filter(|&&b| b)
+        .count();
+        if set != 1 {
+            self.err_at(
+                entry.span(),
+                format!(
+                    "worker {name:?}: `ready` takes exactly one of `http`, `exec`, `log`, `notify` (found {set}), e.g. ready = {{ http = \"http://127.0.0.1:8000/healthz\" }}"
+                ),
+            );
+            return None;
+        }
+        let probe = if let Some(u) = &r.http {
+            // `{replica}` stands for a digit while the URL is checked.
+            if let Err(e) = crate::ready::check_url(&crate::ready::for_replica(u.get_ref(), 0)) {
+                self.err_at(u.span(), format!("worker {name:?}: ready http: {e}"));
+                return None;
+            }
+            Probe::Http(u.get_ref().clone())
+        } else if let Some(argv) = &r.exec {
+            if argv.get_ref().first().is_none_or(|p| p.trim().is_empty()) {
+                self.err_at(
+                    argv.span(),
+                    format!(
+                        "worker {name:?}: ready exec is empty; give argv such as [\"pg_isready\"]"
+                    ),
+                );
+                return None;
+            }
+            Probe::Exec(argv.get_ref().clone())
+        } else if let Some(re) = &r.log {
+            match Regex::new(re.get_ref()) {
+                Ok(re) => Probe::Log(re),
+                Err(e) => {
+                    self.err_at(
+                        re.span(),
+                        format!(
+                            "worker {name:?}: ready log is not a valid regex: {}",
+                            first_line(&e.to_string())
+                        ),
+                    );
+                    return None;
+                }
+            }
+        } else {
+            let n = r.notify.as_ref()?;
+            if !*n.get_ref() {
+                self.err_at(
+                    n.span(),
+                    format!(
+                        "worker {name:?}: `notify = false` is no probe; remove `ready` instead"
+                    ),
+                );
+                return None;
+            }
+            Probe::Notify
+        };
+        if matches!(probe, Probe::Log(_) | Probe::Notify) && r.interval.is_some() {
+            self.err_at(
+                entry.span(),
+                format!("worker {name:?}: `interval` applies to ready http and exec probes only"),
+            );
+        }
+        let interval = r.interval.map_or(DEFAULT_INTERVAL, |d| d.0);
+        if interval < std::time::Duration::from_millis(100) {
+            self.err_at(
+                entry.span(),
+                format!("worker {name:?}: ready `interval` must be at least 100ms"),
+            );
+        }
+        Some(ReadyPlan {
+            probe,
+            timeout: r.timeout.map_or(DEFAULT_TIMEOUT, |d| d.0),
+            interval: interval.max(std::time::Duration::from_millis(100)),
+        })
+    }
+
+    fn workers(
+        &mut self,
+        entries: &[Spanned<config::WorkerEntry>],
+        default_rotation: config::OnRotation,
+    ) -> Vec<WorkerPlan> {
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
         let mut out = Vec::new();
         // Lines counted on from the previous worker, not from the top of the file
@@ -584,6 +776,8 @@ impl Builder<'_> {
                 None
             };
             let creds = self.creds(&name, w, start);
+            let reload_signal = self.reload_signal(&name, w, default_rotation);
+            let ready = w.ready.as_ref().and_then(|r| self.ready(&name, r));
             out.push(WorkerPlan {
                 name,
                 line,
@@ -602,6 +796,12 @@ impl Builder<'_> {
                 stop_timeout: w.stop_timeout.map_or(Duration::from_secs(10), |d| d.0),
                 stop_timeout_set: w.stop_timeout.is_some(),
                 stop_target: w.stop_target.unwrap_or_default(),
+                on_rotation: w
+                    .on_rotation
+                    .as_ref()
+                    .map_or(default_rotation, |r| *r.get_ref()),
+                reload_signal,
+                ready,
                 start,
                 fork,
                 backoff,

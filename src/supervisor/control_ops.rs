@@ -28,9 +28,11 @@ impl Dispatcher {
                     uptime_secs: s.running_since.map(|t| now.duration_since(t).as_secs_f64()),
                     restarts: s.restarts,
                     last_exit: s.last_exit.map(|c| c.as_str().to_string()),
+                    ready: s.ready,
                 })
                 .collect(),
             counters: self.counters.clone(),
+            refresh: self.refresh.status(now),
             shutting_down: self.shutting_down,
             taken: Some(now),
         };

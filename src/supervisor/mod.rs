@@ -14,6 +14,9 @@
 mod control_ops;
 mod early_stop;
 mod events;
+mod in_place;
+mod ready_ops;
+mod refresh_ops;
 mod reread;
 mod rotation;
 mod run_task;
@@ -79,6 +82,10 @@ struct Slot {
     last_exit: Option<ExitClass>,
     /// When the current process started.
     running_since: Option<Instant>,
+    /// With a `ready` probe: whether the current run passed it.
+    ready: Option<bool>,
+    /// Stops the current run's probe.
+    probe_cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Inputs of the dispatcher.
@@ -104,6 +111,22 @@ enum Input {
     RereadPaceOver,
     /// Ignored signals wait to be placed (see `Dispatcher::ignored_signal`).
     UnplacedSignals,
+    /// A `command` source's refresh is due (`refresh_ops`).
+    RefreshDue {
+        generation: u64,
+    },
+    /// Time to ping systemd's watchdog (`WatchdogSec=`).
+    Watchdog,
+    /// A replica's `ready` probe passed for that run.
+    Ready {
+        slot: usize,
+        run: u64,
+    },
+    /// A replica's `ready` timeout is over for that run.
+    ReadyTimeout {
+        slot: usize,
+        run: u64,
+    },
 }
 
 /// The dispatcher's state.
@@ -151,6 +174,16 @@ struct Dispatcher {
     signal_warned: std::collections::HashSet<u32>,
     /// Ignored signals whose sender's worker is not known yet: `(sig, sender, below)`.
     unplaced_signals: Vec<(i32, u32, u32)>,
+    /// Key files of `on_rotation = "file"`/`"signal"` workers (see `in_place`).
+    keys: Option<crate::keys_dir::KeysDir>,
+    /// When `command` sources run again (`refresh`, `ttl_pointer`).
+    refresh: crate::refresh::Schedule,
+    /// Generation of the armed refresh timer.
+    refresh_gen: u64,
+    /// systemd's `Type=notify` protocol, when agentsup runs under it.
+    systemd: Option<crate::notify::Systemd>,
+    /// Sockets of `ready = { notify = true }` workers, made on first use.
+    notify_dir: Option<crate::ready::NotifyDir>,
 }
 
 impl Dispatcher {
@@ -215,6 +248,9 @@ impl Dispatcher {
             return;
         }
         let env = self.built_env(slot);
+        let mut pairs = env.pairs();
+        self.prepare_key_files(self.slots[slot].worker, &env, &mut pairs);
+        self.prepare_ready(slot, self.slots[slot].run + 1, &mut pairs);
         let secrets: Vec<_> = env.secrets().collect();
         self.redactor.extend(secrets.iter().cloned());
         // Taken before the previous run's hold is dropped (the assignment below),
@@ -252,7 +288,7 @@ impl Dispatcher {
             run: s.run,
             spec: SpawnSpec {
                 argv: worker.command.clone(),
-                env: env.pairs(),
+                env: pairs,
                 cwd: worker.cwd.clone(),
                 stdin_null: true,
                 capture: true,
@@ -330,15 +366,11 @@ impl Dispatcher {
                     },
                 );
                 // A restart that met this replica while it was starting is being
-                // applied now: the rolling restart moves on once that one is up.
-                if self.rolling_current == Some(slot)
-                    && matches!(
-                        self.slots[slot].machine.state(),
-                        replica::State::Running { .. }
-                    )
-                {
-                    self.rolling_current = None;
-                    self.next_rolling();
+                // applied now: the rolling restart moves on once that one is up,
+                // and ready when it has a `ready` probe (`ready_ops`).
+                self.start_probe(slot, pid);
+                if !self.awaiting_ready(slot) {
+                    self.rolling_step_done(slot);
                 }
             }
             RunEvent::SpawnFailed { slot, run, reason } => {
@@ -380,6 +412,12 @@ impl Dispatcher {
                 }
                 let (status, class, reason) = self.classify(slot, termination);
                 let s = &mut self.slots[slot];
+                if let Some(c) = s.probe_cancel.take() {
+                    c.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                if s.ready.is_some() {
+                    s.ready = Some(false);
+                }
                 s.pid = None;
                 s.running_since = None;
                 s.last_exit = Some(class);
@@ -410,6 +448,14 @@ impl Dispatcher {
             return;
         }
         self.shutting_down = true;
+        if let Some(n) = self.systemd.as_mut() {
+            n.stopping();
+        }
+        for s in &mut self.slots {
+            if let Some(c) = s.probe_cancel.take() {
+                c.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
         self.rolling.clear();
         for slot in 0..self.slots.len() {
             self.drive(slot, Event::StopRequested { at: Instant::now() });
@@ -470,6 +516,8 @@ impl Dispatcher {
         for slot in 0..self.slots.len() {
             self.drive(slot, Event::Start);
         }
+        self.arm_refresh();
+        self.start_watchdog();
         for ev in early {
             self.on_signal(ev);
         }
@@ -494,6 +542,14 @@ impl Dispatcher {
                     Input::RereadHoldOver => self.on_hold_over(),
                     Input::RereadPaceOver => self.on_pace_over(),
                     Input::UnplacedSignals => self.place_signals(None),
+                    Input::RefreshDue { generation } => self.on_refresh_due(generation),
+                    Input::Ready { slot, run } => self.on_ready(slot, run),
+                    Input::ReadyTimeout { slot, run } => self.on_ready_timeout(slot, run),
+                    Input::Watchdog => {
+                        if let Some(n) = self.systemd.as_mut() {
+                            n.ping();
+                        }
+                    }
                     Input::SourcesChanged => {
                         tracing::info!("a watched source changed: re-reading and re-checking every source");
                         self.watch_triggered = true;
@@ -512,6 +568,7 @@ impl Dispatcher {
                 },
             }
             self.publish();
+            self.notify_systemd();
         }
         self.publish();
         // Every replica is gone: stop the fork templates (each kills a straggler).
@@ -559,6 +616,7 @@ struct RunContext {
     status_tx: watch::Sender<Arc<Status>>,
     inputs_tx: mpsc::UnboundedSender<Input>,
     inputs_rx: mpsc::UnboundedReceiver<Input>,
+    keys: Option<crate::keys_dir::KeysDir>,
 }
 
 /// Runs the dispatcher to completion; returns the exit code, and the signal
@@ -589,9 +647,12 @@ async fn supervise(ctx: RunContext) -> Result<(u8, SignalStream)> {
                 restart_reason: "crash",
                 last_exit: None,
                 running_since: None,
+                ready: None,
+                probe_cancel: None,
             });
         }
     }
+    let refresh = crate::refresh::Schedule::new(&ctx.plan, &ctx.snapshot, Instant::now());
     let d = Dispatcher {
         plan: ctx.plan,
         workers: ctx.workers,
@@ -624,6 +685,11 @@ async fn supervise(ctx: RunContext) -> Result<(u8, SignalStream)> {
         watch_triggered: false,
         signal_warned: std::collections::HashSet::new(),
         unplaced_signals: Vec::new(),
+        refresh,
+        refresh_gen: 0,
+        systemd: crate::notify::Systemd::from_env(),
+        notify_dir: None,
+        keys: ctx.keys,
     };
     Ok(d.run(ctx.signals, runs_rx, ctx.inputs_rx).await)
 }

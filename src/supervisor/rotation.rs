@@ -21,6 +21,20 @@ pub(super) const REREAD_MIN_INTERVAL: std::time::Duration = std::time::Duration:
 /// The same for a re-read a watched source's change asks for.
 pub(super) const WATCH_MIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Whether a running replica of a worker with this `on_rotation` restarts when
+/// its keys changed, for a re-read asked by `reason`: a watched change or a
+/// refresh (`rotation`) restarts only `restart` workers; a reload (`reload`,
+/// SIGHUP) also `next-start` ones, as it always did. `file` and `signal` workers
+/// took the new values in place ([`Dispatcher::apply_in_place`]).
+fn restarts_on(mode: crate::config::OnRotation, reason: &str) -> bool {
+    use crate::config::OnRotation;
+    match mode {
+        OnRotation::Restart => true,
+        OnRotation::NextStart => reason != "rotation",
+        OnRotation::File | OnRotation::Signal => false,
+    }
+}
+
 fn round_ms(d: std::time::Duration) -> std::time::Duration {
     std::time::Duration::from_millis(d.as_millis() as u64)
 }
@@ -157,6 +171,7 @@ impl Dispatcher {
                 self.reread_pacer.succeeded();
                 self.snapshot = Arc::new(snapshot);
                 tracing::info!("re-read sources: values pass the checks");
+                self.refresh_outcome(true, None);
                 true
             }
             Err(why) => {
@@ -175,6 +190,7 @@ impl Dispatcher {
                         status: None,
                     });
                 }
+                self.refresh_outcome(false, Some(&why));
                 let hold = self.reread_pacer.failed(Instant::now());
                 tracing::warn!(
                     "re-read sources: the new values fail the checks; keeping the old ones and everything running. {why}. Re-reads for auth failures now wait {} (SIGHUP or `agentsup reload` re-read sooner)",
@@ -231,7 +247,12 @@ impl Dispatcher {
                 });
             }
         }
+        // Replicas restarted below, for the summary line of a rotation or reload.
+        let mut restarted = 0;
         if accepted {
+            // Key files first: a replica restarted below (or by the auth protocol)
+            // must find them holding the new values.
+            self.apply_in_place();
             // Replicas waiting out an auth backoff restart now if their keys changed
             // (SPEC 5): one re-read serves the whole incident.
             for slot in 0..self.slots.len() {
@@ -250,6 +271,7 @@ impl Dispatcher {
                         tracing::info!("{label}: {key} changed (now from {source})");
                     }
                     self.drive(slot, Event::SourcesChanged);
+                    restarted += 1;
                 }
             }
         }
@@ -257,8 +279,9 @@ impl Dispatcher {
             self.start_reread();
             return;
         }
-        let watch_restart = self.watch_triggered
-            && self.plan.supervisor.on_rotation == crate::config::OnRotation::Restart;
+        // Which workers restart is decided per worker (`on_rotation`) in
+        // `plan_rolling_restart`.
+        let watch_restart = self.watch_triggered;
         self.watch_triggered = false;
         if self.reload_requested || watch_restart {
             let reason = if self.reload_requested {
@@ -268,7 +291,7 @@ impl Dispatcher {
             };
             self.reload_requested = false;
             if accepted {
-                let n = self.plan_rolling_restart(reason);
+                let n = self.plan_rolling_restart(reason, restarted);
                 for reply in self.reload_replies.drain(..) {
                     let _ = reply.send(ControlResponse {
                         ok: true,
@@ -305,8 +328,11 @@ impl Dispatcher {
         out
     }
 
-    pub(super) fn plan_rolling_restart(&mut self, reason: &'static str) -> usize {
+    /// `restarted`: replicas this re-read already restarted from a backoff, which the
+    /// summary line counts so that it does not say nothing changed (issue 15).
+    pub(super) fn plan_rolling_restart(&mut self, reason: &'static str, restarted: usize) -> usize {
         let mut list = Vec::new();
+        let mut in_place = 0;
         for slot in 0..self.slots.len() {
             // Starting replicas count too: their environment was built from the
             // old snapshot a moment ago.
@@ -314,6 +340,10 @@ impl Dispatcher {
                 self.slots[slot].machine.state(),
                 replica::State::Running { .. } | replica::State::Starting
             ) {
+                continue;
+            }
+            if !restarts_on(self.worker_of(slot).on_rotation, reason) {
+                in_place += 1;
                 continue;
             }
             let changed = self.changed_keys(slot);
@@ -325,10 +355,23 @@ impl Dispatcher {
                 list.push(slot);
             }
         }
+        let waited = match restarted {
+            0 => String::new(),
+            1 => "1 waiting replica restarted with the new values; ".to_owned(),
+            n => format!("{n} waiting replicas restarted with the new values; "),
+        };
         if list.is_empty() {
-            tracing::info!(
-                "{reason}: no running replica's environment changed; nothing to restart"
-            );
+            if restarted == 0 && in_place == 0 {
+                tracing::info!(
+                    "{reason}: no running replica's environment changed; nothing to restart"
+                );
+            } else if in_place == 0 {
+                tracing::info!("{reason}: {waited}no running replica needs a restart");
+            } else {
+                tracing::info!(
+                    "{reason}: {waited}nothing to restart (the other running replicas take new values by on_rotation = \"file\", \"signal\" or \"next-start\")"
+                );
+            }
             return 0;
         }
         for &slot in &list {
@@ -336,7 +379,7 @@ impl Dispatcher {
         }
         let n = list.len();
         tracing::info!(
-            "{reason}: restarting {n} replica(s) whose environment changed, one at a time"
+            "{reason}: {waited}restarting {n} replica(s) whose environment changed, one at a time"
         );
         self.queue_rolling(list);
         n
