@@ -464,7 +464,7 @@ impl Dispatcher {
         // Kill what is left at 90 % of shutdown_timeout, so that draining output and
         // reaping fit inside it and Docker's own SIGKILL (same 10 s default) never
         // comes first.
-        let grace = self.plan.supervisor.shutdown_timeout.mul_f64(0.9);
+        let grace = crate::plan::kill_after(self.plan.supervisor.shutdown_timeout);
         // And at the full timeout stop waiting on stdout: a log reader that stalls
         // must not keep agentsup (and the pod) alive past it.
         self.sink
