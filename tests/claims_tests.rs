@@ -144,8 +144,13 @@ fn a_config_class_exit_runs_once_and_is_never_restarted() {
     )
     .unwrap();
     sb.write("message.txt", message);
+    // `keep`: agentsup stays up with the replica `failed`, so `status` can show it
+    // (with the default `exit` it may be gone before the first poll).
     sb.config(
         r#"
+[supervisor]
+on_give_up = "keep"
+
 [[worker]]
 name = "nokey"
 command = ["sh", "-c", "echo run >> runs.txt; cat message.txt >&2; exit 1"]
