@@ -35,6 +35,8 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
 use crate::auth::{ExitClass, Termination};
 
 /// After this many consecutive auth failures with unchanged sources the replica is
@@ -160,24 +162,108 @@ pub enum State {
     Exited,
 }
 
-/// The state's name in logs, `status` and metrics (SPEC 5).
-pub fn label(state: &State) -> &'static str {
-    match state {
-        State::Starting => "starting",
-        State::Running { .. } => "running",
-        State::Stopping { .. } => "stopping",
-        State::Backoff { .. } => "backoff",
-        State::AuthBlocked { .. } => "auth-blocked",
-        State::Failed { .. } => "failed",
-        State::Stopped => "stopped",
-        State::Exited => "exited",
+/// What kind of state a replica is in, without the state's data: what transitions
+/// log, `status` and `/metrics` show (SPEC 5), and what readiness is decided on.
+/// Serialised as its label (`auth-blocked`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StateKind {
+    /// [`State::Starting`].
+    Starting,
+    /// [`State::Running`].
+    Running,
+    /// [`State::Stopping`].
+    Stopping,
+    /// [`State::Backoff`].
+    Backoff,
+    /// [`State::AuthBlocked`].
+    AuthBlocked,
+    /// [`State::Failed`].
+    Failed,
+    /// [`State::Stopped`].
+    Stopped,
+    /// [`State::Exited`].
+    Exited,
+}
+
+impl StateKind {
+    /// Every kind, in the order `/metrics` lists them.
+    pub const ALL: [StateKind; 8] = [
+        StateKind::Starting,
+        StateKind::Running,
+        StateKind::Stopping,
+        StateKind::Backoff,
+        StateKind::AuthBlocked,
+        StateKind::Failed,
+        StateKind::Stopped,
+        StateKind::Exited,
+    ];
+
+    /// The state's name in logs, `status` and metrics (SPEC 5).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateKind::Starting => "starting",
+            StateKind::Running => "running",
+            StateKind::Stopping => "stopping",
+            StateKind::Backoff => "backoff",
+            StateKind::AuthBlocked => "auth-blocked",
+            StateKind::Failed => "failed",
+            StateKind::Stopped => "stopped",
+            StateKind::Exited => "exited",
+        }
+    }
+
+    /// The one readiness rule (SPEC 8): only a running process counts towards
+    /// `/readyz`.
+    pub fn is_ready(self) -> bool {
+        self == StateKind::Running
+    }
+
+    /// True for the states that make `/readyz` fail whatever the other replicas
+    /// do: `auth-blocked` and `failed` need someone to look.
+    pub fn blocks_readiness(self) -> bool {
+        matches!(self, StateKind::AuthBlocked | StateKind::Failed)
+    }
+
+    /// True when no process exists and none will start by itself.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            StateKind::Stopped | StateKind::Exited | StateKind::Failed
+        )
     }
 }
 
-/// True when the replica counts towards `/readyz` (SPEC 8): only a running process
-/// is ready; `auth-blocked` and `failed` are explicitly not.
+impl fmt::Display for StateKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl State {
+    /// The kind of this state.
+    pub fn kind(&self) -> StateKind {
+        match self {
+            State::Starting => StateKind::Starting,
+            State::Running { .. } => StateKind::Running,
+            State::Stopping { .. } => StateKind::Stopping,
+            State::Backoff { .. } => StateKind::Backoff,
+            State::AuthBlocked { .. } => StateKind::AuthBlocked,
+            State::Failed { .. } => StateKind::Failed,
+            State::Stopped => StateKind::Stopped,
+            State::Exited => StateKind::Exited,
+        }
+    }
+}
+
+/// The state's name in logs, `status` and metrics (SPEC 5).
+pub fn label(state: &State) -> &'static str {
+    state.kind().as_str()
+}
+
+/// True when the replica counts towards `/readyz` ([`StateKind::is_ready`]).
 pub fn is_ready(state: &State) -> bool {
-    matches!(state, State::Running { .. })
+    state.kind().is_ready()
 }
 
 impl fmt::Display for State {
@@ -273,17 +359,18 @@ pub struct Transition {
     pub worker: String,
     /// Replica index (0-based).
     pub replica: u32,
-    /// Label of the state left.
-    pub from: &'static str,
-    /// Label of the state entered (may equal `from`, e.g. SIGKILL while stopping).
-    pub to: &'static str,
+    /// The state left.
+    pub from: StateKind,
+    /// The state entered (may equal `from`, e.g. SIGKILL while stopping).
+    pub to: StateKind,
     /// The process concerned, if any.
     pub pid: Option<i32>,
     /// How it ended, on exit transitions.
     pub status: Option<Termination>,
     /// Its class, on exit transitions.
     pub class: Option<ExitClass>,
-    /// The delay before the next start, when one was scheduled.
+    /// The delay before the next start, when one was scheduled (the reason states
+    /// it too).
     pub delay: Option<Duration>,
     /// Why, in one human sentence.
     pub reason: String,
@@ -809,8 +896,8 @@ impl Replica {
         out.push(Action::Log(Transition {
             worker: self.worker.clone(),
             replica: self.index,
-            from: label(&self.state),
-            to: label(&to),
+            from: self.state.kind(),
+            to: to.kind(),
             pid: note.pid,
             status: note.status,
             class: note.class,

@@ -7,7 +7,7 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use super::{Dispatcher, Event};
-use crate::status::{ControlRequest, ControlResponse, ReplicaStatus, Status};
+use crate::status::{ControlRequest, ControlResponse, ReplicaStatus, RestartReason, Status};
 
 impl Dispatcher {
     /// Publishes a fresh [`Status`]; cheap enough to do after every event.
@@ -24,7 +24,7 @@ impl Dispatcher {
                     worker: self.workers[s.worker].name.clone(),
                     replica: s.replica,
                     pid: s.pid,
-                    state: crate::replica::label(s.machine.state()).to_string(),
+                    state: s.machine.state().kind(),
                     uptime_secs: s.running_since.map(|t| now.duration_since(t).as_secs_f64()),
                     restarts: s.restarts,
                     last_exit: s.last_exit.map(|c| c.as_str().to_string()),
@@ -95,7 +95,7 @@ impl Dispatcher {
                     labels.join(", ")
                 );
                 for &slot in &slots {
-                    self.slots[slot].restart_reason = "manual";
+                    self.slots[slot].restart_reason = RestartReason::Manual;
                 }
                 // Idle replicas (backoff, auth-blocked, failed, exited) start now;
                 // running ones restart one at a time.

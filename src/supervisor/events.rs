@@ -2,11 +2,9 @@
 //! worker, replica, pid, exit status and reason), and the classification of each
 //! exit from its status and output tail.
 
-use std::time::Duration;
-
 use super::Dispatcher;
-use crate::auth::{self, ClassifyInput, ExitClass};
-use crate::replica;
+use crate::auth::{self, ClassifyInput, ExitClass, Termination};
+use crate::replica::{self, StateKind};
 
 impl Dispatcher {
     pub(super) fn log_transition(&self, t: &replica::Transition) {
@@ -14,7 +12,7 @@ impl Dispatcher {
         let json = self.sink.formatter().format() == Format::Json;
         // The first start of every replica is implied by its `starting -> running`
         // line; people reading pretty output are spared the extra line.
-        if !json && t.from == "stopped" && t.to == "starting" {
+        if !json && t.from == StateKind::Stopped && t.to == StateKind::Starting {
             return;
         }
         let mut msg = if t.from == t.to {
@@ -25,7 +23,7 @@ impl Dispatcher {
         if let Some(pid) = t.pid {
             msg.push_str(&format!(" (pid {pid})"));
         }
-        let stopped = t.to == "stopped";
+        let stopped = t.to == StateKind::Stopped;
         if let Some(status) = t.status {
             msg.push_str(&format!(", {status}"));
         }
@@ -37,12 +35,12 @@ impl Dispatcher {
             msg.push_str(": ");
             msg.push_str(&t.reason);
         }
-        if let Some(d) = t.delay.filter(|_| !t.reason.contains(" in ")) {
-            msg.push_str(&format!("; next start in {}", format_delay(d)));
-        }
-        let level = if t.to == "failed" {
+        // A scheduled delay is stated in the reason (`restart 2 in 4s`, `retrying
+        // in 8s`); JSON consumers get it as `delay_ms` too.
+        let level = if t.to == StateKind::Failed {
             tracing::Level::ERROR
-        } else if matches!(t.class, Some(c) if c != ExitClass::Ok) || t.to == "auth-blocked" {
+        } else if matches!(t.class, Some(c) if c != ExitClass::Ok) || t.to == StateKind::AuthBlocked
+        {
             tracing::Level::WARN
         } else {
             tracing::Level::INFO
@@ -55,8 +53,8 @@ impl Dispatcher {
         if json {
             ev = ev
                 .field("event", "transition")
-                .field("from", t.from)
-                .field("to", t.to)
+                .field("from", t.from.as_str())
+                .field("to", t.to.as_str())
                 .field("pid", t.pid.map_or(0, i64::from));
             if let Some(class) = t.class {
                 ev = ev.field("class", class.as_str());
@@ -74,8 +72,8 @@ impl Dispatcher {
     pub(super) fn classify(
         &self,
         slot: usize,
-        termination: crate::reaper::Termination,
-    ) -> (auth::Termination, ExitClass, String) {
+        term: Termination,
+    ) -> (Termination, ExitClass, String) {
         let s = &self.slots[slot];
         let worker = &self.workers[s.worker];
         // stderr last: tracebacks go there, and signatures near the end weigh most.
@@ -86,10 +84,6 @@ impl Dispatcher {
             (_, true) => out,
             (true, false) => err,
             (false, false) => format!("{out}\n{err}"),
-        };
-        let term = match termination {
-            crate::reaper::Termination::Exited(c) => auth::Termination::Exited(c),
-            crate::reaper::Termination::Signaled(n) => auth::Termination::Signaled(n),
         };
         let c = auth::classify(&ClassifyInput {
             termination: term,
@@ -116,13 +110,5 @@ impl Dispatcher {
             }
         }
         (term, c.class, detail)
-    }
-}
-
-fn format_delay(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
-        format!("{} ms", d.as_millis())
-    } else {
-        format!("{:.1} s", d.as_secs_f64())
     }
 }

@@ -38,7 +38,7 @@ use crate::secret::Sensitive;
 use crate::signals::{SignalEvent, SignalStream};
 use crate::sources::{ProcessEnv, Snapshot};
 use crate::spawn::{DEFAULT_RESET_SIGNALS, SpawnSpec, Spawner, kill_group};
-use crate::status::{ControlRequest, ControlResponse, Counters, Status};
+use crate::status::{ControlRequest, ControlResponse, Counters, RestartReason, Status};
 
 pub use startup::{RunOptions, cmd_run};
 
@@ -74,7 +74,7 @@ struct Slot {
     /// Spawns after the first.
     restarts: u64,
     /// Why the next spawn is a restart (`crash`, `auth`, `rotation`, `reload`, …).
-    restart_reason: &'static str,
+    restart_reason: RestartReason,
     /// Class of the last exit.
     last_exit: Option<ExitClass>,
     /// When the current process started.
@@ -228,10 +228,12 @@ impl Dispatcher {
             *self
                 .counters
                 .restarts
-                .entry((worker.name.clone(), s.restart_reason.to_string()))
+                .entry(worker.name.clone())
+                .or_default()
+                .entry(s.restart_reason)
                 .or_default() += 1;
         }
-        s.restart_reason = "crash";
+        s.restart_reason = RestartReason::Crash;
         s.run += 1;
         s.stop_requested = false;
         s.pid = None;
@@ -386,7 +388,7 @@ impl Dispatcher {
                 // A stop agentsup asked for (restart, reload, rotation) keeps the
                 // reason it set; otherwise the exit class is the reason.
                 if !s.stop_requested {
-                    s.restart_reason = class.as_str();
+                    s.restart_reason = class.into();
                 }
                 if class == ExitClass::Auth {
                     let name = self.workers[s.worker].name.clone();
@@ -586,7 +588,7 @@ async fn supervise(ctx: RunContext) -> Result<(u8, SignalStream)> {
                 stop_requested: false,
                 awaiting_reread: false,
                 restarts: 0,
-                restart_reason: "crash",
+                restart_reason: RestartReason::Crash,
                 last_exit: None,
                 running_since: None,
             });

@@ -9,7 +9,7 @@ use std::time::Instant;
 use super::{Dispatcher, Event, Input, reread};
 use crate::replica;
 use crate::secret::Sensitive;
-use crate::status::ControlResponse;
+use crate::status::{ControlResponse, RestartReason};
 
 /// Shortest time between the starts of two re-reads, whatever triggers them,
 /// when the config has a `command` source. Every re-read runs each `command` source (a vault, `op`, a cloud secret
@@ -244,7 +244,7 @@ impl Dispatcher {
                     Vec::new()
                 };
                 if !changed.is_empty() {
-                    self.slots[slot].restart_reason = "rotation";
+                    self.slots[slot].restart_reason = RestartReason::Rotation;
                     let label = self.slots[slot].label.clone();
                     for (key, source) in changed {
                         tracing::info!("{label}: {key} changed (now from {source})");
@@ -262,9 +262,9 @@ impl Dispatcher {
         self.watch_triggered = false;
         if self.reload_requested || watch_restart {
             let reason = if self.reload_requested {
-                "reload"
+                RestartReason::Reload
             } else {
-                "rotation"
+                RestartReason::Rotation
             };
             self.reload_requested = false;
             if accepted {
@@ -305,7 +305,7 @@ impl Dispatcher {
         out
     }
 
-    pub(super) fn plan_rolling_restart(&mut self, reason: &'static str) -> usize {
+    pub(super) fn plan_rolling_restart(&mut self, reason: RestartReason) -> usize {
         let mut list = Vec::new();
         for slot in 0..self.slots.len() {
             // Starting replicas count too: their environment was built from the
