@@ -74,10 +74,10 @@ impl Dispatcher {
         slot: usize,
         term: Termination,
     ) -> (Termination, ExitClass, String) {
-        let s = &self.slots[slot];
-        let worker = &self.workers[s.worker];
+        let io = &self.io[slot];
+        let worker = self.worker_of(slot);
         // stderr last: tracebacks go there, and signatures near the end weigh most.
-        let [out, err] = &s.tail;
+        let [out, err] = &io.tail;
         let out = out.lock().map(|t| t.text()).unwrap_or_default();
         let err = err.lock().map(|t| t.text()).unwrap_or_default();
         let tail = match (out.is_empty(), err.is_empty()) {
@@ -87,11 +87,11 @@ impl Dispatcher {
         };
         let c = auth::classify(&ClassifyInput {
             termination: term,
-            was_stop_requested: s.stop_requested,
+            was_stop_requested: self.fleet.stop_requested(slot),
             exit_codes: &worker.auth.exit_codes,
             patterns: &worker.auth.patterns,
             tail: &tail,
-            injected: &s.injected,
+            injected: &io.injected,
         });
         let mut detail = c.reason.clone();
         // A malformed key's reason already names the declared candidates (or the keys
