@@ -39,8 +39,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::{ExitClass, Termination};
 
-/// After this many consecutive auth failures with unchanged sources the replica is
-/// `auth-blocked` (SPEC 5).
+/// After this many auth failures on the same key values, with unchanged sources,
+/// the replica is `auth-blocked` (SPEC 5). Counted per rejected value, not per run
+/// in a row: a queue worker idles between tasks, so its runs outlast `reset_after`
+/// and a consecutive count would never get past one (issue 14).
 pub const AUTH_BLOCK_AFTER: u32 = 3;
 
 /// Which exits are followed by a restart (SPEC 5, `restart`).
@@ -301,6 +303,11 @@ pub enum Event {
         class: ExitClass,
         /// The classification's reason (safe to log).
         reason: String,
+        /// A fingerprint of the values of the keys the run was given (never the
+        /// values themselves). Auth failures are counted per rejected value: the
+        /// count goes on across runs of any length on the same value and starts
+        /// over when the value changes.
+        key: Option<u64>,
         /// When it was reaped.
         at: Instant,
     },
@@ -413,8 +420,11 @@ pub struct Replica {
     crash_streak: u32,
     /// Restarts made in the current backoff streak: the exponent `n`.
     backoff_n: u32,
-    /// Consecutive auth failures after which the sources were unchanged.
+    /// Auth failures on the value in `rejected` after which the sources were
+    /// unchanged, whatever the runs' lengths and the exits between them.
     auth_streak: u32,
+    /// The fingerprint of the key values the last auth failure was on.
+    rejected: Option<Option<u64>>,
     /// Set between an auth exit and its [`Event::RereadDone`]: the exit time, from
     /// which the auth delay is measured.
     reread_pending: Option<Instant>,
@@ -441,6 +451,7 @@ impl Replica {
             crash_streak: 0,
             backoff_n: 0,
             auth_streak: 0,
+            rejected: None,
             reread_pending: None,
             stop_pending: None,
             restart_pending: false,
@@ -495,8 +506,14 @@ impl Replica {
                 status,
                 class,
                 reason,
+                key,
                 at,
-            } => self.on_exited(policy, status, class, reason, at, jitter_sample, &mut out),
+            } => {
+                if class == ExitClass::Auth {
+                    self.count_rejected(key);
+                }
+                self.on_exited(policy, status, class, reason, at, jitter_sample, &mut out);
+            }
             Event::RereadDone { changed_keys, at } => {
                 self.on_reread(policy, changed_keys, at, jitter_sample, &mut out);
             }
@@ -582,10 +599,12 @@ impl Replica {
             State::Running { pid, since } => {
                 // Horust resets on "started"; SPEC 5 resets once a run lasted
                 // `reset_after`, so a crash loop cannot hide behind fast starts.
+                // The auth count is not reset here: a queue worker idles between
+                // tasks, so a revoked key fails once per long run (issue 14); it is
+                // counted per rejected value instead (`count_rejected`).
                 if at.saturating_duration_since(since) >= policy.backoff.reset_after {
                     self.crash_streak = 0;
                     self.backoff_n = 0;
-                    self.auth_streak = 0;
                 }
                 let note = Note::new(reason).pid(pid).exit(status, class);
                 self.on_failure(policy, class, note, at, jitter, out);
@@ -628,9 +647,6 @@ impl Replica {
     ) {
         if class != ExitClass::Crash {
             self.crash_streak = 0;
-        }
-        if class != ExitClass::Auth {
-            self.auth_streak = 0;
         }
         match class {
             ExitClass::Ok if policy.restart == RestartPolicy::Always => {
@@ -877,10 +893,20 @@ impl Replica {
         )
     }
 
+    /// An auth failure on the key values fingerprinted `key`: a value other than
+    /// the one the count is about starts the count over.
+    fn count_rejected(&mut self, key: Option<u64>) {
+        if self.rejected != Some(key) {
+            self.rejected = Some(key);
+            self.auth_streak = 0;
+        }
+    }
+
     fn reset_counters(&mut self) {
         self.crash_streak = 0;
         self.backoff_n = 0;
         self.auth_streak = 0;
+        self.rejected = None;
         self.reread_pending = None;
         self.stop_pending = None;
         self.restart_pending = false;
@@ -1028,6 +1054,7 @@ mod tests {
             status,
             class,
             reason: format!("test {class}"),
+            key: Some(1),
             at,
         }
     }
@@ -1399,6 +1426,105 @@ mod tests {
         assert!(!is_ready(&State::AuthBlocked { until: t }));
     }
 
+    /// One auth failure after a run of `run`, on key values `key`, with the sources
+    /// unchanged; returns the state entered.
+    fn auth_failure_after(
+        r: &mut Replica,
+        policy: &Policy,
+        t: &mut Instant,
+        run: Duration,
+        key: u64,
+    ) -> &'static str {
+        r.step(policy, Event::Spawned { pid: PID, at: *t }, 0.0);
+        *t += run;
+        let exit = Event::Exited {
+            status: Termination::Exited(77),
+            class: ExitClass::Auth,
+            reason: "exit status 77".into(),
+            key: Some(key),
+            at: *t,
+        };
+        r.step(policy, exit, 0.0);
+        let done = Event::RereadDone {
+            changed_keys: vec![],
+            at: *t,
+        };
+        let actions = r.step(policy, done, 0.0);
+        let Some(Action::ArmTimer { at }) = actions.last() else {
+            panic!("{actions:?}")
+        };
+        *t = *at;
+        r.step(policy, Event::TimerFired { at: *t }, 0.0);
+        label(r.state())
+    }
+
+    #[test]
+    fn auth_failures_count_per_rejected_value_however_long_the_runs_between() {
+        // A queue worker idles between tasks: every run outlasts reset_after.
+        let policy = Policy {
+            backoff: Backoff {
+                reset_after: Duration::from_secs(4),
+                ..policy().backoff
+            },
+            ..policy()
+        };
+        let mut t = Instant::now();
+        let mut r = replica_in(State::Starting);
+        let seven = Duration::from_secs(7);
+        let got: Vec<&str> = (0..3)
+            .map(|_| auth_failure_after(&mut r, &policy, &mut t, seven, 1))
+            .collect();
+        // Each entry is the state the failure led to, observed after its restart.
+        assert_eq!(r.auth_streak(), 3, "{got:?}");
+        // A crash between failures on the same value does not start the count over.
+        r.step(&policy, Event::Spawned { pid: PID, at: t }, 0.0);
+        r.step(&policy, exited(ExitClass::Crash, t + seven), 0.0);
+        assert_eq!(r.auth_streak(), 3);
+        // A different value is a new credential: its count starts at one.
+        t += Duration::from_secs(60);
+        r.step(&policy, Event::TimerFired { at: t }, 0.0);
+        auth_failure_after(&mut r, &policy, &mut t, seven, 2);
+        assert_eq!(r.auth_streak(), 1);
+    }
+
+    #[test]
+    fn a_revoked_key_on_a_quiet_queue_is_auth_blocked_on_the_third_failure() {
+        let policy = Policy {
+            backoff: Backoff {
+                reset_after: Duration::from_secs(4),
+                ..policy().backoff
+            },
+            ..policy()
+        };
+        let mut t = Instant::now();
+        let mut r = replica_in(State::Starting);
+        let mut states = Vec::new();
+        for _ in 0..3 {
+            r.step(&policy, Event::Spawned { pid: PID, at: t }, 0.0);
+            t += Duration::from_secs(7);
+            let exit = Event::Exited {
+                status: Termination::Exited(77),
+                class: ExitClass::Auth,
+                reason: "exit status 77".into(),
+                key: Some(9),
+                at: t,
+            };
+            r.step(&policy, exit, 0.0);
+            let done = Event::RereadDone {
+                changed_keys: vec![],
+                at: t,
+            };
+            let actions = r.step(&policy, done, 0.0);
+            states.push(label(r.state()));
+            let Some(Action::ArmTimer { at }) = actions.last() else {
+                panic!("{actions:?}")
+            };
+            t = *at;
+            r.step(&policy, Event::TimerFired { at: t }, 0.0);
+        }
+        assert_eq!(states, ["backoff", "backoff", "auth-blocked"]);
+    }
+
     #[test]
     fn rotation_restarts_at_once_and_names_the_keys() {
         let policy = policy();
@@ -1556,6 +1682,7 @@ mod tests {
             status: Termination::Signaled(9),
             class: ExitClass::Ok,
             reason: "stopped".into(),
+            key: None,
             at: t0 + p.stop_timeout,
         };
         assert_eq!(kinds(&r.step(&p, done, 0.0)), ["log stopping->stopped"]);
@@ -1601,6 +1728,7 @@ mod tests {
             status: Termination::Exited(1),
             class: ExitClass::Config,
             reason: "matched `Missing credentials. Please pass` (OpenAI SDK)".into(),
+            key: None,
             at: t0,
         };
         let actions = r.step(&policy, event, 0.0);

@@ -13,6 +13,7 @@ mod dotenv_tests;
 mod e2e_tests;
 mod env_tests;
 mod exec_tests;
+mod fleet_tests;
 mod fork_tests;
 mod health_tests;
 mod helper_pkg_tests;

@@ -394,7 +394,7 @@ impl Fleet {
         class: ExitClass,
         reason: String,
         leaked: bool,
-        _key: Option<u64>,
+        key: Option<u64>,
         cx: &mut Cx<'_>,
     ) {
         if leaked {
@@ -423,6 +423,7 @@ impl Fleet {
                 status,
                 class,
                 reason,
+                key,
                 at,
             },
             cx,

@@ -354,3 +354,99 @@ fn a_failed_spawn_moves_the_rolling_restart_on() {
     });
     assert_eq!(h.signals().last(), Some(&(1, StopSignal::Stop)));
 }
+
+/// Issue 14's reproduction, as events: two replicas on a watched source; the key
+/// changes; both exit 77 a second later (the rolling restart has stopped only the
+/// first by then, and it takes 2 s to stop).
+#[test]
+fn one_restart_per_rotation_per_replica_when_an_auth_failure_restarts_first() {
+    let mut h = H::started(&[("a", 2)]);
+    h.step(Event::SourcesChanged);
+    let ev = rotated(&h, &[0, 1]);
+    h.step(ev);
+    assert_eq!(h.signals(), [(0, StopSignal::Stop)], "one at a time");
+    h.now += Duration::from_secs(1);
+    // a.0 exits while stopping: it starts again, on the new key.
+    h.exit(0, ExitClass::Auth);
+    assert_eq!(h.state(0), StateKind::Starting);
+    // a.1 exits 77 on the old key: re-read, new key, restarted at once.
+    h.exit(1, ExitClass::Auth);
+    assert_eq!(h.rereads(), 2);
+    let ev = rotated(&h, &[1]);
+    h.step(ev);
+    assert_eq!(h.state(1), StateKind::Starting);
+    h.spawned(1);
+    // a.0 is up: the rolling restart moves on, and skips a.1, already restarted.
+    h.spawned(0);
+    h.advance(Duration::from_secs(10));
+    assert_eq!(
+        h.signals(),
+        [(0, StopSignal::Stop)],
+        "a.1 stopped a second time"
+    );
+    assert_eq!((h.spawn_count(0), h.spawn_count(1)), (2, 2));
+    assert!(
+        h.lines().contains(
+            &"a.1: already started again since the rotation restart was planned; not restarting it twice"
+                .into()
+        ),
+        "{:?}",
+        h.lines()
+    );
+    assert_eq!(h.state(1), StateKind::Running);
+}
+
+#[test]
+fn one_restart_per_rotation_per_replica_when_the_first_is_up_before_the_reread() {
+    let mut h = H::started(&[("a", 2)]);
+    h.step(Event::SourcesChanged);
+    let ev = rotated(&h, &[0, 1]);
+    h.step(ev);
+    h.now += Duration::from_secs(1);
+    h.exit(0, ExitClass::Auth);
+    h.exit(1, ExitClass::Auth); // waits for its re-read
+    h.spawned(0);
+    // The queue reached a.1 while it waits for the re-read: it starts now, once.
+    assert_eq!(h.state(1), StateKind::Starting);
+    let ev = rotated(&h, &[]);
+    h.step(ev);
+    h.spawned(1);
+    h.advance(Duration::from_secs(10));
+    assert_eq!((h.spawn_count(0), h.spawn_count(1)), (2, 2));
+    assert_eq!(h.signals(), [(0, StopSignal::Stop)]);
+}
+
+/// Issue 14: a revoked key on a quiet queue. Every run outlasts `reset_after`,
+/// so a count of consecutive short runs never got past one.
+#[test]
+fn a_revoked_key_on_a_quiet_queue_reaches_auth_blocked_and_fails_readiness() {
+    for (keys, blocked) in [([5, 5, 5], true), ([1, 2, 3], false)] {
+        let mut cfg = config(&[("a", 1)]);
+        cfg.workers[0].policy.backoff.reset_after = Duration::from_secs(4);
+        let mut h = H::with(cfg);
+        h.step(Event::Start);
+        h.settle();
+        for key in keys {
+            h.now += Duration::from_secs(7);
+            h.exit_key(0, ExitClass::Auth, Some(key));
+            let ev = unchanged(&h);
+            h.step(ev);
+            if h.state(0) == StateKind::AuthBlocked {
+                break;
+            }
+            h.advance(Duration::from_secs(10));
+            h.spawned(0);
+        }
+        let status = h.fleet.status(h.now);
+        if blocked {
+            assert_eq!(h.state(0), StateKind::AuthBlocked);
+            assert_eq!(
+                status.readiness().unwrap_err(),
+                "a.0 is auth-blocked; a has no running replica"
+            );
+        } else {
+            assert_eq!(h.state(0), StateKind::Running, "each value failed once");
+            assert!(status.readiness().is_ok());
+        }
+    }
+}
