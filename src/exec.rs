@@ -47,8 +47,9 @@ use std::time::{Duration, Instant};
 
 use signal_hook::iterator::Signals;
 
+use crate::auth::Termination;
 use crate::output::{Frame, LineFramer};
-use crate::reaper::{self, Reaper, Termination};
+use crate::reaper::{self, Reaper};
 use crate::redact::{Redactor, StreamRedactor};
 use crate::spawn::{self, ChildSetup, SpawnError, SpawnSpec};
 

@@ -44,7 +44,8 @@ use std::mem::take;
 
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::reaper::{self, ExitWaiter, Reaper, ReaperHandle, Termination};
+use crate::auth::Termination;
+use crate::reaper::{self, ExitWaiter, Reaper, ReaperHandle};
 use crate::sys::child::{self, CArray};
 use crate::sys::creds::Creds;
 
