@@ -54,8 +54,8 @@ pub struct SupervisorSection {
     pub health: Option<Spanned<String>>,
     /// What happens when a worker fails for good.
     pub on_give_up: Option<OnGiveUp>,
-    /// Whether a changed environment restarts running replicas (`restart`) or only
-    /// takes effect at their next start (`next-start`).
+    /// How running replicas take changed keys (the default of every worker's own
+    /// `on_rotation`): `restart`, `signal`, `file` or `next-start`.
     pub on_rotation: Option<OnRotation>,
     /// Probe every provider key before starting (`check --probe` on every `run`).
     pub probe: Option<bool>,
@@ -83,15 +83,39 @@ pub enum OnGiveUp {
     Keep,
 }
 
-/// `[supervisor] on_rotation`.
+/// `on_rotation`, in `[supervisor]` (every worker's default) or a `[[worker]]`
+/// (issue 14): how a running replica takes keys that changed.
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum OnRotation {
     /// Restart replicas whose environment changed, one at a time.
     #[default]
     Restart,
+    /// Write the key files (as `file`) and send `reload_signal` to each running
+    /// replica, which re-reads them; no restart.
+    Signal,
+    /// Keep each declared key in `$AGENTSUP_KEYS_DIR/NAME`, replaced in place;
+    /// no restart, no signal.
+    File,
     /// Leave running replicas alone; new values apply at their next start.
     NextStart,
+}
+
+impl OnRotation {
+    /// True for the modes that keep the key files (`file`, `signal`).
+    pub fn writes_files(self) -> bool {
+        matches!(self, OnRotation::File | OnRotation::Signal)
+    }
+
+    /// The spelling in `supervisor.toml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnRotation::Restart => "restart",
+            OnRotation::Signal => "signal",
+            OnRotation::File => "file",
+            OnRotation::NextStart => "next-start",
+        }
+    }
 }
 
 /// `[env]`.
@@ -169,6 +193,11 @@ pub struct SourceEntry {
     /// Names (or globs) of agentsup's own variables a command source gets besides
     /// the `[env] inherit` set (`VAULT_ADDR`, `VAULT_TOKEN`).
     pub env: Option<Vec<Spanned<String>>>,
+    /// A command source runs again this often while agentsup runs (issue 14).
+    pub refresh: Option<Spanned<HumanDuration>>,
+    /// JSON pointer to a lease length in seconds in the command's output; the
+    /// source runs again at two thirds of it (Vault's `/lease_duration`).
+    pub ttl_pointer: Option<Spanned<String>>,
 }
 
 /// Providers with a known key shape (SPEC 4).
@@ -301,6 +330,10 @@ pub struct WorkerEntry {
     pub stop_target: Option<StopTarget>,
     /// Grace before SIGKILL.
     pub stop_timeout: Option<HumanDuration>,
+    /// How a running replica takes changed keys (default: `[supervisor]`'s).
+    pub on_rotation: Option<Spanned<OnRotation>>,
+    /// The signal `on_rotation = "signal"` sends (default SIGHUP).
+    pub reload_signal: Option<Spanned<SignalName>>,
     /// `spawn` or `fork`.
     pub start: Option<Spanned<StartMode>>,
     /// Restart backoff.

@@ -221,6 +221,8 @@ pub fn adhoc_worker(plan: &Plan, name: &str, keys: &[String]) -> WorkerPlan {
         stop_timeout: std::time::Duration::from_secs(10),
         stop_timeout_set: false,
         stop_target: crate::config::StopTarget::Group,
+        on_rotation: crate::config::OnRotation::NextStart,
+        reload_signal: nix::sys::signal::Signal::SIGHUP,
         start: crate::config::StartMode::Spawn,
         fork: None,
         backoff: crate::plan::BackoffPlan::default(),

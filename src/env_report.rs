@@ -20,8 +20,15 @@ pub enum Format {
     Dotenv,
 }
 
-/// Renders a built environment.
-pub fn render(env: &BuiltEnv, format: Format, reveal: bool, plan: &Plan) -> String {
+/// Renders a built environment. `width`: the terminal's columns, which the text
+/// table's values wrap to (names and sources never wrap); `None` wraps nothing.
+pub fn render(
+    env: &BuiltEnv,
+    format: Format,
+    reveal: bool,
+    plan: &Plan,
+    width: Option<usize>,
+) -> String {
     let shown = |secret: bool, value: &str| -> String {
         if secret && !reveal {
             mask(value)
@@ -78,7 +85,6 @@ pub fn render(env: &BuiltEnv, format: Format, reveal: bool, plan: &Plan) -> Stri
             s
         }
         Format::Text => {
-            let name_w = env.vars.keys().map(|k| k.len()).max().unwrap_or(4).max(4);
             let rows: Vec<(String, String, String)> = env
                 .vars
                 .iter()
@@ -91,27 +97,19 @@ pub fn render(env: &BuiltEnv, format: Format, reveal: bool, plan: &Plan) -> Stri
                     } else {
                         format!("{value:?}")
                     };
-                    (k.clone(), value, v.provenance.to_string())
+                    (k.clone(), value, relative(&v.provenance.to_string()))
                 })
                 .collect();
-            let val_w = rows
-                .iter()
-                .map(|r| r.1.chars().count())
-                .max()
-                .unwrap_or(5)
-                .max(5);
-            let mut s = String::new();
-            let _ = writeln!(s, "{:name_w$}  {:val_w$}  SOURCE", "NAME", "VALUE");
-            for (k, v, src) in rows {
-                let pad = val_w.saturating_sub(v.chars().count());
-                let _ = writeln!(s, "{k:name_w$}  {v}{}  {src}", " ".repeat(pad));
-            }
+            let mut s = table(&rows, width);
             if env.vars.contains_key("PYTHON_DOTENV_DISABLED") {
-                let _ = writeln!(
-                    s,
-                    "\nnote: PYTHON_DOTENV_DISABLED=1 stops python-dotenv's load_dotenv() from pulling a stale .env past agentsup; set [env] worker_dotenv = true in {} to allow it",
+                let note = format!(
+                    "note: PYTHON_DOTENV_DISABLED=1 stops python-dotenv's load_dotenv() from pulling a stale .env past agentsup; set [env] worker_dotenv = true in {} to allow it",
                     plan.config_path.display()
                 );
+                s.push('\n');
+                for line in crate::output::width::wrap(&note, width, 0, "note: ".len()) {
+                    let _ = writeln!(s, "{}", line.trim_end());
+                }
             }
             if !reveal
                 && env
@@ -124,6 +122,62 @@ pub fn render(env: &BuiltEnv, format: Format, reveal: bool, plan: &Plan) -> Stri
             s
         }
     }
+}
+
+/// A source under the current directory, as the check report shows paths:
+/// relative, so the table's columns stay narrow (JSON keeps the full path).
+fn relative(source: &str) -> String {
+    let Ok(cwd) = std::env::current_dir() else {
+        return source.to_owned();
+    };
+    let prefix = format!("{}/", cwd.display());
+    match source.strip_prefix(&prefix) {
+        Some(rest) if !rest.is_empty() && !rest.starts_with("../") => rest.to_owned(),
+        _ => source.to_owned(),
+    }
+}
+
+/// Widest value column without a terminal width: a longer value (PATH) pushes
+/// its own source to the right instead of padding every row to its length.
+const MAX_VALUE_COLUMN: usize = 40;
+
+/// Narrowest value column when the terminal is narrow: values wrap, labels don't.
+const MIN_VALUE_COLUMN: usize = 24;
+
+/// `NAME  VALUE  SOURCE`, each column as wide as its content; with a `width`, the
+/// value column takes what the names and sources leave and long values continue
+/// on the following lines of that column.
+fn table(rows: &[(String, String, String)], width: Option<usize>) -> String {
+    let chars = |t: &str| t.chars().count();
+    let name_w = rows.iter().map(|r| chars(&r.0)).max().unwrap_or(0).max(4);
+    let src_w = rows.iter().map(|r| chars(&r.2)).max().unwrap_or(0).max(6);
+    let natural = rows.iter().map(|r| chars(&r.1)).max().unwrap_or(0).max(5);
+    let val_w = match width {
+        Some(w) => natural.min(w.saturating_sub(name_w + src_w + 4).max(MIN_VALUE_COLUMN)),
+        None => natural.min(MAX_VALUE_COLUMN),
+    };
+    let mut s = String::new();
+    let _ = writeln!(s, "{:name_w$}  {:val_w$}  SOURCE", "NAME", "VALUE");
+    for (k, v, src) in rows {
+        let value: Vec<char> = v.chars().collect();
+        let pieces: Vec<String> = match width {
+            Some(_) if value.len() > val_w => {
+                value.chunks(val_w).map(|c| c.iter().collect()).collect()
+            }
+            _ => vec![v.clone()],
+        };
+        for (i, piece) in pieces.iter().enumerate() {
+            let (name, source) = if i == 0 {
+                (k.as_str(), src.as_str())
+            } else {
+                ("", "")
+            };
+            let pad = val_w.saturating_sub(chars(piece));
+            let line = format!("{name:name_w$}  {piece}{}  {source}", " ".repeat(pad));
+            let _ = writeln!(s, "{}", line.trim_end());
+        }
+    }
+    s
 }
 
 /// Quotes a value so python-dotenv, Node's dotenv and agentsup all read it back.
@@ -149,4 +203,61 @@ pub(crate) fn dotenv_quote(v: &str) -> String {
     }
     s.push('"');
     s
+}
+
+#[cfg(test)]
+mod table_tests {
+    use super::table;
+
+    fn rows() -> Vec<(String, String, String)> {
+        let path = format!("{:?}", "/usr/local/bin:".repeat(8));
+        vec![
+            (
+                "MODEL".into(),
+                "\"gpt-4o-mini\"".into(),
+                "demo.env:3".into(),
+            ),
+            ("PATH".into(), path, "process env".into()),
+        ]
+    }
+
+    #[test]
+    fn columns_fit_their_content_and_only_values_wrap() {
+        let text = table(&rows(), Some(60));
+        for line in text.lines() {
+            assert!(line.chars().count() <= 60, "{line:?}\n{text}");
+        }
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].starts_with("MODEL  \"gpt-4o-mini\""), "{text}");
+        assert!(lines[1].ends_with("  demo.env:3"), "{text}");
+        assert!(
+            lines[2].starts_with("PATH   \"/usr/local/bin:") && lines[2].ends_with("process env")
+        );
+        // PATH continues under VALUE, with no name and no source.
+        assert!(lines.len() > 4, "{text}");
+        assert!(
+            lines[3].starts_with("       ") && !lines[3][7..].starts_with(' '),
+            "{text}"
+        );
+        let joined: String = lines[2..]
+            .iter()
+            .map(|l| l[7..].trim_end().trim_end_matches("process env").trim_end())
+            .collect();
+        assert_eq!(joined, rows()[1].1);
+    }
+
+    #[test]
+    fn without_a_width_a_long_value_does_not_pad_every_row() {
+        let text = table(&rows(), None);
+        let model = text.lines().nth(1).unwrap();
+        assert!(
+            model.len() < 70,
+            "MODEL's row is padded to PATH's length: {model:?}"
+        );
+        assert_eq!(
+            text.lines().count(),
+            3,
+            "nothing wraps without a width:\n{text}"
+        );
+    }
 }

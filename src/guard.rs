@@ -113,6 +113,31 @@ pub fn unwatch(pgid: u32) {
     send(b'-', pgid);
 }
 
+/// Gives the guard a directory to remove if agentsup dies: the key files of
+/// `on_rotation = "file"` (see [`crate::keys_dir`]) must not outlive it. A path
+/// too long for one order (the guard reads at most [`MAX_ORDER`] bytes a line)
+/// is not sent; the next run's sweep removes that directory instead.
+pub fn remove_on_death(dir: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = dir.as_os_str().as_bytes();
+    if bytes.len() + 2 > MAX_ORDER || bytes.contains(&b'\n') {
+        return;
+    }
+    let mut pipe = PIPE.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(w) = pipe.as_mut() else { return };
+    let mut line = Vec::with_capacity(bytes.len() + 2);
+    line.push(b'K');
+    line.extend_from_slice(bytes);
+    line.push(b'\n');
+    // Under PIPE_BUF (4096): one atomic write, as for the other orders.
+    if w.write_all(&line).is_err() {
+        *pipe = None;
+    }
+}
+
+/// Longest order line the guard reads (a `K` path included); under PIPE_BUF.
+const MAX_ORDER: usize = 1024;
+
 /// `run` ended normally with every worker stopped: the guard exits without
 /// killing anything. A group still listed then could only be a bookkeeping slip,
 /// and its id may already belong to someone else.
@@ -161,13 +186,20 @@ fn guard_main(pipe: OwnedFd) -> ! {
     crate::sys::fd::close_from_except(3, -1);
     std::mem::forget(pipe); // already closed above
     let mut groups = Vec::new();
-    if !read_orders(&mut Stdin, &mut groups) {
+    let mut dirs = Vec::new();
+    if !read_orders(&mut Stdin, &mut groups, &mut dirs) {
         // agentsup is gone. Whatever it still listed must not outlive it.
         for pgid in groups {
             if pgid > 1 {
                 // SAFETY: killpg on a process group id; errors (already gone) ignored.
                 unsafe { libc::killpg(pgid as libc::pid_t, libc::SIGKILL) };
             }
+        }
+        // Key files (on_rotation = "file"), after the workers that read them.
+        for dir in dirs {
+            let _ = std::fs::remove_dir_all(std::path::Path::new(
+                <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&dir),
+            ));
         }
     }
     // `_exit`, not `exit`: the child must not flush or drop what it copied from
@@ -193,10 +225,10 @@ impl Read for Stdin {
     }
 }
 
-/// Applies agentsup's `+PGID` / `-PGID` lines to `groups` until the input ends
-/// (false: agentsup is gone) or says `=` (true: it ended well). Anything else is
-/// skipped, never a panic: only agentsup writes here.
-fn read_orders(input: &mut impl Read, groups: &mut Vec<u32>) -> bool {
+/// Applies agentsup's `+PGID` / `-PGID` lines to `groups` and `KPATH` lines to
+/// `dirs` until the input ends (false: agentsup is gone) or says `=` (true: it
+/// ended well). Anything else is skipped, never a panic: only agentsup writes here.
+fn read_orders(input: &mut impl Read, groups: &mut Vec<u32>, dirs: &mut Vec<Vec<u8>>) -> bool {
     let mut buf = [0u8; 4096];
     let mut line: Vec<u8> = Vec::with_capacity(16);
     loop {
@@ -208,10 +240,15 @@ fn read_orders(input: &mut impl Read, groups: &mut Vec<u32>) -> bool {
         };
         for &b in &buf[..n] {
             if b != b'\n' {
-                // No order is longer than 11 bytes; a runaway line stays bounded.
-                if line.len() < 32 {
+                // A runaway line stays bounded (and is then dropped below).
+                if line.len() <= MAX_ORDER {
                     line.push(b);
                 }
+                continue;
+            }
+            if line.first() == Some(&b'K') && line.len() > 1 && line.len() <= MAX_ORDER {
+                dirs.push(line[1..].to_vec());
+                line.clear();
                 continue;
             }
             let order = line.split_first().and_then(|(&op, pgid)| {
@@ -259,18 +296,25 @@ mod tests {
     #[test]
     fn orders_split_across_reads_are_applied_and_garbage_is_skipped() {
         let mut groups = Vec::new();
-        let input = "+100\n+200\n+200\n-100\n+30x\né5\n\n+300\n".as_bytes();
+        let mut dirs = Vec::new();
+        let input =
+            "+100\n+200\n+200\n-100\n+30x\né5\n\nK/dev/shm/agentsup-keys-1\n+300\n".as_bytes();
         assert!(
-            !read_orders(&mut Trickle(input), &mut groups),
+            !read_orders(&mut Trickle(input), &mut groups, &mut dirs),
             "EOF means agentsup is gone"
         );
         assert_eq!(groups, [200, 300], "listed once each, 100 removed");
+        assert_eq!(dirs, [b"/dev/shm/agentsup-keys-1".to_vec()]);
     }
 
     #[test]
     fn a_clean_finish_is_told_apart_from_agentsup_vanishing() {
         let mut groups = Vec::new();
-        assert!(read_orders(&mut Trickle(b"+7\n=0\n+8\n"), &mut groups));
+        assert!(read_orders(
+            &mut Trickle(b"+7\n=0\n+8\n"),
+            &mut groups,
+            &mut Vec::new()
+        ));
         assert_eq!(groups, [7], "nothing after '=' is read");
     }
 }

@@ -109,7 +109,8 @@ pub struct SupervisorPlan {
     pub health: Option<String>,
     /// Give-up behaviour.
     pub on_give_up: OnGiveUp,
-    /// Rotation behaviour.
+    /// Every worker's default rotation mode (each [`WorkerPlan::on_rotation`] is the
+    /// one that applies).
     pub on_rotation: OnRotation,
     /// Probe keys before starting.
     pub probe: bool,
@@ -159,6 +160,10 @@ pub enum SourceKindPlan {
         env_patterns: Vec<String>,
         /// Compiled `env` globs.
         env: GlobSet,
+        /// Run again this often (`refresh`).
+        refresh: Option<Duration>,
+        /// Where the output holds a lease length in seconds (`ttl_pointer`).
+        ttl_pointer: Option<String>,
     },
     /// agentsup's own environment.
     Env,
@@ -285,6 +290,10 @@ pub struct WorkerPlan {
     pub stop_timeout_set: bool,
     /// Who gets the stop signal (the SIGKILL always goes to the group).
     pub stop_target: crate::config::StopTarget,
+    /// How running replicas take changed keys (the worker's, else `[supervisor]`'s).
+    pub on_rotation: OnRotation,
+    /// What `on_rotation = "signal"` sends.
+    pub reload_signal: nix::sys::signal::Signal,
     /// Start mode.
     pub start: StartMode,
     /// Fork settings when `start = "fork"`.

@@ -108,6 +108,25 @@ pub struct Counters {
     pub secret_reload_failures: u64,
 }
 
+/// One refreshed `command` source (`refresh`, `ttl_pointer`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RefreshStatus {
+    /// 1-based position among the `[[source]]` entries.
+    pub source: usize,
+    /// The program's file name (never its arguments).
+    pub program: String,
+    /// Refreshes whose values were adopted.
+    pub ok: u64,
+    /// Refreshes that failed (the old values stayed).
+    pub failed: u64,
+    /// Failures since the last success.
+    pub consecutive_failures: u32,
+    /// Seconds until the next refresh, when one is scheduled.
+    pub next_in_secs: Option<f64>,
+    /// The lease the command last announced (`ttl_pointer`), in seconds.
+    pub lease_secs: Option<f64>,
+}
+
 /// A snapshot of the whole supervisor.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Status {
@@ -121,6 +140,9 @@ pub struct Status {
     pub replicas: Vec<ReplicaStatus>,
     /// Counters.
     pub counters: Counters,
+    /// `command` sources refreshed on a timer (issue 14).
+    #[serde(default)]
+    pub refresh: Vec<RefreshStatus>,
     /// True once a stop of everything has begun.
     pub shutting_down: bool,
     /// When this snapshot was taken, so readers can age its uptimes.

@@ -1,7 +1,8 @@
-//! Celery under agentsup, for real: a Celery 5.7 worker from the test venv, a real
-//! `redis-server` as broker and result backend (started here on a free port), the
-//! worker-side hook from `python/agentsup`, and the real openai SDK against the
-//! demo's fake provider. The two deployments of docs/migrating.md:
+//! Celery under agentsup, for real, as `examples/celery/` ships it: that directory's
+//! `tasks.py`, `worker.py` and configs, run unchanged, with a Celery 5.7 worker from
+//! the test venv, a real `redis-server` as broker and result backend (started here
+//! on a free port), the worker-side hook from `python/agentsup`, and the real openai
+//! SDK against the demo's fake provider. The two deployments of docs/migrating.md:
 //!
 //! * Option A (Celery's prefork pool in one replica) with `stop_target = "leader"`:
 //!   a SIGTERM during a 5 s task lets the task finish and store its result.
@@ -11,7 +12,7 @@
 
 use crate::e2e_tests::free_port;
 use crate::support::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -19,37 +20,12 @@ const WAIT: Duration = Duration::from_secs(90);
 const OLD_KEY: &str = "sk-proj-CeleryOldKey0CeleryOldKey0CeleryOldKey0Ab";
 const NEW_KEY: &str = "sk-proj-CeleryNewKey1CeleryNewKey1CeleryNewKey1Cd";
 
-const TASKS: &str = r#"
-import os, time
-import openai
-from celery import Celery
-import agentsup.celery
-
-app = Celery("tasks", broker=os.environ["CELERY_BROKER_URL"],
-             backend=os.environ["CELERY_RESULT_BACKEND"])
-agentsup.celery.exit_on_auth_error(app)
-
-@app.task
-def slow(seconds):
-    print("task started", flush=True)
-    time.sleep(seconds)
-    return "slept %d" % seconds
-
-@app.task
-def ask(question):
-    client = openai.OpenAI(max_retries=0)
-    reply = client.chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": question}])
-    print("task answered", flush=True)
-    return reply.choices[0].message.content
-"#;
-
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// A child process killed when the test ends, however it ends.
-struct Service(Child);
+pub(crate) struct Service(Child);
 
 impl Drop for Service {
     fn drop(&mut self) {
@@ -73,7 +49,7 @@ fn redis(port: u16) -> Service {
     Service(child)
 }
 
-fn provider(sb: &Sandbox, port: u16) -> Service {
+pub(crate) fn provider(sb: &Sandbox, port: u16) -> Service {
     sb.write("provider/key", format!("{NEW_KEY}\n"));
     let child = Command::new(python())
         .arg(repo().join("examples/demo/fake_provider.py"))
@@ -115,7 +91,7 @@ fn client(sb: &Sandbox, venv: &Path, redis_port: u16, code: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-fn pythonpath(sb: &Sandbox) -> String {
+pub(crate) fn pythonpath(sb: &Sandbox) -> String {
     format!(
         "{}:{}",
         repo().join("python").display(),
@@ -123,10 +99,18 @@ fn pythonpath(sb: &Sandbox) -> String {
     )
 }
 
-/// `pool` is the end of the worker's argv, `extra` more `[[worker]]` lines.
-fn sandbox(venv: &Path, redis_port: u16, api_port: u16, pool: &str, extra: &str) -> Sandbox {
+/// A copy of `examples/celery` with `config` (one of its TOML files) as
+/// `supervisor.toml`, a `.env` pointing at this test's Redis and provider, and the
+/// old key in `secrets/`. Nothing of the example is edited: the agentsup package
+/// comes from `PYTHONPATH` and `python3` from the venv, both through agentsup's own
+/// environment, which the example's `[env] inherit` passes on.
+fn sandbox(redis_port: u16, api_port: u16, config: &str) -> Sandbox {
     let sb = Sandbox::new();
-    sb.write("tasks.py", TASKS);
+    let example = repo().join("examples/celery");
+    for file in ["tasks.py", "worker.py"] {
+        sb.write(file, std::fs::read(example.join(file)).expect(file));
+    }
+    sb.config(&std::fs::read_to_string(example.join(config)).expect(config));
     sb.write(
         ".env",
         format!(
@@ -136,38 +120,24 @@ fn sandbox(venv: &Path, redis_port: u16, api_port: u16, pool: &str, extra: &str)
         ),
     );
     sb.write("secrets/OPENAI_API_KEY", format!("{OLD_KEY}\n"));
-    let celery: PathBuf = venv.to_path_buf();
-    sb.config(&format!(
-        r#"
-[supervisor]
-shutdown_timeout = "40s"
-
-[[source]]
-type = "dotenv"
-path = ".env"
-
-[[source]]
-type = "dir"
-path = "secrets"
-
-[keys.CELERY_BROKER_URL]
-secret = false
-[keys.CELERY_RESULT_BACKEND]
-secret = false
-
-[[worker]]
-name = "celery"
-keys = ["CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "OPENAI_API_KEY", "OPENAI_BASE_URL"]
-vars = {{ PYTHONPATH = "{pythonpath}" }}
-stop_timeout = "30s"
-backoff = {{ initial = "200ms", max = "1s", jitter = 0.0 }}
-command = ["{celery}", "-m", "celery", "-A", "tasks", "worker", "--loglevel=INFO", {pool}]
-{extra}
-"#,
-        pythonpath = pythonpath(&sb),
-        celery = celery.display(),
-    ));
     sb
+}
+
+/// `agentsup run` in `sb` with the venv first on PATH and the worker-side package
+/// importable.
+fn run_supervisor(sb: &Sandbox, venv: &Path) -> Running {
+    let bin_dir = venv.parent().expect("venv bin dir");
+    let mut c = sb.cmd(&["run", "--no-color"]);
+    c.env(
+        "PATH",
+        format!(
+            "{}:{}",
+            bin_dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        ),
+    )
+    .env("PYTHONPATH", pythonpath(sb));
+    sb.spawn_cmd(c)
 }
 
 #[test]
@@ -175,14 +145,8 @@ fn celery_option_a_warm_shutdown_with_stop_target_leader_stores_the_running_task
     let venv = test_venv_python();
     let (redis_port, api_port) = (free_port(), free_port());
     let _redis = redis(redis_port);
-    let sb = sandbox(
-        &venv,
-        redis_port,
-        api_port,
-        r#""--pool=prefork", "--concurrency=2""#,
-        r#"stop_target = "leader""#,
-    );
-    let mut run = sb.spawn(&["run", "--no-color"]);
+    let sb = sandbox(redis_port, api_port, "option-a.toml");
+    let mut run = run_supervisor(&sb, &venv);
     run.wait_for("ready.", WAIT);
     let id = client(
         &sb,
@@ -212,9 +176,9 @@ fn celery_option_b_auth_failure_exits_77_then_the_rotated_key_is_used() {
     let venv = test_venv_python();
     let (redis_port, api_port) = (free_port(), free_port());
     let _redis = redis(redis_port);
-    let sb = sandbox(&venv, redis_port, api_port, r#""--pool=solo""#, "");
+    let sb = sandbox(redis_port, api_port, "supervisor.toml");
     let _provider = provider(&sb, api_port);
-    let mut run = sb.spawn(&["run", "--no-color"]);
+    let mut run = run_supervisor(&sb, &venv);
     run.wait_for("ready.", WAIT);
     client(
         &sb,

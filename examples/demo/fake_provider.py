@@ -5,12 +5,14 @@ It accepts exactly one key: the current content of the file named by
 FAKE_PROVIDER_KEY_FILE, re-read on every request, so rewriting that file "revokes"
 the old key the way a real provider does after a rotation. A wrong key gets the
 answer OpenAI gives (401, code invalid_api_key, the key echoed masked as
-`sk-abcd****wxyz`). It logs method, path and the auth result, never a key.
+`sk-abcd****wxyz`). It logs method, path and the auth result, never a key, and
+says when the accepted key changed (a rotation revoked the old one).
 """
 
 import json
 import os
 import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -18,9 +20,34 @@ KEY_FILE = os.environ.get("FAKE_PROVIDER_KEY_FILE", "provider/accepted_key")
 PORT = int(os.environ.get("FAKE_PROVIDER_PORT", "8799"))
 
 
+_log_lock = threading.Lock()
+
+
+def log(line):
+    # One write per line under a lock: requests are served on threads, and print()
+    # writes the text and the newline separately, so two threads' lines could mix.
+    with _log_lock:
+        sys.stdout.write("provider: " + line + "\n")
+        sys.stdout.flush()
+
+
 def accepted_key():
     with open(KEY_FILE, encoding="utf-8") as f:
         return f.read().strip()
+
+
+def watch_key(interval=0.2):
+    """Says when the accepted key changes: from then on the old key gets 401."""
+    last = accepted_key()
+    while True:
+        time.sleep(interval)
+        try:
+            now = accepted_key()
+        except OSError:
+            continue
+        if now != last:
+            last = now
+            log("the accepted key changed: the old key is revoked, requests with it now get 401")
 
 
 def openai_mask(key):
@@ -55,7 +82,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             message = ("Incorrect API key provided: %s. You can find your API key at "
                        "https://platform.openai.com/account/api-keys." % openai_mask(sent))
-        print("provider: %s %s -> 401 (key rejected)" % (self.command, self.path), flush=True)
+        log("%s %s -> 401 (key rejected)" % (self.command, self.path))
         self._send(401, {"error": {"message": message, "type": "invalid_request_error",
                                    "param": None, "code": "invalid_api_key"}})
         return False
@@ -94,10 +121,12 @@ class Handler(BaseHTTPRequestHandler):
 
 def main():
     server = ThreadingHTTPServer(("127.0.0.1", PORT), Handler)
-    print("provider: fake OpenAI API on http://127.0.0.1:%d/v1 (accepts the key in %s)" % (PORT, KEY_FILE), flush=True)
+    log("fake OpenAI API on http://127.0.0.1:%d/v1" % PORT)
+    log("it accepts only the key in %s" % KEY_FILE)
     rotate = os.environ.get("FAKE_PROVIDER_ROTATE_HINT")
     if rotate:
-        print("provider: to rotate the key, run in another terminal:  %s" % rotate, flush=True)
+        log("to rotate the key, run in another terminal: %s" % rotate)
+    threading.Thread(target=watch_key, daemon=True).start()
     try:
         server.serve_forever()
     except KeyboardInterrupt:

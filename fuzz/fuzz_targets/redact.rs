@@ -7,6 +7,10 @@
 //! made of the `[redacted:NAME]` text itself.
 #![no_main]
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
 use agentsup::redact::{MIN_SECRET_LEN, Redactor, StreamRedactor};
 use agentsup::secret::Sensitive;
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
@@ -31,11 +35,7 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
         let at = u.int_in_range(0..=input.len())?;
         input.splice(at..at, v.bytes());
     }
-    let r = Redactor::new(
-        secrets
-            .iter()
-            .map(|(k, v)| (k.clone(), Sensitive::new(v.clone()))),
-    );
+    let r = redactor_for(&secrets);
 
     let mut whole = Vec::new();
     r.redact_into(&input, &mut whole);
@@ -86,6 +86,37 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+thread_local! {
+    /// Redactors already built, by their secrets. libFuzzer mutates mostly the
+    /// input after the secrets (they are read first), and building the automaton
+    /// of every form costs far more than redacting a short input: reusing it is
+    /// what takes this target from hundreds to thousands of executions a second.
+    /// A redactor is immutable once built, so reuse cannot hide a bug in one run.
+    static BUILT: RefCell<HashMap<Vec<(String, String)>, Rc<Redactor>>> =
+        RefCell::new(HashMap::new());
+}
+
+/// The redactor for `secrets`, built once per distinct set.
+fn redactor_for(secrets: &[(String, String)]) -> Rc<Redactor> {
+    BUILT.with(|built| {
+        let mut built = built.borrow_mut();
+        if let Some(r) = built.get(secrets) {
+            return Rc::clone(r);
+        }
+        if built.len() >= 2048 {
+            // Bounded memory (the run's RSS limit): start over.
+            built.clear();
+        }
+        let r = Rc::new(Redactor::new(
+            secrets
+                .iter()
+                .map(|(k, v)| (k.clone(), Sensitive::new(v.clone()))),
+        ));
+        built.insert(secrets.to_vec(), Rc::clone(&r));
+        r
+    })
 }
 
 /// First occurrence of `needle` in `hay` that does not overlap a marker.

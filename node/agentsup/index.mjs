@@ -7,7 +7,7 @@
 // key(name): the current value of a declared key, re-read from
 // $AGENTSUP_KEYS_DIR/NAME when agentsup rotates it in place (on_rotation = "file").
 // worker(): { name, replica, replicas } or null outside agentsup.
-import { readFileSync, statSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
 export const AUTH_EXIT_CODE = 77;
@@ -133,9 +133,17 @@ export function key(name) {
       const stamp = `${st.ino}:${st.mtimeNs}:${st.size}`;
       const hit = cache.get(path);
       if (hit && hit.stamp === stamp) return hit.value;
-      const value = readFileSync(path, 'utf8');
-      cache.set(path, { stamp, value });
-      return value;
+      // The stamp of the file actually read: agentsup may have replaced it
+      // between the stat above and this open.
+      const fd = openSync(path, 'r');
+      try {
+        const fst = fstatSync(fd, { bigint: true });
+        const value = readFileSync(fd, 'utf8');
+        cache.set(path, { stamp: `${fst.ino}:${fst.mtimeNs}:${fst.size}`, value });
+        return value;
+      } finally {
+        closeSync(fd);
+      }
     }
   }
   const value = process.env[name];

@@ -64,6 +64,10 @@ def key(name: str) -> str:
                 if hit is not None and hit[0] == stamp:
                     return hit[1]
             with open(path, encoding="utf-8") as f:
+                # The stamp of the file actually read: agentsup may have replaced
+                # it between the stat above and this open.
+                fst = os.fstat(f.fileno())
+                stamp = (fst.st_ino, fst.st_mtime_ns, fst.st_size)
                 value = f.read()
             with _cache_lock:
                 _cache[path] = (stamp, value)

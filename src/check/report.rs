@@ -77,7 +77,19 @@ impl Report {
     /// The report for people: config, sources, workers, findings grouped by key,
     /// and a summary line; `color` adds ANSI styles (pass it only for a TTY).
     pub fn render_text(&self, color: bool) -> String {
+        self.render_text_width(color, None)
+    }
+
+    /// [`Report::render_text`] wrapped to `width` columns (a terminal's, see
+    /// [`crate::output::width::stdout_width`]): a finding's message and hint wrap
+    /// under their own indent; the columns before them never do.
+    pub fn render_text_width(&self, color: bool, width: Option<usize>) -> String {
         let p = Painter { color };
+        let push_wrapped = |out: &mut String, line: &str, indent: usize| {
+            for piece in crate::output::width::wrap(line, width, 0, indent) {
+                let _ = writeln!(out, "{}", piece.trim_end());
+            }
+        };
         let bold = Style::new().bold();
         let mut out = String::new();
         let _ = writeln!(
@@ -128,7 +140,7 @@ impl Report {
             if !w.globs.is_empty() {
                 let _ = write!(line, " (optional: {})", w.globs.join(", "));
             }
-            let _ = writeln!(out, "{line}");
+            push_wrapped(&mut out, &line, nw + 4);
         }
 
         let sw = self
@@ -166,11 +178,12 @@ impl Report {
             }
             let _ = writeln!(out, "{}", head.trim_end());
             for line in f.message.lines() {
-                let _ = writeln!(out, "{INDENT}{line}");
+                push_wrapped(&mut out, &format!("{INDENT}{line}"), INDENT.len());
             }
             if let Some(hint) = &f.hint {
                 let label = p.paint("hint:", Style::new().fg_color(Some(AnsiColor::Cyan.into())));
-                let _ = writeln!(out, "{INDENT}{label} {hint}");
+                let hinted = format!("{INDENT}{label} {hint}");
+                push_wrapped(&mut out, &hinted, INDENT.len() + "hint: ".len());
             }
         }
 

@@ -288,22 +288,25 @@ fn quotes_hit(inp: &ValueInput<'_>) -> Option<Hit> {
         '\'' => "single quotes",
         _ => "backticks",
     };
-    let hint = match inp.origin {
-        Origin::Dotenv(Quote::Double | Quote::Single) => {
-            "the file quotes the value twice (KEY=\"'…'\"): keep one pair"
+    let hint: std::borrow::Cow<'_, str> = match inp.origin {
+        // The file's own pair outside, the pair left in the value inside, as the
+        // line reads: KEY="'…'" or KEY='"…"'.
+        Origin::Dotenv(outer @ (Quote::Double | Quote::Single)) => {
+            let (o, i) = if outer == Quote::Double { ('"', q) } else { ('\'', q) };
+            format!("the file quotes the value twice (KEY={o}{i}…{i}{o}): keep one pair").into()
         }
         Origin::Dotenv(Quote::None) => {
-            "agentsup and python-dotenv keep backticks (Node's dotenv strips them): use single or double quotes"
+            "agentsup and python-dotenv keep backticks (Node's dotenv strips them): use single or double quotes".into()
         }
         Origin::ProcessEnv => {
             "`docker run --env-file` keeps quotes (docker/cli#3630): write KEY=value there without \
-             quotes, or load the file with a `dotenv` source"
+             quotes, or load the file with a `dotenv` source".into()
         }
-        Origin::SecretFile | Origin::Command => "the secret holds the quotes: store the bare value",
+        Origin::SecretFile | Origin::Command => "the secret holds the quotes: store the bare value".into(),
         Origin::Config => {
-            "TOML strings are quoted already: drop the inner quotes in supervisor.toml"
+            "TOML strings are quoted already: drop the inner quotes in supervisor.toml".into()
         }
-        Origin::Other => "remove the quotes where the value is set",
+        Origin::Other => "remove the quotes where the value is set".into(),
     };
     Some(hit(
         Severity::Error,

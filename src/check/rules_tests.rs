@@ -135,6 +135,17 @@ fn control_characters_bom_and_quotes() {
     );
     // A lone quote inside is not "wrapped".
     assert!(codes(&input("DB_PASSWORD", "ab\"cd")).is_empty());
+    // Quoted twice: the hint shows the file's pair outside and the leftover pair
+    // inside, whichever way round the line has them (issue 15).
+    for (outer, value, shown) in [
+        (Quote::Double, "'sk-abcdefgh'", "KEY=\"'…'\""),
+        (Quote::Single, "\"sk-abcdefgh\"", "KEY='\"…\"'"),
+    ] {
+        let mut inp = input("OPENAI_API_KEY", value);
+        inp.origin = Origin::Dotenv(outer);
+        let hint = value_hits(&inp)[0].hint.clone().unwrap();
+        assert!(hint.contains(shown), "{outer:?} {value}: {hint}");
+    }
 }
 
 #[test]

@@ -83,7 +83,9 @@ fn cmd_check(a: CheckArgs) -> Result<u8> {
     }
     drop(err);
     let text = match ReportFormat::from(a.format) {
-        ReportFormat::Text => report.render_text(want_color(a.no_color)),
+        ReportFormat::Text => {
+            report.render_text_width(want_color(a.no_color), crate::output::width::stdout_width())
+        }
         ReportFormat::Json => report.render_json(),
     };
     write_stdout(&crate::redact::redact_message(&text))?;
@@ -106,7 +108,13 @@ fn cmd_env(a: EnvArgs) -> Result<u8> {
         std::slice::from_ref(worker),
     );
     let built = crate::env::build(&plan, worker, 0, &snap, &penv);
-    let text = crate::env_report::render(&built, a.format.into(), a.reveal, &plan);
+    let text = crate::env_report::render(
+        &built,
+        a.format.into(),
+        a.reveal,
+        &plan,
+        crate::output::width::stdout_width(),
+    );
     write_stdout(&text)?;
     let mut problems: Vec<String> = snap
         .problems

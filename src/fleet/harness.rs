@@ -35,10 +35,10 @@ pub(super) fn config(workers: &[(&str, u32)]) -> FleetConfig {
                 name: name.into(),
                 replicas,
                 policy: policy(),
+                on_rotation: OnRotation::Restart,
             })
             .collect(),
         on_give_up: OnGiveUp::Keep,
-        on_rotation: OnRotation::Restart,
         shutdown_timeout: Duration::from_secs(10),
         paced_rereads: false,
         config_path: "/srv/supervisor.toml".into(),

@@ -171,6 +171,16 @@ impl Fleet {
                 self.start_reread_paced(WATCH_MIN_INTERVAL, &mut cx);
             }
             Event::Control { reply, request } => self.on_control(reply, request, &mut cx),
+            Event::Refresh { sources } => {
+                if !self.shutting_down && !sources.is_empty() {
+                    cx.info(format!(
+                        "refreshing {}: re-reading and re-checking every source",
+                        sources.join(", ")
+                    ));
+                    self.reread.watch_triggered = true;
+                    self.start_reread(&mut cx);
+                }
+            }
         }
         cx.out
     }
@@ -205,6 +215,21 @@ impl Fleet {
     /// The state of `slot`'s replica.
     pub fn state(&self, slot: SlotId) -> StateKind {
         self.slots[slot].machine.state().kind()
+    }
+
+    /// The current run of `slot` (0 before its first spawn).
+    pub fn run(&self, slot: SlotId) -> u64 {
+        self.slots[slot].run
+    }
+
+    /// The pid of `slot`'s running process.
+    pub fn pid(&self, slot: SlotId) -> Option<u32> {
+        self.slots[slot].pid
+    }
+
+    /// True once a stop of everything began.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down
     }
 
     /// True when every replica is finished for good (stopped, exited, failed) and
@@ -257,6 +282,8 @@ impl Fleet {
                 })
                 .collect(),
             counters: self.counters.clone(),
+            // The refresh schedule is the dispatcher's; it fills this in.
+            refresh: Vec::new(),
             shutting_down: self.shutting_down,
             taken: Some(now),
         }
@@ -476,8 +503,9 @@ impl Fleet {
         // reaping fit inside it and Docker's own SIGKILL (same 10 s default) never
         // comes first; and at the full timeout stop waiting on stdout: a log reader
         // that stalls must not keep agentsup (and the pod) alive past it.
-        cx.out
-            .push(Action::AbandonOutputAt(cx.now + self.cfg.shutdown_timeout));
+        cx.out.push(Action::BeginShutdown {
+            output_deadline: cx.now + self.cfg.shutdown_timeout,
+        });
         cx.out.push(Action::ArmTimer {
             at: cx.now + self.cfg.shutdown_timeout.mul_f64(0.9),
             timer: Timer::ShutdownDeadline,

@@ -165,6 +165,10 @@ impl Fleet {
                 self.counters.secret_reloads += 1;
                 self.reread.pacer.succeeded();
                 cx.info("re-read sources: values pass the checks");
+                cx.out.push(Action::RereadOutcome {
+                    accepted: true,
+                    why: None,
+                });
                 Some(changes)
             }
             Err(why) => {
@@ -183,6 +187,10 @@ impl Fleet {
                         });
                     }
                 }
+                cx.out.push(Action::RereadOutcome {
+                    accepted: false,
+                    why: Some(why.clone()),
+                });
                 let hold = self.reread.pacer.failed(cx.now);
                 cx.warn(format!(
                     "re-read sources: the new values fail the checks; keeping the old ones and everything running. {why}. Re-reads for auth failures now wait {} (SIGHUP or `agentsup reload` re-read sooner)",
@@ -194,7 +202,12 @@ impl Fleet {
         let accepted = changes.is_some();
         let changes: Vec<Vec<KeyChange>> = changes.unwrap_or_default();
         self.deliver_reread(&changes, cx);
+        // Replicas restarted below, for the summary line of a rotation or reload.
+        let mut restarted = 0;
         if accepted {
+            // Key files first: a replica restarted below (or by the auth protocol)
+            // must find them holding the new values.
+            cx.out.push(Action::ApplyInPlace);
             // Replicas waiting out an auth backoff restart now if their keys changed
             // (SPEC 5): one re-read serves the whole incident.
             for (slot, &run) in runs.iter().enumerate() {
@@ -212,6 +225,7 @@ impl Fleet {
                         ));
                     }
                     self.drive(slot, replica::Event::SourcesChanged, cx);
+                    restarted += 1;
                 }
             }
         }
@@ -219,8 +233,9 @@ impl Fleet {
             self.start_reread(cx);
             return;
         }
-        let watch_restart =
-            self.reread.watch_triggered && self.cfg.on_rotation == OnRotation::Restart;
+        // Which workers restart is decided per worker (`on_rotation`) in
+        // `plan_rolling_restart`.
+        let watch_restart = self.reread.watch_triggered;
         self.reread.watch_triggered = false;
         if self.reread.reload_requested || watch_restart {
             let reason = if self.reread.reload_requested {
@@ -230,7 +245,7 @@ impl Fleet {
             };
             self.reread.reload_requested = false;
             if accepted {
-                let n = self.plan_rolling_restart(reason, &changes, &runs, cx);
+                let n = self.plan_rolling_restart(reason, restarted, &changes, &runs, cx);
                 for to in std::mem::take(&mut self.reread.reload_replies) {
                     cx.out.push(Action::Reply {
                         to,
@@ -287,15 +302,20 @@ impl Fleet {
     }
 
     /// Queues the running (and starting) replicas whose environment changed for a
-    /// one-at-a-time restart; returns how many.
+    /// one-at-a-time restart, for the workers whose `on_rotation` restarts on
+    /// `reason`; returns how many. `restarted`: replicas this re-read already
+    /// restarted from a backoff, which the summary line counts so that it does not
+    /// say nothing changed (issue 15).
     fn plan_rolling_restart(
         &mut self,
         reason: RestartReason,
+        restarted: usize,
         changes: &[Vec<KeyChange>],
         runs: &[u64],
         cx: &mut Cx<'_>,
     ) -> usize {
         let mut list = Vec::new();
+        let mut in_place = 0;
         for (slot, &run) in runs.iter().enumerate() {
             // Starting replicas count too: their environment was built from the
             // old snapshot a moment ago.
@@ -304,6 +324,13 @@ impl Fleet {
             if !matches!(self.state(slot), StateKind::Running | StateKind::Starting)
                 || self.slots[slot].run != run
             {
+                continue;
+            }
+            if !restarts_on(
+                self.cfg.workers[self.slots[slot].worker].on_rotation,
+                reason,
+            ) {
+                in_place += 1;
                 continue;
             }
             let changed = changed_of(changes, slot);
@@ -318,10 +345,25 @@ impl Fleet {
                 list.push(slot);
             }
         }
+        let waited = match restarted {
+            0 => String::new(),
+            1 => "1 waiting replica restarted with the new values; ".to_owned(),
+            n => format!("{n} waiting replicas restarted with the new values; "),
+        };
         if list.is_empty() {
-            cx.info(format!(
-                "{reason}: no running replica's environment changed; nothing to restart"
-            ));
+            if restarted == 0 && in_place == 0 {
+                cx.info(format!(
+                    "{reason}: no running replica's environment changed; nothing to restart"
+                ));
+            } else if in_place == 0 {
+                cx.info(format!(
+                    "{reason}: {waited}no running replica needs a restart"
+                ));
+            } else {
+                cx.info(format!(
+                    "{reason}: {waited}nothing to restart (the other running replicas take new values by on_rotation = \"file\", \"signal\" or \"next-start\")"
+                ));
+            }
             return 0;
         }
         for &slot in &list {
@@ -329,7 +371,7 @@ impl Fleet {
         }
         let n = list.len();
         cx.info(format!(
-            "{reason}: restarting {n} replica(s) whose environment changed, one at a time"
+            "{reason}: {waited}restarting {n} replica(s) whose environment changed, one at a time"
         ));
         self.queue_rolling(list, reason, cx);
         n
@@ -339,4 +381,17 @@ impl Fleet {
 /// `slot`'s changed keys (none when the re-read was refused).
 fn changed_of(changes: &[Vec<KeyChange>], slot: SlotId) -> &[KeyChange] {
     changes.get(slot).map_or(&[], Vec::as_slice)
+}
+
+/// Whether a running replica of a worker with this `on_rotation` restarts when its
+/// keys changed, for a re-read asked by `reason`: a watched change or a refresh
+/// (`rotation`) restarts only `restart` workers; a reload (`reload`, SIGHUP) also
+/// `next-start` ones, as it always did. `file` and `signal` workers took the new
+/// values in place ([`Action::ApplyInPlace`]).
+fn restarts_on(mode: OnRotation, reason: RestartReason) -> bool {
+    match mode {
+        OnRotation::Restart => true,
+        OnRotation::NextStart => reason != RestartReason::Rotation,
+        OnRotation::File | OnRotation::Signal => false,
+    }
 }

@@ -179,7 +179,9 @@ fn on_give_up_keep_leaves_the_others_running_and_a_revived_replica_exits_0() {
 fn shutdown_stops_everything_kills_at_90_percent_and_stops_waiting_on_stdout_at_100() {
     let mut h = H::started(&[("a", 2)]);
     let out = h.step(Event::Signal(SignalEvent::Shutdown(libc::SIGTERM)));
-    assert!(out.contains(&Action::AbandonOutputAt(h.now + Duration::from_secs(10))));
+    assert!(out.contains(&Action::BeginShutdown {
+        output_deadline: h.now + Duration::from_secs(10)
+    }));
     assert!(out.contains(&Action::ArmTimer {
         at: h.now + Duration::from_secs(9),
         timer: Timer::ShutdownDeadline

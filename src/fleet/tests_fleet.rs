@@ -285,27 +285,44 @@ fn a_reload_during_a_reread_waits_for_a_fresh_one() {
 }
 
 #[test]
-fn a_watched_change_restarts_changed_replicas_as_a_rotation_unless_next_start() {
-    for (mode, restarts) in [(OnRotation::Restart, 1), (OnRotation::NextStart, 0)] {
-        let mut cfg = config(&[("a", 1)]);
-        cfg.on_rotation = mode;
-        let mut h = H::with(cfg);
-        h.step(Event::Start);
-        h.settle();
-        h.step(Event::SourcesChanged);
-        let ev = rotated(&h, &[0]);
-        h.step(ev);
-        if restarts == 1 {
-            h.exit(0, ExitClass::Ok);
-            h.spawned(0);
-        }
-        assert_eq!(
-            h.restarts("a", RestartReason::Rotation),
-            restarts,
-            "{mode:?}"
-        );
-        assert_eq!(h.spawn_count(0), 1 + restarts as usize);
+fn a_watched_change_restarts_by_each_workers_on_rotation_and_a_reload_also_next_start() {
+    let modes = [
+        OnRotation::Restart,
+        OnRotation::NextStart,
+        OnRotation::File,
+        OnRotation::Signal,
+    ];
+    let mut cfg = config(&[("r", 1), ("n", 1), ("f", 1), ("s", 1)]);
+    for (w, mode) in cfg.workers.iter_mut().zip(modes) {
+        w.on_rotation = mode;
     }
+    let mut h = H::with(cfg);
+    h.step(Event::Start);
+    h.settle();
+    h.step(Event::SourcesChanged);
+    let ev = rotated(&h, &[0, 1, 2, 3]);
+    let out = h.step(ev);
+    assert!(out.contains(&Action::ApplyInPlace), "{out:?}");
+    assert_eq!(
+        h.signals(),
+        [(0, StopSignal::Stop)],
+        "only `restart` restarts"
+    );
+    assert!(h.lines().contains(
+        &"rotation: restarting 1 replica(s) whose environment changed, one at a time".into()
+    ));
+    h.exit(0, ExitClass::Ok);
+    h.spawned(0);
+    assert_eq!(h.restarts("r", RestartReason::Rotation), 1);
+    // A reload restarts `next-start` workers too, never `file` or `signal` ones.
+    h.step(Event::Signal(SignalEvent::Reload));
+    let ev = rotated(&h, &[1, 2, 3]);
+    h.step(ev);
+    assert_eq!(h.signals().last(), Some(&(1, StopSignal::Stop)));
+    h.exit(1, ExitClass::Ok);
+    h.spawned(1);
+    assert_eq!(h.restarts("n", RestartReason::Reload), 1);
+    assert_eq!((h.spawn_count(2), h.spawn_count(3)), (1, 1));
 }
 
 #[test]

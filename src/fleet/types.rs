@@ -19,6 +19,10 @@ pub struct WorkerSpec {
     pub replicas: u32,
     /// Its replicas' restart, backoff and stop policy.
     pub policy: Policy,
+    /// `on_rotation`: whether its running replicas restart when a watched change
+    /// or a refresh changed their keys (`restart`), only on a reload
+    /// (`next-start`), or never (`file`, `signal`: the values change in place).
+    pub on_rotation: OnRotation,
 }
 
 /// The fleet's configuration, from the plan.
@@ -28,9 +32,6 @@ pub struct FleetConfig {
     pub workers: Vec<WorkerSpec>,
     /// `[supervisor] on_give_up`.
     pub on_give_up: OnGiveUp,
-    /// `[supervisor] on_rotation`: whether a watched source's change restarts the
-    /// replicas whose environment changed.
-    pub on_rotation: OnRotation,
     /// `[supervisor] shutdown_timeout`.
     pub shutdown_timeout: Duration,
     /// The config has a `command` source: re-reads cost a call to a secret store,
@@ -129,6 +130,12 @@ pub enum Event {
     RereadFinished(Result<Vec<Vec<KeyChange>>, String>),
     /// A watched source changed (debounced).
     SourcesChanged,
+    /// `command` sources are due for their refresh (`refresh`, `ttl_pointer`):
+    /// re-read, and roll changes out as a watched change's.
+    Refresh {
+        /// What is refreshed, for the log (source numbers and programs).
+        sources: Vec<String>,
+    },
     /// A request on the control socket.
     Control {
         /// Who to answer.
@@ -195,8 +202,23 @@ pub enum Action {
         /// The answer.
         response: ControlResponse,
     },
-    /// Stop waiting on stdout at `at` (shutdown).
-    AbandonOutputAt(Instant),
+    /// A stop of everything began: tell systemd, and stop waiting on stdout at
+    /// `output_deadline`.
+    BeginShutdown {
+        /// When output stops being waited for.
+        output_deadline: Instant,
+    },
+    /// A re-read finished (values adopted or refused): feed the refresh schedule.
+    RereadOutcome {
+        /// The values were adopted.
+        accepted: bool,
+        /// Why not (value-free).
+        why: Option<String>,
+    },
+    /// The values were adopted: bring the key files of `file`/`signal` workers up
+    /// to date (and signal `signal` workers' running replicas). Comes before any
+    /// spawn of the same step.
+    ApplyInPlace,
     /// Kill every descendant that left its worker's group (the shutdown deadline).
     Sweep,
 }

@@ -206,6 +206,40 @@ impl Collector for Snapshot {
                 .collect(),
         )?;
 
+        // Only with a refreshed `command` source: a config without one keeps its
+        // exposition as it was.
+        if !status.refresh.is_empty() {
+            let labels = |r: &crate::status::RefreshStatus| {
+                vec![
+                    ("source", r.source.to_string()),
+                    ("program", r.program.clone()),
+                ]
+            };
+            let mut runs = Vec::new();
+            for r in &status.refresh {
+                for (result, n) in [("ok", r.ok), ("failed", r.failed)] {
+                    let mut l = labels(r);
+                    l.push(("result", result.to_string()));
+                    runs.push((l, n));
+                }
+            }
+            counters(
+                &mut enc,
+                "agentsup_source_refreshes",
+                "Timed refreshes of command sources (refresh, ttl_pointer), by result: ok (values adopted) or failed (the old values stayed)",
+                runs,
+            )?;
+            gauges(
+                &mut enc,
+                "agentsup_source_refresh_consecutive_failures",
+                "Refreshes of the command source that failed since its last success",
+                status
+                    .refresh
+                    .iter()
+                    .map(|r| (labels(r), i64::from(r.consecutive_failures)))
+                    .collect(),
+            )?;
+        }
         single(
             &mut enc,
             "agentsup_secret_reloads",
@@ -348,6 +382,29 @@ mod tests {
             ],
             counters,
             ..Status::default()
+        }
+    }
+
+    #[test]
+    fn refreshed_sources_have_their_own_series_and_others_none() {
+        let text = render(&Arc::new(sample()), 1.0, true, Format::Classic);
+        assert!(!text.contains("agentsup_source_refresh"), "{text}");
+        let mut status = sample();
+        status.refresh.push(crate::status::RefreshStatus {
+            source: 2,
+            program: "vault".into(),
+            ok: 5,
+            failed: 2,
+            consecutive_failures: 1,
+            ..Default::default()
+        });
+        let text = render(&Arc::new(status), 1.0, true, Format::Classic);
+        for line in [
+            "agentsup_source_refreshes_total{source=\"2\",program=\"vault\",result=\"ok\"} 5\n",
+            "agentsup_source_refreshes_total{source=\"2\",program=\"vault\",result=\"failed\"} 2\n",
+            "agentsup_source_refresh_consecutive_failures{source=\"2\",program=\"vault\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
         }
     }
 

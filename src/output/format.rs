@@ -144,6 +144,7 @@ pub struct LineFormatter {
     color: bool,
     label_width: usize,
     colors: HashMap<String, AnsiColor>,
+    width: Option<usize>,
 }
 
 impl LineFormatter {
@@ -160,12 +161,18 @@ impl LineFormatter {
             color: config.color,
             label_width: config.label_width.max(SUPERVISOR_LABEL.len()),
             colors,
+            width: config.width,
         }
     }
 
     /// The format in use.
     pub fn format(&self) -> Format {
         self.format
+    }
+
+    /// The width pretty events wrap to; `None` (not a terminal) keeps them whole.
+    pub fn width(&self) -> Option<usize> {
+        self.width
     }
 
     fn worker_color(&self, worker: &str) -> AnsiColor {
@@ -317,14 +324,21 @@ impl LineFormatter {
                 }
             }
         }
-        // A multi-line message (an error chain) keeps the prefix on every line, so
-        // no line of output is unlabelled.
+        // A multi-line message (an error chain, an event's detail) keeps the prefix
+        // on every line, so no line of output is unlabelled. With a width, each
+        // line wraps: a headline's continuation indented by 4, an indented detail
+        // line's by its own indent, so the detail reads as one block.
         let mut prefix = Vec::new();
         self.write_label(&mut prefix, SUPERVISOR_LABEL, Style::new().bold());
+        let first = self.label_width + " | ".len();
         for line in body.split('\n') {
-            out.extend_from_slice(&prefix);
-            out.extend_from_slice(line.as_bytes());
-            out.push(b'\n');
+            let lead = line.len() - line.trim_start_matches(' ').len();
+            let indent = if lead == 0 { 4 } else { lead };
+            for piece in super::width::wrap(line, self.width, first, indent) {
+                out.extend_from_slice(&prefix);
+                out.extend_from_slice(piece.trim_end().as_bytes());
+                out.push(b'\n');
+            }
         }
     }
 }
@@ -489,6 +503,52 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "agentsup   | error: planner.0: exited\n\
              agentsup   | second line [redacted:K] status=1 reason=\"auth failure\"\n"
+        );
+    }
+
+    #[test]
+    fn pretty_events_wrap_to_the_width_with_labels_on_every_line() {
+        let mut cfg = config(Format::Pretty, 12, &[("K", "sk-wrapped-secret-value")]);
+        cfg.width = Some(80);
+        let fmt = LineFormatter::new(&cfg);
+        let ev = SupervisorEvent::new(
+            Level::WARN,
+            "running -> backoff, status 1, class auth: re-reading sources before restarting\n  \
+             pid 7: matched `Incorrect API key provided` (OpenAI-compatible API) on the last \
+             line: the key sk-wrapped-secret-value was rejected; the key it echoed is the injected one",
+        )
+        .field("worker", "summarizer")
+        .field("replica", 0u32);
+        let mut out = Vec::new();
+        fmt.write_event(
+            &mut out,
+            &ev,
+            &Redactor::new([("K".to_owned(), Sensitive::new("sk-wrapped-secret-value"))]),
+        );
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.len() >= 4, "{text}");
+        for l in &lines {
+            assert!(l.chars().count() <= 80, "{l:?}");
+            assert!(l.starts_with("agentsup     | "), "{l:?}");
+        }
+        assert!(lines[0].starts_with("agentsup     | warning: summarizer.0: running -> backoff"));
+        assert!(
+            lines[1].starts_with("agentsup     |     "),
+            "headline continues at 4: {text}"
+        );
+        let detail = lines.iter().position(|l| l.contains("pid 7:")).unwrap();
+        assert!(
+            lines[detail].starts_with("agentsup     |   pid 7:"),
+            "{text}"
+        );
+        assert!(
+            lines[detail + 1].starts_with("agentsup     |   ")
+                && !lines[detail + 1].starts_with("agentsup     |    ")
+        );
+        assert!(
+            text.contains("[redacted:K]") && !text.contains("sk-wrapped"),
+            "{text}"
         );
     }
 }

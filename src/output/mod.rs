@@ -57,6 +57,7 @@ mod sink;
 pub mod stdout;
 #[cfg(test)]
 mod test_support;
+pub mod width;
 mod writer;
 
 pub use format::{FieldValue, LineFormatter, SupervisorEvent};
@@ -189,6 +190,10 @@ pub struct OutputConfig {
     /// Redacts supervisor events and [`OutputSink::line`]. Defaults to
     /// [`crate::redact::global`].
     pub redactor: SharedRedactor,
+    /// Pretty events wrap to this many columns, continuation lines indented
+    /// (see [`width::stdout_width`]); `None` keeps each line whole. Worker lines
+    /// are the worker's and never wrap.
+    pub width: Option<usize>,
 }
 
 impl OutputConfig {
@@ -200,6 +205,7 @@ impl OutputConfig {
             label_width: SUPERVISOR_LABEL.len(),
             workers: Vec::new(),
             redactor: crate::redact::global().clone(),
+            width: None,
         }
     }
 }

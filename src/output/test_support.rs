@@ -66,5 +66,6 @@ pub(super) fn config(format: Format, width: usize, secrets: &[(&str, &str)]) -> 
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), Sensitive::new(*v))),
         ),
+        width: None,
     }
 }

@@ -13,6 +13,10 @@ use super::*;
 use crate::config::{self, CommandFormat, ConfigFile, SourceKind, StartMode};
 use crate::diag::Located;
 
+/// Shortest `refresh` of a `command` source: re-reads are at least
+/// `supervisor::rotation::REREAD_MIN_INTERVAL` (3 s) apart whatever asks.
+const MIN_REFRESH: Duration = Duration::from_secs(5);
+
 pub(super) struct Builder<'a> {
     pub(super) path: &'a Path,
     pub(super) text: &'a str,
@@ -71,7 +75,7 @@ impl Builder<'_> {
         let global_vars = self.vars(&file.env.vars, "[env] vars");
         let sources = self.sources(&file.sources);
         let key_rules = self.key_rules(&file.keys);
-        let workers = self.workers(&file.workers);
+        let workers = self.workers(&file.workers, supervisor.on_rotation);
 
         Plan {
             config_path,
@@ -164,6 +168,52 @@ impl Builder<'_> {
         out
     }
 
+    /// `refresh` and `ttl_pointer` of a `command` source (issue 14), checked.
+    fn refresh(
+        &mut self,
+        index: usize,
+        e: &config::SourceEntry,
+        format: CommandFormat,
+    ) -> (Option<Duration>, Option<String>) {
+        let refresh = e.refresh.as_ref().and_then(|r| {
+            let d = r.get_ref().0;
+            if d < MIN_REFRESH {
+                self.err_at(
+                    r.span(),
+                    format!(
+                        "source #{}: `refresh` must be at least {} (re-reads are paced that far apart anyway), e.g. refresh = \"5m\"",
+                        index + 1,
+                        humantime::format_duration(MIN_REFRESH)
+                    ),
+                );
+                None
+            } else {
+                Some(d)
+            }
+        });
+        let ttl = e.ttl_pointer.as_ref().and_then(|p| {
+            if format != CommandFormat::Json {
+                self.err_at(
+                    p.span(),
+                    "`ttl_pointer` needs format = \"json\" (it points into the command's JSON output)",
+                );
+                None
+            } else if !p.get_ref().starts_with('/') {
+                self.err_at(
+                    p.span(),
+                    format!(
+                        "`ttl_pointer` {:?} must start with `/` (RFC 6901), e.g. \"/lease_duration\"",
+                        p.get_ref()
+                    ),
+                );
+                None
+            } else {
+                Some(p.get_ref().clone())
+            }
+        });
+        (refresh, ttl)
+    }
+
     fn sources(&mut self, entries: &[Spanned<config::SourceEntry>]) -> Vec<SourcePlan> {
         if entries.is_empty() {
             // SPEC 2: `.env` (optional), then the process environment, so that a real
@@ -210,6 +260,8 @@ impl Builder<'_> {
                     unexpected(self, "format", e.format.is_some());
                     unexpected(self, "json_pointer", e.json_pointer.is_some());
                     unexpected(self, "timeout", e.timeout.is_some());
+                    unexpected(self, "refresh", e.refresh.is_some());
+                    unexpected(self, "ttl_pointer", e.ttl_pointer.is_some());
                     let Some(path) = &e.path else {
                         self.err_at(
                             span.clone(),
@@ -261,7 +313,10 @@ impl Builder<'_> {
                     }
                     let (env_patterns, env) =
                         self.name_globs("env", e.env.as_deref().unwrap_or(&[]));
+                    let (refresh, ttl_pointer) = self.refresh(index, e, format);
                     SourceKindPlan::Command {
+                        refresh,
+                        ttl_pointer,
                         argv,
                         env_patterns,
                         env,
@@ -280,6 +335,8 @@ impl Builder<'_> {
                     unexpected(self, "json_pointer", e.json_pointer.is_some());
                     unexpected(self, "timeout", e.timeout.is_some());
                     unexpected(self, "env", e.env.is_some());
+                    unexpected(self, "refresh", e.refresh.is_some());
+                    unexpected(self, "ttl_pointer", e.ttl_pointer.is_some());
                     SourceKindPlan::Env
                 }
             };
@@ -360,7 +417,51 @@ impl Builder<'_> {
         out
     }
 
-    fn workers(&mut self, entries: &[Spanned<config::WorkerEntry>]) -> Vec<WorkerPlan> {
+    /// `reload_signal`, which only `on_rotation = "signal"` sends: set with another
+    /// mode it would silently do nothing, so that is an error.
+    fn reload_signal(
+        &mut self,
+        name: &str,
+        w: &config::WorkerEntry,
+        default_rotation: config::OnRotation,
+    ) -> nix::sys::signal::Signal {
+        let mode = w
+            .on_rotation
+            .as_ref()
+            .map_or(default_rotation, |r| *r.get_ref());
+        match &w.reload_signal {
+            Some(s) if mode != config::OnRotation::Signal => {
+                self.err_at(
+                    s.span(),
+                    format!(
+                        "worker {name:?}: `reload_signal` is only sent with on_rotation = \"signal\" (this worker's is {:?}); set on_rotation = \"signal\" or remove it",
+                        mode.as_str()
+                    ),
+                );
+                nix::sys::signal::Signal::SIGHUP
+            }
+            Some(s)
+                if matches!(
+                    s.get_ref().0,
+                    nix::sys::signal::Signal::SIGKILL | nix::sys::signal::Signal::SIGSTOP
+                ) =>
+            {
+                self.err_at(
+                    s.span(),
+                    format!("worker {name:?}: `reload_signal` cannot be SIGKILL or SIGSTOP (no process can handle them); use SIGHUP or SIGUSR1"),
+                );
+                nix::sys::signal::Signal::SIGHUP
+            }
+            Some(s) => s.get_ref().0,
+            None => nix::sys::signal::Signal::SIGHUP,
+        }
+    }
+
+    fn workers(
+        &mut self,
+        entries: &[Spanned<config::WorkerEntry>],
+        default_rotation: config::OnRotation,
+    ) -> Vec<WorkerPlan> {
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
         let mut out = Vec::new();
         // Lines counted on from the previous worker, not from the top of the file
@@ -584,6 +685,7 @@ impl Builder<'_> {
                 None
             };
             let creds = self.creds(&name, w, start);
+            let reload_signal = self.reload_signal(&name, w, default_rotation);
             out.push(WorkerPlan {
                 name,
                 line,
@@ -602,6 +704,11 @@ impl Builder<'_> {
                 stop_timeout: w.stop_timeout.map_or(Duration::from_secs(10), |d| d.0),
                 stop_timeout_set: w.stop_timeout.is_some(),
                 stop_target: w.stop_target.unwrap_or_default(),
+                on_rotation: w
+                    .on_rotation
+                    .as_ref()
+                    .map_or(default_rotation, |r| *r.get_ref()),
+                reload_signal,
                 start,
                 fork,
                 backoff,

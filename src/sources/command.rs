@@ -87,6 +87,8 @@ pub struct CommandSpec<'a> {
     pub cwd: &'a Path,
     /// Its complete environment (see [`helper_env`]).
     pub env: &'a [(String, String)],
+    /// Where the JSON output holds a lease length in seconds (`ttl_pointer`).
+    pub ttl_pointer: Option<&'a str>,
 }
 
 /// The environment of a command source: agentsup's variables that match the
@@ -111,6 +113,8 @@ pub struct CommandLoad {
     pub entries: Vec<(String, Sensitive, Option<Quote>, Vec<RecordNote>)>,
     /// Skipped values and parse problems.
     pub problems: Vec<SourceProblem>,
+    /// The lease under `ttl_pointer`, when the source has one and it was found.
+    pub lease: Option<Duration>,
 }
 
 /// Runs the command and parses what it printed.
@@ -176,10 +180,46 @@ pub fn load(
             stderr_tail()
         )));
     }
-    match spec.format {
-        CommandFormat::Dotenv => Ok(parse_dotenv_output(&out.stdout, &location)),
-        CommandFormat::Json => parse_json_output(&out.stdout, spec.json_pointer, &location),
+    let mut load = match spec.format {
+        CommandFormat::Dotenv => parse_dotenv_output(&out.stdout, &location),
+        CommandFormat::Json => parse_json_output(&out.stdout, spec.json_pointer, &location)?,
+    };
+    if let Some(pointer) = spec.ttl_pointer {
+        match lease_at(&out.stdout, pointer) {
+            Ok(lease) => load.lease = Some(lease),
+            Err(why) => load.problems.push(SourceProblem {
+                severity: Severity::Warning,
+                location: location.clone(),
+                key: None,
+                message: format!(
+                    "ttl_pointer {pointer:?} {why}; the source is refreshed by `refresh` only (if set)"
+                ),
+            }),
+        }
     }
+    Ok(load)
+}
+
+/// The lease length at `pointer` in a JSON output: a number of seconds, or a
+/// string of digits. The error names the JSON type, never a value.
+fn lease_at(stdout: &[u8], pointer: &str) -> Result<Duration, String> {
+    let doc: serde_json::Value =
+        serde_json::from_slice(stdout).map_err(|_| "needs JSON output".to_string())?;
+    let v = doc.pointer(pointer).ok_or_else(|| {
+        format!(
+            "matches nothing in the output; top-level fields are: {}",
+            field_names(&doc)
+        )
+    })?;
+    let secs = match v {
+        serde_json::Value::Number(n) => n.as_f64(),
+        serde_json::Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    }
+    .filter(|s| s.is_finite() && *s >= 0.0)
+    .ok_or_else(|| format!("is {}, not a number of seconds", kind_of(v)))?;
+    // Capped like every duration in the config (a year).
+    Ok(Duration::from_secs_f64(secs.min(366.0 * 24.0 * 3600.0)))
 }
 
 /// Names of agentsup's own variables that a secret tool may be handed and echo.
@@ -406,6 +446,20 @@ mod tests {
         let env = helper_env(&penv, &set(&["PATH", "HOME"]), &set(&["VAULT_*"]));
         let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(names, ["HOME", "PATH", "VAULT_ADDR", "VAULT_TOKEN"]);
+    }
+
+    #[test]
+    fn a_lease_is_read_in_seconds_and_a_bad_one_is_named_by_type() {
+        let out = br#"{"lease_duration": 2764800, "data": {"K": "v"}, "s": "90", "o": {}}"#;
+        assert_eq!(
+            lease_at(out, "/lease_duration"),
+            Ok(Duration::from_secs(2_764_800))
+        );
+        assert_eq!(lease_at(out, "/s"), Ok(Duration::from_secs(90)));
+        let e = lease_at(out, "/o").unwrap_err();
+        assert!(e.contains("an object"), "{e}");
+        let e = lease_at(out, "/ttl").unwrap_err();
+        assert!(e.contains("/lease_duration"), "{e}");
     }
 
     #[test]

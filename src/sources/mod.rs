@@ -135,6 +135,9 @@ pub struct Snapshot {
     pub problems: Vec<SourceProblem>,
     /// Per-source outcome, in order.
     pub summaries: Vec<SourceSummary>,
+    /// The lease each `command` source with `ttl_pointer` announced, by source
+    /// index (`None`: its output held none). Drives its refresh (issue 14).
+    pub leases: BTreeMap<usize, Option<std::time::Duration>>,
 }
 
 impl Snapshot {
@@ -286,6 +289,7 @@ fn load_one(
             json_pointer,
             timeout,
             env,
+            ttl_pointer,
             ..
         } => {
             let helper_env = command::helper_env(ctx.process_env, &plan.inherit, env);
@@ -301,10 +305,14 @@ fn load_one(
                 timeout: *timeout,
                 cwd: &plan.config_dir,
                 env: &helper_env,
+                ttl_pointer: ttl_pointer.as_deref(),
             };
             match command::load(&spec, ctx, &known) {
                 Ok(loaded) => {
                     let n = loaded.entries.len();
+                    if ttl_pointer.is_some() {
+                        snap.leases.insert(source.index, loaded.lease);
+                    }
                     snap.problems.extend(loaded.problems);
                     for (name, value, quote, notes) in loaded.entries {
                         snap.insert(Entry {

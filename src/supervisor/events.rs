@@ -15,28 +15,13 @@ impl Dispatcher {
         if !json && t.from == StateKind::Stopped && t.to == StateKind::Starting {
             return;
         }
-        let mut msg = if t.from == t.to {
-            t.to.to_string()
+        // On a terminal (the formatter has a width) a short headline and an
+        // indented detail; a pipe or a file keeps one line per event for grep.
+        let msg = if json || self.sink.formatter().width().is_none() {
+            transition_message(t)
         } else {
-            format!("{} -> {}", t.from, t.to)
+            transition_pretty(t)
         };
-        if let Some(pid) = t.pid {
-            msg.push_str(&format!(" (pid {pid})"));
-        }
-        let stopped = t.to == StateKind::Stopped;
-        if let Some(status) = t.status {
-            msg.push_str(&format!(", {status}"));
-        }
-        if let Some(class) = t.class.filter(|_| !stopped) {
-            msg.push_str(&format!(", class {class}"));
-        }
-        let routine = ["starting", "spawned", "stopped", "stop requested"];
-        if !t.reason.is_empty() && !stopped && !routine.contains(&t.reason.as_str()) {
-            msg.push_str(": ");
-            msg.push_str(&t.reason);
-        }
-        // A scheduled delay is stated in the reason (`restart 2 in 4s`, `retrying
-        // in 8s`); JSON consumers get it as `delay_ms` too.
         let level = if t.to == StateKind::Failed {
             tracing::Level::ERROR
         } else if matches!(t.class, Some(c) if c != ExitClass::Ok) || t.to == StateKind::AuthBlocked
@@ -110,5 +95,159 @@ impl Dispatcher {
             }
         }
         (term, c.class, detail)
+    }
+}
+
+/// The whole transition in one sentence, as JSON's `message` has always had it.
+fn transition_message(t: &replica::Transition) -> String {
+    let mut msg = state_change(t);
+    if let Some(pid) = t.pid {
+        msg.push_str(&format!(" (pid {pid})"));
+    }
+    let stopped = t.to == StateKind::Stopped;
+    if let Some(status) = t.status {
+        msg.push_str(&format!(", {status}"));
+    }
+    if let Some(class) = t.class.filter(|_| !stopped) {
+        msg.push_str(&format!(", class {class}"));
+    }
+    if !t.reason.is_empty() && !stopped && !ROUTINE.contains(&t.reason.as_str()) {
+        msg.push_str(": ");
+        msg.push_str(&t.reason);
+    }
+    msg
+}
+
+/// For people (issue 15: readable at 80 columns): a short headline (the state
+/// change, the exit, the class, the decision) and, for an exit, the pid and why
+/// it was classified so on an indented line below, which the formatter wraps.
+fn transition_pretty(t: &replica::Transition) -> String {
+    let exited = t.status.is_some() && t.class.is_some();
+    if !exited {
+        return transition_message(t);
+    }
+    let stopped = t.to == StateKind::Stopped;
+    let (detail, decision) = split_decision(&t.reason);
+    // A stop agentsup asked for says nothing the headline does not.
+    let asked = t.from == StateKind::Stopping && t.class == Some(ExitClass::Ok);
+    let show_detail = !(stopped || asked || detail.is_empty());
+    let mut msg = state_change(t);
+    if let Some(pid) = t.pid.filter(|_| !show_detail) {
+        msg.push_str(&format!(" (pid {pid})"));
+    }
+    if let Some(status) = t.status {
+        msg.push_str(&format!(", {status}"));
+    }
+    if let Some(class) = t.class.filter(|_| !stopped) {
+        msg.push_str(&format!(", class {class}"));
+    }
+    if let Some(decision) = decision.filter(|_| !stopped) {
+        msg.push_str(": ");
+        msg.push_str(decision);
+    }
+    if show_detail {
+        match t.pid {
+            Some(pid) => msg.push_str(&format!("\n  pid {pid}: {detail}")),
+            None => msg.push_str(&format!("\n  {detail}")),
+        }
+    }
+    msg
+}
+
+fn state_change(t: &replica::Transition) -> String {
+    if t.from == t.to {
+        t.to.to_string()
+    } else {
+        format!("{} -> {}", t.from, t.to)
+    }
+}
+
+/// Reasons not worth printing after the state change they caused.
+const ROUTINE: [&str; 4] = ["starting", "spawned", "stopped", "stop requested"];
+
+/// What the replica machine decided after an exit, which it appends to the
+/// classification's reason as `"; decision"` (`replica::Note::because`). Split off
+/// only when it is one of those decisions: a classification reason has `; ` of its
+/// own.
+fn split_decision(reason: &str) -> (&str, Option<&str>) {
+    const DECISIONS: [&str; 6] = [
+        "re-reading sources before restarting",
+        "restarting cannot help",
+        "restart = never",
+        "gave up after ",
+        "restart requested",
+        "restart ",
+    ];
+    match reason.rsplit_once("; ") {
+        Some((detail, decision)) if DECISIONS.iter().any(|d| decision.starts_with(d)) => {
+            (detail, Some(decision))
+        }
+        _ if DECISIONS.iter().any(|d| reason.starts_with(d)) => ("", Some(reason)),
+        _ => (reason, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exit(from: StateKind, to: StateKind, class: ExitClass, reason: &str) -> replica::Transition {
+        replica::Transition {
+            worker: "planner".into(),
+            replica: 0,
+            from,
+            to,
+            pid: Some(4711),
+            status: Some(Termination::Exited(1)),
+            class: Some(class),
+            delay: None,
+            reason: reason.into(),
+        }
+    }
+
+    #[test]
+    fn an_exit_reads_as_a_headline_and_an_indented_detail() {
+        let t = exit(
+            StateKind::Running,
+            StateKind::Backoff,
+            ExitClass::Auth,
+            "matched `AuthenticationError`: the provider rejected a credential; the key it echoed is the injected OPENAI_API_KEY; re-reading sources before restarting",
+        );
+        assert_eq!(
+            transition_pretty(&t),
+            "running -> backoff, status 1, class auth: re-reading sources before restarting\n  \
+             pid 4711: matched `AuthenticationError`: the provider rejected a credential; the key it echoed is the injected OPENAI_API_KEY"
+        );
+        // JSON keeps the one sentence with everything in it.
+        let json = transition_message(&t);
+        assert!(json.starts_with("running -> backoff (pid 4711), status 1, class auth: matched"));
+        assert!(json.ends_with("; re-reading sources before restarting"));
+    }
+
+    #[test]
+    fn a_reason_without_a_known_decision_stays_detail() {
+        assert_eq!(
+            split_decision("a; b"),
+            ("a; b", None),
+            "a classification's own `; ` is not a decision"
+        );
+        assert_eq!(
+            split_decision("x; restart 2 in 1s"),
+            ("x", Some("restart 2 in 1s"))
+        );
+        assert_eq!(
+            split_decision("restart requested"),
+            ("", Some("restart requested"))
+        );
+        let t = exit(
+            StateKind::Stopping,
+            StateKind::Starting,
+            ExitClass::Ok,
+            "stopped (ended with signal 15 after agentsup asked it to stop); restart requested",
+        );
+        assert_eq!(
+            transition_pretty(&t),
+            "stopping -> starting (pid 4711), status 1, class ok: restart requested"
+        );
     }
 }

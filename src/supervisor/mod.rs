@@ -14,6 +14,8 @@
 
 mod early_stop;
 mod events;
+mod in_place;
+mod refresh_ops;
 mod reread;
 mod run_task;
 mod startup;
@@ -69,6 +71,10 @@ enum Input {
     Control(ControlRequest, oneshot::Sender<ControlResponse>),
     /// A watched source changed (debounced).
     SourcesChanged,
+    /// A `command` source's refresh is due (`refresh_ops`).
+    RefreshDue { generation: u64 },
+    /// Time to ping systemd's watchdog (`WatchdogSec=`).
+    Watchdog,
 }
 
 /// The dispatcher: turns every input into a [`fleet::Event`], steps the fleet and
@@ -96,6 +102,14 @@ struct Dispatcher {
     /// Keys the fingerprints of the values a run was given: per process, so a
     /// fingerprint means nothing outside it.
     key_hasher: std::hash::RandomState,
+    /// Key files of `on_rotation = "file"`/`"signal"` workers (see `in_place`).
+    keys: Option<crate::keys_dir::KeysDir>,
+    /// When `command` sources run again (`refresh`, `ttl_pointer`).
+    refresh: crate::refresh::Schedule,
+    /// Generation of the armed refresh timer.
+    refresh_gen: u64,
+    /// systemd's `Type=notify` protocol, when agentsup runs under it.
+    systemd: Option<crate::notify::Systemd>,
 }
 
 impl Dispatcher {
@@ -155,12 +169,24 @@ impl Dispatcher {
                 Level::Warn => tracing::warn!("{message}"),
                 Level::Error => tracing::error!("{message}"),
             },
-            Action::Reply { to, response } => {
+            Action::Reply { to, mut response } => {
+                if let Some(status) = response.status.as_mut() {
+                    status.refresh = self.refresh.status(Instant::now());
+                }
                 if let Some(tx) = self.replies.remove(&to) {
                     let _ = tx.send(response);
                 }
             }
-            Action::AbandonOutputAt(at) => self.sink.abandon_at(at),
+            Action::BeginShutdown { output_deadline } => {
+                if let Some(n) = self.systemd.as_mut() {
+                    n.stopping();
+                }
+                self.sink.abandon_at(output_deadline);
+            }
+            Action::RereadOutcome { accepted, why } => {
+                self.refresh_outcome(accepted, why.as_deref())
+            }
+            Action::ApplyInPlace => self.apply_in_place(),
             Action::Sweep => {
                 sweep::Sweep::default().pass();
             }
@@ -169,6 +195,8 @@ impl Dispatcher {
 
     fn spawn(&mut self, slot: SlotId, run: u64) {
         let env = self.built_env(slot);
+        let mut pairs = env.pairs();
+        self.prepare_key_files(self.fleet.slot(slot).0, &env, &mut pairs);
         let secrets: Vec<_> = env.secrets().collect();
         self.redactor.extend(secrets.iter().cloned());
         // Taken before the previous run's hold is dropped (the assignment below),
@@ -195,7 +223,7 @@ impl Dispatcher {
             run,
             spec: SpawnSpec {
                 argv: worker.command.clone(),
-                env: env.pairs(),
+                env: pairs,
                 cwd: worker.cwd.clone(),
                 stdin_null: true,
                 capture: true,
@@ -318,7 +346,9 @@ impl Dispatcher {
 
     /// Publishes a fresh [`Status`]; cheap enough to do after every event.
     fn publish(&self) {
-        let status = self.fleet.status(Instant::now());
+        let now = Instant::now();
+        let mut status = self.fleet.status(now);
+        status.refresh = self.refresh.status(now);
         self.status_tx.send_replace(Arc::new(status));
     }
 
@@ -333,6 +363,12 @@ impl Dispatcher {
                 self.step(Event::Control { reply, request });
             }
             Input::SourcesChanged => self.step(Event::SourcesChanged),
+            Input::RefreshDue { generation } => self.on_refresh_due(generation),
+            Input::Watchdog => {
+                if let Some(n) = self.systemd.as_mut() {
+                    n.ping();
+                }
+            }
         }
     }
 
@@ -357,6 +393,8 @@ impl Dispatcher {
             early.push(ev);
         }
         self.step(Event::Start);
+        self.arm_refresh();
+        self.start_watchdog();
         for ev in early {
             self.step(Event::Signal(ev));
         }
@@ -370,6 +408,7 @@ impl Dispatcher {
                 Some(input) = inputs_rx.recv() => self.on_input(input),
             }
             self.publish();
+            self.notify_systemd();
         }
         self.publish();
         // Every replica is gone: stop the fork templates (each kills a straggler).
@@ -402,6 +441,7 @@ struct RunContext {
     status_tx: watch::Sender<Arc<Status>>,
     inputs_tx: mpsc::UnboundedSender<Input>,
     inputs_rx: mpsc::UnboundedReceiver<Input>,
+    keys: Option<crate::keys_dir::KeysDir>,
 }
 
 /// Runs the dispatcher to completion; returns the exit code, and the signal
@@ -417,10 +457,10 @@ async fn supervise(ctx: RunContext) -> Result<(u8, SignalStream)> {
                 name: w.name.clone(),
                 replicas: w.replicas,
                 policy: replica_policy(w),
+                on_rotation: w.on_rotation,
             })
             .collect(),
         on_give_up: sup.on_give_up,
-        on_rotation: sup.on_rotation,
         shutdown_timeout: sup.shutdown_timeout,
         paced_rereads: ctx
             .plan
@@ -431,6 +471,7 @@ async fn supervise(ctx: RunContext) -> Result<(u8, SignalStream)> {
         pid: std::process::id(),
     };
     let fleet = Fleet::new(cfg, Instant::now());
+    let refresh = crate::refresh::Schedule::new(&ctx.plan, &ctx.snapshot, Instant::now());
     let io = (0..fleet.len())
         .map(|_| SlotIo {
             tail: [
@@ -460,6 +501,10 @@ async fn supervise(ctx: RunContext) -> Result<(u8, SignalStream)> {
         replies: HashMap::new(),
         next_reply: 0,
         key_hasher: std::hash::RandomState::new(),
+        keys: ctx.keys,
+        refresh,
+        refresh_gen: 0,
+        systemd: crate::notify::Systemd::from_env(),
     };
     Ok(d.run(ctx.signals, runs_rx, ctx.inputs_rx).await)
 }

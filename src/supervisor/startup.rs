@@ -121,6 +121,7 @@ async fn run(
         ),
         workers: workers.iter().map(|w| w.name.clone()).collect(),
         redactor: crate::redact::global().clone(),
+        width: crate::output::width::stdout_width(),
     })
     .map_err(|e| Error::Runtime(format!("cannot start the output writer: {e}")))?;
     {
@@ -191,7 +192,7 @@ async fn run(
         );
     }
     let rendered = match format {
-        LogFormat::Pretty => report.render_text(color),
+        LogFormat::Pretty => report.render_text_width(color, crate::output::width::stdout_width()),
         LogFormat::Json => format!(
             "{}\n",
             serde_json::json!({
@@ -253,6 +254,23 @@ async fn run(
             }
         }
     }
+    // Key files of `on_rotation = "file"`/`"signal"` workers, private to this run;
+    // the guard removes them if agentsup is killed.
+    let keys = match crate::keys_dir::KeysDir::create(&workers) {
+        Ok(Some((dir, warning))) => {
+            if let Some(w) = warning {
+                tracing::warn!("{w}");
+            }
+            crate::guard::remove_on_death(dir.root());
+            Some(dir)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            drop(templates);
+            sink.shutdown().await;
+            return Err(Error::Runtime(format!("{e}\nnothing was started")));
+        }
+    };
     let shutdown_timeout = plan.supervisor.shutdown_timeout;
     let (code, mut signals) = super::supervise(super::RunContext {
         plan,
@@ -268,6 +286,7 @@ async fn run(
         status_tx,
         inputs_tx,
         inputs_rx,
+        keys,
     })
     .await?;
     crate::guard::finish();

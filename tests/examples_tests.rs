@@ -1,0 +1,81 @@
+//! The examples that documentation quotes run as written: their files are copied
+//! unchanged into a sandbox and run by the real binary (examples/celery has its
+//! own file, celery_tests.rs).
+
+use crate::celery_tests::{provider, pythonpath};
+use crate::e2e_tests::free_port;
+use crate::support::*;
+use std::path::Path;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The fenced block of `doc` that starts right after the line `first`.
+fn block_after(doc: &str, first: &str) -> String {
+    let at = doc
+        .find(first)
+        .unwrap_or_else(|| panic!("{first:?} not in the doc"));
+    let rest = &doc[at + first.len()..];
+    rest[..rest.find("```").expect("a closing fence")].to_string()
+}
+
+#[test]
+fn multiprocessing_example_is_the_docs_code_and_runs_as_written() {
+    let example = repo().join("examples/multiprocessing");
+    let doc = std::fs::read_to_string(repo().join("docs/migrating.md")).unwrap();
+    let planner = std::fs::read_to_string(example.join("agents/planner.py")).unwrap();
+    let config = std::fs::read_to_string(example.join("supervisor.toml")).unwrap();
+    assert!(
+        planner.ends_with(&block_after(&doc, "# agents/planner.py\n")),
+        "examples/multiprocessing/agents/planner.py differs from docs/migrating.md"
+    );
+    let worker_block = block_after(&doc, "```toml\n[[worker]]\nname = \"planner\"\n");
+    assert!(
+        config.contains(&format!("[[worker]]\nname = \"planner\"\n{worker_block}")),
+        "examples/multiprocessing/supervisor.toml's worker differs from docs/migrating.md"
+    );
+
+    let venv = test_venv_python();
+    let api_port = free_port();
+    let sb = Sandbox::new();
+    sb.write("agents/__init__.py", "");
+    sb.write("agents/planner.py", &planner);
+    sb.config(&config);
+    // The provider accepts the key `provider()` writes; the worker gets it from .env.
+    let _provider = provider(&sb, api_port);
+    let accepted = std::fs::read_to_string(sb.path().join("provider/key")).unwrap();
+    sb.write(
+        ".env",
+        format!(
+            "OPENAI_API_KEY={}\nOPENAI_BASE_URL=http://127.0.0.1:{api_port}/v1\n",
+            accepted.trim()
+        ),
+    );
+    let mut c = sb.cmd(&["run", "--no-color"]);
+    c.env(
+        "PATH",
+        format!(
+            "{}:{}",
+            venv.parent().unwrap().display(),
+            std::env::var("PATH").unwrap_or_default()
+        ),
+    )
+    .env("PYTHONPATH", pythonpath(&sb));
+    let mut run = sb.spawn_cmd(c);
+    // Each of the 4 replicas answers its one question and exits 0; then agentsup
+    // has nothing left to supervise and exits 0 by itself.
+    assert_eq!(run.wait_exit(WAIT), Some(0), "{}", run.output());
+    let out = run.output();
+    for q in ["process group?", "SIGTERM mean?", "reap zombies?", "PID 1?"] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("planner.") && l.contains(q) && l.contains(" -> ")),
+            "no answer to {q:?}:\n{out}"
+        );
+    }
+    assert!(!out.contains(accepted.trim()), "the key leaked:\n{out}");
+}

@@ -1,0 +1,231 @@
+//! Output a person reads at 80 columns (issue 15): the README's first run (check
+//! report, start-up, a key rotation with one auth failure per replica, Ctrl-C) on a
+//! terminal of 80 columns prints no line of agentsup's own over 100 characters,
+//! every wrapped line keeps the `agentsup | ` label, and the rotation's summary
+//! line says what happened. Worker lines are the workers' and are not measured.
+//!
+//! The config mirrors the demo's (`supervisor.toml`): a dotenv file with the `#`
+//! warning, a watched secret directory, a Python worker with two replicas and a
+//! long-named one, and a "provider" (a key file the workers compare against) that
+//! revokes the old key before the new one lands. No network port, so it can run
+//! next to anything.
+
+use crate::support::*;
+
+const OLD_KEY: &str = "sk-proj-OLDoldOLDoldOLDoldOLDoldOLDoldOLDold1234";
+const NEW_KEY: &str = "sk-proj-NEWnewNEWnewNEWnewNEWnewNEWnewNEWnew5678";
+
+/// Calls the "provider" every 0.3 s: the key it was given must be the one the
+/// provider accepts now; a revoked one ends the process the way the openai SDK
+/// does (a traceback whose last line is the 401 message, status 1).
+const WORKER: &str = r#"
+import os, sys, time
+key = os.environ["OPENAI_API_KEY"]
+name = "%s.%s" % (os.environ["AGENTSUP_WORKER"], os.environ["AGENTSUP_REPLICA"])
+print(name + " up", flush=True)
+n = 0
+while True:
+    n += 1
+    with open("provider/accepted_key") as f:
+        accepted = f.read().strip()
+    if key != accepted:
+        print("Traceback (most recent call last):", file=sys.stderr)
+        print("openai.AuthenticationError: Error code: 401 - {'error': {'message': "
+              "'Incorrect API key provided: " + key[:8] + "*" * (len(key) - 12) + key[-4:] +
+              ". You can find your "
+              "API key at https://platform.openai.com/account/api-keys.', 'code': "
+              "'invalid_api_key'}}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    print("call %d answered" % n, flush=True)
+    time.sleep(0.3)
+"#;
+
+fn config(python: &str) -> String {
+    format!(
+        r#"
+[supervisor]
+shutdown_timeout = "5s"
+
+[env]
+inherit = ["PATH", "HOME", "LANG"]
+
+[[source]]
+type = "dotenv"
+path = "demo.env"
+
+[[source]]
+type = "dir"
+path = "secrets"
+
+[keys.OPENAI_API_KEY]
+provider = "openai"
+
+[[worker]]
+name = "planner"
+command = ["{python}", "worker.py"]
+replicas = 2
+keys = ["OPENAI_API_KEY", "MODEL", "LANGSMITH_PROJECT"]
+backoff = {{ initial = "30s", max = "30s" }}
+auth = {{ max_delay = "30s" }}
+
+[[worker]]
+name = "summarizer"
+command = ["{python}", "worker.py"]
+keys = ["OPENAI_API_KEY", "MODEL"]
+backoff = {{ initial = "30s", max = "30s" }}
+auth = {{ max_delay = "30s" }}
+"#
+    )
+}
+
+fn sandbox() -> Sandbox {
+    let sb = Sandbox::new();
+    sb.config(&config(&python()));
+    sb.write("worker.py", WORKER);
+    sb.write(
+        "demo.env",
+        "MODEL=gpt-4o-mini\n# the check warns about this one\nLANGSMITH_PROJECT=agents#demo\n",
+    );
+    sb.write("secrets/OPENAI_API_KEY", format!("{OLD_KEY}\n"));
+    sb.write("provider/accepted_key", format!("{OLD_KEY}\n"));
+    sb
+}
+
+/// A worker's line: `planner.0    | …` (its label, padding, the bar).
+fn is_worker_line(line: &str) -> bool {
+    let label = line.split(' ').next().unwrap_or("");
+    ["planner.0", "planner.1", "summarizer.0"].contains(&label) && line.contains(" | ")
+}
+
+#[test]
+fn first_run_and_a_rotation_fit_an_80_column_terminal() {
+    let sb = sandbox();
+    let mut cmd = sb.cmd(&["run", "--no-color"]);
+    cmd.env("COLUMNS", "80");
+    let mut run = sb.spawn_cmd(cmd);
+    run.wait_for_all(
+        &["planner.0 up", "planner.1 up", "summarizer.0 up"],
+        PATIENCE,
+    );
+
+    // The provider revokes the old key: every replica fails once and waits 30 s.
+    sb.write("provider/accepted_key", format!("{NEW_KEY}\n"));
+    let each_failed_once = run.wait_output(PATIENCE, |out, _| {
+        out.matches("class auth").count() >= 3 && out.matches("its keys are unchanged").count() >= 3
+    });
+    assert!(each_failed_once, "{}", run.output());
+    // The new key lands in the watched directory: all three restart at once.
+    sb.write("secrets/OPENAI_API_KEY", format!("{NEW_KEY}\n"));
+    run.wait_for("a watched source changed", PATIENCE);
+    run.wait_for("rotation: ", PATIENCE);
+    run.wait_for_all(&["call 1 answered"], PATIENCE);
+    run.signal(2);
+    assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
+    let out = run.output();
+
+    assert!(
+        !out.contains(OLD_KEY) && !out.contains(NEW_KEY),
+        "a key leaked:\n{out}"
+    );
+    // A headline wrapped at 80 columns continues on lines indented by 4.
+    let joined = out.replace("\nagentsup     |     ", " ");
+    assert!(
+        joined.contains("rotation: 3 waiting replicas restarted with the new values"),
+        "the summary must count the replicas restarted just before it:\n{out}"
+    );
+    assert!(
+        !out.contains("nothing to restart"),
+        "the summary contradicts the restarts above it:\n{out}"
+    );
+    let ours: Vec<&str> = out.lines().filter(|l| !is_worker_line(l)).collect();
+    assert!(ours.len() > 20, "{out}");
+    let longest = ours.iter().map(|l| l.chars().count()).max().unwrap_or(0);
+    for line in &ours {
+        assert!(
+            line.chars().count() <= 100,
+            "a line of agentsup's own is {} characters at 80 columns (issue 15: at most \
+             100):\n{line}\n\nwhole output:\n{out}",
+            line.chars().count()
+        );
+    }
+    // Wrapped for the terminal: event lines fit 80 except a word longer than a line.
+    assert!(longest <= 80, "longest line {longest}:\n{out}");
+    // After the report, every line of agentsup's, wrapped or not, is labelled.
+    let report_end = out.find("agentsup     | ").expect("labelled lines");
+    for line in out[report_end..].lines().filter(|l| !is_worker_line(l)) {
+        assert!(
+            line.starts_with("agentsup     | "),
+            "unlabelled: {line:?}\n{out}"
+        );
+    }
+    // The per-replica changes come after the header that announces them.
+    let header = out.find("a watched source changed").unwrap();
+    for label in ["planner.0", "planner.1", "summarizer.0"] {
+        let changed = out
+            .find(&format!("{label}: OPENAI_API_KEY changed"))
+            .unwrap_or_else(|| panic!("no change line for {label}:\n{out}"));
+        assert!(
+            changed > header,
+            "{label}'s change before the header:\n{out}"
+        );
+    }
+    // The auth exit's headline carries the class; its detail follows, indented.
+    let headline = out
+        .lines()
+        .position(|l| l.contains("running -> backoff, status 1, class auth"))
+        .unwrap_or_else(|| panic!("no auth headline:\n{out}"));
+    let detail: Vec<&str> = out.lines().skip(headline + 1).take(6).collect();
+    assert!(
+        detail
+            .iter()
+            .any(|l| l.starts_with("agentsup     |   pid ") && l.contains(": matched")),
+        "{out}"
+    );
+}
+
+#[test]
+fn piped_output_keeps_one_line_per_event() {
+    // Without a terminal width (a pipe, a log file) nothing wraps: grep finds an
+    // event's whole sentence on one line.
+    let sb = sandbox();
+    sb.write("provider/accepted_key", format!("{NEW_KEY}\n"));
+    let mut run = sb.spawn(&["run", "--no-color"]);
+    let line = run.wait_for("class auth", PATIENCE);
+    assert!(
+        line.contains("running -> backoff (pid ")
+            && line.contains("the key it echoed is the injected OPENAI_API_KEY"),
+        "{line}"
+    );
+    run.signal(15);
+    assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
+}
+
+#[test]
+fn env_table_fits_80_columns_and_wraps_values_only() {
+    let sb = sandbox();
+    let long_path = format!(
+        "{}:/usr/bin:/bin",
+        "/opt/some/very/long/tool/directory/bin".repeat(4)
+    );
+    let mut cmd = sb.cmd(&["env", "planner"]);
+    cmd.env("COLUMNS", "80").env("PATH", &long_path);
+    cmd.stdout(std::process::Stdio::piped());
+    let out = cmd.output().expect("agentsup env");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for line in text.lines() {
+        assert!(line.chars().count() <= 80, "{line:?}\n{text}");
+    }
+    // Labels whole, the long value continued under VALUE.
+    let rows: Vec<&str> = text.lines().collect();
+    let path_row = rows.iter().position(|l| l.starts_with("PATH ")).unwrap();
+    assert!(rows[path_row].ends_with("process env"), "{text}");
+    assert!(
+        rows[path_row + 1].starts_with("    "),
+        "PATH's value continues: {text}"
+    );
+    assert!(
+        text.contains("OPENAI_API_KEY") && !text.contains(OLD_KEY),
+        "{text}"
+    );
+}
