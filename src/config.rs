@@ -292,6 +292,25 @@ pub struct BackoffEntry {
     pub reset_after: Option<HumanDuration>,
 }
 
+/// `ready = { … }`: exactly one of `http`, `exec`, `log`, `notify` (checked in
+/// [`crate::plan`]).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ReadyEntry {
+    /// `GET` this URL until it answers 2xx.
+    pub http: Option<Spanned<String>>,
+    /// Run this argv until it exits 0.
+    pub exec: Option<Spanned<Vec<String>>>,
+    /// Wait for an output line matching this regex.
+    pub log: Option<Spanned<String>>,
+    /// Wait for `READY=1` on `$NOTIFY_SOCKET`.
+    pub notify: Option<Spanned<bool>>,
+    /// How long a rolling restart waits for readiness.
+    pub timeout: Option<HumanDuration>,
+    /// Pause between `http` / `exec` attempts.
+    pub interval: Option<HumanDuration>,
+}
+
 /// `auth = { … }`.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -334,6 +353,8 @@ pub struct WorkerEntry {
     pub on_rotation: Option<Spanned<OnRotation>>,
     /// The signal `on_rotation = "signal"` sends (default SIGHUP).
     pub reload_signal: Option<Spanned<SignalName>>,
+    /// How to tell that a replica is ready (issue 14).
+    pub ready: Option<Spanned<ReadyEntry>>,
     /// `spawn` or `fork`.
     pub start: Option<Spanned<StartMode>>,
     /// Restart backoff.

@@ -223,6 +223,7 @@ pub fn adhoc_worker(plan: &Plan, name: &str, keys: &[String]) -> WorkerPlan {
         stop_target: crate::config::StopTarget::Group,
         on_rotation: crate::config::OnRotation::NextStart,
         reload_signal: nix::sys::signal::Signal::SIGHUP,
+        ready: None,
         start: crate::config::StartMode::Spawn,
         fork: None,
         backoff: crate::plan::BackoffPlan::default(),

@@ -49,6 +49,7 @@ pub mod paths;
 pub mod plan;
 pub mod probe;
 pub mod procfs;
+pub mod ready;
 pub mod reaper;
 pub mod redact;
 pub mod refresh;

@@ -294,6 +294,8 @@ pub struct WorkerPlan {
     pub on_rotation: OnRotation,
     /// What `on_rotation = "signal"` sends.
     pub reload_signal: nix::sys::signal::Signal,
+    /// How to tell that a replica is ready (`ready`), if set.
+    pub ready: Option<crate::ready::ReadyPlan>,
     /// Start mode.
     pub start: StartMode,
     /// Fork settings when `start = "fork"`.

@@ -1265,13 +1265,32 @@ mod tests {
                     // Ask from a blocking-pool thread, which then idles out and exits.
                     // Had it forked the child itself, PDEATHSIG would kill the child.
                     let handle = tokio::runtime::Handle::current();
-                    let child = tokio::task::spawn_blocking(move || {
-                        handle.block_on(spawner.spawn(spec(&["sleep", "30"])))
+                    let (child, tid) = tokio::task::spawn_blocking(move || {
+                        let tid = nix::unistd::gettid();
+                        (handle.block_on(spawner.spawn(spec(&["sleep", "30"]))), tid)
                     })
                     .await
-                    .unwrap()
                     .unwrap();
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let mut child = child.unwrap();
+                    // Waits for the event itself, the asking thread's exit (it
+                    // idles out after 50 ms), not for a guessed time.
+                    let task = format!("/proc/self/task/{tid}");
+                    let deadline = Instant::now() + Duration::from_secs(30);
+                    while std::path::Path::new(&task).exists() && Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    assert!(
+                        !std::path::Path::new(&task).exists(),
+                        "the blocking thread never exited: the test would prove nothing"
+                    );
+                    // A PDEATHSIG is sent as that thread exits: a child it killed
+                    // is reaped within moments, one that survived is not.
+                    assert!(
+                        tokio::time::timeout(Duration::from_secs(1), &mut child.exit)
+                            .await
+                            .is_err(),
+                        "worker died with the blocking thread"
+                    );
                     assert!(!is_dead(child.pid), "worker died with the blocking thread");
                     kill_group(child.pid, libc::SIGKILL).unwrap();
                     assert_eq!(

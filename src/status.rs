@@ -31,6 +31,9 @@ pub struct ReplicaStatus {
     pub restarts: u64,
     /// Class of the last exit (`ok`, `auth`, `config`, `crash`), if it exited.
     pub last_exit: Option<String>,
+    /// With a `ready` probe: whether the current run passed it (`None` without one).
+    #[serde(default)]
+    pub ready: Option<bool>,
 }
 
 /// Why a replica was started again (`agentsup_restarts_total{reason}`).
@@ -92,6 +95,14 @@ impl From<ExitClass> for RestartReason {
 impl std::fmt::Display for RestartReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl ReplicaStatus {
+    /// The one readiness rule for a replica (SPEC 8): its state counts
+    /// ([`StateKind::is_ready`]) and, with a `ready` probe, the probe passed.
+    pub fn is_ready(&self) -> bool {
+        self.state.is_ready() && self.ready != Some(false)
     }
 }
 
@@ -196,8 +207,13 @@ impl Status {
                     problems.push(format!("{}.{} is {}", r.worker, r.replica, r.state));
                 }
             }
-            if !mine.iter().any(|r| r.state.is_ready()) {
-                problems.push(format!("{w} has no running replica"));
+            // A replica whose `ready` probe has not passed yet does not count.
+            if !mine.iter().any(|r| r.is_ready()) {
+                if mine.iter().any(|r| r.state.is_ready()) {
+                    problems.push(format!("{w} has no ready replica yet (`ready` probe)"));
+                } else {
+                    problems.push(format!("{w} has no running replica"));
+                }
             }
         }
         if problems.is_empty() {
@@ -221,6 +237,7 @@ mod tests {
             uptime_secs: None,
             restarts: 0,
             last_exit: None,
+            ready: None,
         }
     }
 

@@ -399,20 +399,43 @@ fn touches(source: &Path, p: &Path, structural: bool) -> bool {
     structural && source.starts_with(p)
 }
 
+/// What [`debounce`] waits on: pulses, and the clock it measures bursts with.
+/// The watch thread uses a channel and the real clock; the unit tests a scripted
+/// timeline, so they run in virtual time with no sleep and no scheduling race.
+trait Pulses {
+    /// Blocks until a pulse; `false` once every sender is gone.
+    fn recv(&mut self) -> bool;
+    /// Waits at most `wait` for a pulse.
+    fn recv_timeout(&mut self, wait: Duration) -> Result<(), RecvTimeoutError>;
+    fn now(&self) -> Instant;
+}
+
+impl Pulses for &Receiver<()> {
+    fn recv(&mut self) -> bool {
+        Receiver::recv(self).is_ok()
+    }
+    fn recv_timeout(&mut self, wait: Duration) -> Result<(), RecvTimeoutError> {
+        Receiver::recv_timeout(self, wait)
+    }
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+}
+
 /// Collapses bursts of pulses into one call of `on_burst`, made once `quiet` has
 /// passed without a pulse, or `max_burst` after the burst began if pulses never
 /// stop. Returns when every pulse sender is gone or `on_burst` returns false.
 fn debounce(
-    rx: &Receiver<()>,
+    mut rx: impl Pulses,
     quiet: Duration,
     max_burst: Duration,
     mut on_burst: impl FnMut() -> bool,
 ) {
     // Blocks between bursts: no polling, no timer while nothing happens.
-    while rx.recv().is_ok() {
-        let deadline = Instant::now() + max_burst;
+    while rx.recv() {
+        let deadline = rx.now() + max_burst;
         loop {
-            let wait = quiet.min(deadline.saturating_duration_since(Instant::now()));
+            let wait = quiet.min(deadline.saturating_duration_since(rx.now()));
             if wait.is_zero() {
                 break;
             }
@@ -435,7 +458,10 @@ mod tests {
     use notify::event::{
         AccessKind, AccessMode, CreateKind, DataChange, MetadataKind, RemoveKind, RenameMode,
     };
+    use std::cell::Cell;
+    use std::collections::VecDeque;
     use std::os::unix::fs::symlink;
+    use std::rc::Rc;
 
     fn ev(kind: EventKind, paths: &[&str]) -> Event {
         let mut e = Event::new(kind);
@@ -587,96 +613,112 @@ mod tests {
         assert_eq!(dirs.keys().collect::<Vec<_>>(), vec![&root.join("x/y")]);
     }
 
-    /// Sends `pulses` pulses `gap` apart on a fresh channel and returns the instants
-    /// at which the debouncer fired, relative to the last pulse.
-    fn run_debounce(
-        pulses: usize,
-        gap: Duration,
-        quiet: Duration,
-        max_burst: Duration,
-    ) -> Vec<i128> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let fired = Arc::new(Mutex::new(Vec::new()));
-        let f = fired.clone();
-        let t = std::thread::spawn(move || {
-            debounce(&rx, quiet, max_burst, || {
-                f.lock().unwrap().push(Instant::now());
-                true
-            });
-        });
-        let mut last = Instant::now();
-        for _ in 0..pulses {
-            tx.send(()).unwrap();
-            last = Instant::now();
-            std::thread::sleep(gap);
-        }
-        // Let the last burst end, then disconnect, which ends the debouncer.
-        std::thread::sleep(quiet * 3);
-        drop(tx);
-        t.join().unwrap();
-        let fired = fired.lock().unwrap();
-        fired
-            .iter()
-            .map(|&at| {
-                if at >= last {
-                    (at - last).as_millis() as i128
-                } else {
-                    -((last - at).as_millis() as i128)
+    /// A scripted timeline for [`debounce`]: pulses at fixed offsets from a start
+    /// instant, and a virtual clock (shared with the test's `on_burst`) that jumps
+    /// to the next pulse or to the end of a wait. The senders are gone after the
+    /// last pulse.
+    struct Timeline {
+        start: Instant,
+        now: Rc<Cell<Instant>>,
+        pulses: VecDeque<Duration>,
+    }
+
+    impl Pulses for Timeline {
+        fn recv(&mut self) -> bool {
+            match self.pulses.pop_front() {
+                Some(at) => {
+                    self.now.set(self.now.get().max(self.start + at));
+                    true
                 }
-            })
-            .collect()
+                None => false,
+            }
+        }
+        fn recv_timeout(&mut self, wait: Duration) -> Result<(), RecvTimeoutError> {
+            let now = self.now.get();
+            match self.pulses.front() {
+                Some(&at) if self.start + at <= now + wait => {
+                    self.now.set(now.max(self.start + at));
+                    self.pulses.pop_front();
+                    Ok(())
+                }
+                Some(_) => {
+                    self.now.set(now + wait);
+                    Err(RecvTimeoutError::Timeout)
+                }
+                None => Err(RecvTimeoutError::Disconnected),
+            }
+        }
+        fn now(&self) -> Instant {
+            self.now.get()
+        }
+    }
+
+    /// Runs [`debounce`] in virtual time over pulses at `pulses` ms from the start,
+    /// with `quiet` and `max_burst` in ms; returns the times (ms from the start) of
+    /// its calls. A last pulse an hour later stands for senders that stay quiet,
+    /// so the last burst ends by its quiet period, not by a disconnect.
+    fn run_debounce(pulses: &[u64], quiet: u64, max_burst: u64) -> Vec<u64> {
+        let start = Instant::now();
+        let now = Rc::new(Cell::new(start));
+        let mut script: VecDeque<Duration> =
+            pulses.iter().map(|&ms| Duration::from_millis(ms)).collect();
+        let hour = Duration::from_secs(3600);
+        script.push_back(hour);
+        let timeline = Timeline {
+            start,
+            now: now.clone(),
+            pulses: script,
+        };
+        let mut fired = Vec::new();
+        debounce(
+            timeline,
+            Duration::from_millis(quiet),
+            Duration::from_millis(max_burst),
+            || {
+                let at = now.get() - start;
+                // The stand-in pulse an hour on is not part of the script.
+                if at < hour {
+                    fired.push(at.as_millis() as u64);
+                }
+                at < hour
+            },
+        );
+        fired
     }
 
     #[test]
     fn debounce_collapses_a_burst_into_one_call_after_quiet() {
-        // Generous against a loaded CI machine pausing the sender mid-burst.
-        let quiet = Duration::from_millis(400);
-        let fired = run_debounce(
-            10,
-            Duration::from_millis(10),
-            quiet,
-            Duration::from_secs(10),
-        );
-        assert_eq!(fired.len(), 1, "{fired:?}");
-        assert!(
-            fired[0] >= 400,
-            "fired {} ms after the last event",
-            fired[0]
-        );
+        // Ten pulses 10 ms apart (the last at 90 ms), quiet 400 ms: one call, at
+        // 490 ms exactly, in virtual time.
+        let pulses: Vec<u64> = (0..10).map(|i| i * 10).collect();
+        assert_eq!(run_debounce(&pulses, 400, 10_000), [490]);
     }
 
     #[test]
     fn debounce_separates_bursts_with_a_quiet_gap() {
-        let quiet = Duration::from_millis(50);
-        // 3 pulses 400 ms apart: each one is a burst of its own.
-        let fired = run_debounce(
-            3,
-            Duration::from_millis(400),
-            quiet,
-            Duration::from_secs(10),
-        );
-        assert_eq!(fired.len(), 3, "{fired:?}");
+        // Three pulses 400 ms apart, quiet 50 ms: three bursts.
+        assert_eq!(run_debounce(&[0, 400, 800], 50, 10_000), [50, 450, 850]);
+    }
+
+    #[test]
+    fn debounce_waits_out_the_whole_quiet_period_after_each_pulse() {
+        // A pulse 1 ms before the quiet period ends restarts it; one 1 ms after
+        // it ended starts a new burst.
+        assert_eq!(run_debounce(&[0, 99, 198], 100, 10_000), [298]);
+        assert_eq!(run_debounce(&[0, 101], 100, 10_000), [100, 201]);
     }
 
     #[test]
     fn debounce_reports_a_never_ending_burst_at_max_burst() {
-        let quiet = Duration::from_millis(100);
-        // 60 pulses 20 ms apart (1.2 s) never go quiet; max_burst 300 ms.
-        let fired = run_debounce(
-            60,
-            Duration::from_millis(20),
-            quiet,
-            Duration::from_millis(300),
-        );
-        assert!(fired.len() >= 3, "{fired:?}");
-        assert!(
-            fired[0] < 0,
-            "the first report waited for the end: {fired:?}"
-        );
+        // Pulses every 20 ms for 1.2 s never go quiet (100 ms); max_burst 300 ms
+        // reports each 300 ms of it, then the rest after quiet.
+        let pulses: Vec<u64> = (0..60).map(|i| i * 20).collect();
+        let fired = run_debounce(&pulses, 100, 300);
+        assert_eq!(fired[..4], [300, 620, 940, 1260][..], "{fired:?}");
     }
 
     #[test]
-    fn debounce_ends_when_on_burst_says_so() {
+    fn debounce_ends_when_the_senders_are_gone_or_on_burst_says_so() {
         let (tx, rx) = std::sync::mpsc::channel();
         tx.send(()).unwrap();
         let mut calls = 0;
@@ -691,6 +733,24 @@ mod tests {
         );
         assert_eq!(calls, 1);
         drop(tx);
+        // Disconnected mid-burst: no call, and it returns.
+        let start = Instant::now();
+        let timeline = Timeline {
+            start,
+            now: Rc::new(Cell::new(start)),
+            pulses: [Duration::ZERO].into(),
+        };
+        let mut calls = 0;
+        debounce(
+            timeline,
+            Duration::from_millis(10),
+            Duration::from_secs(1),
+            || {
+                calls += 1;
+                true
+            },
+        );
+        assert_eq!(calls, 0);
     }
 
     /// Waits for one `()` (after `timeout`, `false`).

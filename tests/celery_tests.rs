@@ -10,19 +10,12 @@
 //!   key is rejected stops the worker with 77; agentsup classifies it `auth`,
 //!   re-reads, and restarts it with the rotated key, which then works.
 
-use crate::e2e_tests::free_port;
 use crate::support::*;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(90);
-const OLD_KEY: &str = "sk-proj-CeleryOldKey0CeleryOldKey0CeleryOldKey0Ab";
-const NEW_KEY: &str = "sk-proj-CeleryNewKey1CeleryNewKey1CeleryNewKey1Cd";
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// A child process killed when the test ends, however it ends.
 pub(crate) struct Service(Child);
@@ -46,23 +39,6 @@ fn redis(port: u16) -> Service {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
     assert!(up, "redis-server did not listen on {port}");
-    Service(child)
-}
-
-pub(crate) fn provider(sb: &Sandbox, port: u16) -> Service {
-    sb.write("provider/key", format!("{NEW_KEY}\n"));
-    let child = Command::new(python())
-        .arg(repo().join("examples/demo/fake_provider.py"))
-        .env("FAKE_PROVIDER_KEY_FILE", sb.path().join("provider/key"))
-        .env("FAKE_PROVIDER_PORT", port.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the fake provider");
-    let up = wait_until(WAIT, || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    assert!(up, "the fake provider did not listen on {port}");
     Service(child)
 }
 
@@ -101,10 +77,10 @@ pub(crate) fn pythonpath(sb: &Sandbox) -> String {
 
 /// A copy of `examples/celery` with `config` (one of its TOML files) as
 /// `supervisor.toml`, a `.env` pointing at this test's Redis and provider, and the
-/// old key in `secrets/`. Nothing of the example is edited: the agentsup package
+/// worker's first key (`key`) in `secrets/`. Nothing of the example is edited: the agentsup package
 /// comes from `PYTHONPATH` and `python3` from the venv, both through agentsup's own
 /// environment, which the example's `[env] inherit` passes on.
-fn sandbox(redis_port: u16, api_port: u16, config: &str) -> Sandbox {
+fn sandbox(redis_port: u16, api_port: u16, key: &Canary, config: &str) -> Sandbox {
     let sb = Sandbox::new();
     let example = repo().join("examples/celery");
     for file in ["tasks.py", "worker.py"] {
@@ -119,7 +95,7 @@ fn sandbox(redis_port: u16, api_port: u16, config: &str) -> Sandbox {
              OPENAI_BASE_URL=http://127.0.0.1:{api_port}/v1\n"
         ),
     );
-    sb.write("secrets/OPENAI_API_KEY", format!("{OLD_KEY}\n"));
+    sb.write("secrets/OPENAI_API_KEY", format!("{}\n", key.value()));
     sb
 }
 
@@ -145,7 +121,8 @@ fn celery_option_a_warm_shutdown_with_stop_target_leader_stores_the_running_task
     let venv = test_venv_python();
     let (redis_port, api_port) = (free_port(), free_port());
     let _redis = redis(redis_port);
-    let sb = sandbox(redis_port, api_port, "option-a.toml");
+    let key = Canary::new("sk-proj-");
+    let sb = sandbox(redis_port, api_port, &key, "option-a.toml");
     let mut run = run_supervisor(&sb, &venv);
     run.wait_for("ready.", WAIT);
     let id = client(
@@ -169,15 +146,17 @@ fn celery_option_a_warm_shutdown_with_stop_target_leader_stores_the_running_task
         "{}",
         run.output()
     );
+    key.assert_absent(&run);
 }
 
 #[test]
 fn celery_option_b_auth_failure_exits_77_then_the_rotated_key_is_used() {
     let venv = test_venv_python();
-    let (redis_port, api_port) = (free_port(), free_port());
+    let redis_port = free_port();
     let _redis = redis(redis_port);
-    let sb = sandbox(redis_port, api_port, "supervisor.toml");
-    let _provider = provider(&sb, api_port);
+    let keys = RotationKeys::new();
+    let provider = FakeProvider::openai_accepting(keys.new.value());
+    let sb = sandbox(redis_port, provider.port, &keys.old, "supervisor.toml");
     let mut run = run_supervisor(&sb, &venv);
     run.wait_for("ready.", WAIT);
     client(
@@ -190,7 +169,7 @@ fn celery_option_b_auth_failure_exits_77_then_the_rotated_key_is_used() {
     assert!(line.contains("status 77"), "{line}");
     run.wait_for("its keys are unchanged", WAIT);
     // Rotate: the secret directory now holds the key the provider accepts.
-    sb.write("secrets/OPENAI_API_KEY", format!("{NEW_KEY}\n"));
+    sb.write("secrets/OPENAI_API_KEY", format!("{}\n", keys.new.value()));
     run.wait_for("OPENAI_API_KEY changed", WAIT);
     client(
         &sb,
@@ -201,9 +180,6 @@ fn celery_option_b_auth_failure_exits_77_then_the_rotated_key_is_used() {
     run.wait_for("task answered", WAIT);
     run.signal(15);
     assert_eq!(run.wait_exit(WAIT), Some(0), "{}", run.output());
-    let out = run.output();
-    assert!(
-        !out.contains(OLD_KEY) && !out.contains(NEW_KEY),
-        "a key leaked:\n{out}"
-    );
+    keys.assert_absent(&run);
+    keys.assert_absent(&("the fake provider's log", provider.log()));
 }

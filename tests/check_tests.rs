@@ -5,8 +5,23 @@
 
 use crate::support::*;
 
-const FAKE_ANTHROPIC_KEY: &str = "sk-ant-api03-Hq7wR2xK9mN4pL6tV8bZ3cF5gJ1dS0aQ7eY2uI4oP9";
+/// A 32-hex-digit Azure key: its shape is the subject of the Azure tests, so it
+/// cannot hold a canary's punctuation; leak-checked as [`Canary::of_fixed`].
 const FAKE_AZURE_KEY: &str = "9f8e7d6c5b4a39281706f5e4d3c2b1a0";
+
+/// A fresh OpenAI-shaped (legacy `sk-`) canary.
+fn openai_key() -> Canary {
+    Canary::new("sk-")
+}
+
+/// A fresh Anthropic-shaped canary.
+fn anthropic_key() -> Canary {
+    Canary::new("sk-ant-api03-")
+}
+
+fn azure_key() -> Canary {
+    Canary::of_fixed(FAKE_AZURE_KEY)
+}
 
 /// A one-worker config over the default sources (`.env`, then process env).
 fn one_worker(keys: &str) -> String {
@@ -17,7 +32,7 @@ fn one_worker(keys: &str) -> String {
 
 /// Runs `check` and `check --format json`, asserts both exit with `code`, that
 /// neither leaks any of `secrets`, and returns the text run and the parsed JSON.
-fn check_both(sb: &Sandbox, code: i32, secrets: &[&str]) -> (Output, serde_json::Value) {
+fn check_both(sb: &Sandbox, code: i32, secrets: &[&Canary]) -> (Output, serde_json::Value) {
     let text = sb.run(&["check"]);
     text.assert_code(code);
     let json = sb.run(&["check", "--format", "json"]);
@@ -55,12 +70,14 @@ fn finding<'a>(doc: &'a serde_json::Value, code: &str) -> &'a serde_json::Value 
 #[test]
 fn near_miss_name_is_suggested_with_its_line() {
     let sb = Sandbox::new();
+    let okey = openai_key();
+    let ok = okey.value();
     sb.write(
         ".env",
-        format!("# keys for the planner\nOPEN_AI_API_KEY={FAKE_OPENAI_KEY}\n"),
+        format!("# keys for the planner\nOPEN_AI_API_KEY='{ok}'\n"),
     );
     sb.config(&one_worker("\"OPENAI_API_KEY\""));
-    let (out, doc) = check_both(&sb, 78, &[FAKE_OPENAI_KEY]);
+    let (out, doc) = check_both(&sb, 78, &[&okey]);
     out.assert_contains("error    OPENAI_API_KEY  (worker planner)")
         .assert_contains("OPENAI_API_KEY is not set by any source")
         .assert_contains("did you mean OPEN_AI_API_KEY at .env:2? rename it to OPENAI_API_KEY")
@@ -76,12 +93,14 @@ fn near_miss_name_is_suggested_with_its_line() {
 #[test]
 fn healthy_config_passes_with_a_readable_report() {
     let sb = Sandbox::new();
+    let okey = openai_key();
+    let ok = okey.value();
     sb.write(
         ".env",
-        format!("OPENAI_API_KEY={FAKE_OPENAI_KEY}\nMODEL=gpt-4o-mini\n"),
+        format!("OPENAI_API_KEY='{ok}'\nMODEL=gpt-4o-mini\n"),
     );
     sb.config(&one_worker("\"OPENAI_API_KEY\", \"MODEL\""));
-    let (out, doc) = check_both(&sb, 0, &[FAKE_OPENAI_KEY]);
+    let (out, doc) = check_both(&sb, 0, &[&okey]);
     out.assert_contains("agentsup check: supervisor.toml")
         .assert_contains("1. dotenv .env")
         .assert_contains("2 values")
@@ -132,13 +151,15 @@ fn empty_and_whitespace_only_values() {
 #[test]
 fn trailing_newline_in_a_secret_file() {
     let sb = Sandbox::new();
+    let okey = openai_key();
+    let ok = okey.value();
     // `echo` plus an editor's extra line: agentsup strips one newline, not two.
-    sb.write("secrets/OPENAI_API_KEY", format!("{FAKE_OPENAI_KEY}\n\n"));
+    sb.write("secrets/OPENAI_API_KEY", format!("{ok}\n\n"));
     sb.config(&format!(
         "[[source]]\ntype = \"dir\"\npath = \"secrets\"\n{}",
         one_worker("\"OPENAI_API_KEY\"")
     ));
-    let (out, doc) = check_both(&sb, 78, &[FAKE_OPENAI_KEY]);
+    let (out, doc) = check_both(&sb, 78, &[&okey]);
     out.assert_contains("OPENAI_API_KEY ends with a newline (LF)")
         .assert_contains("httpx refuses the header")
         .assert_contains("Python SDKs report that as a connection error")
@@ -154,16 +175,22 @@ fn trailing_newline_in_a_secret_file() {
 #[test]
 fn carriage_return_and_spaces_from_the_environment_and_quoted_dotenv() {
     let sb = Sandbox::new();
+    let okey = openai_key();
+    let ok = okey.value();
+    let akey = anthropic_key();
     sb.write(
         ".env",
-        format!("ANTHROPIC_API_KEY=\" {FAKE_ANTHROPIC_KEY}\"\n"),
+        format!(
+            "ANTHROPIC_API_KEY=\" {}\"\n",
+            akey.dotenv_double_quoted_inner()
+        ),
     );
     sb.config(&one_worker("\"OPENAI_API_KEY\", \"ANTHROPIC_API_KEY\""));
-    let value = format!("{FAKE_OPENAI_KEY}\r");
+    let value = format!("{ok}\r");
     let out = sb.run_env(&["check"], &[("OPENAI_API_KEY", &value)]);
     out.assert_code(78)
-        .assert_no_leak(FAKE_OPENAI_KEY)
-        .assert_no_leak(FAKE_ANTHROPIC_KEY)
+        .assert_no_leak(&okey)
+        .assert_no_leak(&akey)
         .assert_contains("OPENAI_API_KEY ends with a carriage return (CR)")
         .assert_contains("Kubernetes `stringData`")
         .assert_contains("ANTHROPIC_API_KEY starts with a space")
@@ -173,16 +200,17 @@ fn carriage_return_and_spaces_from_the_environment_and_quoted_dotenv() {
 #[test]
 fn control_characters_in_a_secret_file() {
     let sb = Sandbox::new();
-    sb.write("secrets/OPENAI_API_KEY", format!("{FAKE_OPENAI_KEY}\u{7}"));
-    sb.write(
-        "secrets/ANTHROPIC_API_KEY",
-        format!("{FAKE_ANTHROPIC_KEY}\0"),
-    );
+    let okey = openai_key();
+    let ok = okey.value();
+    let akey = anthropic_key();
+    let ak = akey.value();
+    sb.write("secrets/OPENAI_API_KEY", format!("{ok}\u{7}"));
+    sb.write("secrets/ANTHROPIC_API_KEY", format!("{ak}\0"));
     sb.config(&format!(
         "[[source]]\ntype = \"dir\"\npath = \"secrets\"\n{}",
         one_worker("\"OPENAI_API_KEY\", \"ANTHROPIC_API_KEY\"")
     ));
-    let (out, doc) = check_both(&sb, 78, &[FAKE_OPENAI_KEY, FAKE_ANTHROPIC_KEY]);
+    let (out, doc) = check_both(&sb, 78, &[&okey, &akey]);
     out.assert_contains("OPENAI_API_KEY contains a control character")
         .assert_contains("ANTHROPIC_API_KEY contains a NUL byte");
     assert_eq!(codes(&doc), ["control-char", "control-char"]);
@@ -191,15 +219,14 @@ fn control_characters_in_a_secret_file() {
 #[test]
 fn byte_order_mark_in_a_secret_file() {
     let sb = Sandbox::new();
-    sb.write(
-        "secrets/OPENAI_API_KEY",
-        format!("\u{feff}{FAKE_OPENAI_KEY}\n"),
-    );
+    let okey = openai_key();
+    let ok = okey.value();
+    sb.write("secrets/OPENAI_API_KEY", format!("\u{feff}{ok}\n"));
     sb.config(&format!(
         "[[source]]\ntype = \"dir\"\npath = \"secrets\"\n{}",
         one_worker("\"OPENAI_API_KEY\"")
     ));
-    let (out, doc) = check_both(&sb, 78, &[FAKE_OPENAI_KEY]);
+    let (out, doc) = check_both(&sb, 78, &[&okey]);
     out.assert_contains("OPENAI_API_KEY contains a byte-order mark (U+FEFF) at the start")
         .assert_contains("save the file as UTF-8 without BOM");
     assert_eq!(codes(&doc), ["bom"]);
@@ -208,29 +235,30 @@ fn byte_order_mark_in_a_secret_file() {
 #[test]
 fn quotes_kept_as_part_of_the_value() {
     let sb = Sandbox::new();
+    let okey = openai_key();
+    let ok = okey.value();
+    let akey = anthropic_key();
+    let ak = akey.value();
     // A dir file written with quotes, and `docker run --env-file` style quotes in
     // agentsup's own environment.
-    sb.write(
-        "secrets/ANTHROPIC_API_KEY",
-        format!("'{FAKE_ANTHROPIC_KEY}'\n"),
-    );
+    sb.write("secrets/ANTHROPIC_API_KEY", format!("'{ak}'\n"));
     sb.config(&format!(
         "[[source]]\ntype = \"dir\"\npath = \"secrets\"\n[[source]]\ntype = \"env\"\n{}",
         one_worker("\"OPENAI_API_KEY\", \"ANTHROPIC_API_KEY\"")
     ));
-    let quoted = format!("\"{FAKE_OPENAI_KEY}\"");
+    let quoted = format!("\"{ok}\"");
     let out = sb.run_env(
         &["check", "--format", "json"],
         &[("OPENAI_API_KEY", &quoted)],
     );
     out.assert_code(78)
-        .assert_no_leak(FAKE_OPENAI_KEY)
-        .assert_no_leak(FAKE_ANTHROPIC_KEY);
+        .assert_no_leak(&okey)
+        .assert_no_leak(&akey);
     let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(codes(&doc), ["quotes", "quotes"], "{doc:#}");
     let text = sb.run_env(&["check"], &[("OPENAI_API_KEY", &quoted)]);
     text.assert_code(78)
-        .assert_no_leak(FAKE_OPENAI_KEY)
+        .assert_no_leak(&okey)
         .assert_contains("OPENAI_API_KEY is wrapped in double quotes that are part of the value")
         .assert_contains("docker run --env-file")
         .assert_contains("ANTHROPIC_API_KEY is wrapped in single quotes")
@@ -258,9 +286,9 @@ fn placeholders_are_errors() {
         &sb,
         78,
         &[
-            "sk-xxxxxxxxxxxxxxxx",
-            "<your mistral key>",
-            "#get-one-at-fal.ai",
+            &Canary::of_fixed("sk-xxxxxxxxxxxxxxxx"),
+            &Canary::of_fixed("<your mistral key>"),
+            &Canary::of_fixed("#get-one-at-fal.ai"),
         ],
     );
     assert_eq!(codes(&doc), ["placeholder"; 7], "{doc:#}");
@@ -275,12 +303,16 @@ fn placeholders_are_errors() {
 #[test]
 fn a_key_of_one_provider_under_another_providers_name() {
     let sb = Sandbox::new();
+    let okey = openai_key();
+    let ok = okey.value();
+    let akey = anthropic_key();
+    let ak = akey.value();
     sb.write(
         ".env",
-        format!("OPENAI_API_KEY={FAKE_ANTHROPIC_KEY}\nANTHROPIC_API_KEY={FAKE_OPENAI_KEY}\n"),
+        format!("OPENAI_API_KEY='{ak}'\nANTHROPIC_API_KEY='{ok}'\n"),
     );
     sb.config(&one_worker("\"OPENAI_API_KEY\", \"ANTHROPIC_API_KEY\""));
-    let (out, doc) = check_both(&sb, 78, &[FAKE_OPENAI_KEY, FAKE_ANTHROPIC_KEY]);
+    let (out, doc) = check_both(&sb, 78, &[&okey, &akey]);
     out.assert_contains(
         "OPENAI_API_KEY holds what looks like an Anthropic key (it starts with `sk-ant-`)",
     )
@@ -303,7 +335,14 @@ fn provider_shape_from_name_and_from_keys_table() {
         "[keys.LLM_KEY]\nprovider = \"openai\"\n{}",
         one_worker("\"GEMINI_API_KEY\", \"LLM_KEY\"")
     ));
-    let (out, doc) = check_both(&sb, 78, &[short_google, "not-an-openai-key-0123"]);
+    let (out, doc) = check_both(
+        &sb,
+        78,
+        &[
+            &Canary::of_fixed(short_google),
+            &Canary::of_fixed("not-an-openai-key-0123"),
+        ],
+    );
     out.assert_contains("GEMINI_API_KEY does not look like a Google API key")
         .assert_contains("(39 characters in all), and this value has 18 characters")
         .assert_contains(
@@ -316,9 +355,13 @@ fn provider_shape_from_name_and_from_keys_table() {
 #[test]
 fn azure_needs_an_https_endpoint_and_an_api_version() {
     let sb = Sandbox::new();
-    sb.write(".env", format!("AZURE_OPENAI_API_KEY={FAKE_AZURE_KEY}\nAZURE_OPENAI_ENDPOINT=https://res.openai.azure.com\n"));
+    let zkey = azure_key();
+    // The resource name, never echoed (letters and digits: it is a host name).
+    let res = Canary::alnum("res");
+    let r = res.value();
+    sb.write(".env", format!("AZURE_OPENAI_API_KEY={FAKE_AZURE_KEY}\nAZURE_OPENAI_ENDPOINT=https://{r}.openai.azure.com\n"));
     sb.config(&one_worker("\"AZURE_OPENAI_API_KEY\""));
-    let (out, doc) = check_both(&sb, 78, &[FAKE_AZURE_KEY]);
+    let (out, doc) = check_both(&sb, 78, &[&zkey]);
     assert_eq!(
         codes(&doc),
         ["azure-endpoint", "azure-api-version"],
@@ -330,30 +373,35 @@ fn azure_needs_an_https_endpoint_and_an_api_version() {
     .assert_contains("OPENAI_API_VERSION is not in worker planner's environment");
 
     // Declared, but plain http; the API version comes from the worker's vars.
-    sb.write(".env", format!("AZURE_OPENAI_API_KEY={FAKE_AZURE_KEY}\nAZURE_OPENAI_ENDPOINT=http://res.openai.azure.com\n"));
+    sb.write(".env", format!("AZURE_OPENAI_API_KEY={FAKE_AZURE_KEY}\nAZURE_OPENAI_ENDPOINT=http://{r}.openai.azure.com\n"));
     sb.config(&format!(
         "{}vars = {{ OPENAI_API_VERSION = \"2024-10-21\" }}\n",
         one_worker("\"AZURE_OPENAI_API_KEY\", \"AZURE_OPENAI_ENDPOINT\"")
     ));
-    let (out, doc) = check_both(&sb, 78, &[FAKE_AZURE_KEY, "res.openai.azure.com"]);
+    let (out, doc) = check_both(&sb, 78, &[&zkey, &res]);
     assert_eq!(codes(&doc), ["azure-endpoint"]);
     assert_eq!(finding(&doc, "azure-endpoint")["location"], ".env:2");
     out.assert_contains("AZURE_OPENAI_ENDPOINT is not an https:// URL");
 
     // Fixed: nothing to report.
-    sb.write(".env", format!("AZURE_OPENAI_API_KEY={FAKE_AZURE_KEY}\nAZURE_OPENAI_ENDPOINT=https://res.openai.azure.com\n"));
-    check_both(&sb, 0, &[FAKE_AZURE_KEY]);
+    sb.write(".env", format!("AZURE_OPENAI_API_KEY={FAKE_AZURE_KEY}\nAZURE_OPENAI_ENDPOINT=https://{r}.openai.azure.com\n"));
+    check_both(&sb, 0, &[&zkey]);
 }
 
 #[test]
 fn openai_key_sent_to_an_azure_endpoint() {
     let sb = Sandbox::new();
+    let okey = openai_key();
+    let ok = okey.value();
+    let res = Canary::alnum("res");
+    let r = res.value();
+    let zkey = azure_key();
     sb.write(
         ".env",
-        format!("OPENAI_API_KEY={FAKE_OPENAI_KEY}\nOPENAI_BASE_URL=https://res.openai.azure.com/openai\n"),
+        format!("OPENAI_API_KEY='{ok}'\nOPENAI_BASE_URL=https://{r}.openai.azure.com/openai\n"),
     );
     sb.config(&one_worker("\"OPENAI_API_KEY\", \"OPENAI_BASE_URL\""));
-    let (out, doc) = check_both(&sb, 78, &[FAKE_OPENAI_KEY, "res.openai.azure.com"]);
+    let (out, doc) = check_both(&sb, 78, &[&okey, &res]);
     assert_eq!(codes(&doc), ["provider-mismatch"]);
     out.assert_contains("OPENAI_BASE_URL points at an Azure OpenAI resource")
         .assert_contains("Access denied due to invalid subscription key or wrong API endpoint");
@@ -361,19 +409,21 @@ fn openai_key_sent_to_an_azure_endpoint() {
     // The reverse: an Azure key with OpenAI's own endpoint.
     sb.write(".env", format!("OPENAI_API_KEY={FAKE_AZURE_KEY}\n"));
     sb.config(&one_worker("\"OPENAI_API_KEY\""));
-    let (out, _) = check_both(&sb, 78, &[FAKE_AZURE_KEY]);
+    let (out, _) = check_both(&sb, 78, &[&zkey]);
     out.assert_contains("looks like an Azure OpenAI key (32 hexadecimal characters)");
 }
 
 #[test]
 fn pattern_rule_names_the_pattern_not_the_value() {
     let sb = Sandbox::new();
-    sb.write(".env", format!("OPENAI_API_KEY={FAKE_OPENAI_KEY}\n"));
+    let okey = openai_key();
+    let ok = okey.value();
+    sb.write(".env", format!("OPENAI_API_KEY='{ok}'\n"));
     sb.config(&format!(
         "[keys.OPENAI_API_KEY]\npattern = \"^sk-proj-\"\n{}",
         one_worker("\"OPENAI_API_KEY\"")
     ));
-    let (out, doc) = check_both(&sb, 78, &[FAKE_OPENAI_KEY]);
+    let (out, doc) = check_both(&sb, 78, &[&okey]);
     assert_eq!(codes(&doc), ["pattern"]);
     out.assert_contains(
         "OPENAI_API_KEY does not match its pattern `^sk-proj-` from [keys.OPENAI_API_KEY]",
@@ -386,7 +436,7 @@ fn unquoted_hash_and_dollar_are_warnings_only() {
     let password = "pa$w0rd#2024";
     sb.write(".env", format!("DB_PASSWORD={password}\n"));
     sb.config(&one_worker("\"DB_PASSWORD\""));
-    let (out, doc) = check_both(&sb, 0, &[password]);
+    let (out, doc) = check_both(&sb, 0, &[&Canary::of_fixed(password)]);
     assert_eq!(codes(&doc), ["unquoted-hash", "dollar"]);
     assert_eq!(doc["warnings"], 2);
     out.assert_contains("Node's dotenv and dotenvx cut it at the `#`")
@@ -400,9 +450,11 @@ fn unquoted_hash_and_dollar_are_warnings_only() {
 #[test]
 fn declared_name_no_sdk_reads() {
     let sb = Sandbox::new();
-    sb.write(".env", format!("OPENAI_KEY={FAKE_OPENAI_KEY}\n"));
+    let okey = openai_key();
+    let ok = okey.value();
+    sb.write(".env", format!("OPENAI_KEY='{ok}'\n"));
     sb.config(&one_worker("\"OPENAI_KEY\""));
-    let (out, doc) = check_both(&sb, 0, &[FAKE_OPENAI_KEY]);
+    let (out, doc) = check_both(&sb, 0, &[&okey]);
     assert_eq!(codes(&doc), ["near-miss"]);
     assert_eq!(finding(&doc, "near-miss")["severity"], "warning");
     out.assert_contains(
@@ -413,7 +465,9 @@ fn declared_name_no_sdk_reads() {
 #[test]
 fn worker_cwd_with_its_own_dotenv() {
     let sb = Sandbox::new();
-    sb.write(".env", format!("OPENAI_API_KEY={FAKE_OPENAI_KEY}\n"));
+    let okey = openai_key();
+    let ok = okey.value();
+    sb.write(".env", format!("OPENAI_API_KEY='{ok}'\n"));
     sb.write(
         "agents/.env",
         "OPENAI_API_KEY=sk-stale-key-from-last-year\n",
@@ -422,7 +476,11 @@ fn worker_cwd_with_its_own_dotenv() {
         "{}cwd = \"agents\"\n",
         one_worker("\"OPENAI_API_KEY\"")
     ));
-    let (out, doc) = check_both(&sb, 0, &[FAKE_OPENAI_KEY, "sk-stale-key-from-last-year"]);
+    let (out, doc) = check_both(
+        &sb,
+        0,
+        &[&okey, &Canary::of_fixed("sk-stale-key-from-last-year")],
+    );
     assert_eq!(codes(&doc), ["worker-dotenv"]);
     assert_eq!(finding(&doc, "worker-dotenv")["location"], "agents/.env");
     out.assert_contains(
@@ -434,19 +492,21 @@ fn worker_cwd_with_its_own_dotenv() {
         "[env]\nworker_dotenv = true\n{}cwd = \"agents\"\n",
         one_worker("\"OPENAI_API_KEY\"")
     ));
-    let (out, _) = check_both(&sb, 0, &[FAKE_OPENAI_KEY]);
+    let (out, _) = check_both(&sb, 0, &[&okey]);
     out.assert_contains("worker_dotenv = true");
 }
 
 #[test]
 fn malformed_dotenv_is_one_located_error() {
     let sb = Sandbox::new();
+    let okey = openai_key();
+    let ok = okey.value();
     sb.write(
         ".env",
-        format!("OPENAI_API_KEY={FAKE_OPENAI_KEY}\nthis line is not a record\nMODEL=a\nMODEL=b\n"),
+        format!("OPENAI_API_KEY='{ok}'\nthis line is not a record\nMODEL=a\nMODEL=b\n"),
     );
     sb.config(&one_worker("\"OPENAI_API_KEY\""));
-    let (out, doc) = check_both(&sb, 78, &[FAKE_OPENAI_KEY]);
+    let (out, doc) = check_both(&sb, 78, &[&okey]);
     assert_eq!(doc["errors"], 1, "{doc:#}");
     assert_eq!(codes(&doc), ["source", "duplicate"]);
     assert_eq!(finding(&doc, "source")["location"], ".env:2");
@@ -516,7 +576,9 @@ fn malformed_config_bad_duration() {
 #[test]
 fn exec_refuses_to_start_on_check_errors() {
     let sb = Sandbox::new();
-    sb.write(".env", format!("OPEN_AI_API_KEY={FAKE_OPENAI_KEY}\n"));
+    let okey = openai_key();
+    let ok = okey.value();
+    sb.write(".env", format!("OPEN_AI_API_KEY='{ok}'\n"));
     sb.config(&one_worker("\"OPENAI_API_KEY\""));
     let out = sb.run(&[
         "exec",
@@ -528,7 +590,7 @@ fn exec_refuses_to_start_on_check_errors() {
         "echo started",
     ]);
     out.assert_code(78)
-        .assert_no_leak(FAKE_OPENAI_KEY)
+        .assert_no_leak(&okey)
         .assert_contains("OPENAI_API_KEY is not set by any source");
     assert!(!out.stdout.contains("started"), "{}", out.stdout);
 }

@@ -8,7 +8,7 @@
 //! - `check` reports an unknown user, a switch agentsup cannot make, and `user`
 //!   with fork mode.
 
-use crate::support::{PATIENCE, Sandbox, python};
+use crate::support::{Canary, PATIENCE, Sandbox, python};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -126,11 +126,11 @@ keys = ["DECLARED_TOKEN"]
 restart = "never"
 "#
     ));
-    let planted = "planted-3f9c1e-token-never-declared-by-anyone";
-    let declared = "declared-7d2a4b-token-for-the-hostile-worker";
+    let planted = Canary::new("planted-");
+    let declared = Canary::new("declared-");
     let mut cmd = sb.cmd(&["run"]);
-    cmd.env("PLANTED_TOKEN", planted)
-        .env("DECLARED_TOKEN", declared);
+    cmd.env("PLANTED_TOKEN", planted.value())
+        .env("DECLARED_TOKEN", declared.value());
     let uid = if is_root() {
         // Root could read any process (CAP_SYS_PTRACE): run agentsup, and so its
         // worker, as one unprivileged uid, the case the seal is for.
@@ -173,18 +173,15 @@ restart = "never"
     // A key from agentsup's own environment (the `env` source) still reaches the
     // worker that declares it.
     assert!(
-        out.contains(&format!("DECLARED {}", declared.len())),
+        out.contains(&format!("DECLARED {}", declared.value().len())),
         "{out}"
     );
     running.signal(libc::SIGTERM);
     running
         .wait_exit(PATIENCE)
         .expect("agentsup exits on SIGTERM");
-    let out = running.output();
-    assert!(
-        !out.contains(planted) && !out.contains(declared),
-        "leak:\n{out}"
-    );
+    planted.assert_absent(&running);
+    declared.assert_absent(&running);
 }
 
 /// Lists the worker's open descriptors (the listing's own is closed by then).

@@ -312,9 +312,6 @@ fn restart_one_replica_then_a_whole_worker_one_at_a_time() {
     assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
 }
 
-const GOOD_KEY: &str = "sk-Zq8xN3vR7tY2wK5mP9aB4cD6eF1gH0jL3nQ7sT9uVwXyA1b2";
-const NEW_KEY: &str = "sk-Ab3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5bC7dE9fG1hJ3k";
-
 /// Replaces `.env` in one step, so the source watcher never reads half a file.
 fn write_env(sb: &Sandbox, content: &str) {
     sb.write(".env.tmp", content);
@@ -348,9 +345,13 @@ command = ["sh", "-c", "echo \"beta up $$\"; exec sleep 1000"]
 keys = ["B_TOKEN"]
 "#,
     );
+    let keys = RotationKeys::new();
     write_env(
         &ctl.sb,
-        &format!("OPENAI_API_KEY={GOOD_KEY}\nB_TOKEN=unchanged-value\n"),
+        &format!(
+            "{}B_TOKEN=unchanged-value\n",
+            keys.old.dotenv("OPENAI_API_KEY")
+        ),
     );
     let mut run = ctl.start();
     let before = ctl.running_pids(2);
@@ -363,7 +364,10 @@ keys = ["B_TOKEN"]
     // A trailing space (kept by the quotes) and a placeholder are refused with the
     // reason, and the old workers keep running.
     for (bad, why) in [
-        (format!("\"{GOOD_KEY} \""), "ends with a space"),
+        (
+            format!("\"{} \"", keys.old.dotenv_double_quoted_inner()),
+            "ends with a space",
+        ),
         ("changeme".to_string(), "placeholder"),
     ] {
         write_env(
@@ -375,7 +379,7 @@ keys = ["B_TOKEN"]
             .assert_contains("OPENAI_API_KEY")
             .assert_contains(why)
             .assert_contains("keeping the old ones")
-            .assert_no_leak(GOOD_KEY);
+            .assert_no_leak(&keys.old);
         assert_eq!(pids_of(&ctl.status()), before, "{}", run.output());
     }
 
@@ -384,7 +388,10 @@ keys = ["B_TOKEN"]
     // re-read's refusal; asking again gets a fresh one.)
     write_env(
         &ctl.sb,
-        &format!("OPENAI_API_KEY={NEW_KEY}\nB_TOKEN=unchanged-value\n"),
+        &format!(
+            "{}B_TOKEN=unchanged-value\n",
+            keys.new.dotenv("OPENAI_API_KEY")
+        ),
     );
     let mut out = ctl.run(&["reload"]);
     assert!(
@@ -410,8 +417,7 @@ keys = ["B_TOKEN"]
     assert_eq!(pid(&after, "beta.0"), pid(&before, "beta.0"));
     run.signal(15);
     assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
-    let out = run.output();
-    assert!(!out.contains(GOOD_KEY) && !out.contains(NEW_KEY), "{out}");
+    keys.assert_absent(&run);
 }
 
 #[test]
@@ -550,26 +556,141 @@ fn malformed_and_oversized_requests_get_an_error_answer() {
     assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
 }
 
+/// Waits until `worker`'s replica 0 runs with a pid other than `before` and the
+/// status JSON counts a restart for it; returns `counters.restarts[worker]`.
+fn restart_reasons_once_restarted(ctl: &Ctl, run: &Running, worker: &str, before: i32) -> Value {
+    let label = format!("{worker}.0");
+    let mut reasons = Value::Null;
+    assert!(
+        wait_until(PATIENCE, || {
+            let s = ctl.status();
+            let now = pids_of(&s);
+            reasons = s["counters"]["restarts"][worker].clone();
+            let running = s["replicas"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["worker"] == worker && r["state"] == "running");
+            running
+                && pid(&now, &label) != before
+                && pid(&now, &label) != 0
+                && reasons.as_object().is_some_and(|m| !m.is_empty())
+        }),
+        "{worker} was not restarted (restarts: {reasons})\n{}",
+        run.output()
+    );
+    reasons
+}
+
 #[test]
-fn restart_counters_survive_the_json_status() {
+fn restart_reasons_count_a_manual_restart() {
     // counters.restarts is keyed by (worker, reason); it must still be JSON.
     let ctl = Ctl::new(TWO_WORKERS);
     let mut run = ctl.start();
     let before = ctl.running_pids(3);
     ctl.run(&["restart", "beta"]).assert_code(0);
-    assert!(
-        wait_until(PATIENCE, || {
-            let s = ctl.status();
-            pid(&pids_of(&s), "beta.0") != pid(&before, "beta.0")
-                && s["counters"]["restarts"]["beta"]
-                    .as_object()
-                    .is_some_and(|by_reason| {
-                        by_reason.values().filter_map(Value::as_u64).sum::<u64>() == 1
-                    })
-        }),
+    let reasons = restart_reasons_once_restarted(&ctl, &run, "beta", pid(&before, "beta.0"));
+    assert_eq!(
+        reasons,
+        serde_json::json!({"manual": 1}),
         "{}",
         run.output()
     );
+    // Nothing was counted for the worker that was not restarted.
+    let alpha = ctl.status()["counters"]["restarts"]["alpha"].clone();
+    assert!(
+        alpha.is_null() || alpha == serde_json::json!({}),
+        "alpha: {alpha}"
+    );
+    run.signal(15);
+    assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
+}
+
+#[test]
+fn restart_reasons_count_a_rotation() {
+    let token = Canary::new("tok-");
+    let ctl = Ctl::new(
+        r#"
+[[source]]
+type = "dotenv"
+path = ".env"
+
+[[worker]]
+name = "w"
+command = ["sh", "-c", "echo \"w up $$\"; exec sleep 1000"]
+keys = ["W_TOKEN"]
+"#,
+    );
+    write_env(&ctl.sb, "W_TOKEN=first-value-0123\n");
+    let mut run = ctl.start();
+    let before = ctl.running_pids(1);
+    // The watched `.env` changes: the watcher's re-read restarts the replica.
+    write_env(&ctl.sb, &token.dotenv("W_TOKEN"));
+    let reasons = restart_reasons_once_restarted(&ctl, &run, "w", pid(&before, "w.0"));
+    assert_eq!(
+        reasons,
+        serde_json::json!({"rotation": 1}),
+        "{}",
+        run.output()
+    );
+    run.signal(15);
+    assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
+    token.assert_absent(&run);
+}
+
+#[test]
+fn restart_reasons_count_a_reload() {
+    let token = Canary::new("tok-");
+    // A `command` source is not watched: only the reload re-reads it.
+    let ctl = Ctl::new(
+        r#"
+[[source]]
+type = "command"
+command = ["cat", "tokens.env"]
+
+[[worker]]
+name = "w"
+command = ["sh", "-c", "echo \"w up $$\"; exec sleep 1000"]
+keys = ["W_TOKEN"]
+"#,
+    );
+    ctl.sb.write("tokens.env", "W_TOKEN=first-value-0123\n");
+    let mut run = ctl.start();
+    let before = ctl.running_pids(1);
+    ctl.sb.write("tokens.env", token.dotenv("W_TOKEN"));
+    ctl.run(&["reload"])
+        .assert_code(0)
+        .assert_contains("restarting 1 replica")
+        .assert_no_leak(&token);
+    let reasons = restart_reasons_once_restarted(&ctl, &run, "w", pid(&before, "w.0"));
+    assert_eq!(
+        reasons,
+        serde_json::json!({"reload": 1}),
+        "{}",
+        run.output()
+    );
+    run.signal(15);
+    assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
+    token.assert_absent(&run);
+}
+
+#[test]
+fn restart_reasons_count_a_clean_exit_restarted_by_always() {
+    // The first run exits 0 (and leaves a marker); `restart = "always"` starts it
+    // again, and that run stays up.
+    let ctl = Ctl::new(
+        r#"
+[[worker]]
+name = "w"
+command = ["sh", "-c", "if [ -e ran ]; then echo \"w up $$\"; exec sleep 1000; fi; touch ran; exit 0"]
+restart = "always"
+backoff = { initial = "50ms", jitter = 0.0 }
+"#,
+    );
+    let mut run = ctl.start();
+    run.wait_for("w up", PATIENCE);
+    let reasons = restart_reasons_once_restarted(&ctl, &run, "w", 0);
+    assert_eq!(reasons, serde_json::json!({"ok": 1}), "{}", run.output());
     run.signal(15);
     assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
 }

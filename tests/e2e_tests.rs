@@ -10,11 +10,8 @@
 //! These tests need the packages `tests/setup-deps.sh` installs (pip into
 //! target/test-venv, `npm ci` in examples/node-openai); `test_venv_python()` runs it.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -22,133 +19,6 @@ use crate::support::*;
 /// Patience for steps that start real SDKs: importing openai / langchain costs
 /// 1–2 s of CPU each, and three of them share 2 cores with the other tests.
 pub(crate) const SDK_PATIENCE: Duration = Duration::from_secs(150);
-
-const WRONG_KEY: &str = "sk-proj-WRONGwrongWRONGwrongWRONGwrongWRONGwr0001";
-const GOOD_KEY: &str = "sk-proj-GOODgoodGOODgoodGOODgoodGOODgoodGOODgo0002";
-
-pub(crate) fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A port that was free a moment ago on 127.0.0.1.
-pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
-}
-
-/// The HTTP status of `GET path` on 127.0.0.1:`port`, or `None` if nothing answers.
-pub(crate) fn http_status(port: u16, path: &str) -> Option<u16> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf);
-    buf.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Writes `content` to `path` atomically (a hidden temp file renamed over it), the
-/// way a secret manager or `rotate.py` does, so a re-read never sees half a key.
-pub(crate) fn write_atomically(path: &Path, content: &str) {
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp",
-        path.file_name().unwrap().to_string_lossy()
-    ));
-    std::fs::write(&tmp, content).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
-/// What examples/demo/fake_provider.py prints once it has bound its port.
-const PROVIDER_LISTENING: &str = "provider: fake OpenAI API on";
-
-/// The fake OpenAI API of examples/demo on a free loopback port; killed on drop.
-pub(crate) struct FakeProvider {
-    child: Child,
-    pub port: u16,
-    /// Its stdout and stderr lines (read all along, so it never blocks on a
-    /// full pipe).
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl FakeProvider {
-    /// Starts it accepting exactly the (re-read on every request) content of
-    /// `key_file`, and waits until it says it listens (it prints that after
-    /// binding). Should another process take the port in between, it exits and
-    /// another port is tried.
-    pub(crate) fn start(key_file: &Path) -> FakeProvider {
-        let mut logs = String::new();
-        for _ in 0..5 {
-            let port = free_port();
-            let mut child = Command::new(python())
-                .arg(repo().join("examples/demo/fake_provider.py"))
-                .env("FAKE_PROVIDER_KEY_FILE", key_file)
-                .env("FAKE_PROVIDER_PORT", port.to_string())
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start examples/demo/fake_provider.py");
-            let lines = Arc::new(Mutex::new(Vec::new()));
-            let readers: Vec<_> = [
-                Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-                Box::new(child.stderr.take().unwrap()),
-            ]
-            .into_iter()
-            .map(|stream| {
-                let lines = lines.clone();
-                std::thread::spawn(move || {
-                    for line in BufReader::new(stream).lines() {
-                        let Ok(line) = line else { break };
-                        lines.lock().unwrap().push(line);
-                    }
-                })
-            })
-            .collect();
-            let mut p = FakeProvider { child, port, lines };
-            let mut exited = false;
-            let up = wait_until(PATIENCE, || {
-                exited = !matches!(p.child.try_wait(), Ok(None));
-                exited || p.log().contains(PROVIDER_LISTENING)
-            });
-            assert!(
-                up,
-                "the fake provider neither started nor exited within {PATIENCE:?}:\n{}",
-                p.log()
-            );
-            if !exited {
-                return p;
-            }
-            // Exited (the port was taken in between): keep its complete output
-            // for the panic below, then try another port.
-            for r in readers {
-                let _ = r.join();
-            }
-            logs.push_str(&format!("port {port}:\n{}\n", p.log()));
-        }
-        panic!("the fake provider did not start listening:\n{logs}");
-    }
-
-    /// Everything it printed so far.
-    fn log(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
-
-    pub(crate) fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}/v1", self.port)
-    }
-}
-
-impl Drop for FakeProvider {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A line to wait for: it starts with `prefix` (a worker's `name.N` label or
 /// `agentsup`) and contains every one of `parts`.
@@ -256,9 +126,10 @@ fn toml_array(argv: &[String]) -> String {
 fn real_sdks_fail_auth_with_a_wrong_key_and_recover_after_rotation() {
     let sdks = sdks();
     let sb = Sandbox::new();
-    let provider_key = sb.write("provider/accepted_key", format!("{GOOD_KEY}\n"));
-    let secret = sb.write("secrets/OPENAI_API_KEY", format!("{WRONG_KEY}\n"));
-    let provider = FakeProvider::start(&provider_key);
+    let keys = RotationKeys::new();
+    let provider_key = sb.write("provider/accepted_key", format!("{}\n", keys.new.value()));
+    let secret = sb.write("secrets/OPENAI_API_KEY", format!("{}\n", keys.old.value()));
+    let provider = FakeProvider::openai(&provider_key);
 
     let mut cfg = format!(
         r#"
@@ -334,8 +205,8 @@ auth = {{ max_delay = "2s" }}
         );
     }
 
-    // 2. Rotate: the provider accepts GOOD_KEY (all along); put it in the dir source.
-    write_atomically(&secret, &format!("{GOOD_KEY}\n"));
+    // 2. Rotate: the provider accepts the new key (all along); put it in the dir source.
+    write_atomically(&secret, &format!("{}\n", keys.new.value()));
     let mut what = vec![LineWith::new("agentsup", &["OPENAI_API_KEY changed"])];
     for s in &sdks {
         what.push(LineWith::new(&format!("{}.0", s.name), &[s.success]));
@@ -345,11 +216,8 @@ auth = {{ max_delay = "2s" }}
     // 3. Stop cleanly; no key text anywhere in agentsup's output.
     run.signal(15);
     assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
-    let out = run.output();
-    for key in [WRONG_KEY, GOOD_KEY] {
-        assert!(!out.contains(key), "a key leaked into the output:\n{out}");
-        assert!(!out.contains(&key[8..40]), "part of a key leaked:\n{out}");
-    }
+    keys.assert_absent(&run);
+    keys.assert_absent(&("the fake provider's log", provider.log()));
 }
 
 #[test]
@@ -481,7 +349,7 @@ fn docker_image_layout_runs_the_worker_and_serves_readyz() {
     let py = test_venv_python();
     let sb = Sandbox::new();
     // The provider reads its key file per request; image_layout writes it.
-    let provider = FakeProvider::start(&sb.path().join("run/secrets/OPENAI_API_KEY"));
+    let provider = FakeProvider::openai(&sb.path().join("run/secrets/OPENAI_API_KEY"));
     let (mut run, port) = spawn_with_health_port(|port| {
         let cfg = image_layout(&sb, &format!("127.0.0.1:{port}"));
         let mut c = sb.cmd(&["run", "--no-color", "-c", cfg.to_str().unwrap()]);
@@ -509,5 +377,6 @@ fn docker_image_layout_runs_the_worker_and_serves_readyz() {
     assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
     let key =
         std::fs::read_to_string(repo().join("examples/docker/secrets/OPENAI_API_KEY")).unwrap();
-    assert!(!run.output().contains(key.trim()), "{}", run.output());
+    // The example's own secret, not one this test chooses.
+    Canary::of_fixed(key.trim()).assert_absent(&run);
 }

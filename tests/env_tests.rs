@@ -2,16 +2,18 @@
 
 use crate::support::*;
 
-const KEY_A: &str = "sk-envtestAAAAbbbbCCCCddddEEEEffffGGGGhhhhIIII";
-const KEY_B: &str = "sk-ant-envtestZZZZyyyyXXXXwwwwVVVVuuuuTTTT";
+/// Two fresh keys: OPENAI_API_KEY (in `.env`) and ANTHROPIC_API_KEY (in `secrets/`).
+fn two_keys() -> (Canary, Canary) {
+    (Canary::new("sk-"), Canary::new("sk-ant-"))
+}
 
-fn sandbox_with_twenty_undeclared() -> Sandbox {
+fn sandbox_with_twenty_undeclared(key_a: &Canary, key_b: &Canary) -> Sandbox {
     let sb = Sandbox::new();
     let mut dotenv = String::from("# twenty undeclared values and one declared\n");
     for i in 0..10 {
         dotenv.push_str(&format!("UNDECLARED_DOTENV_{i}=dotenv-value-{i}\n"));
     }
-    dotenv.push_str(&format!("OPENAI_API_KEY={KEY_A}\n"));
+    dotenv.push_str(&key_a.dotenv("OPENAI_API_KEY"));
     sb.write(".env", dotenv);
     for i in 0..10 {
         sb.write(
@@ -19,7 +21,7 @@ fn sandbox_with_twenty_undeclared() -> Sandbox {
             format!("dir-value-{i}\n"),
         );
     }
-    sb.write("secrets/ANTHROPIC_API_KEY", format!("{KEY_B}\n"));
+    sb.write("secrets/ANTHROPIC_API_KEY", format!("{}\n", key_b.value()));
     sb.config(
         r#"
 [env]
@@ -59,7 +61,8 @@ fn undeclared_process_env() -> Vec<(String, String)> {
 
 #[test]
 fn env_json_holds_exactly_the_declared_environment() {
-    let sb = sandbox_with_twenty_undeclared();
+    let (key_a, key_b) = two_keys();
+    let sb = sandbox_with_twenty_undeclared(&key_a, &key_b);
     let extra = undeclared_process_env();
     let extra_ref: Vec<(&str, &str)> = extra
         .iter()
@@ -67,8 +70,8 @@ fn env_json_holds_exactly_the_declared_environment() {
         .collect();
     let out = sb.run_env(&["env", "planner", "--format", "json"], &extra_ref);
     out.assert_code(0)
-        .assert_no_leak(KEY_A)
-        .assert_no_leak(KEY_B);
+        .assert_no_leak(&key_a)
+        .assert_no_leak(&key_b);
     let doc: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
     let obj = doc.as_object().unwrap();
     let mut names: Vec<&str> = obj.keys().map(String::as_str).collect();
@@ -109,17 +112,25 @@ fn env_json_holds_exactly_the_declared_environment() {
     assert_eq!(obj["OPENAI_API_KEY"]["secret"], true);
     assert_eq!(obj["ANTHROPIC_API_KEY"]["secret"], true);
     assert_eq!(obj["MODEL"]["secret"], false);
-    assert_eq!(obj["OPENAI_API_KEY"]["value"], "sk-e…IIII (46 chars)");
+    // The masked form: 4 characters each end and the length, never more.
+    let a = key_a.value();
+    assert_eq!(
+        obj["OPENAI_API_KEY"]["value"],
+        format!("{}…{} ({} chars)", &a[..4], &a[a.len() - 4..], a.len())
+    );
 }
 
 #[test]
 fn env_reveal_prints_values_and_text_shows_provenance() {
-    let sb = sandbox_with_twenty_undeclared();
+    let (key_a, key_b) = two_keys();
+    let sb = sandbox_with_twenty_undeclared(&key_a, &key_b);
     let out = sb.run(&["env", "planner", "--reveal", "--format", "json"]);
-    out.assert_code(0).assert_contains(KEY_A);
+    out.assert_code(0);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
+    assert_eq!(doc["OPENAI_API_KEY"]["value"], key_a.value());
     let text = sb.run(&["env", "planner"]);
     text.assert_code(0)
-        .assert_no_leak(KEY_A)
+        .assert_no_leak(&key_a)
         .assert_contains("OPENAI_API_KEY")
         .assert_contains(".env:12")
         .assert_contains("PYTHON_DOTENV_DISABLED")
@@ -127,13 +138,14 @@ fn env_reveal_prints_values_and_text_shows_provenance() {
     let dotenv = sb.run(&["env", "planner", "--format", "dotenv"]);
     dotenv
         .assert_code(0)
-        .assert_no_leak(KEY_A)
+        .assert_no_leak(&key_a)
         .assert_contains("MODEL=gpt-4o-mini");
 }
 
 #[test]
 fn env_unknown_worker_is_a_usage_error() {
-    let sb = sandbox_with_twenty_undeclared();
+    let (key_a, key_b) = two_keys();
+    let sb = sandbox_with_twenty_undeclared(&key_a, &key_b);
     sb.run(&["env", "planer"])
         .assert_code(2)
         .assert_contains("unknown worker \"planer\"")
@@ -142,7 +154,8 @@ fn env_unknown_worker_is_a_usage_error() {
 
 #[test]
 fn config_lookup_uses_agentsup_config_then_flag() {
-    let sb = sandbox_with_twenty_undeclared();
+    let (key_a, key_b) = two_keys();
+    let sb = sandbox_with_twenty_undeclared(&key_a, &key_b);
     std::fs::create_dir(sb.path().join("elsewhere")).unwrap();
     let mut c = sb.cmd(&["env", "planner", "--format", "json"]);
     c.current_dir(sb.path().join("elsewhere"))
@@ -158,7 +171,8 @@ fn config_lookup_uses_agentsup_config_then_flag() {
 #[test]
 fn file_indirection_reads_the_named_file() {
     let sb = Sandbox::new();
-    sb.write("keyfile", format!("{KEY_A}\n"));
+    let key = Canary::new("sk-");
+    sb.write("keyfile", format!("{}\n", key.value()));
     sb.config(
         r#"
 [[worker]]
@@ -174,7 +188,7 @@ keys = ["OPENAI_API_KEY"]
     );
     out.assert_code(0);
     let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    assert_eq!(doc["OPENAI_API_KEY"]["value"], KEY_A);
+    assert_eq!(doc["OPENAI_API_KEY"]["value"], key.value());
     assert!(
         doc["OPENAI_API_KEY"]["source"]
             .as_str()
@@ -188,7 +202,8 @@ keys = ["OPENAI_API_KEY"]
 fn env_shows_tidy_provenance_paths_and_accepts_no_color() {
     // A config one directory down that reaches a sibling's secrets through `..`.
     let sb = Sandbox::new();
-    sb.write("shared/secrets/OPENAI_API_KEY", FAKE_OPENAI_KEY);
+    let key = Canary::new("sk-");
+    sb.write("shared/secrets/OPENAI_API_KEY", key.value());
     sb.write(
         "app/supervisor.toml",
         r#"
@@ -203,7 +218,7 @@ keys = ["OPENAI_API_KEY"]
 "#,
     );
     let out = sb.run(&["env", "-c", "app/supervisor.toml", "w", "--no-color"]);
-    out.assert_code(0).assert_no_leak(FAKE_OPENAI_KEY);
+    out.assert_code(0).assert_no_leak(&key);
     assert!(
         out.stdout.contains("shared/secrets/OPENAI_API_KEY"),
         "{}",

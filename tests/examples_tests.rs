@@ -2,17 +2,11 @@
 //! unchanged into a sandbox and run by the real binary (examples/celery has its
 //! own file, celery_tests.rs).
 
-use crate::celery_tests::{provider, pythonpath};
-use crate::e2e_tests::free_port;
+use crate::celery_tests::pythonpath;
 use crate::support::*;
-use std::path::Path;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(90);
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// The fenced block of `doc` that starts right after the line `first`.
 fn block_after(doc: &str, first: &str) -> String {
@@ -40,19 +34,19 @@ fn multiprocessing_example_is_the_docs_code_and_runs_as_written() {
     );
 
     let venv = test_venv_python();
-    let api_port = free_port();
+    let key = Canary::new("sk-proj-");
+    let provider = FakeProvider::openai_accepting(key.value());
     let sb = Sandbox::new();
     sb.write("agents/__init__.py", "");
     sb.write("agents/planner.py", &planner);
     sb.config(&config);
-    // The provider accepts the key `provider()` writes; the worker gets it from .env.
-    let _provider = provider(&sb, api_port);
-    let accepted = std::fs::read_to_string(sb.path().join("provider/key")).unwrap();
+    // The provider accepts `key`; the worker gets it from .env.
     sb.write(
         ".env",
         format!(
-            "OPENAI_API_KEY={}\nOPENAI_BASE_URL=http://127.0.0.1:{api_port}/v1\n",
-            accepted.trim()
+            "{}OPENAI_BASE_URL={}\n",
+            key.dotenv("OPENAI_API_KEY"),
+            provider.base_url()
         ),
     );
     let mut c = sb.cmd(&["run", "--no-color"]);
@@ -77,5 +71,5 @@ fn multiprocessing_example_is_the_docs_code_and_runs_as_written() {
             "no answer to {q:?}:\n{out}"
         );
     }
-    assert!(!out.contains(accepted.trim()), "the key leaked:\n{out}");
+    key.assert_absent(&run);
 }

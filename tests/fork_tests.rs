@@ -254,13 +254,15 @@ fn replicas_each_see_exactly_their_environment() {
 #[test]
 fn template_environment_holds_no_secret() {
     isolated("template_environment_holds_no_secret", || {
+        let key = Canary::new("sk-proj-");
+        let langsmith = Canary::new("lsv2-");
         let ctx = Ctx::new(
             &[("dump_env.py", DUMP_ENV)],
             "script = \"dump_env.py\"\nkeys = [\"OPENAI_API_KEY\", \"LANGSMITH_*\"]\n\
              vars = { OPENAI_API_KEY_FILE = \"/run/secrets/OPENAI_API_KEY\" }\n",
             &[
-                ("OPENAI_API_KEY", KEY),
-                ("LANGSMITH_API_KEY", "lsv2-langsmith-secret-value-123"),
+                ("OPENAI_API_KEY", key.value()),
+                ("LANGSMITH_API_KEY", langsmith.value()),
             ],
         );
         block_on(async {
@@ -272,10 +274,9 @@ fn template_environment_holds_no_secret() {
                 .map(|kv| kv.split_once('=').map_or(kv.as_str(), |(k, _)| k))
                 .collect();
             for (kv, name) in environ.iter().zip(&names) {
-                assert!(
-                    !kv.contains(KEY) && !kv.contains("langsmith-secret"),
-                    "{name}"
-                );
+                let surface = (format!("the template's {name}"), kv.as_str());
+                key.assert_absent(&surface);
+                langsmith.assert_absent(&surface);
             }
             for gone in [
                 "OPENAI_API_KEY",
@@ -358,6 +359,7 @@ fn import_time_code_sees_no_key_and_run_time_code_does() {
 #[test]
 fn a_preloaded_import_time_client_fails_loudly() {
     isolated("a_preloaded_import_time_client_fails_loudly", || {
+        let key = Canary::new("sk-proj-");
         let ctx = Ctx::new(
             &[
                 ("fakesdk.py", FAKE_SDK),
@@ -368,7 +370,7 @@ fn a_preloaded_import_time_client_fails_loudly() {
                 ("agent.py", "import shared_client\n"),
             ],
             "module = \"agent\"\npreload = [\"fakesdk\", \"shared_client\"]\nkeys = [\"OPENAI_API_KEY\"]\n",
-            &[("OPENAI_API_KEY", KEY)],
+            &[("OPENAI_API_KEY", key.value())],
         );
         block_on(async {
             let err = ctx.template().await.unwrap_err();
@@ -388,7 +390,7 @@ fn a_preloaded_import_time_client_fails_loudly() {
                 !text.contains("importlib") && !text.contains("fork_template"),
                 "{text}"
             );
-            assert!(!text.contains(KEY));
+            key.assert_absent(&text);
         });
     });
 }
@@ -398,17 +400,21 @@ fn preload_failure_names_the_module_and_shows_its_redacted_traceback() {
     isolated(
         "preload_failure_names_the_module_and_shows_its_redacted_traceback",
         || {
-            const LEAKED: &str = "tok-0123456789-leaky-literal";
+            let leaked = Canary::new("tok-");
             let ctx = Ctx::new(
                 &[(
                     "leaky.py",
-                    &format!("raise RuntimeError('cannot connect with {LEAKED}')\n"),
+                    // A raw literal: the canary's backslash stays one.
+                    &format!(
+                        "raise RuntimeError(r'cannot connect with {}')\n",
+                        leaked.value()
+                    ),
                 )],
                 "module = \"agent\"\npreload = [\"json\", \"leaky\"]\n",
                 &[],
             );
             agentsup::redact::global()
-                .extend([("LEAKY_TOKEN".to_string(), Sensitive::new(LEAKED))]);
+                .extend([("LEAKY_TOKEN".to_string(), Sensitive::new(leaked.value()))]);
             block_on(async {
                 let err = ctx.template().await.unwrap_err();
                 let text = err.to_string();
@@ -417,7 +423,7 @@ fn preload_failure_names_the_module_and_shows_its_redacted_traceback() {
                     text.contains("RuntimeError: cannot connect with [redacted:LEAKY_TOKEN]"),
                     "{text}"
                 );
-                assert!(!text.contains(LEAKED), "{text}");
+                leaked.assert_absent(&text);
 
                 // A module that does not exist at all.
                 let ctx2 = Ctx::new(
@@ -713,20 +719,10 @@ fn a_bad_cwd_is_a_fork_error_not_a_hang() {
 // ---------------------------------------------------------------------------
 // Through `agentsup run`: these need fork mode wired into the supervisor.
 
-fn fixture(name: &str) -> String {
-    format!(
-        "{}/tests/fixtures/workers/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    )
-}
-
-const OLD_KEY: &str = "sk-proj-OLDoldOLDoldOLDoldOLDoldOLDoldOLDold1234";
-const NEW_KEY: &str = "sk-proj-NEWnewNEWnewNEWnewNEWnewNEWnewNEWnew5678";
-
-fn fork_auth_sandbox() -> Sandbox {
+fn fork_auth_sandbox(keys: &RotationKeys) -> Sandbox {
     let sb = Sandbox::new();
-    sb.write("secrets/OPENAI_API_KEY", format!("{OLD_KEY}\n"));
-    sb.write("good_key", format!("{NEW_KEY}\n"));
+    sb.write("secrets/OPENAI_API_KEY", format!("{}\n", keys.old.value()));
+    sb.write("good_key", format!("{}\n", keys.new.value()));
     sb.config(&format!(
         r#"
 [[source]]
@@ -753,8 +749,9 @@ auth = {{ max_delay = "1s" }}
 
 #[test]
 fn fork_run_auth_failure_is_classified_and_rotation_recovers() {
-    let sb = fork_auth_sandbox();
-    let out = assert_auth_failure_then_rotation_recovers(&sb, OLD_KEY, NEW_KEY);
+    let keys = RotationKeys::new();
+    let sb = fork_auth_sandbox(&keys);
+    let out = assert_auth_failure_then_rotation_recovers(&sb, &keys);
     // One template served every run: preloading happened once.
     assert_eq!(out.matches("fork template ready").count(), 1, "{out}");
 }
@@ -762,7 +759,8 @@ fn fork_run_auth_failure_is_classified_and_rotation_recovers() {
 #[test]
 fn fork_run_replicas_get_exactly_their_environment_and_stop_cleanly() {
     let sb = Sandbox::new();
-    sb.write("secrets/OPENAI_API_KEY", format!("{FAKE_OPENAI_KEY}\n"));
+    let key = Canary::new("sk-proj-");
+    sb.write("secrets/OPENAI_API_KEY", format!("{}\n", key.value()));
     sb.write(
         "dump_env.py",
         format!("{DUMP_ENV}\nimport time\ntime.sleep(300)\n"),
@@ -806,12 +804,13 @@ keys = ["OPENAI_API_KEY"]
                 "PYTHON_DOTENV_DISABLED"
             ]
         );
-        assert_eq!(got["OPENAI_API_KEY"], FAKE_OPENAI_KEY);
+        assert_eq!(got["OPENAI_API_KEY"], key.value());
         assert_eq!(got["AGENTSUP_REPLICA"], r.to_string());
     }
     run.signal(15);
     assert_eq!(run.wait_exit(PATIENCE), Some(0));
-    assert!(!run.output().contains(FAKE_OPENAI_KEY));
+    key.assert_absent(&run);
+    key.assert_not_in_sandbox(&sb, &["env-0.json", "env-1.json"]);
     // Nothing it started (template, replicas) is left.
     assert!(
         wait_until(PATIENCE, || processes_of_worker("forkdump").is_empty()),

@@ -13,16 +13,6 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-const OLD_KEY: &str = "sk-proj-OLDoldOLDoldOLDoldOLDoldOLDoldOLDold1234";
-const NEW_KEY: &str = "sk-proj-NEWnewNEWnewNEWnewNEWnewNEWnewNEWnew5678";
-
-fn fixture(name: &str) -> String {
-    format!(
-        "{}/tests/fixtures/workers/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    )
-}
-
 /// One response: status code, raw headers, body.
 #[derive(Debug)]
 struct Reply {
@@ -97,10 +87,10 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 }
 
 /// Sets `sb` up so that its `planner` worker (openai_auth.py) is rejected until
-/// the `dir` source holds NEW_KEY, with fast auth retries, and health on `port`.
-fn auth_config(sb: &Sandbox, port: u16, extra_workers: &str) {
-    sb.write("secrets/OPENAI_API_KEY", format!("{OLD_KEY}\n"));
-    sb.write("good_key", format!("{NEW_KEY}\n"));
+/// the `dir` source holds `keys.new`, with fast auth retries, and health on `port`.
+fn auth_config(sb: &Sandbox, keys: &RotationKeys, port: u16, extra_workers: &str) {
+    sb.write("secrets/OPENAI_API_KEY", format!("{}\n", keys.old.value()));
+    sb.write("good_key", format!("{}\n", keys.new.value()));
     sb.config(&format!(
         r#"
 [supervisor]
@@ -134,8 +124,9 @@ fn stop(mut run: Running) -> String {
 #[test]
 fn readyz_is_503_while_auth_blocked_and_200_after_rotation() {
     let sb = Sandbox::new();
+    let keys = RotationKeys::new();
     let (run, port) = spawn_with_health_port(|port| {
-        auth_config(&sb, port, "");
+        auth_config(&sb, &keys, port, "");
         sb.spawn(&["run", "--no-color"])
     });
 
@@ -159,7 +150,7 @@ fn readyz_is_503_while_auth_blocked_and_200_after_rotation() {
 
     // Rotate. The supervisor re-reads the sources on its next auth retry (at most
     // `auth.max_delay` away); a source watcher may notice sooner.
-    sb.write("secrets/OPENAI_API_KEY", format!("{NEW_KEY}\n"));
+    sb.write("secrets/OPENAI_API_KEY", format!("{}\n", keys.new.value()));
     let ready = poll(&run, port, "/readyz", |r| r.code == 200);
     assert_eq!(ready.body, "ready\n");
     run.wait_for("authenticated with key of length", PATIENCE);
@@ -171,12 +162,10 @@ fn readyz_is_503_while_auth_blocked_and_200_after_rotation() {
     });
 
     let out = stop(run);
-    for text in [&blocked.body, &metrics.body, &running.body, &out] {
-        assert!(
-            !text.contains(OLD_KEY) && !text.contains(NEW_KEY),
-            "a key leaked:\n{text}"
-        );
-    }
+    keys.assert_absent(&("GET /readyz (auth-blocked)", &blocked.body));
+    keys.assert_absent(&("GET /metrics (auth-blocked)", &metrics.body));
+    keys.assert_absent(&("GET /metrics (running)", &running.body));
+    keys.assert_absent(&out);
 }
 
 /// Parses stdin with the Python client's parser — `text` (classic 0.0.4) or
@@ -237,9 +226,11 @@ fn parsed_value(
 #[test]
 fn metrics_parse_with_prometheus_client_and_count_restarts_by_reason() {
     let sb = Sandbox::new();
+    let keys = RotationKeys::new();
     let (run, port) = spawn_with_health_port(|port| {
         auth_config(
             &sb,
+            &keys,
             port,
             r#"
 [[worker]]
@@ -348,10 +339,7 @@ backoff = { initial = "50ms", max = "200ms", jitter = 0.0 }
             serde_json::json!({}),
         );
         assert!(uptime.is_some_and(|u| u > 0.0), "{parser}: {uptime:?}");
-        assert!(
-            !reply.body.contains(OLD_KEY) && !reply.body.contains(NEW_KEY),
-            "a key leaked into /metrics"
-        );
+        keys.assert_absent(&(format!("GET /metrics ({parser})"), &reply.body));
     }
 }
 

@@ -2,13 +2,8 @@
 //! test suites here, so `cargo test` covers them: real interpreters, the real
 //! openai SDKs against loopback fakes, and a real Celery worker on a real Redis.
 
-use crate::support::test_venv_python;
-use std::path::Path;
+use crate::support::{repo as root, test_venv_python};
 use std::process::Command;
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 #[test]
 fn python_helper_package_suite_passes_with_real_sdks_and_celery() {

@@ -4,7 +4,6 @@
 use crate::support::*;
 use std::time::Duration;
 
-const KEY: &str = "sk-proj-InitKeyInitKeyInitKey0InitKey1InitKey2x";
 const WAIT: Duration = Duration::from_secs(60);
 
 /// A worker that prints its model and the length of its key, then sleeps.
@@ -12,38 +11,44 @@ const WORKER: &str = "import os, sys, time\n\
 print('ready', os.environ['MODEL'], 'key length', len(os.environ['OPENAI_API_KEY']), flush=True)\n\
 time.sleep(600)\n";
 
-fn init_then_run(sb: &Sandbox, init_args: &[&str], ready: &str) -> String {
+/// Runs `init_args`, then `run` on the config it wrote until `ready`; asserts
+/// `key` is nowhere: not in init's output, the config, run's output or any file.
+fn init_then_run(sb: &Sandbox, key: &Canary, init_args: &[&str], ready: &str) -> String {
     let out = sb.run(init_args);
-    out.assert_code(0).assert_no_leak(KEY);
+    out.assert_code(0).assert_no_leak(key);
     assert!(out.stderr.contains("agentsup init: wrote"), "{}", out.all());
     let written = std::fs::read_to_string(sb.path().join("supervisor.toml")).unwrap();
-    assert!(
-        !written.contains(KEY),
-        "the config holds the key:\n{written}"
-    );
+    key.assert_absent(&("the written supervisor.toml", &written));
     let mut run = sb.spawn(&["run", "--no-color"]);
     run.wait_for(ready, WAIT);
     run.signal(15);
     assert_eq!(run.wait_exit(WAIT), Some(0), "{}", run.output());
-    let all = run.output();
-    assert!(!all.contains(KEY), "a key leaked:\n{all}");
+    key.assert_absent(&run);
+    key.assert_not_in_sandbox(sb, &[]);
     written
 }
 
-fn env_file(sb: &Sandbox) {
-    sb.write(".env", format!("OPENAI_API_KEY={KEY}\nMODEL=gpt-4o-mini\n"));
+/// Writes `.env` (a fresh OPENAI_API_KEY canary, returned, and MODEL) and the worker.
+fn env_file(sb: &Sandbox) -> Canary {
+    let key = Canary::new("sk-proj-");
+    sb.write(
+        ".env",
+        format!("{}MODEL=gpt-4o-mini\n", key.dotenv("OPENAI_API_KEY")),
+    );
     sb.write("worker.py", WORKER);
+    key
 }
 
 #[test]
 fn init_from_dotenv_and_procfile_runs_without_editing() {
     let sb = Sandbox::new();
-    env_file(&sb);
+    let key = env_file(&sb);
     sb.write("Procfile", "# one agent\nagent: python3 worker.py\n");
     let written = init_then_run(
         &sb,
+        &key,
         &["init", "--secrets-dir", "none"],
-        "ready gpt-4o-mini key length 47",
+        &format!("ready gpt-4o-mini key length {}", key.value().len()),
     );
     assert!(
         written.contains(r#"command = ["python3", "worker.py"]"#),
@@ -59,13 +64,18 @@ fn init_from_dotenv_and_procfile_runs_without_editing() {
 #[test]
 fn init_from_a_supervisord_program_runs_without_editing() {
     let sb = Sandbox::new();
-    env_file(&sb);
+    let key = env_file(&sb);
     sb.write(
         "supervisord.conf",
         "[supervisord]\nnodaemon=true\n\n[program:agent]\ncommand=python3 worker.py ; the agent\n\
          numprocs=2\nautorestart=unexpected\nstopwaitsecs=5\nenvironment=LOG_LEVEL=\"debug\"\n",
     );
-    let written = init_then_run(&sb, &["init", "--secrets-dir", "none"], "ready gpt-4o-mini");
+    let written = init_then_run(
+        &sb,
+        &key,
+        &["init", "--secrets-dir", "none"],
+        "ready gpt-4o-mini",
+    );
     assert!(written.contains("replicas = 2"), "{written}");
     assert!(written.contains(r#"stop_timeout = "5s""#), "{written}");
 }
@@ -73,13 +83,18 @@ fn init_from_a_supervisord_program_runs_without_editing() {
 #[test]
 fn init_from_a_pm2_ecosystem_file_runs_without_editing() {
     let sb = Sandbox::new();
-    env_file(&sb);
+    let key = env_file(&sb);
     sb.write(
         "ecosystem.config.js",
         "module.exports = { apps: [{ name: 'agent', script: 'worker.py', interpreter: 'python3', \
          instances: 2, env: { LOG_LEVEL: 'info' } }] };\n",
     );
-    let written = init_then_run(&sb, &["init", "--secrets-dir", "none"], "ready gpt-4o-mini");
+    let written = init_then_run(
+        &sb,
+        &key,
+        &["init", "--secrets-dir", "none"],
+        "ready gpt-4o-mini",
+    );
     assert!(
         written.contains(r#"command = ["python3", "worker.py"]"#),
         "{written}"
@@ -92,9 +107,10 @@ fn init_with_a_command_and_an_empty_directory() {
     let empty = sb.run(&["init"]);
     empty.assert_code(1).assert_contains("agentsup init -- ");
     assert!(!sb.path().join("supervisor.toml").exists());
-    env_file(&sb);
+    let key = env_file(&sb);
     init_then_run(
         &sb,
+        &key,
         &[
             "init",
             "--secrets-dir",

@@ -4,8 +4,10 @@
 
 mod support;
 
+mod canary_sweep_tests;
 mod celery_tests;
 mod check_tests;
+mod claims_tests;
 mod contain_tests;
 mod control_tests;
 mod control_trust_tests;
@@ -23,6 +25,7 @@ mod k8s_tests;
 mod notify_tests;
 mod probe_tests;
 mod readable_tests;
+mod ready_tests;
 mod redaction_tests;
 mod refresh_tests;
 mod regression_tests;

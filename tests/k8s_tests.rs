@@ -6,18 +6,13 @@
 //! rotation delivered the way the kubelet delivers it: an atomic `..data` symlink
 //! swap in the Secret volume.
 
-use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::e2e_tests::{http_status, repo};
 use crate::support::*;
-
-const OLD_KEY: &str = "sk-proj-K8sOLDk8sOLDk8sOLDk8sOLDk8sOLDk8sOLD0001";
-const NEW_KEY: &str = "sk-proj-K8sNEWk8sNEWk8sNEWk8sNEWk8sNEWk8sNEW0002";
 
 fn k8s_dir() -> PathBuf {
     repo().join("examples/kubernetes")
@@ -291,25 +286,7 @@ fn configmap_config_passes_check_with_the_example_secret() {
     );
     sb.config(&cfg);
     let out = sb.run(&["check"]);
-    out.assert_code(0).assert_no_leak(&key);
-}
-
-/// A Secret volume as the kubelet lays it out (`atomic_writer.go`).
-fn kubelet_secret_volume(dir: &Path, version: &str, key: &str) {
-    std::fs::create_dir_all(dir.join(version)).unwrap();
-    std::fs::write(dir.join(version).join("OPENAI_API_KEY"), key).unwrap();
-    symlink(version, dir.join("..data")).unwrap();
-    symlink("..data/OPENAI_API_KEY", dir.join("OPENAI_API_KEY")).unwrap();
-}
-
-/// The kubelet's update: a new timestamped directory, `..data_tmp` pointing at it,
-/// renamed over `..data` (atomic), then the old directory removed.
-fn kubelet_swap(dir: &Path, old: &str, new: &str, key: &str) {
-    std::fs::create_dir(dir.join(new)).unwrap();
-    std::fs::write(dir.join(new).join("OPENAI_API_KEY"), key).unwrap();
-    symlink(new, dir.join("..data_tmp")).unwrap();
-    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
-    std::fs::remove_dir_all(dir.join(old)).unwrap();
+    out.assert_code(0).assert_no_leak(&Canary::of_fixed(&key));
 }
 
 /// The ConfigMap's supervisor.toml, with the pod's paths pointed into the sandbox
@@ -346,8 +323,9 @@ fn configmap_config(secrets: &Path, good: &Path, port: u16) -> String {
 fn kubelet_data_symlink_swap_rotates_the_key_with_the_configmap_config() {
     let sb = Sandbox::new();
     let secrets = sb.path().join("secrets");
-    kubelet_secret_volume(&secrets, "..2026_11_23_10_00_00.1", OLD_KEY);
-    let good = sb.write("good_key", format!("{NEW_KEY}\n"));
+    let keys = RotationKeys::new();
+    let mut volume = KubeSecret::create(&secrets, &[("OPENAI_API_KEY", keys.old.value())]);
+    let good = sb.write("good_key", format!("{}\n", keys.new.value()));
     let (mut run, port) = spawn_with_health_port(|port| {
         sb.config(&configmap_config(&secrets, &good, port));
         sb.spawn(&["run", "--log-format", "pretty", "--no-color"])
@@ -364,12 +342,7 @@ fn kubelet_data_symlink_swap_rotates_the_key_with_the_configmap_config() {
         run.output()
     );
 
-    kubelet_swap(
-        &secrets,
-        "..2026_11_23_10_00_00.1",
-        "..2026_11_23_10_05_00.2",
-        NEW_KEY,
-    );
+    volume.rotate(&[("OPENAI_API_KEY", keys.new.value())]);
     run.wait_for("OPENAI_API_KEY changed", Duration::from_secs(60));
     run.wait_for("authenticated with key of length", Duration::from_secs(60));
     assert!(
@@ -385,8 +358,7 @@ fn kubelet_data_symlink_swap_rotates_the_key_with_the_configmap_config() {
         "{}",
         run.output()
     );
-    let out = run.output();
-    for key in [OLD_KEY, NEW_KEY] {
-        assert!(!out.contains(key), "a key leaked:\n{out}");
-    }
+    keys.assert_absent(&run);
+    keys.old.assert_not_in_sandbox(&sb, &["secrets"]);
+    keys.new.assert_not_in_sandbox(&sb, &["secrets"]);
 }

@@ -12,9 +12,6 @@
 
 use crate::support::*;
 
-const OLD_KEY: &str = "sk-proj-OLDoldOLDoldOLDoldOLDoldOLDoldOLDold1234";
-const NEW_KEY: &str = "sk-proj-NEWnewNEWnewNEWnewNEWnewNEWnewNEWnew5678";
-
 /// Calls the "provider" every 0.3 s: the key it was given must be the one the
 /// provider accepts now; a revoked one ends the process the way the openai SDK
 /// does (a traceback whose last line is the 401 message, status 1).
@@ -78,17 +75,20 @@ auth = {{ max_delay = "30s" }}
     )
 }
 
-fn sandbox() -> Sandbox {
+/// The sandbox, with `keys.old` in the secret directory and accepted by the
+/// "provider".
+fn sandbox() -> (Sandbox, RotationKeys) {
     let sb = Sandbox::new();
+    let keys = RotationKeys::new();
     sb.config(&config(&python()));
     sb.write("worker.py", WORKER);
     sb.write(
         "demo.env",
         "MODEL=gpt-4o-mini\n# the check warns about this one\nLANGSMITH_PROJECT=agents#demo\n",
     );
-    sb.write("secrets/OPENAI_API_KEY", format!("{OLD_KEY}\n"));
-    sb.write("provider/accepted_key", format!("{OLD_KEY}\n"));
-    sb
+    sb.write("secrets/OPENAI_API_KEY", format!("{}\n", keys.old.value()));
+    sb.write("provider/accepted_key", format!("{}\n", keys.old.value()));
+    (sb, keys)
 }
 
 /// A worker's line: `planner.0    | …` (its label, padding, the bar).
@@ -99,7 +99,7 @@ fn is_worker_line(line: &str) -> bool {
 
 #[test]
 fn first_run_and_a_rotation_fit_an_80_column_terminal() {
-    let sb = sandbox();
+    let (sb, keys) = sandbox();
     let mut cmd = sb.cmd(&["run", "--no-color"]);
     cmd.env("COLUMNS", "80");
     let mut run = sb.spawn_cmd(cmd);
@@ -109,13 +109,13 @@ fn first_run_and_a_rotation_fit_an_80_column_terminal() {
     );
 
     // The provider revokes the old key: every replica fails once and waits 30 s.
-    sb.write("provider/accepted_key", format!("{NEW_KEY}\n"));
+    sb.write("provider/accepted_key", format!("{}\n", keys.new.value()));
     let each_failed_once = run.wait_output(PATIENCE, |out, _| {
         out.matches("class auth").count() >= 3 && out.matches("its keys are unchanged").count() >= 3
     });
     assert!(each_failed_once, "{}", run.output());
     // The new key lands in the watched directory: all three restart at once.
-    sb.write("secrets/OPENAI_API_KEY", format!("{NEW_KEY}\n"));
+    sb.write("secrets/OPENAI_API_KEY", format!("{}\n", keys.new.value()));
     run.wait_for("a watched source changed", PATIENCE);
     run.wait_for("rotation: ", PATIENCE);
     run.wait_for_all(&["call 1 answered"], PATIENCE);
@@ -123,10 +123,7 @@ fn first_run_and_a_rotation_fit_an_80_column_terminal() {
     assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
     let out = run.output();
 
-    assert!(
-        !out.contains(OLD_KEY) && !out.contains(NEW_KEY),
-        "a key leaked:\n{out}"
-    );
+    keys.assert_absent(&run);
     // A headline wrapped at 80 columns continues on lines indented by 4.
     let joined = out.replace("\nagentsup     |     ", " ");
     assert!(
@@ -187,8 +184,8 @@ fn first_run_and_a_rotation_fit_an_80_column_terminal() {
 fn piped_output_keeps_one_line_per_event() {
     // Without a terminal width (a pipe, a log file) nothing wraps: grep finds an
     // event's whole sentence on one line.
-    let sb = sandbox();
-    sb.write("provider/accepted_key", format!("{NEW_KEY}\n"));
+    let (sb, keys) = sandbox();
+    sb.write("provider/accepted_key", format!("{}\n", keys.new.value()));
     let mut run = sb.spawn(&["run", "--no-color"]);
     let line = run.wait_for("class auth", PATIENCE);
     assert!(
@@ -202,7 +199,7 @@ fn piped_output_keeps_one_line_per_event() {
 
 #[test]
 fn env_table_fits_80_columns_and_wraps_values_only() {
-    let sb = sandbox();
+    let (sb, keys) = sandbox();
     let long_path = format!(
         "{}:/usr/bin:/bin",
         "/opt/some/very/long/tool/directory/bin".repeat(4)
@@ -224,8 +221,6 @@ fn env_table_fits_80_columns_and_wraps_values_only() {
         rows[path_row + 1].starts_with("    "),
         "PATH's value continues: {text}"
     );
-    assert!(
-        text.contains("OPENAI_API_KEY") && !text.contains(OLD_KEY),
-        "{text}"
-    );
+    assert!(text.contains("OPENAI_API_KEY"), "{text}");
+    keys.old.assert_absent(&("agentsup env", text.as_bytes()));
 }

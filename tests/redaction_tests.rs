@@ -5,13 +5,16 @@ use std::time::Duration;
 
 use crate::support::*;
 
-/// A value with every character class an encoder treats differently: `"`, `\`,
-/// `/`, `+`, `=`, a space and non-ASCII.
-const TOKEN: &str = "tok_9f8e7d6c5b4a/+=Zz \"q\\é-ABCDEFGH0123";
-const PEM_BODY: [&str; 2] = [
-    "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7",
-    "pQ8xK2mZ9vL4nR7tW1yB3cF6hJ0kM5oS8uX2zA4dG7iN9qE1rT3w",
-];
+/// The secrets of [`sandbox_with_secrets`], each a fresh canary.
+struct Secrets {
+    /// SERVICE_TOKEN: every character class an encoder treats differently, `"`,
+    /// `\`, `/`, `+`, `=` (the canary's), a space and non-ASCII (its prefix).
+    token: Canary,
+    /// OPENAI_API_KEY.
+    openai: Canary,
+    /// The two body lines of TLS_KEY, a PEM key.
+    pem: [Canary; 2],
+}
 
 /// Prints each form of each secret as `NAME LABEL: FORM` and writes them all to
 /// forms.json for the test to look for.
@@ -55,15 +58,21 @@ with open("forms.json", "w") as out:
 print("printed all forms", flush=True)
 "#;
 
-fn sandbox_with_secrets(worker: &str, script: &str) -> Sandbox {
+fn sandbox_with_secrets(worker: &str, script: &str) -> (Sandbox, Secrets) {
+    let secrets = Secrets {
+        token: Canary::new("tok_9 q\u{e9}-"),
+        openai: Canary::new("sk-proj-"),
+        pem: [Canary::new("MIIEvQIBADAN"), Canary::new("pQ8xK2mZ9vL4")],
+    };
     let sb = Sandbox::new();
-    sb.write("secrets/SERVICE_TOKEN", TOKEN);
-    sb.write("secrets/OPENAI_API_KEY", FAKE_OPENAI_KEY);
+    sb.write("secrets/SERVICE_TOKEN", secrets.token.value());
+    sb.write("secrets/OPENAI_API_KEY", secrets.openai.value());
     sb.write(
         "secrets/TLS_KEY",
         format!(
             "-----BEGIN PRIVATE KEY-----\n{}\n{}\n-----END PRIVATE KEY-----\n",
-            PEM_BODY[0], PEM_BODY[1]
+            secrets.pem[0].value(),
+            secrets.pem[1].value()
         ),
     );
     sb.write(&format!("{worker}.py"), script);
@@ -81,7 +90,7 @@ restart = "never"
 "#,
         python()
     ));
-    sb
+    (sb, secrets)
 }
 
 /// The text a reader sees: pretty output as is; JSON records' `line` and
@@ -105,20 +114,19 @@ fn seen(out: &Output, format: &str) -> String {
     text
 }
 
-fn assert_no_run_of(text: &str, secret: &str, what: &str) {
-    let s = secret.as_bytes();
-    for w in s.windows(16) {
-        assert!(
-            !text.as_bytes().windows(16).any(|t| t == w),
-            "16 bytes of {what} leaked: {:?}\n{text}",
-            String::from_utf8_lossy(w)
-        );
+impl Secrets {
+    /// Asserts no secret is in `surface`, in any form (the canary's check).
+    fn assert_absent(&self, surface: &(impl Surface + ?Sized)) {
+        self.token.assert_absent(surface);
+        self.openai.assert_absent(surface);
+        self.pem[0].assert_absent(surface);
+        self.pem[1].assert_absent(surface);
     }
 }
 
 #[test]
 fn every_encoded_form_is_redacted_in_pretty_and_json() {
-    let sb = sandbox_with_secrets("printer", PRINTER);
+    let (sb, secrets) = sandbox_with_secrets("printer", PRINTER);
     for format in ["pretty", "json"] {
         let out = sb.run(&["run", "--no-color", "--log-format", format]);
         out.assert_code(0);
@@ -134,9 +142,17 @@ fn every_encoded_form_is_redacted_in_pretty_and_json() {
                 if form.contains('\n') || armour {
                     continue;
                 }
-                assert!(
-                    !text.contains(form),
-                    "{format}: {name} {label} leaked:\n{text}"
+                // python3's own encoding of the value, as an oracle beside the
+                // canary's forms below.
+                let canary = match name.as_str() {
+                    "SERVICE_TOKEN" => &secrets.token,
+                    "OPENAI_API_KEY" => &secrets.openai,
+                    _ => &secrets.pem[0],
+                };
+                canary.assert_encoding_absent(
+                    &(format!("the {format} output"), &text),
+                    &format!("python3's {label} of {name}"),
+                    form,
                 );
                 let line = text
                     .lines()
@@ -148,14 +164,8 @@ fn every_encoded_form_is_redacted_in_pretty_and_json() {
                 );
             }
         }
-        for (what, secret) in [
-            ("SERVICE_TOKEN", TOKEN),
-            ("OPENAI_API_KEY", FAKE_OPENAI_KEY),
-            ("a PEM line", PEM_BODY[0]),
-            ("a PEM line", PEM_BODY[1]),
-        ] {
-            assert_no_run_of(&text, secret, what);
-        }
+        secrets.assert_absent(&(format!("{format} output, as read"), &text));
+        secrets.assert_absent(&out);
         // The armour says nothing secret and is left alone.
         assert!(
             text.contains("TLS_KEY prefix: -----BEGIN PRIVATE KEY--"),
@@ -184,7 +194,7 @@ print("done", flush=True)
 
 #[test]
 fn terminal_controls_cannot_hide_a_key_or_forge_an_event() {
-    let sb = sandbox_with_secrets("ctl", CONTROLS);
+    let (sb, secrets) = sandbox_with_secrets("ctl", CONTROLS);
     for format in ["pretty", "json"] {
         let out = sb.run(&["run", "--no-color", "--log-format", format]);
         out.assert_code(0);
@@ -196,7 +206,9 @@ fn terminal_controls_cannot_hide_a_key_or_forge_an_event() {
                 !t.contains(['\x1b', '\x08', '\0', '\r', '\u{9b}']),
                 "{format}: {t:?}"
             );
-            assert_no_run_of(t, FAKE_OPENAI_KEY, "the key");
+            secrets
+                .openai
+                .assert_absent(&(format!("{format} output"), t));
         }
         assert!(!out.stdout.contains("\\u001b"), "{}", out.stdout);
         for label in ["sgr", "osc", "bs", "nul", "c1", "cr"] {
@@ -228,11 +240,14 @@ fn two_megabyte_secret_runs_in_bounded_memory() {
     // (issue 13). No worker can receive it (Linux caps one environment string at
     // 128 KiB, so its spawn fails with E2BIG), but agentsup must load, register and
     // redact it: a second worker prints it, read from the file, as one 2 MB line.
-    let big: String = (0..2 * 1024 * 1024)
-        .map(|i: usize| {
-            char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[(i * 7919 + i / 36) % 36])
-        })
-        .collect();
+    // A canary first, so a leak of the value's start is the canary's to find.
+    let head = Canary::new("");
+    let big: String = head.value().to_string()
+        + &(0..2 * 1024 * 1024)
+            .map(|i: usize| {
+                char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[(i * 7919 + i / 36) % 36])
+            })
+            .collect::<String>();
     let sb = Sandbox::new();
     sb.write("secrets/BIG_BLOB", &big);
     sb.write(
@@ -288,7 +303,7 @@ restart = "never"
     let all = run.output();
     let excerpt = |s: &str| s.chars().take(3000).collect::<String>();
     assert!(printed, "{}", excerpt(&all));
-    assert!(!all.contains(&big[..64]), "the value leaked");
+    head.assert_absent(&("agentsup's output", &all));
     // A line this long is printed in pieces: the first byte is final before the
     // match is, so `b` comes out on its own.
     assert!(
@@ -312,14 +327,18 @@ restart = "never"
     let config = std::fs::read_to_string(sb.path().join("supervisor.toml")).unwrap();
     sb.config(&config.replace("max_size = \"4MiB\"\n", ""));
     let out = sb.run(&["check"]);
-    out.assert_no_leak(&big[..64]).assert_contains("BIG_BLOB");
+    out.assert_no_leak(&head).assert_contains("BIG_BLOB");
     assert_ne!(out.code, Some(0), "{}", out.all());
 }
 
 #[test]
 fn connection_url_password_is_masked_and_redacted_whatever_the_name() {
-    const PASSWORD: &str = "Sup3r-S3cret-Pw";
-    let url = format!("postgres://app:{PASSWORD}@db.internal:5432/orders");
+    // URL userinfo cannot carry `/` or `"` unencoded: a letters-and-digits canary.
+    let password = Canary::alnum("Sup3r-");
+    let url = format!(
+        "postgres://app:{}@db.internal:5432/orders",
+        password.value()
+    );
     let sb = Sandbox::new();
     sb.write(".env", format!("DATABASE_URL={url}\n"));
     sb.write(
@@ -347,12 +366,12 @@ restart = "never"
     ));
     for format in ["text", "json", "dotenv"] {
         let out = sb.run(&["env", "db", "--format", format]);
-        out.assert_code(0).assert_no_leak(PASSWORD);
+        out.assert_code(0).assert_no_leak(&password);
         out.assert_contains("postgres://app:***@db.internal:5432/orders");
     }
     sb.run(&["env", "db", "--reveal"]).assert_contains(&url);
     let out = sb.run(&["run", "--no-color"]);
-    out.assert_code(0).assert_no_leak(PASSWORD);
+    out.assert_code(0).assert_no_leak(&password);
     out.assert_contains(
         "connecting to postgres://app:[redacted:DATABASE_URL]@db.internal:5432/orders",
     );
@@ -362,6 +381,9 @@ restart = "never"
 #[test]
 fn check_warns_when_inherit_hands_out_secret_looking_variables() {
     let sb = Sandbox::new();
+    let vault = Canary::new("hvs.");
+    let broker_pass = Canary::alnum("brokerpass");
+    let broker_url = format!("amqp://u:{}@mq/", broker_pass.value());
     sb.config(
         r#"
 [env]
@@ -375,22 +397,22 @@ command = ["true"]
     let out = sb.run_env(
         &["check"],
         &[
-            ("VAULT_TOKEN", "hvs.inherited-token-value"),
-            ("BROKER_URL", "amqp://u:brokerpass1@mq/"),
+            ("VAULT_TOKEN", vault.value()),
+            ("BROKER_URL", &broker_url),
             ("HARMLESS", "x"),
         ],
     );
     out.assert_code(0)
-        .assert_no_leak("hvs.inherited-token-value")
-        .assert_no_leak("brokerpass1")
+        .assert_no_leak(&vault)
+        .assert_no_leak(&broker_pass)
         .assert_contains("inherit")
         .assert_contains("VAULT_TOKEN")
         .assert_contains("BROKER_URL");
     assert!(!out.all().contains("HARMLESS"), "{}", out.all());
     // The default inherit list names no secret.
     sb.config("[[worker]]\nname = \"w\"\ncommand = [\"true\"]\n");
-    let out = sb.run_env(&["check"], &[("VAULT_TOKEN", "hvs.inherited-token-value")]);
-    out.assert_code(0);
+    let out = sb.run_env(&["check"], &[("VAULT_TOKEN", vault.value())]);
+    out.assert_code(0).assert_no_leak(&vault);
     assert!(
         !out.all().contains("inherit-secret") && !out.all().contains("VAULT_TOKEN"),
         "{}",
@@ -400,7 +422,7 @@ command = ["true"]
 
 #[test]
 fn exec_masks_the_secrets_it_injected_unless_told_not_to() {
-    let sb = sandbox_with_secrets("unused", "");
+    let (sb, secrets) = sandbox_with_secrets("unused", "");
     let script = r#"
 import base64, os, sys
 k = os.environ["OPENAI_API_KEY"]
@@ -411,7 +433,7 @@ sys.exit(3)
 "#;
     let py = python();
     let out = sb.run(&["exec", "--worker", "unused", "--", &py, "-c", script]);
-    out.assert_code(3).assert_no_leak(&FAKE_OPENAI_KEY[..16]);
+    out.assert_code(3).assert_no_leak(&secrets.openai);
     assert!(
         out.stdout.contains("out [redacted:OPENAI_API_KEY]\n"),
         "{}",
@@ -443,5 +465,5 @@ sys.exit(3)
         script,
     ]);
     out.assert_code(3)
-        .assert_contains(&format!("out {FAKE_OPENAI_KEY}"));
+        .assert_contains(&format!("out {}", secrets.openai.value()));
 }

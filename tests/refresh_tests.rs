@@ -31,33 +31,41 @@ fn metrics(port: u16) -> String {
         .unwrap_or_default()
 }
 
+/// `token length N` as the worker prints it for `value`.
+fn length_line(value: &Canary) -> String {
+    format!("token length {}", value.value().len())
+}
+
 #[test]
 fn a_refreshed_command_runs_again_and_its_new_value_restarts_the_worker() {
     let sb = Sandbox::new();
-    sb.write("value", "first-value-0001");
+    // The helper prints `MY_TOKEN=value` unquoted from a shell: letters and digits.
+    let (first, second) = (Canary::alnum("first-"), Canary::alnum("second-value-"));
+    sb.write("value", first.value());
     sb.config(&format!("{}{WORKER}", source(&sb, "refresh = \"5s\"")));
     let runs = sb.path().join("runs");
     let mut run = sb.spawn(&["run", "--no-color"]);
-    run.wait_for("token length 16", PATIENCE);
+    run.wait_for(&length_line(&first), PATIENCE);
     let at_start = count_runs(&runs);
     // Unchanged: the command runs again, nothing restarts.
     run.wait_for("refreshing command `sh` (source #1)", PATIENCE);
     run.wait_for("no running replica's environment changed", PATIENCE);
     assert!(count_runs(&runs) > at_start);
     // Changed: the next refresh rolls it out, as a watched file's change would.
-    sb.write("value", "second-value-000002");
+    sb.write("value", second.value());
     run.wait_for("MY_TOKEN changed", PATIENCE);
-    run.wait_for("token length 19", PATIENCE);
+    run.wait_for(&length_line(&second), PATIENCE);
     run.signal(15);
     assert_eq!(run.wait_exit(PATIENCE), Some(0));
-    let out = run.output();
-    assert!(!out.contains("first-value-0001") && !out.contains("second-value-000002"));
+    first.assert_absent(&run);
+    second.assert_absent(&run);
 }
 
 #[test]
 fn a_failing_refresh_keeps_the_old_values_backs_off_and_is_counted() {
     let sb = Sandbox::new();
-    sb.write("value", "kept-value-000001");
+    let kept = Canary::alnum("kept-");
+    sb.write("value", kept.value());
     let cfg = format!("{}{WORKER}", source(&sb, "refresh = \"5s\""));
     let (mut run, port) = spawn_with_health_port(|port| {
         sb.config(&format!(
@@ -65,7 +73,7 @@ fn a_failing_refresh_keeps_the_old_values_backs_off_and_is_counted() {
         ));
         sb.spawn(&["run", "--no-color"])
     });
-    run.wait_for("token length 17", PATIENCE);
+    run.wait_for(&length_line(&kept), PATIENCE);
     sb.write("fail", "");
     let line = run.wait_for(
         "refresh of command `sh` (source #1) failed (1 in a row)",
@@ -105,11 +113,11 @@ fn a_failing_refresh_keeps_the_old_values_backs_off_and_is_counted() {
     assert_eq!(run.wait_exit(PATIENCE), Some(0));
     let out = run.output();
     assert_eq!(
-        out.matches("token length 17").count(),
+        out.matches(&length_line(&kept)).count(),
         1,
         "restarted:\n{out}"
     );
-    assert!(!out.contains("kept-value-000001"), "{out}");
+    kept.assert_absent(&run);
 }
 
 #[test]

@@ -2,12 +2,11 @@
 
 use crate::support::*;
 
-const KEY: &str = "sk-proj-leakedviafile0123456789abcdefABCDEF";
-
 #[test]
 fn a_key_pasted_into_a_file_variable_is_never_printed() {
     let sb = Sandbox::new();
-    sb.write(".env", format!("OPENAI_API_KEY_FILE={KEY}\n"));
+    let key = Canary::new("sk-proj-");
+    sb.write(".env", key.dotenv("OPENAI_API_KEY_FILE"));
     sb.config("[[worker]]\nname = \"w\"\ncommand = [\"true\"]\nkeys = [\"OPENAI_API_KEY\"]\n");
     for args in [
         vec!["check"],
@@ -16,16 +15,18 @@ fn a_key_pasted_into_a_file_variable_is_never_printed() {
         vec!["env", "w"],
     ] {
         let out = sb.run(&args);
-        out.assert_code(78)
-            .assert_no_leak(KEY)
-            .assert_no_leak(&KEY[8..30]);
+        out.assert_code(78).assert_no_leak(&key);
     }
-    sb.run(&["check"]).assert_contains("OPENAI_API_KEY_FILE");
+    // The default `.env` was loaded and its file variable read (a missing `.env`
+    // would also exit 78 and print no key): the finding is located there.
+    sb.run(&["check"])
+        .assert_contains("OPENAI_API_KEY_FILE")
+        .assert_contains(".env:1");
 }
 
 #[test]
 fn a_failing_secret_command_never_echoes_agentsups_own_token() {
-    const TOKEN: &str = "hvs.CAESIJsupersecretvaulttoken";
+    let token = Canary::new("hvs.");
     let sb = Sandbox::new();
     sb.config(
         r#"
@@ -40,22 +41,23 @@ command = ["true"]
 keys = ["MY_TOKEN"]
 "#,
     );
-    let out = sb.run_env(&["check"], &[("VAULT_TOKEN", TOKEN)]);
+    let out = sb.run_env(&["check"], &[("VAULT_TOKEN", token.value())]);
     out.assert_code(78)
-        .assert_no_leak(TOKEN)
+        .assert_no_leak(&token)
         .assert_contains("exited with status 2")
         .assert_contains("[redacted:VAULT_TOKEN]");
 }
 
 #[test]
 fn a_pasted_token_line_in_dotenv_is_not_echoed() {
-    const FERNET: &str = "gAAAAABk-Zx_9fQ3mS2LwP0kHc8d7Yq1TnV6uR4eJ5aB0xW3sI2oM";
+    // A Fernet token is URL-safe base64: no quote or backslash to carry.
+    let fernet = Canary::alnum("gAAAAABk-");
     let sb = Sandbox::new();
-    sb.write(".env", format!("{FERNET}=\nOK_KEY=value123\n"));
+    sb.write(".env", format!("{}=\nOK_KEY=value123\n", fernet.value()));
     sb.config("[[worker]]\nname = \"w\"\ncommand = [\"true\"]\nkeys = [\"OK_KEY\"]\n");
     sb.run(&["check"])
         .assert_code(78)
-        .assert_no_leak(FERNET)
+        .assert_no_leak(&fernet)
         .assert_contains(".env:1");
 }
 
@@ -69,7 +71,7 @@ fn an_absurd_duration_is_a_config_error_not_a_panic() {
 }
 
 #[test]
-fn exec_of_a_missing_program_exits_127() {
+fn exec_of_a_missing_path_exits_127_and_a_bad_key_pattern_2() {
     let sb = Sandbox::new();
     sb.config("[[worker]]\nname = \"w\"\ncommand = [\"true\"]\n");
     sb.run(&["exec", "--keys", "NOTHING_*", "--", "/nonexistent/prog"])
@@ -82,15 +84,26 @@ fn exec_of_a_missing_program_exits_127() {
 #[test]
 fn a_nul_byte_in_a_glob_matched_value_stops_before_start() {
     let sb = Sandbox::new();
-    sb.write(".env", "LANGSMITH_X=\"ab\\0cd\"\n");
+    // A real NUL in each source (`"\0"` in a dotenv file is not an escape: it
+    // stays a backslash and a zero). The `.env` is listed as a source: with any
+    // `[[source]]` given, the default `.env` is not read.
+    sb.write(".env", "LANGSMITH_X=ab\0cd\n");
     sb.write("secrets/LANGSMITH_Y", b"ab\0cd");
     sb.config(
-        "[[source]]\ntype = \"dir\"\npath = \"secrets\"\n\n[[worker]]\nname = \"w\"\ncommand = [\"true\"]\nkeys = [\"LANGSMITH_*\"]\n",
+        "[[source]]\ntype = \"dotenv\"\npath = \".env\"\n\n[[source]]\ntype = \"dir\"\npath = \"secrets\"\n\n[[worker]]\nname = \"w\"\ncommand = [\"true\"]\nkeys = [\"LANGSMITH_*\"]\n",
     );
-    sb.run(&["run"])
-        .assert_code(78)
+    let out = sb.run(&["run"]);
+    out.assert_code(78)
+        .assert_contains("LANGSMITH_X")
+        .assert_contains(".env:1")
         .assert_contains("LANGSMITH_Y")
         .assert_contains("NUL byte");
+    assert_eq!(
+        out.all().matches("holds a NUL byte").count(),
+        2,
+        "{}",
+        out.all()
+    );
 }
 
 #[test]
@@ -130,13 +143,15 @@ fn check_reports_a_command_that_run_could_not_start() {
 #[test]
 fn a_failing_secret_command_is_backed_off_while_a_worker_keeps_failing_auth() {
     let sb = Sandbox::new();
+    let key = Canary::new("sk-proj-");
+    sb.write("key.env", key.dotenv("OPENAI_API_KEY"));
     let runs = sb.path().join("runs.txt");
     let broken = sb.path().join("broken");
     sb.config(&format!(
         r#"
 [[source]]
 type = "command"
-command = ["sh", "-c", "if [ -f '{broken}' ]; then echo fail >> '{runs}'; echo 'vault: connection refused' >&2; exit 2; fi; echo ok >> '{runs}'; echo OPENAI_API_KEY={KEY}"]
+command = ["sh", "-c", "if [ -f '{broken}' ]; then echo fail >> '{runs}'; echo 'vault: connection refused' >&2; exit 2; fi; echo ok >> '{runs}'; cat key.env"]
 
 [[worker]]
 name = "agent"
@@ -157,7 +172,7 @@ auth = {{ max_delay = "50ms" }}
     run.signal(15);
     assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
     let out = run.output();
-    assert!(!out.contains(KEY), "the key leaked:\n{out}");
+    key.assert_absent(&run);
     let lines: Vec<serde_json::Value> = out
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())

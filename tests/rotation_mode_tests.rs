@@ -7,11 +7,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::control_tests::Ctl;
-use crate::e2e_tests::{FakeProvider, repo, write_atomically};
 use crate::support::*;
-
-const OLD_KEY: &str = "sk-proj-OLDoldOLDoldOLDoldOLDoldOLDoldOLDold0001";
-const NEW_KEY: &str = "sk-proj-NEWnewNEWnewNEWnewNEWnewNEWnewNEWnew0002";
 
 /// A worker calling the provider every 100 ms with the real `openai` SDK, its key a
 /// callable over `agentsup.key()`. A call that meets the revoked key (the key file
@@ -56,8 +52,8 @@ while True:
     time.sleep(0.1)
 "#;
 
-fn file_mode_config(sb: &Sandbox, port: u16, python: &Path) -> String {
-    sb.write("secrets/OPENAI_API_KEY", format!("{OLD_KEY}\n"));
+fn file_mode_config(sb: &Sandbox, key: &Canary, port: u16, python: &Path) -> String {
+    sb.write("secrets/OPENAI_API_KEY", format!("{}\n", key.value()));
     sb.write("worker.py", FILE_WORKER);
     format!(
         r#"
@@ -97,9 +93,10 @@ fn file_mode_rotation_loses_no_call_and_restarts_nothing() {
     let python = test_venv_python();
     let ctl = Ctl::new("");
     let sb = &ctl.sb;
-    let accepted = sb.write("provider/accepted_key", OLD_KEY);
-    let provider = FakeProvider::start(&accepted);
-    sb.config(&file_mode_config(sb, provider.port, &python));
+    let keys = RotationKeys::new();
+    let accepted = sb.write("provider/accepted_key", keys.old.value());
+    let provider = FakeProvider::openai(&accepted);
+    sb.config(&file_mode_config(sb, &keys.old, provider.port, &python));
     let mut run = ctl.start();
     let started = run.wait_for("worker started pid=", PATIENCE);
     assert!(started.contains("keys_dir=True file_var=True"), "{started}");
@@ -107,7 +104,10 @@ fn file_mode_rotation_loses_no_call_and_restarts_nothing() {
     // The key file: private to the worker, on the run's directory.
     let keys_root = ctl.runtime.clone();
     let key_file = find_key_file(&keys_root, "caller", "OPENAI_API_KEY");
-    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), OLD_KEY);
+    assert_eq!(
+        std::fs::read_to_string(&key_file).unwrap(),
+        keys.old.value()
+    );
     let mode = std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o400);
     assert_eq!(
@@ -122,10 +122,10 @@ fn file_mode_rotation_loses_no_call_and_restarts_nothing() {
 
     // Rotate: the provider revokes the old key and the secret store holds the new
     // one, at the same moment.
-    write_atomically(&accepted, NEW_KEY);
+    write_atomically(&accepted, keys.new.value());
     write_atomically(
         &sb.path().join("secrets/OPENAI_API_KEY"),
-        &format!("{NEW_KEY}\n"),
+        &format!("{}\n", keys.new.value()),
     );
     run.wait_for("key files replaced in place", PATIENCE);
     // Ten more calls after the files changed, every one answered.
@@ -133,7 +133,10 @@ fn file_mode_rotation_loses_no_call_and_restarts_nothing() {
         last_call(&run.output()).is_some_and(|(n, _)| n >= calls_before + 15)
     });
     assert!(after, "calls stopped after the rotation:\n{}", run.output());
-    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), NEW_KEY);
+    assert_eq!(
+        std::fs::read_to_string(&key_file).unwrap(),
+        keys.new.value()
+    );
 
     let status = ctl.status();
     let rep = &status["replicas"][0];
@@ -149,7 +152,8 @@ fn file_mode_rotation_loses_no_call_and_restarts_nothing() {
     );
     eprintln!("file mode across a rotation: {tail}");
     assert_eq!(out.matches("worker started pid=").count(), 1, "{out}");
-    assert!(!out.contains(OLD_KEY) && !out.contains(NEW_KEY), "{out}");
+    keys.assert_absent(&run);
+    keys.assert_absent(&("the fake provider's log", provider.log()));
     // The files do not outlive agentsup.
     assert!(!key_file.exists());
     assert!(
@@ -197,7 +201,9 @@ while :; do sleep 0.1; done
 fn signal_mode_sends_the_reload_signal_and_keeps_the_process() {
     let ctl = Ctl::new("");
     let sb = &ctl.sb;
-    sb.write("secrets/MY_TOKEN", "first-token-value-1");
+    // Two lengths, so the worker's report tells the file's value from the env's.
+    let (first, second) = (Canary::new("first-"), Canary::new("second-token-"));
+    sb.write("secrets/MY_TOKEN", first.value());
     sb.script("worker.sh", SIGNAL_WORKER);
     sb.config(
         r#"
@@ -216,22 +222,24 @@ reload_signal = "SIGUSR1"
     let mut run = ctl.start();
     run.wait_for("signal worker up", PATIENCE);
     let pid = ctl.running_pids(1)[0].1;
-    write_atomically(
-        &sb.path().join("secrets/MY_TOKEN"),
-        "second-token-value-two",
-    );
+    write_atomically(&sb.path().join("secrets/MY_TOKEN"), second.value());
     let line = run.wait_for("SIGUSR1 sent to 1 running replica", PATIENCE);
     assert!(line.contains("MY_TOKEN"), "{line}");
     let line = run.wait_for("reloaded: file now has", PATIENCE);
-    // The file holds the new value (22 bytes); the environment keeps the old (19).
-    assert!(line.contains("22 bytes, env has 19"), "{line}");
+    // The file holds the new value; the environment keeps the old.
+    let sizes = format!(
+        "{} bytes, env has {}",
+        second.value().len(),
+        first.value().len()
+    );
+    assert!(line.contains(&sizes), "{line}");
     let status = ctl.status();
     assert_eq!(status["replicas"][0]["pid"].as_i64(), Some(i64::from(pid)));
     assert_eq!(status["replicas"][0]["restarts"].as_u64(), Some(0));
     run.signal(15);
     assert_eq!(run.wait_exit(PATIENCE), Some(0));
-    let out = run.output();
-    assert!(!out.contains("first-token-value-1") && !out.contains("second-token-value-two"));
+    first.assert_absent(&run);
+    second.assert_absent(&run);
 }
 
 #[test]
@@ -280,4 +288,55 @@ fn check_rejects_reload_signal_without_signal_mode_and_suggests_modes() {
     out.assert_code(78);
     out.assert_contains("did you mean");
     out.assert_contains("file");
+}
+
+#[test]
+fn a_worker_with_user_reads_its_own_key_files_and_no_one_elses() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: switching a worker's user needs agentsup to run as root");
+        return;
+    }
+    let sb = Sandbox::new();
+    std::fs::set_permissions(sb.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    sb.write("secrets/MINE_TOKEN", "mine-token-value-01");
+    sb.write("secrets/OTHER_TOKEN", "other-token-value-02");
+    sb.script(
+        "prober.sh",
+        r#"
+echo "own: $(cat "$MINE_TOKEN_FILE" | wc -c) bytes"
+cat "$AGENTSUP_KEYS_DIR/../other/OTHER_TOKEN" >/dev/null 2>&1 && echo "sibling: READ" || echo "sibling: denied"
+ls "$AGENTSUP_KEYS_DIR/.." >/dev/null 2>&1 && echo "listing: READ" || echo "listing: denied"
+echo "uid: $(id -u)"
+exec sleep 300
+"#,
+    );
+    sb.config(
+        r#"
+[[source]]
+type = "dir"
+path = "secrets"
+
+[[worker]]
+name = "mine"
+command = ["sh", "prober.sh"]
+keys = ["MINE_TOKEN"]
+on_rotation = "file"
+user = "nobody"
+
+[[worker]]
+name = "other"
+command = ["sleep", "300"]
+keys = ["OTHER_TOKEN"]
+on_rotation = "file"
+"#,
+    );
+    let mut run = sb.spawn(&["run", "--no-color"]);
+    run.wait_for("uid: 65534", PATIENCE);
+    let out = run.output();
+    assert!(out.contains("own: 19 bytes"), "{out}");
+    assert!(out.contains("sibling: denied"), "{out}");
+    assert!(out.contains("listing: denied"), "{out}");
+    run.signal(15);
+    assert_eq!(run.wait_exit(PATIENCE), Some(0));
 }

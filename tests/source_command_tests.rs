@@ -5,39 +5,24 @@
 
 use crate::support::*;
 
-/// A key with `/`, `+` and `=`, so a JSON-escaped or partly printed form would
-/// differ from the raw one.
-const KEY: &str = "sk-proj-Qz8/Xw+Lm3Rv7Tn1Kp5Hs9Jd2Fg6Bc4Na0Ye=";
-
-/// Asserts that neither `KEY`-like `secret` nor any 12-byte window of it appears.
-fn assert_no_piece(text: &str, secret: &str) {
-    assert!(!text.contains(secret), "the secret leaked:\n{text}");
-    let bytes = secret.as_bytes();
-    for w in bytes.windows(12) {
-        let piece = std::str::from_utf8(w).unwrap();
-        assert!(
-            !text.contains(piece),
-            "12 bytes of the secret leaked ({} bytes from offset {}):\n{}",
-            piece.len(),
-            secret.find(piece).unwrap_or(0),
-            text.replace(piece, "<PIECE>")
-        );
-    }
-}
-
 #[test]
 fn a_failing_json_helper_never_shows_what_it_printed() {
     let sb = Sandbox::new();
-    sb.write("key.txt", KEY);
+    let key = Canary::new("sk-proj-");
+    // A number in the JSON is registered too.
+    let lease = Canary::digits(10);
+    sb.write("key.txt", key.value());
+    sb.write("lease.txt", lease.value());
     // Prints the value as a vault would, then echoes it on stderr and fails.
     sb.write(
         "vault.py",
         r#"import json, sys
 key = open("key.txt").read()
-print(json.dumps({"data": {"OPENAI_API_KEY": key, "lease": 2764800123}}))
+lease = int(open("lease.txt").read())
+print(json.dumps({"data": {"OPENAI_API_KEY": key, "lease": lease}}))
 sys.stdout.flush()
 print("error: could not renew " + key, file=sys.stderr)
-print("lease 2764800123 expired", file=sys.stderr)
+print("lease %d expired" % lease, file=sys.stderr)
 sys.exit(2)
 "#,
     );
@@ -62,13 +47,14 @@ keys = ["OPENAI_API_KEY"]
             .assert_contains("exited with status 2")
             .assert_contains("[redacted:OPENAI_API_KEY]")
             .assert_contains("[redacted:lease]");
-        assert_no_piece(&out.all(), KEY);
-        assert!(!out.all().contains("2764800123"), "{}", out.all());
+        out.assert_no_leak(&key).assert_no_leak(&lease);
     }
     // `run` reports the same failure, with the same care.
     let out = sb.run(&["run"]);
-    out.assert_code(78).assert_contains("command `python3`");
-    assert_no_piece(&out.all(), KEY);
+    out.assert_code(78)
+        .assert_contains("command `python3`")
+        .assert_no_leak(&key)
+        .assert_no_leak(&lease);
 }
 
 /// A helper that reports, as dotenv, what its fd 1 is, and whether it can reopen
@@ -112,19 +98,17 @@ command = ["sh", "-c", "true"]
 keys = ["VAULT_ADDR", "FD1", "FD2", "REOPEN"]
 "#,
     );
+    let (vault, other) = (Canary::new("hvs."), Canary::new("sk-ant-"));
     let env = [
         ("VAULT_ADDR", "http://127.0.0.1:8200"),
-        ("VAULT_TOKEN", "hvs.CAESIJ-not-for-workers-0123456789"),
-        (
-            "OTHER_WORKER_API_KEY",
-            "sk-ant-other-worker-0123456789abcdef",
-        ),
+        ("VAULT_TOKEN", vault.value()),
+        ("OTHER_WORKER_API_KEY", other.value()),
         ("UNLISTED", "1"),
     ];
     let out = sb.run_env(&["check", "--format", "json"], &env);
     out.assert_code(0)
-        .assert_no_leak("CAESIJ-not-for-workers")
-        .assert_no_leak("other-worker-0123456789");
+        .assert_no_leak(&vault)
+        .assert_no_leak(&other);
     let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     // HOME and PATH (`[env] inherit`), VAULT_ADDR and VAULT_TOKEN (`env`).
     assert_eq!(doc["sources"][0]["count"], 4, "{doc:#}");
@@ -144,21 +128,25 @@ keys = ["VAULT_ADDR", "FD1", "FD2", "REOPEN"]
 #[test]
 fn check_warns_about_a_token_in_a_helpers_argv() {
     let sb = Sandbox::new();
+    let (token, password) = (Canary::new("hvs."), Canary::new("pw-"));
     sb.write("vault.py", "print('LOG_LEVEL=debug')\n");
-    sb.config(
+    sb.config(&format!(
         r#"
 [[source]]
 type = "command"
-command = ["python3", "vault.py", "-token=hvs.ARGVSECRET0123456789", "--password", "pw-ARGVSECRET-987654"]
+command = ["python3", "vault.py", '-token={}', "--password", {}]
 
 [[worker]]
 name = "planner"
 command = ["sh", "-c", "true"]
 "#,
-    );
+        token.value(),
+        password.toml()
+    ));
     let out = sb.run(&["check", "--format", "json"]);
     out.assert_code(0)
-        .assert_no_leak("ARGVSECRET")
+        .assert_no_leak(&token)
+        .assert_no_leak(&password)
         .assert_contains("/proc/<pid>/cmdline");
     let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     let f = doc["findings"]
@@ -177,8 +165,7 @@ command = ["sh", "-c", "true"]
 
 #[test]
 fn a_reread_registers_what_a_failing_helper_printed_before_reporting_it() {
-    const OLD: &str = "sk-proj-Old8Xw4Lm3Rv7Tn1Kp5Hs9Jd2Fg6Bc4Na0Ye";
-    const NEW: &str = "sk-proj-New3Qz9Lm2Rv6Tn8Kp1Hs4Jd7Fg0Bc5Na2Ye";
+    let keys = RotationKeys::new();
     let sb = Sandbox::new();
     let runtime = sb.path().join("run");
     std::fs::create_dir(&runtime).unwrap();
@@ -187,7 +174,7 @@ fn a_reread_registers_what_a_failing_helper_printed_before_reporting_it() {
         std::os::unix::fs::PermissionsExt::from_mode(0o700),
     )
     .unwrap();
-    sb.write("key.txt", OLD);
+    sb.write("key.txt", keys.old.value());
     // Succeeds until `fail` exists; then prints the new value, echoes it on
     // stderr, and fails, as a vault whose lease renewal broke might.
     sb.write(
@@ -223,18 +210,15 @@ keys = ["OPENAI_API_KEY"]
     let mut run = sb.spawn_cmd(with_runtime(&["run", "--no-color"]));
     run.wait_for("planner-up", PATIENCE);
 
-    sb.write("key.txt", NEW);
+    sb.write("key.txt", keys.new.value());
     sb.write("fail", "");
     let out = sb.run_cmd(with_runtime(&["reload"]));
     out.assert_code(1)
         .assert_contains("exited with status 2")
         .assert_contains("[redacted:OPENAI_API_KEY]");
-    assert_no_piece(&out.all(), NEW);
-    assert_no_piece(&out.all(), OLD);
+    keys.assert_absent(&out);
 
     run.signal(15);
     assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
-    let all = run.output();
-    assert_no_piece(&all, NEW);
-    assert_no_piece(&all, OLD);
+    keys.assert_absent(&run);
 }

@@ -4,12 +4,12 @@
 
 use crate::support::*;
 
-const KEY: &str = "sk-proj-Vd7Qm2Rt9Kx4Lp8Zw3Nc6Hb1Yf5Gs0Ja";
-
-/// A worker whose program is misspelled, with every key it declares present.
-fn typo_sandbox() -> Sandbox {
+/// A worker whose program is misspelled, with every key it declares present (a
+/// fresh canary, returned).
+fn typo_sandbox() -> (Sandbox, Canary) {
     let sb = Sandbox::new();
-    sb.write(".env", format!("OPENAI_API_KEY={KEY}\n"));
+    let key = Canary::new("sk-proj-");
+    sb.write(".env", key.dotenv("OPENAI_API_KEY"));
     sb.write("agent.py", "open('started', 'w').close()\n");
     sb.config(
         r#"
@@ -19,17 +19,17 @@ command = ["pyhton3", "agent.py"]
 keys = ["OPENAI_API_KEY"]
 "#,
     );
-    sb
+    (sb, key)
 }
 
 #[test]
 fn check_reports_a_command_not_on_the_workers_path() {
-    let sb = typo_sandbox();
+    let (sb, key) = typo_sandbox();
     let out = sb.run(&["check"]);
     out.assert_code(78)
         .assert_contains("planner")
         .assert_contains("pyhton3")
-        .assert_no_leak(KEY);
+        .assert_no_leak(&key);
     let json = sb.run(&["check", "--format", "json"]);
     json.assert_code(78);
     let doc: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
@@ -46,13 +46,13 @@ fn check_reports_a_command_not_on_the_workers_path() {
 
 #[test]
 fn run_never_prints_ok_for_a_config_it_refuses() {
-    let sb = typo_sandbox();
+    let (sb, key) = typo_sandbox();
     let out = sb.run(&["run"]);
     out.assert_code(78)
         .assert_contains("planner")
         .assert_contains("pyhton3")
         .assert_contains("nothing was started")
-        .assert_no_leak(KEY);
+        .assert_no_leak(&key);
     for line in out.all().lines() {
         assert!(
             !line.trim_start().starts_with("ok") && !line.contains("every required key"),
@@ -68,9 +68,9 @@ fn run_never_prints_ok_for_a_config_it_refuses() {
 
 #[test]
 fn run_json_embeds_the_report_as_a_document() {
-    let sb = typo_sandbox();
+    let (sb, key) = typo_sandbox();
     let out = sb.run(&["run", "--log-format", "json"]);
-    out.assert_code(78).assert_no_leak(KEY);
+    out.assert_code(78).assert_no_leak(&key);
     let event: serde_json::Value = out
         .stdout
         .lines()
@@ -86,7 +86,8 @@ fn run_json_embeds_the_report_as_a_document() {
 #[test]
 fn a_startable_config_still_runs_after_the_same_report() {
     let sb = Sandbox::new();
-    sb.write(".env", format!("OPENAI_API_KEY={KEY}\n"));
+    let key = Canary::new("sk-proj-");
+    sb.write(".env", key.dotenv("OPENAI_API_KEY"));
     sb.config(
         r#"
 [[worker]]
@@ -100,51 +101,42 @@ restart = "never"
     out.assert_code(0)
         .assert_contains("ok: every required key is present")
         .assert_contains("started-once")
-        .assert_no_leak(KEY);
-}
-
-/// Asserts that neither `secret` nor any 12-byte window of it is in `text`.
-fn assert_no_piece(text: &str, secret: &str) {
-    assert!(!text.contains(secret), "the value leaked:\n{text}");
-    for w in secret.as_bytes().windows(12) {
-        let piece = std::str::from_utf8(w).unwrap();
-        assert!(
-            !text.contains(piece),
-            "12 bytes of the value leaked:\n{text}"
-        );
-    }
+        .assert_no_leak(&key);
 }
 
 #[test]
 fn config_type_errors_name_the_field_never_the_value() {
+    let key = Canary::new("sk-proj-");
+    // A TOML literal string: the canary's `"` and `\` need no escape.
+    let v = key.toml();
     let cases = [
         (
-            format!("[[worker]]\nname = \"a\"\ncommand = [\"x\"]\nreplicas = \"{KEY}\"\n"),
+            format!("[[worker]]\nname = \"a\"\ncommand = [\"x\"]\nreplicas = {v}\n"),
             "supervisor.toml:4:12",
             "`replicas` in `[[worker]]`: expected an integer, found a string",
         ),
         (
-            format!("[[worker]]\nname = \"a\"\ncommand = [\"x\"]\nrestart = \"{KEY}\"\n"),
+            format!("[[worker]]\nname = \"a\"\ncommand = [\"x\"]\nrestart = {v}\n"),
             "supervisor.toml:4:11",
             "`restart` in `[[worker]]`: unknown value (not shown), expected one of",
         ),
         (
-            format!("[[worker]]\nname = \"a\"\ncommand = [\"x\"]\nvars = {{ A = [\"{KEY}\"] }}\n"),
+            format!("[[worker]]\nname = \"a\"\ncommand = [\"x\"]\nvars = {{ A = [{v}] }}\n"),
             "supervisor.toml:4:",
             "`A` in `[[worker]]`: expected a string, found an array",
         ),
         (
-            format!("[[worker]]\nname = \"a\"\ncommand = [\"x\"]\nstop_timeout = \"{KEY}\"\n"),
+            format!("[[worker]]\nname = \"a\"\ncommand = [\"x\"]\nstop_timeout = {v}\n"),
             "supervisor.toml:4:16",
             "`stop_timeout` in `[[worker]]`: invalid duration (the value is not shown)",
         ),
         (
-            format!("[[worker]]\nname = \"a\"\ncommand = [\"x\"]\nstop_signal = \"{KEY}\"\n"),
+            format!("[[worker]]\nname = \"a\"\ncommand = [\"x\"]\nstop_signal = {v}\n"),
             "supervisor.toml:4:15",
             "`stop_signal` in `[[worker]]`: unknown signal (the value is not shown)",
         ),
         (
-            format!("[supervisor]\nprobe = \"{KEY}\"\n"),
+            format!("[supervisor]\nprobe = {v}\n"),
             "supervisor.toml:2:9",
             "`probe` in `[supervisor]`: expected a boolean, found a string",
         ),
@@ -157,7 +149,7 @@ fn config_type_errors_name_the_field_never_the_value() {
             out.assert_code(78)
                 .assert_contains(located)
                 .assert_contains(words);
-            assert_no_piece(&out.all(), KEY);
+            out.assert_no_leak(&key);
         }
     }
 }
@@ -185,7 +177,7 @@ fn misspelt_fields_and_options_get_the_nearest_valid_name() {
 
 #[test]
 fn a_misspelt_worker_on_the_command_line_gets_the_nearest_name() {
-    let sb = typo_sandbox();
+    let (sb, _key) = typo_sandbox();
     for args in [
         &["env", "plannr"][..],
         &["run", "--only", "plannr"][..],

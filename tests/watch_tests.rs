@@ -7,72 +7,10 @@
 //! the swap); everything else waits for events with generous timeouts.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
-
-const OLD_KEY: &str = "sk-proj-OLDoldOLDoldOLDoldOLDoldOLDoldOLDold1234";
-const NEW_KEY: &str = "sk-proj-NEWnewNEWnewNEWnewNEWnewNEWnewNEWnew5678";
-
-fn fixture(name: &str) -> String {
-    format!(
-        "{}/tests/fixtures/workers/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    )
-}
-
-/// A Secret volume laid out the way the kubelet does it (`atomic_writer.go`):
-/// `KEY -> ..data/KEY`, `..data -> ..<timestamp>`, updated by writing a new
-/// timestamped directory, pointing `..data_tmp` at it, renaming that over `..data`
-/// and removing the old directory.
-struct KubeSecret {
-    dir: PathBuf,
-    version: u32,
-}
-
-impl KubeSecret {
-    fn create(dir: &Path, files: &[(&str, &str)]) -> KubeSecret {
-        std::fs::create_dir_all(dir).unwrap();
-        let s = KubeSecret {
-            dir: dir.to_path_buf(),
-            version: 1,
-        };
-        s.write_version(files);
-        symlink(s.version_name(), dir.join("..data")).unwrap();
-        for (name, _) in files {
-            symlink(format!("..data/{name}"), dir.join(name)).unwrap();
-        }
-        s
-    }
-
-    fn version_name(&self) -> String {
-        format!("..2026_11_23_10_00_00.{}", self.version)
-    }
-
-    fn write_version(&self, files: &[(&str, &str)]) {
-        let d = self.dir.join(self.version_name());
-        std::fs::create_dir(&d).unwrap();
-        for (name, value) in files {
-            std::fs::write(d.join(name), value).unwrap();
-        }
-    }
-
-    /// Rotates to `files` (same names) and returns the instant the new values
-    /// became visible (right after the rename).
-    fn rotate(&mut self, files: &[(&str, &str)]) -> Instant {
-        let old = self.dir.join(self.version_name());
-        self.version += 1;
-        self.write_version(files);
-        symlink(self.version_name(), self.dir.join("..data_tmp")).unwrap();
-        std::fs::rename(self.dir.join("..data_tmp"), self.dir.join("..data")).unwrap();
-        let visible = Instant::now();
-        std::fs::remove_dir_all(old).unwrap();
-        visible
-    }
-}
 
 /// Replica states of worker `worker`, followed through the JSON log's transition
 /// events (`field_worker`, because `worker` is "agentsup" on supervisor lines).
@@ -155,16 +93,17 @@ fn message_contains(v: Option<&serde_json::Value>, needle: &str) -> bool {
 }
 
 #[test]
-fn kubelet_symlink_swap_restarts_an_auth_blocked_worker_within_2s() {
+fn kubelet_symlink_swap_restarts_an_auth_blocked_worker_at_once() {
     let sb = Sandbox::new();
+    let keys = RotationKeys::new();
     let mut secret = KubeSecret::create(
         &sb.path().join("secrets"),
-        &[("OPENAI_API_KEY", &format!("{OLD_KEY}\n"))],
+        &[("OPENAI_API_KEY", &format!("{}\n", keys.old.value()))],
     );
     // The provider already wants the new key: the old one is rejected.
-    sb.write("good_key", format!("{NEW_KEY}\n"));
-    // Reaches auth-blocked quickly (100 ms, then 1 s), then would wait 10 s: only
-    // the watch can restart it within 2 s.
+    sb.write("good_key", format!("{}\n", keys.new.value()));
+    // Reaches auth-blocked quickly (100 ms, then 3 s), then would wait 90 s: a
+    // restart well before that is the watch's doing, however loaded the machine.
     sb.config(&format!(
         r#"
 [[source]]
@@ -176,8 +115,8 @@ name = "planner"
 command = ["{}", "{}"]
 keys = ["OPENAI_API_KEY"]
 vars = {{ GOOD_KEY_FILE = "{}" }}
-backoff = {{ initial = "100ms", max = "60s", multiplier = 10.0, jitter = 0.0 }}
-auth = {{ max_delay = "60s" }}
+backoff = {{ initial = "100ms", max = "600s", multiplier = 30.0, jitter = 0.0 }}
+auth = {{ max_delay = "600s" }}
 "#,
         python(),
         fixture("openai_auth.py"),
@@ -185,31 +124,31 @@ auth = {{ max_delay = "60s" }}
     ));
     let mut run = sb.spawn(&["run", "--no-color"]);
     run.wait_for("auth-blocked", Duration::from_secs(60));
-    let visible = secret.rotate(&[("OPENAI_API_KEY", &format!("{NEW_KEY}\n"))]);
+    let visible = secret.rotate(&[("OPENAI_API_KEY", &format!("{}\n", keys.new.value()))]);
     run.wait_for("OPENAI_API_KEY changed", PATIENCE);
     run.wait_for("authenticated with key of length", PATIENCE);
     let latency = visible.elapsed();
+    // Typically well under a second (measured ~0.3 s idle); the bound is half the
+    // 90 s the replica would otherwise wait, so only a missing watch fails it.
     eprintln!("symlink swap -> authenticated: {latency:?}");
     assert!(
-        latency < Duration::from_secs(2),
-        "the auth-blocked worker restarted {latency:?} after the swap (goal: < 2 s)\n{}",
+        latency < Duration::from_secs(45),
+        "the auth-blocked worker restarted {latency:?} after the swap (it would have \
+         waited 90 s without the watch)\n{}",
         run.output()
     );
     run.signal(15);
     assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
-    let out = run.output();
-    assert!(
-        !out.contains(OLD_KEY) && !out.contains(NEW_KEY),
-        "a key leaked:\n{out}"
-    );
+    keys.assert_absent(&run);
 }
 
 #[test]
-fn rotation_restarts_replicas_one_at_a_time_never_all_down() {
+fn rotation_restarts_each_replica_once_one_at_a_time_never_all_down() {
     let sb = Sandbox::new();
+    let keys = RotationKeys::new();
     let mut secret = KubeSecret::create(
         &sb.path().join("secrets"),
-        &[("OPENAI_API_KEY", &format!("{OLD_KEY}\n"))],
+        &[("OPENAI_API_KEY", &format!("{}\n", keys.old.value()))],
     );
     // Each replica records the key it got (in the sandbox; the test reads it back).
     sb.config(
@@ -232,12 +171,12 @@ keys = ["OPENAI_API_KEY"]
     });
     let before = fleet.running.clone();
     assert!(
-        wait_until(PATIENCE, || every_replica_has(&sb, OLD_KEY)),
+        wait_until(PATIENCE, || every_replica_has(&sb, keys.old.value())),
         "{}",
         run.output()
     );
     fleet.reset_min();
-    secret.rotate(&[("OPENAI_API_KEY", &format!("{NEW_KEY}\n"))]);
+    secret.rotate(&[("OPENAI_API_KEY", &format!("{}\n", keys.new.value()))]);
     fleet.follow(
         &run,
         "agent",
@@ -260,28 +199,43 @@ keys = ["OPENAI_API_KEY"]
     stopped.sort();
     assert_eq!(stopped, vec![0, 1, 2], "{}", run.output());
     assert!(
-        wait_until(PATIENCE, || every_replica_has(&sb, NEW_KEY)),
+        wait_until(PATIENCE, || every_replica_has(&sb, keys.new.value())),
         "not every replica got the new key\n{}",
         run.output()
     );
+    // Keep reading past the point where every pid changed, up to the shutdown:
+    // a second restart of any replica (the rolling queue and another trigger
+    // restarting the same replica twice) must show up as a fourth stop. The
+    // SIGTERM's own `received SIGTERM` line is the end of that window; the stops
+    // of the shutdown itself come after it and are not counted.
     run.signal(15);
-    assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
-    let out = run.output();
-    assert!(
-        !out.contains(OLD_KEY) && !out.contains(NEW_KEY),
-        "a key leaked:\n{out}"
+    fleet.follow(&run, "agent", PATIENCE, "the shutdown", |_, v| {
+        message_contains(v, "received SIGTERM")
+    });
+    let mut stopped = fleet.stops.clone();
+    stopped.sort();
+    assert_eq!(
+        stopped,
+        vec![0, 1, 2],
+        "each replica restarted exactly once for one rotation\n{}",
+        run.output()
     );
+    assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
+    keys.assert_absent(&run);
 }
 
 #[test]
 fn rotated_value_failing_the_checks_is_refused_and_nothing_restarts() {
     // A key with a trailing space (an `Illegal header value` in the SDK), and a
     // placeholder, for a key with a provider shape.
-    for bad in ["sk-new-key \n", "changeme\n"] {
+    let new_key = Canary::new("sk-proj-");
+    let spaced = format!("{} \n", new_key.value());
+    for bad in [spaced.as_str(), "changeme\n"] {
         let sb = Sandbox::new();
+        let old_key = Canary::new("sk-proj-");
         let mut secret = KubeSecret::create(
             &sb.path().join("secrets"),
-            &[("OPENAI_API_KEY", &format!("{OLD_KEY}\n"))],
+            &[("OPENAI_API_KEY", &format!("{}\n", old_key.value()))],
         );
         sb.config(
             r#"
@@ -327,12 +281,9 @@ keys = ["OPENAI_API_KEY"]
             run.output()
         );
         assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
-        let out = run.output();
         // (`changeme` itself is one of the examples the placeholder finding names.)
-        assert!(
-            !out.contains(OLD_KEY) && !out.contains("sk-new-key"),
-            "a value leaked ({bad:?}):\n{out}"
-        );
+        old_key.assert_absent(&run);
+        new_key.assert_absent(&run);
     }
 }
 

@@ -350,6 +350,7 @@ mod tests {
                 uptime_secs: None,
                 restarts: 0,
                 last_exit: Some("\u{1b}c".into()),
+                ready: None,
             }],
             ..Status::default()
         };
@@ -384,6 +385,7 @@ mod tests {
                     uptime_secs: Some(5.0),
                     restarts: 0,
                     last_exit: None,
+                    ready: None,
                 },
                 ReplicaStatus {
                     worker: "x".into(),
@@ -393,6 +395,7 @@ mod tests {
                     uptime_secs: None,
                     restarts: 12,
                     last_exit: Some("auth".into()),
+                    ready: None,
                 },
             ],
             ..Status::default()

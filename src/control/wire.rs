@@ -44,6 +44,7 @@ mod tests {
                 uptime_secs: Some(0.25),
                 restarts: 2,
                 last_exit: Some("auth".into()),
+                ready: None,
             }],
             ..Status::default()
         };

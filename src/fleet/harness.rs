@@ -36,6 +36,7 @@ pub(super) fn config(workers: &[(&str, u32)]) -> FleetConfig {
                 replicas,
                 policy: policy(),
                 on_rotation: OnRotation::Restart,
+                ready: None,
             })
             .collect(),
         on_give_up: OnGiveUp::Keep,

@@ -79,6 +79,8 @@ struct Slot {
     restart_reason: RestartReason,
     /// Class of the last exit.
     last_exit: Option<ExitClass>,
+    /// With a `ready` probe: whether the current run passed it.
+    ready: Option<bool>,
 }
 
 /// The fleet: see the module docs.
@@ -115,6 +117,7 @@ impl Fleet {
                     restarts: 0,
                     restart_reason: RestartReason::Crash,
                     last_exit: None,
+                    ready: None,
                 });
             }
         }
@@ -164,6 +167,7 @@ impl Fleet {
                 self.on_exited(slot, status, class, reason, leaked, key, &mut cx);
             }
             Event::Timer(timer) => self.on_timer(timer, &mut cx),
+            Event::Ready { slot, run } => self.on_ready(slot, run, &mut cx),
             Event::RereadFinished(result) => self.on_reread(result, &mut cx),
             Event::SourcesChanged => {
                 cx.info("a watched source changed: re-reading and re-checking every source");
@@ -227,6 +231,11 @@ impl Fleet {
         self.slots[slot].pid
     }
 
+    /// With a `ready` probe: whether `slot`'s current run passed it.
+    pub fn ready(&self, slot: SlotId) -> Option<bool> {
+        self.slots[slot].ready
+    }
+
     /// True once a stop of everything began.
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down
@@ -279,6 +288,7 @@ impl Fleet {
                         .map(|t| now.saturating_duration_since(t).as_secs_f64()),
                     restarts: s.restarts,
                     last_exit: s.last_exit.map(|c| c.as_str().to_string()),
+                    ready: s.ready,
                 })
                 .collect(),
             counters: self.counters.clone(),
@@ -343,7 +353,18 @@ impl Fleet {
         s.run += 1;
         s.stop_requested = false;
         s.pid = None;
-        cx.out.push(Action::Spawn { slot, run: s.run });
+        let run = s.run;
+        cx.out.push(Action::Spawn { slot, run });
+        // With a `ready` probe, a new run is not ready until it passes; a rolling
+        // restart waits for that no longer than the timeout.
+        let ready = self.cfg.workers[s.worker].ready.as_ref().map(|r| r.0);
+        s.ready = ready.map(|_| false);
+        if let Some(timeout) = ready {
+            cx.out.push(Action::ArmTimer {
+                at: cx.now + timeout,
+                timer: Timer::ReadyTimeout { slot, run },
+            });
+        }
     }
 
     fn give_up(&mut self, slot: SlotId, cx: &mut Cx<'_>) {
@@ -383,9 +404,10 @@ impl Fleet {
             cx,
         );
         // A restart that met this replica while it was starting is being applied
-        // now: the rolling restart moves on once that one is up.
-        if self.state(slot) == StateKind::Running {
-            self.rolling_done(slot, cx);
+        // now: the rolling restart moves on once that one is up, and ready when it
+        // has a `ready` probe.
+        if self.slots[slot].ready != Some(false) {
+            self.rolling_up(slot, cx);
         }
     }
 
@@ -434,6 +456,9 @@ impl Fleet {
         s.pid = None;
         s.running_since = None;
         s.last_exit = Some(class);
+        if s.ready.is_some() {
+            s.ready = Some(false);
+        }
         // A stop agentsup asked for (restart, reload, rotation) keeps the reason it
         // set; otherwise the exit class is the reason.
         if !s.stop_requested {
@@ -486,6 +511,59 @@ impl Fleet {
                 cx.out.push(Action::Sweep);
             }
             Timer::UnplacedSignals => self.place_signals(None, cx),
+            Timer::ReadyTimeout { slot, run } => self.on_ready_timeout(slot, run, cx),
+        }
+    }
+
+    /// The probe of `slot`'s run `run` passed.
+    fn on_ready(&mut self, slot: SlotId, run: u64, cx: &mut Cx<'_>) {
+        let s = &mut self.slots[slot];
+        if s.run != run || s.ready != Some(false) {
+            return;
+        }
+        s.ready = Some(true);
+        let took = s
+            .running_since
+            .map(|t| {
+                let d = cx.now.saturating_duration_since(t);
+                format!(
+                    " {} after it started",
+                    humantime::format_duration(round_ms(d))
+                )
+            })
+            .unwrap_or_default();
+        let what = self.cfg.workers[s.worker]
+            .ready
+            .as_ref()
+            .map(|r| r.1.clone())
+            .unwrap_or_default();
+        cx.info(format!("{}: ready{took} ({what})", s.label));
+        self.rolling_up(slot, cx);
+    }
+
+    /// `slot`'s run `run` did not pass its probe within its timeout: whether it
+    /// runs, crashed or backs off, a rolling restart never waits longer for it.
+    fn on_ready_timeout(&mut self, slot: SlotId, run: u64, cx: &mut Cx<'_>) {
+        let s = &self.slots[slot];
+        if s.run != run || s.ready != Some(false) {
+            return;
+        }
+        let Some((timeout, what)) = self.cfg.workers[s.worker].ready.as_ref() else {
+            return;
+        };
+        let current = self.rolling.is_current(slot);
+        cx.warn(format!(
+            "{}: not ready {} after it started ({what}); it counts as not ready until the probe passes{}",
+            s.label,
+            humantime::format_duration(*timeout),
+            if current {
+                "; the rolling restart moves on without it"
+            } else {
+                ""
+            }
+        ));
+        if current {
+            self.rolling_done(slot, cx);
         }
     }
 

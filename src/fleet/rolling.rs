@@ -35,6 +35,11 @@ impl Queue {
     pub(super) fn clear(&mut self) {
         self.waiting.clear();
     }
+
+    /// True when `slot` is the replica restarting now.
+    pub(super) fn is_current(&self, slot: SlotId) -> bool {
+        self.current == Some(slot)
+    }
 }
 
 impl Fleet {
@@ -61,8 +66,16 @@ impl Fleet {
         self.next_rolling(cx);
     }
 
-    /// `slot` is up again (or could not start): the queue moves on if it was the
-    /// one restarting.
+    /// `slot` is up again (running, and ready if it has a probe): the queue moves
+    /// on if it was the one restarting.
+    pub(super) fn rolling_up(&mut self, slot: SlotId, cx: &mut Cx<'_>) {
+        if self.state(slot) == crate::replica::StateKind::Running {
+            self.rolling_done(slot, cx);
+        }
+    }
+
+    /// `slot` is done, up or not (it could not start, or its `ready` timeout
+    /// passed): the queue moves on if it was the one restarting.
     pub(super) fn rolling_done(&mut self, slot: SlotId, cx: &mut Cx<'_>) {
         if self.rolling.current == Some(slot) {
             self.rolling.current = None;

@@ -467,3 +467,42 @@ fn a_revoked_key_on_a_quiet_queue_reaches_auth_blocked_and_fails_readiness() {
         }
     }
 }
+
+#[test]
+fn a_rolling_restart_waits_for_the_ready_probe_or_its_timeout() {
+    let mut cfg = config(&[("a", 3)]);
+    cfg.workers[0].ready = Some((Duration::from_secs(5), "http http://x/health".into()));
+    let mut h = H::with(cfg);
+    h.step(Event::Start);
+    h.settle();
+    for slot in 0..3 {
+        let run = h.run(slot);
+        h.step(Event::Ready { slot, run });
+    }
+    assert!(h.fleet.status(h.now).readiness().is_ok());
+    h.control(ControlRequest::Restart { target: "a".into() });
+    h.exit(0, ExitClass::Ok);
+    h.spawned(0);
+    assert_eq!(h.signals().len(), 1, "a.1 waits for a.0's probe");
+    assert_eq!(h.fleet.status(h.now).replicas[0].ready, Some(false));
+    h.now += Duration::from_millis(1500);
+    let run = h.run(0);
+    h.step(Event::Ready { slot: 0, run });
+    assert!(
+        h.lines()
+            .contains(&"a.0: ready 1s 500ms after it started (http http://x/health)".into())
+    );
+    assert_eq!(h.signals().last(), Some(&(1, StopSignal::Stop)));
+    // a.1 never passes: the queue moves on at its timeout.
+    h.exit(1, ExitClass::Ok);
+    h.spawned(1);
+    h.advance(Duration::from_millis(4999));
+    assert_eq!(h.signals().len(), 2);
+    h.advance(Duration::from_millis(1));
+    assert_eq!(h.signals().last(), Some(&(2, StopSignal::Stop)));
+    assert!(
+        h.lines()
+            .iter()
+            .any(|l| l.starts_with("a.1: not ready 5s after it started"))
+    );
+}

@@ -23,6 +23,9 @@ pub struct WorkerSpec {
     /// or a refresh changed their keys (`restart`), only on a reload
     /// (`next-start`), or never (`file`, `signal`: the values change in place).
     pub on_rotation: OnRotation,
+    /// With a `ready` probe: how long a new run may take to pass it, and the
+    /// probe as the log names it (`http http://127.0.0.1:8080/health`).
+    pub ready: Option<(Duration, String)>,
 }
 
 /// The fleet's configuration, from the plan.
@@ -78,6 +81,13 @@ pub enum Timer {
     ShutdownDeadline,
     /// Ignored signals whose sender is not known yet waited long enough.
     UnplacedSignals,
+    /// A run's `ready` timeout is over.
+    ReadyTimeout {
+        /// Which replica.
+        slot: SlotId,
+        /// Which of its runs.
+        run: u64,
+    },
 }
 
 /// Everything that can happen to the fleet.
@@ -125,6 +135,13 @@ pub enum Event {
     },
     /// A timer armed by [`Action::ArmTimer`] is due.
     Timer(Timer),
+    /// A run's `ready` probe passed.
+    Ready {
+        /// Which replica.
+        slot: SlotId,
+        /// Which of its runs.
+        run: u64,
+    },
     /// A re-read asked for by [`Action::Reread`] finished: for every slot, its
     /// changed keys, or why the new values were refused.
     RereadFinished(Result<Vec<Vec<KeyChange>>, String>),

@@ -361,6 +361,7 @@ mod tests {
             uptime_secs: None,
             restarts: 0,
             last_exit: None,
+            ready: None,
         }
     }
 

@@ -335,6 +335,7 @@ mod tests {
             uptime_secs: Some(1.0),
             restarts: 0,
             last_exit: None,
+            ready: None,
         }
     }
 

@@ -163,6 +163,24 @@ pub struct Tail {
     bytes: usize,
     max_lines: usize,
     max_bytes: usize,
+    /// A `ready = { log = … }` probe waiting for its line (issue 14).
+    watch: Option<LineWatch>,
+}
+
+/// Calls `on_match` once, for the first line that matches `re`.
+pub struct LineWatch {
+    /// The pattern.
+    pub re: regex::Regex,
+    /// What to do then.
+    pub on_match: Box<dyn FnOnce() + Send>,
+}
+
+impl std::fmt::Debug for LineWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LineWatch")
+            .field("re", &self.re.as_str())
+            .finish()
+    }
 }
 
 impl Default for Tail {
@@ -184,12 +202,27 @@ impl Tail {
             bytes: 0,
             max_lines: max_lines.max(1),
             max_bytes: max_bytes.max(1),
+            watch: None,
         }
+    }
+
+    /// Watches the lines pushed from now on; replaces an earlier watch.
+    pub fn watch(&mut self, watch: Option<LineWatch>) {
+        self.watch = watch;
     }
 
     /// Adds a line (without newline). A line longer than the byte limit keeps its
     /// end. Evicted buffers are reused, so a full tail allocates nothing.
     pub fn push(&mut self, line: &[u8]) {
+        if self
+            .watch
+            .as_ref()
+            .is_some_and(|w| w.re.is_match(&String::from_utf8_lossy(line)))
+        {
+            if let Some(w) = self.watch.take() {
+                (w.on_match)();
+            }
+        }
         let limit = self.max_bytes - 1;
         let line = &line[line.len().saturating_sub(limit)..];
         let mut reuse = None;
@@ -220,7 +253,8 @@ impl Tail {
         out
     }
 
-    /// Forgets everything (a new run of the replica).
+    /// Forgets every line (a new run of the replica); a watch set for the new
+    /// run stays.
     pub fn clear(&mut self) {
         self.lines.clear();
         self.bytes = 0;

@@ -61,7 +61,7 @@ pub mod width;
 mod writer;
 
 pub use format::{FieldValue, LineFormatter, SupervisorEvent};
-pub use frame::{Frame, LineFramer, Tail};
+pub use frame::{Frame, LineFramer, LineWatch, Tail};
 pub use pump::{ReadWait, pump, pump_tracked};
 pub use sink::{OutputLayer, OutputSink};
 pub use writer::Undelivered;

@@ -457,6 +457,97 @@ impl Builder<'_> {
         }
     }
 
+    /// `ready = { … }`: exactly one probe, each checked.
+    fn ready(
+        &mut self,
+        name: &str,
+        entry: &Spanned<config::ReadyEntry>,
+    ) -> Option<crate::ready::ReadyPlan> {
+        use crate::ready::{DEFAULT_INTERVAL, DEFAULT_TIMEOUT, Probe, ReadyPlan};
+        let r = entry.get_ref();
+        let set = [
+            r.http.is_some(),
+            r.exec.is_some(),
+            r.log.is_some(),
+            r.notify.is_some(),
+        ]
+        .iter()
+        .filter(|&&b| b)
+        .count();
+        if set != 1 {
+            self.err_at(
+                entry.span(),
+                format!(
+                    "worker {name:?}: `ready` takes exactly one of `http`, `exec`, `log`, `notify` (found {set}), e.g. ready = {{ http = \"http://127.0.0.1:8000/healthz\" }}"
+                ),
+            );
+            return None;
+        }
+        let probe = if let Some(u) = &r.http {
+            // `{replica}` stands for a digit while the URL is checked.
+            if let Err(e) = crate::ready::check_url(&crate::ready::for_replica(u.get_ref(), 0)) {
+                self.err_at(u.span(), format!("worker {name:?}: ready http: {e}"));
+                return None;
+            }
+            Probe::Http(u.get_ref().clone())
+        } else if let Some(argv) = &r.exec {
+            if argv.get_ref().first().is_none_or(|p| p.trim().is_empty()) {
+                self.err_at(
+                    argv.span(),
+                    format!(
+                        "worker {name:?}: ready exec is empty; give argv such as [\"pg_isready\"]"
+                    ),
+                );
+                return None;
+            }
+            Probe::Exec(argv.get_ref().clone())
+        } else if let Some(re) = &r.log {
+            match Regex::new(re.get_ref()) {
+                Ok(re) => Probe::Log(re),
+                Err(e) => {
+                    self.err_at(
+                        re.span(),
+                        format!(
+                            "worker {name:?}: ready log is not a valid regex: {}",
+                            first_line(&e.to_string())
+                        ),
+                    );
+                    return None;
+                }
+            }
+        } else {
+            let n = r.notify.as_ref()?;
+            if !*n.get_ref() {
+                self.err_at(
+                    n.span(),
+                    format!(
+                        "worker {name:?}: `notify = false` is no probe; remove `ready` instead"
+                    ),
+                );
+                return None;
+            }
+            Probe::Notify
+        };
+        if matches!(probe, Probe::Log(_) | Probe::Notify) && r.interval.is_some() {
+            self.err_at(
+                entry.span(),
+                format!("worker {name:?}: `interval` applies to ready http and exec probes only"),
+            );
+        }
+        let interval = r.interval.map_or(DEFAULT_INTERVAL, |d| d.0);
+        if interval < std::time::Duration::from_millis(100) {
+            self.err_at(
+                entry.span(),
+                format!("worker {name:?}: ready `interval` must be at least 100ms"),
+            );
+        }
+        Some(ReadyPlan {
+            probe,
+            timeout: r.timeout.map_or(DEFAULT_TIMEOUT, |d| d.0),
+            interval: interval.max(std::time::Duration::from_millis(100)),
+        })
+    }
+
     fn workers(
         &mut self,
         entries: &[Spanned<config::WorkerEntry>],
@@ -686,6 +777,7 @@ impl Builder<'_> {
             };
             let creds = self.creds(&name, w, start);
             let reload_signal = self.reload_signal(&name, w, default_rotation);
+            let ready = w.ready.as_ref().and_then(|r| self.ready(&name, r));
             out.push(WorkerPlan {
                 name,
                 line,
@@ -709,6 +801,7 @@ impl Builder<'_> {
                     .as_ref()
                     .map_or(default_rotation, |r| *r.get_ref()),
                 reload_signal,
+                ready,
                 start,
                 fork,
                 backoff,

@@ -15,6 +15,7 @@
 mod early_stop;
 mod events;
 mod in_place;
+mod ready_ops;
 mod refresh_ops;
 mod reread;
 mod run_task;
@@ -59,6 +60,8 @@ struct SlotIo {
     /// The current run's secrets, kept registered with the redactor until the next
     /// run replaces them, however many rotations happen meanwhile.
     held: Option<crate::redact::Held>,
+    /// Stops the current run's `ready` probe.
+    probe_cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Inputs of the dispatcher besides signals and run events.
@@ -75,6 +78,8 @@ enum Input {
     RefreshDue { generation: u64 },
     /// Time to ping systemd's watchdog (`WatchdogSec=`).
     Watchdog,
+    /// A replica's `ready` probe passed for that run.
+    Ready { slot: usize, run: u64 },
 }
 
 /// The dispatcher: turns every input into a [`fleet::Event`], steps the fleet and
@@ -110,6 +115,8 @@ struct Dispatcher {
     refresh_gen: u64,
     /// systemd's `Type=notify` protocol, when agentsup runs under it.
     systemd: Option<crate::notify::Systemd>,
+    /// Sockets of `ready = { notify = true }` workers, made on first use.
+    notify_dir: Option<crate::ready::NotifyDir>,
 }
 
 impl Dispatcher {
@@ -181,6 +188,9 @@ impl Dispatcher {
                 if let Some(n) = self.systemd.as_mut() {
                     n.stopping();
                 }
+                for slot in 0..self.io.len() {
+                    self.cancel_probe(slot);
+                }
                 self.sink.abandon_at(output_deadline);
             }
             Action::RereadOutcome { accepted, why } => {
@@ -197,6 +207,7 @@ impl Dispatcher {
         let env = self.built_env(slot);
         let mut pairs = env.pairs();
         self.prepare_key_files(self.fleet.slot(slot).0, &env, &mut pairs);
+        self.prepare_ready(slot, run, &mut pairs);
         let secrets: Vec<_> = env.secrets().collect();
         self.redactor.extend(secrets.iter().cloned());
         // Taken before the previous run's hold is dropped (the assignment below),
@@ -261,7 +272,12 @@ impl Dispatcher {
 
     fn on_run_event(&mut self, ev: RunEvent) {
         let event = match ev {
-            RunEvent::Spawned { slot, run, pid } => Event::Spawned { slot, run, pid },
+            RunEvent::Spawned { slot, run, pid } => {
+                if self.fleet.is_current(slot, run) {
+                    self.start_probe(slot, pid);
+                }
+                Event::Spawned { slot, run, pid }
+            }
             RunEvent::SpawnFailed { slot, run, reason } => Event::SpawnFailed { slot, run, reason },
             RunEvent::Exited {
                 slot,
@@ -272,6 +288,7 @@ impl Dispatcher {
                 if !self.fleet.is_current(slot, run) {
                     return;
                 }
+                self.cancel_probe(slot);
                 let (status, class, reason) = self.classify(slot, termination);
                 Event::Exited {
                     slot,
@@ -369,6 +386,12 @@ impl Dispatcher {
                     n.ping();
                 }
             }
+            Input::Ready { slot, run } => {
+                if self.fleet.is_current(slot, run) {
+                    self.cancel_probe(slot);
+                }
+                self.step(Event::Ready { slot, run });
+            }
         }
     }
 
@@ -458,6 +481,7 @@ async fn supervise(ctx: RunContext) -> Result<(u8, SignalStream)> {
                 replicas: w.replicas,
                 policy: replica_policy(w),
                 on_rotation: w.on_rotation,
+                ready: w.ready.as_ref().map(|r| (r.timeout, r.describe())),
             })
             .collect(),
         on_give_up: sup.on_give_up,
@@ -480,6 +504,7 @@ async fn supervise(ctx: RunContext) -> Result<(u8, SignalStream)> {
             ],
             injected: Vec::new(),
             held: None,
+            probe_cancel: None,
         })
         .collect();
     let d = Dispatcher {
@@ -505,6 +530,7 @@ async fn supervise(ctx: RunContext) -> Result<(u8, SignalStream)> {
         refresh,
         refresh_gen: 0,
         systemd: crate::notify::Systemd::from_env(),
+        notify_dir: None,
     };
     Ok(d.run(ctx.signals, runs_rx, ctx.inputs_rx).await)
 }

@@ -87,7 +87,13 @@ impl Dispatcher {
         }
         let f = &self.fleet;
         let started = (0..f.len())
-            .filter(|&s| f.run(s) > 0 && f.state(s) != StateKind::Starting)
+            .filter(|&s| {
+                // A running replica with a `ready` probe has started once it passed.
+                let running = f.state(s) == StateKind::Running;
+                f.run(s) > 0
+                    && f.state(s) != StateKind::Starting
+                    && !(running && f.ready(s) == Some(false))
+            })
             .count();
         let running = (0..f.len())
             .filter(|&s| f.state(s) == StateKind::Running)

@@ -5,6 +5,11 @@
 //! kill-on-drop guard so a failing test leaves nothing behind.
 #![allow(dead_code)]
 
+mod canary;
+mod fixtures;
+pub use canary::*;
+pub use fixtures::*;
+
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -25,6 +30,9 @@ pub fn bin() -> PathBuf {
 /// A temp directory holding a config and its files.
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
+    /// Every file written with [`Sandbox::write`], so a leak scan of the sandbox
+    /// ([`Canary::assert_not_in_sandbox`]) skips the test's own inputs.
+    written: Mutex<Vec<PathBuf>>,
 }
 
 /// What a finished run printed.
@@ -53,13 +61,10 @@ impl Output {
         self
     }
 
-    /// Asserts `secret` appears in neither stream.
-    pub fn assert_no_leak(&self, secret: &str) -> &Self {
-        assert!(
-            !self.all().contains(secret),
-            "secret leaked into output:\n{}",
-            self.all()
-        );
+    /// Asserts `canary` appears in neither stream, in any form
+    /// ([`Canary::assert_absent`]).
+    pub fn assert_no_leak(&self, canary: &Canary) -> &Self {
+        canary.assert_absent(self);
         self
     }
 
@@ -79,6 +84,7 @@ impl Sandbox {
     pub fn new() -> Sandbox {
         Sandbox {
             dir: tempfile::tempdir().expect("tempdir"),
+            written: Mutex::new(Vec::new()),
         }
     }
 
@@ -93,7 +99,13 @@ impl Sandbox {
             std::fs::create_dir_all(parent).unwrap();
         }
         std::fs::write(&p, content).unwrap();
+        self.written.lock().unwrap().push(p.clone());
         p
+    }
+
+    /// The files written with [`Sandbox::write`] so far.
+    pub fn written(&self) -> Vec<PathBuf> {
+        self.written.lock().unwrap().clone()
     }
 
     /// Writes an executable script.
@@ -513,17 +525,13 @@ pub fn spawn_with_health_port(mut start: impl FnMut(u16) -> Running) -> (Running
 
 /// The auth-rotation scenario that `run` and `start = "fork"` must both pass:
 /// `sb`'s config has a `dir` source at `secrets/` and a worker running
-/// `tests/fixtures/openai_auth.py` whose provider accepts only `new_key`, and
-/// `secrets/OPENAI_API_KEY` holds `old_key`. Asserts the failure is classified as
+/// `tests/fixtures/openai_auth.py` whose provider accepts only `keys.new`, and
+/// `secrets/OPENAI_API_KEY` holds `keys.old`. Asserts the failure is classified as
 /// auth (with the echoed-key hint) and the worker waits for a new key, then writes
 /// `new_key`, asserts the change is seen, the worker authenticates and agentsup
 /// exits 0 on SIGTERM without printing either key. Returns the whole output for
 /// further checks. Exists so both start modes are held to the very same steps.
-pub fn assert_auth_failure_then_rotation_recovers(
-    sb: &Sandbox,
-    old_key: &str,
-    new_key: &str,
-) -> String {
+pub fn assert_auth_failure_then_rotation_recovers(sb: &Sandbox, keys: &RotationKeys) -> String {
     let mut run = sb.spawn(&["run", "--no-color"]);
     let line = run.wait_for("class auth", PATIENCE);
     assert!(
@@ -532,21 +540,14 @@ pub fn assert_auth_failure_then_rotation_recovers(
     );
     run.wait_for("its keys are unchanged", PATIENCE);
     // Rotate: the provider now wants `new_key`, and the secret directory holds it.
-    sb.write("secrets/OPENAI_API_KEY", format!("{new_key}\n"));
+    sb.write("secrets/OPENAI_API_KEY", format!("{}\n", keys.new.value()));
     run.wait_for("OPENAI_API_KEY changed", PATIENCE);
     run.wait_for("authenticated with key of length", PATIENCE);
     run.signal(15);
     assert_eq!(run.wait_exit(PATIENCE), Some(0));
-    let out = run.output();
-    assert!(
-        !out.contains(old_key) && !out.contains(new_key),
-        "a key leaked:\n{out}"
-    );
-    out
+    keys.assert_absent(&run);
+    run.output()
 }
-
-/// A real-looking 51-character OpenAI key (fake).
-pub const FAKE_OPENAI_KEY: &str = "sk-Zq8xN3vR7tY2wK5mP9aB4cD6eF1gH0jL3nQ7sT9uVwXyA1b2";
 
 /// The real python3 executable (not a pyenv/asdf shim script, which would add its
 /// own variables to the environment a test inspects).

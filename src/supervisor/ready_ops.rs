@@ -1,0 +1,207 @@
+//! The dispatcher's side of per-worker readiness (issue 14; the probes are
+//! [`crate::ready`]): running each run's probe and reporting it as
+//! [`crate::fleet::Event::Ready`]. What readiness means (not ready from spawn until
+//! the probe passes; a rolling restart waits for it, or for its `timeout`, before
+//! moving to the next replica) is the fleet's.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::{Dispatcher, Input, SlotId};
+use crate::ready::Probe;
+
+impl Dispatcher {
+    /// Stops the probe of `slot`'s current run, if one runs.
+    pub(super) fn cancel_probe(&mut self, slot: SlotId) {
+        if let Some(c) = self.io[slot].probe_cancel.take() {
+            c.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Before replica `slot`'s run number `run` spawns: for `notify` and `log`
+    /// probes, sets up what will hear it (`NOTIFY_SOCKET` goes into `pairs`).
+    /// `http` and `exec` start once the process runs.
+    pub(super) fn prepare_ready(
+        &mut self,
+        slot: SlotId,
+        run: u64,
+        pairs: &mut Vec<(String, String)>,
+    ) {
+        self.cancel_probe(slot);
+        let Some(ready) = self.worker_of(slot).ready.clone() else {
+            return;
+        };
+        let cancel = Arc::new(AtomicBool::new(false));
+        self.io[slot].probe_cancel = Some(cancel.clone());
+        let tx = self.inputs_tx.clone();
+        match &ready.probe {
+            Probe::Log(re) => {
+                let watch = crate::output::LineWatch {
+                    re: re.clone(),
+                    on_match: Box::new(move || {
+                        let _ = tx.send(Input::Ready { slot, run });
+                    }),
+                };
+                // stdout and stderr: whichever prints the line first.
+                let [out, err] = &self.io[slot].tail;
+                let tx2 = self.inputs_tx.clone();
+                let second = crate::output::LineWatch {
+                    re: re.clone(),
+                    on_match: Box::new(move || {
+                        let _ = tx2.send(Input::Ready { slot, run });
+                    }),
+                };
+                if let Ok(mut t) = out.lock() {
+                    t.watch(Some(watch));
+                }
+                if let Ok(mut t) = err.lock() {
+                    t.watch(Some(second));
+                }
+            }
+            Probe::Notify => match self.notify_socket(slot, run) {
+                Ok((path, sock)) => {
+                    pairs.retain(|(k, _)| k != "NOTIFY_SOCKET");
+                    pairs.push(("NOTIFY_SOCKET".into(), path.display().to_string()));
+                    tokio::spawn(listen(sock, path, cancel, tx, slot, run));
+                }
+                Err(e) => {
+                    let (w, r) = self.fleet.slot(slot);
+                    tracing::error!(
+                        "{}.{r}: {e}; it cannot report ready = {{ notify = true }}",
+                        self.workers[w].name
+                    );
+                }
+            },
+            Probe::Http(_) | Probe::Exec(_) => {}
+        }
+    }
+
+    /// Binds run `run` of `slot`'s notify socket, owned by the worker's user.
+    fn notify_socket(
+        &mut self,
+        slot: usize,
+        run: u64,
+    ) -> Result<(std::path::PathBuf, tokio::net::UnixDatagram), String> {
+        if self.notify_dir.is_none() {
+            let foreign = self.workers.iter().any(|w| {
+                w.creds
+                    .as_ref()
+                    .is_some_and(|c| c.uid != nix::unistd::geteuid().as_raw())
+            });
+            self.notify_dir = Some(crate::ready::NotifyDir::create(foreign)?);
+        }
+        let dir = self.notify_dir.as_ref().ok_or("no notify directory")?;
+        let path = dir.socket_path(slot, run);
+        let _ = std::fs::remove_file(&path);
+        let sock = tokio::net::UnixDatagram::bind(&path)
+            .map_err(|e| format!("cannot bind its notify socket {}: {e}", path.display()))?;
+        if let Some(c) = &self.worker_of(slot).creds {
+            std::os::unix::fs::chown(&path, Some(c.uid), Some(c.gid))
+                .map_err(|e| format!("cannot hand its notify socket to its user: {e}"))?;
+        }
+        Ok((path, sock))
+    }
+
+    /// Once the process of `slot` runs: starts its `http` or `exec` probe.
+    pub(super) fn start_probe(&mut self, slot: SlotId, pid: u32) {
+        let (w, replica) = self.fleet.slot(slot);
+        let worker = &self.workers[w];
+        let (Some(ready), Some(cancel)) =
+            (worker.ready.clone(), self.io[slot].probe_cancel.clone())
+        else {
+            return;
+        };
+        let run = self.fleet.run(slot);
+        let tx = self.inputs_tx.clone();
+        match ready.probe {
+            Probe::Http(url) => {
+                let url = crate::ready::for_replica(&url, replica);
+                let each = ready.interval.max(Duration::from_secs(2));
+                tokio::spawn(poll(cancel, tx, slot, run, ready.interval, move || {
+                    crate::ready::http_once(&url, each)
+                }));
+            }
+            Probe::Exec(argv) => {
+                let argv: Vec<String> = argv
+                    .iter()
+                    .map(|a| crate::ready::for_replica(a, replica))
+                    .collect();
+                let mut env: Vec<(String, String)> = self
+                    .process_env
+                    .vars
+                    .iter()
+                    .filter(|(k, _)| self.plan.inherit.is_match(k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.expose().to_string()))
+                    .collect();
+                env.extend([
+                    ("AGENTSUP_WORKER".to_string(), worker.name.clone()),
+                    ("AGENTSUP_REPLICA".to_string(), replica.to_string()),
+                    ("AGENTSUP_REPLICAS".to_string(), worker.replicas.to_string()),
+                    ("AGENTSUP_PID".to_string(), pid.to_string()),
+                ]);
+                let cwd = worker.cwd.clone();
+                let reaper = self.reaper.clone();
+                let each = ready.interval.max(Duration::from_secs(5));
+                tokio::spawn(poll(cancel, tx, slot, run, ready.interval, move || {
+                    use crate::sources::CommandRunner;
+                    // Through the reaper, as every child of `run` (design.md).
+                    crate::validate::SpawnRunner(Some(reaper.clone()))
+                        .run(&argv, &env, &cwd, each)
+                        .is_ok_and(|c| c.code == Some(0))
+                }));
+            }
+            Probe::Log(_) | Probe::Notify => {}
+        }
+    }
+}
+
+/// Tries `attempt` (blocking) every `interval` until it succeeds or `cancel`.
+async fn poll(
+    cancel: Arc<AtomicBool>,
+    tx: tokio::sync::mpsc::UnboundedSender<Input>,
+    slot: usize,
+    run: u64,
+    interval: Duration,
+    attempt: impl Fn() -> bool + Send + Sync + Clone + 'static,
+) {
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return;
+        }
+        let started = Instant::now();
+        let f = attempt.clone();
+        let ok = tokio::task::spawn_blocking(f).await.unwrap_or(false);
+        if cancel.load(Ordering::Relaxed) {
+            return;
+        }
+        if ok {
+            let _ = tx.send(Input::Ready { slot, run });
+            return;
+        }
+        tokio::time::sleep(interval.saturating_sub(started.elapsed())).await;
+    }
+}
+
+/// Waits for `READY=1` on a run's notify socket; removes the socket after.
+async fn listen(
+    sock: tokio::net::UnixDatagram,
+    path: std::path::PathBuf,
+    cancel: Arc<AtomicBool>,
+    tx: tokio::sync::mpsc::UnboundedSender<Input>,
+    slot: usize,
+    run: u64,
+) {
+    let mut buf = vec![0u8; 4096];
+    while !cancel.load(Ordering::Relaxed) {
+        match tokio::time::timeout(Duration::from_millis(500), sock.recv(&mut buf)).await {
+            Ok(Ok(n)) if crate::ready::says_ready(&buf[..n]) => {
+                let _ = tx.send(Input::Ready { slot, run });
+                break;
+            }
+            Ok(Ok(_)) | Err(_) => {}
+            Ok(Err(_)) => break,
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+}

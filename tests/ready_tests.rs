@@ -1,0 +1,199 @@
+//! Per-worker readiness (issue 14), with the real binary and real workers:
+//! `ready = { notify | log | exec | http }`, rolling restarts that wait for the
+//! restarted replica to be ready, `/readyz` and `agentsup status` that say so.
+
+use crate::control_tests::Ctl;
+use crate::support::*;
+
+/// A worker that takes a moment, then tells `$NOTIFY_SOCKET` it is ready
+/// (systemd's protocol, as `sd_notify(3)` sends it).
+const NOTIFY_WORKER: &str = r#"
+import os, socket, time
+print("booting token=%d" % len(os.environ["MY_TOKEN"]), flush=True)
+time.sleep(1.0)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.sendto(b"STATUS=warm\nREADY=1", os.environ["NOTIFY_SOCKET"])
+print("sent ready", flush=True)
+while True:
+    time.sleep(1)
+"#;
+
+#[test]
+fn a_rolling_restart_moves_on_only_when_the_restarted_replica_is_ready() {
+    let ctl = Ctl::new("");
+    let sb = &ctl.sb;
+    sb.write("secrets/MY_TOKEN", "first-token-00001");
+    sb.write("worker.py", NOTIFY_WORKER);
+    sb.config(&format!(
+        r#"
+[[source]]
+type = "dir"
+path = "secrets"
+
+[[worker]]
+name = "n"
+replicas = 2
+command = ["{py}", "worker.py"]
+keys = ["MY_TOKEN"]
+ready = {{ notify = true }}
+"#,
+        py = python()
+    ));
+    let mut run = ctl.start();
+    run.wait_for_all(&["n.0: ready", "n.1: ready"], PATIENCE);
+    let status = ctl.status();
+    for r in status["replicas"].as_array().unwrap() {
+        assert_eq!(r["ready"], true, "{status}");
+    }
+    write_atomically(&sb.path().join("secrets/MY_TOKEN"), "second-token-000002");
+    run.wait_for("restarting 2 replica(s)", PATIENCE);
+    // Both restarted, each announced ready; never both down at once: the second
+    // stop comes after the first restarted replica said it was ready.
+    let ok = wait_until(PATIENCE, || {
+        run.output().matches("booting token=19").count() == 2
+    });
+    assert!(ok, "{}", run.output());
+    run.wait_for_match(
+        |l| l.contains(": ready") && l.contains("after it started"),
+        PATIENCE,
+    )
+    .expect("a restarted replica became ready");
+    let out = run.output();
+    let lines: Vec<&str> = out.lines().collect();
+    let pos = |pred: &dyn Fn(&str) -> bool, from: usize| {
+        lines[from..].iter().position(|l| pred(l)).map(|i| i + from)
+    };
+    let restart = pos(&|l| l.contains("restarting 2 replica(s)"), 0).unwrap();
+    let first_stop = pos(&|l| l.contains("running -> stopping"), restart).unwrap();
+    let first_ready = pos(
+        &|l| l.contains(": ready") && l.contains("after it started"),
+        first_stop,
+    );
+    let second_stop = pos(&|l| l.contains("running -> stopping"), first_stop + 1);
+    let (Some(first_ready), Some(second_stop)) = (first_ready, second_stop) else {
+        panic!("{out}");
+    };
+    assert!(
+        first_ready < second_stop,
+        "the second replica was stopped before the first was ready:\n{out}"
+    );
+    run.signal(15);
+    assert_eq!(run.wait_exit(PATIENCE), Some(0));
+}
+
+#[test]
+fn log_and_exec_probes_gate_readiness_and_status_shows_it() {
+    let ctl = Ctl::new("");
+    let sb = &ctl.sb;
+    let (mut run, port) = spawn_with_health_port(|port| {
+        sb.config(&format!(
+            r#"
+[supervisor]
+health = "127.0.0.1:{port}"
+
+[[worker]]
+name = "logger"
+command = ["sh", "-c", "echo warming; while [ ! -e go ]; do sleep 0.05; done; echo 'server listening on :8000'; exec sleep 300"]
+ready = {{ log = 'listening on :\d+' }}
+
+[[worker]]
+name = "execd"
+command = ["sh", "-c", "exec sleep 300"]
+ready = {{ exec = ["test", "-e", "flag-{{replica}}"], interval = "200ms" }}
+"#
+        ));
+        ctl.start()
+    });
+    run.wait_for("warming", PATIENCE);
+    let pids = ctl.running_pids(2);
+    assert_eq!(pids.len(), 2);
+    let readyz = || {
+        ureq::get(&format!("http://127.0.0.1:{port}/readyz"))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .ok()
+            .map(|mut r| {
+                (
+                    r.status().as_u16(),
+                    r.body_mut().read_to_string().unwrap_or_default(),
+                )
+            })
+    };
+    let (code, body) = readyz().expect("/readyz answers");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("logger has no ready replica yet"), "{body}");
+    assert!(body.contains("execd has no ready replica yet"), "{body}");
+    let status = ctl.status();
+    assert_eq!(status["replicas"][0]["ready"], false, "{status}");
+    sb.write("go", "");
+    run.wait_for("logger.0: ready", PATIENCE);
+    sb.write("flag-0", "");
+    run.wait_for("execd.0: ready", PATIENCE);
+    let ok = wait_until(PATIENCE, || readyz().is_some_and(|(c, _)| c == 200));
+    assert!(ok, "{:?}", readyz());
+    run.signal(15);
+    assert_eq!(run.wait_exit(PATIENCE), Some(0));
+}
+
+#[test]
+fn an_http_probe_waits_for_a_2xx_and_a_timeout_is_reported() {
+    let sb = Sandbox::new();
+    let port = free_port();
+    // Serves 200 on /ready only after `up` exists; 503 before.
+    sb.write(
+        "server.py",
+        r#"
+import os, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class H(BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def do_GET(self):
+        self.send_response(200 if os.path.exists("up") else 503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+print("serving", flush=True)
+HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"#,
+    );
+    sb.config(&format!(
+        r#"
+[[worker]]
+name = "web"
+command = ["{py}", "server.py", "{port}"]
+ready = {{ http = "http://127.0.0.1:{port}/ready", interval = "200ms", timeout = "2s" }}
+"#,
+        py = python()
+    ));
+    let mut run = sb.spawn(&["run", "--no-color"]);
+    run.wait_for("serving", PATIENCE);
+    let line = run.wait_for("web.0: not ready 2s after it started", PATIENCE);
+    assert!(
+        line.contains(&format!("http http://127.0.0.1:{port}/ready")),
+        "{line}"
+    );
+    sb.write("up", "");
+    run.wait_for("web.0: ready", PATIENCE);
+    run.signal(15);
+    assert_eq!(run.wait_exit(PATIENCE), Some(0));
+}
+
+#[test]
+fn check_names_ready_mistakes() {
+    let sb = Sandbox::new();
+    sb.config("[[worker]]\nname = \"a\"\ncommand = [\"true\"]\nready = { http = \"http://x/\", log = \"y\" }\n");
+    let out = sb.run(&["check"]);
+    out.assert_code(78);
+    out.assert_contains("`ready` takes exactly one of `http`, `exec`, `log`, `notify` (found 2)");
+    sb.config(
+        "[[worker]]\nname = \"a\"\ncommand = [\"true\"]\nready = { http = \"https://x/\" }\n",
+    );
+    sb.run(&["check"])
+        .assert_code(78)
+        .assert_contains("must start with http://");
+    sb.config("[[worker]]\nname = \"a\"\ncommand = [\"true\"]\nready = { notfy = true }\n");
+    sb.run(&["check"])
+        .assert_code(78)
+        .assert_contains("did you mean `notify`");
+}
