@@ -15,12 +15,17 @@
 //!   (as tini does) so it is not stopped for touching the terminal from the
 //!   background; the command gets them back at their defaults.
 //! * Every catchable signal is forwarded to the command's group, except: SIGCHLD
-//!   (ours), signal-hook's `FORBIDDEN` list, the synchronous fault signals SIGBUS,
-//!   SIGTRAP, SIGSYS and SIGABRT (left at their defaults so a crash of agentsup is
-//!   still a crash, as in tini), SIGPIPE (Rust ignores it; a handler would turn a
-//!   broken pipe on agentsup's own stderr into a SIGPIPE for the command), and
-//!   SIGTTIN/SIGTTOU (above). SIGTSTP and SIGCONT sent to agentsup are forwarded, so
-//!   `kill -TSTP` stops the command's group while agentsup keeps running.
+//!   (ours), SIGPIPE (Rust ignores it; a handler would turn a broken pipe on
+//!   agentsup's own stderr into a SIGPIPE for the command), SIGTTIN/SIGTTOU
+//!   (above) and glibc's own 32 and 33. SIGTSTP and SIGCONT sent to agentsup are
+//!   forwarded, so `kill -TSTP` stops the command's group while agentsup keeps
+//!   running. The fault signals (SIGILL, SIGTRAP, SIGABRT, SIGBUS, SIGFPE,
+//!   SIGSEGV, SIGSYS) are forwarded only when another process sent them with
+//!   `kill(2)`; a real fault of agentsup's own is still a crash
+//!   ([`crate::sys::signal::FaultForwarding`]). docs/operations.md has the table.
+//! * What agentsup inherited ignored stays ignored in the command (as tini keeps
+//!   it): under `nohup agentsup exec -- cmd`, a SIGHUP to agentsup is forwarded
+//!   and `cmd` ignores it, as it would have without agentsup.
 //! * agentsup is a child subreaper and reaps every process that is reparented to
 //!   it, so zombies do not pile up when it runs as PID 1.
 //! * When the command exits, the rest of its process group gets SIGTERM, then
@@ -49,32 +54,41 @@ use signal_hook::iterator::Signals;
 
 use crate::auth::Termination;
 use crate::output::{Frame, LineFramer};
+use crate::process::{self, ChildSetup, SpawnError, SpawnSpec};
 use crate::reaper::{self, Reaper};
 use crate::redact::{Redactor, StreamRedactor};
-use crate::spawn::{self, ChildSetup, SpawnError, SpawnSpec};
+use crate::sys::signal::{FAULTS, FaultForwarding};
 
 /// How long, after the command exited, masked output may take to reach end of file.
 pub const DRAIN_WAIT: Duration = Duration::from_secs(2);
 
 /// Signals `exec` handles itself or leaves at their defaults; see the module docs.
-const NOT_FORWARDED: &[libc::c_int] = &[
-    libc::SIGCHLD,
-    libc::SIGPIPE,
-    libc::SIGBUS,
-    libc::SIGTRAP,
-    libc::SIGSYS,
-    libc::SIGABRT,
-    libc::SIGTTIN,
-    libc::SIGTTOU,
-];
+const NOT_FORWARDED: &[libc::c_int] = &[libc::SIGCHLD, libc::SIGPIPE, libc::SIGTTIN, libc::SIGTTOU];
 
-/// The signals forwarded to the command: the standard ones (1–31) and the real-time
-/// ones glibc leaves to applications, minus those in the module docs. Signals 32 and
-/// 33 are glibc's own and never touched.
+/// The signals forwarded to the command through signal-hook: the standard ones
+/// (1–31) and the real-time ones glibc leaves to applications, minus those in the
+/// module docs and the fault signals ([`FAULTS`], forwarded by their own handler).
+/// Signals 32 and 33 are glibc's own and never touched.
 fn forwarded_signals() -> Vec<libc::c_int> {
     (1..=31)
         .chain(libc::SIGRTMIN()..=libc::SIGRTMAX())
-        .filter(|s| !signal_hook::consts::FORBIDDEN.contains(s) && !NOT_FORWARDED.contains(s))
+        .filter(|s| {
+            !signal_hook::consts::FORBIDDEN.contains(s)
+                && !NOT_FORWARDED.contains(s)
+                && !FAULTS.contains(s)
+        })
+        .collect()
+}
+
+/// The signals agentsup was started with ignored that the command must inherit
+/// ignored too (`nohup` leaves SIGHUP so; a non-interactive shell's background
+/// job, SIGINT and SIGQUIT). Read before any handler is installed.
+fn inherited_ignored() -> Vec<libc::c_int> {
+    forwarded_signals()
+        .into_iter()
+        .chain(FAULTS)
+        .chain([libc::SIGTTIN, libc::SIGTTOU])
+        .filter(|&s| crate::sys::signal::is_ignored(s))
         .collect()
 }
 
@@ -105,14 +119,15 @@ pub fn run_exec(
         });
     }
     // Resolve before changing any process state, so "not found" leaves none behind.
-    spawn::resolve_program(program, spawn::path_of(&env), cwd)?;
+    process::resolve_program(program, process::path_of(&env), cwd)?;
 
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
         // Still correct for the command itself; only its orphans go elsewhere.
         tracing::warn!(error = %e, "cannot become a child subreaper");
     }
+    let keep_ignored = inherited_ignored();
     for sig in [libc::SIGTTIN, libc::SIGTTOU] {
-        spawn::ignore_signal(sig).map_err(|source| SpawnError::Io {
+        crate::sys::signal::ignore(sig).map_err(|source| SpawnError::Io {
             what: "ignoring terminal stop signals",
             source,
         })?;
@@ -123,7 +138,11 @@ pub fn run_exec(
         what: "installing signal handlers",
         source,
     })?;
-    let take_terminal = spawn::owns_terminal_foreground();
+    let faults = FaultForwarding::start().map_err(|source| SpawnError::Io {
+        what: "installing the fault-signal handlers",
+        source,
+    })?;
+    let take_terminal = process::owns_terminal_foreground();
     let spec = SpawnSpec {
         argv: argv.to_vec(),
         env,
@@ -140,8 +159,15 @@ pub fn run_exec(
         pdeathsig: true,
         take_terminal,
         stdout_socket: false,
+        ignore: &keep_ignored,
     };
-    let mut child = spawn::spawn_direct(&spec, setup)?;
+    let mut child = match process::spawn_direct(&spec, setup) {
+        Ok(child) => child,
+        Err(e) => {
+            faults.stop();
+            return Err(e);
+        }
+    };
     let pid = child.pid;
     let (drained_tx, drained) = mpsc::channel();
     let mut copiers = 0;
@@ -175,7 +201,8 @@ pub fn run_exec(
                 Ok(_) => copiers += 1,
                 Err(source) => {
                     // Unmasked output is not an option, and nothing would read it.
-                    let _ = spawn::kill_group(pid, libc::SIGKILL);
+                    faults.stop();
+                    let _ = process::kill_group(pid, libc::SIGKILL);
                     let _ = reaper::reap_pid(pid, true);
                     return Err(SpawnError::Io {
                         what: "starting the output-masking thread",
@@ -192,27 +219,45 @@ pub fn run_exec(
     // so no signal can reach a group id that was reused after the reap.
     let alive = Arc::new(Mutex::new(true));
     let handle = signals.handle();
+    let forward = move |alive: &Mutex<bool>, sig| {
+        let alive = alive.lock().unwrap_or_else(PoisonError::into_inner);
+        if !*alive {
+            return;
+        }
+        if let Err(e) = process::kill_group(pid, sig) {
+            tracing::debug!(sig, error = %e, "cannot forward a signal");
+        }
+    };
     let forwarder = {
         let alive = Arc::clone(&alive);
         thread::Builder::new()
             .name("agentsup-exec-signals".into())
             .spawn(move || {
                 for sig in signals.forever() {
-                    let alive = alive.lock().unwrap_or_else(PoisonError::into_inner);
-                    if !*alive {
-                        continue;
-                    }
-                    if let Err(e) = spawn::kill_group(pid, sig) {
-                        tracing::debug!(sig, error = %e, "cannot forward a signal");
-                    }
+                    forward(&alive, sig);
                 }
             })
     };
-    let forwarder = match forwarder {
+    // The fault signals arrive through their own handler (signal-hook refuses
+    // SIGSEGV & co.), on their own thread.
+    let fault_forwarder = forwarder.and_then(|f| {
+        let alive = Arc::clone(&alive);
+        thread::Builder::new()
+            .name("agentsup-exec-faults".into())
+            .spawn(move || {
+                while let Some(sig) = faults.recv() {
+                    forward(&alive, sig);
+                }
+            })
+            .map(|g| (f, g))
+    });
+    let (forwarder, fault_forwarder) = match fault_forwarder {
         Ok(f) => f,
         Err(source) => {
             // Nothing could forward signals to it: don't leave it running.
-            let _ = spawn::kill_group(pid, libc::SIGKILL);
+            handle.close();
+            faults.stop();
+            let _ = process::kill_group(pid, libc::SIGKILL);
             let _ = reaper::reap_pid(pid, true);
             return Err(SpawnError::Io {
                 what: "starting the signal-forwarding thread",
@@ -232,10 +277,12 @@ pub fn run_exec(
         }
     }
     if take_terminal {
-        spawn::reclaim_terminal();
+        process::reclaim_terminal();
     }
     handle.close();
+    faults.stop();
     let _ = forwarder.join();
+    let _ = fault_forwarder.join();
     result.map(reaper::shell_exit_code)
 }
 
@@ -312,7 +359,7 @@ fn reap_until_exit(
         if next == pid {
             let mut alive = alive.lock().unwrap_or_else(PoisonError::into_inner);
             *alive = false;
-            let _ = spawn::kill_group(pid, libc::SIGTERM);
+            let _ = process::kill_group(pid, libc::SIGTERM);
             drop(alive);
             return match reaper::reap_pid(pid, true).map_err(lost)? {
                 Some(termination) => Ok(termination),
@@ -426,7 +473,7 @@ mod tests {
                         assert!(Instant::now() < deadline, "command never started");
                         thread::sleep(Duration::from_millis(10));
                     }
-                    spawn::kill_pid(std::process::id(), libc::SIGTERM).unwrap();
+                    process::kill_pid(std::process::id(), libc::SIGTERM).unwrap();
                 });
                 assert_eq!(run_exec(&sh(&script), env(), dir.path(), None).unwrap(), 7);
                 sender.join().unwrap();

@@ -36,9 +36,6 @@ pub enum Error {
     /// A worker failed for good, or the supervisor hit a fault at run time.
     #[error("{0}")]
     Runtime(String),
-    /// `exec`: the child's own exit status, passed through.
-    #[error("child exited with status {0}")]
-    ChildStatus(u8),
 }
 
 fn render_list(items: &[Located]) -> String {
@@ -59,7 +56,6 @@ impl Error {
             Error::ConfigNotFound(_) | Error::Config(_) | Error::Validation(_) => code::CONFIG,
             Error::Usage(_) => code::USAGE,
             Error::Runtime(_) => code::FAILURE,
-            Error::ChildStatus(status) => *status,
         }
     }
 }

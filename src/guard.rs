@@ -31,12 +31,15 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use nix::fcntl::OFlag;
-use nix::unistd::ForkResult;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::{Pid, setpgid};
+
+use crate::sys::process::ForkResult;
 
 /// The write end of the guard's pipe, once started.
 static PIPE: Mutex<Option<File>> = Mutex::new(None);
@@ -80,9 +83,8 @@ pub fn start() -> Result<(), String> {
     let (read_end, write_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| {
         format!("cannot start agentsup's guard (creating its pipe: {e}); {NO_GUARD}")
     })?;
-    // SAFETY: the process has one thread (checked above), so the child starts
-    // with no lock held by a thread that does not exist there.
-    match unsafe { nix::unistd::fork() } {
+    // One thread (checked above; sys re-checks): the child may use std.
+    match crate::sys::process::fork_single_threaded() {
         Ok(ForkResult::Child) => {
             drop(write_end);
             guard_main(read_end)
@@ -91,8 +93,7 @@ pub fn start() -> Result<(), String> {
             drop(read_end);
             // Also here, as the child does: whichever runs first, the guard is in
             // its own group before a Ctrl-C can reach agentsup's.
-            // SAFETY: setpgid on our own child's pid.
-            unsafe { libc::setpgid(child.as_raw(), child.as_raw()) };
+            let _ = setpgid(child, child);
             PID.store(child.as_raw() as u32, Ordering::SeqCst);
             *PIPE.lock().unwrap_or_else(PoisonError::into_inner) = Some(File::from(write_end));
             // Not waited for here: it exits after agentsup, or is reaped by the
@@ -162,37 +163,33 @@ fn send(op: u8, pgid: u32) {
 #[inline(never)]
 fn guard_main(pipe: OwnedFd) -> ! {
     // Its own name in `ps -e`, `top` and `pgrep`, so an operator can tell it from
-    // agentsup. SAFETY: PR_SET_NAME reads a NUL-terminated string of <= 16 bytes.
-    unsafe { libc::prctl(libc::PR_SET_NAME, c"agentsup-guard".as_ptr()) };
-    // SAFETY: plain system calls on integers. A failure only leaves the guard in
+    // agentsup.
+    let _ = nix::sys::prctl::set_name(c"agentsup-guard");
+    // Its own group: a Ctrl-C or a group kill aimed at agentsup's group must not
+    // take the guard along. A failure of any of these only leaves the guard in
     // agentsup's group or holding a descriptor; it still does its job.
-    unsafe {
-        // Its own group: a Ctrl-C or a group kill aimed at agentsup's group must
-        // not take the guard along.
-        libc::setpgid(0, 0);
-        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
-            libc::signal(sig, libc::SIG_IGN);
-        }
-        // Hold none of agentsup's descriptors (whoever reads agentsup's output
-        // waits for every writer to close it): the pipe becomes stdin, stdout
-        // and stderr go to /dev/null, everything else is closed.
-        libc::dup2(pipe.as_raw_fd(), 0);
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        if null >= 0 {
-            libc::dup2(null, 1);
-            libc::dup2(null, 2);
-        }
+    let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+        let _ = crate::sys::signal::ignore(sig);
+    }
+    // Hold none of agentsup's descriptors (whoever reads agentsup's output waits
+    // for every writer to close it): the pipe becomes stdin, stdout and stderr go
+    // to /dev/null, everything else is closed.
+    let _ = nix::unistd::dup2_stdin(&pipe);
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stdout(&null);
+        let _ = nix::unistd::dup2_stderr(&null);
     }
     crate::sys::fd::close_from_except(3, -1);
-    std::mem::forget(pipe); // already closed above
+    std::mem::forget(pipe); // its number was closed just above; fd 0 is the pipe
     let mut groups = Vec::new();
     let mut dirs = Vec::new();
     if !read_orders(&mut Stdin, &mut groups, &mut dirs) {
         // agentsup is gone. Whatever it still listed must not outlive it.
         for pgid in groups {
-            if pgid > 1 {
-                // SAFETY: killpg on a process group id; errors (already gone) ignored.
-                unsafe { libc::killpg(pgid as libc::pid_t, libc::SIGKILL) };
+            if let Ok(pgid @ 2..) = libc::pid_t::try_from(pgid) {
+                // Errors (already gone) ignored.
+                let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
             }
         }
         // Key files (on_rotation = "file"), after the workers that read them.
@@ -204,24 +201,16 @@ fn guard_main(pipe: OwnedFd) -> ! {
     }
     // `_exit`, not `exit`: the child must not flush or drop what it copied from
     // agentsup (a half-written stdout buffer would be printed twice).
-    // SAFETY: _exit has no preconditions and does not return.
-    unsafe { libc::_exit(0) }
+    crate::sys::process::exit_now(0)
 }
 
-/// File descriptor 0, read with no buffer or lock: `std::io::stdin()` and a
-/// `HashSet` would each map another 64 KiB of code and data into the guard,
-/// which costs more than a linear search of a few hundred ids.
+/// Descriptor 0, read with plain `read(2)`: no buffer or lock (`std::io::stdin()`'s
+/// handle is only borrowed for its number).
 struct Stdin;
 
 impl Read for Stdin {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        // SAFETY: reads at most buf.len() bytes into buf.
-        let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
-        if n < 0 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+        Ok(nix::unistd::read(std::io::stdin().as_fd(), buf)?)
     }
 }
 

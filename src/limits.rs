@@ -8,15 +8,14 @@
 use std::error::Error;
 use std::io;
 
+use nix::sys::resource::{Resource, getrlimit};
+
 /// `ulimit`'s soft limit for `resource`, if readable and finite.
-fn soft_limit(resource: libc::__rlimit_resource_t) -> Option<u64> {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit fills the struct it is given.
-    let ok = unsafe { libc::getrlimit(resource, &mut rl) } == 0;
-    (ok && rl.rlim_cur != libc::RLIM_INFINITY).then_some(rl.rlim_cur)
+fn soft_limit(resource: Resource) -> Option<u64> {
+    getrlimit(resource)
+        .ok()
+        .map(|(soft, _hard)| soft)
+        .filter(|&soft| soft != libc::RLIM_INFINITY)
 }
 
 fn read_proc(path: &str) -> String {
@@ -30,7 +29,7 @@ pub fn hint(e: &io::Error) -> Option<String> {
     let text = match e.raw_os_error()? {
         libc::EMFILE => format!(
             "agentsup is out of file descriptors: its limit (`ulimit -n`) is {}; raise it (`ulimit -n`, systemd LimitNOFILE=, `docker run --ulimit nofile=`)",
-            soft_limit(libc::RLIMIT_NOFILE).map_or_else(|| "unknown".into(), |n| n.to_string())
+            soft_limit(Resource::RLIMIT_NOFILE).map_or_else(|| "unknown".into(), |n| n.to_string())
         ),
         libc::ENFILE => format!(
             "the system is out of file descriptors: raise /proc/sys/fs/file-max{}",
@@ -38,7 +37,8 @@ pub fn hint(e: &io::Error) -> Option<String> {
         ),
         libc::EAGAIN => format!(
             "out of processes: the user's process limit (`ulimit -u`, {}), /proc/sys/kernel/pid_max, /proc/sys/kernel/threads-max or the container's pids limit (pids.max) was reached",
-            soft_limit(libc::RLIMIT_NPROC).map_or_else(|| "unlimited".into(), |n| n.to_string())
+            soft_limit(Resource::RLIMIT_NPROC)
+                .map_or_else(|| "unlimited".into(), |n| n.to_string())
         ),
         libc::ENOMEM => "out of memory (or of address space: `ulimit -v`)".to_string(),
         _ => return None,

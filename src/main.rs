@@ -1,6 +1,8 @@
 //! The `agentsup` binary: parse the command line, run, map errors to exit codes.
 //! Everything printed here passes the global redactor first (SPEC 7).
 
+#![deny(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -101,8 +101,11 @@ mod tests {
         assert_eq!(descends_from(std::os::unix::process::parent_id(), me), None);
         assert_eq!(descends_from(me, me), None);
         assert_eq!(descends_from(u32::MAX, me), None);
-        // SAFETY: kill(2) of the sleep this test started.
-        unsafe { libc::kill(sleep as i32, libc::SIGKILL) };
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(sleep as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
         #[allow(clippy::disallowed_methods)] // the test waits on its own child
         sh.wait().unwrap();
     }

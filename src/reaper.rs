@@ -45,7 +45,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::thread;
 
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::{Pid, getpgid};
 use tokio::sync::oneshot;
+
+use crate::sys::wait::{self, Target};
 
 // One type for "how a process ended" across the crate: classification (auth.rs)
 // defines it, the reaper produces it; it is imported from `auth`, never re-exported.
@@ -102,7 +106,7 @@ impl ExitWaiter {
     }
 
     /// Returns the status if the child has been reaped, without waiting. For
-    /// blocking callers such as [`crate::spawn::run_capture`].
+    /// blocking callers such as [`crate::process::run_capture`].
     pub fn try_wait(&mut self) -> Option<Result<ExitStatus, WaitError>> {
         match &mut self.state {
             WaiterState::Failed(e) => Some(Err(e.clone())),
@@ -259,9 +263,9 @@ fn drain(shared: &Shared) {
         };
         if table.get(&pid).is_some_and(|e| e.leads_group) {
             if let Ok(raw) = to_pid(pid) {
-                // SAFETY: killpg on the group of our own unreaped child; ESRCH (the
-                // group held only the leader) is fine.
-                unsafe { libc::killpg(raw, libc::SIGKILL) };
+                // The group of our own unreaped child; ESRCH (the group held only
+                // the leader) is fine.
+                let _ = killpg(Pid::from_raw(raw), Signal::SIGKILL);
             }
         }
         let termination = match reap_pid(pid, false) {
@@ -353,8 +357,8 @@ impl Registrar<'_> {
         // Registered after a successful exec, so a child started in its own group
         // has already called setpgid.
         let leads_group = to_pid(pid).is_ok_and(|raw| {
-            // SAFETY: getpgid on our own unreaped child.
-            unsafe { libc::getpgid(raw) == raw }
+            let raw = Pid::from_raw(raw);
+            getpgid(Some(raw)) == Ok(raw)
         });
         // A pid stays ours until we reap it, so an existing entry can only be a
         // stale one whose waiter was never resolved; replacing it is right.
@@ -383,19 +387,11 @@ fn decode(status: libc::c_int) -> Option<Termination> {
 pub(crate) fn reap_pid(pid: u32, block: bool) -> io::Result<Option<Termination>> {
     let raw = to_pid(pid)?;
     loop {
-        let mut status: libc::c_int = 0;
-        let flags = if block { 0 } else { libc::WNOHANG };
-        // SAFETY: `status` is a valid, writable c_int for the duration of the call.
-        let r = unsafe { libc::waitpid(raw, &mut status, flags) };
-        match r {
-            -1 => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-            0 => return Ok(None),
-            _ => {
+        match wait::waitpid(raw, block) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+            Ok(None) => return Ok(None),
+            Ok(Some(status)) => {
                 if let Some(t) = decode(status) {
                     return Ok(Some(t));
                 }
@@ -409,22 +405,11 @@ pub(crate) fn reap_pid(pid: u32, block: bool) -> io::Result<Option<Termination>>
 /// reserved, so a caller can still signal the group safely before reaping.
 pub(crate) fn peek_any_blocking() -> io::Result<u32> {
     loop {
-        // SAFETY: siginfo_t is plain old data; all-zero is a valid value.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `info` is valid and writable for the duration of the call.
-        let r = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOWAIT) };
-        if r == -1 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        // SAFETY: waitid succeeded with WEXITED, so the kernel filled in a SIGCHLD
-        // siginfo, whose si_pid field is the one this accessor reads.
-        let pid = unsafe { info.si_pid() };
-        if pid > 0 {
-            return Ok(pid as u32);
+        match wait::peek_exited(Target::Any, true) {
+            Ok(Some(pid)) => return Ok(pid),
+            Ok(None) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
 }
@@ -432,41 +417,20 @@ pub(crate) fn peek_any_blocking() -> io::Result<u32> {
 /// The pid of a child that has exited, without reaping it; `Ok(None)` when none has
 /// (and `block` is false).
 fn peek_any(block: bool) -> io::Result<Option<u32>> {
-    // SAFETY: siginfo_t is plain old data; all-zero is a valid value.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    let flags = libc::WEXITED | libc::WNOWAIT | if block { 0 } else { libc::WNOHANG };
-    // SAFETY: `info` is valid and writable for the duration of the call.
-    if unsafe { libc::waitid(libc::P_ALL, 0, &mut info, flags) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: waitid succeeded; with WNOHANG and no exited child si_pid stays 0.
-    let pid = unsafe { info.si_pid() };
-    Ok((pid > 0).then_some(pid as u32))
+    wait::peek_exited(Target::Any, block)
 }
 
-/// True while `pid` is our child and not yet reaped (running or zombie).
+/// True while `pid` is our child and not yet reaped (running or zombie): a
+/// `WNOWAIT` peek at it succeeds, and never consumes a status.
 fn is_unreaped_child(pid: u32) -> bool {
     let Ok(raw) = to_pid(pid) else {
         return false;
     };
     loop {
-        // SAFETY: siginfo_t is plain old data; all-zero is a valid value.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `info` is valid and writable; WNOWAIT leaves the child waitable,
-        // so this peek never consumes a status.
-        let r = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                raw as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-            )
-        };
-        if r == 0 {
-            return true;
-        }
-        if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            return false;
+        match wait::peek_exited(Target::Pid(raw), false) {
+            Ok(_) => return true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
         }
     }
 }
@@ -514,9 +478,14 @@ pub(crate) mod test_support {
         ];
         let mut env: Vec<(String, String)> = std::env::vars().collect();
         env.push((MARKER.into(), name.into()));
-        let out =
-            crate::spawn::run_capture(&argv, &env, Path::new("/"), Duration::from_secs(120), None)
-                .expect("run isolated test");
+        let out = crate::process::run_capture(
+            &argv,
+            &env,
+            Path::new("/"),
+            Duration::from_secs(120),
+            None,
+        )
+        .expect("run isolated test");
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -541,7 +510,7 @@ pub(crate) mod test_support {
 mod tests {
     use super::test_support::{block_on, isolated};
     use super::*;
-    use crate::spawn::{SpawnSpec, Spawner};
+    use crate::process::{SpawnSpec, Spawner};
     use std::time::{Duration, Instant};
 
     fn sh(script: &str) -> SpawnSpec {

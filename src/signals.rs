@@ -28,10 +28,13 @@
 
 use std::collections::VecDeque;
 
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook::iterator::SignalsInfo;
 use signal_hook::iterator::exfiltrator::WithRawSiginfo;
 use tokio::sync::mpsc;
+
+use crate::sys::signal as sys_signal;
 
 /// The signals `agentsup run` acts on.
 const HANDLED: [libc::c_int; 4] = [SIGTERM, SIGINT, SIGQUIT, SIGHUP];
@@ -55,30 +58,26 @@ pub enum SignalEvent {
     },
 }
 
-fn set_mask(how: libc::c_int) {
-    // SAFETY: a sigset_t on our stack, filled by sigemptyset/sigaddset before use;
-    // pthread_sigmask only reads it.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for sig in HANDLED {
-            libc::sigaddset(&mut set, sig);
-        }
-        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
-    }
+fn set_mask(how: SigmaskHow) {
+    let set: SigSet = HANDLED
+        .iter()
+        .filter_map(|&s| Signal::try_from(s).ok())
+        .collect();
+    // Fails only for an invalid `how`, which these constants are not.
+    let _ = pthread_sigmask(how, Some(&set), None);
 }
 
 /// Blocks the handled signals in the calling thread, which must be the main thread
 /// before it starts any other: the first thing `main` does. A signal that arrives
 /// now stays pending until [`Signals::install`] or [`release_early`].
 pub fn hold_early() {
-    set_mask(libc::SIG_BLOCK);
+    set_mask(SigmaskHow::SIG_BLOCK);
 }
 
 /// Undoes [`hold_early`] for the commands that install no handler (`check`,
 /// `status`, `exec`, …): a signal held meanwhile takes its default action now.
 pub fn release_early() {
-    set_mask(libc::SIG_UNBLOCK);
+    set_mask(SigmaskHow::SIG_UNBLOCK);
 }
 
 /// The handlers, installed; nothing reads them yet.
@@ -105,7 +104,7 @@ impl Signals {
             .spawn(move || {
                 let me = std::process::id();
                 for info in self.info.forever() {
-                    let event = classify(info.si_signo, sender(&info), me);
+                    let event = classify(info.si_signo, sys_signal::sender(&info), me);
                     if tx.send(event).is_err() {
                         // Nobody listens any more (the run is ending); the
                         // handlers stay installed, so signals stay harmless.
@@ -118,20 +117,6 @@ impl Signals {
             kept: VecDeque::new(),
         })
     }
-}
-
-/// Who sent a signal: `si_pid` when a process sent it (`kill`, `sigqueue`,
-/// `tgkill`: `si_code` <= 0); `None` for the kernel's own (`SI_KERNEL`: a terminal
-/// hang-up, Ctrl-C) and for a sender outside our pid namespace (`si_pid` 0).
-fn sender(info: &libc::siginfo_t) -> Option<u32> {
-    if info.si_code > 0 {
-        return None;
-    }
-    // SAFETY: for a signal sent by a process (si_code <= 0) the kernel fills in
-    // the `_kill`/`_rt` member, whose first field is si_pid; libc reads that union
-    // member.
-    let pid = unsafe { info.si_pid() };
-    u32::try_from(pid).ok().filter(|&p| p != 0)
 }
 
 /// What signal `sig` from `sender` (`None`: the kernel, or a process outside our

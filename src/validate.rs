@@ -156,7 +156,7 @@ pub fn register_secrets(
     redactor.extend(pairs);
 }
 
-/// Runs `command` sources through [`crate::spawn::run_capture`]: directly where no
+/// Runs `command` sources through [`crate::process::run_capture`]: directly where no
 /// reaper exists (`check`, `env`, `exec`), through the reaper in `run`.
 pub struct SpawnRunner(pub Option<ReaperHandle>);
 
@@ -168,7 +168,7 @@ impl CommandRunner for SpawnRunner {
         cwd: &Path,
         timeout: Duration,
     ) -> Result<Captured, String> {
-        let mut out = crate::spawn::run_capture(argv, env, cwd, timeout, self.0.as_ref())
+        let mut out = crate::process::run_capture(argv, env, cwd, timeout, self.0.as_ref())
             .map_err(|e| e.to_string())?;
         let (code, signal) = match out.status {
             Termination::Exited(c) => (Some(c), None),

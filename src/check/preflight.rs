@@ -64,7 +64,7 @@ fn problem(
         return crate::fork::preflight(w, &env).err().map(|e| e.to_string());
     }
     let program = w.command.first()?;
-    let e = crate::spawn::resolve_program(program, env.path_var(), &w.cwd).err()?;
+    let e = crate::process::resolve_program(program, env.path_var(), &w.cwd).err()?;
     let hint = if env.path_var().is_none() {
         "; add PATH to [env] inherit or to the worker's vars"
     } else {

@@ -186,14 +186,14 @@ fn cmd_exec(a: ExecArgs) -> Result<u8> {
         Ok(status) => status,
         // As a shell and `env` do: 127 for "not found", 126 for "cannot run".
         Err(
-            e @ (crate::spawn::SpawnError::NotFound { .. }
-            | crate::spawn::SpawnError::NoPath { .. }
-            | crate::spawn::SpawnError::Missing { .. }),
+            e @ (crate::process::SpawnError::NotFound { .. }
+            | crate::process::SpawnError::NoPath { .. }
+            | crate::process::SpawnError::Missing { .. }),
         ) => {
             eprintln!("agentsup: error: exec: {e}");
             return Ok(127);
         }
-        Err(e @ crate::spawn::SpawnError::NotExecutable { .. }) => {
+        Err(e @ crate::process::SpawnError::NotExecutable { .. }) => {
             eprintln!("agentsup: error: exec: {e}");
             return Ok(126);
         }

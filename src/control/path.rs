@@ -81,9 +81,7 @@ pub(crate) fn canonical_config(config: &Path) -> PathBuf {
 
 /// The effective uid, which owns the sockets and directories we make.
 pub(crate) fn euid() -> u32 {
-    // SAFETY: geteuid(2) cannot fail and touches no memory of ours. (nix's wrapper
-    // needs its `user` feature, which nothing else here wants.)
-    unsafe { libc::geteuid() }
+    nix::unistd::geteuid().as_raw()
 }
 
 /// FNV-1a, 64 bits: stable across Rust releases, unlike `DefaultHasher`.

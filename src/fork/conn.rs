@@ -23,8 +23,8 @@ use tokio::sync::{oneshot, watch};
 
 use super::proto::{self, Message};
 use super::{ForkError, ForkExit, Forked};
+use crate::process::kill_group;
 use crate::reaper::ExitStatus;
-use crate::spawn::kill_group;
 
 /// The longest line the template may send (a preload traceback is the long one).
 const MAX_MESSAGE: usize = 4 << 20;
@@ -119,7 +119,7 @@ impl Conn {
                 let delivered = reply.is_some_and(|r| r.send(Ok((pid, rx))).is_ok());
                 if !delivered {
                     // Nobody is waiting for this child any more: it must not run
-                    // unsupervised (the same rule as crate::spawn's abandon).
+                    // unsupervised (the same rule as crate::process's abandon).
                     self.state().children.remove(&pid);
                     let _ = kill_group(pid, libc::SIGKILL);
                 }

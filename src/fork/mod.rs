@@ -80,7 +80,7 @@
 //!
 //! # Using it from a run
 //!
-//! [`Forked`] mirrors [`crate::spawn::Spawned`] (same `pid`, `stdout`, `stderr`),
+//! [`Forked`] mirrors [`crate::process::Spawned`] (same `pid`, `stdout`, `stderr`),
 //! and [`ForkExit`] resolves to the same `Result<ExitStatus, _>` as
 //! [`crate::reaper::ExitWaiter`], an error meaning "status unknown, treat as a
 //! crash". A run starts a replica with `template.fork(env.pairs())` instead of
@@ -107,7 +107,7 @@ use tokio::sync::oneshot;
 use crate::env::BuiltEnv;
 use crate::output::OutputSink;
 use crate::plan::WorkerPlan;
-use crate::spawn::{Spawner, kill_group};
+use crate::process::{Spawner, kill_group};
 
 use conn::{Conn, Death};
 use start::StartParams;

@@ -36,7 +36,7 @@ pub fn template_env(worker: &WorkerPlan, env: &BuiltEnv) -> Vec<(String, String)
 /// module. Returns the interpreter's path. `env` is any replica's environment.
 pub fn preflight(worker: &WorkerPlan, env: &BuiltEnv) -> Result<PathBuf, ForkError> {
     let fork = worker.fork.as_ref().ok_or(ForkError::NotForkMode)?;
-    let python = crate::spawn::resolve_program(&fork.python, env.path_var(), &worker.cwd)?;
+    let python = crate::process::resolve_program(&fork.python, env.path_var(), &worker.cwd)?;
     if let Some(script) = &fork.script {
         if !script.is_file() {
             return Err(ForkError::ScriptMissing {

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use super::*;
 use crate::plan::Plan;
+use crate::process::SpawnError;
 use crate::secret::{Provenance, Sensitive};
 use crate::sources::{Entry, ProcessEnv, Snapshot};
-use crate::spawn::SpawnError;
 
 fn plan(dir: &Path, worker: &str) -> Plan {
     let text = format!(

@@ -11,8 +11,8 @@ use std::time::Duration;
 use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 
+use crate::process::SpawnError;
 use crate::reaper::ExitStatus;
-use crate::spawn::SpawnError;
 
 /// Why a template could not be started or a replica could not be forked. Messages
 /// never hold an environment value; the caller adds the worker's name.
@@ -139,7 +139,7 @@ impl Future for ForkExit {
     }
 }
 
-/// A forked replica; mirrors [`crate::spawn::Spawned`] field for field.
+/// A forked replica; mirrors [`crate::process::Spawned`] field for field.
 #[derive(Debug)]
 pub struct Forked {
     /// Its pid, which is also its process group (and session) id.

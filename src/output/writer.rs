@@ -14,9 +14,12 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::PoisonError;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use super::sink::{Msg, Queue};
 
@@ -59,13 +62,9 @@ pub(super) struct Stdout;
 
 impl Write for Stdout {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        // SAFETY: writes at most buf.len() bytes from buf to descriptor 1.
-        let n = unsafe { libc::write(1, buf.as_ptr().cast(), buf.len()) };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+        // Descriptor 1 itself: std's `Stdout` handle is only borrowed for its
+        // number, never locked or buffered through.
+        Ok(nix::unistd::write(io::stdout().as_fd(), buf)?)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -74,16 +73,14 @@ impl Write for Stdout {
 }
 
 /// Waits up to `timeout` for `fd` to take at least `PIPE_BUF` bytes without blocking.
-fn writable(fd: i32, timeout: Duration) -> bool {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLOUT,
-        revents: 0,
-    };
+fn writable(fd: BorrowedFd<'_>, timeout: Duration) -> bool {
     let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-    // SAFETY: one valid pollfd for the duration of the call.
-    let r = unsafe { libc::poll(&mut p, 1, ms) };
-    r == 1 && p.revents & libc::POLLOUT != 0
+    let mut p = [PollFd::new(fd, PollFlags::POLLOUT)];
+    let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+    matches!(nix::poll::poll(&mut p, timeout), Ok(1))
+        && p[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLOUT))
 }
 
 /// How stdout is doing.
@@ -276,7 +273,7 @@ impl<W: Write> Writer<'_, W> {
                     if self.queue.lock().abandoned {
                         return Err((e, buf));
                     }
-                    writable(1, Duration::from_millis(200));
+                    writable(io::stdout().as_fd(), Duration::from_millis(200));
                 }
                 Err(e) => return Err((e, buf)),
             }
@@ -299,7 +296,9 @@ pub(super) fn report_undelivered(lost: Undelivered) {
         "agentsup: stdout was not read before the shutdown deadline: {} lines ({} bytes) of worker output and {} of agentsup's events could not be delivered\n",
         lost.lines, lost.bytes, lost.events
     );
-    if same_stream(1, 2) || !writable(2, Duration::from_millis(100)) {
+    if same_stream(io::stdout().as_fd(), io::stderr().as_fd())
+        || !writable(io::stderr().as_fd(), Duration::from_millis(100))
+    {
         return;
     }
     // Under PIPE_BUF and the descriptor is writable: this write does not block.
@@ -307,12 +306,11 @@ pub(super) fn report_undelivered(lost: Undelivered) {
 }
 
 /// True when descriptors `a` and `b` are the same open file (or cannot be told apart).
-fn same_stream(a: i32, b: i32) -> bool {
-    let stat = |fd: i32| {
-        // SAFETY: fstat fills a plain struct; all-zero is a valid initial value.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: `st` is valid and writable for the call.
-        (unsafe { libc::fstat(fd, &mut st) } == 0).then_some((st.st_dev, st.st_ino))
+fn same_stream(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> bool {
+    let stat = |fd| {
+        nix::sys::stat::fstat(fd)
+            .ok()
+            .map(|st| (st.st_dev, st.st_ino))
     };
     match (stat(a), stat(b)) {
         (Some(x), Some(y)) => x == y,

@@ -60,7 +60,7 @@ impl std::fmt::Debug for Captured {
     }
 }
 
-/// Runs a command to completion; implemented over [`crate::spawn`].
+/// Runs a command to completion; implemented over [`crate::process`].
 pub trait CommandRunner: Sync {
     /// Runs `argv` in `cwd` with `env`, killing it after `timeout`. `Err` (a
     /// value-free sentence) when it could not be started, timed out or was lost.

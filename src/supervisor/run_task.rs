@@ -221,8 +221,8 @@ fn group_alive(pgid: u32) -> bool {
     let Ok(raw) = libc::pid_t::try_from(pgid) else {
         return false;
     };
-    // SAFETY: signal 0 only checks that the group exists.
-    raw > 1 && unsafe { libc::killpg(raw, 0) } == 0
+    // Signal "0" (None) only checks that the group exists.
+    raw > 1 && nix::sys::signal::killpg(nix::unistd::Pid::from_raw(raw), None).is_ok()
 }
 
 /// Keeps the group listed with the guard until it is empty, so a SIGKILL of

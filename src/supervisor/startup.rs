@@ -322,9 +322,8 @@ fn limit_malloc_arenas() {
     if std::env::var_os("MALLOC_ARENA_MAX").is_none()
         && std::env::var_os("GLIBC_TUNABLES").is_none()
     {
-        // SAFETY: mallopt only sets a tunable; called first thing in `run`, before
-        // the runtime starts its threads.
-        unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+        // Called first thing in `run`, before the runtime starts its threads.
+        crate::sys::process::set_malloc_arena_max(1);
     }
 }
 

@@ -10,7 +10,7 @@
 //!
 //! In order, the child: arms `PR_SET_PDEATHSIG` (and leaves if the parent is
 //! already gone), resets every caught signal and the listed ignored ones to the
-//! default, its own process group (and the terminal's foreground, for `exec`),
+//! default (then ignores the ones the caller keeps ignored), its own process group (and the terminal's foreground, for `exec`),
 //! stdio onto 0/1/2, **every other descriptor closed**, the core limit agentsup
 //! started with, the worker's **user and group** (then PDEATHSIG again: the kernel
 //! clears it on a credential change), `chdir`, an empty signal mask, `execve`. A
@@ -108,6 +108,8 @@ pub struct Spec<'a> {
     /// Signals set to `SIG_DFL` even when ignored (ignored dispositions survive
     /// `exec`).
     pub reset: &'a [libc::c_int],
+    /// Signals set to `SIG_IGN`, after `reset` (what `exec` inherited ignored).
+    pub ignore: &'a [libc::c_int],
     /// Credentials to switch to.
     pub creds: Option<&'a Creds>,
 }
@@ -125,6 +127,8 @@ struct Ctx {
     parent: libc::pid_t,
     reset: *const libc::c_int,
     reset_len: usize,
+    ignore: *const libc::c_int,
+    ignore_len: usize,
     /// (uid, gid, groups pointer, groups length).
     creds: Option<(u32, u32, *const u32, usize)>,
     core: Option<libc::rlimit>,
@@ -152,6 +156,8 @@ pub fn spawn(spec: &Spec<'_>) -> io::Result<u32> {
         parent: std::process::id() as libc::pid_t,
         reset: spec.reset.as_ptr(),
         reset_len: spec.reset.len(),
+        ignore: spec.ignore.as_ptr(),
+        ignore_len: spec.ignore.len(),
         creds: spec
             .creds
             .map(|c| (c.uid, c.gid, c.groups.as_ptr(), c.groups.len())),
@@ -293,6 +299,11 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         // The Rust runtime ignores SIGPIPE in agentsup; children get the default
         // back, or `yes | head -1` in a worker complains instead of ending quietly.
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        // Last: what the caller wants ignored stays ignored across execve (its
+        // handler in agentsup was reset above).
+        for i in 0..ctx.ignore_len {
+            libc::signal(*ctx.ignore.add(i), libc::SIG_IGN);
+        }
         if ctx.own_group {
             if libc::setpgid(0, 0) == -1 {
                 fail(ctx, errno());
