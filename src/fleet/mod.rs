@@ -23,6 +23,7 @@
 
 mod control;
 mod pacer;
+mod ready;
 mod reread;
 mod rolling;
 mod signals;
@@ -512,58 +513,6 @@ impl Fleet {
             }
             Timer::UnplacedSignals => self.place_signals(None, cx),
             Timer::ReadyTimeout { slot, run } => self.on_ready_timeout(slot, run, cx),
-        }
-    }
-
-    /// The probe of `slot`'s run `run` passed.
-    fn on_ready(&mut self, slot: SlotId, run: u64, cx: &mut Cx<'_>) {
-        let s = &mut self.slots[slot];
-        if s.run != run || s.ready != Some(false) {
-            return;
-        }
-        s.ready = Some(true);
-        let took = s
-            .running_since
-            .map(|t| {
-                let d = cx.now.saturating_duration_since(t);
-                format!(
-                    " {} after it started",
-                    humantime::format_duration(round_ms(d))
-                )
-            })
-            .unwrap_or_default();
-        let what = self.cfg.workers[s.worker]
-            .ready
-            .as_ref()
-            .map(|r| r.1.clone())
-            .unwrap_or_default();
-        cx.info(format!("{}: ready{took} ({what})", s.label));
-        self.rolling_up(slot, cx);
-    }
-
-    /// `slot`'s run `run` did not pass its probe within its timeout: whether it
-    /// runs, crashed or backs off, a rolling restart never waits longer for it.
-    fn on_ready_timeout(&mut self, slot: SlotId, run: u64, cx: &mut Cx<'_>) {
-        let s = &self.slots[slot];
-        if s.run != run || s.ready != Some(false) {
-            return;
-        }
-        let Some((timeout, what)) = self.cfg.workers[s.worker].ready.as_ref() else {
-            return;
-        };
-        let current = self.rolling.is_current(slot);
-        cx.warn(format!(
-            "{}: not ready {} after it started ({what}); it counts as not ready until the probe passes{}",
-            s.label,
-            humantime::format_duration(*timeout),
-            if current {
-                "; the rolling restart moves on without it"
-            } else {
-                ""
-            }
-        ));
-        if current {
-            self.rolling_done(slot, cx);
         }
     }
 
