@@ -706,6 +706,10 @@ def w2_flood(tool, base, label, per_worker, secrets, timeout):
         else:
             res = {"time_s": t_done - r.t0}
             res["lines_per_s"] = per_worker * 4 / res["time_s"]
+        # Each flood announces itself after its END line. Without reading those
+        # announcements the workers count as the supervisor's own processes, and
+        # their CPU (more than the supervisor's) lands in cpu_s.
+        r.fifo.wait_count(4, now() + 5, r.proc)
         sup = r.supervisor_pids()
         res["cpu_s"] = sum(cpu_ticks(p) or 0 for p in sup) / CLK
     finally:

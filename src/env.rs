@@ -193,6 +193,30 @@ pub fn build(
     out
 }
 
+/// One selected worker and the environment of its first replica.
+pub type WorkerEnv<'p> = (&'p WorkerPlan, BuiltEnv);
+
+/// Replica 0's environment of each of `workers` (every worker of the plan when
+/// empty), built once per validation and read by all of its steps: registering
+/// secrets, the checks, preflight and probes. A replica's index changes only
+/// `AGENTSUP_REPLICA`, never a secret or anything those steps look at.
+pub fn for_workers<'p>(
+    plan: &'p Plan,
+    workers: &'p [WorkerPlan],
+    snapshot: &Snapshot,
+    process_env: &ProcessEnv,
+) -> Vec<WorkerEnv<'p>> {
+    let selected = if workers.is_empty() {
+        &plan.workers[..]
+    } else {
+        workers
+    };
+    selected
+        .iter()
+        .map(|w| (w, build(plan, w, 0, snapshot, process_env)))
+        .collect()
+}
+
 /// An ad-hoc worker for `agentsup exec --keys K1,K2` (no `[[worker]]` entry).
 pub fn adhoc_worker(plan: &Plan, name: &str, keys: &[String]) -> WorkerPlan {
     let mut gb = globset::GlobSetBuilder::new();

@@ -38,7 +38,8 @@
 //! * Output masking (the default, like `op run`): the command's stdout and stderr
 //!   are pipes, each copied to agentsup's own stdout and stderr by a thread, line
 //!   by line, with every form of every secret replaced by `[redacted:NAME]`
-//!   ([`crate::redact`]). A partial line (a prompt) appears when its newline does,
+//!   ([`crate::redact`]), in each line as a terminal shows it, control characters
+//!   removed, as worker output is ([`ShownLines`]). A partial line (a prompt) appears when its newline does,
 //!   or at exit; the command sees pipes, not the terminal, on stdout and stderr.
 //!   After the command exits, agentsup waits up to [`DRAIN_WAIT`] for the pipes to
 //!   reach end of file (a process that left the group may hold them open).
@@ -56,7 +57,7 @@ use crate::auth::Termination;
 use crate::output::{Frame, LineFramer};
 use crate::process::{self, ChildSetup, SpawnError, SpawnSpec};
 use crate::reaper::{self, Reaper};
-use crate::redact::{Redactor, StreamRedactor};
+use crate::redact::{Redactor, ShownLines};
 use crate::sys::signal::{FAULTS, FaultForwarding};
 
 /// How long, after the command exited, masked output may take to reach end of file.
@@ -287,12 +288,14 @@ pub fn run_exec(
 }
 
 /// Copies `from` to `to` line by line with every secret form replaced, flushing
-/// after each read. Keeps reading when `to` fails (a closed stdout), so the
-/// command never blocks on a full pipe nobody drains.
-fn mask_stream(mut from: impl Read, mut to: impl Write, redactor: &Redactor) {
+/// after each read. Each line is redacted as a terminal shows it, through the
+/// same [`ShownLines`] as worker output: control characters are not printed
+/// (colours included), so a key printed in pieces joined by escape sequences,
+/// backspaces or NULs cannot show whole (issue 12). Keeps reading when `to` fails
+/// (a closed stdout), so the command never blocks on a full pipe nobody drains.
+fn mask_stream(mut from: impl Read, mut to: impl Write, redactor: &Arc<Redactor>) {
     let mut framer = LineFramer::new();
-    let mut stream = StreamRedactor::new();
-    let mut in_long_line = false;
+    let mut shown = ShownLines::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut out = Vec::new();
     let mut broken = false;
@@ -305,21 +308,15 @@ fn mask_stream(mut from: impl Read, mut to: impl Write, redactor: &Redactor) {
         };
         let mut pos = 0;
         while let Some(frame) = framer.next_frame(&buf[..n], &mut pos) {
-            match frame {
-                Frame::Line(line) => {
-                    if in_long_line {
-                        stream.feed(redactor, line, &mut out);
-                        stream.finish(redactor, &mut out);
-                        in_long_line = false;
-                    } else {
-                        redactor.redact_into(line, &mut out);
-                    }
-                    out.push(b'\n');
-                }
-                Frame::Piece(piece) => {
-                    in_long_line = true;
-                    stream.feed(redactor, piece, &mut out);
-                }
+            let (bytes, complete) = match frame {
+                Frame::Line(line) => (line, true),
+                Frame::Piece(piece) => (piece, false),
+            };
+            if let Some(text) = shown.redact(bytes, complete, redactor) {
+                out.extend_from_slice(text);
+            }
+            if complete {
+                out.push(b'\n');
             }
         }
         if !broken && (to.write_all(&out).is_err() || to.flush().is_err()) {
@@ -327,15 +324,14 @@ fn mask_stream(mut from: impl Read, mut to: impl Write, redactor: &Redactor) {
         }
         out.clear();
     }
-    if let Some(last) = framer.finish() {
-        if in_long_line {
-            stream.feed(redactor, last, &mut out);
-            stream.finish(redactor, &mut out);
-        } else {
-            redactor.redact_into(last, &mut out);
-        }
-    } else if in_long_line {
-        stream.finish(redactor, &mut out);
+    // The last line had no newline (a prompt): printed without one.
+    let last = match framer.finish() {
+        Some(last) => Some(last),
+        None if shown.in_long_line() => Some(&[][..]),
+        None => None,
+    };
+    if let Some(text) = last.and_then(|last| shown.redact(last, true, redactor)) {
+        out.extend_from_slice(text);
     }
     if !broken {
         let _ = to.write_all(&out).and_then(|()| to.flush());

@@ -3,7 +3,8 @@
 //! When a system call fails because a limit was reached, the raw `strerror` text
 //! ("Too many open files", "Resource temporarily unavailable") does not tell an
 //! operator which knob to turn. [`hint`] turns the errno into the resource, its
-//! current limit where one can be read, and where to raise it.
+//! current limit where one can be read, and where to raise it; [`explain`] and
+//! [`explain_spawn`] put it after the error, the one way messages show it.
 
 use std::error::Error;
 use std::io;
@@ -25,7 +26,19 @@ fn read_proc(path: &str) -> String {
 }
 
 /// What the OS error `e` means in resources, if it is an exhaustion error.
+/// `EAGAIN` is not one here: most calls return it for "not now" (a non-blocking
+/// descriptor); only from `fork`/`clone` does it mean out of processes
+/// ([`spawn_hint`]).
 pub fn hint(e: &io::Error) -> Option<String> {
+    match e.raw_os_error()? {
+        libc::EAGAIN => None,
+        _ => spawn_hint(e),
+    }
+}
+
+/// [`hint`] for an error from starting a process, where `EAGAIN` means the
+/// process limit was reached.
+pub fn spawn_hint(e: &io::Error) -> Option<String> {
     let text = match e.raw_os_error()? {
         libc::EMFILE => format!(
             "agentsup is out of file descriptors: its limit (`ulimit -n`) is {}; raise it (`ulimit -n`, systemd LimitNOFILE=, `docker run --ulimit nofile=`)",
@@ -46,18 +59,37 @@ pub fn hint(e: &io::Error) -> Option<String> {
     Some(text)
 }
 
-/// [`hint`] for the first OS error in `err`'s chain of sources.
-pub fn hint_in(err: &(dyn Error + 'static)) -> Option<String> {
+/// [`spawn_hint`] for the first OS error in `err`'s chain of sources.
+pub fn spawn_hint_in(err: &(dyn Error + 'static)) -> Option<String> {
     let mut cur = Some(err);
     while let Some(e) = cur {
-        if let Some(io) = e.downcast_ref::<io::Error>() {
-            if let Some(h) = hint(io) {
-                return Some(h);
-            }
+        if let Some(io) = e.downcast_ref::<io::Error>()
+            && let Some(h) = spawn_hint(io)
+        {
+            return Some(h);
         }
         cur = e.source();
     }
     None
+}
+
+/// `e`'s text, followed by the exhausted resource and its limit in parentheses
+/// when that is why it failed.
+pub fn explain(e: &io::Error) -> String {
+    glue(e, hint(e))
+}
+
+/// The text of an error from starting a process, with the resource it ran out
+/// of ([`spawn_hint_in`]) in parentheses.
+pub fn explain_spawn(err: &(dyn Error + 'static)) -> String {
+    glue(err, spawn_hint_in(err))
+}
+
+fn glue(e: &dyn std::fmt::Display, hint: Option<String>) -> String {
+    match hint {
+        Some(h) => format!("{e} ({h})"),
+        None => e.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -70,13 +102,28 @@ mod tests {
         assert!(h.contains("ulimit -n"), "{h}");
         let h = hint(&io::Error::from_raw_os_error(libc::ENFILE)).unwrap();
         assert!(h.contains("/proc/sys/fs/file-max"), "{h}");
-        let h = hint(&io::Error::from_raw_os_error(libc::EAGAIN)).unwrap();
+        let eagain = io::Error::from_raw_os_error(libc::EAGAIN);
+        assert!(
+            hint(&eagain).is_none(),
+            "EAGAIN is \"not now\" outside fork"
+        );
+        let h = spawn_hint(&eagain).unwrap();
         assert!(h.contains("ulimit -u") && h.contains("pids.max"), "{h}");
+        assert_eq!(explain(&eagain), eagain.to_string());
         assert!(hint(&io::Error::from_raw_os_error(libc::ENOENT)).is_none());
         #[derive(Debug, thiserror::Error)]
         #[error("wrapped")]
         struct Wrapped(#[source] io::Error);
         let w = Wrapped(io::Error::from_raw_os_error(libc::EMFILE));
-        assert!(hint_in(&w).unwrap().contains("file descriptors"));
+        assert!(spawn_hint_in(&w).unwrap().contains("file descriptors"));
+        let w = Wrapped(io::Error::from_raw_os_error(libc::EAGAIN));
+        let text = explain_spawn(&w);
+        assert!(text.starts_with("wrapped (out of processes"), "{text}");
+        let emfile = io::Error::from_raw_os_error(libc::EMFILE);
+        assert!(
+            explain(&emfile).ends_with("nofile=`))"),
+            "{}",
+            explain(&emfile)
+        );
     }
 }

@@ -98,6 +98,17 @@ pub struct Plan {
     pub workers: Vec<WorkerPlan>,
 }
 
+/// The share of `shutdown_timeout` after which agentsup SIGKILLs whatever it
+/// started that is still running: the rest is for reaping and draining output, so
+/// that the whole stop fits inside the timeout and an orchestrator's own SIGKILL
+/// (Docker's 10 s default is the same) never comes first.
+pub const KILL_AT: f64 = 0.9;
+
+/// When, after a stop begins, agentsup kills what is left ([`KILL_AT`]).
+pub fn kill_after(shutdown_timeout: Duration) -> Duration {
+    shutdown_timeout.mul_f64(KILL_AT)
+}
+
 /// `[supervisor]`, defaults applied.
 #[derive(Debug, Clone)]
 pub struct SupervisorPlan {

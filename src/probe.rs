@@ -37,7 +37,6 @@ use crate::diag::Severity;
 use crate::env::{self, BuiltEnv};
 use crate::plan::{Plan, WorkerPlan};
 use crate::secret::Sensitive;
-use crate::sources::{ProcessEnv, Snapshot};
 
 /// How long one probe may take, connection and answer together.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -199,25 +198,13 @@ struct Target {
     verdict: Option<Outcome>,
 }
 
-/// Probes every distinct (provider, base URL, key value) of `workers`, or of every
-/// worker of the plan when `workers` is empty, with `timeout` per request.
+/// Probes every distinct (provider, base URL, key value) of the selected workers'
+/// environments ([`env::for_workers`]), with `timeout` per request.
 /// Results come in a stable order (first worker, then variable name).
-pub fn probe(
-    plan: &Plan,
-    snapshot: &Snapshot,
-    process_env: &ProcessEnv,
-    workers: &[WorkerPlan],
-    timeout: Duration,
-) -> Vec<ProbeResult> {
-    let selected: Vec<&WorkerPlan> = if workers.is_empty() {
-        plan.workers.iter().collect()
-    } else {
-        workers.iter().collect()
-    };
+pub fn probe(plan: &Plan, envs: &[env::WorkerEnv<'_>], timeout: Duration) -> Vec<ProbeResult> {
     let mut targets: Vec<Target> = Vec::new();
-    for w in selected {
-        let built = env::build(plan, w, 0, snapshot, process_env);
-        collect(plan, w, &built, &mut targets);
+    for (w, built) in envs {
+        collect(plan, w, built, &mut targets);
     }
     // Teach the redactor every value before a request can fail: client errors are
     // printed, and nothing printed may carry a key.

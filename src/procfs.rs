@@ -1,6 +1,79 @@
-//! Reading `/proc/PID/stat` (Linux; see proc(5)). Hand-written: two numeric
-//! fields and a walk up the parent chain are all agentsup needs, not worth a procfs
-//! crate.
+//! Reading `/proc/PID/stat` (Linux; see proc(5)). Hand-written: a few numeric
+//! fields, a walk up the parent chain and a scan of every process (the final
+//! sweep) are all agentsup needs, not worth a procfs crate.
+
+/// What agentsup reads of one process's `/proc/PID/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    /// The process id.
+    pub pid: u32,
+    /// Field 4.
+    pub ppid: u32,
+    /// Field 5: the process group.
+    pub pgrp: u32,
+    /// Field 6.
+    pub session: u32,
+    /// Field 3 is `Z`: exited, not yet reaped.
+    pub zombie: bool,
+}
+
+/// The fields of `/proc/{pid}/stat` after `(comm)`, which may itself hold spaces
+/// and parentheses; the first is field 3 (state).
+fn fields_after_comm(stat: &str) -> Option<std::str::SplitWhitespace<'_>> {
+    Some(stat.rsplit_once(')')?.1.split_whitespace())
+}
+
+/// `pid`'s [`Stat`], `None` if it is gone.
+pub fn stat(pid: u32) -> Option<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut f = fields_after_comm(&text)?;
+    let state = f.next()?;
+    let mut num = || f.next()?.parse::<u32>().ok();
+    Some(Stat {
+        pid,
+        ppid: num()?,
+        pgrp: num()?,
+        session: num()?,
+        zombie: state == "Z",
+    })
+}
+
+/// Every process's [`Stat`] (those that exit meanwhile are left out).
+pub fn all() -> Vec<Stat> {
+    pids().filter_map(stat).collect()
+}
+
+/// `pid`'s command name (`/proc/PID/comm`), empty if it is gone.
+pub fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| c.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The kernel's page size, from the auxiliary vector (`AT_PAGESZ` in
+/// `/proc/self/auxv`); 4096 if it cannot be read.
+pub fn page_size() -> u64 {
+    const AT_PAGESZ: u64 = 6;
+    let Ok(auxv) = std::fs::read("/proc/self/auxv") else {
+        return 4096;
+    };
+    auxv.chunks_exact(16)
+        .map(|pair| {
+            let word = |b: &[u8]| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]));
+            (word(&pair[..8]), word(&pair[8..]))
+        })
+        .find(|&(kind, _)| kind == AT_PAGESZ)
+        .map_or(4096, |(_, size)| size)
+}
+
+/// The pids listed in `/proc`.
+fn pids() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+}
 
 /// Field `n` of `/proc/{pid}/stat`, numbered as proc(5) numbers them (4 is the
 /// parent's pid, 20 the number of threads); `pid` may be `"self"`. `None` if the
@@ -8,10 +81,7 @@
 /// `(comm)` part, which may itself hold spaces and parentheses.
 pub fn stat_field(pid: &str, n: usize) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // What follows the last ')' starts at field 3 (state).
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
+    fields_after_comm(&stat)?
         .nth(n.checked_sub(3)?)?
         .parse()
         .ok()
@@ -54,14 +124,7 @@ pub fn descends_from(pid: u32, ancestor: u32) -> Option<u32> {
 /// The pids of `pid`'s children, from every `/proc/*/stat` (the kernel's
 /// `children` file needs CONFIG_PROC_CHILDREN and lists one thread only).
 pub fn children(pid: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
-        .filter(|&p| parent(p) == Some(pid))
-        .collect()
+    pids().filter(|&p| parent(p) == Some(pid)).collect()
 }
 
 #[cfg(test)]
@@ -75,6 +138,14 @@ mod tests {
         assert!(stat_field("self", 20).unwrap() >= 1);
         assert_eq!(stat_field("self", 2), None, "comm is not a number field");
         assert_eq!(stat_field("0", 4), None, "no such process");
+        let me = stat(std::process::id()).unwrap();
+        assert_eq!(u64::from(me.ppid), ppid);
+        assert!(!me.zombie && me.pgrp > 0 && me.session > 0);
+        assert!(all().contains(&me));
+        assert!(stat(u32::MAX).is_none());
+        assert!(!comm(std::process::id()).is_empty());
+        let page = page_size();
+        assert!(page.is_power_of_two() && page >= 4096, "{page}");
     }
 
     #[test]

@@ -62,21 +62,22 @@ pub fn validate(
     redactor: &SharedRedactor,
     scope: Scope<'_>,
 ) -> Validation {
-    let snapshot = load(plan, process_env, runner, redactor, scope.workers);
-    let mut report = check::run(plan, &snapshot, process_env, scope.workers);
+    let snapshot = load_sources(plan, process_env, runner, redactor);
+    // Each selected worker's environment, built once for every step below.
+    let envs = crate::env::for_workers(plan, scope.workers, &snapshot, process_env);
+    register(plan, &snapshot, process_env, redactor, &envs);
+    let mut report = check::run(plan, &snapshot, process_env, &envs);
     if scope.preflight {
-        report.findings.extend(check::preflight::findings(
-            plan,
-            scope.workers,
-            &snapshot,
-            process_env,
-        ));
+        report
+            .findings
+            .extend(check::preflight::findings(plan, &envs));
     }
     let mut probes = Vec::new();
     if let Some(timeout) = scope.probe {
-        probes = probe::probe(plan, &snapshot, process_env, scope.workers, timeout);
+        probes = probe::probe(plan, &envs, timeout);
         report.findings.extend(probe::findings(&probes));
     }
+    drop(envs);
     Validation {
         snapshot,
         report,
@@ -93,16 +94,27 @@ pub fn load(
     redactor: &SharedRedactor,
     workers: &[WorkerPlan],
 ) -> Snapshot {
-    let snapshot = sources::load_all(
+    let snapshot = load_sources(plan, process_env, runner, redactor);
+    register_secrets(plan, &snapshot, process_env, redactor, workers);
+    snapshot
+}
+
+/// Step 1: every source, loaded once (a `command` source registers what it
+/// printed as it parses it).
+fn load_sources(
+    plan: &Plan,
+    process_env: &ProcessEnv,
+    runner: &dyn CommandRunner,
+    redactor: &SharedRedactor,
+) -> Snapshot {
+    sources::load_all(
         plan,
         &LoadContext {
             process_env,
             runner,
             redactor,
         },
-    );
-    register_secrets(plan, &snapshot, process_env, redactor, workers);
-    snapshot
+    )
 }
 
 /// Adds to `redactor`: the secret values of every key a worker declares (exact or
@@ -116,6 +128,18 @@ pub fn register_secrets(
     process_env: &ProcessEnv,
     redactor: &SharedRedactor,
     workers: &[WorkerPlan],
+) {
+    let envs = crate::env::for_workers(plan, workers, snap, process_env);
+    register(plan, snap, process_env, redactor, &envs);
+}
+
+/// [`register_secrets`] with the selected workers' environments already built.
+fn register(
+    plan: &Plan,
+    snap: &Snapshot,
+    process_env: &ProcessEnv,
+    redactor: &SharedRedactor,
+    envs: &[crate::env::WorkerEnv<'_>],
 ) {
     let mut pairs = Vec::new();
     for (name, e) in snap
@@ -143,15 +167,9 @@ pub fn register_secrets(
             pairs.push((name.clone(), crate::secret::Sensitive::new(password)));
         }
     }
-    let selected = if workers.is_empty() {
-        &plan.workers[..]
-    } else {
-        workers
-    };
-    for w in selected {
-        for r in 0..w.replicas.max(1) {
-            pairs.extend(crate::env::build(plan, w, r, snap, process_env).secrets());
-        }
+    // Every replica of a worker gets the same secrets (see `env::for_workers`).
+    for (_, env) in envs {
+        pairs.extend(env.secrets());
     }
     redactor.extend(pairs);
 }

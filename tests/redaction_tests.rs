@@ -236,10 +236,11 @@ fn peak_rss_kib(pid: i32) -> Option<u64> {
 
 #[test]
 fn two_megabyte_secret_runs_in_bounded_memory() {
-    // A declared 2 MB value: the old automaton needed gigabytes for it and aborted
-    // (issue 13). No worker can receive it (Linux caps one environment string at
-    // 128 KiB, so its spawn fails with E2BIG), but agentsup must load, register and
-    // redact it: a second worker prints it, read from the file, as one 2 MB line.
+    // A 2 MB secret: the old automaton needed gigabytes for it and aborted (issue
+    // 13). No worker can receive it (Linux caps one environment string at 128 KiB),
+    // so declaring it is refused naming it (below); but agentsup must load,
+    // register and redact it: a secret-looking name is registered whoever declares
+    // it, and a worker prints it, read from the file, as one 2 MB line.
     // A canary first, so a leak of the value's start is the canary's to find.
     let head = Canary::new("");
     let big: String = head.value().to_string()
@@ -249,12 +250,12 @@ fn two_megabyte_secret_runs_in_bounded_memory() {
             })
             .collect::<String>();
     let sb = Sandbox::new();
-    sb.write("secrets/BIG_BLOB", &big);
+    sb.write("secrets/BIG_TOKEN", &big);
     sb.write(
         "printer.py",
         r#"
 import sys, time
-v = open("secrets/BIG_BLOB").read()
+v = open("secrets/BIG_TOKEN").read()
 sys.stdout.write("blob=" + v + " end\n")
 sys.stdout.flush()
 print("printed", flush=True)
@@ -270,12 +271,6 @@ on_give_up = "keep"
 type = "dir"
 path = "secrets"
 max_size = "4MiB"
-
-[[worker]]
-name = "big"
-command = ["{py}", "-c", "pass"]
-keys = ["BIG_BLOB"]
-restart = "never"
 
 [[worker]]
 name = "printer"
@@ -307,12 +302,7 @@ restart = "never"
     // A line this long is printed in pieces: the first byte is final before the
     // match is, so `b` comes out on its own.
     assert!(
-        all.contains("lob=[redacted:BIG_BLOB] end"),
-        "{}",
-        excerpt(&all)
-    );
-    assert!(
-        all.contains("BIG_BLOB") || all.contains("too long"),
+        all.contains("lob=[redacted:BIG_TOKEN] end"),
         "{}",
         excerpt(&all)
     );
@@ -322,12 +312,26 @@ restart = "never"
     );
     eprintln!("agentsup peak RSS (VmHWM) with a 2 MB secret: {peak} KiB");
 
+    // Declared by a worker: refused with the key named, before anything starts
+    // (no execve could pass it: the worker would crash-loop on E2BIG).
+    let config = std::fs::read_to_string(sb.path().join("supervisor.toml")).unwrap();
+    let declared = format!(
+        "{config}\n[[worker]]\nname = \"big\"\ncommand = [\"{}\", \"-c\", \"pass\"]\nkeys = [\"BIG_TOKEN\"]\n",
+        python()
+    );
+    sb.config(&declared);
+    for args in [&["check"][..], &["run", "--no-color"][..]] {
+        let out = sb.run(args);
+        out.assert_code(78)
+            .assert_no_leak(&head)
+            .assert_contains(&format!("BIG_TOKEN is {} bytes", big.len()));
+    }
+
     // With the default 64 KiB cap of a `dir` source, the value is refused with
     // the key (its file) named, before anything starts.
-    let config = std::fs::read_to_string(sb.path().join("supervisor.toml")).unwrap();
-    sb.config(&config.replace("max_size = \"4MiB\"\n", ""));
+    sb.config(&declared.replace("max_size = \"4MiB\"\n", ""));
     let out = sb.run(&["check"]);
-    out.assert_no_leak(&head).assert_contains("BIG_BLOB");
+    out.assert_no_leak(&head).assert_contains("BIG_TOKEN");
     assert_ne!(out.code, Some(0), "{}", out.all());
 }
 
@@ -466,4 +470,56 @@ sys.exit(3)
     ]);
     out.assert_code(3)
         .assert_contains(&format!("out {}", secrets.openai.value()));
+}
+
+/// issue 12: `exec`'s masking redacts what a terminal shows, as worker output
+/// does: a key printed in pieces joined by escape sequences, backspaces or NULs,
+/// or as hex, never shows whole, on either stream; and a line starting with `\r`
+/// cannot print over what came before it.
+#[test]
+fn exec_masking_redacts_what_a_terminal_shows() {
+    let (sb, secrets) = sandbox_with_secrets("unused", "");
+    let script = r#"
+import os, sys
+k = os.environ["OPENAI_API_KEY"]
+parts = [k[i:i + 12] for i in range(0, len(k), 12)]
+for stream in (sys.stdout, sys.stderr):
+    for sep in ("\x1b[0m", "\x1b]0;title\x07", "Z\b", "\0", "\u009b1m"):
+        stream.write("k=" + sep.join(parts) + "\n")
+    stream.write("hex " + k.encode().hex() + "\n")
+    stream.write("\rforged line\n")
+    stream.flush()
+"#;
+    let py = python();
+    let out = sb.run(&["exec", "--worker", "unused", "--", &py, "-c", script]);
+    out.assert_code(0);
+    for (name, text) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+        assert_eq!(
+            text.matches("k=[redacted:OPENAI_API_KEY]\n").count(),
+            5,
+            "{name}: {text:?}"
+        );
+        assert!(
+            text.contains("hex [redacted:OPENAI_API_KEY]\n"),
+            "{name}: {text:?}"
+        );
+        assert!(text.contains("\nforged line\n"), "{name}: {text:?}");
+        assert!(
+            !text.contains('\x1b') && !text.contains('\r') && !text.contains('\0'),
+            "{name}: no control reaches the terminal: {text:?}"
+        );
+        secrets.openai.assert_absent(&(name, text.as_str()));
+    }
+    // Opting out passes the bytes through untouched.
+    let out = sb.run(&[
+        "exec",
+        "--no-masking",
+        "--worker",
+        "unused",
+        "--",
+        &py,
+        "-c",
+        script,
+    ]);
+    out.assert_code(0).assert_contains("\x1b[0m");
 }

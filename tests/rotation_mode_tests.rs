@@ -340,3 +340,116 @@ on_rotation = "file"
     run.signal(15);
     assert_eq!(run.wait_exit(PATIENCE), Some(0));
 }
+
+#[test]
+fn env_says_what_run_adds_for_key_files() {
+    let sb = Sandbox::new();
+    sb.config("[[worker]]\nname = \"a\"\ncommand = [\"true\"]\nkeys = [\"MY_TOKEN\"]\non_rotation = \"signal\"\n");
+    let token = Canary::new("tok-");
+    let out = sb.run_env(&["env", "a"], &[("MY_TOKEN", token.value())]);
+    out.assert_code(0);
+    out.assert_contains("note: on_rotation = \"signal\": under `agentsup run` it also gets AGENTSUP_KEYS_DIR and NAME_FILE");
+    out.assert_no_leak(&token);
+}
+
+/// The Node twin of [`FILE_WORKER`]: the real `openai` package with
+/// `apiKey: async () => key(...)` from node/agentsup.
+const NODE_FILE_WORKER: &str = r#"
+const { default: OpenAI, AuthenticationError } = await import(process.env.OPENAI_ENTRY);
+const { key } = await import(process.env.HELPER_ENTRY);
+const client = new OpenAI({ apiKey: async () => key('OPENAI_API_KEY'), baseURL: process.env.OPENAI_BASE_URL, maxRetries: 0 });
+console.log(`worker started pid=${process.pid}`);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+let n = 0, lost = 0, retried = 0;
+for (;;) {
+  n += 1;
+  const deadline = Date.now() + 20000;
+  for (;;) {
+    const used = key('OPENAI_API_KEY');
+    try {
+      await client.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'ping' }] });
+      break;
+    } catch (err) {
+      if (!(err instanceof AuthenticationError)) throw err;
+      retried += 1;
+      while (key('OPENAI_API_KEY') === used && Date.now() < deadline) await sleep(10);
+      if (Date.now() >= deadline) { lost += 1; break; }
+    }
+  }
+  console.log(`call ${n} done lost=${lost} retried=${retried}`);
+  await sleep(100);
+}
+"#;
+
+#[test]
+fn node_file_mode_rotation_loses_no_call_either() {
+    let _ = test_venv_python(); // installs examples/node-openai/node_modules
+    let ctl = Ctl::new("");
+    let sb = &ctl.sb;
+    let keys = RotationKeys::new();
+    let accepted = sb.write("provider/accepted_key", keys.old.value());
+    let provider = FakeProvider::openai(&accepted);
+    sb.write("secrets/OPENAI_API_KEY", format!("{}\n", keys.old.value()));
+    sb.write("worker.mjs", NODE_FILE_WORKER);
+    let entry = |p: &str| format!("file://{}", repo().join(p).display());
+    sb.config(&format!(
+        r#"
+[env]
+inherit = ["PATH", "HOME", "LANG"]
+vars = {{ OPENAI_BASE_URL = "http://127.0.0.1:{port}/v1", OPENAI_ENTRY = "{openai}", HELPER_ENTRY = "{helper}" }}
+
+[[source]]
+type = "dir"
+path = "secrets"
+
+[keys.OPENAI_API_KEY]
+provider = "openai"
+
+[[worker]]
+name = "caller"
+command = ["node", "worker.mjs"]
+keys = ["OPENAI_API_KEY"]
+on_rotation = "file"
+"#,
+        port = provider.port,
+        openai = entry("examples/node-openai/node_modules/openai/index.mjs"),
+        helper = entry("node/agentsup/index.mjs"),
+    ));
+    let mut run = ctl.start();
+    run.wait_for("worker started pid=", PATIENCE);
+    let pid = ctl.running_pids(1)[0].1;
+    assert!(wait_until(PATIENCE, || last_call(&run.output())
+        .is_some_and(|(n, _)| n >= 5)));
+    let (before, _) = last_call(&run.output()).unwrap();
+    write_atomically(&accepted, keys.new.value());
+    write_atomically(
+        &sb.path().join("secrets/OPENAI_API_KEY"),
+        &format!("{}\n", keys.new.value()),
+    );
+    run.wait_for("key files replaced in place", PATIENCE);
+    let after = wait_until(PATIENCE, || {
+        last_call(&run.output()).is_some_and(|(n, _)| n >= before + 15)
+    });
+    assert!(after, "calls stopped after the rotation:\n{}", run.output());
+    let status = ctl.status();
+    assert_eq!(
+        status["replicas"][0]["pid"].as_i64(),
+        Some(i64::from(pid)),
+        "{status}"
+    );
+    assert_eq!(
+        status["replicas"][0]["restarts"].as_u64(),
+        Some(0),
+        "{status}"
+    );
+    run.signal(15);
+    assert_eq!(run.wait_exit(PATIENCE), Some(0));
+    let out = run.output();
+    let (_, tail) = last_call(&out).unwrap();
+    assert!(
+        tail.starts_with("lost=0 "),
+        "a call was lost: {tail}\n{out}"
+    );
+    keys.assert_absent(&run);
+    keys.assert_absent(&("the fake provider's log", provider.log()));
+}

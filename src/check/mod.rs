@@ -90,19 +90,16 @@ impl Report {
     }
 }
 
-/// Runs every check for `workers`, or for every worker of the plan when `workers`
-/// is empty (`exec` and `run --only` pass their selection).
+/// Runs every check for the selected workers, given with their environments
+/// ([`env::for_workers`]: every worker of the plan, or the selection of `exec` and
+/// `run --only`).
 pub fn run(
     plan: &Plan,
     snapshot: &Snapshot,
     process_env: &ProcessEnv,
-    workers: &[WorkerPlan],
+    envs: &[env::WorkerEnv<'_>],
 ) -> Report {
-    let selected: Vec<&WorkerPlan> = if workers.is_empty() {
-        plan.workers.iter().collect()
-    } else {
-        workers.iter().collect()
-    };
+    let selected: Vec<&WorkerPlan> = envs.iter().map(|(w, _)| *w).collect();
     let mut key_order: Vec<String> = Vec::new();
     for w in &selected {
         for k in &w.keys_exact {
@@ -127,8 +124,7 @@ pub fn run(
     }
     out.extend(helper::findings(plan));
     out.extend(names::inherited_secrets(plan, process_env));
-    for w in &selected {
-        let built = env::build(plan, w, 0, snapshot, process_env);
+    for (w, built) in envs {
         // Values matched only by a glob are optional and not value-checked, except
         // for a NUL byte: no process environment can carry one, so the worker could
         // not even start (it would crash-loop with a message naming no variable).
@@ -151,11 +147,14 @@ pub fn run(
                 });
             }
         }
+        if w.start != crate::config::StartMode::Fork {
+            out.extend(too_long_for_exec(w, built));
+        }
         for key in &w.keys_exact {
             match built.vars.get(key) {
                 None => out.push(ctx.missing(w, key)),
                 Some(var) => {
-                    let findings = ctx.value_findings(w, key, var, &built);
+                    let findings = ctx.value_findings(w, key, var, built);
                     let clean = findings.is_empty();
                     for f in findings {
                         out.push(f);
@@ -194,11 +193,11 @@ pub fn run(
                 }
             }
         }
-        for f in ctx.azure_findings(w, &built) {
+        for f in ctx.azure_findings(w, built) {
             out.push(f);
         }
-        out.extend(worker::google_both(w, &built));
-        out.extend(ctx.worker_dotenv(w, &built));
+        out.extend(worker::google_both(w, built));
+        out.extend(ctx.worker_dotenv(w, built));
         out.extend(worker::stop_fits(plan, w));
     }
 
@@ -260,6 +259,39 @@ fn source_code(p: &SourceProblem) -> &'static str {
     } else {
         "source"
     }
+}
+
+/// Variables no `execve` can pass: Linux refuses any one environment string
+/// (`NAME=value`) longer than `MAX_ARG_STRLEN`, 32 pages (128 KiB with 4 KiB
+/// pages), with E2BIG. Such a worker could never start, and would crash-loop on
+/// "Argument list too long" naming no variable (issue 13: a 2 MB secret).
+/// Fork-mode replicas are not exec'd, so this is for spawned workers.
+fn too_long_for_exec(w: &WorkerPlan, built: &BuiltEnv) -> Vec<Finding> {
+    let max = 32 * crate::procfs::page_size();
+    built
+        .vars
+        .iter()
+        .filter(|(name, var)| (name.len() + 1 + var.value.len() + 1) as u64 > max)
+        .map(|(name, var)| Finding {
+            severity: Severity::Error,
+            code: "too-long",
+            key: Some(name.clone()),
+            workers: vec![w.name.clone()],
+            location: Some(var.provenance.to_string()),
+            message: format!(
+                "{name} is {} bytes: Linux passes at most {max} bytes per environment \
+                 variable (MAX_ARG_STRLEN), so worker {} could not start (`Argument list \
+                 too long`)",
+                var.value.len(),
+                w.name
+            ),
+            hint: Some(
+                "give the worker a path to the value instead (a file it reads, e.g. \
+                 NAME_FILE), or shorten the value"
+                    .into(),
+            ),
+        })
+        .collect()
 }
 
 fn source_finding(p: &SourceProblem, selected: &[&WorkerPlan]) -> Finding {

@@ -46,21 +46,20 @@ pub(crate) fn secret_looking_name(name: &str) -> bool {
 /// or a value holding a connection URL with a password. Names only, never values.
 pub(crate) fn inherited_secrets(plan: &Plan, process_env: &ProcessEnv) -> Vec<Finding> {
     let mut out = Vec::new();
-    for pattern in &plan.inherit_patterns {
-        let Ok(glob) = globset::Glob::new(pattern) else {
+    // `plan.inherit` holds the patterns compiled in `inherit_patterns` order, so
+    // a match's index names the entry that let the variable through.
+    let mut per_pattern: Vec<Vec<&str>> = vec![Vec::new(); plan.inherit_patterns.len()];
+    for (name, value) in &process_env.vars {
+        if !(secret_looking_name(name) || crate::redact::url_password(value.expose()).is_some()) {
             continue;
-        };
-        let glob = glob.compile_matcher();
-        let names: Vec<&str> = process_env
-            .vars
-            .iter()
-            .filter(|(name, value)| {
-                glob.is_match(name.as_str())
-                    && (secret_looking_name(name)
-                        || crate::redact::url_password(value.expose()).is_some())
-            })
-            .map(|(name, _)| name.as_str())
-            .collect();
+        }
+        for i in plan.inherit.matches(name.as_str()) {
+            if let Some(names) = per_pattern.get_mut(i) {
+                names.push(name.as_str());
+            }
+        }
+    }
+    for (pattern, names) in plan.inherit_patterns.iter().zip(per_pattern) {
         if names.is_empty() {
             continue;
         }

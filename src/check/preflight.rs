@@ -11,25 +11,13 @@ use crate::config::StartMode;
 use crate::diag::Finding;
 use crate::diag::Severity;
 use crate::plan::{Plan, WorkerPlan};
-use crate::sources::{ProcessEnv, Snapshot};
 
 /// One `command` error finding per worker of `workers` (every worker of the plan
 /// when empty) that could not be started. Never holds a value: the messages name
 /// programs, paths and PATH, which are configuration, not secrets.
-pub fn findings(
-    plan: &Plan,
-    workers: &[WorkerPlan],
-    snapshot: &Snapshot,
-    process_env: &ProcessEnv,
-) -> Vec<Finding> {
-    let selected = if workers.is_empty() {
-        &plan.workers[..]
-    } else {
-        workers
-    };
-    selected
-        .iter()
-        .filter_map(|w| problem(plan, w, snapshot, process_env).map(|p| finding(w, p)))
+pub fn findings(plan: &Plan, envs: &[crate::env::WorkerEnv<'_>]) -> Vec<Finding> {
+    envs.iter()
+        .filter_map(|(w, env)| problem(plan, w, env).map(|p| finding(w, p)))
         .collect()
 }
 
@@ -46,12 +34,7 @@ fn finding(w: &WorkerPlan, message: String) -> Finding {
 }
 
 /// Why `w` cannot be started, if it cannot.
-fn problem(
-    plan: &Plan,
-    w: &WorkerPlan,
-    snapshot: &Snapshot,
-    process_env: &ProcessEnv,
-) -> Option<String> {
+fn problem(plan: &Plan, w: &WorkerPlan, env: &crate::env::BuiltEnv) -> Option<String> {
     if !w.cwd.is_dir() {
         return Some(format!(
             "cwd {} is not a directory; fix `cwd` (relative paths start at {})",
@@ -59,9 +42,8 @@ fn problem(
             plan.config_dir.display()
         ));
     }
-    let env = crate::env::build(plan, w, 0, snapshot, process_env);
     if w.start == StartMode::Fork {
-        return crate::fork::preflight(w, &env).err().map(|e| e.to_string());
+        return crate::fork::preflight(w, env).err().map(|e| e.to_string());
     }
     let program = w.command.first()?;
     let e = crate::process::resolve_program(program, env.path_var(), &w.cwd).err()?;

@@ -46,8 +46,14 @@ fn snapshot(entries: Vec<Entry>) -> Snapshot {
     s
 }
 
+/// `check::run` for `workers` (all when empty), their environments built as the
+/// validation pipeline builds them.
+fn run_for(p: &Plan, s: &Snapshot, penv: &ProcessEnv, workers: &[WorkerPlan]) -> Report {
+    run(p, s, penv, &crate::env::for_workers(p, workers, s, penv))
+}
+
 fn check(p: &Plan, s: &Snapshot) -> Report {
-    run(p, s, &ProcessEnv::default(), &[])
+    run_for(p, s, &ProcessEnv::default(), &[])
 }
 
 fn all_text(r: &Report) -> String {
@@ -132,7 +138,7 @@ fn selection_limits_the_check() {
          [[worker]]\nname = \"b\"\ncommand = [\"x\"]\nkeys = [\"ANTHROPIC_API_KEY\"]\n",
     );
     let s = snapshot(vec![dotenv("OPENAI_API_KEY", KEY, 1)]);
-    let r = run(
+    let r = run_for(
         &p,
         &s,
         &ProcessEnv::default(),
@@ -245,7 +251,7 @@ fn process_env_without_env_source() {
          [[worker]]\nname = \"a\"\ncommand = [\"x\"]\nkeys = [\"OPENAI_API_KEY\"]\n",
     );
     let penv = ProcessEnv::from_pairs([("OPENAI_API_KEY", KEY)]);
-    let r = run(&p, &snapshot(vec![]), &penv, &[]);
+    let r = run_for(&p, &snapshot(vec![]), &penv, &[]);
     assert!(
         r.findings[0]
             .hint
@@ -451,4 +457,36 @@ fn placeholders_in_any_declared_key_are_errors() {
         ]
     );
     assert!(!all_text(&r).contains("<your key>"), "{}", all_text(&r));
+}
+
+#[test]
+fn a_value_no_exec_can_pass_is_an_error_naming_it() {
+    // issue 13: a 2 MB declared secret used to crash-loop the worker on
+    // "Argument list too long", naming no variable.
+    let big = "A".repeat(2_000_000);
+    let p = plan(
+        "[[worker]]\nname = \"w\"\ncommand = [\"x\"]\nkeys = [\"BIG_TOKEN\", \"OPENAI_API_KEY\"]\n\
+         [[worker]]\nname = \"f\"\nstart = \"fork\"\nscript = \"x.py\"\nkeys = [\"BIG_TOKEN\"]\n",
+    );
+    let s = snapshot(vec![
+        dotenv("BIG_TOKEN", &big, 1),
+        dotenv("OPENAI_API_KEY", KEY, 2),
+    ]);
+    let r = check(&p, &s);
+    let too_long: Vec<&Finding> = r.findings.iter().filter(|f| f.code == "too-long").collect();
+    assert_eq!(too_long.len(), 1, "{:?}", r.findings);
+    let f = too_long[0];
+    assert_eq!(f.severity, Severity::Error);
+    assert_eq!(f.key.as_deref(), Some("BIG_TOKEN"));
+    assert_eq!(f.workers, ["w"], "fork-mode replicas are not exec'd");
+    assert!(f.message.contains("2000000 bytes"), "{}", f.message);
+    assert!(!all_text(&r).contains("AAAAAAAA"), "no value in the report");
+    // A value just under the limit passes.
+    let max = 32 * crate::procfs::page_size() as usize;
+    let fits = "A".repeat(max - "BIG_TOKEN".len() - 2);
+    let s = snapshot(vec![
+        dotenv("BIG_TOKEN", &fits, 1),
+        dotenv("OPENAI_API_KEY", KEY, 2),
+    ]);
+    assert!(!check(&p, &s).findings.iter().any(|f| f.code == "too-long"));
 }

@@ -185,14 +185,15 @@ pub(super) fn google_both(w: &WorkerPlan, built: &BuiltEnv) -> Option<Finding> {
 /// and its task is lost (issue 14).
 pub(super) fn stop_fits(plan: &crate::plan::Plan, w: &WorkerPlan) -> Option<Finding> {
     let shutdown = plan.supervisor.shutdown_timeout;
-    let kill_at = shutdown.mul_f64(0.9);
+    let kill_at = crate::plan::kill_after(shutdown);
     // Only a stop_timeout the config sets: a shorter shutdown_timeout capping the
     // default grace is documented and deliberate (the demo's 5 s). A set
     // stop_timeout past the 90 % kill cannot do what it says.
     if !w.stop_timeout_set || w.stop_timeout <= kill_at {
         return None;
     }
-    let needed = w.stop_timeout.mul_f64(1.0 / 0.9) + std::time::Duration::from_secs(1);
+    let needed =
+        w.stop_timeout.mul_f64(1.0 / crate::plan::KILL_AT) + std::time::Duration::from_secs(1);
     Some(Finding {
         severity: Severity::Warning,
         code: "stop-timeout",

@@ -96,6 +96,28 @@ fn cmd_check(a: CheckArgs) -> Result<u8> {
     })
 }
 
+/// What `agentsup run` adds to a worker's environment that `env` cannot show
+/// (paths made per run): issue 14's key files and notify socket.
+fn run_only_notes(worker: &crate::plan::WorkerPlan) -> String {
+    let mut out = String::new();
+    if worker.on_rotation.writes_files() {
+        out.push_str(&format!(
+            "note: on_rotation = \"{}\": under `agentsup run` it also gets AGENTSUP_KEYS_DIR and NAME_FILE for each key (files in a directory made per run)\n",
+            worker.on_rotation.as_str()
+        ));
+    }
+    if worker
+        .ready
+        .as_ref()
+        .is_some_and(|r| matches!(r.probe, crate::ready::Probe::Notify))
+    {
+        out.push_str(
+            "note: ready = { notify = true }: under `agentsup run` it also gets NOTIFY_SOCKET\n",
+        );
+    }
+    out
+}
+
 fn cmd_env(a: EnvArgs) -> Result<u8> {
     let plan = plan::load_located(a.config.path())?;
     let worker = plan.require_worker(&a.worker)?;
@@ -108,13 +130,17 @@ fn cmd_env(a: EnvArgs) -> Result<u8> {
         std::slice::from_ref(worker),
     );
     let built = crate::env::build(&plan, worker, 0, &snap, &penv);
-    let text = crate::env_report::render(
+    let format: crate::env_report::Format = a.format.into();
+    let mut text = crate::env_report::render(
         &built,
-        a.format.into(),
+        format,
         a.reveal,
         &plan,
         crate::output::width::stdout_width(),
     );
+    if format == crate::env_report::Format::Text {
+        text.push_str(&run_only_notes(worker));
+    }
     write_stdout(&text)?;
     let mut problems: Vec<String> = snap
         .problems

@@ -534,7 +534,7 @@ impl Fleet {
             output_deadline: cx.now + self.cfg.shutdown_timeout,
         });
         cx.out.push(Action::ArmTimer {
-            at: cx.now + self.cfg.shutdown_timeout.mul_f64(0.9),
+            at: cx.now + crate::plan::kill_after(self.cfg.shutdown_timeout),
             timer: Timer::ShutdownDeadline,
         });
     }

@@ -251,7 +251,7 @@ async fn handshake(
         }
         Some(Message::PreloadFailed { module, traceback }) => Err(ForkError::Preload {
             module,
-            traceback: crate::redact::global().redact_str(traceback.trim_end()),
+            traceback: crate::redact::redact_shown(traceback.trim_end()),
         }),
         Some(other) => Err(ForkError::Protocol(format!(
             "expected `ready` from the template, got {other:?}"
@@ -340,9 +340,11 @@ async fn emit(
     }
 }
 
+/// The template's last lines for an error message: as a terminal shows them,
+/// redacted (the tail itself is raw, for classification).
 fn redacted_tail(tail: &Mutex<Tail>) -> String {
     let text = tail.lock().unwrap_or_else(PoisonError::into_inner).text();
-    crate::redact::global().redact_str(&text)
+    crate::redact::redact_shown(&text)
 }
 
 /// `exited with status 1`, `killed by SIGKILL`, … for messages.
@@ -363,4 +365,42 @@ fn path_str(p: &Path) -> Result<String, ForkError> {
             what: "temporary directory",
             path: p.to_path_buf(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Sensitive;
+
+    #[test]
+    fn redacted_tail_renders_then_redacts() {
+        // A value of its own: the global redactor is shared by every test.
+        let key = "sk-fork-tail-9f8e7d6c5b4a3210ZyXwVu";
+        crate::redact::global().extend([(
+            "FORK_TAIL_TEST_KEY".to_string(),
+            Sensitive::new(key.to_string()),
+        )]);
+        let tail = Mutex::new(Tail::with_limits(40, 16 * 1024));
+        let pieces: Vec<&str> = key
+            .as_bytes()
+            .chunks(10)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        for sep in ["\x1b[0m", "\x1b]0;t\x07", "Z\x08", "\0"] {
+            tail.lock()
+                .unwrap()
+                .push(format!("key={}", pieces.join(sep)).as_bytes());
+        }
+        tail.lock().unwrap().push(format!("raw {key}").as_bytes());
+        let text = redacted_tail(&tail);
+        assert_eq!(
+            text.matches("[redacted:FORK_TAIL_TEST_KEY]").count(),
+            5,
+            "{text}"
+        );
+        assert!(
+            !text.contains(&key[..16]) && !text.contains('\x1b'),
+            "{text}"
+        );
+    }
 }

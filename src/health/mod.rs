@@ -79,10 +79,8 @@ pub fn serve(listener: TcpListener, status: watch::Receiver<Arc<Status>>) {
                     // EMFILE and friends: the condition persists for a while, so
                     // pause instead of spinning (and logging) in a tight loop.
                     tracing::warn!(
-                        "health endpoint: cannot accept a connection: {e}{}",
-                        crate::limits::hint(&e)
-                            .map(|h| format!(" ({h})"))
-                            .unwrap_or_default()
+                        "health endpoint: cannot accept a connection: {}",
+                        crate::limits::explain(&e)
                     );
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;

@@ -131,25 +131,6 @@ fn find_newline(s: &[u8]) -> Option<usize> {
         .map(|i| offset + i)
 }
 
-/// Bytes at the end of `s` that start a UTF-8 sequence cut short, so a piece of a
-/// long line can end on a char boundary instead of printing two U+FFFD.
-pub(super) fn incomplete_utf8_tail(s: &[u8]) -> usize {
-    for back in 1..=s.len().min(3) {
-        let b = s[s.len() - back];
-        if b & 0xC0 == 0x80 {
-            continue; // continuation byte: keep looking for the lead byte
-        }
-        let need = match b {
-            0xC0..=0xDF => 2,
-            0xE0..=0xEF => 3,
-            0xF0..=0xF7 => 4,
-            _ => return 0,
-        };
-        return if need > back { back } else { 0 };
-    }
-    0
-}
-
 // ---------------------------------------------------------------------------
 // Tail
 // ---------------------------------------------------------------------------
@@ -360,16 +341,6 @@ mod tests {
             data[i] = 0x8a; // high bit set, low bits like '\n'
         }
         assert_eq!(find_newline(&[0x0b, 0x09, 0x0a]), Some(2));
-    }
-
-    #[test]
-    fn utf8_tail_detection() {
-        assert_eq!(incomplete_utf8_tail(b"abc"), 0);
-        assert_eq!(incomplete_utf8_tail("é".as_bytes()), 0);
-        assert_eq!(incomplete_utf8_tail(&"é".as_bytes()[..1]), 1);
-        assert_eq!(incomplete_utf8_tail(&"€".as_bytes()[..2]), 2);
-        assert_eq!(incomplete_utf8_tail(&"😀".as_bytes()[..3]), 3);
-        assert_eq!(incomplete_utf8_tail(b"\xff"), 0);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use tokio::sync::{Notify, watch};
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::Context;
 
-use super::writer::{self, Undelivered};
+use super::writer::{self, Undelivered, count_lines};
 use super::{
     EVENT_QUEUE_BYTES, FieldValue, LineFormatter, LineMeta, OutputConfig, QUEUE_BYTES,
     SupervisorEvent,
@@ -38,6 +38,9 @@ const EVENT_BUF: usize = 256;
 /// One queued message: a batch of worker lines or one supervisor event.
 pub(super) struct Msg {
     pub(super) buf: Vec<u8>,
+    /// Newlines in `buf`, counted by whoever formatted it (a pump knows how many
+    /// records it wrote), so the writer thread never scans the bytes for them.
+    pub(super) lines: u64,
     pub(super) event: bool,
 }
 
@@ -116,10 +119,15 @@ impl Queue {
 
     /// Pushes a batch of lines when there is room. An empty line lane always takes
     /// a message, so one bigger than the cap cannot wait forever.
-    fn try_push(&self, st: &mut QueueState, msg: &mut Option<Vec<u8>>) -> io::Result<bool> {
+    fn try_push(
+        &self,
+        st: &mut QueueState,
+        msg: &mut Option<Vec<u8>>,
+        lines: u64,
+    ) -> io::Result<bool> {
         if st.abandoned {
             if let Some(m) = msg.take() {
-                st.lost.add_lines(&m);
+                st.lost.add(lines, m.len());
                 self.recycle(m);
             }
             return Ok(true);
@@ -135,6 +143,7 @@ impl Queue {
             st.line_bytes += m.len();
             st.msgs.push_back(Msg {
                 buf: m,
+                lines,
                 event: false,
             });
             self.data.notify_one();
@@ -142,7 +151,7 @@ impl Queue {
         Ok(true)
     }
 
-    async fn push(&self, msg: Vec<u8>) -> io::Result<()> {
+    async fn push(&self, msg: Vec<u8>, lines: u64) -> io::Result<()> {
         let mut msg = Some(msg);
         loop {
             // Registered before checking, so a wake-up between the check and the
@@ -152,7 +161,7 @@ impl Queue {
             notified.as_mut().enable();
             {
                 let mut st = self.lock();
-                if self.try_push(&mut st, &mut msg)? {
+                if self.try_push(&mut st, &mut msg, lines)? {
                     return Ok(());
                 }
             }
@@ -188,7 +197,11 @@ impl Queue {
         }
         for buf in note.into_iter().chain(std::iter::once(msg)) {
             st.event_bytes += buf.len();
-            st.msgs.push_back(Msg { buf, event: true });
+            st.msgs.push_back(Msg {
+                lines: count_lines(&buf),
+                buf,
+                event: true,
+            });
         }
         self.data.notify_one();
         Ok(())
@@ -221,7 +234,7 @@ impl Queue {
                 if m.event {
                     st.lost.events += 1;
                 } else {
-                    st.lost.add_lines(&m.buf);
+                    st.lost.add(m.lines, m.buf.len());
                 }
             }
             st.line_bytes = 0;
@@ -374,12 +387,14 @@ impl OutputSink {
         let mut buf = self.inner.queue.take_buffer();
         let (mut scratch, mut rendered) = (Vec::new(), Vec::new());
         let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+        let mut lines = 0;
         for line in body.split(|&b| b == b'\n') {
             let shown = crate::redact::terminal::render_slice(line, &mut rendered);
             let text = redactor.redact_slice(shown, &mut scratch);
             fmt.write_line(&mut buf, &prefix, meta, text, false);
+            lines += 1;
         }
-        self.send(buf).await
+        self.send(buf, lines).await
     }
 
     /// Prints a supervisor event. Never waits (see [`Queue`]).
@@ -406,12 +421,13 @@ impl OutputSink {
         buf
     }
 
-    pub(super) async fn send(&self, buf: Vec<u8>) -> io::Result<()> {
+    /// Queues `buf`, which holds `lines` records (one newline each).
+    pub(super) async fn send(&self, buf: Vec<u8>, lines: u64) -> io::Result<()> {
         if buf.is_empty() {
             self.inner.queue.recycle(buf);
             return Ok(());
         }
-        self.inner.queue.push(buf).await
+        self.inner.queue.push(buf, lines).await
     }
 
     /// From `deadline` on, stops waiting on stdout: everything still queued or

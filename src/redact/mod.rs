@@ -8,6 +8,8 @@
 //!   not grow with the number of secrets, in memory linear in the forms (issue 13).
 //! - [`terminal`] turns a worker's line into what a terminal would show, so escape
 //!   sequences, backspaces or NULs between pieces of a key hide nothing.
+//! - [`ShownLines`] puts the two together for a stream of lines: worker output
+//!   and `exec`'s masked output both print through it.
 //!
 //! Output is line-framed by [`crate::output`], so most text is redacted one complete
 //! line at a time. Lines too long to buffer arrive in pieces; [`StreamRedactor`] keeps
@@ -33,11 +35,13 @@ use tracing_subscriber::fmt::MakeWriter;
 use crate::secret::Sensitive;
 
 pub mod forms;
+mod lines;
 mod matcher;
 pub mod terminal;
 mod url;
 
 pub use forms::{FULL_FORMS_MAX, MIN_SECRET_LEN, RUN_LEN};
+pub use lines::ShownLines;
 pub use matcher::{Redactor, StreamRedactor};
 pub use url::{mask_url_password, url_password, url_password_forms};
 
@@ -263,6 +267,14 @@ pub fn global() -> &'static SharedRedactor {
 /// Redacts a message with the global redactor, for error printing in `main`.
 pub fn redact_message(message: &str) -> String {
     global().redact_str(message)
+}
+
+/// A worker's (or a helper's) text quoted in agentsup's own messages, as a
+/// terminal shows it ([`terminal::render_str`]) and then redacted with the
+/// [`global`] redactor: redacting the raw text would miss a key printed in
+/// pieces joined by escape sequences, which the terminal then shows whole.
+pub fn redact_shown(text: &str) -> String {
+    global().redact_str(&terminal::render_str(text))
 }
 
 /// A [`MakeWriter`] for `tracing_subscriber::fmt` that redacts each event.

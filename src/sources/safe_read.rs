@@ -74,10 +74,9 @@ fn open_checked(target: &Path, max: u64) -> Result<Vec<u8>, Open> {
         .open(target)
         .map_err(|e| match e.raw_os_error() {
             Some(libc::ENOENT) | Some(libc::ELOOP) => Open::Vanished(e.to_string()),
-            Some(libc::EMFILE) | Some(libc::ENFILE) => Open::Refused(format!(
-                "cannot open: {e}; {}",
-                crate::limits::hint(&e).unwrap_or_default()
-            )),
+            Some(libc::EMFILE) | Some(libc::ENFILE) => {
+                Open::Refused(format!("cannot open: {}", crate::limits::explain(&e)))
+            }
             // open(2) of a Unix socket fails with ENXIO.
             Some(libc::ENXIO) => Open::Refused(format!(
                 "cannot be opened ({e}): a socket or a device without a driver, not a regular file"

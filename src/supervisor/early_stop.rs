@@ -30,7 +30,7 @@ pub(super) async fn during<T>(
         "received {} while {what}, before any worker started: stopping the source commands still running and exiting without starting anything",
         super::signal_name(sig)
     );
-    let deadline = Instant::now() + shutdown_timeout.mul_f64(0.9);
+    let deadline = Instant::now() + crate::plan::kill_after(shutdown_timeout);
     // Repeated: a source that was killed lets the loader start the next one.
     loop {
         kill_children();

@@ -278,10 +278,7 @@ impl Started {
 /// The error's text, plus the exhausted resource and its limit when that is why
 /// (out of file descriptors, processes, memory).
 fn with_hint(e: &(dyn std::error::Error + 'static)) -> String {
-    match crate::limits::hint_in(e) {
-        Some(h) => format!("{e}: {h}"),
-        None => e.to_string(),
-    }
+    crate::limits::explain_spawn(e)
 }
 
 /// Awaits every pump still running; finished ones are skipped on a second call.

@@ -11,41 +11,6 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-/// One process as `/proc/PID/stat` shows it.
-struct Proc {
-    pid: u32,
-    ppid: u32,
-    pgrp: u32,
-    session: u32,
-    zombie: bool,
-}
-
-/// Parses `/proc/{pid}/stat`: fields 3 (state), 4, 5 and 6 after the `(comm)`.
-fn read_proc(pid: u32) -> Option<Proc> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let mut f = stat.rsplit_once(')')?.1.split_whitespace();
-    let state = f.next()?;
-    let mut num = || f.next()?.parse::<u32>().ok();
-    Some(Proc {
-        pid,
-        ppid: num()?,
-        pgrp: num()?,
-        session: num()?,
-        zombie: state == "Z",
-    })
-}
-
-fn all_procs() -> Vec<Proc> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(read_proc)
-        .collect()
-}
-
 /// The sweep's memory across passes: groups and sessions led by processes we
 /// started, so their members are found after the leader is gone.
 #[derive(Default)]
@@ -58,7 +23,7 @@ impl Sweep {
     /// One pass: SIGKILLs every live process that is ours; returns their pids.
     pub fn pass(&mut self) -> Vec<u32> {
         let me = std::process::id();
-        let procs = all_procs();
+        let procs = crate::procfs::all();
         let my = procs.iter().find(|p| p.pid == me);
         let (my_pgrp, my_sid) = my.map_or((0, 0), |p| (p.pgrp, p.session));
         let mut children: HashMap<u32, Vec<usize>> = HashMap::new();
@@ -109,11 +74,7 @@ pub fn final_sweep(deadline: Instant) {
             let named: Vec<String> = left
                 .iter()
                 .take(20)
-                .map(|pid| {
-                    let comm =
-                        std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-                    format!("{pid} ({})", comm.trim())
-                })
+                .map(|&pid| format!("{pid} ({})", crate::procfs::comm(pid)))
                 .collect();
             tracing::warn!(
                 "{} process(es) started by the workers survived the final sweep: {}{}",
