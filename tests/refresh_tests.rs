@@ -49,7 +49,7 @@ fn a_refreshed_command_runs_again_and_its_new_value_restarts_the_worker() {
     let at_start = count_runs(&runs);
     // Unchanged: the command runs again, nothing restarts.
     run.wait_for("refreshing command `sh` (source #1)", PATIENCE);
-    run.wait_for("no running replica's environment changed", PATIENCE);
+    run.wait_for("every running replica already has these values", PATIENCE);
     assert!(count_runs(&runs) > at_start);
     // Changed: the next refresh rolls it out, as a watched file's change would.
     sb.write("value", second.value());

@@ -210,12 +210,22 @@ impl Fleet {
             cx.out.push(Action::ApplyInPlace);
             // Replicas waiting out an auth backoff restart now if their keys changed
             // (SPEC 5): one re-read serves the whole incident.
+            // A re-read that is not the watcher's (an auth failure's, queued behind
+            // another) may be the first to see a rotation: it says so before the
+            // per-replica lines, and sums them up after, so the story reads in
+            // order whichever re-read gets there first.
+            let announce = !self.reread.watch_triggered && !self.reread.reload_requested;
             for (slot, &run) in runs.iter().enumerate() {
                 let m = &self.slots[slot].machine;
                 let waiting = matches!(m.state(), replica::State::AuthBlocked { .. })
                     || (matches!(m.state(), replica::State::Backoff { .. }) && m.auth_streak() > 0);
                 let changed = changed_of(&changes, slot);
                 if waiting && !changed.is_empty() && self.slots[slot].run == run {
+                    if announce && restarted == 0 {
+                        cx.info(
+                            "re-read sources: new values for replicas waiting on a rejected key",
+                        );
+                    }
                     self.slots[slot].restart_reason = RestartReason::Rotation;
                     let label = self.slots[slot].label.clone();
                     for c in changed {
@@ -228,6 +238,12 @@ impl Fleet {
                     restarted += 1;
                 }
             }
+        }
+        if announce_summary(accepted, restarted, &self.reread) {
+            cx.info(match restarted {
+                1 => "rotation: 1 waiting replica restarted with the new values".to_owned(),
+                n => format!("rotation: {n} waiting replicas restarted with the new values"),
+            });
         }
         if stale {
             self.start_reread(cx);
@@ -353,7 +369,7 @@ impl Fleet {
         if list.is_empty() {
             if restarted == 0 && in_place == 0 {
                 cx.info(format!(
-                    "{reason}: no running replica's environment changed; nothing to restart"
+                    "{reason}: every running replica already has these values; nothing to restart"
                 ));
             } else if in_place == 0 {
                 cx.info(format!(
@@ -394,4 +410,10 @@ fn restarts_on(mode: OnRotation, reason: RestartReason) -> bool {
         OnRotation::NextStart => reason != RestartReason::Rotation,
         OnRotation::File | OnRotation::Signal => false,
     }
+}
+
+/// Whether a re-read that restarted `restarted` waiting replicas sums them up
+/// itself: only when no rotation or reload summary follows (that one counts them).
+fn announce_summary(accepted: bool, restarted: usize, r: &Coordinator) -> bool {
+    accepted && restarted > 0 && !r.watch_triggered && !r.reload_requested
 }

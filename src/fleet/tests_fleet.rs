@@ -506,3 +506,49 @@ fn a_rolling_restart_waits_for_the_ready_probe_or_its_timeout() {
             .any(|l| l.starts_with("a.1: not ready 5s after it started"))
     );
 }
+
+#[test]
+fn a_rotation_first_seen_by_an_auth_reread_is_announced_and_summed_up_in_order() {
+    let mut h = H::started(&[("a", 2)]);
+    h.exit(0, ExitClass::Auth);
+    h.exit(1, ExitClass::Auth);
+    let ev = unchanged(&h);
+    h.step(ev);
+    assert_eq!(h.state(0), StateKind::Backoff);
+    // A re-read the watcher did not start (one an auth failure queued) is the
+    // first to see the new key: header, per-replica lines, then the count.
+    let ev = rotated(&h, &[0, 1]);
+    h.step(ev);
+    let lines = h.lines();
+    let at = |needle: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in {lines:#?}"))
+    };
+    let header = at("re-read sources: new values for replicas waiting on a rejected key");
+    assert!(header < at("a.0: OPENAI_API_KEY changed"));
+    assert!(header < at("a.1: OPENAI_API_KEY changed"));
+    assert!(at("a.1: OPENAI_API_KEY changed") < at("rotation: 2 waiting replicas restarted"));
+    assert_eq!(h.state(0), StateKind::Starting);
+    assert_eq!(h.state(1), StateKind::Starting);
+    // The watcher's own re-read, later, finds nothing left and says so truly.
+    h.spawned(0);
+    h.spawned(1);
+    h.advance(Duration::from_secs(2));
+    h.step(Event::SourcesChanged);
+    let ev = unchanged(&h);
+    h.step(ev);
+    assert!(
+        h.lines()
+            .iter()
+            .any(|l| l.contains("every running replica already has these values")),
+        "{:#?}",
+        h.lines()
+    );
+    assert!(
+        !h.lines()
+            .iter()
+            .any(|l| l.contains("environment changed; nothing"))
+    );
+}
