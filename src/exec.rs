@@ -53,9 +53,10 @@ use std::time::{Duration, Instant};
 
 use signal_hook::iterator::Signals;
 
+use crate::auth::Termination;
 use crate::output::{Frame, LineFramer};
 use crate::process::{self, ChildSetup, SpawnError, SpawnSpec};
-use crate::reaper::{self, Reaper, Termination};
+use crate::reaper::{self, Reaper};
 use crate::redact::{Redactor, ShownLines};
 use crate::sys::signal::{FAULTS, FaultForwarding};
 

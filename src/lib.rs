@@ -37,6 +37,7 @@ pub mod env;
 pub mod env_report;
 pub mod exec;
 pub mod exit;
+pub mod fleet;
 pub mod fork;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -52,8 +52,8 @@ use tokio::sync::oneshot;
 use crate::sys::wait::{self, Target};
 
 // One type for "how a process ended" across the crate: classification (auth.rs)
-// defines it, the reaper produces it.
-pub use crate::auth::Termination;
+// defines it, the reaper produces it; it is imported from `auth`, never re-exported.
+use crate::auth::Termination;
 
 /// The status a shell reports for `t`: the exit status, or 128+N for signal N. This
 /// is what `agentsup exec` exits with (SPEC 1).

@@ -35,10 +35,14 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
 use crate::auth::{ExitClass, Termination};
 
-/// After this many consecutive auth failures with unchanged sources the replica is
-/// `auth-blocked` (SPEC 5).
+/// After this many auth failures on the same key values, with unchanged sources,
+/// the replica is `auth-blocked` (SPEC 5). Counted per rejected value, not per run
+/// in a row: a queue worker idles between tasks, so its runs outlast `reset_after`
+/// and a consecutive count would never get past one (issue 14).
 pub const AUTH_BLOCK_AFTER: u32 = 3;
 
 /// Which exits are followed by a restart (SPEC 5, `restart`).
@@ -160,24 +164,108 @@ pub enum State {
     Exited,
 }
 
-/// The state's name in logs, `status` and metrics (SPEC 5).
-pub fn label(state: &State) -> &'static str {
-    match state {
-        State::Starting => "starting",
-        State::Running { .. } => "running",
-        State::Stopping { .. } => "stopping",
-        State::Backoff { .. } => "backoff",
-        State::AuthBlocked { .. } => "auth-blocked",
-        State::Failed { .. } => "failed",
-        State::Stopped => "stopped",
-        State::Exited => "exited",
+/// What kind of state a replica is in, without the state's data: what transitions
+/// log, `status` and `/metrics` show (SPEC 5), and what readiness is decided on.
+/// Serialised as its label (`auth-blocked`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StateKind {
+    /// [`State::Starting`].
+    Starting,
+    /// [`State::Running`].
+    Running,
+    /// [`State::Stopping`].
+    Stopping,
+    /// [`State::Backoff`].
+    Backoff,
+    /// [`State::AuthBlocked`].
+    AuthBlocked,
+    /// [`State::Failed`].
+    Failed,
+    /// [`State::Stopped`].
+    Stopped,
+    /// [`State::Exited`].
+    Exited,
+}
+
+impl StateKind {
+    /// Every kind, in the order `/metrics` lists them.
+    pub const ALL: [StateKind; 8] = [
+        StateKind::Starting,
+        StateKind::Running,
+        StateKind::Stopping,
+        StateKind::Backoff,
+        StateKind::AuthBlocked,
+        StateKind::Failed,
+        StateKind::Stopped,
+        StateKind::Exited,
+    ];
+
+    /// The state's name in logs, `status` and metrics (SPEC 5).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateKind::Starting => "starting",
+            StateKind::Running => "running",
+            StateKind::Stopping => "stopping",
+            StateKind::Backoff => "backoff",
+            StateKind::AuthBlocked => "auth-blocked",
+            StateKind::Failed => "failed",
+            StateKind::Stopped => "stopped",
+            StateKind::Exited => "exited",
+        }
+    }
+
+    /// The one readiness rule (SPEC 8): only a running process counts towards
+    /// `/readyz`.
+    pub fn is_ready(self) -> bool {
+        self == StateKind::Running
+    }
+
+    /// True for the states that make `/readyz` fail whatever the other replicas
+    /// do: `auth-blocked` and `failed` need someone to look.
+    pub fn blocks_readiness(self) -> bool {
+        matches!(self, StateKind::AuthBlocked | StateKind::Failed)
+    }
+
+    /// True when no process exists and none will start by itself.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            StateKind::Stopped | StateKind::Exited | StateKind::Failed
+        )
     }
 }
 
-/// True when the replica counts towards `/readyz` (SPEC 8): only a running process
-/// is ready; `auth-blocked` and `failed` are explicitly not.
+impl fmt::Display for StateKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl State {
+    /// The kind of this state.
+    pub fn kind(&self) -> StateKind {
+        match self {
+            State::Starting => StateKind::Starting,
+            State::Running { .. } => StateKind::Running,
+            State::Stopping { .. } => StateKind::Stopping,
+            State::Backoff { .. } => StateKind::Backoff,
+            State::AuthBlocked { .. } => StateKind::AuthBlocked,
+            State::Failed { .. } => StateKind::Failed,
+            State::Stopped => StateKind::Stopped,
+            State::Exited => StateKind::Exited,
+        }
+    }
+}
+
+/// The state's name in logs, `status` and metrics (SPEC 5).
+pub fn label(state: &State) -> &'static str {
+    state.kind().as_str()
+}
+
+/// True when the replica counts towards `/readyz` ([`StateKind::is_ready`]).
 pub fn is_ready(state: &State) -> bool {
-    matches!(state, State::Running { .. })
+    state.kind().is_ready()
 }
 
 impl fmt::Display for State {
@@ -215,6 +303,11 @@ pub enum Event {
         class: ExitClass,
         /// The classification's reason (safe to log).
         reason: String,
+        /// A fingerprint of the values of the keys the run was given (never the
+        /// values themselves). Auth failures are counted per rejected value: the
+        /// count goes on across runs of any length on the same value and starts
+        /// over when the value changes.
+        key: Option<u64>,
         /// When it was reaped.
         at: Instant,
     },
@@ -273,17 +366,18 @@ pub struct Transition {
     pub worker: String,
     /// Replica index (0-based).
     pub replica: u32,
-    /// Label of the state left.
-    pub from: &'static str,
-    /// Label of the state entered (may equal `from`, e.g. SIGKILL while stopping).
-    pub to: &'static str,
+    /// The state left.
+    pub from: StateKind,
+    /// The state entered (may equal `from`, e.g. SIGKILL while stopping).
+    pub to: StateKind,
     /// The process concerned, if any.
     pub pid: Option<i32>,
     /// How it ended, on exit transitions.
     pub status: Option<Termination>,
     /// Its class, on exit transitions.
     pub class: Option<ExitClass>,
-    /// The delay before the next start, when one was scheduled.
+    /// The delay before the next start, when one was scheduled (the reason states
+    /// it too).
     pub delay: Option<Duration>,
     /// Why, in one human sentence.
     pub reason: String,
@@ -326,8 +420,11 @@ pub struct Replica {
     crash_streak: u32,
     /// Restarts made in the current backoff streak: the exponent `n`.
     backoff_n: u32,
-    /// Consecutive auth failures after which the sources were unchanged.
+    /// Auth failures on the value in `rejected` after which the sources were
+    /// unchanged, whatever the runs' lengths and the exits between them.
     auth_streak: u32,
+    /// The fingerprint of the key values the last auth failure was on.
+    rejected: Option<Option<u64>>,
     /// Set between an auth exit and its [`Event::RereadDone`]: the exit time, from
     /// which the auth delay is measured.
     reread_pending: Option<Instant>,
@@ -354,6 +451,7 @@ impl Replica {
             crash_streak: 0,
             backoff_n: 0,
             auth_streak: 0,
+            rejected: None,
             reread_pending: None,
             stop_pending: None,
             restart_pending: false,
@@ -408,8 +506,14 @@ impl Replica {
                 status,
                 class,
                 reason,
+                key,
                 at,
-            } => self.on_exited(policy, status, class, reason, at, jitter_sample, &mut out),
+            } => {
+                if class == ExitClass::Auth {
+                    self.count_rejected(key);
+                }
+                self.on_exited(policy, status, class, reason, at, jitter_sample, &mut out);
+            }
             Event::RereadDone { changed_keys, at } => {
                 self.on_reread(policy, changed_keys, at, jitter_sample, &mut out);
             }
@@ -495,10 +599,12 @@ impl Replica {
             State::Running { pid, since } => {
                 // Horust resets on "started"; SPEC 5 resets once a run lasted
                 // `reset_after`, so a crash loop cannot hide behind fast starts.
+                // The auth count is not reset here: a queue worker idles between
+                // tasks, so a revoked key fails once per long run (issue 14); it is
+                // counted per rejected value instead (`count_rejected`).
                 if at.saturating_duration_since(since) >= policy.backoff.reset_after {
                     self.crash_streak = 0;
                     self.backoff_n = 0;
-                    self.auth_streak = 0;
                 }
                 let note = Note::new(reason).pid(pid).exit(status, class);
                 self.on_failure(policy, class, note, at, jitter, out);
@@ -541,9 +647,6 @@ impl Replica {
     ) {
         if class != ExitClass::Crash {
             self.crash_streak = 0;
-        }
-        if class != ExitClass::Auth {
-            self.auth_streak = 0;
         }
         match class {
             ExitClass::Ok if policy.restart == RestartPolicy::Always => {
@@ -790,10 +893,20 @@ impl Replica {
         )
     }
 
+    /// An auth failure on the key values fingerprinted `key`: a value other than
+    /// the one the count is about starts the count over.
+    fn count_rejected(&mut self, key: Option<u64>) {
+        if self.rejected != Some(key) {
+            self.rejected = Some(key);
+            self.auth_streak = 0;
+        }
+    }
+
     fn reset_counters(&mut self) {
         self.crash_streak = 0;
         self.backoff_n = 0;
         self.auth_streak = 0;
+        self.rejected = None;
         self.reread_pending = None;
         self.stop_pending = None;
         self.restart_pending = false;
@@ -809,8 +922,8 @@ impl Replica {
         out.push(Action::Log(Transition {
             worker: self.worker.clone(),
             replica: self.index,
-            from: label(&self.state),
-            to: label(&to),
+            from: self.state.kind(),
+            to: to.kind(),
             pid: note.pid,
             status: note.status,
             class: note.class,
@@ -941,6 +1054,7 @@ mod tests {
             status,
             class,
             reason: format!("test {class}"),
+            key: Some(1),
             at,
         }
     }
@@ -1312,6 +1426,105 @@ mod tests {
         assert!(!is_ready(&State::AuthBlocked { until: t }));
     }
 
+    /// One auth failure after a run of `run`, on key values `key`, with the sources
+    /// unchanged; returns the state entered.
+    fn auth_failure_after(
+        r: &mut Replica,
+        policy: &Policy,
+        t: &mut Instant,
+        run: Duration,
+        key: u64,
+    ) -> &'static str {
+        r.step(policy, Event::Spawned { pid: PID, at: *t }, 0.0);
+        *t += run;
+        let exit = Event::Exited {
+            status: Termination::Exited(77),
+            class: ExitClass::Auth,
+            reason: "exit status 77".into(),
+            key: Some(key),
+            at: *t,
+        };
+        r.step(policy, exit, 0.0);
+        let done = Event::RereadDone {
+            changed_keys: vec![],
+            at: *t,
+        };
+        let actions = r.step(policy, done, 0.0);
+        let Some(Action::ArmTimer { at }) = actions.last() else {
+            panic!("{actions:?}")
+        };
+        *t = *at;
+        r.step(policy, Event::TimerFired { at: *t }, 0.0);
+        label(r.state())
+    }
+
+    #[test]
+    fn auth_failures_count_per_rejected_value_however_long_the_runs_between() {
+        // A queue worker idles between tasks: every run outlasts reset_after.
+        let policy = Policy {
+            backoff: Backoff {
+                reset_after: Duration::from_secs(4),
+                ..policy().backoff
+            },
+            ..policy()
+        };
+        let mut t = Instant::now();
+        let mut r = replica_in(State::Starting);
+        let seven = Duration::from_secs(7);
+        let got: Vec<&str> = (0..3)
+            .map(|_| auth_failure_after(&mut r, &policy, &mut t, seven, 1))
+            .collect();
+        // Each entry is the state the failure led to, observed after its restart.
+        assert_eq!(r.auth_streak(), 3, "{got:?}");
+        // A crash between failures on the same value does not start the count over.
+        r.step(&policy, Event::Spawned { pid: PID, at: t }, 0.0);
+        r.step(&policy, exited(ExitClass::Crash, t + seven), 0.0);
+        assert_eq!(r.auth_streak(), 3);
+        // A different value is a new credential: its count starts at one.
+        t += Duration::from_secs(60);
+        r.step(&policy, Event::TimerFired { at: t }, 0.0);
+        auth_failure_after(&mut r, &policy, &mut t, seven, 2);
+        assert_eq!(r.auth_streak(), 1);
+    }
+
+    #[test]
+    fn a_revoked_key_on_a_quiet_queue_is_auth_blocked_on_the_third_failure() {
+        let policy = Policy {
+            backoff: Backoff {
+                reset_after: Duration::from_secs(4),
+                ..policy().backoff
+            },
+            ..policy()
+        };
+        let mut t = Instant::now();
+        let mut r = replica_in(State::Starting);
+        let mut states = Vec::new();
+        for _ in 0..3 {
+            r.step(&policy, Event::Spawned { pid: PID, at: t }, 0.0);
+            t += Duration::from_secs(7);
+            let exit = Event::Exited {
+                status: Termination::Exited(77),
+                class: ExitClass::Auth,
+                reason: "exit status 77".into(),
+                key: Some(9),
+                at: t,
+            };
+            r.step(&policy, exit, 0.0);
+            let done = Event::RereadDone {
+                changed_keys: vec![],
+                at: t,
+            };
+            let actions = r.step(&policy, done, 0.0);
+            states.push(label(r.state()));
+            let Some(Action::ArmTimer { at }) = actions.last() else {
+                panic!("{actions:?}")
+            };
+            t = *at;
+            r.step(&policy, Event::TimerFired { at: t }, 0.0);
+        }
+        assert_eq!(states, ["backoff", "backoff", "auth-blocked"]);
+    }
+
     #[test]
     fn rotation_restarts_at_once_and_names_the_keys() {
         let policy = policy();
@@ -1469,6 +1682,7 @@ mod tests {
             status: Termination::Signaled(9),
             class: ExitClass::Ok,
             reason: "stopped".into(),
+            key: None,
             at: t0 + p.stop_timeout,
         };
         assert_eq!(kinds(&r.step(&p, done, 0.0)), ["log stopping->stopped"]);
@@ -1514,6 +1728,7 @@ mod tests {
             status: Termination::Exited(1),
             class: ExitClass::Config,
             reason: "matched `Missing credentials. Please pass` (OpenAI SDK)".into(),
+            key: None,
             at: t0,
         };
         let actions = r.step(&policy, event, 0.0);

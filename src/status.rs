@@ -10,6 +10,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::ExitClass;
+use crate::replica::StateKind;
+
 /// One replica, as `agentsup status` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReplicaStatus {
@@ -19,9 +22,9 @@ pub struct ReplicaStatus {
     pub replica: u32,
     /// Pid of the running process, if any.
     pub pid: Option<u32>,
-    /// State label (SPEC 5): starting, running, stopping, backoff, auth-blocked,
-    /// failed, stopped, exited.
-    pub state: String,
+    /// State (SPEC 5), on the wire as its label: starting, running, stopping,
+    /// backoff, auth-blocked, failed, stopped, exited.
+    pub state: StateKind,
     /// Seconds since the current process started, while one runs.
     pub uptime_secs: Option<f64>,
     /// How many times this replica was restarted (spawns after the first).
@@ -33,12 +36,81 @@ pub struct ReplicaStatus {
     pub ready: Option<bool>,
 }
 
+/// Why a replica was started again (`agentsup_restarts_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartReason {
+    /// It crashed (exit class `crash`, or a failed spawn).
+    Crash,
+    /// It exited with a rejected credential (class `auth`).
+    Auth,
+    /// It exited with status 0 under `restart = "always"`.
+    Ok,
+    /// Class `config` (never restarted by itself; kept so every class has a reason).
+    Config,
+    /// Its keys changed (a watched source, or the re-read of an auth failure).
+    Rotation,
+    /// SIGHUP or `agentsup reload` changed its environment.
+    Reload,
+    /// `agentsup restart`.
+    Manual,
+}
+
+impl RestartReason {
+    /// The reasons `/metrics` lists for every worker, from 0.
+    pub const LISTED: [RestartReason; 6] = [
+        RestartReason::Crash,
+        RestartReason::Auth,
+        RestartReason::Ok,
+        RestartReason::Rotation,
+        RestartReason::Reload,
+        RestartReason::Manual,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartReason::Crash => "crash",
+            RestartReason::Auth => "auth",
+            RestartReason::Ok => "ok",
+            RestartReason::Config => "config",
+            RestartReason::Rotation => "rotation",
+            RestartReason::Reload => "reload",
+            RestartReason::Manual => "manual",
+        }
+    }
+}
+
+impl From<ExitClass> for RestartReason {
+    fn from(class: ExitClass) -> Self {
+        match class {
+            ExitClass::Ok => RestartReason::Ok,
+            ExitClass::Auth => RestartReason::Auth,
+            ExitClass::Config => RestartReason::Config,
+            ExitClass::Crash => RestartReason::Crash,
+        }
+    }
+}
+
+impl std::fmt::Display for RestartReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl ReplicaStatus {
+    /// The one readiness rule for a replica (SPEC 8): its state counts
+    /// ([`StateKind::is_ready`]) and, with a `ready` probe, the probe passed.
+    pub fn is_ready(&self) -> bool {
+        self.state.is_ready() && self.ready != Some(false)
+    }
+}
+
 /// Counters for `/metrics` (SPEC 8). Keys are label values; never values of secrets.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Counters {
-    /// Restarts by `(worker, reason)`; reason is the exit class that caused them, or
-    /// `rotation` / `reload` / `manual`.
-    pub restarts: BTreeMap<(String, String), u64>,
+    /// Restarts by worker, then reason (`{"planner": {"manual": 2, "auth": 1}}`).
+    pub restarts: BTreeMap<String, BTreeMap<RestartReason, u64>>,
     /// Exits classified `auth`, by worker.
     pub auth_failures: BTreeMap<String, u64>,
     /// Re-reads of the sources whose values were adopted.
@@ -131,14 +203,13 @@ impl Status {
             let mine: Vec<&ReplicaStatus> =
                 self.replicas.iter().filter(|r| r.worker == w).collect();
             for r in &mine {
-                if r.state == "auth-blocked" || r.state == "failed" {
+                if r.state.blocks_readiness() {
                     problems.push(format!("{}.{} is {}", r.worker, r.replica, r.state));
                 }
             }
             // A replica whose `ready` probe has not passed yet does not count.
-            let up = |r: &&&ReplicaStatus| r.state == "running" && r.ready != Some(false);
-            if !mine.iter().any(|r| up(&r)) {
-                if mine.iter().any(|r| r.state == "running") {
+            if !mine.iter().any(|r| r.is_ready()) {
+                if mine.iter().any(|r| r.state.is_ready()) {
                     problems.push(format!("{w} has no ready replica yet (`ready` probe)"));
                 } else {
                     problems.push(format!("{w} has no running replica"));
@@ -157,12 +228,12 @@ impl Status {
 mod tests {
     use super::*;
 
-    fn r(worker: &str, replica: u32, state: &str) -> ReplicaStatus {
+    fn r(worker: &str, replica: u32, state: StateKind) -> ReplicaStatus {
         ReplicaStatus {
             worker: worker.into(),
             replica,
             pid: None,
-            state: state.into(),
+            state,
             uptime_secs: None,
             restarts: 0,
             last_exit: None,
@@ -174,17 +245,19 @@ mod tests {
     fn readiness_needs_a_running_replica_per_worker_and_no_blocked_one() {
         let mut s = Status {
             replicas: vec![
-                r("a", 0, "running"),
-                r("a", 1, "backoff"),
-                r("b", 0, "running"),
+                r("a", 0, StateKind::Running),
+                r("a", 1, StateKind::Backoff),
+                r("b", 0, StateKind::Running),
             ],
             ..Status::default()
         };
         assert!(s.readiness().is_ok());
-        s.replicas[1].state = "auth-blocked".into();
+        s.replicas[1].state = StateKind::AuthBlocked;
         assert_eq!(s.readiness().unwrap_err(), "a.1 is auth-blocked");
-        s.replicas[1].state = "running".into();
-        s.replicas[2].state = "starting".into();
+        s.replicas[1].state = StateKind::Failed;
+        assert_eq!(s.readiness().unwrap_err(), "a.1 is failed");
+        s.replicas[1].state = StateKind::Running;
+        s.replicas[2].state = StateKind::Starting;
         assert_eq!(s.readiness().unwrap_err(), "b has no running replica");
     }
 }
@@ -210,7 +283,9 @@ pub struct ControlResponse {
     /// Whether the request was carried out.
     pub ok: bool,
     /// One human sentence.
+    #[serde(default)]
     pub message: String,
     /// For `status`.
+    #[serde(default)]
     pub status: Option<Status>,
 }

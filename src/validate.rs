@@ -19,10 +19,11 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::auth::Termination;
 use crate::check::{self, Report};
 use crate::plan::{Plan, WorkerPlan};
 use crate::probe::{self, ProbeResult};
-use crate::reaper::{ReaperHandle, Termination};
+use crate::reaper::ReaperHandle;
 use crate::redact::SharedRedactor;
 use crate::sources::{self, Captured, CommandRunner, LoadContext, ProcessEnv, Snapshot};
 

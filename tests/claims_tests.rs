@@ -144,8 +144,14 @@ fn a_config_class_exit_runs_once_and_is_never_restarted() {
     )
     .unwrap();
     sb.write("message.txt", message);
+    // on_give_up = "keep": with the default "exit" agentsup is gone within
+    // milliseconds of the failure, and whether `status` sees `failed` first was a
+    // race the test lost on a loaded machine.
     sb.config(
         r#"
+[supervisor]
+on_give_up = "keep"
+
 [[worker]]
 name = "nokey"
 command = ["sh", "-c", "echo run >> runs.txt; cat message.txt >&2; exit 1"]

@@ -193,7 +193,7 @@ while True:
     if req["cmd"] == "status":
         status = {"config": "/srv/\x1b[31mred.toml", "pid": 1, "uptime_secs": 1.0,
                   "replicas": [{"worker": "evil\x1b]0;t\x07", "replica": 0, "pid": None,
-                                "state": "running\r", "uptime_secs": None, "restarts": 0,
+                                "state": "running", "uptime_secs": None, "restarts": 0,
                                 "last_exit": "\x9b2J"}],
                   "counters": {"restarts": {}, "auth_failures": {}, "secret_reloads": 0,
                                "secret_reload_failures": 0},

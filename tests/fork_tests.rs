@@ -10,10 +10,11 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use agentsup::auth::Termination;
 use agentsup::env::BuiltEnv;
 use agentsup::fork::{ForkError, ForkExitError, ForkTemplate, Forked, TemplateOptions};
 use agentsup::plan::Plan;
-use agentsup::reaper::{Reaper, Termination};
+use agentsup::reaper::Reaper;
 use agentsup::secret::{Provenance, Sensitive};
 use agentsup::sources::{Entry, ProcessEnv, Snapshot};
 use agentsup::spawn::{Spawner, kill_group};

@@ -16,6 +16,7 @@ mod e2e_tests;
 mod env_tests;
 mod examples_tests;
 mod exec_tests;
+mod fleet_tests;
 mod fork_tests;
 mod health_tests;
 mod helper_pkg_tests;

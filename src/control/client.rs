@@ -44,10 +44,10 @@ pub(super) fn cmd_status(config: Option<&Path>, format: ReportFormat) -> Result<
     let text = match format {
         ReportFormat::Text => render_table(&status),
         ReportFormat::Json => {
-            let v = wire::status_to_json(&status);
+            // Every map key is a string: serialising cannot fail.
             format!(
                 "{}\n",
-                serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string())
+                serde_json::to_string_pretty(&status).unwrap_or_default()
             )
         }
     };
@@ -194,12 +194,11 @@ fn sanitize_status(mut s: Status) -> Status {
     s.config = sanitize(&s.config);
     for r in &mut s.replicas {
         r.worker = sanitize(&r.worker);
-        r.state = sanitize(&r.state);
         r.last_exit = r.last_exit.as_deref().map(sanitize);
     }
     s.counters.restarts = std::mem::take(&mut s.counters.restarts)
         .into_iter()
-        .map(|((w, why), n)| ((sanitize(&w), sanitize(&why)), n))
+        .map(|(w, by_reason)| (sanitize(&w), by_reason))
         .collect();
     s.counters.auth_failures = std::mem::take(&mut s.counters.auth_failures)
         .into_iter()
@@ -249,8 +248,10 @@ fn exchange(
     }
     wire::decode_response(answer.trim_end()).map_err(|e| {
         Error::Runtime(format!(
-            "cannot understand the answer on {} ({e}); is the supervisor a different agentsup version?",
-            socket.display()
+            "cannot understand the answer on {} ({}); is the supervisor a different agentsup version?",
+            socket.display(),
+            // serde quotes what it could not parse: never raw to a terminal.
+            sanitize(&e)
         ))
     })
 }
@@ -295,7 +296,7 @@ pub(crate) fn render_table(s: &Status) -> String {
             r.worker.clone(),
             r.replica.to_string(),
             r.pid.map(|p| p.to_string()).unwrap_or_else(dash),
-            r.state.clone(),
+            r.state.to_string(),
             r.uptime_secs.map(humanize).unwrap_or_else(dash),
             r.restarts.to_string(),
             r.last_exit.clone().unwrap_or_else(dash),
@@ -345,7 +346,7 @@ mod tests {
                 worker: "w\u{8}".into(),
                 replica: 0,
                 pid: None,
-                state: "running\r".into(),
+                state: crate::replica::StateKind::Running,
                 uptime_secs: None,
                 restarts: 0,
                 last_exit: Some("\u{1b}c".into()),
@@ -354,7 +355,7 @@ mod tests {
             ..Status::default()
         };
         s.counters.auth_failures.insert("w\u{1b}".into(), 1);
-        let json = wire::status_to_json(&sanitize_status(s)).to_string();
+        let json = serde_json::to_string(&sanitize_status(s)).unwrap();
         assert!(!json.contains("\\u001b") && !json.contains("\\b"), "{json}");
         assert!(json.contains(r"\\x1b[2J"), "{json}");
     }
@@ -380,7 +381,7 @@ mod tests {
                     worker: "planner".into(),
                     replica: 0,
                     pid: Some(1234),
-                    state: "running".into(),
+                    state: crate::replica::StateKind::Running,
                     uptime_secs: Some(5.0),
                     restarts: 0,
                     last_exit: None,
@@ -390,7 +391,7 @@ mod tests {
                     worker: "x".into(),
                     replica: 1,
                     pid: None,
-                    state: "auth-blocked".into(),
+                    state: crate::replica::StateKind::AuthBlocked,
                     uptime_secs: None,
                     restarts: 12,
                     last_exit: Some("auth".into()),

@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::reaper::Termination;
+use crate::auth::Termination;
 
 /// The first line agentsup sends: what to preload and what each child runs.
 #[derive(Debug, Serialize)]

@@ -351,8 +351,8 @@ fn redacted_tail(tail: &Mutex<Tail>) -> String {
 pub(super) fn describe(status: Option<ExitStatus>) -> String {
     match status {
         Some(s) => match s.termination {
-            crate::reaper::Termination::Exited(code) => format!("exited with status {code}"),
-            crate::reaper::Termination::Signaled(_) => format!("was killed by {}", s.termination),
+            crate::auth::Termination::Exited(code) => format!("exited with status {code}"),
+            crate::auth::Termination::Signaled(_) => format!("was killed by {}", s.termination),
         },
         None => "ended (status unknown)".to_string(),
     }

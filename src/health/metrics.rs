@@ -26,27 +26,15 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::status::Status;
+use crate::replica::StateKind;
+use crate::status::{RestartReason, Status};
 
-/// Replica states (SPEC 5, `crate::replica::label`). Every replica gets one series
-/// per state — 1 for its current state, 0 for the others — so an alert on
-/// `state="auth-blocked"` sees the series go to 0 instead of vanishing. A state
-/// missing here still shows up (as an extra series) for the replica in it.
-const STATES: [&str; 8] = [
-    "starting",
-    "running",
-    "stopping",
-    "backoff",
-    "auth-blocked",
-    "failed",
-    "stopped",
-    "exited",
-];
-
-/// Restart reasons the dispatcher records (`crate::status::Counters::restarts`).
-/// They start at 0 for every worker, so that `increase()` sees the first restart
-/// (a counter that appears at 1 has no earlier sample to compare with).
-const REASONS: [&str; 6] = ["crash", "auth", "ok", "rotation", "reload", "manual"];
+// Every replica gets one `agentsup_replica_state` series per state
+// (`StateKind::ALL`) — 1 for its current state, 0 for the others — so an alert on
+// `state="auth-blocked"` sees the series go to 0 instead of vanishing. Restart
+// reasons (`RestartReason::LISTED`) start at 0 for every worker, so that
+// `increase()` sees the first restart (a counter that appears at 1 has no earlier
+// sample to compare with).
 
 /// Label sets: `(name, value)` pairs; values are worker names, indices, states and
 /// reasons — never anything from an environment.
@@ -125,7 +113,7 @@ fn openmetrics(status: &Arc<Status>, uptime_secs: f64, ready: bool) -> String {
 }
 
 /// The snapshot as a prometheus-client [`Collector`]: constant metrics, written in
-/// config order (workers), then replica order, then [`STATES`] / [`REASONS`]
+/// config order (workers), then replica order, then `StateKind::ALL` / `RestartReason::LISTED`
 /// order. (A `Family` would write its series in hash order, a different order on
 /// every scrape.)
 #[derive(Debug)]
@@ -145,11 +133,11 @@ impl Collector for Snapshot {
                 .map(|w| (vec![("worker", w.to_string())], f(w)))
                 .collect()
         };
-        let count = |w: &str, pred: &dyn Fn(&str) -> bool| {
+        let count = |w: &str, pred: &dyn Fn(StateKind) -> bool| {
             let n = status
                 .replicas
                 .iter()
-                .filter(|r| r.worker == w && pred(&r.state))
+                .filter(|r| r.worker == w && pred(r.state))
                 .count();
             i64::try_from(n).unwrap_or(i64::MAX)
         };
@@ -158,7 +146,7 @@ impl Collector for Snapshot {
             &mut enc,
             "agentsup_worker_up",
             "Replicas of the worker whose process is running",
-            per_worker(&|w| count(w, &|s| s == "running")),
+            per_worker(&|w| count(w, &StateKind::is_ready)),
         )?;
         gauges(
             &mut enc,
@@ -169,8 +157,7 @@ impl Collector for Snapshot {
 
         let mut states = Vec::new();
         for r in &status.replicas {
-            let extra = (!STATES.contains(&r.state.as_str())).then_some(r.state.as_str());
-            for s in STATES.iter().copied().chain(extra) {
+            for s in StateKind::ALL {
                 let labels = vec![
                     ("worker", r.worker.clone()),
                     ("replica", r.replica.to_string()),
@@ -189,20 +176,13 @@ impl Collector for Snapshot {
         // prometheus-client appends `_total` to counter names itself.
         let mut restarts = Vec::new();
         for w in &workers {
-            let mine = |(worker, _): &(String, String)| worker == w;
-            let extra = status
-                .counters
-                .restarts
-                .keys()
-                .filter(|k| mine(k) && !REASONS.contains(&k.1.as_str()))
-                .map(|k| k.1.as_str());
-            for reason in REASONS.iter().copied().chain(extra) {
-                let n = status
-                    .counters
-                    .restarts
-                    .get(&(w.to_string(), reason.to_string()))
-                    .copied()
-                    .unwrap_or(0);
+            let mine = status.counters.restarts.get(*w);
+            let extra = mine
+                .into_iter()
+                .flat_map(|m| m.keys().copied())
+                .filter(|r| !RestartReason::LISTED.contains(r));
+            for reason in RestartReason::LISTED.into_iter().chain(extra) {
+                let n = mine.and_then(|m| m.get(&reason)).copied().unwrap_or(0);
                 let labels = vec![("worker", w.to_string()), ("reason", reason.to_string())];
                 restarts.push((labels, n));
             }
@@ -372,12 +352,12 @@ mod tests {
     use super::*;
     use crate::status::{Counters, ReplicaStatus};
 
-    fn replica(worker: &str, replica: u32, state: &str) -> ReplicaStatus {
+    fn replica(worker: &str, replica: u32, state: StateKind) -> ReplicaStatus {
         ReplicaStatus {
             worker: worker.into(),
             replica,
             pid: None,
-            state: state.into(),
+            state,
             uptime_secs: None,
             restarts: 0,
             last_exit: None,
@@ -389,15 +369,17 @@ mod tests {
         let mut counters = Counters::default();
         counters
             .restarts
-            .insert(("planner".into(), "auth".into()), 3);
+            .entry("planner".into())
+            .or_default()
+            .insert(RestartReason::Auth, 3);
         counters.auth_failures.insert("planner".into(), 4);
         counters.secret_reloads = 2;
         counters.secret_reload_failures = 1;
         Status {
             replicas: vec![
-                replica("planner", 0, "running"),
-                replica("planner", 1, "auth-blocked"),
-                replica("odd\"name", 0, "backoff"),
+                replica("planner", 0, StateKind::Running),
+                replica("planner", 1, StateKind::AuthBlocked),
+                replica("odd\"name", 0, StateKind::Backoff),
             ],
             counters,
             ..Status::default()
@@ -503,17 +485,18 @@ mod tests {
     }
 
     #[test]
-    fn an_unknown_state_still_shows() {
+    fn every_state_has_a_series_and_only_the_current_one_is_1() {
         let status = Status {
-            replicas: vec![replica("w", 0, "hibernating")],
+            replicas: vec![replica("w", 0, StateKind::Exited)],
             ..Status::default()
         };
         let text = render(&Arc::new(status), 0.0, false, Format::OpenMetrics);
-        assert!(
-            text.contains(
-                "agentsup_replica_state{worker=\"w\",replica=\"0\",state=\"hibernating\"} 1\n"
-            ),
-            "{text}"
-        );
+        for s in StateKind::ALL {
+            let want = i64::from(s == StateKind::Exited);
+            let line = format!(
+                "agentsup_replica_state{{worker=\"w\",replica=\"0\",state=\"{s}\"}} {want}\n"
+            );
+            assert!(text.contains(&line), "{line} missing in {text}");
+        }
     }
 }

@@ -329,7 +329,7 @@ mod tests {
             worker: worker.into(),
             replica: 0,
             pid: Some(42),
-            state: "running".into(),
+            state: crate::replica::StateKind::Running,
             uptime_secs: Some(1.0),
             restarts: 0,
             last_exit: None,
@@ -358,7 +358,7 @@ mod tests {
         }));
         assert_eq!(get(&s, Method::GET, "/readyz").0, StatusCode::OK);
         let mut blocked = running("a");
-        blocked.state = "auth-blocked".into();
+        blocked.state = crate::replica::StateKind::AuthBlocked;
         tx.send_replace(Arc::new(Status {
             replicas: vec![blocked],
             ..Status::default()

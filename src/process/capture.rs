@@ -15,7 +15,8 @@ use zeroize::{Zeroize, Zeroizing};
 
 use super::start::{registered, spawn_direct, start};
 use super::{ChildSetup, DEFAULT_RESET_SIGNALS, SpawnError, SpawnSpec, kill_group};
-use crate::reaper::{self, ExitWaiter, Reaper, ReaperHandle, Termination};
+use crate::auth::Termination;
+use crate::reaper::{self, ExitWaiter, Reaper, ReaperHandle};
 
 /// The most output [`run_capture`] keeps; a secret command printing more is broken.
 pub const CAPTURE_LIMIT: usize = 16 << 20;

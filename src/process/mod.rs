@@ -1,8 +1,8 @@
 //! Starting processes: workers, fork templates, secret-source commands and
 //! `exec`'s child (SPEC 3, 5).
 //!
-//! The real path of every start: [`start`] resolves the program on the worker's
-//! own `PATH` ([`path`]), builds what the child will read (argv, environment, cwd
+//! The real path of every start: `start.rs` resolves the program on the worker's
+//! own `PATH` (`path.rs`), builds what the child will read (argv, environment, cwd
 //! as C strings, wiped afterwards: they hold the secrets) and the pipes or socket
 //! pairs for its output, then calls the one child routine,
 //! [`crate::sys::child::spawn`]: `clone(CLONE_VM | CLONE_VFORK)` and raw system
@@ -15,17 +15,17 @@
 //!
 //! The parts:
 //!
-//! * [`spawner`]: the long-lived thread that starts workers and fork templates.
+//! * `spawner.rs`: the long-lived thread that starts workers and fork templates.
 //!   **PDEATHSIG is per thread**: the kernel sends the death signal when the
 //!   *thread* that forked exits, not the process, and tokio's blocking threads
 //!   exit after 10 s idle, which would SIGKILL healthy workers.
-//! * [`capture`]: [`run_capture`], a short command run to completion with its
+//! * `capture.rs`: [`run_capture`], a short command run to completion with its
 //!   output read (a `command` source); the calling thread stays until the command
 //!   is collected, so PDEATHSIG is sound there.
-//! * [`path`]: SPEC 3's lookup on the worker's `PATH`, not agentsup's; the child
+//! * `path.rs`: SPEC 3's lookup on the worker's `PATH`, not agentsup's; the child
 //!   gets an absolute path.
-//! * [`kill`]: signalling a process or a group, with pid 0 refused and "already
-//!   gone" not an error; [`terminal`]: handing `exec`'s terminal back and forth.
+//! * `kill.rs`: signalling a process or a group, with pid 0 refused and "already
+//!   gone" not an error; `terminal.rs`: handing `exec`'s terminal back and forth.
 //!
 //! PDEATHSIG covers the direct child only: grandchildren of a SIGKILLed agentsup
 //! survive it unless agentsup is PID 1 of its namespace (see [`crate::guard`]).

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 
 use super::*;
+use crate::auth::Termination;
+use crate::reaper::Reaper;
 use crate::reaper::test_support::{block_on, isolated};
-use crate::reaper::{Reaper, Termination};
 
 const SYS_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 

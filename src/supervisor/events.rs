@@ -2,11 +2,9 @@
 //! worker, replica, pid, exit status and reason), and the classification of each
 //! exit from its status and output tail.
 
-use std::time::Duration;
-
 use super::Dispatcher;
-use crate::auth::{self, ClassifyInput, ExitClass};
-use crate::replica;
+use crate::auth::{self, ClassifyInput, ExitClass, Termination};
+use crate::replica::{self, StateKind};
 
 impl Dispatcher {
     pub(super) fn log_transition(&self, t: &replica::Transition) {
@@ -14,7 +12,7 @@ impl Dispatcher {
         let json = self.sink.formatter().format() == Format::Json;
         // The first start of every replica is implied by its `starting -> running`
         // line; people reading pretty output are spared the extra line.
-        if !json && t.from == "stopped" && t.to == "starting" {
+        if !json && t.from == StateKind::Stopped && t.to == StateKind::Starting {
             return;
         }
         // On a terminal (the formatter has a width) a short headline and an
@@ -24,9 +22,10 @@ impl Dispatcher {
         } else {
             transition_pretty(t)
         };
-        let level = if t.to == "failed" {
+        let level = if t.to == StateKind::Failed {
             tracing::Level::ERROR
-        } else if matches!(t.class, Some(c) if c != ExitClass::Ok) || t.to == "auth-blocked" {
+        } else if matches!(t.class, Some(c) if c != ExitClass::Ok) || t.to == StateKind::AuthBlocked
+        {
             tracing::Level::WARN
         } else {
             tracing::Level::INFO
@@ -39,8 +38,8 @@ impl Dispatcher {
         if json {
             ev = ev
                 .field("event", "transition")
-                .field("from", t.from)
-                .field("to", t.to)
+                .field("from", t.from.as_str())
+                .field("to", t.to.as_str())
                 .field("pid", t.pid.map_or(0, i64::from));
             if let Some(class) = t.class {
                 ev = ev.field("class", class.as_str());
@@ -58,12 +57,12 @@ impl Dispatcher {
     pub(super) fn classify(
         &self,
         slot: usize,
-        termination: crate::reaper::Termination,
-    ) -> (auth::Termination, ExitClass, String) {
-        let s = &self.slots[slot];
-        let worker = &self.workers[s.worker];
+        term: Termination,
+    ) -> (Termination, ExitClass, String) {
+        let io = &self.io[slot];
+        let worker = self.worker_of(slot);
         // stderr last: tracebacks go there, and signatures near the end weigh most.
-        let [out, err] = &s.tail;
+        let [out, err] = &io.tail;
         let out = out.lock().map(|t| t.text()).unwrap_or_default();
         let err = err.lock().map(|t| t.text()).unwrap_or_default();
         let tail = match (out.is_empty(), err.is_empty()) {
@@ -71,17 +70,13 @@ impl Dispatcher {
             (true, false) => err,
             (false, false) => format!("{out}\n{err}"),
         };
-        let term = match termination {
-            crate::reaper::Termination::Exited(c) => auth::Termination::Exited(c),
-            crate::reaper::Termination::Signaled(n) => auth::Termination::Signaled(n),
-        };
         let c = auth::classify(&ClassifyInput {
             termination: term,
-            was_stop_requested: s.stop_requested,
+            was_stop_requested: self.fleet.stop_requested(slot),
             exit_codes: &worker.auth.exit_codes,
             patterns: &worker.auth.patterns,
             tail: &tail,
-            injected: &s.injected,
+            injected: &io.injected,
         });
         let mut detail = c.reason.clone();
         // A malformed key's reason already names the declared candidates (or the keys
@@ -109,7 +104,7 @@ fn transition_message(t: &replica::Transition) -> String {
     if let Some(pid) = t.pid {
         msg.push_str(&format!(" (pid {pid})"));
     }
-    let stopped = t.to == "stopped";
+    let stopped = t.to == StateKind::Stopped;
     if let Some(status) = t.status {
         msg.push_str(&format!(", {status}"));
     }
@@ -120,7 +115,6 @@ fn transition_message(t: &replica::Transition) -> String {
         msg.push_str(": ");
         msg.push_str(&t.reason);
     }
-    push_delay(&mut msg, t);
     msg
 }
 
@@ -132,10 +126,10 @@ fn transition_pretty(t: &replica::Transition) -> String {
     if !exited {
         return transition_message(t);
     }
-    let stopped = t.to == "stopped";
+    let stopped = t.to == StateKind::Stopped;
     let (detail, decision) = split_decision(&t.reason);
     // A stop agentsup asked for says nothing the headline does not.
-    let asked = t.from == "stopping" && t.class == Some(ExitClass::Ok);
+    let asked = t.from == StateKind::Stopping && t.class == Some(ExitClass::Ok);
     let show_detail = !(stopped || asked || detail.is_empty());
     let mut msg = state_change(t);
     if let Some(pid) = t.pid.filter(|_| !show_detail) {
@@ -151,7 +145,6 @@ fn transition_pretty(t: &replica::Transition) -> String {
         msg.push_str(": ");
         msg.push_str(decision);
     }
-    push_delay(&mut msg, t);
     if show_detail {
         match t.pid {
             Some(pid) => msg.push_str(&format!("\n  pid {pid}: {detail}")),
@@ -171,12 +164,6 @@ fn state_change(t: &replica::Transition) -> String {
 
 /// Reasons not worth printing after the state change they caused.
 const ROUTINE: [&str; 4] = ["starting", "spawned", "stopped", "stop requested"];
-
-fn push_delay(msg: &mut String, t: &replica::Transition) {
-    if let Some(d) = t.delay.filter(|_| !t.reason.contains(" in ")) {
-        msg.push_str(&format!("; next start in {}", format_delay(d)));
-    }
-}
 
 /// What the replica machine decided after an exit, which it appends to the
 /// classification's reason as `"; decision"` (`replica::Note::because`). Split off
@@ -200,25 +187,11 @@ fn split_decision(reason: &str) -> (&str, Option<&str>) {
     }
 }
 
-fn format_delay(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
-        format!("{} ms", d.as_millis())
-    } else {
-        format!("{:.1} s", d.as_secs_f64())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Termination;
 
-    fn exit(
-        from: &'static str,
-        to: &'static str,
-        class: ExitClass,
-        reason: &str,
-    ) -> replica::Transition {
+    fn exit(from: StateKind, to: StateKind, class: ExitClass, reason: &str) -> replica::Transition {
         replica::Transition {
             worker: "planner".into(),
             replica: 0,
@@ -235,8 +208,8 @@ mod tests {
     #[test]
     fn an_exit_reads_as_a_headline_and_an_indented_detail() {
         let t = exit(
-            "running",
-            "backoff",
+            StateKind::Running,
+            StateKind::Backoff,
             ExitClass::Auth,
             "matched `AuthenticationError`: the provider rejected a credential; the key it echoed is the injected OPENAI_API_KEY; re-reading sources before restarting",
         );
@@ -267,8 +240,8 @@ mod tests {
             ("", Some("restart requested"))
         );
         let t = exit(
-            "stopping",
-            "starting",
+            StateKind::Stopping,
+            StateKind::Starting,
             ExitClass::Ok,
             "stopped (ended with signal 15 after agentsup asked it to stop); restart requested",
         );

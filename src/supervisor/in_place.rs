@@ -58,7 +58,8 @@ impl Dispatcher {
             if !self.keys.as_ref().is_some_and(|k| k.keeps(worker)) {
                 continue;
             }
-            let Some(first) = self.slots.iter().position(|s| s.worker == worker) else {
+            let Some(first) = (0..self.fleet.len()).find(|&s| self.fleet.slot(s).0 == worker)
+            else {
                 continue;
             };
             let env = self.built_env(first);
@@ -87,9 +88,9 @@ impl Dispatcher {
             }
             let sig = w.reload_signal;
             let mut told = 0;
-            for s in self.slots.iter().filter(|s| s.worker == worker) {
-                let running = matches!(s.machine.state(), crate::replica::State::Running { .. });
-                if let (true, Some(pid)) = (running, s.pid) {
+            for slot in (0..self.fleet.len()).filter(|&s| self.fleet.slot(s).0 == worker) {
+                let running = self.fleet.state(slot) == crate::replica::StateKind::Running;
+                if let (true, Some(pid)) = (running, self.fleet.pid(slot)) {
                     // The leader only: it re-reads its keys; a group signal would
                     // kill children that do not handle it (SIGHUP's default).
                     if crate::spawn::kill_pid(pid, sig as i32).is_ok() {

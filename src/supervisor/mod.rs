@@ -1,65 +1,57 @@
 //! `agentsup run`: the dispatcher (SPEC 5).
 //!
-//! One task owns every replica's state. Every input — a signal, a run that started
-//! or exited, a timer, a finished re-read of the sources — becomes one event; the
-//! pure [`crate::replica`] step function decides, and this module performs the
-//! actions it returns (spawn, signal a process group, arm a timer, re-read the
-//! sources, log). Nothing else touches replica state.
+//! One task owns the fleet ([`crate::fleet::Fleet`], every replica's state). Every
+//! input — a signal, a run that started or exited, a timer, a finished re-read of
+//! the sources, a watched source that changed, a control request — becomes one
+//! [`crate::fleet::Event`]; the pure `Fleet::step` decides, and this module
+//! performs the actions it returns (spawn, signal a process group, arm a timer,
+//! re-read the sources, log, answer). Nothing else touches replica state.
 //!
 //! Start-up order matters: signal handlers first, before the guard fork and the
 //! config (an early `docker stop` must not be lost; see [`crate::signals`]), then
 //! the reaper and the spawner thread, then the sources are loaded
 //! **once** and checked; only when the checks pass does any worker start.
 
-mod control_ops;
 mod early_stop;
 mod events;
 mod in_place;
 mod ready_ops;
 mod refresh_ops;
 mod reread;
-mod rotation;
 mod run_task;
-mod signal_ops;
 mod startup;
 mod sweep;
 
+use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::auth::ExitClass;
-use crate::config::OnGiveUp;
 use crate::env::BuiltEnv;
 use crate::exit::{Result, code};
+use crate::fleet::{
+    self, Action, Event, Fleet, FleetConfig, KeyChange, Level, ReplyId, SlotId, Timer, WorkerSpec,
+};
 use crate::output::{OutputSink, Tail};
 use crate::plan::{Plan, WorkerPlan};
 use crate::redact::SharedRedactor;
-use crate::replica::{self, Action, Event, Replica, StopSignal};
+use crate::replica::{self, StopSignal};
 use crate::secret::Sensitive;
 use crate::signals::{SignalEvent, SignalStream};
 use crate::sources::{ProcessEnv, Snapshot};
 use crate::spawn::{DEFAULT_RESET_SIGNALS, SpawnSpec, Spawner, kill_group};
-use crate::status::{ControlRequest, ControlResponse, Counters, Status};
+use crate::status::{ControlRequest, ControlResponse, Status};
 
 pub use startup::{RunOptions, cmd_run};
 
+use fleet::signal_name;
 use run_task::{RunEvent, RunRequest};
-use signal_ops::signal_name;
 
-/// One replica of one worker, as the dispatcher tracks it.
-struct Slot {
-    worker: usize,
-    replica: u32,
-    label: String,
-    machine: Replica,
-    policy: replica::Policy,
-    /// Incremented per run; events of older runs are ignored.
-    run: u64,
-    /// The pid of the current run, while it lives.
-    pid: Option<u32>,
-    /// Output tail of the current run (classification).
+/// What the dispatcher keeps per replica beside the fleet: what only performing
+/// needs (output tails, the values the current run got).
+struct SlotIo {
     /// Output tails for exit classification, stdout and stderr apart: a worker
     /// that floods stdout after its traceback must not push the traceback out.
     tail: [Arc<Mutex<Tail>>; 2],
@@ -68,112 +60,53 @@ struct Slot {
     /// The current run's secrets, kept registered with the redactor until the next
     /// run replaces them, however many rotations happen meanwhile.
     held: Option<crate::redact::Held>,
-    /// Incremented per armed timer; older timers are ignored.
-    timer_gen: u64,
-    /// True once agentsup asked the current run to stop.
-    stop_requested: bool,
-    /// Waiting for the shared re-read to finish.
-    awaiting_reread: bool,
-    /// Spawns after the first.
-    restarts: u64,
-    /// Why the next spawn is a restart (`crash`, `auth`, `rotation`, `reload`, …).
-    restart_reason: &'static str,
-    /// Class of the last exit.
-    last_exit: Option<ExitClass>,
-    /// When the current process started.
-    running_since: Option<Instant>,
-    /// With a `ready` probe: whether the current run passed it.
-    ready: Option<bool>,
-    /// Stops the current run's probe.
+    /// Stops the current run's `ready` probe.
     probe_cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
-/// Inputs of the dispatcher.
+/// Inputs of the dispatcher besides signals and run events.
 enum Input {
-    Timer {
-        slot: usize,
-        generation: u64,
-    },
+    /// A timer the fleet armed is due.
+    Timer(Timer),
+    /// A re-read finished.
     Reread(Box<reread::Outcome>),
-    ShutdownDeadline,
+    /// A control request and where to answer it.
     Control(ControlRequest, oneshot::Sender<ControlResponse>),
     /// A watched source changed (debounced).
     SourcesChanged,
-    /// A re-read's result for one replica, delivered late to spread a fleet's
-    /// restarts.
-    RereadDone {
-        slot: usize,
-        changed_keys: Vec<String>,
-    },
-    /// Automatic re-reads were held after a failed one; the hold is over.
-    RereadHoldOver,
-    /// The minimum pause between two re-reads is over (`rotation::REREAD_MIN_INTERVAL`).
-    RereadPaceOver,
-    /// Ignored signals wait to be placed (see `Dispatcher::ignored_signal`).
-    UnplacedSignals,
     /// A `command` source's refresh is due (`refresh_ops`).
-    RefreshDue {
-        generation: u64,
-    },
+    RefreshDue { generation: u64 },
     /// Time to ping systemd's watchdog (`WatchdogSec=`).
     Watchdog,
     /// A replica's `ready` probe passed for that run.
-    Ready {
-        slot: usize,
-        run: u64,
-    },
-    /// A replica's `ready` timeout is over for that run.
-    ReadyTimeout {
-        slot: usize,
-        run: u64,
-    },
+    Ready { slot: usize, run: u64 },
 }
 
-/// The dispatcher's state.
+/// The dispatcher: turns every input into a [`fleet::Event`], steps the fleet and
+/// performs the actions it returns.
 struct Dispatcher {
+    fleet: Fleet,
+    rng: fastrand::Rng,
     plan: Arc<Plan>,
     workers: Vec<WorkerPlan>,
     /// Fork mode: each worker's template (same index as `workers`), if it forks.
     templates: Vec<Option<crate::fork::ForkTemplate>>,
     process_env: Arc<ProcessEnv>,
     snapshot: Arc<Snapshot>,
-    slots: Vec<Slot>,
+    io: Vec<SlotIo>,
     spawner: Spawner,
     reaper: crate::reaper::ReaperHandle,
     sink: OutputSink,
     redactor: SharedRedactor,
     runs_tx: mpsc::UnboundedSender<RunEvent>,
     inputs_tx: mpsc::UnboundedSender<Input>,
-    reread_in_flight: bool,
-    /// Another re-read was asked for while one ran; run it when that one ends.
-    reread_queued: bool,
-    /// When the last re-read started: the next waits for the minimum interval.
-    reread_last_start: Option<Instant>,
-    /// A re-read waits for the minimum interval.
-    reread_deferred: bool,
-    /// When the earliest armed pace timer fires.
-    reread_pace_at: Option<Instant>,
-    /// Holds auth-triggered re-reads back after failed ones.
-    reread_pacer: reread::Pacer,
-    /// A SIGHUP re-read is pending; restart replicas whose environment changed.
-    reload_requested: bool,
-    /// Replicas waiting for a rolling restart (SIGHUP), one at a time.
-    rolling: Vec<usize>,
-    rolling_current: Option<usize>,
-    shutting_down: bool,
-    shutdown_signals: u32,
-    exit_code: u8,
     status_tx: watch::Sender<Arc<Status>>,
-    started: Instant,
-    counters: Counters,
-    /// `agentsup reload` callers waiting for the re-read's outcome.
-    reload_replies: Vec<oneshot::Sender<ControlResponse>>,
-    /// The pending re-read was started by a watched source changing.
-    watch_triggered: bool,
-    /// Processes whose ignored signals were logged (bounded).
-    signal_warned: std::collections::HashSet<u32>,
-    /// Ignored signals whose sender's worker is not known yet: `(sig, sender, below)`.
-    unplaced_signals: Vec<(i32, u32, u32)>,
+    /// Control callers waiting for an answer.
+    replies: HashMap<ReplyId, oneshot::Sender<ControlResponse>>,
+    next_reply: ReplyId,
+    /// Keys the fingerprints of the values a run was given: per process, so a
+    /// fingerprint means nothing outside it.
+    key_hasher: std::hash::RandomState,
     /// Key files of `on_rotation = "file"`/`"signal"` workers (see `in_place`).
     keys: Option<crate::keys_dir::KeysDir>,
     /// When `command` sources run again (`refresh`, `ttl_pointer`).
@@ -187,105 +120,118 @@ struct Dispatcher {
 }
 
 impl Dispatcher {
-    fn worker_of(&self, slot: usize) -> &WorkerPlan {
-        &self.workers[self.slots[slot].worker]
+    fn worker_of(&self, slot: SlotId) -> &WorkerPlan {
+        &self.workers[self.fleet.slot(slot).0]
     }
 
-    fn built_env(&self, slot: usize) -> BuiltEnv {
-        let s = &self.slots[slot];
+    fn built_env(&self, slot: SlotId) -> BuiltEnv {
+        let (w, r) = self.fleet.slot(slot);
         crate::env::build(
             &self.plan,
-            &self.workers[s.worker],
-            s.replica,
+            &self.workers[w],
+            r,
             &self.snapshot,
             &self.process_env,
         )
     }
 
-    /// Feeds one event to a replica's state machine and performs the actions.
-    fn drive(&mut self, slot: usize, event: Event) {
-        let jitter = fastrand::f64() * 2.0 - 1.0;
-        let s = &mut self.slots[slot];
-        let actions = s.machine.step(&s.policy, event, jitter);
+    /// Steps the fleet with one event and performs what it returns.
+    fn step(&mut self, event: Event) {
+        let actions = self.fleet.step(event, Instant::now(), &mut self.rng);
         for action in actions {
-            self.perform(slot, action);
+            self.perform(action);
         }
     }
 
-    fn perform(&mut self, slot: usize, action: Action) {
+    fn perform(&mut self, action: Action) {
         match action {
-            Action::Spawn => self.spawn(slot),
-            Action::Signal { group, sig } => {
+            Action::Spawn { slot, run } => self.spawn(slot, run),
+            Action::Signal { slot, group, sig } => {
+                let w = self.worker_of(slot);
                 let signo = match sig {
-                    StopSignal::Stop => self.worker_of(slot).stop_signal as i32,
+                    StopSignal::Stop => w.stop_signal as i32,
                     StopSignal::Kill => libc::SIGKILL,
                 };
-                self.slots[slot].stop_requested = true;
-                // The machine names the group it saw running; the slot's pid is the
-                // same run (older runs' events are dropped before they get here).
                 // `stop_target = "leader"` sends the polite signal to the leader
                 // alone (its children are its business); SIGKILL takes the group.
-                let leader_only = matches!(sig, StopSignal::Stop)
-                    && self.worker_of(slot).stop_target == crate::config::StopTarget::Leader;
+                let leader_only =
+                    sig == StopSignal::Stop && w.stop_target == crate::config::StopTarget::Leader;
                 let _ = if leader_only {
                     crate::spawn::kill_pid(group as u32, signo)
                 } else {
                     kill_group(group as u32, signo)
                 };
             }
-            Action::ArmTimer { at } => self.arm_timer(slot, at),
-            Action::RereadSources => {
-                self.slots[slot].awaiting_reread = true;
-                self.request_auth_reread();
+            Action::ArmTimer { at, timer } => self.arm_timer(at, timer),
+            Action::Reread => reread::start(
+                self.plan.clone(),
+                self.workers.clone(),
+                self.process_env.clone(),
+                self.reaper.clone(),
+                self.inputs_tx.clone(),
+            ),
+            Action::Transition(t) => self.log_transition(&t),
+            Action::Log { level, message } => match level {
+                Level::Info => tracing::info!("{message}"),
+                Level::Warn => tracing::warn!("{message}"),
+                Level::Error => tracing::error!("{message}"),
+            },
+            Action::Reply { to, mut response } => {
+                if let Some(status) = response.status.as_mut() {
+                    status.refresh = self.refresh.status(Instant::now());
+                }
+                if let Some(tx) = self.replies.remove(&to) {
+                    let _ = tx.send(response);
+                }
             }
-            Action::Log(t) => self.log_transition(&t),
-            Action::GiveUp => self.give_up(slot),
+            Action::BeginShutdown { output_deadline } => {
+                if let Some(n) = self.systemd.as_mut() {
+                    n.stopping();
+                }
+                for slot in 0..self.io.len() {
+                    self.cancel_probe(slot);
+                }
+                self.sink.abandon_at(output_deadline);
+            }
+            Action::RereadOutcome { accepted, why } => {
+                self.refresh_outcome(accepted, why.as_deref())
+            }
+            Action::ApplyInPlace => self.apply_in_place(),
+            Action::Sweep => {
+                sweep::Sweep::default().pass();
+            }
         }
     }
 
-    fn spawn(&mut self, slot: usize) {
-        if self.shutting_down {
-            return;
-        }
+    fn spawn(&mut self, slot: SlotId, run: u64) {
         let env = self.built_env(slot);
         let mut pairs = env.pairs();
-        self.prepare_key_files(self.slots[slot].worker, &env, &mut pairs);
-        self.prepare_ready(slot, self.slots[slot].run + 1, &mut pairs);
+        self.prepare_key_files(self.fleet.slot(slot).0, &env, &mut pairs);
+        self.prepare_ready(slot, run, &mut pairs);
         let secrets: Vec<_> = env.secrets().collect();
         self.redactor.extend(secrets.iter().cloned());
         // Taken before the previous run's hold is dropped (the assignment below),
         // so a value both runs hold is never unregistered in between.
         let held = self.redactor.hold(secrets);
+        let (wi, replica) = self.fleet.slot(slot);
         // Disjoint field borrows: no WorkerPlan (globs, regexes) is cloned per spawn.
-        let worker = &self.workers[self.slots[slot].worker];
-        let s = &mut self.slots[slot];
-        if s.run > 0 {
-            s.restarts += 1;
-            *self
-                .counters
-                .restarts
-                .entry((worker.name.clone(), s.restart_reason.to_string()))
-                .or_default() += 1;
-        }
-        s.restart_reason = "crash";
-        s.run += 1;
-        s.stop_requested = false;
-        s.pid = None;
-        s.held = Some(held);
-        s.injected = env
+        let worker = &self.workers[wi];
+        let io = &mut self.io[slot];
+        io.held = Some(held);
+        io.injected = env
             .vars
             .iter()
             .filter(|(k, _)| worker.declares(k))
             .map(|(k, v)| (k.clone(), v.value.clone()))
             .collect();
-        for tail in &s.tail {
+        for tail in &io.tail {
             if let Ok(mut t) = tail.lock() {
                 t.clear();
             }
         }
         let req = RunRequest {
             slot,
-            run: s.run,
+            run,
             spec: SpawnSpec {
                 argv: worker.command.clone(),
                 env: pairs,
@@ -297,9 +243,9 @@ impl Dispatcher {
                 creds: worker.creds.clone(),
             },
             worker: Arc::from(worker.name.as_str()),
-            replica: s.replica,
-            tail: s.tail.clone(),
-            fork: self.templates[s.worker].clone(),
+            replica,
+            tail: io.tail.clone(),
+            fork: self.templates[wi].clone(),
         };
         run_task::start(
             req,
@@ -310,187 +256,143 @@ impl Dispatcher {
         );
     }
 
-    fn arm_timer(&mut self, slot: usize, at: Instant) {
-        let s = &mut self.slots[slot];
-        s.timer_gen += 1;
-        let generation = s.timer_gen;
+    fn arm_timer(&self, at: Instant, timer: Timer) {
         if at <= Instant::now() {
             // A zero delay (backoff initial = "0s", a rotation): no timer task, which
             // tokio would round up to its next 1 ms tick, plus a task hop.
-            let _ = self.inputs_tx.send(Input::Timer { slot, generation });
+            let _ = self.inputs_tx.send(Input::Timer(timer));
             return;
         }
         let tx = self.inputs_tx.clone();
         tokio::spawn(async move {
             tokio::time::sleep_until(at.into()).await;
-            let _ = tx.send(Input::Timer { slot, generation });
+            let _ = tx.send(Input::Timer(timer));
         });
     }
 
-    fn give_up(&mut self, slot: usize) {
-        let label = self.slots[slot].label.clone();
-        match self.plan.supervisor.on_give_up {
-            OnGiveUp::Exit => {
-                tracing::error!(
-                    "{label} failed for good; on_give_up = \"exit\": stopping every worker (exit status 1)"
-                );
-                self.exit_code = code::FAILURE;
-                self.begin_shutdown();
-            }
-            OnGiveUp::Keep => {
-                // The exit status is decided at the end, from the replicas still
-                // `failed` then: `agentsup restart` may have revived this one.
-                tracing::error!(
-                    "{label} failed for good; on_give_up = \"keep\": the other workers keep running"
-                );
-            }
-        }
-    }
-
     fn on_run_event(&mut self, ev: RunEvent) {
-        match ev {
+        let event = match ev {
             RunEvent::Spawned { slot, run, pid } => {
-                if self.slots[slot].run != run {
-                    return;
+                if self.fleet.is_current(slot, run) {
+                    self.start_probe(slot, pid);
                 }
-                self.slots[slot].pid = Some(pid);
-                self.slots[slot].running_since = Some(Instant::now());
-                if !self.unplaced_signals.is_empty() {
-                    self.place_signals(Some(pid));
-                }
-                self.drive(
-                    slot,
-                    Event::Spawned {
-                        pid: pid as i32,
-                        at: Instant::now(),
-                    },
-                );
-                // A restart that met this replica while it was starting is being
-                // applied now: the rolling restart moves on once that one is up,
-                // and ready when it has a `ready` probe (`ready_ops`).
-                self.start_probe(slot, pid);
-                if !self.awaiting_ready(slot) {
-                    self.rolling_step_done(slot);
-                }
+                Event::Spawned { slot, run, pid }
             }
-            RunEvent::SpawnFailed { slot, run, reason } => {
-                if self.slots[slot].run != run {
-                    return;
-                }
-                let worker = self.worker_of(slot).name.clone();
-                tracing::error!(
-                    "{} could not start: worker {worker:?}: {}",
-                    self.slots[slot].label,
-                    reason
-                );
-                self.drive(
-                    slot,
-                    Event::SpawnFailed {
-                        reason: format!("could not start: {reason}"),
-                        at: Instant::now(),
-                    },
-                );
-                if self.rolling_current == Some(slot) {
-                    self.rolling_current = None;
-                    self.next_rolling();
-                }
-            }
+            RunEvent::SpawnFailed { slot, run, reason } => Event::SpawnFailed { slot, run, reason },
             RunEvent::Exited {
                 slot,
                 run,
                 termination,
                 leaked,
             } => {
-                if self.slots[slot].run != run {
+                if !self.fleet.is_current(slot, run) {
                     return;
                 }
-                if leaked {
-                    tracing::warn!(
-                        "{}: processes it started outside its process group kept its output open after it exited; stopped reading it (the final sweep stops them at shutdown)",
-                        self.slots[slot].label
-                    );
-                }
+                self.cancel_probe(slot);
                 let (status, class, reason) = self.classify(slot, termination);
-                let s = &mut self.slots[slot];
-                if let Some(c) = s.probe_cancel.take() {
-                    c.store(true, std::sync::atomic::Ordering::Relaxed);
-                }
-                if s.ready.is_some() {
-                    s.ready = Some(false);
-                }
-                s.pid = None;
-                s.running_since = None;
-                s.last_exit = Some(class);
-                // A stop agentsup asked for (restart, reload, rotation) keeps the
-                // reason it set; otherwise the exit class is the reason.
-                if !s.stop_requested {
-                    s.restart_reason = class.as_str();
-                }
-                if class == ExitClass::Auth {
-                    let name = self.workers[s.worker].name.clone();
-                    *self.counters.auth_failures.entry(name).or_default() += 1;
-                }
-                self.drive(
+                Event::Exited {
                     slot,
-                    Event::Exited {
-                        status,
-                        class,
-                        reason,
-                        at: Instant::now(),
-                    },
-                );
+                    run,
+                    status,
+                    class,
+                    reason,
+                    leaked,
+                    key: self.key_fingerprint(slot),
+                }
             }
-        }
+        };
+        self.step(event);
     }
 
-    fn begin_shutdown(&mut self) {
-        if self.shutting_down {
-            return;
+    /// A fingerprint of the values of the declared keys `slot`'s current run got
+    /// (never printed; only compared with the next one's).
+    fn key_fingerprint(&self, slot: SlotId) -> Option<u64> {
+        let injected = &self.io[slot].injected;
+        if injected.is_empty() {
+            return None;
         }
-        self.shutting_down = true;
-        if let Some(n) = self.systemd.as_mut() {
-            n.stopping();
-        }
-        for s in &mut self.slots {
-            if let Some(c) = s.probe_cancel.take() {
-                c.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
-        self.rolling.clear();
-        for slot in 0..self.slots.len() {
-            self.drive(slot, Event::StopRequested { at: Instant::now() });
-        }
-        let tx = self.inputs_tx.clone();
-        // Kill what is left at 90 % of shutdown_timeout, so that draining output and
-        // reaping fit inside it and Docker's own SIGKILL (same 10 s default) never
-        // comes first.
-        let grace = crate::plan::kill_after(self.plan.supervisor.shutdown_timeout);
-        // And at the full timeout stop waiting on stdout: a log reader that stalls
-        // must not keep agentsup (and the pod) alive past it.
-        self.sink
-            .abandon_at(Instant::now() + self.plan.supervisor.shutdown_timeout);
-        tokio::spawn(async move {
-            tokio::time::sleep(grace).await;
-            let _ = tx.send(Input::ShutdownDeadline);
+        let sorted: BTreeMap<&str, &[u8]> = injected
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.expose().as_bytes()))
+            .collect();
+        Some(self.key_hasher.hash_one(sorted))
+    }
+
+    /// Adopts a re-read's snapshot and tells the fleet, per replica, which of its
+    /// declared keys changed.
+    fn on_reread(&mut self, outcome: reread::Outcome) {
+        let result = outcome.result.map(|snapshot| {
+            self.snapshot = Arc::new(snapshot);
+            // Each replica's environment is built once per re-read, here.
+            (0..self.fleet.len())
+                .map(|slot| self.changed_keys(slot))
+                .collect()
         });
+        self.step(Event::RereadFinished(result));
     }
 
-    fn kill_all(&mut self) {
-        for slot in 0..self.slots.len() {
-            self.drive(slot, Event::ForceKill { at: Instant::now() });
+    /// Declared keys of `slot` whose value differs from what its current run got,
+    /// each with where the new value comes from.
+    fn changed_keys(&self, slot: SlotId) -> Vec<KeyChange> {
+        let env = self.built_env(slot);
+        let old: BTreeMap<&str, &Sensitive> = self.io[slot]
+            .injected
+            .iter()
+            .map(|(k, v)| (k.as_str(), v))
+            .collect();
+        let worker = self.worker_of(slot);
+        let mut out = Vec::new();
+        for (k, v) in &env.vars {
+            if worker.declares(k) && old.get(k.as_str()) != Some(&&v.value) {
+                out.push(KeyChange {
+                    key: k.clone(),
+                    source: v.provenance.to_string(),
+                });
+            }
         }
+        for k in old.keys() {
+            if !env.vars.contains_key(*k) {
+                out.push(KeyChange {
+                    key: (*k).to_string(),
+                    source: "removed from every source".into(),
+                });
+            }
+        }
+        out
     }
 
-    fn all_done(&self) -> bool {
-        self.slots.iter().all(|s| {
-            s.pid.is_none()
-                && matches!(
-                    s.machine.state(),
-                    replica::State::Stopped
-                        | replica::State::Exited
-                        | replica::State::Failed { .. }
-                )
-        })
+    /// Publishes a fresh [`Status`]; cheap enough to do after every event.
+    fn publish(&self) {
+        let now = Instant::now();
+        let mut status = self.fleet.status(now);
+        status.refresh = self.refresh.status(now);
+        self.status_tx.send_replace(Arc::new(status));
+    }
+
+    fn on_input(&mut self, input: Input) {
+        match input {
+            Input::Timer(timer) => self.step(Event::Timer(timer)),
+            Input::Reread(outcome) => self.on_reread(*outcome),
+            Input::Control(request, tx) => {
+                let reply = self.next_reply;
+                self.next_reply += 1;
+                self.replies.insert(reply, tx);
+                self.step(Event::Control { reply, request });
+            }
+            Input::SourcesChanged => self.step(Event::SourcesChanged),
+            Input::RefreshDue { generation } => self.on_refresh_due(generation),
+            Input::Watchdog => {
+                if let Some(n) = self.systemd.as_mut() {
+                    n.ping();
+                }
+            }
+            Input::Ready { slot, run } => {
+                if self.fleet.is_current(slot, run) {
+                    self.cancel_probe(slot);
+                }
+                self.step(Event::Ready { slot, run });
+            }
+        }
     }
 
     async fn run(
@@ -513,59 +415,20 @@ impl Dispatcher {
             }
             early.push(ev);
         }
-        for slot in 0..self.slots.len() {
-            self.drive(slot, Event::Start);
-        }
+        self.step(Event::Start);
         self.arm_refresh();
         self.start_watchdog();
         for ev in early {
-            self.on_signal(ev);
+            self.step(Event::Signal(ev));
         }
         loop {
-            if self.all_done() {
+            if self.fleet.all_done() {
                 break;
             }
             tokio::select! {
-                sig = signals.next() => self.on_signal(sig),
+                sig = signals.next() => self.step(Event::Signal(sig)),
                 Some(ev) = runs_rx.recv() => self.on_run_event(ev),
-                Some(input) = inputs_rx.recv() => match input {
-                    Input::Timer { slot, generation } => {
-                        if self.slots[slot].timer_gen == generation {
-                            self.drive(slot, Event::TimerFired { at: Instant::now() });
-                        }
-                    }
-                    Input::Reread(outcome) => self.on_reread(*outcome),
-                    Input::Control(req, reply) => self.on_control(req, reply),
-                    Input::RereadDone { slot, changed_keys } => {
-                        self.drive(slot, Event::RereadDone { changed_keys, at: Instant::now() });
-                    }
-                    Input::RereadHoldOver => self.on_hold_over(),
-                    Input::RereadPaceOver => self.on_pace_over(),
-                    Input::UnplacedSignals => self.place_signals(None),
-                    Input::RefreshDue { generation } => self.on_refresh_due(generation),
-                    Input::Ready { slot, run } => self.on_ready(slot, run),
-                    Input::ReadyTimeout { slot, run } => self.on_ready_timeout(slot, run),
-                    Input::Watchdog => {
-                        if let Some(n) = self.systemd.as_mut() {
-                            n.ping();
-                        }
-                    }
-                    Input::SourcesChanged => {
-                        tracing::info!("a watched source changed: re-reading and re-checking every source");
-                        self.watch_triggered = true;
-                        self.start_watch_reread();
-                    }
-                    Input::ShutdownDeadline => {
-                        tracing::warn!(
-                            "shutdown_timeout ({}) nearly reached: killing what is left",
-                            humantime::format_duration(self.plan.supervisor.shutdown_timeout)
-                        );
-                        self.kill_all();
-                        // Descendants that left their worker's process group (setsid)
-                        // would otherwise hold output pipes open past the deadline.
-                        sweep::Sweep::default().pass();
-                    }
-                },
+                Some(input) = inputs_rx.recv() => self.on_input(input),
             }
             self.publish();
             self.notify_systemd();
@@ -580,24 +443,9 @@ impl Dispatcher {
         tokio::task::block_in_place(|| {
             sweep::final_sweep(Instant::now() + std::time::Duration::from_secs(1));
         });
-        let failed = self
-            .slots
-            .iter()
-            .any(|s| matches!(s.machine.state(), replica::State::Failed { .. }));
-        if failed {
-            self.exit_code = code::FAILURE;
-        }
-        if !self.shutting_down {
-            tracing::info!(
-                "every worker has finished{}",
-                if failed { "; some failed for good" } else { "" }
-            );
-        } else if failed {
-            tracing::info!("all workers stopped; some had failed for good (exit status 1)");
-        } else {
-            tracing::info!("all workers stopped");
-        }
-        (self.exit_code, signals)
+        let (code, line) = self.fleet.outcome();
+        tracing::info!("{line}");
+        (code, signals)
     }
 }
 
@@ -623,73 +471,66 @@ struct RunContext {
 /// streams for the last phase (flushing stdout).
 async fn supervise(ctx: RunContext) -> Result<(u8, SignalStream)> {
     let (runs_tx, runs_rx) = mpsc::unbounded_channel();
-    let mut slots = Vec::new();
-    for (wi, w) in ctx.workers.iter().enumerate() {
-        for r in 0..w.replicas {
-            slots.push(Slot {
-                worker: wi,
-                replica: r,
-                label: format!("{}.{r}", w.name),
-                machine: Replica::new(w.name.clone(), r),
+    let sup = &ctx.plan.supervisor;
+    let cfg = FleetConfig {
+        workers: ctx
+            .workers
+            .iter()
+            .map(|w| WorkerSpec {
+                name: w.name.clone(),
+                replicas: w.replicas,
                 policy: replica_policy(w),
-                run: 0,
-                pid: None,
-                tail: [
-                    Arc::new(Mutex::new(Tail::default())),
-                    Arc::new(Mutex::new(Tail::default())),
-                ],
-                injected: Vec::new(),
-                held: None,
-                timer_gen: 0,
-                stop_requested: false,
-                awaiting_reread: false,
-                restarts: 0,
-                restart_reason: "crash",
-                last_exit: None,
-                running_since: None,
-                ready: None,
-                probe_cancel: None,
-            });
-        }
-    }
+                on_rotation: w.on_rotation,
+                ready: w.ready.as_ref().map(|r| (r.timeout, r.describe())),
+            })
+            .collect(),
+        on_give_up: sup.on_give_up,
+        shutdown_timeout: sup.shutdown_timeout,
+        paced_rereads: ctx
+            .plan
+            .sources
+            .iter()
+            .any(|s| matches!(s.kind, crate::plan::SourceKindPlan::Command { .. })),
+        config_path: ctx.plan.config_path.display().to_string(),
+        pid: std::process::id(),
+    };
+    let fleet = Fleet::new(cfg, Instant::now());
     let refresh = crate::refresh::Schedule::new(&ctx.plan, &ctx.snapshot, Instant::now());
+    let io = (0..fleet.len())
+        .map(|_| SlotIo {
+            tail: [
+                Arc::new(Mutex::new(Tail::default())),
+                Arc::new(Mutex::new(Tail::default())),
+            ],
+            injected: Vec::new(),
+            held: None,
+            probe_cancel: None,
+        })
+        .collect();
     let d = Dispatcher {
+        fleet,
+        rng: fastrand::Rng::new(),
         plan: ctx.plan,
         workers: ctx.workers,
         templates: ctx.templates,
         process_env: ctx.process_env,
         snapshot: ctx.snapshot,
-        slots,
+        io,
         spawner: ctx.spawner,
         reaper: ctx.reaper,
         sink: ctx.sink,
         redactor: ctx.redactor,
         runs_tx,
         inputs_tx: ctx.inputs_tx,
-        reread_in_flight: false,
-        reread_queued: false,
-        reread_last_start: None,
-        reread_deferred: false,
-        reread_pace_at: None,
-        reread_pacer: reread::Pacer::default(),
-        reload_requested: false,
-        rolling: Vec::new(),
-        rolling_current: None,
-        shutting_down: false,
-        shutdown_signals: 0,
-        exit_code: code::OK,
         status_tx: ctx.status_tx,
-        started: Instant::now(),
-        counters: Counters::default(),
-        reload_replies: Vec::new(),
-        watch_triggered: false,
-        signal_warned: std::collections::HashSet::new(),
-        unplaced_signals: Vec::new(),
+        replies: HashMap::new(),
+        next_reply: 0,
+        key_hasher: std::hash::RandomState::new(),
+        keys: ctx.keys,
         refresh,
         refresh_gen: 0,
         systemd: crate::notify::Systemd::from_env(),
         notify_dir: None,
-        keys: ctx.keys,
     };
     Ok(d.run(ctx.signals, runs_rx, ctx.inputs_rx).await)
 }

@@ -1,35 +1,39 @@
 //! The dispatcher's side of per-worker readiness (issue 14; the probes are
-//! [`crate::ready`]): a replica with a `ready` probe is "not ready" from its spawn
-//! until the probe passes for that run; a rolling restart waits for it (or for
-//! its `timeout`) before moving to the next replica.
+//! [`crate::ready`]): running each run's probe and reporting it as
+//! [`crate::fleet::Event::Ready`]. What readiness means (not ready from spawn until
+//! the probe passes; a rolling restart waits for it, or for its `timeout`, before
+//! moving to the next replica) is the fleet's.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{Dispatcher, Input};
+use super::{Dispatcher, Input, SlotId};
 use crate::ready::Probe;
 
 impl Dispatcher {
-    /// Before replica `slot`'s run number `run` spawns: marks it not ready, and for
-    /// `notify` and `log` probes, sets up what will hear it (`NOTIFY_SOCKET` goes
-    /// into `pairs`). `http` and `exec` start once the process runs.
+    /// Stops the probe of `slot`'s current run, if one runs.
+    pub(super) fn cancel_probe(&mut self, slot: SlotId) {
+        if let Some(c) = self.io[slot].probe_cancel.take() {
+            c.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Before replica `slot`'s run number `run` spawns: for `notify` and `log`
+    /// probes, sets up what will hear it (`NOTIFY_SOCKET` goes into `pairs`).
+    /// `http` and `exec` start once the process runs.
     pub(super) fn prepare_ready(
         &mut self,
-        slot: usize,
+        slot: SlotId,
         run: u64,
         pairs: &mut Vec<(String, String)>,
     ) {
-        if let Some(c) = self.slots[slot].probe_cancel.take() {
-            c.store(true, Ordering::Relaxed);
-        }
-        let Some(ready) = self.workers[self.slots[slot].worker].ready.clone() else {
-            self.slots[slot].ready = None;
+        self.cancel_probe(slot);
+        let Some(ready) = self.worker_of(slot).ready.clone() else {
             return;
         };
-        self.slots[slot].ready = Some(false);
         let cancel = Arc::new(AtomicBool::new(false));
-        self.slots[slot].probe_cancel = Some(cancel.clone());
+        self.io[slot].probe_cancel = Some(cancel.clone());
         let tx = self.inputs_tx.clone();
         match &ready.probe {
             Probe::Log(re) => {
@@ -40,7 +44,7 @@ impl Dispatcher {
                     }),
                 };
                 // stdout and stderr: whichever prints the line first.
-                let [out, err] = &self.slots[slot].tail;
+                let [out, err] = &self.io[slot].tail;
                 let tx2 = self.inputs_tx.clone();
                 let second = crate::output::LineWatch {
                     re: re.clone(),
@@ -61,18 +65,16 @@ impl Dispatcher {
                     pairs.push(("NOTIFY_SOCKET".into(), path.display().to_string()));
                     tokio::spawn(listen(sock, path, cancel, tx, slot, run));
                 }
-                Err(e) => tracing::error!(
-                    "{}: {e}; it cannot report ready = {{ notify = true }}",
-                    self.slots[slot].label
-                ),
+                Err(e) => {
+                    let (w, r) = self.fleet.slot(slot);
+                    tracing::error!(
+                        "{}.{r}: {e}; it cannot report ready = {{ notify = true }}",
+                        self.workers[w].name
+                    );
+                }
             },
             Probe::Http(_) | Probe::Exec(_) => {}
         }
-        let tx = self.inputs_tx.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(ready.timeout).await;
-            let _ = tx.send(Input::ReadyTimeout { slot, run });
-        });
     }
 
     /// Binds run `run` of `slot`'s notify socket, owned by the worker's user.
@@ -94,7 +96,7 @@ impl Dispatcher {
         let _ = std::fs::remove_file(&path);
         let sock = tokio::net::UnixDatagram::bind(&path)
             .map_err(|e| format!("cannot bind its notify socket {}: {e}", path.display()))?;
-        if let Some(c) = &self.workers[self.slots[slot].worker].creds {
+        if let Some(c) = &self.worker_of(slot).creds {
             std::os::unix::fs::chown(&path, Some(c.uid), Some(c.gid))
                 .map_err(|e| format!("cannot hand its notify socket to its user: {e}"))?;
         }
@@ -102,13 +104,15 @@ impl Dispatcher {
     }
 
     /// Once the process of `slot` runs: starts its `http` or `exec` probe.
-    pub(super) fn start_probe(&mut self, slot: usize, pid: u32) {
-        let s = &self.slots[slot];
-        let worker = &self.workers[s.worker];
-        let (Some(ready), Some(cancel)) = (worker.ready.clone(), s.probe_cancel.clone()) else {
+    pub(super) fn start_probe(&mut self, slot: SlotId, pid: u32) {
+        let (w, replica) = self.fleet.slot(slot);
+        let worker = &self.workers[w];
+        let (Some(ready), Some(cancel)) =
+            (worker.ready.clone(), self.io[slot].probe_cancel.clone())
+        else {
             return;
         };
-        let (run, replica) = (s.run, s.replica);
+        let run = self.fleet.run(slot);
         let tx = self.inputs_tx.clone();
         match ready.probe {
             Probe::Http(url) => {
@@ -149,76 +153,6 @@ impl Dispatcher {
             }
             Probe::Log(_) | Probe::Notify => {}
         }
-    }
-
-    /// The probe of `slot`'s run `run` passed.
-    pub(super) fn on_ready(&mut self, slot: usize, run: u64) {
-        let s = &mut self.slots[slot];
-        if s.run != run || s.ready != Some(false) {
-            return;
-        }
-        s.ready = Some(true);
-        if let Some(c) = s.probe_cancel.take() {
-            c.store(true, Ordering::Relaxed);
-        }
-        let took = s
-            .running_since
-            .map(|t| format!(" {} after it started", fmt_ms(t.elapsed())))
-            .unwrap_or_default();
-        let what = self.workers[s.worker]
-            .ready
-            .as_ref()
-            .map(|r| r.describe())
-            .unwrap_or_default();
-        tracing::info!("{}: ready{took} ({what})", s.label);
-        self.rolling_step_done(slot);
-    }
-
-    /// `slot`'s run `run` did not pass its probe within `timeout`.
-    pub(super) fn on_ready_timeout(&mut self, slot: usize, run: u64) {
-        let s = &self.slots[slot];
-        if s.run != run || s.ready != Some(false) {
-            return;
-        }
-        let Some(ready) = self.workers[s.worker].ready.as_ref() else {
-            return;
-        };
-        tracing::warn!(
-            "{}: not ready {} after it started ({}); it counts as not ready until the probe passes{}",
-            s.label,
-            humantime::format_duration(ready.timeout),
-            ready.describe(),
-            if self.rolling_current == Some(slot) {
-                "; the rolling restart moves on without it"
-            } else {
-                ""
-            }
-        );
-        // Whether it runs, crashed or backs off: a rolling restart never waits
-        // past the timeout for one replica.
-        if self.rolling_current == Some(slot) {
-            self.rolling_current = None;
-            self.next_rolling();
-        }
-    }
-
-    /// The replica a rolling restart waits for is up (and ready, or past its
-    /// timeout): the next one goes.
-    pub(super) fn rolling_step_done(&mut self, slot: usize) {
-        if self.rolling_current == Some(slot)
-            && matches!(
-                self.slots[slot].machine.state(),
-                crate::replica::State::Running { .. }
-            )
-        {
-            self.rolling_current = None;
-            self.next_rolling();
-        }
-    }
-
-    /// True while `slot` runs but its probe has not passed.
-    pub(super) fn awaiting_ready(&self, slot: usize) -> bool {
-        self.slots[slot].ready == Some(false)
     }
 }
 
@@ -270,8 +204,4 @@ async fn listen(
         }
     }
     let _ = std::fs::remove_file(&path);
-}
-
-fn fmt_ms(d: Duration) -> humantime::FormattedDuration {
-    humantime::format_duration(Duration::from_millis(d.as_millis() as u64))
 }

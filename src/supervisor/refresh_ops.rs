@@ -4,7 +4,9 @@
 
 use std::time::Instant;
 
-use super::{Dispatcher, Input};
+use crate::replica::StateKind;
+
+use super::{Dispatcher, Event, Input};
 
 impl Dispatcher {
     /// (Re)arms the one refresh timer for the earliest due source; an older timer
@@ -22,21 +24,14 @@ impl Dispatcher {
         });
     }
 
-    /// A refresh timer fired: re-read every source (paced like every re-read), and
-    /// let changed values roll out as a watched change's do.
+    /// A refresh timer fired: the fleet re-reads every source (paced like every
+    /// re-read) and lets changed values roll out as a watched change's do.
     pub(super) fn on_refresh_due(&mut self, generation: u64) {
-        if generation != self.refresh_gen || self.shutting_down {
+        if generation != self.refresh_gen || self.fleet.is_shutting_down() {
             return;
         }
-        let due = self.refresh.take_due(Instant::now());
-        if !due.is_empty() {
-            tracing::info!(
-                "refreshing {}: re-reading and re-checking every source",
-                due.join(", ")
-            );
-            self.watch_triggered = true;
-            self.start_reread();
-        }
+        let sources = self.refresh.take_due(Instant::now());
+        self.step(Event::Refresh { sources });
         self.arm_refresh();
     }
 
@@ -87,26 +82,23 @@ impl Dispatcher {
     /// `READY=1` once every replica has started (or ended its first run), and
     /// a status line of how many run.
     pub(super) fn notify_systemd(&mut self) {
-        if self.systemd.is_none() || self.shutting_down {
+        if self.systemd.is_none() || self.fleet.is_shutting_down() {
             return;
         }
-        let started = self
-            .slots
-            .iter()
-            .filter(|s| {
+        let f = &self.fleet;
+        let started = (0..f.len())
+            .filter(|&s| {
                 // A running replica with a `ready` probe has started once it passed.
-                let running = matches!(s.machine.state(), crate::replica::State::Running { .. });
-                s.run > 0
-                    && !matches!(s.machine.state(), crate::replica::State::Starting)
-                    && !(running && s.ready == Some(false))
+                let running = f.state(s) == StateKind::Running;
+                f.run(s) > 0
+                    && f.state(s) != StateKind::Starting
+                    && !(running && f.ready(s) == Some(false))
             })
             .count();
-        let running = self
-            .slots
-            .iter()
-            .filter(|s| matches!(s.machine.state(), crate::replica::State::Running { .. }))
+        let running = (0..f.len())
+            .filter(|&s| f.state(s) == StateKind::Running)
             .count();
-        let total = self.slots.len();
+        let total = f.len();
         if let Some(n) = self.systemd.as_mut() {
             n.progress(started, running, total);
         }

@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use crate::auth::Termination;
 use crate::fork::{ForkTemplate, Forked};
 use crate::output::{LineMeta, OutputSink, ReadWait, Stream, Tail, pump_tracked};
-use crate::reaper::Termination;
 use crate::redact::SharedRedactor;
 use crate::spawn::{SpawnSpec, Spawner, kill_group};
 
