@@ -61,9 +61,6 @@ pub mod replica;
 pub mod secret;
 pub mod signals;
 pub mod sources;
-/// The former name of [`process`], for the callers not yet moved.
-#[doc(hidden)]
-pub use process as spawn;
 pub mod status;
 pub mod supervisor;
 #[allow(unsafe_code)]

@@ -14,10 +14,10 @@ use agentsup::auth::Termination;
 use agentsup::env::BuiltEnv;
 use agentsup::fork::{ForkError, ForkExitError, ForkTemplate, Forked, TemplateOptions};
 use agentsup::plan::Plan;
+use agentsup::process::{Spawner, kill_group};
 use agentsup::reaper::Reaper;
 use agentsup::secret::{Provenance, Sensitive};
 use agentsup::sources::{Entry, ProcessEnv, Snapshot};
-use agentsup::spawn::{Spawner, kill_group};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 use crate::support::*;

@@ -25,8 +25,8 @@ use super::conn::{self, Conn, Death, EXIT_GRACE, read_message};
 use super::proto::{self, Message};
 use super::{ForkError, TEMPLATE_SOURCE};
 use crate::output::{Frame, LineFramer, OutputSink, Stream, SupervisorEvent, Tail};
+use crate::process::{DEFAULT_RESET_SIGNALS, SpawnSpec, Spawner, kill_group};
 use crate::reaper::ExitStatus;
-use crate::spawn::{DEFAULT_RESET_SIGNALS, SpawnSpec, Spawner, kill_group};
 
 /// Everything needed to start one template process.
 pub(super) struct StartParams<'a> {

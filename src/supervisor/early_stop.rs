@@ -55,8 +55,8 @@ pub(super) async fn during<T>(
 fn kill_children() {
     for pid in crate::procfs::children(std::process::id()) {
         if !crate::guard::is_guard(pid) {
-            let _ = crate::spawn::kill_group(pid, libc::SIGKILL);
-            let _ = crate::spawn::kill_pid(pid, libc::SIGKILL);
+            let _ = crate::process::kill_group(pid, libc::SIGKILL);
+            let _ = crate::process::kill_pid(pid, libc::SIGKILL);
         }
     }
 }

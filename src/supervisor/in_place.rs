@@ -93,7 +93,7 @@ impl Dispatcher {
                 if let (true, Some(pid)) = (running, self.fleet.pid(slot)) {
                     // The leader only: it re-reads its keys; a group signal would
                     // kill children that do not handle it (SIGHUP's default).
-                    if crate::spawn::kill_pid(pid, sig as i32).is_ok() {
+                    if crate::process::kill_pid(pid, sig as i32).is_ok() {
                         told += 1;
                     }
                 }

@@ -36,12 +36,12 @@ use crate::fleet::{
 };
 use crate::output::{OutputSink, Tail};
 use crate::plan::{Plan, WorkerPlan};
+use crate::process::{DEFAULT_RESET_SIGNALS, SpawnSpec, Spawner, kill_group};
 use crate::redact::SharedRedactor;
 use crate::replica::{self, StopSignal};
 use crate::secret::Sensitive;
 use crate::signals::{SignalEvent, SignalStream};
 use crate::sources::{ProcessEnv, Snapshot};
-use crate::spawn::{DEFAULT_RESET_SIGNALS, SpawnSpec, Spawner, kill_group};
 use crate::status::{ControlRequest, ControlResponse, Status};
 
 pub use startup::{RunOptions, cmd_run};
@@ -157,7 +157,7 @@ impl Dispatcher {
                 let leader_only =
                     sig == StopSignal::Stop && w.stop_target == crate::config::StopTarget::Leader;
                 let _ = if leader_only {
-                    crate::spawn::kill_pid(group as u32, signo)
+                    crate::process::kill_pid(group as u32, signo)
                 } else {
                     kill_group(group as u32, signo)
                 };

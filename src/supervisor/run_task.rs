@@ -24,8 +24,8 @@ use tokio::sync::mpsc;
 use crate::auth::Termination;
 use crate::fork::{ForkTemplate, Forked};
 use crate::output::{LineMeta, OutputSink, ReadWait, Stream, Tail, pump_tracked};
+use crate::process::{SpawnSpec, Spawner, kill_group};
 use crate::redact::SharedRedactor;
-use crate::spawn::{SpawnSpec, Spawner, kill_group};
 
 /// How long pumps may wait to read after the worker and its group are gone.
 pub const LEAK_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -254,7 +254,7 @@ struct Started {
 }
 
 impl Started {
-    fn spawned(s: crate::spawn::Spawned) -> Started {
+    fn spawned(s: crate::process::Spawned) -> Started {
         let exit = s.exit;
         Started {
             pid: s.pid,

@@ -9,10 +9,10 @@ use crate::exit::{Error, Result, code};
 use crate::output::stdout::write_stdout;
 use crate::output::{Format, OutputConfig, OutputSink};
 use crate::plan::WorkerPlan;
+use crate::process::Spawner;
 use crate::reaper::Reaper;
 use crate::signals::Signals;
 use crate::sources::ProcessEnv;
-use crate::spawn::Spawner;
 use crate::validate::{self, Scope, SpawnRunner, Validation};
 
 /// What `agentsup run` was asked to do.

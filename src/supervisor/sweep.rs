@@ -57,7 +57,7 @@ impl Sweep {
             if !member || p.zombie || p.pid == me || crate::guard::is_guard(p.pid) {
                 continue;
             }
-            let _ = crate::spawn::kill_pid(p.pid, libc::SIGKILL);
+            let _ = crate::process::kill_pid(p.pid, libc::SIGKILL);
             killed.push(p.pid);
         }
         killed
