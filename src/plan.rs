@@ -8,6 +8,7 @@
 //! (SPEC 1). Everything downstream takes only a [`Plan`].
 
 mod build;
+pub mod size;
 #[cfg(test)]
 mod tests;
 

@@ -125,11 +125,35 @@ impl fmt::Display for Provenance {
     }
 }
 
-/// True when a variable's name alone marks it secret (SPEC 7); the list is
-/// `check::names`' (`_KEY`, `_TOKEN`, `_SECRET`, `_DSN`, `_PASS`, `_PWD`,
-/// `*CREDENTIAL*`, `*PASSWORD*`, …).
+/// Name endings that mark a variable secret (SPEC 7, widened by issue 12):
+/// `DB_PASS`, `SENTRY_DSN`, `MAPS_APIKEY`, `GPG_PASSPHRASE`, `BASIC_AUTH`.
+const SECRET_SUFFIXES: &[&str] = &[
+    "_KEY",
+    "_TOKEN",
+    "_SECRET",
+    "_DSN",
+    "_PASS",
+    "_PASSWD",
+    "_PWD",
+    "_APIKEY",
+    "_PASSPHRASE",
+    "_AUTH",
+];
+
+/// Words that mark a variable secret wherever they are in its name:
+/// `GOOGLE_APPLICATION_CREDENTIALS`, `AWS_SECRET_ACCESS_KEY_ID`, `SSH_PRIVATE_KEY_B64`.
+const SECRET_WORDS: &[&str] = &["PASSWORD", "CREDENTIAL", "PRIVATE_KEY", "SECRET", "APIKEY"];
+
+/// Whole names that are secret on their own. `PWD` (the shell's directory) and
+/// `PASSWD` (usually a path) are not.
+const SECRET_NAMES: &[&str] = &["API_KEY", "TOKEN", "DSN", "AUTH_TOKEN"];
+
+/// True when a variable's name alone marks it secret (SPEC 7). Any case.
 pub fn name_looks_secret(name: &str) -> bool {
-    crate::check::secret_looking_name(name)
+    let upper = name.to_ascii_uppercase();
+    SECRET_SUFFIXES.iter().any(|s| upper.ends_with(s))
+        || SECRET_WORDS.iter().any(|w| upper.contains(w))
+        || SECRET_NAMES.contains(&upper.as_str())
 }
 
 /// Shows a value the only way SPEC 4 allows: first 4 and last 4 characters and the

@@ -22,7 +22,6 @@ mod helper;
 mod hit;
 mod input;
 mod names;
-pub(crate) use names::secret_looking_name;
 mod placeholder;
 pub mod preflight;
 mod provider;

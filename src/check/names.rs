@@ -10,36 +10,9 @@ use super::provider::Family;
 use crate::plan::Plan;
 use crate::sources::{ProcessEnv, Severity};
 
-/// Name endings that mark a variable secret (SPEC 7, widened by issue 12):
-/// `DB_PASS`, `SENTRY_DSN`, `MAPS_APIKEY`, `GPG_PASSPHRASE`, `BASIC_AUTH`.
-const SECRET_SUFFIXES: &[&str] = &[
-    "_KEY",
-    "_TOKEN",
-    "_SECRET",
-    "_DSN",
-    "_PASS",
-    "_PASSWD",
-    "_PWD",
-    "_APIKEY",
-    "_PASSPHRASE",
-    "_AUTH",
-];
-
-/// Words that mark a variable secret wherever they are in its name:
-/// `GOOGLE_APPLICATION_CREDENTIALS`, `AWS_SECRET_ACCESS_KEY_ID`, `SSH_PRIVATE_KEY_B64`.
-const SECRET_WORDS: &[&str] = &["PASSWORD", "CREDENTIAL", "PRIVATE_KEY", "SECRET", "APIKEY"];
-
-/// Whole names that are secret on their own. `PWD` (the shell's directory) and
-/// `PASSWD` (usually a path) are not.
-const SECRET_NAMES: &[&str] = &["API_KEY", "TOKEN", "DSN", "AUTH_TOKEN"];
-
-/// True when a variable's name alone marks it secret (SPEC 7). Any case.
-pub(crate) fn secret_looking_name(name: &str) -> bool {
-    let upper = name.to_ascii_uppercase();
-    SECRET_SUFFIXES.iter().any(|s| upper.ends_with(s))
-        || SECRET_WORDS.iter().any(|w| upper.contains(w))
-        || SECRET_NAMES.contains(&upper.as_str())
-}
+/// True when a variable's name alone marks it secret (SPEC 7); the lists live
+/// with the secret type (`secret::name_looks_secret`), below everything that asks.
+pub(crate) use crate::secret::name_looks_secret as secret_looking_name;
 
 /// Warns when an `[env] inherit` entry (notably `"*"`) hands every worker a
 /// secret-looking variable of agentsup's own environment: a secret-looking name,

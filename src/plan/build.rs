@@ -226,14 +226,14 @@ impl Builder<'_> {
                     },
                     optional: true,
                     implicit: true,
-                    max_size: crate::sources::safe_read::DEFAULT_DOTENV_MAX,
+                    max_size: super::size::DEFAULT_DOTENV_MAX,
                 },
                 SourcePlan {
                     index: 1,
                     kind: SourceKindPlan::Env,
                     optional: false,
                     implicit: true,
-                    max_size: crate::sources::safe_read::DEFAULT_MAX,
+                    max_size: super::size::DEFAULT_MAX,
                 },
             ];
         }
@@ -341,9 +341,9 @@ impl Builder<'_> {
                 }
             };
             let default_max = if kind == SourceKind::Dotenv {
-                crate::sources::safe_read::DEFAULT_DOTENV_MAX
+                super::size::DEFAULT_DOTENV_MAX
             } else {
-                crate::sources::safe_read::DEFAULT_MAX
+                super::size::DEFAULT_MAX
             };
             let max_size = match &e.max_size {
                 Some(m) if !matches!(kind, SourceKind::Dotenv | SourceKind::Dir) => {
@@ -355,7 +355,7 @@ impl Builder<'_> {
                     );
                     default_max
                 }
-                Some(m) => match crate::sources::safe_read::parse_size(m.get_ref()) {
+                Some(m) => match super::size::parse_size(m.get_ref()) {
                     Ok(n) => n,
                     Err(msg) => {
                         self.err_at(m.span(), format!("`max_size`: {msg}"));
