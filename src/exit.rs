@@ -191,3 +191,74 @@ fn render_list(items: &[Located]) -> String {
 
 /// Result alias used by commands.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(kind: std::io::ErrorKind) -> std::io::Error {
+        std::io::Error::from(kind)
+    }
+
+    #[test]
+    fn codes_follow_the_kind_of_failure() {
+        let unreadable = Error::ConfigUnreadable {
+            path: "x.toml".into(),
+            origin: None,
+            cause: io(std::io::ErrorKind::NotFound),
+        };
+        assert_eq!(unreadable.exit_code(), code::CONFIG);
+        assert_eq!(Error::ChecksFailed.exit_code(), code::CONFIG);
+        assert_eq!(Error::BadKeyPattern("a.b".into()).exit_code(), code::USAGE);
+        assert_eq!(Error::WorkerFailed.exit_code(), code::FAILURE);
+        assert_eq!(
+            Error::startup(
+                "start the spawner thread",
+                io(std::io::ErrorKind::OutOfMemory)
+            )
+            .exit_code(),
+            code::FAILURE
+        );
+    }
+
+    #[test]
+    fn messages_are_made_from_the_fields() {
+        let e = Error::ConfigUnreadable {
+            path: "/etc/a.toml".into(),
+            origin: Some(ConfigOrigin::EnvVar),
+            cause: io(std::io::ErrorKind::PermissionDenied),
+        };
+        let text = e.to_string();
+        assert!(
+            text.starts_with("cannot read config /etc/a.toml: "),
+            "{text}"
+        );
+        assert!(text.contains("(from $AGENTSUP_CONFIG)\n  hint: fix AGENTSUP_CONFIG"));
+        let e = Error::UnknownWorker {
+            name: "plannr".into(),
+            config: "supervisor.toml".into(),
+            known: vec!["planner".into(), "critic".into()],
+            nearest: Some("planner".into()),
+        };
+        assert_eq!(
+            e.to_string(),
+            "unknown worker \"plannr\"; supervisor.toml defines: planner, critic (did you mean \"planner\"?)"
+        );
+        let e = Error::UnknownWorker {
+            name: "a".into(),
+            config: "s.toml".into(),
+            known: vec![],
+            nearest: None,
+        };
+        assert!(e.to_string().ends_with("defines: (no workers)"));
+        let e = Error::Startup {
+            what: "set up the key files",
+            cause: "the key directory could not be made".into(),
+            nothing_started: true,
+        };
+        assert_eq!(
+            e.to_string(),
+            "cannot set up the key files: the key directory could not be made\nnothing was started"
+        );
+    }
+}
