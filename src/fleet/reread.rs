@@ -204,17 +204,18 @@ impl Fleet {
         self.deliver_reread(&changes, cx);
         // Replicas restarted below, for the summary line of a rotation or reload.
         let mut restarted = 0;
+        // A re-read that is not the watcher's (an auth failure's, queued behind
+        // another) may be the first to see a rotation: it says so before the
+        // per-replica lines, and sums them up after, so the story reads in order
+        // whichever re-read gets there first. A rotation or reload summary
+        // (plan_rolling_restart) counts them otherwise.
+        let announce = !self.reread.watch_triggered && !self.reread.reload_requested;
         if accepted {
             // Key files first: a replica restarted below (or by the auth protocol)
             // must find them holding the new values.
             cx.out.push(Action::ApplyInPlace);
             // Replicas waiting out an auth backoff restart now if their keys changed
             // (SPEC 5): one re-read serves the whole incident.
-            // A re-read that is not the watcher's (an auth failure's, queued behind
-            // another) may be the first to see a rotation: it says so before the
-            // per-replica lines, and sums them up after, so the story reads in
-            // order whichever re-read gets there first.
-            let announce = !self.reread.watch_triggered && !self.reread.reload_requested;
             for (slot, &run) in runs.iter().enumerate() {
                 let m = &self.slots[slot].machine;
                 let waiting = matches!(m.state(), replica::State::AuthBlocked { .. })
@@ -227,23 +228,14 @@ impl Fleet {
                         );
                     }
                     self.slots[slot].restart_reason = RestartReason::Rotation;
-                    let label = self.slots[slot].label.clone();
-                    for c in changed {
-                        cx.info(format!(
-                            "{label}: {} changed (now from {})",
-                            c.key, c.source
-                        ));
-                    }
+                    tell_changes(&self.slots[slot].label, changed, cx);
                     self.drive(slot, replica::Event::SourcesChanged, cx);
                     restarted += 1;
                 }
             }
         }
-        if announce_summary(accepted, restarted, &self.reread) {
-            cx.info(match restarted {
-                1 => "rotation: 1 waiting replica restarted with the new values".to_owned(),
-                n => format!("rotation: {n} waiting replicas restarted with the new values"),
-            });
+        if announce && restarted > 0 {
+            cx.info(format!("rotation: {}", waiting_restarted(restarted)));
         }
         if stale {
             self.start_reread(cx);
@@ -351,20 +343,13 @@ impl Fleet {
             }
             let changed = changed_of(changes, slot);
             if !changed.is_empty() {
-                let label = &self.slots[slot].label;
-                for c in changed {
-                    cx.info(format!(
-                        "{label}: {} changed (now from {})",
-                        c.key, c.source
-                    ));
-                }
+                tell_changes(&self.slots[slot].label, changed, cx);
                 list.push(slot);
             }
         }
         let waited = match restarted {
             0 => String::new(),
-            1 => "1 waiting replica restarted with the new values; ".to_owned(),
-            n => format!("{n} waiting replicas restarted with the new values; "),
+            n => format!("{}; ", waiting_restarted(n)),
         };
         if list.is_empty() {
             if restarted == 0 && in_place == 0 {
@@ -412,8 +397,21 @@ fn restarts_on(mode: OnRotation, reason: RestartReason) -> bool {
     }
 }
 
-/// Whether a re-read that restarted `restarted` waiting replicas sums them up
-/// itself: only when no rotation or reload summary follows (that one counts them).
-fn announce_summary(accepted: bool, restarted: usize, r: &Coordinator) -> bool {
-    accepted && restarted > 0 && !r.watch_triggered && !r.reload_requested
+/// "2 waiting replicas restarted with the new values", for the summary lines.
+fn waiting_restarted(n: usize) -> String {
+    match n {
+        1 => "1 waiting replica restarted with the new values".to_owned(),
+        n => format!("{n} waiting replicas restarted with the new values"),
+    }
+}
+
+/// One line per changed key of a replica: "a.1: OPENAI_API_KEY changed (now from
+/// secrets/)". Names and sources only, never values.
+fn tell_changes(label: &str, changed: &[KeyChange], cx: &mut Cx<'_>) {
+    for c in changed {
+        cx.info(format!(
+            "{label}: {} changed (now from {})",
+            c.key, c.source
+        ));
+    }
 }
