@@ -2,7 +2,6 @@
 //! per rotation per replica, and `auth-blocked` on a quiet queue (a revoked key
 //! that fails once per long run).
 
-use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -130,20 +129,6 @@ backoff = {{ initial = "100ms", jitter = 0.0 }}
 }
 
 /// GET `path` on the health port: `(status, body)`.
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let code = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((code, body))
-}
 
 #[test]
 fn a_revoked_key_on_a_quiet_queue_reaches_auth_blocked_and_readyz_503() {
@@ -195,12 +180,16 @@ backoff = {{ initial = "1s", multiplier = 2.0, jitter = 0.0, reset_after = "4s" 
     let end = Instant::now() + Duration::from_secs(4);
     while Instant::now() < end {
         last = get(port, "/readyz");
-        if matches!(&last, Some((503, body)) if body.contains("consumer.0 is auth-blocked")) {
+        if matches!(&last, Some(r) if r.code == 503 && r.body.contains("consumer.0 is auth-blocked"))
+        {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let Some((503, body)) = last.clone().filter(|(_, b)| b.contains("is auth-blocked")) else {
+    let Some(Reply { body, .. }) = last
+        .clone()
+        .filter(|r| r.code == 503 && r.body.contains("is auth-blocked"))
+    else {
         panic!(
             "/readyz never said auth-blocked: {last:?}\n{}",
             run.output()

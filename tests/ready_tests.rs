@@ -107,20 +107,7 @@ ready = {{ exec = ["test", "-e", "flag-{{replica}}"], interval = "200ms" }}
     run.wait_for("warming", PATIENCE);
     let pids = ctl.running_pids(2);
     assert_eq!(pids.len(), 2);
-    let readyz = || {
-        ureq::get(&format!("http://127.0.0.1:{port}/readyz"))
-            .config()
-            .http_status_as_error(false)
-            .build()
-            .call()
-            .ok()
-            .map(|mut r| {
-                (
-                    r.status().as_u16(),
-                    r.body_mut().read_to_string().unwrap_or_default(),
-                )
-            })
-    };
+    let readyz = || get(port, "/readyz").map(|r| (r.code, r.body));
     let (code, body) = readyz().expect("/readyz answers");
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("logger has no ready replica yet"), "{body}");

@@ -24,11 +24,7 @@ keys = ["MY_TOKEN"]
 "#;
 
 fn metrics(port: u16) -> String {
-    ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
-        .call()
-        .ok()
-        .and_then(|mut r| r.body_mut().read_to_string().ok())
-        .unwrap_or_default()
+    get(port, "/metrics").map(|r| r.body).unwrap_or_default()
 }
 
 /// `token length N` as the worker prints it for `value`.

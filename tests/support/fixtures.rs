@@ -8,7 +8,7 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::{Canary, PATIENCE, python, wait_until};
 
@@ -37,16 +37,7 @@ pub fn free_port() -> u16 {
 
 /// The HTTP status of `GET path` on 127.0.0.1:`port`, or `None` if nothing answers.
 pub fn http_status(port: u16, path: &str) -> Option<u16> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf);
-    buf.split_whitespace().nth(1)?.parse().ok()
+    super::get(port, path).map(|r| r.code)
 }
 
 /// Writes `content` to `path` atomically (a hidden temp file renamed over it), the

@@ -7,8 +7,10 @@
 
 mod canary;
 mod fixtures;
+mod http;
 pub use canary::*;
 pub use fixtures::*;
+pub use http::*;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
