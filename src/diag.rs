@@ -27,7 +27,7 @@ impl fmt::Display for Severity {
 /// One problem found by the checks: what, for which key and workers, where, and
 /// what to do. Never contains a value.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finding {
+pub(crate) struct Finding {
     /// Errors stop `run` (exit 78); warnings do not.
     pub severity: Severity,
     /// Stable identifier for scripts and docs: `missing`, `empty`, `near-miss`,

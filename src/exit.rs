@@ -4,18 +4,18 @@
 //! place that maps failures to codes, so the codes stay consistent across commands.
 
 /// Exit codes of the `agentsup` binary (SPEC 1).
-pub mod code {
+pub(crate) mod code {
     /// All workers stopped on request, or all finished cleanly.
-    pub const OK: u8 = 0;
+    pub(crate) const OK: u8 = 0;
     /// A worker failed for good, or the supervisor hit a runtime fault.
-    pub const FAILURE: u8 = 1;
+    pub(crate) const FAILURE: u8 = 1;
     /// Usage error (clap uses the same code).
-    pub const USAGE: u8 = 2;
+    pub(crate) const USAGE: u8 = 2;
     /// Configuration or secret validation failed; nothing was started (`EX_CONFIG`).
-    pub const CONFIG: u8 = 78;
+    pub(crate) const CONFIG: u8 = 78;
 }
 
-pub use crate::diag::Located;
+pub(crate) use crate::diag::Located;
 
 /// Every failure that ends a command.
 #[derive(Debug, thiserror::Error)]
@@ -61,4 +61,4 @@ impl Error {
 }
 
 /// Result alias used by commands.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;

@@ -41,7 +41,7 @@ const HANDLED: [libc::c_int; 4] = [SIGTERM, SIGINT, SIGQUIT, SIGHUP];
 
 /// What a signal asks the supervisor to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SignalEvent {
+pub(crate) enum SignalEvent {
     /// SIGTERM, SIGINT or SIGQUIT: stop everything (the number is kept for logs).
     Shutdown(i32),
     /// SIGHUP: re-read and re-check sources (SPEC 5).
@@ -81,7 +81,7 @@ pub fn release_early() {
 }
 
 /// The handlers, installed; nothing reads them yet.
-pub struct Signals {
+pub(crate) struct Signals {
     info: SignalsInfo<WithRawSiginfo>,
 }
 
@@ -89,7 +89,7 @@ impl Signals {
     /// Installs the handlers, then unblocks the signals (one held since
     /// [`hold_early`] is delivered to its handler now). Starts no thread: the guard
     /// is forked after this, from a single-threaded process.
-    pub fn install() -> std::io::Result<Signals> {
+    pub(crate) fn install() -> std::io::Result<Signals> {
         let info = SignalsInfo::<WithRawSiginfo>::new(HANDLED)?;
         release_early();
         Ok(Signals { info })
@@ -97,7 +97,7 @@ impl Signals {
 
     /// Starts the thread that reads the signals and places their senders. Any
     /// thread, no runtime needed; the events arrive on the returned stream.
-    pub fn start(mut self) -> std::io::Result<SignalStream> {
+    pub(crate) fn start(mut self) -> std::io::Result<SignalStream> {
         let (tx, rx) = mpsc::unbounded_channel();
         std::thread::Builder::new()
             .name("agentsup-signals".into())
@@ -139,7 +139,7 @@ fn classify(sig: i32, sender: Option<u32>, me: u32) -> SignalEvent {
 const MAX_KEPT: usize = 16;
 
 /// The signal events of a run, in order.
-pub struct SignalStream {
+pub(crate) struct SignalStream {
     rx: mpsc::UnboundedReceiver<SignalEvent>,
     /// Events read by [`SignalStream::next_stop`] while waiting for a stop, to be
     /// handled once the dispatcher runs.
@@ -148,7 +148,7 @@ pub struct SignalStream {
 
 impl SignalStream {
     /// The next signal event.
-    pub async fn next(&mut self) -> SignalEvent {
+    pub(crate) async fn next(&mut self) -> SignalEvent {
         if let Some(ev) = self.kept.pop_front() {
             return ev;
         }
@@ -161,13 +161,13 @@ impl SignalStream {
     }
 
     /// The next event if one is ready.
-    pub fn try_next(&mut self) -> Option<SignalEvent> {
+    pub(crate) fn try_next(&mut self) -> Option<SignalEvent> {
         self.kept.pop_front().or_else(|| self.rx.try_recv().ok())
     }
 
     /// Waits for a stop signal (its number); the other events are kept, in order,
     /// for [`SignalStream::next`]. A stop signal among the kept ones wins at once.
-    pub async fn next_stop(&mut self) -> i32 {
+    pub(crate) async fn next_stop(&mut self) -> i32 {
         if let Some(&SignalEvent::Shutdown(sig)) = self
             .kept
             .iter()

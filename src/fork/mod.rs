@@ -112,11 +112,11 @@ use crate::process::{Spawner, kill_group};
 use conn::{Conn, Death};
 use start::StartParams;
 
-pub use prepare::{preflight, template_env};
+pub(crate) use prepare::{preflight, template_env};
 pub use types::{ForkError, ForkExit, ForkExitError, Forked, TemplateOptions};
 
 /// The template program, shipped inside the binary.
-pub const TEMPLATE_SOURCE: &str = include_str!("../fork_template.py");
+pub(crate) const TEMPLATE_SOURCE: &str = include_str!("../fork_template.py");
 
 /// The template of one fork-mode worker. Cheap to clone; every clone drives the
 /// same template. When the last clone is dropped, the template and every replica
@@ -176,7 +176,7 @@ impl ForkTemplate {
     /// template's own output goes to `output` as supervisor events (or to
     /// `tracing` when `None`), redacted. A preload that fails to import is
     /// [`ForkError::Preload`], naming the module, with its traceback.
-    pub async fn start(
+    pub(crate) async fn start(
         worker: &WorkerPlan,
         env: &BuiltEnv,
         spawner: &Spawner,
@@ -270,11 +270,6 @@ impl ForkTemplate {
             .pid
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The worker's name.
-    pub fn worker(&self) -> &str {
-        &self.inner.worker
     }
 
     /// How many template processes were started so far (1 + restarts).

@@ -115,19 +115,6 @@ pub struct ForkExit {
     pub(super) rx: oneshot::Receiver<ExitStatus>,
 }
 
-impl ForkExit {
-    /// The replica's pid.
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
-
-    /// The underlying channel (a dropped sender means the template died), for a
-    /// caller that wants one exit-future type for spawned and forked replicas.
-    pub fn into_receiver(self) -> oneshot::Receiver<ExitStatus> {
-        self.rx
-    }
-}
-
 impl Future for ForkExit {
     type Output = Result<ExitStatus, ForkExitError>;
 

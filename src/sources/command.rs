@@ -93,7 +93,7 @@ pub struct CommandSpec<'a> {
 
 /// The environment of a command source: agentsup's variables that match the
 /// `[env] inherit` globs or the source's own `env` globs, nothing else.
-pub fn helper_env(
+pub(crate) fn helper_env(
     process_env: &super::ProcessEnv,
     inherit: &globset::GlobSet,
     listed: &globset::GlobSet,

@@ -25,8 +25,8 @@
 
 pub mod child;
 pub mod creds;
-pub mod fd;
+pub(crate) mod fd;
 pub mod process;
 pub mod seal;
-pub mod signal;
+pub(crate) mod signal;
 pub mod wait;
