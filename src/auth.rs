@@ -1,8 +1,8 @@
 //! Exit classification (SPEC 5): why did a replica's process end?
 //!
 //! This module owns the one table of built-in output signatures and the pure
-//! function [`classify`] that turns an exit status plus the tail of a run's output
-//! into an [`ExitClass`] (`ok`, `auth`, `config`, `crash`). It does not collect the
+//! function `classify` that turns an exit status plus the tail of a run's output
+//! into an `ExitClass` (`ok`, `auth`, `config`, `crash`). It does not collect the
 //! output (the output task keeps the tail), re-read sources or restart anything (the
 //! replica state machine in [`crate::replica`] decides that from the class).
 //!
@@ -13,7 +13,7 @@
 //! two disagree the observation wins (auth-signatures.md §9).
 //!
 //! The tail is unredacted and may hold a whole key (httpx echoes the refused
-//! `Authorization` header). Nothing in a [`Classification`] ever carries text taken
+//! `Authorization` header). Nothing in a `Classification` ever carries text taken
 //! from the output except a signature literal of our own table and an environment
 //! variable *name* an SDK asked for.
 

@@ -466,7 +466,7 @@ pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
 
 /// Parses the text of `supervisor.toml`; a syntax or type error becomes one
 /// [`Located`] naming line, column, the field and what was expected, never the
-/// value (see [`describe`]).
+/// value (see `describe`).
 pub fn parse(path: &Path, text: &str) -> Result<ConfigFile, Located> {
     toml::from_str::<ConfigFile>(text).map_err(|e| {
         let (line, column) = match e.span() {

@@ -1,5 +1,5 @@
 //! The vocabulary of problems, shared by the layers that find them: a
-//! [`Severity`], a check [`Finding`] and a [`Located`] config error. A leaf module,
+//! [`Severity`], a check `Finding` and a [`Located`] config error. A leaf module,
 //! so `sources`, `check`, `probe` and `exit` need not import each other for it.
 //! None of these types may ever hold a value.
 

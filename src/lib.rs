@@ -12,8 +12,8 @@
 //!    that records the provenance of each value. Nothing reads or writes agentsup's
 //!    own environment except the `env` source and the `inherit` list, both of which
 //!    receive a copy of it taken at start-up.
-//! 3. [`check`] turns plan + snapshot into findings before anything starts.
-//! 4. [`env`] builds the exact environment of one replica, a pure function shared by
+//! 3. `check` turns plan + snapshot into findings before anything starts.
+//! 4. [`env`](mod@env) builds the exact environment of one replica, a pure function shared by
 //!    `run`, `env` and `exec`.
 //! 5. The supervisor spawns replicas ([`process`]), one reaper owns `waitpid`
 //!    ([`reaper`]), one writer owns stdout ([`output`]) and every byte of text passes

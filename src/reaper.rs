@@ -24,8 +24,8 @@
 //!
 //! A child can exit before its pid is registered. Here the table lock is the same
 //! lock the reaper holds around each `waitpid(-1)` and the lookup that follows, and
-//! spawners hold it across `fork`+`exec` and the insert ([`ReaperHandle::lock`],
-//! [`Registrar::register`]). So the reaper cannot see a child's exit before that
+//! spawners hold it across `fork`+`exec` and the insert (`ReaperHandle::lock`,
+//! `Registrar::register`). So the reaper cannot see a child's exit before that
 //! child is in the table. This also keeps std's own exec-failure path sound: when
 //! `exec` fails, `Command::spawn` calls `waitpid(pid)` itself and panics on
 //! `ECHILD`; holding the lock means we never reap that child first.

@@ -1,6 +1,6 @@
 //! The per-replica state machine (SPEC 5) as a pure function.
 //!
-//! [`Replica::step`] takes one [`Event`] and returns the [`Action`]s the supervisor
+//! `Replica::step` takes one `Event` and returns the `Action`s the supervisor
 //! must perform; it never spawns, signals, sleeps or reads a clock. All time comes in
 //! with the events (`at`), and randomness comes in as a jitter sample, so every
 //! transition is testable with plain values (STYLE §7: "transitions in a pure
@@ -12,7 +12,7 @@
 //! not own exit classification ([`crate::auth`]), re-reading sources, timers or the
 //! "one incident, not N" grouping of replicas: those are the supervisor's.
 //!
-//! Every transition also emits [`Action::Log`]:
+//! Every transition also emits `Action::Log`:
 //!
 //! ```text
 //! from                  event                               to                  actions
@@ -170,21 +170,21 @@ pub(crate) enum State {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StateKind {
-    /// [`State::Starting`].
+    /// `State::Starting`.
     Starting,
-    /// [`State::Running`].
+    /// `State::Running`.
     Running,
-    /// [`State::Stopping`].
+    /// `State::Stopping`.
     Stopping,
-    /// [`State::Backoff`].
+    /// `State::Backoff`.
     Backoff,
-    /// [`State::AuthBlocked`].
+    /// `State::AuthBlocked`.
     AuthBlocked,
-    /// [`State::Failed`].
+    /// `State::Failed`.
     Failed,
-    /// [`State::Stopped`].
+    /// `State::Stopped`.
     Stopped,
-    /// [`State::Exited`].
+    /// `State::Exited`.
     Exited,
 }
 

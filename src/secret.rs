@@ -3,7 +3,7 @@
 //! A [`Sensitive`] holds any environment value agentsup handles. Its `Debug` and
 //! `Display` never print the value, so a stray `{:?}` in a log line or a panic
 //! message cannot leak it; the only way out is [`Sensitive::expose`], which is
-//! greppable. [`mask`] is the one rule (SPEC 4) for showing part of a value.
+//! greppable. `mask` is the one rule (SPEC 4) for showing part of a value.
 
 use std::fmt;
 use std::path::PathBuf;

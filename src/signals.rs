@@ -3,7 +3,7 @@
 //!
 //! **From the first instruction.** `main` blocks SIGTERM, SIGINT, SIGQUIT and SIGHUP
 //! before it does anything else ([`hold_early`]); `agentsup run` installs its
-//! handlers before it forks the guard or parses the config ([`Signals::install`]),
+//! handlers before it forks the guard or parses the config (`Signals::install`),
 //! then unblocks them, and every other command unblocks them at once
 //! ([`release_early`]). A blocked signal stays pending instead of taking its default
 //! action: without this, a SIGHUP 50 ms after exec killed an `agentsup run` busy
@@ -14,7 +14,7 @@
 //! **Only from the operator.** Workers run as agentsup's uid and can signal it. A
 //! signal whose sender (`si_pid` of the `siginfo` signal-hook's [`WithRawSiginfo`] keeps) runs under
 //! agentsup (a worker, anything it started, a source command) is not a command: it
-//! becomes [`SignalEvent::Ignored`], which the dispatcher logs once per worker. The
+//! becomes `SignalEvent::Ignored`, which the dispatcher logs once per worker. The
 //! sender is placed by walking its parent chain in `/proc` as soon as the signal is
 //! read; a sender that has already exited by then cannot be placed and counts as
 //! the operator's (`/bin/kill` exits at once), which the re-read pace bounds anyway.
@@ -69,7 +69,7 @@ fn set_mask(how: SigmaskHow) {
 
 /// Blocks the handled signals in the calling thread, which must be the main thread
 /// before it starts any other: the first thing `main` does. A signal that arrives
-/// now stays pending until [`Signals::install`] or [`release_early`].
+/// now stays pending until `Signals::install` or [`release_early`].
 pub fn hold_early() {
     set_mask(SigmaskHow::SIG_BLOCK);
 }

@@ -108,7 +108,7 @@ pub enum ForkExitError {
 }
 
 /// Resolves with a forked replica's exit status, as reported by its template.
-/// The counterpart of [`crate::reaper::ExitWaiter`]; dropping it is fine.
+/// The counterpart of `crate::reaper::ExitWaiter`; dropping it is fine.
 #[derive(Debug)]
 pub struct ForkExit {
     pub(super) pid: u32,
@@ -126,7 +126,7 @@ impl Future for ForkExit {
     }
 }
 
-/// A forked replica; mirrors [`crate::process::Spawned`] field for field.
+/// A forked replica; mirrors `crate::process::Spawned` field for field.
 #[derive(Debug)]
 pub struct Forked {
     /// Its pid, which is also its process group (and session) id.

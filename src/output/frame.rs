@@ -10,7 +10,7 @@ pub enum Frame<'a> {
     /// A complete line without its `\n` (any `\r` is kept), or the last piece of an
     /// over-long line.
     Line(&'a [u8]),
-    /// [`MAX_LINE`] bytes of a longer line; more of the same line follows.
+    /// `MAX_LINE` bytes of a longer line; more of the same line follows.
     Piece(&'a [u8]),
 }
 
@@ -33,7 +33,7 @@ impl Default for LineFramer {
 }
 
 impl LineFramer {
-    /// A framer cutting lines at [`MAX_LINE`].
+    /// A framer cutting lines at `MAX_LINE`.
     pub fn new() -> Self {
         Self::with_max(MAX_LINE)
     }

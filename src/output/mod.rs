@@ -3,7 +3,7 @@
 //!
 //! # Data flow
 //!
-//! Each stdout/stderr pipe of each replica gets a [`pump`] task. It reads large
+//! Each stdout/stderr pipe of each replica gets a `pump` task. It reads large
 //! chunks, frames them into lines ([`LineFramer`]), keeps the raw lines in the
 //! replica's [`Tail`] for exit classification, redacts every line, formats it (the
 //! `planner.0 | ` prefix or a JSON object) into a batch buffer, and hands the batch
@@ -12,12 +12,12 @@
 //!
 //! # Back-pressure for worker lines, never for agentsup
 //!
-//! The sink's queue is bounded in bytes ([`QUEUE_BYTES`]). A pump that finds it full
+//! The sink's queue is bounded in bytes (`QUEUE_BYTES`). A pump that finds it full
 //! waits, so it stops reading its pipe, the pipe fills, and the worker blocks in
 //! `write`: a slow reader of agentsup's stdout slows the workers and no line is lost.
 //!
 //! agentsup's own events (the dispatcher's log lines and every `tracing` call, through
-//! [`OutputLayer`]) have their own lane and budget ([`EVENT_QUEUE_BYTES`]) in the same
+//! `OutputLayer`) have their own lane and budget (`EVENT_QUEUE_BYTES`) in the same
 //! FIFO: they never wait, so the dispatcher keeps working (and the shutdown's
 //! kill-at-90 % fires on time) whatever stdout does. Sharing the FIFO keeps a
 //! worker's last lines before the event that reports its exit. Should the event lane
@@ -29,14 +29,14 @@
 //! # A stdout that is not read, or fails
 //!
 //! At shutdown the supervisor gives stdout until the end of `shutdown_timeout`
-//! ([`OutputSink::abandon_at`]). Past that, nothing waits on stdout any more: what is
-//! queued or still arrives is counted and dropped, [`OutputSink::shutdown`] returns
+//! (`OutputSink::abandon_at`). Past that, nothing waits on stdout any more: what is
+//! queued or still arrives is counted and dropped, `OutputSink::shutdown` returns
 //! even if the writer thread is stuck in `write`, and one line on stderr (if that is
 //! a different, writable stream) says how much could not be delivered.
 //!
 //! `EPIPE` (the reader went away, as in `agentsup run | head`) discards the rest
 //! quietly; other write errors (`ENOSPC`, `EIO`) are temporary: see `writer.rs`.
-//! [`OutputSink::is_broken`] lets the supervisor decide what else to do.
+//! `OutputSink::is_broken` lets the supervisor decide what else to do.
 //!
 //! Ordering is preserved per stream (one pump per pipe, one FIFO queue), and a line is
 //! never interleaved with another because each formatted line goes into one batch.
@@ -145,18 +145,18 @@ pub(crate) fn label_width<'a>(workers: impl IntoIterator<Item = (&'a str, u32)>)
 pub struct OutputConfig {
     /// Pretty or JSON.
     pub format: Format,
-    /// Colour pretty output (resolve with [`ColorChoice::for_stdout`]).
+    /// Colour pretty output (decided by `stdout::want_color`).
     pub color: bool,
-    /// Labels are padded to this width (see [`label_width`]).
+    /// Labels are padded to this width (see `label_width`).
     pub label_width: usize,
     /// Worker names in config order; colours are assigned in this order so that
     /// neighbours differ. Unknown names get a colour from a hash of the name.
     pub workers: Vec<String>,
-    /// Redacts supervisor events and [`OutputSink::line`]. Defaults to
+    /// Redacts supervisor events and `OutputSink::line`. Defaults to
     /// [`crate::redact::global`].
     pub redactor: SharedRedactor,
     /// Pretty events wrap to this many columns, continuation lines indented
-    /// (see [`width::stdout_width`]); `None` keeps each line whole. Worker lines
+    /// (see `width::stdout_width`); `None` keeps each line whole. Worker lines
     /// are the worker's and never wrap.
     pub width: Option<usize>,
 }

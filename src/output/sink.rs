@@ -294,7 +294,7 @@ impl Drop for SinkInner {
 }
 
 /// The one owner of stdout. Cheap to clone; every pump and the tracing layer hold a
-/// clone. Call [`OutputSink::shutdown`] before exiting so nothing queued is lost.
+/// clone. Call `OutputSink::shutdown` before exiting so nothing queued is lost.
 #[derive(Clone)]
 pub struct OutputSink {
     pub(super) inner: Arc<SinkInner>,

@@ -19,7 +19,7 @@
 //!   **PDEATHSIG is per thread**: the kernel sends the death signal when the
 //!   *thread* that forked exits, not the process, and tokio's blocking threads
 //!   exit after 10 s idle, which would SIGKILL healthy workers.
-//! * `capture.rs`: [`run_capture`], a short command run to completion with its
+//! * `capture.rs`: `run_capture`, a short command run to completion with its
 //!   output read (a `command` source); the calling thread stays until the command
 //!   is collected, so PDEATHSIG is sound there.
 //! * `path.rs`: SPEC 3's lookup on the worker's `PATH`, not agentsup's; the child
@@ -28,7 +28,7 @@
 //!   gone" not an error; `terminal.rs`: handing `exec`'s terminal back and forth.
 //!
 //! PDEATHSIG covers the direct child only: grandchildren of a SIGKILLed agentsup
-//! survive it unless agentsup is PID 1 of its namespace (see [`crate::guard`]).
+//! survive it unless agentsup is PID 1 of its namespace (see `crate::guard`).
 
 mod capture;
 mod error;

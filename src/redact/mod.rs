@@ -1,14 +1,14 @@
 //! Redaction of secret values from every byte of text agentsup prints (SPEC 7).
 //!
-//! - [`forms`] lists what counts as a value's form: the value, trimmed, each line
+//! - `forms` lists what counts as a value's form: the value, trimmed, each line
 //!   of a multi-line value, JSON- and Python-escaped, percent-encoded, base64 and
 //!   hex, and for values of 16 bytes or more any run of 16 consecutive bytes of any
 //!   of those (`key[:24]`).
 //! - [`Redactor`] (in `matcher`) finds them all in one pass whose cost per byte does
 //!   not grow with the number of secrets, in memory linear in the forms (issue 13).
-//! - [`terminal`] turns a worker's line into what a terminal would show, so escape
+//! - `terminal` turns a worker's line into what a terminal would show, so escape
 //!   sequences, backspaces or NULs between pieces of a key hide nothing.
-//! - [`ShownLines`] puts the two together for a stream of lines: worker output
+//! - `ShownLines` puts the two together for a stream of lines: worker output
 //!   and `exec`'s masked output both print through it.
 //!
 //! Output is line-framed by [`crate::output`], so most text is redacted one complete

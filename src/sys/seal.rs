@@ -12,7 +12,7 @@
 //! reset by `execve` of an ordinary binary, so workers are not affected. The
 //! soft core limit is set to 0 as well (belt and braces, and visible in
 //! `/proc/PID/limits`); workers get the original limit back before their `exec`
-//! ([`core_limit_for_children`]), so an operator's `ulimit -c` still applies to
+//! (`core_limit_for_children`), so an operator's `ulimit -c` still applies to
 //! them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
