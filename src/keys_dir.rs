@@ -107,7 +107,7 @@ impl KeysDir {
     ) -> Result<KeysDir, String> {
         let fail = |what: &str, p: &Path, e: std::io::Error| {
             format!(
-                "cannot create the key directory for on_rotation = \"file\"/\"signal\" ({what} {}: {e}); make {} writable, or set XDG_RUNTIME_DIR",
+                "the key directory for on_rotation = \"file\"/\"signal\" could not be made ({what} {}: {e}); make {} writable, or set XDG_RUNTIME_DIR",
                 p.display(),
                 base.display()
             )

@@ -2,6 +2,17 @@
 
 use std::path::{Component, Path, PathBuf};
 
+/// How the config file was found, for the hints of messages about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigOrigin {
+    /// `-c FILE`.
+    Flag,
+    /// `$AGENTSUP_CONFIG`.
+    EnvVar,
+    /// `./supervisor.toml`.
+    Default,
+}
+
 /// `p` with `.` components dropped and each `dir/..` pair folded, for display only
 /// (`examples/python-openai/../demo/secrets/KEY` → `examples/demo/secrets/KEY`).
 /// Lexical: never used to open anything, where a symlinked `dir` would make

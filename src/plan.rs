@@ -27,16 +27,7 @@ use crate::exit::Error;
 /// Default `[env] inherit` when the table does not set it (SPEC 2).
 pub(crate) const DEFAULT_INHERIT: &[&str] = &["PATH", "HOME", "LANG", "LC_*", "TZ"];
 
-/// Where the config file was found, for messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ConfigOrigin {
-    /// `-c FILE`.
-    Flag,
-    /// `$AGENTSUP_CONFIG`.
-    EnvVar,
-    /// `./supervisor.toml`.
-    Default,
-}
+pub use crate::paths::ConfigOrigin;
 
 /// Finds the config file: `-c`, then `$AGENTSUP_CONFIG`, then `./supervisor.toml`.
 pub(crate) fn locate(flag: Option<&Path>, env_value: Option<&str>) -> (PathBuf, ConfigOrigin) {
@@ -56,20 +47,11 @@ pub(crate) fn load_located(flag: Option<&Path>) -> Result<Plan, Error> {
     let env_value = std::env::var("AGENTSUP_CONFIG").ok();
     let (path, origin) = locate(flag, env_value.as_deref());
     Plan::load(&path).map_err(|e| match e {
-        Error::ConfigNotFound(msg) if origin == ConfigOrigin::Default => {
-            Error::ConfigNotFound(format!(
-                "{msg}\n  hint: no supervisor.toml here ({}); pass -c FILE or set AGENTSUP_CONFIG",
-                std::env::current_dir()
-                    .map(|d| d.display().to_string())
-                    .unwrap_or_default()
-            ))
-        }
-        Error::ConfigNotFound(msg) if origin == ConfigOrigin::EnvVar => Error::ConfigNotFound(
-            format!("{msg} (from $AGENTSUP_CONFIG)\n  hint: fix AGENTSUP_CONFIG, or pass -c FILE"),
-        ),
-        Error::ConfigNotFound(msg) => {
-            Error::ConfigNotFound(format!("{msg}\n  hint: check the path given to -c"))
-        }
+        Error::ConfigUnreadable { path, cause, .. } => Error::ConfigUnreadable {
+            path,
+            origin: Some(origin),
+            cause,
+        },
         other => other,
     })
 }
@@ -333,8 +315,10 @@ impl WorkerPlan {
 impl Plan {
     /// Reads, parses and checks the config file.
     pub fn load(path: &Path) -> Result<Plan, Error> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::ConfigNotFound(format!("cannot read config {}: {e}", path.display()))
+        let text = std::fs::read_to_string(path).map_err(|cause| Error::ConfigUnreadable {
+            path: path.to_path_buf(),
+            origin: None,
+            cause,
         })?;
         Plan::from_text(path, &text)
     }
@@ -376,25 +360,17 @@ impl Plan {
     /// the nearest one: "unknown worker "plannr"; supervisor.toml defines: planner,
     /// critic (did you mean "planner"?)".
     pub(crate) fn require_worker(&self, name: &str) -> Result<&WorkerPlan, Error> {
-        self.worker(name)
-            .ok_or_else(|| Error::Usage(self.unknown_worker(name)))
+        self.worker(name).ok_or_else(|| self.unknown_worker(name))
     }
 
-    fn unknown_worker(&self, name: &str) -> String {
+    fn unknown_worker(&self, name: &str) -> Error {
         let names: Vec<&str> = self.workers.iter().map(|w| w.name.as_str()).collect();
-        let mut msg = format!(
-            "unknown worker {name:?}; {} defines: {}",
-            self.config_path.display(),
-            if names.is_empty() {
-                "(no workers)".to_string()
-            } else {
-                names.join(", ")
-            }
-        );
-        if let Some(c) = config::nearest(name, &names) {
-            msg.push_str(&format!(" (did you mean {c:?}?)"));
+        Error::UnknownWorker {
+            name: name.to_string(),
+            config: self.config_path.clone(),
+            nearest: config::nearest(name, &names).map(str::to_string),
+            known: names.into_iter().map(str::to_string).collect(),
         }
-        msg
     }
 
     /// True when `name` is secret by rule, by name, or when `from_secret_source`.

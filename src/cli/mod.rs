@@ -39,7 +39,7 @@ fn cmd_init(a: InitArgs) -> Result<u8> {
         command: a.command,
     };
     // Through main's one error printer (redacted, exit 1), like every command.
-    let failed = |e: crate::init::InitError| Error::Runtime(e.to_string());
+    let failed = |e: crate::init::InitError| Error::Failed(e.into());
     let draft = crate::init::discover(&request).map_err(failed)?;
     crate::init::write_config(&a.path, &draft.render(), a.force).map_err(failed)?;
     let names: Vec<&str> = draft.workers.iter().map(|w| w.name.as_str()).collect();
@@ -172,9 +172,7 @@ fn cmd_exec(a: ExecArgs) -> Result<u8> {
         Some(name) => plan.require_worker(name)?.clone(),
         None => {
             if let Some(bad) = a.keys.iter().find(|k| !plan::is_name_or_glob(k)) {
-                return Err(Error::Usage(format!(
-                    "--keys: {bad:?} is not a variable name or glob (letters, digits, `_`; globs may use `*`, `?`, `[…]`)"
-                )));
+                return Err(Error::BadKeyPattern(bad.clone()));
             }
             crate::env::adhoc_worker(&plan, "exec", &a.keys)
         }
@@ -197,9 +195,7 @@ fn cmd_exec(a: ExecArgs) -> Result<u8> {
     if report.has_errors() {
         let text = crate::redact::redact_message(&report.render_text(false));
         let _ = std::io::stderr().write_all(text.as_bytes());
-        return Err(Error::Validation(
-            "checks failed; nothing was started".into(),
-        ));
+        return Err(Error::ChecksFailed);
     }
     let built = crate::env::build(&plan, &worker, 0, &snap, &penv);
     let cwd = if a.worker.is_some() {
@@ -223,7 +219,7 @@ fn cmd_exec(a: ExecArgs) -> Result<u8> {
             eprintln!("agentsup: error: exec: {e}");
             return Ok(126);
         }
-        Err(e) => return Err(Error::Runtime(format!("exec: {e}"))),
+        Err(e) => return Err(Error::Exec(e.into())),
     };
     Ok(u8::try_from(status).unwrap_or(code::FAILURE))
 }

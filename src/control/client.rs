@@ -26,6 +26,111 @@ use std::time::Duration;
 use super::path;
 use super::wire::{self, MAX_RESPONSE};
 use crate::exit::{Error, Result, code};
+
+/// Why a client command could not get its answer. Shown as one message through
+/// `main` (exit 1); whatever came from the server is sanitised first.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ControlError {
+    /// The supervisor refused the request (unknown worker, shutting down).
+    #[error("{}", sanitize(.0))]
+    Refused(String),
+    /// The answer to `status` had no status in it.
+    #[error("the supervisor answered `status` without one")]
+    NoStatus,
+    /// The socket exists and is ours, but connecting was refused by permissions.
+    #[error(
+        "cannot connect to the control socket {} of {}: permission denied; it belongs to the user running that supervisor (run this command as that user)",
+        socket.display(),
+        config.display()
+    )]
+    PermissionDenied {
+        /// The socket file.
+        socket: PathBuf,
+        /// The config it serves.
+        config: PathBuf,
+    },
+    /// No supervisor serves this config: no socket, or only a stale one.
+    #[error(
+        "no agentsup run is serving {}: {}\n  hint: `agentsup run -c {}` starts one; status, restart and reload talk to a running supervisor{}",
+        config.display(),
+        match stale {
+            Some((socket, e)) => format!(
+                "its control socket {} is left over from a run that ended without cleaning up (killed?): {e}",
+                socket.display()
+            ),
+            None => format!("there is no control socket at {}", primary.display()),
+        },
+        config.display(),
+        if foreign.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "\n  ignored (not yours, never talked to): {}; a supervisor of another user is reached only as that user",
+                foreign.join(", ")
+            )
+        }
+    )]
+    NotRunning {
+        /// The config (canonical).
+        config: PathBuf,
+        /// Where its supervisor would put the socket.
+        primary: PathBuf,
+        /// A socket file that no process serves, and what connecting said.
+        stale: Option<(PathBuf, std::io::Error)>,
+        /// Sockets of other users that were skipped, each with why.
+        foreign: Vec<String>,
+    },
+    /// The supervisor closed the connection without an answer.
+    #[error("the supervisor closed {} without answering (is it {}?)", socket.display(), if *reset { "exiting" } else { "shutting down" })]
+    Closed {
+        /// The socket.
+        socket: PathBuf,
+        /// The connection was reset (rather than closed in order).
+        reset: bool,
+    },
+    /// No answer within the client's patience.
+    #[error(
+        "no answer on {} within {}s; the supervisor may be stuck (the request may still be carried out)",
+        socket.display(),
+        patience.as_secs()
+    )]
+    NoAnswer {
+        /// The socket.
+        socket: PathBuf,
+        /// How long the client waited.
+        patience: Duration,
+    },
+    /// Any other failure talking on the socket.
+    #[error("control socket {}: {cause}", socket.display())]
+    Io {
+        /// The socket.
+        socket: PathBuf,
+        /// What the system said.
+        cause: std::io::Error,
+    },
+    /// The request could not be encoded.
+    #[error("cannot encode the request: {0}")]
+    Encode(serde_json::Error),
+    /// The answer could not be decoded.
+    #[error(
+        "cannot understand the answer on {} ({}); is the supervisor a different agentsup version?",
+        socket.display(),
+        // serde quotes what it could not parse: never raw to a terminal.
+        sanitize(detail)
+    )]
+    Undecodable {
+        /// The socket.
+        socket: PathBuf,
+        /// What the decoder said.
+        detail: String,
+    },
+}
+
+impl From<ControlError> for Error {
+    fn from(e: ControlError) -> Error {
+        Error::Failed(Box::new(e))
+    }
+}
 use crate::output::stdout::{ReportFormat, write_stdout};
 use crate::status::{ControlRequest, ControlResponse, Status};
 
@@ -37,10 +142,7 @@ const RELOAD: Duration = Duration::from_secs(300);
 /// See [`super::cmd_status`].
 pub(super) fn cmd_status(config: Option<&Path>, format: ReportFormat) -> Result<u8> {
     let r = ask(config, &ControlRequest::Status, QUICK)?;
-    let status =
-        sanitize_status(r.status.ok_or_else(|| {
-            Error::Runtime("the supervisor answered `status` without one".into())
-        })?);
+    let status = sanitize_status(r.status.ok_or(ControlError::NoStatus)?);
     let text = match format {
         ReportFormat::Text => render_table(&status),
         ReportFormat::Json => {
@@ -94,7 +196,7 @@ fn ask(flag: Option<&Path>, req: &ControlRequest, patience: Duration) -> Result<
     if r.ok {
         Ok(r)
     } else {
-        Err(Error::Runtime(sanitize(&r.message)))
+        Err(ControlError::Refused(r.message).into())
     }
 }
 
@@ -132,37 +234,23 @@ fn connect(canonical: &Path) -> Result<(UnixStream, PathBuf)> {
                 )),
             },
             Err(e) if e.kind() == ErrorKind::PermissionDenied => {
-                return Err(Error::Runtime(format!(
-                    "cannot connect to the control socket {} of {}: permission denied; it belongs to the user running that supervisor (run this command as that user)",
-                    c.socket.display(),
-                    canonical.display()
-                )));
+                return Err(ControlError::PermissionDenied {
+                    socket: c.socket.clone(),
+                    config: canonical.to_path_buf(),
+                }
+                .into());
             }
             Err(e) => stale = stale.or(Some((c.socket.clone(), e))),
         }
     }
-    let config = canonical.display();
-    let mut hint = format!(
-        "  hint: `agentsup run -c {config}` starts one; status, restart and reload talk to a running supervisor"
-    );
-    if !foreign.is_empty() {
-        hint.push_str(&format!(
-            "\n  ignored (not yours, never talked to): {}; a supervisor of another user is reached only as that user",
-            foreign.join(", ")
-        ));
-    }
-    if let Some((socket, e)) = stale {
-        return Err(Error::Runtime(format!(
-            "no agentsup run is serving {config}: its control socket {} is left over from a run that ended without cleaning up (killed?): {e}\n{hint}",
-            socket.display()
-        )));
-    }
     // Name the place the supervisor would use; the others were looked at too.
-    let primary = super::socket_path(canonical);
-    Err(Error::Runtime(format!(
-        "no agentsup run is serving {config}: there is no control socket at {}\n{hint}",
-        primary.display()
-    )))
+    Err(ControlError::NotRunning {
+        config: canonical.to_path_buf(),
+        primary: super::socket_path(canonical),
+        stale,
+        foreign,
+    }
+    .into())
 }
 
 /// The uid of the process serving `s` (`SO_PEERCRED`).
@@ -214,26 +302,23 @@ fn exchange(
     req: &ControlRequest,
     patience: Duration,
 ) -> Result<ControlResponse> {
-    let io = |e: std::io::Error| {
-        if e.kind() == ErrorKind::ConnectionReset {
-            Error::Runtime(format!(
-                "the supervisor closed {} without answering (is it exiting?)",
-                socket.display()
-            ))
-        } else if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
-            Error::Runtime(format!(
-                "no answer on {} within {}s; the supervisor may be stuck (the request may still be carried out)",
-                socket.display(),
-                patience.as_secs()
-            ))
-        } else {
-            Error::Runtime(format!("control socket {}: {e}", socket.display()))
+    let io = |cause: std::io::Error| -> Error {
+        let socket = socket.to_path_buf();
+        match cause.kind() {
+            ErrorKind::ConnectionReset => ControlError::Closed {
+                socket,
+                reset: true,
+            },
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => {
+                ControlError::NoAnswer { socket, patience }
+            }
+            _ => ControlError::Io { socket, cause },
         }
+        .into()
     };
     stream.set_read_timeout(Some(patience)).map_err(io)?;
     stream.set_write_timeout(Some(QUICK)).map_err(io)?;
-    let mut line = serde_json::to_string(req)
-        .map_err(|e| Error::Runtime(format!("cannot encode the request: {e}")))?;
+    let mut line = serde_json::to_string(req).map_err(ControlError::Encode)?;
     line.push('\n');
     stream.write_all(line.as_bytes()).map_err(io)?;
     let mut answer = String::new();
@@ -241,18 +326,18 @@ fn exchange(
         .read_line(&mut answer)
         .map_err(io)?;
     if answer.trim().is_empty() {
-        return Err(Error::Runtime(format!(
-            "the supervisor closed {} without answering (is it shutting down?)",
-            socket.display()
-        )));
+        return Err(ControlError::Closed {
+            socket: socket.to_path_buf(),
+            reset: false,
+        }
+        .into());
     }
-    wire::decode_response(answer.trim_end()).map_err(|e| {
-        Error::Runtime(format!(
-            "cannot understand the answer on {} ({}); is the supervisor a different agentsup version?",
-            socket.display(),
-            // serde quotes what it could not parse: never raw to a terminal.
-            sanitize(&e)
-        ))
+    wire::decode_response(answer.trim_end()).map_err(|detail| {
+        ControlError::Undecodable {
+            socket: socket.to_path_buf(),
+            detail,
+        }
+        .into()
     })
 }
 

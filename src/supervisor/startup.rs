@@ -31,8 +31,7 @@ pub(crate) struct RunOptions {
 /// `agentsup run`.
 pub(crate) fn cmd_run(a: RunOptions) -> Result<u8> {
     // Signal handlers before the guard fork and the config (crate::signals).
-    let signals = Signals::install()
-        .map_err(|e| Error::Runtime(format!("cannot install signal handlers: {e}")))?;
+    let signals = Signals::install().map_err(|e| Error::startup("install signal handlers", e))?;
     // First, while agentsup is one thread and has loaded no secret source (see
     // crate::guard); its warning, if any, waits for logging to be set up.
     let guard_warning = crate::guard::start().err();
@@ -48,10 +47,9 @@ pub(crate) fn cmd_run(a: RunOptions) -> Result<u8> {
         .cloned()
         .collect();
     if workers.is_empty() {
-        return Err(Error::Validation(format!(
-            "{} defines no [[worker]]; add one with a name and a command",
-            plan.config_path.display()
-        )));
+        return Err(Error::NoWorkers {
+            config: plan.config_path.clone(),
+        });
     }
     let format = a.log_format.unwrap_or(plan.supervisor.log_format);
     let color = a.color;
@@ -60,7 +58,7 @@ pub(crate) fn cmd_run(a: RunOptions) -> Result<u8> {
         .enable_all()
         .thread_name("agentsup")
         .build()
-        .map_err(|e| Error::Runtime(format!("cannot start the async runtime: {e}")))?;
+        .map_err(|e| Error::startup("start the async runtime", e))?;
     let result = runtime.block_on(run(
         Arc::new(plan),
         workers,
@@ -87,24 +85,28 @@ async fn run(
     // Installed in cmd_run; read from now on (the guard is forked).
     let mut signals = signals
         .start()
-        .map_err(|e| Error::Runtime(format!("cannot start the signal thread: {e}")))?;
-    let reaper = Reaper::start()
-        .map_err(|e| Error::Runtime(format!("cannot become a child subreaper: {e}")))?;
+        .map_err(|e| Error::startup("start the signal thread", e))?;
+    let reaper = Reaper::start().map_err(|e| Error::startup("become a child subreaper", e))?;
     let spawner = Spawner::start(reaper.clone())
-        .map_err(|e| Error::Runtime(format!("cannot start the spawner thread: {e}")))?;
+        .map_err(|e| Error::startup("start the spawner thread", e))?;
     let process_env = Arc::new(ProcessEnv::capture());
     // Bind the control socket and the health port before anything starts, so a
     // second `agentsup run` on this config, or a port clash, stops here.
     let control_listener = control::bind(&plan.config_path)
         .await
-        .map_err(Error::Validation)?;
+        .map_err(Error::ControlSocket)?;
     let health_listener = match &plan.supervisor.health {
-        Some(addr) => Some(crate::health::bind(addr).await.map_err(|e| {
-            Error::Validation(format!(
-                "cannot listen on health address {addr} ([supervisor] health in {}): {e}",
-                plan.config_path.display()
-            ))
-        })?),
+        Some(addr) => {
+            Some(
+                crate::health::bind(addr)
+                    .await
+                    .map_err(|cause| Error::HealthAddress {
+                        addr: addr.to_string(),
+                        config: plan.config_path.clone(),
+                        cause,
+                    })?,
+            )
+        }
         None => None,
     };
 
@@ -123,7 +125,7 @@ async fn run(
         redactor: crate::redact::global().clone(),
         width: crate::output::width::stdout_width(),
     })
-    .map_err(|e| Error::Runtime(format!("cannot start the output writer: {e}")))?;
+    .map_err(|e| Error::startup("start the output writer", e))?;
     {
         use tracing_subscriber::layer::SubscriberExt;
         let subscriber = tracing_subscriber::registry()
@@ -178,7 +180,7 @@ async fn run(
         match super::early_stop::during(task, &mut signals, shutdown_timeout, "loading the sources")
             .await
         {
-            Ok(v) => v.map_err(|e| Error::Runtime(format!("validating the config failed: {e}")))?,
+            Ok(v) => v.map_err(|e| Error::startup("validate the config (the task failed)", e))?,
             Err(code) => {
                 sink.shutdown().await;
                 return Ok(code);
@@ -210,9 +212,7 @@ async fn run(
         eprintln!("agentsup: {e}; starting anyway (output is retried as it comes)");
     }
     if report.has_errors() {
-        return Err(Error::Validation(
-            "the checks above failed; nothing was started (fix them, then run again; `agentsup check` repeats the report)".into(),
-        ));
+        return Err(Error::ChecksFailed);
     }
     let redactor = crate::redact::global().clone();
     let (status_tx, status_rx) =
@@ -247,10 +247,10 @@ async fn run(
             Err(e) => {
                 drop(templates); // kills the templates already started
                 sink.shutdown().await;
-                return Err(Error::Validation(format!(
-                    "worker {:?}: {e}\nnothing was started",
-                    w.name
-                )));
+                return Err(Error::Preload {
+                    worker: w.name.clone(),
+                    cause: e.into(),
+                });
             }
         }
     }
@@ -268,7 +268,11 @@ async fn run(
         Err(e) => {
             drop(templates);
             sink.shutdown().await;
-            return Err(Error::Runtime(format!("{e}\nnothing was started")));
+            return Err(Error::Startup {
+                what: "set up the key files",
+                cause: e.into(),
+                nothing_started: true,
+            });
         }
     };
     let shutdown_timeout = plan.supervisor.shutdown_timeout;
@@ -303,9 +307,7 @@ async fn run(
         }
     }
     if code == code::FAILURE {
-        return Err(Error::Runtime(
-            "a worker failed for good (see above)".into(),
-        ));
+        return Err(Error::WorkerFailed);
     }
     Ok(code)
 }
