@@ -23,6 +23,11 @@
 //! Linux is the target: process groups, `PR_SET_PDEATHSIG`, child subreapers and
 //! `/proc` are used directly.
 #![warn(missing_docs)]
+// The public API is what the binary, tests, benches and fuzz targets use (see
+// docs/design.md); the rest is `pub(crate)`. These keep it so: a `pub` item nothing
+// outside can reach, or a reachable type outside code cannot name, is a warning
+// (an error under clippy's `-D warnings`). Here rather than in Cargo.toml's
+// [lints] because they are about this crate's API, not the tests' own helpers.
 #![warn(unreachable_pub)]
 #![warn(unnameable_types)]
 // Only `sys` may hold unchecked code (issue 11): every other module uses its safe
