@@ -1,29 +1,47 @@
 #!/usr/bin/env python3
-"""Fork mode vs spawn mode vs supervisord: 8 LangGraph-style Python replicas.
+"""Fork mode vs spawn mode vs supervisord vs Celery prefork: 8 LangGraph-style replicas.
 
     bench/fork/run.py [--replicas 8] [--rounds 3] [--client] [--python PY]
-                      [--supervisord BIN]
+                      [--supervisord BIN] [--redis-server BIN] [--only SETUP]...
 
 Run by hand, not in CI. Each replica imports openai, langgraph and langchain_openai
 (issue 6's workload), then announces itself (its pid on a FIFO, and a "ready" line
 on stdout) and sleeps. With --client each replica also builds a ChatOpenAI client
 from its OPENAI_API_KEY before it announces itself: that is ~75 ms of the replica's
 own work (lazy imports of httpx's transport and an SSL context) that no
-supervisor can take off a restart. Three setups run the same module:
+supervisor can take off a restart. Three setups run the same module, and a
+fourth runs what Celery users run today:
 
   fork         agentsup, start = "fork", preload = [the three imports]
   spawn        agentsup, command = [python, "-m", module]
   supervisord  numprocs = 8, the same command
+  prefork      python -m celery -A bench_tasks worker --pool prefork --concurrency 8
+               --loglevel warning --without-gossip --without-mingle --without-heartbeat,
+               with a Redis broker. bench_tasks imports the same three packages at
+               import time (so the Celery main process holds them before it forks its
+               pool) and defines one trivial task; each pool child announces itself from
+               Celery's worker_process_init signal (building its ChatOpenAI client there
+               first with --client). One redis-server (--redis-server, else
+               /usr/bin/redis-server, Debian's `redis-server` package) serves every
+               round on a unix socket in the scratch directory and is stopped at the
+               end; without it prefork is skipped, with a message.
 
 For each, in every round:
 
   all ready    launch of the supervisor -> the last replica announced itself
   replace      SIGKILL of one replica -> its replacement announced itself
-               (median of 3 kills)
+               (median of 3 kills; each is printed: billiard notices a lost prefork
+               child through its sentinel pipe or else its 5 s maintain_pool timer)
   PSS          sum of Pss (/proc/<pid>/smaps_rollup) over the workers (template +
-               replicas in fork mode), and of the supervisor itself, 1 s after ready
+               replicas in fork mode), and of the supervisor itself, 1 s after ready.
+               For prefork the supervisor is the Celery main process: it is the
+               template (it imported everything before forking) and the supervisor in
+               one, so its workers column holds the pool children only and prefork is
+               compared with fork on the total (the whole process tree).
 
-and prints medians over the rounds, then the ratios fork/spawn and fork/supervisord.
+Every setup is stopped with SIGTERM (Celery's warm shutdown), then SIGKILL to its
+session after 30 s. It prints medians over the rounds, then the ratios fork/spawn,
+fork/supervisord and fork/prefork.
 
 Interpreter: --python, else bench/.venv (bench/setup.sh) or target/test-venv
 (tests/setup-deps.sh), whichever has the three packages. supervisord: --supervisord,
@@ -37,6 +55,7 @@ import os
 import select
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -49,6 +68,8 @@ IMPORTS = ["openai", "langgraph.graph", "langchain_openai"]
 # A well-formed fake key: agentsup's checks run before anything starts.
 FAKE_KEY = "sk-bench-" + "Zq8xN3vR7tY2wK5mP9aB4cD6eF1gH0jL3nQ7sT9uVw"
 KILLS = 3
+SETUPS = ["fork", "spawn", "supervisord", "prefork"]
+CELERY_IMPORTS = IMPORTS + ["celery"]
 
 AGENT = '''"""A LangGraph + OpenAI agent process, for the fork benchmark."""
 import os
@@ -72,6 +93,37 @@ print("ready", os.getpid(), flush=True)
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 while True:
     signal.pause()
+'''
+
+TASKS = '''"""A Celery tasks module with the agent's imports, for the fork benchmark."""
+import os
+
+import openai  # noqa: F401
+import langgraph.graph  # noqa: F401
+import langchain_openai  # noqa: F401
+from celery import Celery
+from celery.signals import worker_process_init
+
+app = Celery("bench_tasks", broker=os.environ["BENCH_BROKER"])
+app.conf.broker_connection_retry_on_startup = True
+
+
+@app.task
+def noop():
+    return None
+
+
+@worker_process_init.connect
+def announce(**_):
+    # Runs in each pool child right after billiard forked it.
+    if os.environ.get("BENCH_CLIENT") == "1":
+        from langchain_openai import ChatOpenAI
+
+        global llm
+        llm = ChatOpenAI(model="gpt-4o-mini", api_key=os.environ["OPENAI_API_KEY"])
+    fd = os.open(os.environ["BENCH_FIFO"], os.O_WRONLY | os.O_NONBLOCK)
+    os.write(fd, b"%d\\n" % os.getpid())
+    os.close(fd)
 '''
 
 
@@ -164,15 +216,16 @@ def pss_kb(pid):
 class Setup:
     """One supervisor running `replicas` copies of the agent module."""
 
-    def __init__(self, name, workdir, argv, fifo):
+    def __init__(self, name, workdir, argv, fifo, extra_env=None):
         self.name, self.workdir, self.argv, self.fifo = name, workdir, argv, fifo
+        self.extra_env = extra_env or {}
         self.proc = None
 
     def start(self, env):
         out = open(os.path.join(self.workdir, self.name + ".out"), "wb")
         self.proc = subprocess.Popen(
-            self.argv, cwd=self.workdir, env=env, stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            self.argv, cwd=self.workdir, env=dict(env, **self.extra_env), stdout=out,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )
 
     def stop(self):
@@ -233,6 +286,73 @@ def supervisord_setup(workdir, supervisord, python, replicas, fifo, client):
     return Setup("supervisord", workdir, [supervisord, "-n", "-c", config], fifo)
 
 
+def prefork_setup(workdir, python, replicas, fifo, client, broker):
+    argv = [
+        python, "-m", "celery", "-A", "bench_tasks", "worker", "--pool", "prefork",
+        "--concurrency", str(replicas), "--loglevel", "warning",
+        "--without-gossip", "--without-mingle", "--without-heartbeat",
+    ]
+    extra = {"BENCH_FIFO": fifo, "BENCH_CLIENT": str(int(client)), "BENCH_BROKER": broker}
+    return Setup("prefork", workdir, argv, fifo, extra)
+
+
+class Redis:
+    """One redis-server on a unix socket in the scratch directory, no persistence."""
+
+    def __init__(self, binary, workdir):
+        self.sock = os.path.join(workdir, "redis.sock")
+        self.log = open(os.path.join(workdir, "redis.out"), "wb")
+        self.proc = subprocess.Popen(
+            [binary, "--port", "0", "--unixsocket", self.sock, "--unixsocketperm", "700",
+             "--save", "", "--appendonly", "no", "--dir", workdir],
+            cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.url = "redis+socket://" + self.sock
+        deadline = time.monotonic() + 30
+        while not self.pong():
+            if self.proc.poll() is not None:
+                self.log.close()
+                with open(self.log.name, "rb") as f:
+                    tail = f.read()[-2000:].decode(errors="replace")
+                sys.exit("redis-server exited with %s:\n%s" % (self.proc.returncode, tail))
+            if time.monotonic() > deadline:
+                self.stop()
+                sys.exit("redis-server did not answer PING on %s within 30 s" % self.sock)
+            time.sleep(0.05)
+
+    def pong(self):
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(2)
+                s.connect(self.sock)
+                s.sendall(b"PING\r\n")
+                return s.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def find_redis(explicit):
+    if explicit:
+        if not os.access(explicit, os.X_OK):
+            sys.exit("%s is not an executable redis-server" % explicit)
+        return explicit
+    for binary in ("/usr/bin/redis-server", shutil.which("redis-server")):
+        if binary and os.access(binary, os.X_OK):
+            return binary
+    return None
+
+
 # ---------------------------------------------------------------------------
 # measuring
 
@@ -289,6 +409,7 @@ def measure(setup, replicas, env):
         return {
             "all_ready": all_ready,
             "replace": statistics.median(replace),
+            "kills": replace,
             "workers_pss": workers_pss,
             "supervisor_pss": supervisor_pss,
             "processes": len(workers),
@@ -304,7 +425,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--python")
     ap.add_argument("--supervisord")
-    ap.add_argument("--only", choices=["fork", "spawn", "supervisord"], action="append")
+    ap.add_argument("--redis-server", help="the broker for prefork (default /usr/bin/redis-server)")
+    ap.add_argument("--only", choices=SETUPS, action="append")
     ap.add_argument(
         "--client", action="store_true",
         help="each replica also builds a ChatOpenAI client before announcing itself",
@@ -312,16 +434,33 @@ def main():
     args = ap.parse_args()
 
     python = find_python(args.python)
-    names = args.only or ["fork", "spawn", "supervisord"]
+    names = list(dict.fromkeys(args.only or SETUPS))
+    redis = find_redis(args.redis_server) if "prefork" in names else None
+    if "prefork" in names:
+        celery_ok = subprocess.run(
+            [python, "-c", "import celery, redis"], capture_output=True).returncode == 0
+        if not redis:
+            log("redis-server not found (apt-get install redis-server, or --redis-server): "
+                "skipping prefork")
+            names.remove("prefork")
+        elif not celery_ok:
+            log("%s cannot import celery and redis (pip install 'celery[redis]'): "
+                "skipping prefork" % python)
+            names.remove("prefork")
+    if not names:
+        sys.exit("nothing to run")
     supervisord = find_supervisord(args.supervisord, python) if "supervisord" in names else None
     agentsup = os.environ.get("AGENTSUP_BIN", os.path.join(ROOT, "target", "build-dist", "agentsup"))
     if ("fork" in names or "spawn" in names) and not os.access(agentsup, os.X_OK):
         sys.exit("%s missing: scripts/build-dist.sh (or set AGENTSUP_BIN)" % agentsup)
-    log("python %s\nagentsup %s\nsupervisord %s" % (python, agentsup, supervisord))
+    log("python %s\nagentsup %s\nsupervisord %s\nredis-server %s"
+        % (python, agentsup, supervisord, redis if "prefork" in names else None))
 
     workdir = tempfile.mkdtemp(prefix="agentsup-fork-bench-")
     with open(os.path.join(workdir, "bench_agent.py"), "w") as f:
         f.write(AGENT)
+    with open(os.path.join(workdir, "bench_tasks.py"), "w") as f:
+        f.write(TASKS)
     fifo = os.path.join(workdir, "ready.fifo")
     os.mkfifo(fifo)
     env = {
@@ -338,33 +477,48 @@ def main():
             workdir, supervisord, python, args.replicas, fifo, args.client),
     }
     # Warm the page cache and .pyc files so the first setup measured is not penalised.
-    subprocess.run([python, "-c", "import " + ", ".join(IMPORTS)], check=True)
+    warm = CELERY_IMPORTS if "prefork" in names else IMPORTS
+    subprocess.run([python, "-c", "import " + ", ".join(warm)], check=True)
 
     results = {n: [] for n in names}
+    broker = None
     try:
+        if "prefork" in names:
+            broker = Redis(redis, workdir)
+            setups["prefork"] = lambda: prefork_setup(
+                workdir, python, args.replicas, fifo, args.client, broker.url)
         for r in range(args.rounds):
             for name in names:
                 res = measure(setups[name](), args.replicas, env)
                 results[name].append(res)
                 log(
                     "round %d %-11s all ready %6.2f s  replace %7.3f s  workers PSS %7.1f MiB"
-                    "  supervisor PSS %5.1f MiB  (%d processes)"
+                    "  supervisor PSS %5.1f MiB  (%d processes; replacements %s s)"
                     % (r + 1, name, res["all_ready"], res["replace"], res["workers_pss"] / 1024,
-                       res["supervisor_pss"] / 1024, res["processes"])
+                       res["supervisor_pss"] / 1024, res["processes"],
+                       ", ".join("%.3f" % k for k in res["kills"]))
                 )
     finally:
+        if broker:
+            broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
     med = {
-        n: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for n, rs in results.items()
+        n: {k: statistics.median(x[k] for x in rs) for k in rs[0] if k != "kills"}
+        for n, rs in results.items()
     }
     print("\n%d replicas importing %s; medians of %d rounds (%s)\n"
           % (args.replicas, ", ".join(IMPORTS), args.rounds, os.uname().machine))
-    print("%-12s %12s %12s %18s %16s" % ("", "all ready", "replace", "workers PSS", "supervisor PSS"))
+    print("%-12s %12s %12s %18s %16s %14s"
+          % ("", "all ready", "replace", "workers PSS", "supervisor PSS", "total PSS"))
     for n in names:
         m = med[n]
-        print("%-12s %10.2f s %10.3f s %14.1f MiB %12.1f MiB"
-              % (n, m["all_ready"], m["replace"], m["workers_pss"] / 1024, m["supervisor_pss"] / 1024))
+        print("%-12s %10.2f s %10.3f s %14.1f MiB %12.1f MiB %10.1f MiB"
+              % (n, m["all_ready"], m["replace"], m["workers_pss"] / 1024,
+                 m["supervisor_pss"] / 1024, (m["workers_pss"] + m["supervisor_pss"]) / 1024))
+    if "prefork" in med:
+        print("(prefork: supervisor = the Celery main process, which also holds the imports "
+              "its pool children are forked from; workers = the pool children)")
     if "fork" in med:
         for other in ("spawn", "supervisord"):
             if other not in med:
@@ -376,6 +530,16 @@ def main():
                   "workers PSS %.0f%% lower, total PSS %.0f%% lower"
                   % (other, o["all_ready"] / f["all_ready"], o["replace"] / f["replace"],
                      100 * (1 - f["workers_pss"] / o["workers_pss"]), 100 * (1 - f_total / o_total)))
+        if "prefork" in med:
+            # The Celery main process is template and supervisor in one, so only the
+            # whole trees compare fairly.
+            f, o = med["fork"], med["prefork"]
+            f_total = f["workers_pss"] + f["supervisor_pss"]
+            o_total = o["workers_pss"] + o["supervisor_pss"]
+            print("\nfork vs prefork: all ready %.1fx faster, replacement %.1fx faster, "
+                  "total PSS %.0f%% lower (%.1f vs %.1f MiB, each whole process tree)"
+                  % (o["all_ready"] / f["all_ready"], o["replace"] / f["replace"],
+                     100 * (1 - f_total / o_total), f_total / 1024, o_total / 1024))
 
 
 if __name__ == "__main__":
