@@ -1,8 +1,8 @@
 //! Exit classification (SPEC 5): why did a replica's process end?
 //!
 //! This module owns the one table of built-in output signatures and the pure
-//! function [`classify`] that turns an exit status plus the tail of a run's output
-//! into an [`ExitClass`] (`ok`, `auth`, `config`, `crash`). It does not collect the
+//! function `classify` that turns an exit status plus the tail of a run's output
+//! into an `ExitClass` (`ok`, `auth`, `config`, `crash`). It does not collect the
 //! output (the output task keeps the tail), re-read sources or restart anything (the
 //! replica state machine in [`crate::replica`] decides that from the class).
 //!
@@ -13,7 +13,7 @@
 //! two disagree the observation wins (auth-signatures.md §9).
 //!
 //! The tail is unredacted and may hold a whole key (httpx echoes the refused
-//! `Authorization` header). Nothing in a [`Classification`] ever carries text taken
+//! `Authorization` header). Nothing in a `Classification` ever carries text taken
 //! from the output except a signature literal of our own table and an environment
 //! variable *name* an SDK asked for.
 
@@ -27,16 +27,16 @@ use crate::secret::Sensitive;
 /// At most this many lines of a run's output are scanned. auth-signatures.md §7: the
 /// malformed-key signature of LangGraph-Python sits 60 lines from the end and an
 /// AutoGen team's output is 207 lines, so SPEC 5 keeps the last 200.
-pub const TAIL_MAX_LINES: usize = 200;
+pub(crate) const TAIL_MAX_LINES: usize = 200;
 
 /// At most this many bytes of a run's output are scanned (SPEC 5: 64 KiB), so one
 /// huge line cannot make classification slow.
-pub const TAIL_MAX_BYTES: usize = 64 * 1024;
+pub(crate) const TAIL_MAX_BYTES: usize = 64 * 1024;
 
 /// The class of a finished run (SPEC 5). The replica state machine decides from it
 /// whether and when to restart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ExitClass {
+pub(crate) enum ExitClass {
     /// Status 0, or an exit agentsup asked for.
     Ok,
     /// A provider rejected a credential: re-read sources, then restart.
@@ -49,7 +49,7 @@ pub enum ExitClass {
 
 impl ExitClass {
     /// The lowercase name used in logs, metrics labels and `status` (SPEC 5).
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ExitClass::Ok => "ok",
             ExitClass::Auth => "auth",
@@ -90,7 +90,7 @@ impl fmt::Display for Termination {
 /// tiers match, the first in declaration order wins: a malformed key also produces
 /// the connection error, and a missing key is not "rejected".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Tier {
+pub(crate) enum Tier {
     /// The HTTP client refused to send a credential holding whitespace or a control
     /// character. Class [`ExitClass::Config`].
     Malformed,
@@ -102,7 +102,7 @@ pub enum Tier {
 
 /// What the masked key an SDK echoed says about which key was sent (SPEC 5).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fingerprint {
+pub(crate) enum Fingerprint {
     /// The echo matches the value agentsup injected under this variable: that key is
     /// revoked or rotated, so re-reading the sources may cure it.
     InjectedKeyRejected {
@@ -116,7 +116,7 @@ pub enum Fingerprint {
 
 /// The result of [`classify`]. Safe to log as a whole: it holds no output text.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Classification {
+pub(crate) struct Classification {
     /// The class that drives the restart decision.
     pub class: ExitClass,
     /// One human sentence: what matched and where, e.g. ``matched `invalid x-api-key`
@@ -150,7 +150,7 @@ impl Classification {
 /// Everything [`classify`] looks at. Borrowed, so the caller keeps ownership of the
 /// (possibly large) tail and of the injected values.
 #[derive(Debug, Clone, Copy)]
-pub struct ClassifyInput<'a> {
+pub(crate) struct ClassifyInput<'a> {
     /// How the process ended.
     pub termination: Termination,
     /// True when agentsup itself asked this run to stop (stop, restart, reload): its
@@ -423,7 +423,7 @@ const ECHO_PREFIX: &str = "Incorrect API key provided: ";
 /// The part of `tail` that classification looks at: the last [`TAIL_MAX_BYTES`]
 /// bytes (cut on a character boundary), then the last [`TAIL_MAX_LINES`] lines of
 /// those. A trailing newline does not count as a line.
-pub fn tail_window(tail: &str) -> &str {
+pub(crate) fn tail_window(tail: &str) -> &str {
     let mut start = tail.len().saturating_sub(TAIL_MAX_BYTES);
     while !tail.is_char_boundary(start) {
         start += 1;
@@ -448,7 +448,7 @@ pub fn tail_window(tail: &str) -> &str {
 /// is `crash`; a status in `auth.exit_codes` is `auth`; then the output window is
 /// scanned for malformed, config, user `auth.patterns`, and built-in auth signatures,
 /// in that order; anything else is `crash`.
-pub fn classify(input: &ClassifyInput<'_>) -> Classification {
+pub(crate) fn classify(input: &ClassifyInput<'_>) -> Classification {
     let status = input.termination;
     if input.was_stop_requested {
         return Classification::status_only(

@@ -17,7 +17,7 @@ use toml::Spanned;
 
 mod describe;
 
-pub use describe::nearest;
+pub(crate) use describe::nearest;
 
 use crate::diag::Located;
 
@@ -103,12 +103,12 @@ pub enum OnRotation {
 
 impl OnRotation {
     /// True for the modes that keep the key files (`file`, `signal`).
-    pub fn writes_files(self) -> bool {
+    pub(crate) fn writes_files(self) -> bool {
         matches!(self, OnRotation::File | OnRotation::Signal)
     }
 
     /// The spelling in `supervisor.toml`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             OnRotation::Restart => "restart",
             OnRotation::Signal => "signal",
@@ -444,7 +444,7 @@ impl<'de> Deserialize<'de> for SignalName {
 }
 
 /// Parses `SIGTERM`, `TERM` or `sigterm`.
-pub fn parse_signal(text: &str) -> Option<nix::sys::signal::Signal> {
+pub(crate) fn parse_signal(text: &str) -> Option<nix::sys::signal::Signal> {
     let upper = text.trim().to_ascii_uppercase();
     let full = if upper.starts_with("SIG") {
         upper
@@ -455,7 +455,7 @@ pub fn parse_signal(text: &str) -> Option<nix::sys::signal::Signal> {
 }
 
 /// Converts a byte offset into 1-based line and column.
-pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
@@ -466,7 +466,7 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
 
 /// Parses the text of `supervisor.toml`; a syntax or type error becomes one
 /// [`Located`] naming line, column, the field and what was expected, never the
-/// value (see [`describe`]).
+/// value (see `describe`).
 pub fn parse(path: &Path, text: &str) -> Result<ConfigFile, Located> {
     toml::from_str::<ConfigFile>(text).map_err(|e| {
         let (line, column) = match e.span() {

@@ -1,5 +1,5 @@
 //! The vocabulary of problems, shared by the layers that find them: a
-//! [`Severity`], a check [`Finding`] and a [`Located`] config error. A leaf module,
+//! [`Severity`], a check `Finding` and a [`Located`] config error. A leaf module,
 //! so `sources`, `check`, `probe` and `exit` need not import each other for it.
 //! None of these types may ever hold a value.
 
@@ -27,7 +27,7 @@ impl fmt::Display for Severity {
 /// One problem found by the checks: what, for which key and workers, where, and
 /// what to do. Never contains a value.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finding {
+pub(crate) struct Finding {
     /// Errors stop `run` (exit 78); warnings do not.
     pub severity: Severity,
     /// Stable identifier for scripts and docs: `missing`, `empty`, `near-miss`,

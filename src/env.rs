@@ -64,7 +64,7 @@ impl BuiltEnv {
     }
 
     /// The PATH the worker will see (its command is looked up there).
-    pub fn path_var(&self) -> Option<&str> {
+    pub(crate) fn path_var(&self) -> Option<&str> {
         self.vars.get("PATH").map(|v| v.value.expose())
     }
 }
@@ -194,13 +194,13 @@ pub fn build(
 }
 
 /// One selected worker and the environment of its first replica.
-pub type WorkerEnv<'p> = (&'p WorkerPlan, BuiltEnv);
+pub(crate) type WorkerEnv<'p> = (&'p WorkerPlan, BuiltEnv);
 
 /// Replica 0's environment of each of `workers` (every worker of the plan when
 /// empty), built once per validation and read by all of its steps: registering
 /// secrets, the checks, preflight and probes. A replica's index changes only
 /// `AGENTSUP_REPLICA`, never a secret or anything those steps look at.
-pub fn for_workers<'p>(
+pub(crate) fn for_workers<'p>(
     plan: &'p Plan,
     workers: &'p [WorkerPlan],
     snapshot: &Snapshot,
@@ -218,7 +218,7 @@ pub fn for_workers<'p>(
 }
 
 /// An ad-hoc worker for `agentsup exec --keys K1,K2` (no `[[worker]]` entry).
-pub fn adhoc_worker(plan: &Plan, name: &str, keys: &[String]) -> WorkerPlan {
+pub(crate) fn adhoc_worker(plan: &Plan, name: &str, keys: &[String]) -> WorkerPlan {
     let mut gb = globset::GlobSetBuilder::new();
     let mut exact = Vec::new();
     let mut globs = Vec::new();

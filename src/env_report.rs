@@ -10,7 +10,7 @@ use crate::secret::mask;
 
 /// How `agentsup env` prints an environment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Format {
+pub(crate) enum Format {
     /// An aligned table.
     #[default]
     Text,
@@ -22,7 +22,7 @@ pub enum Format {
 
 /// Renders a built environment. `width`: the terminal's columns, which the text
 /// table's values wrap to (names and sources never wrap); `None` wraps nothing.
-pub fn render(
+pub(crate) fn render(
     env: &BuiltEnv,
     format: Format,
     reveal: bool,

@@ -61,7 +61,7 @@ use crate::redact::{Redactor, ShownLines};
 use crate::sys::signal::{FAULTS, FaultForwarding};
 
 /// How long, after the command exited, masked output may take to reach end of file.
-pub const DRAIN_WAIT: Duration = Duration::from_secs(2);
+pub(crate) const DRAIN_WAIT: Duration = Duration::from_secs(2);
 
 /// Signals `exec` handles itself or leaves at their defaults; see the module docs.
 const NOT_FORWARDED: &[libc::c_int] = &[libc::SIGCHLD, libc::SIGPIPE, libc::SIGTTIN, libc::SIGTTOU];
@@ -104,7 +104,7 @@ fn inherited_ignored() -> Vec<libc::c_int> {
 /// Call it as the last thing before exiting: it installs process-wide signal
 /// handlers and leaves them installed. Blocking; must not run inside async code or
 /// beside [`Reaper`].
-pub fn run_exec(
+pub(crate) fn run_exec(
     argv: &[String],
     env: Vec<(String, String)>,
     cwd: &Path,

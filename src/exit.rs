@@ -4,25 +4,25 @@
 //! place that maps failures to codes, so the codes stay consistent across commands.
 
 /// Exit codes of the `agentsup` binary (SPEC 1).
-pub mod code {
+pub(crate) mod code {
     /// All workers stopped on request, or all finished cleanly.
-    pub const OK: u8 = 0;
+    pub(crate) const OK: u8 = 0;
     /// A worker failed for good, or the supervisor hit a runtime fault.
-    pub const FAILURE: u8 = 1;
+    pub(crate) const FAILURE: u8 = 1;
     /// Usage error (clap uses the same code).
-    pub const USAGE: u8 = 2;
+    pub(crate) const USAGE: u8 = 2;
     /// Configuration or secret validation failed; nothing was started (`EX_CONFIG`).
-    pub const CONFIG: u8 = 78;
+    pub(crate) const CONFIG: u8 = 78;
 }
 
 use std::path::PathBuf;
 
-pub use crate::diag::Located;
+pub(crate) use crate::diag::Located;
 use crate::paths::ConfigOrigin;
 
 /// A typed cause carried by an [`Error`]: a module's own error (the control
 /// client's, `init`'s, a spawn's), kept whole for its message and for tests.
-pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type Cause = Box<dyn std::error::Error + Send + Sync>;
 
 /// Every failure that ends a command. Each variant carries what it is about; the
 /// message is made from that when it is shown ([`Error::exit_code`] maps it to a
@@ -125,7 +125,7 @@ pub enum Error {
 
 impl Error {
     /// An [`Error::Startup`] (the message does not add that nothing was started).
-    pub fn startup(what: &'static str, cause: impl Into<Cause>) -> Error {
+    pub(crate) fn startup(what: &'static str, cause: impl Into<Cause>) -> Error {
         Error::Startup {
             what,
             cause: cause.into(),
@@ -190,7 +190,7 @@ fn render_list(items: &[Located]) -> String {
 }
 
 /// Result alias used by commands.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]
 mod tests {

@@ -53,7 +53,7 @@ const NO_GUARD: &str = "if agentsup is killed with SIGKILL, its workers' own chi
 
 /// True if `pid` is the guard: the sweep of agentsup's leftover children at the
 /// end of a run must not kill it before it is told the run ended well.
-pub fn is_guard(pid: u32) -> bool {
+pub(crate) fn is_guard(pid: u32) -> bool {
     pid != 0 && PID.load(Ordering::SeqCst) == pid
 }
 
@@ -65,7 +65,7 @@ pub fn is_guard(pid: u32) -> bool {
 /// multi-threaded program gets the warning and no guard). A guard that cannot start
 /// returns the warning to log (logging is not set up this early); `run` carries
 /// on without it.
-pub fn start() -> Result<(), String> {
+pub(crate) fn start() -> Result<(), String> {
     if std::process::id() == 1 {
         return Ok(());
     }
@@ -105,12 +105,12 @@ pub fn start() -> Result<(), String> {
 }
 
 /// Lists a worker's process group with the guard.
-pub fn watch(pgid: u32) {
+pub(crate) fn watch(pgid: u32) {
     send(b'+', pgid);
 }
 
 /// Removes a process group that is gone.
-pub fn unwatch(pgid: u32) {
+pub(crate) fn unwatch(pgid: u32) {
     send(b'-', pgid);
 }
 
@@ -118,7 +118,7 @@ pub fn unwatch(pgid: u32) {
 /// `on_rotation = "file"` (see [`crate::keys_dir`]) must not outlive it. A path
 /// too long for one order (the guard reads at most [`MAX_ORDER`] bytes a line)
 /// is not sent; the next run's sweep removes that directory instead.
-pub fn remove_on_death(dir: &std::path::Path) {
+pub(crate) fn remove_on_death(dir: &std::path::Path) {
     use std::os::unix::ffi::OsStrExt;
     let bytes = dir.as_os_str().as_bytes();
     if bytes.len() + 2 > MAX_ORDER || bytes.contains(&b'\n') {
@@ -142,7 +142,7 @@ const MAX_ORDER: usize = 1024;
 /// `run` ended normally with every worker stopped: the guard exits without
 /// killing anything. A group still listed then could only be a bookkeeping slip,
 /// and its id may already belong to someone else.
-pub fn finish() {
+pub(crate) fn finish() {
     send(b'=', 0);
     PIPE.lock().unwrap_or_else(PoisonError::into_inner).take();
 }

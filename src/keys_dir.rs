@@ -42,7 +42,7 @@ use crate::secret::Sensitive;
 const PREFIX: &str = "agentsup-keys-";
 
 /// One run's key directory.
-pub struct KeysDir {
+pub(crate) struct KeysDir {
     root: PathBuf,
     /// Held for the run's lifetime: a later run's sweep leaves this one alone.
     _lock: Flock<File>,
@@ -69,7 +69,9 @@ impl KeysDir {
     /// Creates this run's directory when a worker in `workers` keeps key files,
     /// after removing stale ones. `Ok(None)` when none does. The warning, if any,
     /// is for the log (the base is not a tmpfs).
-    pub fn create(workers: &[WorkerPlan]) -> Result<Option<(KeysDir, Option<String>)>, String> {
+    pub(crate) fn create(
+        workers: &[WorkerPlan],
+    ) -> Result<Option<(KeysDir, Option<String>)>, String> {
         if !workers.iter().any(|w| w.on_rotation.writes_files()) {
             return Ok(None);
         }
@@ -98,7 +100,7 @@ impl KeysDir {
     }
 
     /// [`KeysDir::create`] under `base` (tests pick their own).
-    pub fn create_in(
+    pub(crate) fn create_in(
         base: &Path,
         workers: &[WorkerPlan],
         foreign: bool,
@@ -181,18 +183,18 @@ impl KeysDir {
     }
 
     /// The run's directory (for the guard, which removes it if agentsup dies).
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         &self.root
     }
 
     /// True when worker `worker` (plan index) keeps key files.
-    pub fn keeps(&self, worker: usize) -> bool {
+    pub(crate) fn keeps(&self, worker: usize) -> bool {
         self.workers.get(worker).is_some_and(Option::is_some)
     }
 
     /// Adds `AGENTSUP_KEYS_DIR` and one `NAME_FILE` per key file to a replica's
     /// environment pairs; a `NAME_FILE` the environment already holds is left alone.
-    pub fn extend_env(&self, worker: usize, pairs: &mut Vec<(String, String)>) {
+    pub(crate) fn extend_env(&self, worker: usize, pairs: &mut Vec<(String, String)>) {
         let Some(Some(w)) = self.workers.get(worker) else {
             return;
         };
@@ -211,7 +213,7 @@ impl KeysDir {
     /// changed ones are replaced atomically, removed ones deleted. Returns the
     /// names that changed (empty when nothing did, or the worker keeps no files).
     /// The error names the file, never a value.
-    pub fn sync(
+    pub(crate) fn sync(
         &mut self,
         worker: usize,
         keys: &[(String, Sensitive)],
@@ -251,7 +253,7 @@ impl KeysDir {
     }
 
     /// Removes the directory and every key file (the end of `run`).
-    pub fn remove(&mut self) {
+    pub(crate) fn remove(&mut self) {
         if !std::mem::replace(&mut self.removed, true) {
             let _ = std::fs::remove_dir_all(&self.root);
         }
@@ -319,7 +321,7 @@ fn is_tmpfs(p: &Path) -> bool {
 /// Removes the key directories under `base` of runs that are gone: ours (same
 /// uid), named by [`PREFIX`], whose `.lock` nobody holds. A directory with no
 /// lock file (a run killed while creating it) goes too once a minute old.
-pub fn sweep_stale(base: &Path) {
+pub(crate) fn sweep_stale(base: &Path) {
     let Ok(entries) = std::fs::read_dir(base) else {
         return;
     };

@@ -12,8 +12,8 @@
 //!    that records the provenance of each value. Nothing reads or writes agentsup's
 //!    own environment except the `env` source and the `inherit` list, both of which
 //!    receive a copy of it taken at start-up.
-//! 3. [`check`] turns plan + snapshot into findings before anything starts.
-//! 4. [`env`] builds the exact environment of one replica, a pure function shared by
+//! 3. `check` turns plan + snapshot into findings before anything starts.
+//! 4. [`env`](mod@env) builds the exact environment of one replica, a pure function shared by
 //!    `run`, `env` and `exec`.
 //! 5. The supervisor spawns replicas ([`process`]), one reaper owns `waitpid`
 //!    ([`reaper`]), one writer owns stdout ([`output`]) and every byte of text passes
@@ -23,47 +23,54 @@
 //! Linux is the target: process groups, `PR_SET_PDEATHSIG`, child subreapers and
 //! `/proc` are used directly.
 #![warn(missing_docs)]
+// The public API is what the binary, tests, benches and fuzz targets use (see
+// docs/design.md); the rest is `pub(crate)`. These keep it so: a `pub` item nothing
+// outside can reach, or a reachable type outside code cannot name, is a warning
+// (an error under clippy's `-D warnings`). Here rather than in Cargo.toml's
+// [lints] because they are about this crate's API, not the tests' own helpers.
+#![warn(unreachable_pub)]
+#![warn(unnameable_types)]
 // Only `sys` may hold unchecked code (issue 11): every other module uses its safe
 // functions or nix's.
 #![deny(unsafe_code)]
 
 pub mod auth;
-pub mod check;
+pub(crate) mod check;
 pub mod cli;
 pub mod config;
-pub mod control;
+pub(crate) mod control;
 pub mod diag;
 pub mod env;
-pub mod env_report;
-pub mod exec;
+pub(crate) mod env_report;
+pub(crate) mod exec;
 pub mod exit;
-pub mod fleet;
+pub(crate) mod fleet;
 pub mod fork;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod guard;
-pub mod health;
-pub mod init;
-pub mod keys_dir;
-pub mod limits;
-pub mod notify;
+pub(crate) mod guard;
+pub(crate) mod health;
+pub(crate) mod init;
+pub(crate) mod keys_dir;
+pub(crate) mod limits;
+pub(crate) mod notify;
 pub mod output;
-pub mod paths;
+pub(crate) mod paths;
 pub mod plan;
-pub mod probe;
+pub(crate) mod probe;
 pub mod process;
-pub mod procfs;
+pub(crate) mod procfs;
 pub mod ready;
 pub mod reaper;
 pub mod redact;
-pub mod refresh;
+pub(crate) mod refresh;
 pub mod replica;
 pub mod secret;
 pub mod signals;
 pub mod sources;
 pub mod status;
-pub mod supervisor;
+pub(crate) mod supervisor;
 #[allow(unsafe_code)]
 pub mod sys;
-pub mod validate;
-pub mod watch;
+pub(crate) mod validate;
+pub(crate) mod watch;

@@ -29,7 +29,7 @@ fn read_proc(path: &str) -> String {
 /// `EAGAIN` is not one here: most calls return it for "not now" (a non-blocking
 /// descriptor); only from `fork`/`clone` does it mean out of processes
 /// ([`spawn_hint`]).
-pub fn hint(e: &io::Error) -> Option<String> {
+pub(crate) fn hint(e: &io::Error) -> Option<String> {
     match e.raw_os_error()? {
         libc::EAGAIN => None,
         _ => spawn_hint(e),
@@ -38,7 +38,7 @@ pub fn hint(e: &io::Error) -> Option<String> {
 
 /// [`hint`] for an error from starting a process, where `EAGAIN` means the
 /// process limit was reached.
-pub fn spawn_hint(e: &io::Error) -> Option<String> {
+pub(crate) fn spawn_hint(e: &io::Error) -> Option<String> {
     let text = match e.raw_os_error()? {
         libc::EMFILE => format!(
             "agentsup is out of file descriptors: its limit (`ulimit -n`) is {}; raise it (`ulimit -n`, systemd LimitNOFILE=, `docker run --ulimit nofile=`)",
@@ -60,7 +60,7 @@ pub fn spawn_hint(e: &io::Error) -> Option<String> {
 }
 
 /// [`spawn_hint`] for the first OS error in `err`'s chain of sources.
-pub fn spawn_hint_in(err: &(dyn Error + 'static)) -> Option<String> {
+pub(crate) fn spawn_hint_in(err: &(dyn Error + 'static)) -> Option<String> {
     let mut cur = Some(err);
     while let Some(e) = cur {
         if let Some(io) = e.downcast_ref::<io::Error>()
@@ -75,13 +75,13 @@ pub fn spawn_hint_in(err: &(dyn Error + 'static)) -> Option<String> {
 
 /// `e`'s text, followed by the exhausted resource and its limit in parentheses
 /// when that is why it failed.
-pub fn explain(e: &io::Error) -> String {
+pub(crate) fn explain(e: &io::Error) -> String {
     glue(e, hint(e))
 }
 
 /// The text of an error from starting a process, with the resource it ran out
 /// of ([`spawn_hint_in`]) in parentheses.
-pub fn explain_spawn(err: &(dyn Error + 'static)) -> String {
+pub(crate) fn explain_spawn(err: &(dyn Error + 'static)) -> String {
     glue(err, spawn_hint_in(err))
 }
 

@@ -16,7 +16,7 @@ use sd_notify::NotifyState;
 
 /// The notifier of one `run`; `None` outside systemd (no `NOTIFY_SOCKET`).
 #[derive(Debug)]
-pub struct Systemd {
+pub(crate) struct Systemd {
     /// The last send failed (warned once until one succeeds again).
     failing: bool,
     ready_sent: bool,
@@ -26,7 +26,7 @@ pub struct Systemd {
 
 impl Systemd {
     /// A notifier when `$NOTIFY_SOCKET` is set.
-    pub fn from_env() -> Option<Systemd> {
+    pub(crate) fn from_env() -> Option<Systemd> {
         std::env::var_os("NOTIFY_SOCKET").filter(|v| !v.is_empty())?;
         Some(Systemd {
             failing: false,
@@ -38,7 +38,7 @@ impl Systemd {
 
     /// How often to ping the watchdog (half of `WatchdogSec=`, as sd_watchdog_enabled
     /// advises), when the unit asked for it.
-    pub fn watchdog_every(&self) -> Option<Duration> {
+    pub(crate) fn watchdog_every(&self) -> Option<Duration> {
         self.watchdog
             .map(|w| (w / 2).max(Duration::from_millis(10)))
     }
@@ -46,7 +46,7 @@ impl Systemd {
     /// Reports progress: `started` replicas out of `total` have finished starting,
     /// `running` of them run. Sends `READY=1` the first time every one has, and a
     /// `STATUS=` line whenever the text changes.
-    pub fn progress(&mut self, started: usize, running: usize, total: usize) {
+    pub(crate) fn progress(&mut self, started: usize, running: usize, total: usize) {
         let status = format!("{running} of {total} replicas running");
         let mut states = Vec::new();
         if !self.ready_sent && started >= total {
@@ -64,12 +64,12 @@ impl Systemd {
     }
 
     /// A shutdown began.
-    pub fn stopping(&mut self) {
+    pub(crate) fn stopping(&mut self) {
         self.send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
     }
 
     /// One watchdog ping.
-    pub fn ping(&mut self) {
+    pub(crate) fn ping(&mut self) {
         self.send(&[NotifyState::Watchdog]);
     }
 

@@ -17,7 +17,7 @@ pub enum ConfigOrigin {
 /// (`examples/python-openai/../demo/secrets/KEY` → `examples/demo/secrets/KEY`).
 /// Lexical: never used to open anything, where a symlinked `dir` would make
 /// `dir/..` mean something else.
-pub fn tidy(p: &Path) -> PathBuf {
+pub(crate) fn tidy(p: &Path) -> PathBuf {
     let mut out: Vec<Component<'_>> = Vec::new();
     for c in p.components() {
         match c {

@@ -8,7 +8,7 @@
 //! (SPEC 1). Everything downstream takes only a [`Plan`].
 
 mod build;
-pub mod size;
+pub(crate) mod size;
 #[cfg(test)]
 mod tests;
 
@@ -25,12 +25,12 @@ use crate::config::{
 use crate::exit::Error;
 
 /// Default `[env] inherit` when the table does not set it (SPEC 2).
-pub const DEFAULT_INHERIT: &[&str] = &["PATH", "HOME", "LANG", "LC_*", "TZ"];
+pub(crate) const DEFAULT_INHERIT: &[&str] = &["PATH", "HOME", "LANG", "LC_*", "TZ"];
 
 pub use crate::paths::ConfigOrigin;
 
 /// Finds the config file: `-c`, then `$AGENTSUP_CONFIG`, then `./supervisor.toml`.
-pub fn locate(flag: Option<&Path>, env_value: Option<&str>) -> (PathBuf, ConfigOrigin) {
+pub(crate) fn locate(flag: Option<&Path>, env_value: Option<&str>) -> (PathBuf, ConfigOrigin) {
     if let Some(p) = flag {
         return (p.to_path_buf(), ConfigOrigin::Flag);
     }
@@ -43,7 +43,7 @@ pub fn locate(flag: Option<&Path>, env_value: Option<&str>) -> (PathBuf, ConfigO
 /// Finds the config file the way every command does (`-c`, `$AGENTSUP_CONFIG`,
 /// `./supervisor.toml`) and loads it; a missing file gets a hint about how it was
 /// looked for.
-pub fn load_located(flag: Option<&Path>) -> Result<Plan, Error> {
+pub(crate) fn load_located(flag: Option<&Path>) -> Result<Plan, Error> {
     let env_value = std::env::var("AGENTSUP_CONFIG").ok();
     let (path, origin) = locate(flag, env_value.as_deref());
     Plan::load(&path).map_err(|e| match e {
@@ -85,10 +85,10 @@ pub struct Plan {
 /// started that is still running: the rest is for reaping and draining output, so
 /// that the whole stop fits inside the timeout and an orchestrator's own SIGKILL
 /// (Docker's 10 s default is the same) never comes first.
-pub const KILL_AT: f64 = 0.9;
+pub(crate) const KILL_AT: f64 = 0.9;
 
 /// When, after a stop begins, agentsup kills what is left ([`KILL_AT`]).
-pub fn kill_after(shutdown_timeout: Duration) -> Duration {
+pub(crate) fn kill_after(shutdown_timeout: Duration) -> Duration {
     shutdown_timeout.mul_f64(KILL_AT)
 }
 
@@ -165,7 +165,7 @@ pub enum SourceKindPlan {
 
 impl SourcePlan {
     /// Short description for reports: `dotenv .env`, `dir /run/secrets`, …
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match &self.kind {
             SourceKindPlan::Dotenv { path } => format!("dotenv {}", path.display()),
             SourceKindPlan::Dir { path } => format!("dir {}", path.display()),
@@ -307,7 +307,7 @@ pub struct WorkerPlan {
 
 impl WorkerPlan {
     /// True when `name` is one of the worker's keys, exact or by glob.
-    pub fn declares(&self, name: &str) -> bool {
+    pub(crate) fn declares(&self, name: &str) -> bool {
         self.keys_exact.iter().any(|k| k == name) || self.key_globset.is_match(name)
     }
 }
@@ -352,14 +352,14 @@ impl Plan {
     }
 
     /// The worker named `name`.
-    pub fn worker(&self, name: &str) -> Option<&WorkerPlan> {
+    pub(crate) fn worker(&self, name: &str) -> Option<&WorkerPlan> {
         self.workers.iter().find(|w| w.name == name)
     }
 
     /// The worker named `name`, or a usage error naming the config's workers and
     /// the nearest one: "unknown worker "plannr"; supervisor.toml defines: planner,
     /// critic (did you mean "planner"?)".
-    pub fn require_worker(&self, name: &str) -> Result<&WorkerPlan, Error> {
+    pub(crate) fn require_worker(&self, name: &str) -> Result<&WorkerPlan, Error> {
         self.worker(name).ok_or_else(|| self.unknown_worker(name))
     }
 
@@ -374,7 +374,7 @@ impl Plan {
     }
 
     /// True when `name` is secret by rule, by name, or when `from_secret_source`.
-    pub fn is_secret(&self, name: &str, from_secret_source: bool) -> bool {
+    pub(crate) fn is_secret(&self, name: &str, from_secret_source: bool) -> bool {
         match self.key_rules.get(name).and_then(|r| r.secret) {
             Some(forced) => forced,
             None => from_secret_source || crate::secret::name_looks_secret(name),
@@ -394,7 +394,7 @@ pub fn is_var_name(s: &str) -> bool {
 }
 
 /// True for a variable name or a glob over names (`LANGSMITH_*`, `LC_?`, `[AB]_KEY`).
-pub fn is_name_or_glob(s: &str) -> bool {
+pub(crate) fn is_name_or_glob(s: &str) -> bool {
     !s.is_empty()
         && s.chars().all(|c| {
             c.is_ascii_alphanumeric() || matches!(c, '_' | '*' | '?' | '[' | ']' | '!' | '-')

@@ -39,11 +39,11 @@ use crate::plan::{Plan, WorkerPlan};
 use crate::secret::Sensitive;
 
 /// How long one probe may take, connection and answer together.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// At most this many probes run at once: enough for a config's handful of keys,
 /// few enough not to look like a burst to a provider's rate limiter.
-pub const MAX_PARALLEL: usize = 8;
+pub(crate) const MAX_PARALLEL: usize = 8;
 
 /// Only the error code is wanted from a 401/403 body; a larger body is not an API
 /// error and is not read.
@@ -55,7 +55,7 @@ const ANTHROPIC_VERSION: &str = "2023-06-01";
 
 /// The providers a key can belong to, as far as probing is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ProbeProvider {
+pub(crate) enum ProbeProvider {
     /// OpenAI or an OpenAI-compatible server (`OPENAI_BASE_URL`).
     OpenAi,
     /// Anthropic (`ANTHROPIC_BASE_URL`).
@@ -68,7 +68,7 @@ pub enum ProbeProvider {
 
 impl ProbeProvider {
     /// The name people know it by.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             ProbeProvider::OpenAi => "OpenAI",
             ProbeProvider::Anthropic => "Anthropic",
@@ -98,7 +98,7 @@ impl ProbeProvider {
 
 /// One key name, from one place, used with a probe target by some workers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyUse {
+pub(crate) struct KeyUse {
     /// The variable, e.g. `OPENAI_API_KEY`.
     pub key: String,
     /// Where its value came from (`.env:2`, `process env`, …).
@@ -112,7 +112,7 @@ pub struct KeyUse {
 
 /// What a probe found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// 2xx: the provider accepts the key.
     Accepted {
         /// The HTTP status.
@@ -147,7 +147,7 @@ pub enum Outcome {
 
 /// The result of probing one distinct (provider, base URL, key value).
 #[derive(Debug, Clone)]
-pub struct ProbeResult {
+pub(crate) struct ProbeResult {
     /// The provider.
     pub provider: ProbeProvider,
     /// The base URL, for display: no user info, query or fragment, redacted.
@@ -201,7 +201,11 @@ struct Target {
 /// Probes every distinct (provider, base URL, key value) of the selected workers'
 /// environments ([`env::for_workers`]), with `timeout` per request.
 /// Results come in a stable order (first worker, then variable name).
-pub fn probe(plan: &Plan, envs: &[env::WorkerEnv<'_>], timeout: Duration) -> Vec<ProbeResult> {
+pub(crate) fn probe(
+    plan: &Plan,
+    envs: &[env::WorkerEnv<'_>],
+    timeout: Duration,
+) -> Vec<ProbeResult> {
     let mut targets: Vec<Target> = Vec::new();
     for (w, built) in envs {
         collect(plan, w, built, &mut targets);
@@ -219,7 +223,7 @@ pub fn probe(plan: &Plan, envs: &[env::WorkerEnv<'_>], timeout: Duration) -> Vec
 /// The findings for `results`: `probe-rejected` (error) per rejected key,
 /// `probe-unreachable` and `probe-unexpected` (warnings) when a key could not be
 /// checked. Accepted and skipped keys give no finding (see [`summary_line`]).
-pub fn findings(results: &[ProbeResult]) -> Vec<Finding> {
+pub(crate) fn findings(results: &[ProbeResult]) -> Vec<Finding> {
     let mut out = Vec::new();
     for r in results {
         for u in &r.uses {
@@ -278,7 +282,7 @@ pub fn findings(results: &[ProbeResult]) -> Vec<Finding> {
 /// One line per result for people and logs, e.g. `probe: OPENAI_API_KEY (worker
 /// planner) accepted by OpenAI: GET https://api.openai.com/v1/models answered 200
 /// in 182ms`. Never holds a value.
-pub fn summary_line(r: &ProbeResult) -> String {
+pub(crate) fn summary_line(r: &ProbeResult) -> String {
     let who = r.who();
     let label = r.provider.label();
     let took = format!("{}ms", r.elapsed.as_millis());

@@ -4,7 +4,7 @@
 
 /// What agentsup reads of one process's `/proc/PID/stat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stat {
+pub(crate) struct Stat {
     /// The process id.
     pub pid: u32,
     /// Field 4.
@@ -24,7 +24,7 @@ fn fields_after_comm(stat: &str) -> Option<std::str::SplitWhitespace<'_>> {
 }
 
 /// `pid`'s [`Stat`], `None` if it is gone.
-pub fn stat(pid: u32) -> Option<Stat> {
+pub(crate) fn stat(pid: u32) -> Option<Stat> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let mut f = fields_after_comm(&text)?;
     let state = f.next()?;
@@ -39,12 +39,12 @@ pub fn stat(pid: u32) -> Option<Stat> {
 }
 
 /// Every process's [`Stat`] (those that exit meanwhile are left out).
-pub fn all() -> Vec<Stat> {
+pub(crate) fn all() -> Vec<Stat> {
     pids().filter_map(stat).collect()
 }
 
 /// `pid`'s command name (`/proc/PID/comm`), empty if it is gone.
-pub fn comm(pid: u32) -> String {
+pub(crate) fn comm(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .map(|c| c.trim().to_string())
         .unwrap_or_default()
@@ -52,7 +52,7 @@ pub fn comm(pid: u32) -> String {
 
 /// The kernel's page size, from the auxiliary vector (`AT_PAGESZ` in
 /// `/proc/self/auxv`); 4096 if it cannot be read.
-pub fn page_size() -> u64 {
+pub(crate) fn page_size() -> u64 {
     const AT_PAGESZ: u64 = 6;
     let Ok(auxv) = std::fs::read("/proc/self/auxv") else {
         return 4096;
@@ -79,7 +79,7 @@ fn pids() -> impl Iterator<Item = u32> {
 /// parent's pid, 20 the number of threads); `pid` may be `"self"`. `None` if the
 /// process is gone or the field is not a number. The fields are counted after the
 /// `(comm)` part, which may itself hold spaces and parentheses.
-pub fn stat_field(pid: &str, n: usize) -> Option<u64> {
+pub(crate) fn stat_field(pid: &str, n: usize) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     fields_after_comm(&stat)?
         .nth(n.checked_sub(3)?)?
@@ -89,7 +89,7 @@ pub fn stat_field(pid: &str, n: usize) -> Option<u64> {
 
 /// The parent of `pid`, `None` if it is gone (0 for a process whose parent is
 /// outside our pid namespace, and for PID 1).
-pub fn parent(pid: u32) -> Option<u32> {
+pub(crate) fn parent(pid: u32) -> Option<u32> {
     stat_field(&pid.to_string(), 4).and_then(|p| u32::try_from(p).ok())
 }
 
@@ -103,7 +103,7 @@ const MAX_DEPTH: usize = 4096;
 /// the chain ends (PID 1, a parent outside our pid namespace) without meeting
 /// `ancestor`, when `pid` is `ancestor` itself, and when `pid` is gone: a process
 /// that exited can no longer be placed.
-pub fn descends_from(pid: u32, ancestor: u32) -> Option<u32> {
+pub(crate) fn descends_from(pid: u32, ancestor: u32) -> Option<u32> {
     let mut current = pid;
     for _ in 0..MAX_DEPTH {
         if current == ancestor || current == 0 {
@@ -123,7 +123,7 @@ pub fn descends_from(pid: u32, ancestor: u32) -> Option<u32> {
 
 /// The pids of `pid`'s children, from every `/proc/*/stat` (the kernel's
 /// `children` file needs CONFIG_PROC_CHILDREN and lists one thread only).
-pub fn children(pid: u32) -> Vec<u32> {
+pub(crate) fn children(pid: u32) -> Vec<u32> {
     pids().filter(|&p| parent(p) == Some(pid)).collect()
 }
 

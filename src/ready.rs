@@ -17,16 +17,16 @@
 //!   `sd_notify(3)`, Python's `sdnotify`, `systemd-notify --ready`): one datagram
 //!   socket per run, in a private directory.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use regex::Regex;
 
 /// Default time a replica may take to become ready before a rolling restart moves
 /// on without it.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default pause between two `http` / `exec` attempts.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What tells that a replica is ready.
 #[derive(Debug, Clone)]
@@ -54,7 +54,7 @@ pub struct ReadyPlan {
 
 impl ReadyPlan {
     /// `http GET URL`, `exec cmd`, `log /re/`, `notify`: for messages.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match &self.probe {
             Probe::Http(u) => format!("http {u}"),
             Probe::Exec(argv) => format!("exec `{}`", argv.first().map_or("", String::as_str)),
@@ -65,13 +65,13 @@ impl ReadyPlan {
 }
 
 /// `{replica}` replaced by the replica's index.
-pub fn for_replica(text: &str, replica: u32) -> String {
+pub(crate) fn for_replica(text: &str, replica: u32) -> String {
     text.replace("{replica}", &replica.to_string())
 }
 
 /// Checks a `http` probe's URL: plain `http://` (a readiness endpoint is local),
 /// with a host. The error is a sentence fragment.
-pub fn check_url(url: &str) -> Result<(), String> {
+pub(crate) fn check_url(url: &str) -> Result<(), String> {
     let rest = url.strip_prefix("http://").ok_or_else(|| {
         format!("{url:?} must start with http:// (e.g. \"http://127.0.0.1:8000/healthz\")")
     })?;
@@ -83,7 +83,7 @@ pub fn check_url(url: &str) -> Result<(), String> {
 
 /// One `http` attempt: true on a 2xx answer within `timeout`. Blocking (ureq);
 /// call it off the async threads.
-pub fn http_once(url: &str, timeout: Duration) -> bool {
+pub(crate) fn http_once(url: &str, timeout: Duration) -> bool {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .max_redirects(0)
@@ -97,7 +97,7 @@ pub fn http_once(url: &str, timeout: Duration) -> bool {
 
 /// The parsed lines of one `$NOTIFY_SOCKET` datagram: true when it says
 /// `READY=1`.
-pub fn says_ready(datagram: &[u8]) -> bool {
+pub(crate) fn says_ready(datagram: &[u8]) -> bool {
     datagram
         .split(|&b| b == b'\n')
         .any(|line| line == b"READY=1")
@@ -107,13 +107,13 @@ pub fn says_ready(datagram: &[u8]) -> bool {
 /// (0711 when a worker runs as another user, who must reach its own socket), on
 /// `$XDG_RUNTIME_DIR` when it is ours, else the temp directory. Removed on drop.
 #[derive(Debug)]
-pub struct NotifyDir {
+pub(crate) struct NotifyDir {
     root: PathBuf,
 }
 
 impl NotifyDir {
     /// Creates it under `$XDG_RUNTIME_DIR` or the temp directory.
-    pub fn create(foreign: bool) -> Result<NotifyDir, String> {
+    pub(crate) fn create(foreign: bool) -> Result<NotifyDir, String> {
         use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
         let me = nix::unistd::geteuid().as_raw();
         let base = std::env::var_os("XDG_RUNTIME_DIR")
@@ -151,13 +151,8 @@ impl NotifyDir {
     }
 
     /// The socket path of one run of one replica slot.
-    pub fn socket_path(&self, slot: usize, run: u64) -> PathBuf {
+    pub(crate) fn socket_path(&self, slot: usize, run: u64) -> PathBuf {
         self.root.join(format!("{slot}.{run}"))
-    }
-
-    /// The directory.
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 }
 

@@ -24,8 +24,8 @@
 //!
 //! A child can exit before its pid is registered. Here the table lock is the same
 //! lock the reaper holds around each `waitpid(-1)` and the lookup that follows, and
-//! spawners hold it across `fork`+`exec` and the insert ([`ReaperHandle::lock`],
-//! [`Registrar::register`]). So the reaper cannot see a child's exit before that
+//! spawners hold it across `fork`+`exec` and the insert (`ReaperHandle::lock`,
+//! `Registrar::register`). So the reaper cannot see a child's exit before that
 //! child is in the table. This also keeps std's own exec-failure path sound: when
 //! `exec` fails, `Command::spawn` calls `waitpid(pid)` itself and panics on
 //! `ECHILD`; holding the lock means we never reap that child first.
@@ -57,7 +57,7 @@ use crate::auth::Termination;
 
 /// The status a shell reports for `t`: the exit status, or 128+N for signal N. This
 /// is what `agentsup exec` exits with (SPEC 1).
-pub fn shell_exit_code(t: Termination) -> i32 {
+pub(crate) fn shell_exit_code(t: Termination) -> i32 {
     match t {
         Termination::Exited(code) => code,
         Termination::Signaled(sig) => 128 + sig,
@@ -73,7 +73,7 @@ pub struct ExitStatus {
 
 /// Why an [`ExitWaiter`] resolved without a status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum WaitError {
+pub(crate) enum WaitError {
     /// The pid was not an unreaped child when it was registered: it was never ours,
     /// or it had already been reaped (as an orphan, or by someone else).
     #[error("pid {0} is not an unreaped child of this process")]
@@ -88,7 +88,7 @@ pub enum WaitError {
 ///
 /// Dropping it is fine: the child is still reaped, and its status is discarded.
 #[derive(Debug)]
-pub struct ExitWaiter {
+pub(crate) struct ExitWaiter {
     pid: u32,
     state: WaiterState,
 }
@@ -100,14 +100,9 @@ enum WaiterState {
 }
 
 impl ExitWaiter {
-    /// The pid this waiter is for.
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
-
     /// Returns the status if the child has been reaped, without waiting. For
     /// blocking callers such as [`crate::process::run_capture`].
-    pub fn try_wait(&mut self) -> Option<Result<ExitStatus, WaitError>> {
+    pub(crate) fn try_wait(&mut self) -> Option<Result<ExitStatus, WaitError>> {
         match &mut self.state {
             WaiterState::Failed(e) => Some(Err(e.clone())),
             WaiterState::Pending(rx) => match rx.try_recv() {
@@ -198,7 +193,7 @@ impl Reaper {
 
     /// The running reaper, if [`Reaper::start`] has been called in this process.
     /// Code that would otherwise wait on its own child must go through it then.
-    pub fn current() -> Option<ReaperHandle> {
+    pub(crate) fn current() -> Option<ReaperHandle> {
         RUNNING
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -310,7 +305,7 @@ impl ReaperHandle {
     /// Locks the pid table so a child can be spawned and registered atomically:
     /// hold the returned [`Registrar`] across `Command::spawn` and
     /// [`Registrar::register`]. The reaper is paused meanwhile, so keep it short.
-    pub fn lock(&self) -> Registrar<'_> {
+    pub(crate) fn lock(&self) -> Registrar<'_> {
         Registrar {
             table: self.shared.lock(),
         }
@@ -321,18 +316,19 @@ impl ReaperHandle {
     /// Only race-free when `pid` cannot have exited yet (for example a stopped
     /// child); otherwise spawn under [`ReaperHandle::lock`]. If the pid was already
     /// reaped, the waiter says [`WaitError::NotAChild`] rather than hanging.
-    pub fn register(&self, pid: u32) -> ExitWaiter {
+    #[cfg(test)]
+    pub(crate) fn register(&self, pid: u32) -> ExitWaiter {
         self.lock().register(pid)
     }
 
     /// How many unregistered processes (orphans reparented to us) were reaped.
-    pub fn orphans_reaped(&self) -> u64 {
+    pub(crate) fn orphans_reaped(&self) -> u64 {
         self.shared.orphans.load(Ordering::Relaxed)
     }
 }
 
 /// The locked pid table; see [`ReaperHandle::lock`].
-pub struct Registrar<'a> {
+pub(crate) struct Registrar<'a> {
     table: MutexGuard<'a, Table>,
 }
 
@@ -346,7 +342,7 @@ impl fmt::Debug for Registrar<'_> {
 
 impl Registrar<'_> {
     /// Registers a child spawned while this lock was held.
-    pub fn register(&mut self, pid: u32) -> ExitWaiter {
+    pub(crate) fn register(&mut self, pid: u32) -> ExitWaiter {
         if !is_unreaped_child(pid) {
             return ExitWaiter {
                 pid,

@@ -39,13 +39,13 @@ struct Source {
 
 /// The refresh schedule of every `command` source with `refresh` or `ttl_pointer`.
 #[derive(Debug, Clone, Default)]
-pub struct Schedule {
+pub(crate) struct Schedule {
     sources: Vec<Source>,
 }
 
 /// A refresh that failed, for the log line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failed {
+pub(crate) struct Failed {
     /// `command `vault`` (source #2).
     pub what: String,
     /// Failures in a row.
@@ -57,7 +57,7 @@ pub struct Failed {
 impl Schedule {
     /// The schedule of `plan`'s sources, the first refresh counted from `now`
     /// (the start-up load, whose leases `snapshot` holds).
-    pub fn new(plan: &Plan, snapshot: &Snapshot, now: Instant) -> Schedule {
+    pub(crate) fn new(plan: &Plan, snapshot: &Snapshot, now: Instant) -> Schedule {
         let mut sources = Vec::new();
         for s in &plan.sources {
             let SourceKindPlan::Command {
@@ -91,12 +91,12 @@ impl Schedule {
     }
 
     /// True when no source is refreshed.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.sources.is_empty()
     }
 
     /// When the earliest source is due.
-    pub fn next_due(&self) -> Option<Instant> {
+    pub(crate) fn next_due(&self) -> Option<Instant> {
         self.sources
             .iter()
             .filter(|s| !s.pending)
@@ -106,7 +106,7 @@ impl Schedule {
 
     /// The sources due at `now`, described for the log (`command `vault``);
     /// they are pending until the next re-read reports.
-    pub fn take_due(&mut self, now: Instant) -> Vec<String> {
+    pub(crate) fn take_due(&mut self, now: Instant) -> Vec<String> {
         let mut out = Vec::new();
         for s in &mut self.sources {
             if !s.pending && s.due.is_some_and(|d| d <= now) {
@@ -121,7 +121,7 @@ impl Schedule {
     /// A re-read's values were adopted at `now`: every command ran again, so each
     /// source's next refresh counts from now, with the lease it announced.
     /// `counted` is false for the start-up load.
-    pub fn succeeded(&mut self, snapshot: &Snapshot, now: Instant, counted: bool) {
+    pub(crate) fn succeeded(&mut self, snapshot: &Snapshot, now: Instant, counted: bool) {
         for s in &mut self.sources {
             if counted && s.pending {
                 s.ok += 1;
@@ -138,7 +138,7 @@ impl Schedule {
     /// A re-read failed at `now` (its values were refused): the refreshes it was
     /// serving failed; each retries after a growing pause. Sources no refresh
     /// asked for keep their schedule.
-    pub fn failed(&mut self, now: Instant) -> Vec<Failed> {
+    pub(crate) fn failed(&mut self, now: Instant) -> Vec<Failed> {
         let mut out = Vec::new();
         for s in &mut self.sources {
             if !s.pending {
@@ -163,7 +163,7 @@ impl Schedule {
     }
 
     /// What `/metrics` and `agentsup status` show.
-    pub fn status(&self, now: Instant) -> Vec<crate::status::RefreshStatus> {
+    pub(crate) fn status(&self, now: Instant) -> Vec<crate::status::RefreshStatus> {
         self.sources
             .iter()
             .map(|s| crate::status::RefreshStatus {

@@ -1,6 +1,6 @@
 //! The per-replica state machine (SPEC 5) as a pure function.
 //!
-//! [`Replica::step`] takes one [`Event`] and returns the [`Action`]s the supervisor
+//! `Replica::step` takes one `Event` and returns the `Action`s the supervisor
 //! must perform; it never spawns, signals, sleeps or reads a clock. All time comes in
 //! with the events (`at`), and randomness comes in as a jitter sample, so every
 //! transition is testable with plain values (STYLE §7: "transitions in a pure
@@ -12,7 +12,7 @@
 //! not own exit classification ([`crate::auth`]), re-reading sources, timers or the
 //! "one incident, not N" grouping of replicas: those are the supervisor's.
 //!
-//! Every transition also emits [`Action::Log`]:
+//! Every transition also emits `Action::Log`:
 //!
 //! ```text
 //! from                  event                               to                  actions
@@ -43,11 +43,11 @@ use crate::auth::{ExitClass, Termination};
 /// the replica is `auth-blocked` (SPEC 5). Counted per rejected value, not per run
 /// in a row: a queue worker idles between tasks, so its runs outlast `reset_after`
 /// and a consecutive count would never get past one (issue 14).
-pub const AUTH_BLOCK_AFTER: u32 = 3;
+pub(crate) const AUTH_BLOCK_AFTER: u32 = 3;
 
 /// Which exits are followed by a restart (SPEC 5, `restart`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RestartPolicy {
+pub(crate) enum RestartPolicy {
     /// Restart after every exit, including status 0.
     Always,
     /// Restart after `auth` and `crash` exits (the example in SPEC 2).
@@ -59,7 +59,7 @@ pub enum RestartPolicy {
 
 /// Backoff between restarts (SPEC 2, `backoff`).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     /// Delay before the first restart of a streak.
     pub initial: Duration,
     /// Hard ceiling of a crash-restart delay, jitter included.
@@ -89,7 +89,7 @@ impl Default for Backoff {
 /// Everything a replica's transitions depend on, built by the plan from the worker's
 /// `supervisor.toml` entry.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Policy {
+pub(crate) struct Policy {
     /// `restart`.
     pub restart: RestartPolicy,
     /// `backoff`, used for crash restarts, `always` restarts and (capped by
@@ -121,7 +121,7 @@ impl Default for Policy {
 /// A replica's state (SPEC 5). Process ids are `pid_t`; each worker is its own
 /// process-group leader, so the pid is also the group to signal.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum State {
+pub(crate) enum State {
     /// A spawn was requested and its outcome is not known yet.
     Starting,
     /// The process runs.
@@ -170,27 +170,27 @@ pub enum State {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StateKind {
-    /// [`State::Starting`].
+    /// `State::Starting`.
     Starting,
-    /// [`State::Running`].
+    /// `State::Running`.
     Running,
-    /// [`State::Stopping`].
+    /// `State::Stopping`.
     Stopping,
-    /// [`State::Backoff`].
+    /// `State::Backoff`.
     Backoff,
-    /// [`State::AuthBlocked`].
+    /// `State::AuthBlocked`.
     AuthBlocked,
-    /// [`State::Failed`].
+    /// `State::Failed`.
     Failed,
-    /// [`State::Stopped`].
+    /// `State::Stopped`.
     Stopped,
-    /// [`State::Exited`].
+    /// `State::Exited`.
     Exited,
 }
 
 impl StateKind {
     /// Every kind, in the order `/metrics` lists them.
-    pub const ALL: [StateKind; 8] = [
+    pub(crate) const ALL: [StateKind; 8] = [
         StateKind::Starting,
         StateKind::Running,
         StateKind::Stopping,
@@ -202,7 +202,7 @@ impl StateKind {
     ];
 
     /// The state's name in logs, `status` and metrics (SPEC 5).
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             StateKind::Starting => "starting",
             StateKind::Running => "running",
@@ -217,18 +217,18 @@ impl StateKind {
 
     /// The one readiness rule (SPEC 8): only a running process counts towards
     /// `/readyz`.
-    pub fn is_ready(self) -> bool {
+    pub(crate) fn is_ready(self) -> bool {
         self == StateKind::Running
     }
 
     /// True for the states that make `/readyz` fail whatever the other replicas
     /// do: `auth-blocked` and `failed` need someone to look.
-    pub fn blocks_readiness(self) -> bool {
+    pub(crate) fn blocks_readiness(self) -> bool {
         matches!(self, StateKind::AuthBlocked | StateKind::Failed)
     }
 
     /// True when no process exists and none will start by itself.
-    pub fn is_final(self) -> bool {
+    pub(crate) fn is_final(self) -> bool {
         matches!(
             self,
             StateKind::Stopped | StateKind::Exited | StateKind::Failed
@@ -244,7 +244,7 @@ impl fmt::Display for StateKind {
 
 impl State {
     /// The kind of this state.
-    pub fn kind(&self) -> StateKind {
+    pub(crate) fn kind(&self) -> StateKind {
         match self {
             State::Starting => StateKind::Starting,
             State::Running { .. } => StateKind::Running,
@@ -259,12 +259,13 @@ impl State {
 }
 
 /// The state's name in logs, `status` and metrics (SPEC 5).
-pub fn label(state: &State) -> &'static str {
+pub(crate) fn label(state: &State) -> &'static str {
     state.kind().as_str()
 }
 
 /// True when the replica counts towards `/readyz` ([`StateKind::is_ready`]).
-pub fn is_ready(state: &State) -> bool {
+#[cfg(test)]
+pub(crate) fn is_ready(state: &State) -> bool {
     state.kind().is_ready()
 }
 
@@ -276,7 +277,7 @@ impl fmt::Display for State {
 
 /// Something that happened to a replica, as the supervisor observed it.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Event {
+pub(crate) enum Event {
     /// Start a replica that is stopped (initially, or after `stopped`/`exited`/
     /// `failed`); counters start from zero.
     Start,
@@ -351,7 +352,7 @@ pub enum Event {
 
 /// Which signal [`Action::Signal`] sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopSignal {
+pub(crate) enum StopSignal {
     /// The worker's `stop_signal` (SIGTERM by default).
     Stop,
     /// SIGKILL.
@@ -361,7 +362,7 @@ pub enum StopSignal {
 /// One log event per transition (SPEC 5: "worker, replica, pid, exit status and
 /// reason"). Holds no environment values and no worker output.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transition {
+pub(crate) struct Transition {
     /// Worker name.
     pub worker: String,
     /// Replica index (0-based).
@@ -385,7 +386,7 @@ pub struct Transition {
 
 /// What the supervisor must do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     /// Build the replica's environment from the current snapshot and spawn it; then
     /// report [`Event::Spawned`] or [`Event::SpawnFailed`].
     Spawn,
@@ -412,7 +413,7 @@ pub enum Action {
 
 /// One replica of one worker: its state and the counters its transitions need.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Replica {
+pub(crate) struct Replica {
     worker: String,
     index: u32,
     state: State,
@@ -443,7 +444,7 @@ pub struct Replica {
 
 impl Replica {
     /// A replica that has not started: state `stopped`. Send [`Event::Start`].
-    pub fn new(worker: impl Into<String>, index: u32) -> Self {
+    pub(crate) fn new(worker: impl Into<String>, index: u32) -> Self {
         Replica {
             worker: worker.into(),
             index,
@@ -461,32 +462,24 @@ impl Replica {
     }
 
     /// The current state.
-    pub fn state(&self) -> &State {
+    pub(crate) fn state(&self) -> &State {
         &self.state
     }
 
-    /// The worker's name.
-    pub fn worker(&self) -> &str {
-        &self.worker
-    }
-
-    /// The replica index (0-based).
-    pub fn index(&self) -> u32 {
-        self.index
-    }
-
     /// Consecutive crash-class runs so far (for `status`).
-    pub fn crash_streak(&self) -> u32 {
+    #[cfg(test)]
+    pub(crate) fn crash_streak(&self) -> u32 {
         self.crash_streak
     }
 
     /// Consecutive auth failures with unchanged sources so far (for `status`).
-    pub fn auth_streak(&self) -> u32 {
+    pub(crate) fn auth_streak(&self) -> u32 {
         self.auth_streak
     }
 
     /// True between an auth exit and the matching [`Event::RereadDone`].
-    pub fn reread_pending(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn reread_pending(&self) -> bool {
         self.reread_pending.is_some()
     }
 
@@ -494,7 +487,12 @@ impl Replica {
     /// uniform sample in `[-1, 1]` (e.g. `rng.f64() * 2.0 - 1.0`), used only when a
     /// backoff delay is computed; tests pass fixed values. Events that make no sense
     /// in the current state (a stale timer, a late exit) change nothing.
-    pub fn step(&mut self, policy: &Policy, event: Event, jitter_sample: f64) -> Vec<Action> {
+    pub(crate) fn step(
+        &mut self,
+        policy: &Policy,
+        event: Event,
+        jitter_sample: f64,
+    ) -> Vec<Action> {
         let mut out = Vec::new();
         match event {
             Event::Start => self.on_start(&mut out),
@@ -843,7 +841,8 @@ impl Replica {
     }
 
     /// True while a restart waits for the replica's start to complete.
-    pub fn restart_pending(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn restart_pending(&self) -> bool {
         self.restart_pending
     }
 
@@ -991,7 +990,7 @@ fn round_ms(d: Duration) -> Duration {
 /// `± jitter × jitter_sample` (`jitter_sample` in `[-1, 1]`), and never above `max`:
 /// at the cap the spread is only downwards, which still de-synchronises a fleet
 /// while keeping `max` (and `auth.max_delay`) a real ceiling.
-pub fn backoff_delay(backoff: &Backoff, attempt: u32, jitter_sample: f64) -> Duration {
+pub(crate) fn backoff_delay(backoff: &Backoff, attempt: u32, jitter_sample: f64) -> Duration {
     let max = backoff.max.as_secs_f64();
     let initial = backoff.initial.as_secs_f64();
     let multiplier = if backoff.multiplier.is_finite() && backoff.multiplier >= 1.0 {

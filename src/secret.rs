@@ -3,7 +3,7 @@
 //! A [`Sensitive`] holds any environment value agentsup handles. Its `Debug` and
 //! `Display` never print the value, so a stray `{:?}` in a log line or a panic
 //! message cannot leak it; the only way out is [`Sensitive::expose`], which is
-//! greppable. [`mask`] is the one rule (SPEC 4) for showing part of a value.
+//! greppable. `mask` is the one rule (SPEC 4) for showing part of a value.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -27,13 +27,8 @@ impl Sensitive {
     }
 
     /// Length in bytes, safe to print.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.expose().len()
-    }
-
-    /// True when the value is the empty string.
-    pub fn is_empty(&self) -> bool {
-        self.expose().is_empty()
     }
 }
 
@@ -92,7 +87,7 @@ pub enum Provenance {
 
 impl Provenance {
     /// True for sources that exist to carry secrets (SPEC 7: `dir`, `command`, `env`).
-    pub fn is_secret_source(&self) -> bool {
+    pub(crate) fn is_secret_source(&self) -> bool {
         match self {
             Provenance::SecretFile { .. }
             | Provenance::Command { .. }
@@ -149,7 +144,7 @@ const SECRET_WORDS: &[&str] = &["PASSWORD", "CREDENTIAL", "PRIVATE_KEY", "SECRET
 const SECRET_NAMES: &[&str] = &["API_KEY", "TOKEN", "DSN", "AUTH_TOKEN"];
 
 /// True when a variable's name alone marks it secret (SPEC 7). Any case.
-pub fn name_looks_secret(name: &str) -> bool {
+pub(crate) fn name_looks_secret(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
     SECRET_SUFFIXES.iter().any(|s| upper.ends_with(s))
         || SECRET_WORDS.iter().any(|w| upper.contains(w))
@@ -158,7 +153,7 @@ pub fn name_looks_secret(name: &str) -> bool {
 
 /// Shows a value the only way SPEC 4 allows: first 4 and last 4 characters and the
 /// length, and only when the value has at least 20 characters; otherwise only the length.
-pub fn mask(value: &str) -> String {
+pub(crate) fn mask(value: &str) -> String {
     let chars: Vec<char> = value.chars().collect();
     if chars.len() >= 20 {
         let head: String = chars[..4].iter().collect();

@@ -3,7 +3,7 @@
 //!
 //! **From the first instruction.** `main` blocks SIGTERM, SIGINT, SIGQUIT and SIGHUP
 //! before it does anything else ([`hold_early`]); `agentsup run` installs its
-//! handlers before it forks the guard or parses the config ([`Signals::install`]),
+//! handlers before it forks the guard or parses the config (`Signals::install`),
 //! then unblocks them, and every other command unblocks them at once
 //! ([`release_early`]). A blocked signal stays pending instead of taking its default
 //! action: without this, a SIGHUP 50 ms after exec killed an `agentsup run` busy
@@ -14,7 +14,7 @@
 //! **Only from the operator.** Workers run as agentsup's uid and can signal it. A
 //! signal whose sender (`si_pid` of the `siginfo` signal-hook's [`WithRawSiginfo`] keeps) runs under
 //! agentsup (a worker, anything it started, a source command) is not a command: it
-//! becomes [`SignalEvent::Ignored`], which the dispatcher logs once per worker. The
+//! becomes `SignalEvent::Ignored`, which the dispatcher logs once per worker. The
 //! sender is placed by walking its parent chain in `/proc` as soon as the signal is
 //! read; a sender that has already exited by then cannot be placed and counts as
 //! the operator's (`/bin/kill` exits at once), which the re-read pace bounds anyway.
@@ -41,7 +41,7 @@ const HANDLED: [libc::c_int; 4] = [SIGTERM, SIGINT, SIGQUIT, SIGHUP];
 
 /// What a signal asks the supervisor to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SignalEvent {
+pub(crate) enum SignalEvent {
     /// SIGTERM, SIGINT or SIGQUIT: stop everything (the number is kept for logs).
     Shutdown(i32),
     /// SIGHUP: re-read and re-check sources (SPEC 5).
@@ -69,7 +69,7 @@ fn set_mask(how: SigmaskHow) {
 
 /// Blocks the handled signals in the calling thread, which must be the main thread
 /// before it starts any other: the first thing `main` does. A signal that arrives
-/// now stays pending until [`Signals::install`] or [`release_early`].
+/// now stays pending until `Signals::install` or [`release_early`].
 pub fn hold_early() {
     set_mask(SigmaskHow::SIG_BLOCK);
 }
@@ -81,7 +81,7 @@ pub fn release_early() {
 }
 
 /// The handlers, installed; nothing reads them yet.
-pub struct Signals {
+pub(crate) struct Signals {
     info: SignalsInfo<WithRawSiginfo>,
 }
 
@@ -89,7 +89,7 @@ impl Signals {
     /// Installs the handlers, then unblocks the signals (one held since
     /// [`hold_early`] is delivered to its handler now). Starts no thread: the guard
     /// is forked after this, from a single-threaded process.
-    pub fn install() -> std::io::Result<Signals> {
+    pub(crate) fn install() -> std::io::Result<Signals> {
         let info = SignalsInfo::<WithRawSiginfo>::new(HANDLED)?;
         release_early();
         Ok(Signals { info })
@@ -97,7 +97,7 @@ impl Signals {
 
     /// Starts the thread that reads the signals and places their senders. Any
     /// thread, no runtime needed; the events arrive on the returned stream.
-    pub fn start(mut self) -> std::io::Result<SignalStream> {
+    pub(crate) fn start(mut self) -> std::io::Result<SignalStream> {
         let (tx, rx) = mpsc::unbounded_channel();
         std::thread::Builder::new()
             .name("agentsup-signals".into())
@@ -139,7 +139,7 @@ fn classify(sig: i32, sender: Option<u32>, me: u32) -> SignalEvent {
 const MAX_KEPT: usize = 16;
 
 /// The signal events of a run, in order.
-pub struct SignalStream {
+pub(crate) struct SignalStream {
     rx: mpsc::UnboundedReceiver<SignalEvent>,
     /// Events read by [`SignalStream::next_stop`] while waiting for a stop, to be
     /// handled once the dispatcher runs.
@@ -148,7 +148,7 @@ pub struct SignalStream {
 
 impl SignalStream {
     /// The next signal event.
-    pub async fn next(&mut self) -> SignalEvent {
+    pub(crate) async fn next(&mut self) -> SignalEvent {
         if let Some(ev) = self.kept.pop_front() {
             return ev;
         }
@@ -161,13 +161,13 @@ impl SignalStream {
     }
 
     /// The next event if one is ready.
-    pub fn try_next(&mut self) -> Option<SignalEvent> {
+    pub(crate) fn try_next(&mut self) -> Option<SignalEvent> {
         self.kept.pop_front().or_else(|| self.rx.try_recv().ok())
     }
 
     /// Waits for a stop signal (its number); the other events are kept, in order,
     /// for [`SignalStream::next`]. A stop signal among the kept ones wins at once.
-    pub async fn next_stop(&mut self) -> i32 {
+    pub(crate) async fn next_stop(&mut self) -> i32 {
         if let Some(&SignalEvent::Shutdown(sig)) = self
             .kept
             .iter()

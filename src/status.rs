@@ -58,7 +58,7 @@ pub enum RestartReason {
 
 impl RestartReason {
     /// The reasons `/metrics` lists for every worker, from 0.
-    pub const LISTED: [RestartReason; 6] = [
+    pub(crate) const LISTED: [RestartReason; 6] = [
         RestartReason::Crash,
         RestartReason::Auth,
         RestartReason::Ok,
@@ -68,7 +68,7 @@ impl RestartReason {
     ];
 
     /// The label value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             RestartReason::Crash => "crash",
             RestartReason::Auth => "auth",
@@ -101,7 +101,7 @@ impl std::fmt::Display for RestartReason {
 impl ReplicaStatus {
     /// The one readiness rule for a replica (SPEC 8): its state counts
     /// ([`StateKind::is_ready`]) and, with a `ready` probe, the probe passed.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.state.is_ready() && self.ready != Some(false)
     }
 }
@@ -164,7 +164,7 @@ pub struct Status {
 impl Status {
     /// This snapshot with its uptimes advanced to now (snapshots are taken on
     /// events, and a quiet supervisor publishes none for a long time).
-    pub fn aged(&self) -> Status {
+    pub(crate) fn aged(&self) -> Status {
         let mut s = self.clone();
         if let Some(at) = s.taken {
             let dt = at.elapsed().as_secs_f64();
@@ -182,7 +182,7 @@ impl Status {
 
 impl Status {
     /// Worker names in config order, each once.
-    pub fn workers(&self) -> Vec<&str> {
+    pub(crate) fn workers(&self) -> Vec<&str> {
         let mut out: Vec<&str> = Vec::new();
         for r in &self.replicas {
             if out.last() != Some(&r.worker.as_str()) && !out.contains(&r.worker.as_str()) {
@@ -194,7 +194,7 @@ impl Status {
 
     /// `/readyz` (SPEC 8): every worker has a running replica and none is
     /// auth-blocked or failed. Returns why not, when not ready.
-    pub fn readiness(&self) -> Result<(), String> {
+    pub(crate) fn readiness(&self) -> Result<(), String> {
         if self.shutting_down {
             return Err("shutting down".into());
         }

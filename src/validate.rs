@@ -29,7 +29,7 @@ use crate::sources::{self, Captured, CommandRunner, LoadContext, ProcessEnv, Sna
 
 /// What to validate, and how far to go.
 #[derive(Debug, Clone, Copy)]
-pub struct Scope<'a> {
+pub(crate) struct Scope<'a> {
     /// The selected workers; every worker of the plan when empty.
     pub workers: &'a [WorkerPlan],
     /// Whether each worker's command must be startable (`check`, `run`, re-reads;
@@ -41,7 +41,7 @@ pub struct Scope<'a> {
 
 /// What the pipeline found.
 #[derive(Debug)]
-pub struct Validation {
+pub(crate) struct Validation {
     /// Every source's values, with provenance.
     pub snapshot: Snapshot,
     /// The findings of checks, preflight and probes.
@@ -55,7 +55,7 @@ pub struct Validation {
 /// Runs the pipeline. `runner` starts `command` sources; `redactor` learns every
 /// secret value before this function returns, and before any of them could be
 /// part of a message.
-pub fn validate(
+pub(crate) fn validate(
     plan: &Plan,
     process_env: &ProcessEnv,
     runner: &dyn CommandRunner,
@@ -87,7 +87,7 @@ pub fn validate(
 
 /// Steps 1 and 2 alone: loads every source and registers every secret value with
 /// `redactor`. What `env` needs, which shows values rather than checking them.
-pub fn load(
+pub(crate) fn load(
     plan: &Plan,
     process_env: &ProcessEnv,
     runner: &dyn CommandRunner,
@@ -122,7 +122,7 @@ fn load_sources(
 /// credential-looking variables, and every secret of the environment each replica
 /// of `workers` (every worker when empty) will get. Reports, errors and logs printed
 /// afterwards are redacted with them (SPEC 7: agentsup's own messages too).
-pub fn register_secrets(
+pub(crate) fn register_secrets(
     plan: &Plan,
     snap: &Snapshot,
     process_env: &ProcessEnv,
@@ -176,7 +176,7 @@ fn register(
 
 /// Runs `command` sources through [`crate::process::run_capture`]: directly where no
 /// reaper exists (`check`, `env`, `exec`), through the reaper in `run`.
-pub struct SpawnRunner(pub Option<ReaperHandle>);
+pub(crate) struct SpawnRunner(pub Option<ReaperHandle>);
 
 impl CommandRunner for SpawnRunner {
     fn run(

@@ -68,18 +68,18 @@ use tokio::sync::mpsc;
 
 /// A burst of events ends once no event has arrived for this long (crates.md §7:
 /// the kubelet's swap is several operations in a few milliseconds).
-pub const QUIET: Duration = Duration::from_millis(200);
+pub(crate) const QUIET: Duration = Duration::from_millis(200);
 
 /// A burst that never goes quiet is reported this long after it began anyway.
-pub const MAX_BURST: Duration = Duration::from_secs(1);
+pub(crate) const MAX_BURST: Duration = Duration::from_secs(1);
 
 /// How often the polling fallback scans the watched directories. Sources are a
 /// handful of small files, so a few seconds is cheap and still prompt.
-pub const POLL_INTERVAL: Duration = Duration::from_secs(3);
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_secs(3);
 
 /// Keeps the watcher alive; dropping it stops watching (the notify threads and the
 /// debounce thread wind down on their own).
-pub struct WatchGuard {
+pub(crate) struct WatchGuard {
     _armed: Arc<Mutex<Armed>>,
 }
 
@@ -94,7 +94,10 @@ impl std::fmt::Debug for WatchGuard {
 /// the current directory.
 ///
 /// Fails only if no watcher at all (neither inotify nor polling) can be started.
-pub fn start(paths: Vec<PathBuf>, tx: mpsc::UnboundedSender<()>) -> Result<WatchGuard, String> {
+pub(crate) fn start(
+    paths: Vec<PathBuf>,
+    tx: mpsc::UnboundedSender<()>,
+) -> Result<WatchGuard, String> {
     start_with(paths, tx, Tuning::default())
 }
 

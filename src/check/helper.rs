@@ -25,7 +25,7 @@ const CREDENTIAL_WORDS: &[&str] = &[
 const POINTER_SUFFIXES: &[&str] = &["file", "path", "env", "stdin", "helper", "id"];
 
 /// One `helper-argv` warning per `command` source whose argv carries a credential.
-pub fn findings(plan: &Plan) -> Vec<Finding> {
+pub(super) fn findings(plan: &Plan) -> Vec<Finding> {
     let mut out = Vec::new();
     for source in &plan.sources {
         let SourceKindPlan::Command { argv, .. } = &source.kind else {

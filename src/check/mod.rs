@@ -23,7 +23,7 @@ mod hit;
 mod input;
 mod names;
 mod placeholder;
-pub mod preflight;
+pub(crate) mod preflight;
 mod provider;
 mod report;
 mod rules;
@@ -31,7 +31,7 @@ mod worker;
 
 use std::path::PathBuf;
 
-pub use crate::diag::Finding;
+pub(crate) use crate::diag::Finding;
 use crate::env::{self, BuiltEnv, EnvVar};
 use crate::plan::{Plan, SourceKindPlan, WorkerPlan};
 use crate::sources::{ProcessEnv, Severity, Snapshot, SourceProblem, SourceSummary};
@@ -41,7 +41,7 @@ use provider::{Family, Host};
 
 /// One selected worker, for the report header.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WorkerSummary {
+pub(crate) struct WorkerSummary {
     /// Its name.
     pub name: String,
     /// Exact keys it declares (required, checked).
@@ -52,7 +52,7 @@ pub struct WorkerSummary {
 
 /// Everything `check` found, plus what it looked at.
 #[derive(Debug, Clone)]
-pub struct Report {
+pub(crate) struct Report {
     /// The config file, as given.
     pub config: PathBuf,
     /// Each source and how loading it went, in order.
@@ -67,17 +67,17 @@ pub struct Report {
 
 impl Report {
     /// Number of error findings.
-    pub fn errors(&self) -> usize {
+    pub(crate) fn errors(&self) -> usize {
         self.count(Severity::Error)
     }
 
     /// Number of warning findings.
-    pub fn warnings(&self) -> usize {
+    pub(crate) fn warnings(&self) -> usize {
         self.count(Severity::Warning)
     }
 
     /// True when anything must stop `run` (exit 78).
-    pub fn has_errors(&self) -> bool {
+    pub(crate) fn has_errors(&self) -> bool {
         self.errors() > 0
     }
 
@@ -92,7 +92,7 @@ impl Report {
 /// Runs every check for the selected workers, given with their environments
 /// ([`env::for_workers`]: every worker of the plan, or the selection of `exec` and
 /// `run --only`).
-pub fn run(
+pub(crate) fn run(
     plan: &Plan,
     snapshot: &Snapshot,
     process_env: &ProcessEnv,

@@ -15,7 +15,7 @@ use crate::plan::{Plan, WorkerPlan};
 /// One `command` error finding per worker of `workers` (every worker of the plan
 /// when empty) that could not be started. Never holds a value: the messages name
 /// programs, paths and PATH, which are configuration, not secrets.
-pub fn findings(plan: &Plan, envs: &[crate::env::WorkerEnv<'_>]) -> Vec<Finding> {
+pub(crate) fn findings(plan: &Plan, envs: &[crate::env::WorkerEnv<'_>]) -> Vec<Finding> {
     envs.iter()
         .filter_map(|(w, env)| problem(plan, w, env).map(|p| finding(w, p)))
         .collect()

@@ -76,14 +76,14 @@ fn group(f: &Finding) -> String {
 impl Report {
     /// The report for people: config, sources, workers, findings grouped by key,
     /// and a summary line; `color` adds ANSI styles (pass it only for a TTY).
-    pub fn render_text(&self, color: bool) -> String {
+    pub(crate) fn render_text(&self, color: bool) -> String {
         self.render_text_width(color, None)
     }
 
     /// [`Report::render_text`] wrapped to `width` columns (a terminal's, see
     /// [`crate::output::width::stdout_width`]): a finding's message and hint wrap
     /// under their own indent; the columns before them never do.
-    pub fn render_text_width(&self, color: bool, width: Option<usize>) -> String {
+    pub(crate) fn render_text_width(&self, color: bool, width: Option<usize>) -> String {
         let p = Painter { color };
         let push_wrapped = |out: &mut String, line: &str, indent: usize| {
             for piece in crate::output::width::wrap(line, width, 0, indent) {
@@ -215,7 +215,7 @@ impl Report {
     }
 
     /// The report for machines, pretty-printed: see [`Report::to_json`].
-    pub fn render_json(&self) -> String {
+    pub(crate) fn render_json(&self) -> String {
         let mut text =
             serde_json::to_string_pretty(&self.to_json()).unwrap_or_else(|_| "{}".to_string());
         text.push('\n');
@@ -226,7 +226,7 @@ impl Report {
     /// "keys_checked", "findings": [{severity, code, key, workers, location,
     /// message, hint}], "errors", "warnings", "ok"}`. `run --log-format json`
     /// embeds it in its `check` event.
-    pub fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         let sources: Vec<_> = self
             .sources
             .iter()

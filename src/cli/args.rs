@@ -225,7 +225,7 @@ pub struct ExecArgs {
 
 impl ConfigArg {
     /// The `-c` path, if given.
-    pub fn path(&self) -> Option<&Path> {
+    pub(crate) fn path(&self) -> Option<&Path> {
         self.config.as_deref()
     }
 }
@@ -260,7 +260,7 @@ impl From<LogFormatArg> for crate::config::LogFormat {
 
 impl RunArgs {
     /// The library's options for `agentsup run`.
-    pub fn into_options(self) -> crate::supervisor::RunOptions {
+    pub(crate) fn into_options(self) -> crate::supervisor::RunOptions {
         crate::supervisor::RunOptions {
             config: self.config.config,
             only: self.only,

@@ -109,7 +109,7 @@ fn backticked(list: &str) -> Vec<&str> {
 
 /// The valid name closest to `given`, when one is close enough to be a typo
 /// (Jaro-Winkler similarity 0.8 or more, ignoring case).
-pub fn nearest<'a>(given: &str, options: &[&'a str]) -> Option<&'a str> {
+pub(crate) fn nearest<'a>(given: &str, options: &[&'a str]) -> Option<&'a str> {
     let given = given.to_ascii_lowercase();
     options
         .iter()

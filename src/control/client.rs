@@ -30,7 +30,7 @@ use crate::exit::{Error, Result, code};
 /// Why a client command could not get its answer. Shown as one message through
 /// `main` (exit 1); whatever came from the server is sanitised first.
 #[derive(Debug, thiserror::Error)]
-pub enum ControlError {
+pub(crate) enum ControlError {
     /// The supervisor refused the request (unknown worker, shutting down).
     #[error("{}", sanitize(.0))]
     Refused(String),

@@ -24,7 +24,7 @@ mod client;
 mod conns;
 mod path;
 mod server;
-pub mod wire;
+pub(crate) mod wire;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,13 +33,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::status::{ControlRequest, ControlResponse, Status};
 
-pub use server::ControlListener;
+pub(crate) use server::ControlListener;
 
 /// Where the control socket of the supervisor running `config` lives (or would):
 /// the first usable place by the rules above, decided without changing anything on
 /// disk. Every spelling of one config file (relative, absolute, through a symlink)
 /// gives the same answer.
-pub fn socket_path(config: &Path) -> PathBuf {
+pub(crate) fn socket_path(config: &Path) -> PathBuf {
     let canonical = path::canonical_config(config);
     let uid = path::euid();
     let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR");
@@ -55,7 +55,7 @@ pub fn socket_path(config: &Path) -> PathBuf {
 /// Binds the control socket of `config`, before anything starts; refuses (with the
 /// running supervisor's pid and the socket path) when another `agentsup run` serves
 /// this config, and replaces a stale socket left by a run that was killed.
-pub async fn bind(config: &Path) -> Result<ControlListener, String> {
+pub(crate) async fn bind(config: &Path) -> Result<ControlListener, String> {
     server::bind(config).await
 }
 
@@ -63,7 +63,7 @@ pub async fn bind(config: &Path) -> Result<ControlListener, String> {
 /// connection. `Status` is answered from `status`; `Restart` and `Reload` are sent
 /// on `requests` with a oneshot for the dispatcher's answer. Must be called inside
 /// the tokio runtime.
-pub fn serve(
+pub(crate) fn serve(
     listener: ControlListener,
     status: watch::Receiver<Arc<Status>>,
     requests: mpsc::UnboundedSender<(ControlRequest, oneshot::Sender<ControlResponse>)>,
@@ -74,7 +74,7 @@ pub fn serve(
 /// `agentsup status`: an aligned table of every replica (worker, replica, pid,
 /// state, uptime, restarts, last exit class), or the [`Status`] JSON with
 /// `--format json`. Exit 0; 1 when no supervisor runs for the config.
-pub fn cmd_status(
+pub(crate) fn cmd_status(
     config: Option<&std::path::Path>,
     format: crate::output::stdout::ReportFormat,
 ) -> crate::exit::Result<u8> {
@@ -84,13 +84,16 @@ pub fn cmd_status(
 /// `agentsup restart NAME[.N]`: prints the supervisor's answer. Exit 0 when
 /// accepted, 1 when refused (unknown worker, shutting down) or when no supervisor
 /// runs for the config.
-pub fn cmd_restart(config: Option<&std::path::Path>, target: &str) -> crate::exit::Result<u8> {
+pub(crate) fn cmd_restart(
+    config: Option<&std::path::Path>,
+    target: &str,
+) -> crate::exit::Result<u8> {
     client::cmd_restart(config, target)
 }
 
 /// `agentsup reload`: re-read and re-check the sources, restart what changed.
 /// Exit 0 when the new values were adopted, 1 when they fail the checks (the
 /// reason is printed; the old workers keep running) or no supervisor runs.
-pub fn cmd_reload(config: Option<&std::path::Path>) -> crate::exit::Result<u8> {
+pub(crate) fn cmd_reload(config: Option<&std::path::Path>) -> crate::exit::Result<u8> {
     client::cmd_reload(config)
 }

@@ -45,14 +45,14 @@ const PROBE: Duration = Duration::from_secs(5);
 
 /// The bound control socket of a running supervisor. Dropping it removes the
 /// socket and its lock file.
-pub struct ControlListener {
+pub(crate) struct ControlListener {
     listener: UnixListener,
     claim: Claim,
 }
 
 impl ControlListener {
     /// The socket's path.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.claim.socket
     }
 }

@@ -64,11 +64,11 @@ pub(super) struct H {
 }
 
 impl H {
-    pub fn new(workers: &[(&str, u32)]) -> H {
+    pub(super) fn new(workers: &[(&str, u32)]) -> H {
         H::with(config(workers))
     }
 
-    pub fn with(cfg: FleetConfig) -> H {
+    pub(super) fn with(cfg: FleetConfig) -> H {
         let now = Instant::now();
         H {
             fleet: Fleet::new(cfg, now),
@@ -83,7 +83,7 @@ impl H {
     }
 
     /// Steps the fleet; returns this step's actions.
-    pub fn step(&mut self, ev: Event) -> Vec<Action> {
+    pub(super) fn step(&mut self, ev: Event) -> Vec<Action> {
         let out = self.fleet.step(ev, self.now, &mut self.rng);
         for a in &out {
             match a {
@@ -97,7 +97,7 @@ impl H {
     }
 
     /// Starts the fleet and answers every spawn: all running.
-    pub fn started(workers: &[(&str, u32)]) -> H {
+    pub(super) fn started(workers: &[(&str, u32)]) -> H {
         let mut h = H::new(workers);
         h.step(Event::Start);
         h.settle();
@@ -105,7 +105,7 @@ impl H {
     }
 
     /// Answers the pending spawn of `slot` with a process; returns its pid.
-    pub fn spawned(&mut self, slot: SlotId) -> u32 {
+    pub(super) fn spawned(&mut self, slot: SlotId) -> u32 {
         let i = self
             .spawns
             .iter()
@@ -119,14 +119,19 @@ impl H {
     }
 
     /// Answers every pending spawn, in order.
-    pub fn settle(&mut self) {
+    pub(super) fn settle(&mut self) {
         while let Some(&(slot, _)) = self.spawns.first() {
             self.spawned(slot);
         }
     }
 
     /// The current run of `slot` exits with `class` (key fingerprint `key`).
-    pub fn exit_key(&mut self, slot: SlotId, class: ExitClass, key: Option<u64>) -> Vec<Action> {
+    pub(super) fn exit_key(
+        &mut self,
+        slot: SlotId,
+        class: ExitClass,
+        key: Option<u64>,
+    ) -> Vec<Action> {
         let run = self.fleet.slots[slot].run;
         let code = match class {
             ExitClass::Ok => 0,
@@ -145,13 +150,13 @@ impl H {
         })
     }
 
-    pub fn exit(&mut self, slot: SlotId, class: ExitClass) -> Vec<Action> {
+    pub(super) fn exit(&mut self, slot: SlotId, class: ExitClass) -> Vec<Action> {
         self.exit_key(slot, class, Some(1))
     }
 
     /// Moves time forward by `d`, firing every timer that falls due (in time
     /// order, including those armed meanwhile).
-    pub fn advance(&mut self, d: Duration) {
+    pub(super) fn advance(&mut self, d: Duration) {
         let end = self.now + d;
         loop {
             let due = self
@@ -169,20 +174,20 @@ impl H {
         self.now = end;
     }
 
-    pub fn state(&self, slot: SlotId) -> StateKind {
+    pub(super) fn state(&self, slot: SlotId) -> StateKind {
         self.fleet.state(slot)
     }
 
-    pub fn run(&self, slot: SlotId) -> u64 {
+    pub(super) fn run(&self, slot: SlotId) -> u64 {
         self.fleet.slots[slot].run
     }
 
-    pub fn pid(&self, slot: SlotId) -> Option<u32> {
+    pub(super) fn pid(&self, slot: SlotId) -> Option<u32> {
         self.fleet.slots[slot].pid
     }
 
     /// Every log line so far.
-    pub fn lines(&self) -> Vec<String> {
+    pub(super) fn lines(&self) -> Vec<String> {
         self.all
             .iter()
             .filter_map(|a| match a {
@@ -193,7 +198,7 @@ impl H {
     }
 
     /// Signals sent so far: `(slot, sig)`.
-    pub fn signals(&self) -> Vec<(SlotId, StopSignal)> {
+    pub(super) fn signals(&self) -> Vec<(SlotId, StopSignal)> {
         self.all
             .iter()
             .filter_map(|a| match a {
@@ -204,7 +209,7 @@ impl H {
     }
 
     /// Spawns requested so far, by slot.
-    pub fn spawn_count(&self, slot: SlotId) -> usize {
+    pub(super) fn spawn_count(&self, slot: SlotId) -> usize {
         self.all
             .iter()
             .filter(|a| matches!(a, Action::Spawn { slot: s, .. } if *s == slot))
@@ -212,12 +217,12 @@ impl H {
     }
 
     /// Re-reads requested so far.
-    pub fn rereads(&self) -> usize {
+    pub(super) fn rereads(&self) -> usize {
         self.all.iter().filter(|a| **a == Action::Reread).count()
     }
 
     /// Transitions of `slot` so far, as `from->to`.
-    pub fn transitions(&self, slot: SlotId) -> Vec<String> {
+    pub(super) fn transitions(&self, slot: SlotId) -> Vec<String> {
         let (w, r) = self.fleet.slot(slot);
         let name = &self.fleet.cfg.workers[w].name;
         self.all
@@ -231,7 +236,7 @@ impl H {
             .collect()
     }
 
-    pub fn restarts(&self, worker: &str, reason: RestartReason) -> u64 {
+    pub(super) fn restarts(&self, worker: &str, reason: RestartReason) -> u64 {
         self.fleet
             .counters
             .restarts
@@ -241,7 +246,7 @@ impl H {
             .unwrap_or(0)
     }
 
-    pub fn control(&mut self, request: ControlRequest) -> ControlResponse {
+    pub(super) fn control(&mut self, request: ControlRequest) -> ControlResponse {
         let out = self.step(Event::Control { reply: 9, request });
         out.into_iter()
             .find_map(|a| match a {

@@ -44,16 +44,16 @@ use crate::exit::code;
 use crate::replica::{self, Replica, StateKind};
 use crate::status::{Counters, ReplicaStatus, RestartReason, Status};
 
-pub use pacer::Pacer;
-pub use reread::{REREAD_MIN_INTERVAL, WATCH_MIN_INTERVAL};
-pub use signals::signal_name;
-pub use types::{Action, Event, FleetConfig, KeyChange, Level, Timer, WorkerSpec};
+pub(crate) use pacer::Pacer;
+pub(crate) use reread::WATCH_MIN_INTERVAL;
+pub(crate) use signals::signal_name;
+pub(crate) use types::{Action, Event, FleetConfig, KeyChange, Level, Timer, WorkerSpec};
 
 /// A replica's index in the fleet: workers in config order, then replicas.
-pub type SlotId = usize;
+pub(crate) type SlotId = usize;
 
 /// Names a control request's caller, so the answer finds it.
-pub type ReplyId = u64;
+pub(crate) type ReplyId = u64;
 
 /// One replica, as the fleet tracks it.
 #[derive(Debug)]
@@ -86,7 +86,7 @@ struct Slot {
 
 /// The fleet: see the module docs.
 #[derive(Debug)]
-pub struct Fleet {
+pub(crate) struct Fleet {
     cfg: FleetConfig,
     slots: Vec<Slot>,
     started: Instant,
@@ -100,7 +100,7 @@ pub struct Fleet {
 
 impl Fleet {
     /// A fleet of stopped replicas; send [`Event::Start`].
-    pub fn new(cfg: FleetConfig, now: Instant) -> Fleet {
+    pub(crate) fn new(cfg: FleetConfig, now: Instant) -> Fleet {
         let mut slots = Vec::new();
         for (wi, w) in cfg.workers.iter().enumerate() {
             for r in 0..w.replicas {
@@ -136,7 +136,12 @@ impl Fleet {
     }
 
     /// Applies one event at `now`; returns what to do, in order.
-    pub fn step(&mut self, event: Event, now: Instant, rng: &mut fastrand::Rng) -> Vec<Action> {
+    pub(crate) fn step(
+        &mut self,
+        event: Event,
+        now: Instant,
+        rng: &mut fastrand::Rng,
+    ) -> Vec<Action> {
         let mut cx = Cx {
             now,
             rng,
@@ -191,67 +196,62 @@ impl Fleet {
     }
 
     /// The number of replicas.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.slots.len()
     }
 
-    /// True for a fleet without replicas.
-    pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
-    }
-
     /// The worker (index into [`FleetConfig::workers`]) and replica index of `slot`.
-    pub fn slot(&self, slot: SlotId) -> (usize, u32) {
+    pub(crate) fn slot(&self, slot: SlotId) -> (usize, u32) {
         (self.slots[slot].worker, self.slots[slot].replica)
     }
 
     /// True when `run` is the current run of `slot` (older runs' reports are
     /// dropped).
-    pub fn is_current(&self, slot: SlotId, run: u64) -> bool {
+    pub(crate) fn is_current(&self, slot: SlotId, run: u64) -> bool {
         self.slots.get(slot).is_some_and(|s| s.run == run)
     }
 
     /// True once agentsup asked the current run of `slot` to stop (its exit is then
     /// not a failure, whatever its status).
-    pub fn stop_requested(&self, slot: SlotId) -> bool {
+    pub(crate) fn stop_requested(&self, slot: SlotId) -> bool {
         self.slots[slot].stop_requested
     }
 
     /// The state of `slot`'s replica.
-    pub fn state(&self, slot: SlotId) -> StateKind {
+    pub(crate) fn state(&self, slot: SlotId) -> StateKind {
         self.slots[slot].machine.state().kind()
     }
 
     /// The current run of `slot` (0 before its first spawn).
-    pub fn run(&self, slot: SlotId) -> u64 {
+    pub(crate) fn run(&self, slot: SlotId) -> u64 {
         self.slots[slot].run
     }
 
     /// The pid of `slot`'s running process.
-    pub fn pid(&self, slot: SlotId) -> Option<u32> {
+    pub(crate) fn pid(&self, slot: SlotId) -> Option<u32> {
         self.slots[slot].pid
     }
 
     /// With a `ready` probe: whether `slot`'s current run passed it.
-    pub fn ready(&self, slot: SlotId) -> Option<bool> {
+    pub(crate) fn ready(&self, slot: SlotId) -> Option<bool> {
         self.slots[slot].ready
     }
 
     /// True once a stop of everything began.
-    pub fn is_shutting_down(&self) -> bool {
+    pub(crate) fn is_shutting_down(&self) -> bool {
         self.shutting_down
     }
 
     /// True when every replica is finished for good (stopped, exited, failed) and
     /// no process is left: the run ends.
-    pub fn all_done(&self) -> bool {
+    pub(crate) fn all_done(&self) -> bool {
         self.slots
             .iter()
             .all(|s| s.pid.is_none() && s.machine.state().kind().is_final())
     }
 
     /// The exit code and the closing line, once [`Self::all_done`].
-    pub fn outcome(&self) -> (u8, &'static str) {
+    pub(crate) fn outcome(&self) -> (u8, &'static str) {
         let failed = self
             .slots
             .iter()
@@ -271,7 +271,7 @@ impl Fleet {
     }
 
     /// The snapshot `status`, `/readyz` and `/metrics` read.
-    pub fn status(&self, now: Instant) -> Status {
+    pub(crate) fn status(&self, now: Instant) -> Status {
         Status {
             config: self.cfg.config_path.clone(),
             pid: self.cfg.pid,

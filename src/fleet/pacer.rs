@@ -19,7 +19,7 @@ const HOLD_MAX: Duration = Duration::from_secs(60);
 /// `agentsup reload`) or by a watched file changing are not held here (only by
 /// the minimum interval between any two re-reads, [`super::REREAD_MIN_INTERVAL`]).
 #[derive(Debug, Default)]
-pub struct Pacer {
+pub(crate) struct Pacer {
     failures: u32,
     hold_until: Option<Instant>,
     /// An automatic re-read was asked for while held; it runs when the hold ends.
@@ -28,23 +28,23 @@ pub struct Pacer {
 
 impl Pacer {
     /// When an automatic re-read asked for at `now` must wait, until when.
-    pub fn held_until(&self, now: Instant) -> Option<Instant> {
+    pub(crate) fn held_until(&self, now: Instant) -> Option<Instant> {
         self.hold_until.filter(|&t| t > now)
     }
 
     /// Records an automatic re-read held back. True if it is the first since the
     /// hold began (the caller arms one timer for it).
-    pub fn defer(&mut self) -> bool {
+    pub(crate) fn defer(&mut self) -> bool {
         !std::mem::replace(&mut self.deferred, true)
     }
 
     /// The hold is over: true if a deferred re-read should run now.
-    pub fn hold_over(&mut self) -> bool {
+    pub(crate) fn hold_over(&mut self) -> bool {
         std::mem::take(&mut self.deferred)
     }
 
     /// A re-read failed at `now`: returns how long automatic ones now wait.
-    pub fn failed(&mut self, now: Instant) -> Duration {
+    pub(crate) fn failed(&mut self, now: Instant) -> Duration {
         let hold = HOLD_FIRST
             .saturating_mul(1u32 << self.failures.min(16))
             .min(HOLD_MAX);
@@ -54,7 +54,7 @@ impl Pacer {
     }
 
     /// A re-read succeeded: automatic re-reads run at once again.
-    pub fn succeeded(&mut self) {
+    pub(crate) fn succeeded(&mut self) {
         self.failures = 0;
         self.hold_until = None;
     }

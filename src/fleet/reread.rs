@@ -19,12 +19,12 @@ use crate::status::{ControlResponse, RestartReason};
 /// vault, `op`, a cloud secret manager, often rate-limited or billed per call); 3 s
 /// keeps a loop of `reload`, SIGHUP or auth failures at 20 runs a minute at most,
 /// while an operator's reload still waits at most 3 s.
-pub const REREAD_MIN_INTERVAL: Duration = Duration::from_secs(3);
+pub(crate) const REREAD_MIN_INTERVAL: Duration = Duration::from_secs(3);
 
 /// The same for a re-read a watched source's change asks for: the new value is
 /// news, and the watcher already collapses a burst of changes, so a rotation
 /// reaches the workers within a second or two.
-pub const WATCH_MIN_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const WATCH_MIN_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The coordinator's state.
 #[derive(Debug, Default)]

@@ -107,7 +107,7 @@ impl Fleet {
 }
 
 /// `SIGTERM`, or `signal N` for a number nix does not name.
-pub fn signal_name(sig: i32) -> String {
+pub(crate) fn signal_name(sig: i32) -> String {
     nix::sys::signal::Signal::try_from(sig)
         .map(|s| s.as_str().to_string())
         .unwrap_or_else(|_| format!("signal {sig}"))

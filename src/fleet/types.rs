@@ -12,7 +12,7 @@ use crate::status::{ControlRequest, ControlResponse};
 
 /// One worker, as the fleet needs it.
 #[derive(Debug, Clone)]
-pub struct WorkerSpec {
+pub(crate) struct WorkerSpec {
     /// Its name.
     pub name: String,
     /// How many replicas.
@@ -30,7 +30,7 @@ pub struct WorkerSpec {
 
 /// The fleet's configuration, from the plan.
 #[derive(Debug, Clone)]
-pub struct FleetConfig {
+pub(crate) struct FleetConfig {
     /// The workers, in config order.
     pub workers: Vec<WorkerSpec>,
     /// `[supervisor] on_give_up`.
@@ -48,7 +48,7 @@ pub struct FleetConfig {
 
 /// A declared key of one replica whose value differs from what its current run got.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyChange {
+pub(crate) struct KeyChange {
     /// The key's name.
     pub key: String,
     /// Where the new value comes from (or `removed from every source`); never a value.
@@ -57,7 +57,7 @@ pub struct KeyChange {
 
 /// A timer the fleet asked for; it comes back as [`Event::Timer`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Timer {
+pub(crate) enum Timer {
     /// A replica's own timer (backoff, stop deadline); stale generations are ignored.
     Replica {
         /// Which replica.
@@ -92,7 +92,7 @@ pub enum Timer {
 
 /// Everything that can happen to the fleet.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Event {
+pub(crate) enum Event {
     /// Start every replica (once, after start-up).
     Start,
     /// A signal to agentsup.
@@ -164,7 +164,7 @@ pub enum Event {
 
 /// How loud a [`Action::Log`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
+pub(crate) enum Level {
     /// Routine.
     Info,
     /// Something to look at.
@@ -175,7 +175,7 @@ pub enum Level {
 
 /// What the dispatcher must do, in order.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Action {
+pub(crate) enum Action {
     /// Build the replica's environment from the current snapshot and start run
     /// `run`; report [`Event::Spawned`] or [`Event::SpawnFailed`], then
     /// [`Event::Exited`].

@@ -6,7 +6,7 @@
 //! For each fork-mode worker, agentsup starts **one template interpreter** through
 //! the [`Spawner`] — so the template is registered with the reaper, sits in its own
 //! process group and dies with agentsup (PDEATHSIG) like any worker. Its
-//! environment is the worker's minus every secret ([`template_env`]): no declared
+//! environment is the worker's minus every secret (`template_env`): no declared
 //! key (exact or glob), no `X_FILE` that feeds one, nothing [`crate::env`] marks
 //! secret. It imports `preload` once, then serves fork requests over a Unix socket.
 //! The Python side is `src/fork_template.py`, embedded in the binary, written to a
@@ -70,7 +70,7 @@
 //!   channels, an HTTP client with a keep-alive pool). Every replica would share the
 //!   same socket. Create them at run time.
 //! * **The worker's own module.** Preload libraries, never the code that builds
-//!   clients from keys; [`preflight`] refuses `preload` containing `module`.
+//!   clients from keys; `preflight` refuses `preload` containing `module`.
 //! * Variables read by the interpreter at start-up (`PYTHONPATH`, `PYTHONHASHSEED`,
 //!   `LD_PRELOAD`, …) come from the template's environment, which is the worker's
 //!   minus its keys, so they match; a *secret* one cannot take effect.
@@ -80,9 +80,9 @@
 //!
 //! # Using it from a run
 //!
-//! [`Forked`] mirrors [`crate::process::Spawned`] (same `pid`, `stdout`, `stderr`),
+//! [`Forked`] mirrors `crate::process::Spawned` (same `pid`, `stdout`, `stderr`),
 //! and [`ForkExit`] resolves to the same `Result<ExitStatus, _>` as
-//! [`crate::reaper::ExitWaiter`], an error meaning "status unknown, treat as a
+//! `crate::reaper::ExitWaiter`, an error meaning "status unknown, treat as a
 //! crash". A run starts a replica with `template.fork(env.pairs())` instead of
 //! `spawner.spawn(spec)` and treats the result alike; it stops a replica by
 //! signalling the group `pid`, as for spawned workers.
@@ -112,11 +112,11 @@ use crate::process::{Spawner, kill_group};
 use conn::{Conn, Death};
 use start::StartParams;
 
-pub use prepare::{preflight, template_env};
+pub(crate) use prepare::{preflight, template_env};
 pub use types::{ForkError, ForkExit, ForkExitError, Forked, TemplateOptions};
 
 /// The template program, shipped inside the binary.
-pub const TEMPLATE_SOURCE: &str = include_str!("../fork_template.py");
+pub(crate) const TEMPLATE_SOURCE: &str = include_str!("../fork_template.py");
 
 /// The template of one fork-mode worker. Cheap to clone; every clone drives the
 /// same template. When the last clone is dropped, the template and every replica
@@ -176,7 +176,7 @@ impl ForkTemplate {
     /// template's own output goes to `output` as supervisor events (or to
     /// `tracing` when `None`), redacted. A preload that fails to import is
     /// [`ForkError::Preload`], naming the module, with its traceback.
-    pub async fn start(
+    pub(crate) async fn start(
         worker: &WorkerPlan,
         env: &BuiltEnv,
         spawner: &Spawner,
@@ -185,7 +185,7 @@ impl ForkTemplate {
         Self::start_with(worker, env, spawner, output, TemplateOptions::default()).await
     }
 
-    /// [`ForkTemplate::start`] with explicit limits.
+    /// `ForkTemplate::start` with explicit limits.
     pub async fn start_with(
         worker: &WorkerPlan,
         env: &BuiltEnv,
@@ -270,11 +270,6 @@ impl ForkTemplate {
             .pid
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The worker's name.
-    pub fn worker(&self) -> &str {
-        &self.inner.worker
     }
 
     /// How many template processes were started so far (1 + restarts).

@@ -14,7 +14,7 @@ use crate::plan::WorkerPlan;
 /// `AGENTSUP_REPLICA` (the template is not a replica). Kept: `inherit`, `vars`,
 /// `PYTHONUNBUFFERED`, `AGENTSUP_WORKER`, … — what the interpreter and imports
 /// legitimately need, identical to what replicas see.
-pub fn template_env(worker: &WorkerPlan, env: &BuiltEnv) -> Vec<(String, String)> {
+pub(crate) fn template_env(worker: &WorkerPlan, env: &BuiltEnv) -> Vec<(String, String)> {
     let feeds_a_key = |name: &str| {
         name.strip_suffix("_FILE")
             .is_some_and(|key| worker.keys_exact.iter().any(|k| k == key))
@@ -34,7 +34,7 @@ pub fn template_env(worker: &WorkerPlan, env: &BuiltEnv) -> Vec<(String, String)
 /// Checks a fork-mode worker before anything starts: the interpreter is on the
 /// worker's `PATH`, `script` exists, `preload` does not hold the worker's own
 /// module. Returns the interpreter's path. `env` is any replica's environment.
-pub fn preflight(worker: &WorkerPlan, env: &BuiltEnv) -> Result<PathBuf, ForkError> {
+pub(crate) fn preflight(worker: &WorkerPlan, env: &BuiltEnv) -> Result<PathBuf, ForkError> {
     let fork = worker.fork.as_ref().ok_or(ForkError::NotForkMode)?;
     let python = crate::process::resolve_program(&fork.python, env.path_var(), &worker.cwd)?;
     if let Some(script) = &fork.script {

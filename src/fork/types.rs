@@ -108,24 +108,11 @@ pub enum ForkExitError {
 }
 
 /// Resolves with a forked replica's exit status, as reported by its template.
-/// The counterpart of [`crate::reaper::ExitWaiter`]; dropping it is fine.
+/// The counterpart of `crate::reaper::ExitWaiter`; dropping it is fine.
 #[derive(Debug)]
 pub struct ForkExit {
     pub(super) pid: u32,
     pub(super) rx: oneshot::Receiver<ExitStatus>,
-}
-
-impl ForkExit {
-    /// The replica's pid.
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
-
-    /// The underlying channel (a dropped sender means the template died), for a
-    /// caller that wants one exit-future type for spawned and forked replicas.
-    pub fn into_receiver(self) -> oneshot::Receiver<ExitStatus> {
-        self.rx
-    }
 }
 
 impl Future for ForkExit {
@@ -139,7 +126,7 @@ impl Future for ForkExit {
     }
 }
 
-/// A forked replica; mirrors [`crate::process::Spawned`] field for field.
+/// A forked replica; mirrors `crate::process::Spawned` field for field.
 #[derive(Debug)]
 pub struct Forked {
     /// Its pid, which is also its process group (and session) id.

@@ -42,7 +42,7 @@ type Labels = Vec<(&'static str, String)>;
 
 /// Which exposition format a scrape gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(super) enum Format {
     /// OpenMetrics 1.0.0 text, ending in `# EOF`.
     OpenMetrics,
     /// Prometheus text format 0.0.4.
@@ -53,7 +53,7 @@ impl Format {
     /// OpenMetrics when `accept` lists `application/openmetrics-text` with a
     /// non-zero quality (Prometheus does, first), else the classic text format,
     /// which every consumer understands.
-    pub fn negotiate(accept: Option<&str>) -> Format {
+    pub(super) fn negotiate(accept: Option<&str>) -> Format {
         let Some(accept) = accept else {
             return Format::Classic;
         };
@@ -78,7 +78,7 @@ impl Format {
     }
 
     /// The `Content-Type` of a response in this format.
-    pub fn content_type(self) -> &'static str {
+    pub(super) fn content_type(self) -> &'static str {
         match self {
             Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
             Format::Classic => "text/plain; version=0.0.4; charset=utf-8",
@@ -88,7 +88,12 @@ impl Format {
 
 /// Renders `status` in `format`. `uptime_secs` is passed in because the snapshot's
 /// own uptime is only as fresh as the last event; `ready` is the `/readyz` verdict.
-pub fn render(status: &Arc<Status>, uptime_secs: f64, ready: bool, format: Format) -> String {
+pub(super) fn render(
+    status: &Arc<Status>,
+    uptime_secs: f64,
+    ready: bool,
+    format: Format,
+) -> String {
     let open = openmetrics(status, uptime_secs, ready);
     match format {
         Format::OpenMetrics => open,

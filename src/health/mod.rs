@@ -57,7 +57,7 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Binds the health address before any worker starts, so a port clash is a
 /// start-up error rather than a half-started supervisor.
-pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
+pub(crate) async fn bind(addr: &str) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
@@ -65,7 +65,7 @@ pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
 ///
 /// Must be called from within the tokio runtime; returns at once (the server runs
 /// on spawned tasks).
-pub fn serve(listener: TcpListener, status: watch::Receiver<Arc<Status>>) {
+pub(crate) fn serve(listener: TcpListener, status: watch::Receiver<Arc<Status>>) {
     let shared = Arc::new(Shared {
         status,
         serving_since: Instant::now(),
@@ -264,7 +264,7 @@ impl Shared {
 /// first publish the channel holds `Status::default()`, which has no workers and
 /// would pass vacuously. `agentsup run` always has at least one worker, so no
 /// replicas means "not started yet".
-pub fn readiness(status: &Status) -> Result<(), String> {
+pub(crate) fn readiness(status: &Status) -> Result<(), String> {
     if status.replicas.is_empty() && !status.shutting_down {
         return Err("starting".into());
     }

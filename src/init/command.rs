@@ -6,7 +6,7 @@ use super::DraftWorker;
 
 /// A worker's `command`, as argv.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DraftCommand {
+pub(crate) struct DraftCommand {
     /// The argv agentsup will exec.
     pub argv: Vec<String>,
     /// True when the line needed a shell (`sh -c "exec …"`): PATH checks see only `sh`.
@@ -21,7 +21,7 @@ const SHELL_SYNTAX: &[char] = &[
 /// A shell command line as argv: split like a shell would when it is plain words,
 /// otherwise `["sh", "-c", "exec LINE"]` (`exec` so the program, not the shell,
 /// gets signals and gives the exit status).
-pub fn from_shell_line(line: &str) -> DraftCommand {
+pub(super) fn from_shell_line(line: &str) -> DraftCommand {
     let line = line.trim();
     let plain = !line.contains(SHELL_SYNTAX);
     if plain && let Ok(words) = shell_words::split(line) {
@@ -49,7 +49,7 @@ pub fn from_shell_line(line: &str) -> DraftCommand {
 }
 
 /// A worker for `agentsup init -- CMD ARGS…`, and the `shutdown_timeout` it needs.
-pub fn from_command_line(argv: &[String]) -> (DraftWorker, Option<String>) {
+pub(crate) fn from_command_line(argv: &[String]) -> (DraftWorker, Option<String>) {
     let program = argv[0].rsplit('/').next().unwrap_or(&argv[0]).to_string();
     if program == "celery" && argv.iter().any(|a| a == "worker") {
         return celery(argv);

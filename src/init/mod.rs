@@ -14,11 +14,11 @@ mod supervisord;
 
 use std::path::{Path, PathBuf};
 
-pub use command::{DraftCommand, from_command_line};
+pub(crate) use command::{DraftCommand, from_command_line};
 
 /// Where `init` looks, and what it was given.
 #[derive(Debug, Clone)]
-pub struct InitRequest {
+pub(crate) struct InitRequest {
     /// The directory the config is for (it is written there).
     pub dir: PathBuf,
     /// The secret directory to look for (`/run/secrets` unless a test says otherwise).
@@ -29,7 +29,7 @@ pub struct InitRequest {
 
 /// One worker of the draft.
 #[derive(Debug, Clone, PartialEq)]
-pub struct DraftWorker {
+pub(crate) struct DraftWorker {
     /// The worker's name (sanitised to what the config accepts).
     pub name: String,
     /// argv.
@@ -78,7 +78,7 @@ impl DraftWorker {
 
 /// What `init` found, ready to render.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Draft {
+pub(crate) struct Draft {
     /// `.env` next to the config: its keys, in file order.
     pub dotenv_keys: Option<Vec<String>>,
     /// The secret directory and its keys, when it exists.
@@ -95,7 +95,7 @@ pub struct Draft {
 
 /// Why `init` could not draft a config.
 #[derive(Debug, thiserror::Error)]
-pub enum InitError {
+pub(crate) enum InitError {
     /// A file exists but could not be read or understood.
     #[error("{path}: {reason}")]
     Unreadable {
@@ -133,7 +133,7 @@ pub enum InitError {
 
 /// Writes the drafted config: created exclusively (never over an existing file)
 /// unless `force`.
-pub fn write_config(path: &Path, text: &str, force: bool) -> Result<(), InitError> {
+pub(crate) fn write_config(path: &Path, text: &str, force: bool) -> Result<(), InitError> {
     use std::io::Write as _;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true);
@@ -162,7 +162,7 @@ pub fn write_config(path: &Path, text: &str, force: bool) -> Result<(), InitErro
 }
 
 /// Reads what `dir` holds and drafts the workers and sources.
-pub fn discover(req: &InitRequest) -> Result<Draft, InitError> {
+pub(crate) fn discover(req: &InitRequest) -> Result<Draft, InitError> {
     let mut draft = Draft::default();
     let dotenv = req.dir.join(".env");
     if dotenv.is_file() {

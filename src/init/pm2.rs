@@ -8,7 +8,7 @@ use super::command::{DraftCommand, from_shell_line};
 use super::{DraftWorker, relative_to};
 
 /// Looked for in this order; the first one found is used.
-pub const CANDIDATES: [&str; 4] = [
+pub(super) const CANDIDATES: [&str; 4] = [
     "ecosystem.config.js",
     "ecosystem.config.cjs",
     "ecosystem.config.json",
@@ -16,7 +16,7 @@ pub const CANDIDATES: [&str; 4] = [
 ];
 
 /// The `apps` array of the file, as JSON.
-pub fn load(path: &Path) -> Result<Vec<serde_json::Value>, String> {
+pub(super) fn load(path: &Path) -> Result<Vec<serde_json::Value>, String> {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let json = if name.ends_with(".json") {
         std::fs::read_to_string(path).map_err(|e| format!("cannot read it ({e})"))?
@@ -50,7 +50,7 @@ pub fn load(path: &Path) -> Result<Vec<serde_json::Value>, String> {
 }
 
 /// One worker per app.
-pub fn workers(apps: &[serde_json::Value], file: &str, dir: &Path) -> Vec<DraftWorker> {
+pub(super) fn workers(apps: &[serde_json::Value], file: &str, dir: &Path) -> Vec<DraftWorker> {
     let mut out = Vec::new();
     for (i, app) in apps.iter().enumerate() {
         let s = |k: &str| app.get(k).and_then(|v| v.as_str()).map(str::to_string);

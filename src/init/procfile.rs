@@ -4,7 +4,7 @@ use super::DraftWorker;
 use super::command::from_shell_line;
 
 /// One worker per `name: command` line; comments and blank lines skipped.
-pub fn parse(text: &str, file: &str) -> Vec<DraftWorker> {
+pub(super) fn parse(text: &str, file: &str) -> Vec<DraftWorker> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();

@@ -16,7 +16,7 @@ fn list(items: &[String]) -> String {
 
 impl Draft {
     /// The config text.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "# supervisor.toml drafted by `agentsup init`.");
         if !self.read.is_empty() {

@@ -11,7 +11,7 @@ use super::command::from_shell_line;
 use super::{DraftWorker, relative_to};
 
 /// Files in `dir` that hold at least one `[program:…]` section.
-pub fn candidates(dir: &Path) -> Vec<String> {
+pub(super) fn candidates(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return out;
@@ -115,7 +115,7 @@ fn environment(value: &str) -> Vec<(String, String)> {
 }
 
 /// The workers of every `[program:x]` in `text`.
-pub fn parse(text: &str, file: &str, dir: &Path) -> Result<Vec<DraftWorker>, String> {
+pub(super) fn parse(text: &str, file: &str, dir: &Path) -> Result<Vec<DraftWorker>, String> {
     let mut out = Vec::new();
     for (section, keys, line) in sections(text) {
         let Some(name) = section.strip_prefix("program:") else {

@@ -31,7 +31,7 @@ const PALETTE: [AnsiColor; 10] = [
 
 /// A value attached to a supervisor event.
 #[derive(Debug, Clone, PartialEq)]
-pub enum FieldValue {
+pub(crate) enum FieldValue {
     /// Text (redacted before printing).
     Str(String),
     /// Signed integer.
@@ -98,7 +98,7 @@ impl FieldValue {
 /// A message from agentsup itself, printed in the same stream and format as worker
 /// lines. Usually built by [`OutputLayer`](super::OutputLayer) from a `tracing` event.
 #[derive(Debug, Clone)]
-pub struct SupervisorEvent {
+pub(crate) struct SupervisorEvent {
     /// Severity.
     pub level: Level,
     /// The message.
@@ -109,7 +109,7 @@ pub struct SupervisorEvent {
 
 impl SupervisorEvent {
     /// An event with no fields.
-    pub fn new(level: Level, message: impl Into<String>) -> Self {
+    pub(crate) fn new(level: Level, message: impl Into<String>) -> Self {
         SupervisorEvent {
             level,
             message: message.into(),
@@ -118,7 +118,7 @@ impl SupervisorEvent {
     }
 
     /// Adds a field.
-    pub fn field(
+    pub(crate) fn field(
         mut self,
         name: impl Into<Cow<'static, str>>,
         value: impl Into<FieldValue>,
@@ -166,12 +166,12 @@ impl LineFormatter {
     }
 
     /// The format in use.
-    pub fn format(&self) -> Format {
+    pub(crate) fn format(&self) -> Format {
         self.format
     }
 
     /// The width pretty events wrap to; `None` (not a terminal) keeps them whole.
-    pub fn width(&self) -> Option<usize> {
+    pub(crate) fn width(&self) -> Option<usize> {
         self.width
     }
 
@@ -250,7 +250,12 @@ impl LineFormatter {
     }
 
     /// Appends one supervisor event, redacting its message and text fields first.
-    pub fn write_event(&self, out: &mut Vec<u8>, event: &SupervisorEvent, redactor: &Redactor) {
+    pub(crate) fn write_event(
+        &self,
+        out: &mut Vec<u8>,
+        event: &SupervisorEvent,
+        redactor: &Redactor,
+    ) {
         match self.format {
             Format::Pretty => self.write_event_pretty(out, event, redactor),
             Format::Json => write_json(out, &EventRecord { event, redactor }),
@@ -420,8 +425,8 @@ impl Serialize for EventRecord<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::output::Stream;
     use crate::output::test_support::{config, meta};
-    use crate::output::{ColorChoice, Stream};
     use crate::secret::Sensitive;
 
     #[test]
@@ -460,8 +465,6 @@ mod tests {
             )),
             b"w.0      | "
         );
-        assert!(!ColorChoice::Never.for_stdout());
-        assert_eq!(ColorChoice::from_flag(true), ColorChoice::Never);
     }
 
     #[test]

@@ -10,7 +10,7 @@ pub enum Frame<'a> {
     /// A complete line without its `\n` (any `\r` is kept), or the last piece of an
     /// over-long line.
     Line(&'a [u8]),
-    /// [`MAX_LINE`] bytes of a longer line; more of the same line follows.
+    /// `MAX_LINE` bytes of a longer line; more of the same line follows.
     Piece(&'a [u8]),
 }
 
@@ -33,7 +33,7 @@ impl Default for LineFramer {
 }
 
 impl LineFramer {
-    /// A framer cutting lines at [`MAX_LINE`].
+    /// A framer cutting lines at `MAX_LINE`.
     pub fn new() -> Self {
         Self::with_max(MAX_LINE)
     }
@@ -149,7 +149,7 @@ pub struct Tail {
 }
 
 /// Calls `on_match` once, for the first line that matches `re`.
-pub struct LineWatch {
+pub(crate) struct LineWatch {
     /// The pattern.
     pub re: regex::Regex,
     /// What to do then.
@@ -172,7 +172,7 @@ impl Default for Tail {
 
 impl Tail {
     /// A tail of [`TAIL_LINES`] lines and at most [`TAIL_BYTES`] bytes.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::with_limits(TAIL_LINES, TAIL_BYTES)
     }
 
@@ -188,7 +188,7 @@ impl Tail {
     }
 
     /// Watches the lines pushed from now on; replaces an earlier watch.
-    pub fn watch(&mut self, watch: Option<LineWatch>) {
+    pub(crate) fn watch(&mut self, watch: Option<LineWatch>) {
         self.watch = watch;
     }
 
@@ -223,7 +223,7 @@ impl Tail {
     }
 
     /// The lines joined with `\n`, invalid UTF-8 replaced.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let mut out = String::with_capacity(self.bytes);
         for (i, line) in self.lines.iter().enumerate() {
             if i > 0 {
@@ -236,7 +236,7 @@ impl Tail {
 
     /// Forgets every line (a new run of the replica); a watch set for the new
     /// run stays.
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.lines.clear();
         self.bytes = 0;
     }

@@ -3,7 +3,7 @@
 //!
 //! # Data flow
 //!
-//! Each stdout/stderr pipe of each replica gets a [`pump`] task. It reads large
+//! Each stdout/stderr pipe of each replica gets a `pump` task. It reads large
 //! chunks, frames them into lines ([`LineFramer`]), keeps the raw lines in the
 //! replica's [`Tail`] for exit classification, redacts every line, formats it (the
 //! `planner.0 | ` prefix or a JSON object) into a batch buffer, and hands the batch
@@ -12,12 +12,12 @@
 //!
 //! # Back-pressure for worker lines, never for agentsup
 //!
-//! The sink's queue is bounded in bytes ([`QUEUE_BYTES`]). A pump that finds it full
+//! The sink's queue is bounded in bytes (`QUEUE_BYTES`). A pump that finds it full
 //! waits, so it stops reading its pipe, the pipe fills, and the worker blocks in
 //! `write`: a slow reader of agentsup's stdout slows the workers and no line is lost.
 //!
 //! agentsup's own events (the dispatcher's log lines and every `tracing` call, through
-//! [`OutputLayer`]) have their own lane and budget ([`EVENT_QUEUE_BYTES`]) in the same
+//! `OutputLayer`) have their own lane and budget (`EVENT_QUEUE_BYTES`) in the same
 //! FIFO: they never wait, so the dispatcher keeps working (and the shutdown's
 //! kill-at-90 % fires on time) whatever stdout does. Sharing the FIFO keeps a
 //! worker's last lines before the event that reports its exit. Should the event lane
@@ -29,14 +29,14 @@
 //! # A stdout that is not read, or fails
 //!
 //! At shutdown the supervisor gives stdout until the end of `shutdown_timeout`
-//! ([`OutputSink::abandon_at`]). Past that, nothing waits on stdout any more: what is
-//! queued or still arrives is counted and dropped, [`OutputSink::shutdown`] returns
+//! (`OutputSink::abandon_at`). Past that, nothing waits on stdout any more: what is
+//! queued or still arrives is counted and dropped, `OutputSink::shutdown` returns
 //! even if the writer thread is stuck in `write`, and one line on stderr (if that is
 //! a different, writable stream) says how much could not be delivered.
 //!
 //! `EPIPE` (the reader went away, as in `agentsup run | head`) discards the rest
 //! quietly; other write errors (`ENOSPC`, `EIO`) are temporary: see `writer.rs`.
-//! [`OutputSink::is_broken`] lets the supervisor decide what else to do.
+//! `OutputSink::is_broken` lets the supervisor decide what else to do.
 //!
 //! Ordering is preserved per stream (one pump per pipe, one FIFO queue), and a line is
 //! never interleaved with another because each formatted line goes into one batch.
@@ -44,7 +44,6 @@
 //! Not here: deciding which values are secret ([`crate::redact`]) and classifying
 //! exits from the tail ([`crate::auth`]).
 
-use std::io;
 use std::sync::Arc;
 
 use crate::redact::SharedRedactor;
@@ -54,37 +53,38 @@ mod frame;
 mod json;
 mod pump;
 mod sink;
-pub mod stdout;
+pub(crate) mod stdout;
 #[cfg(test)]
 mod test_support;
-pub mod width;
+pub(crate) mod width;
 mod writer;
 
-pub use format::{FieldValue, LineFormatter, SupervisorEvent};
-pub use frame::{Frame, LineFramer, LineWatch, Tail};
-pub use pump::{ReadWait, pump, pump_tracked};
-pub use sink::{OutputLayer, OutputSink};
-pub use writer::Undelivered;
+pub use format::LineFormatter;
+pub(crate) use format::{FieldValue, SupervisorEvent};
+pub(crate) use frame::LineWatch;
+pub use frame::{Frame, LineFramer, Tail};
+pub(crate) use pump::{ReadWait, pump_tracked};
+pub use sink::OutputSink;
 
 /// Longest piece of a line emitted at once. Longer lines are printed as several
 /// pieces, so memory per pipe stays bounded whatever a worker writes.
-pub const MAX_LINE: usize = 64 * 1024;
+pub(crate) const MAX_LINE: usize = 64 * 1024;
 
 /// Bytes the sink may hold before producers wait. The writer takes the whole queue
 /// at once, so at most twice this is buffered.
-pub const QUEUE_BYTES: usize = 1024 * 1024;
+pub(crate) const QUEUE_BYTES: usize = 1024 * 1024;
 
 /// Bytes of agentsup's own events the sink may hold. Events never wait: past this
 /// (thousands of events while stdout is not read) they are dropped and counted.
-pub const EVENT_QUEUE_BYTES: usize = 256 * 1024;
+pub(crate) const EVENT_QUEUE_BYTES: usize = 256 * 1024;
 
 /// The label of agentsup's own events.
-pub const SUPERVISOR_LABEL: &str = "agentsup";
+pub(crate) const SUPERVISOR_LABEL: &str = "agentsup";
 
 /// Lines and bytes [`Tail`] keeps by default (SPEC 5).
-pub const TAIL_LINES: usize = 200;
+pub(crate) const TAIL_LINES: usize = 200;
 /// See [`TAIL_LINES`].
-pub const TAIL_BYTES: usize = 64 * 1024;
+pub(crate) const TAIL_BYTES: usize = 64 * 1024;
 
 /// Which pipe of a replica a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -97,7 +97,7 @@ pub enum Stream {
 
 impl Stream {
     /// `"stdout"` or `"stderr"`, as in the JSON records.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Stream::Stdout => "stdout",
             Stream::Stderr => "stderr",
@@ -128,44 +128,9 @@ pub enum Format {
     Json,
 }
 
-/// Whether pretty output is coloured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ColorChoice {
-    /// Colour when stdout is a terminal and the environment allows it (`NO_COLOR`,
-    /// `CLICOLOR`, `CLICOLOR_FORCE`, `TERM=dumb`, following anstream).
-    #[default]
-    Auto,
-    /// Always colour.
-    Always,
-    /// Never colour (`--no-color`).
-    Never,
-}
-
-impl ColorChoice {
-    /// `Never` when `--no-color` was given, else `Auto`.
-    pub fn from_flag(no_color: bool) -> Self {
-        if no_color {
-            ColorChoice::Never
-        } else {
-            ColorChoice::Auto
-        }
-    }
-
-    /// Resolves the choice for agentsup's stdout.
-    pub fn for_stdout(self) -> bool {
-        match self {
-            ColorChoice::Always => true,
-            ColorChoice::Never => false,
-            ColorChoice::Auto => {
-                anstream::AutoStream::choice(&io::stdout()) != anstream::ColorChoice::Never
-            }
-        }
-    }
-}
-
 /// Width of the widest label (`name.N` for the highest replica, or `agentsup`), for
 /// [`OutputConfig::label_width`]. Takes `(worker name, replica count)`.
-pub fn label_width<'a>(workers: impl IntoIterator<Item = (&'a str, u32)>) -> usize {
+pub(crate) fn label_width<'a>(workers: impl IntoIterator<Item = (&'a str, u32)>) -> usize {
     workers
         .into_iter()
         .map(|(name, replicas)| {
@@ -180,18 +145,18 @@ pub fn label_width<'a>(workers: impl IntoIterator<Item = (&'a str, u32)>) -> usi
 pub struct OutputConfig {
     /// Pretty or JSON.
     pub format: Format,
-    /// Colour pretty output (resolve with [`ColorChoice::for_stdout`]).
+    /// Colour pretty output (decided by `stdout::want_color`).
     pub color: bool,
-    /// Labels are padded to this width (see [`label_width`]).
+    /// Labels are padded to this width (see `label_width`).
     pub label_width: usize,
     /// Worker names in config order; colours are assigned in this order so that
     /// neighbours differ. Unknown names get a colour from a hash of the name.
     pub workers: Vec<String>,
-    /// Redacts supervisor events and [`OutputSink::line`]. Defaults to
+    /// Redacts supervisor events and `OutputSink::line`. Defaults to
     /// [`crate::redact::global`].
     pub redactor: SharedRedactor,
     /// Pretty events wrap to this many columns, continuation lines indented
-    /// (see [`width::stdout_width`]); `None` keeps each line whole. Worker lines
+    /// (see `width::stdout_width`); `None` keeps each line whole. Worker lines
     /// are the worker's and never wrap.
     pub width: Option<usize>,
 }

@@ -76,17 +76,17 @@ impl PumpState {
 /// means someone else holds its output open; time blocked on a slow reader of
 /// agentsup's stdout does not (see `supervisor::run_task`).
 #[derive(Debug, Default)]
-pub struct ReadWait(AtomicBool);
+pub(crate) struct ReadWait(AtomicBool);
 
 impl ReadWait {
     /// True while the pump is blocked reading its pipe.
-    pub fn waiting(&self) -> bool {
+    pub(crate) fn waiting(&self) -> bool {
         self.0.load(Ordering::Relaxed)
     }
 }
 
 /// [`pump`] that also reports through `wait` when it is blocked reading.
-pub async fn pump_tracked<R: AsyncRead + Unpin>(
+pub(crate) async fn pump_tracked<R: AsyncRead + Unpin>(
     reader: R,
     meta: LineMeta,
     sink: OutputSink,
@@ -106,7 +106,8 @@ pub async fn pump_tracked<R: AsyncRead + Unpin>(
 ///
 /// Returns the read error, if any, after printing what was read; or `BrokenPipe`
 /// if the sink was shut down first.
-pub async fn pump<R: AsyncRead + Unpin>(
+#[cfg(test)]
+pub(crate) async fn pump<R: AsyncRead + Unpin>(
     reader: R,
     meta: LineMeta,
     sink: OutputSink,

@@ -15,8 +15,7 @@ use tracing_subscriber::layer::Context;
 
 use super::writer::{self, Undelivered, count_lines};
 use super::{
-    EVENT_QUEUE_BYTES, FieldValue, LineFormatter, LineMeta, OutputConfig, QUEUE_BYTES,
-    SupervisorEvent,
+    EVENT_QUEUE_BYTES, FieldValue, LineFormatter, OutputConfig, QUEUE_BYTES, SupervisorEvent,
 };
 use crate::redact::SharedRedactor;
 
@@ -295,7 +294,7 @@ impl Drop for SinkInner {
 }
 
 /// The one owner of stdout. Cheap to clone; every pump and the tracing layer hold a
-/// clone. Call [`OutputSink::shutdown`] before exiting so nothing queued is lost.
+/// clone. Call `OutputSink::shutdown` before exiting so nothing queued is lost.
 #[derive(Clone)]
 pub struct OutputSink {
     pub(super) inner: Arc<SinkInner>,
@@ -314,17 +313,20 @@ impl OutputSink {
     /// A sink writing to agentsup's stdout (file descriptor 1, written directly:
     /// the writer never holds the standard library's stdout lock, which a thread
     /// blocked on a stalled reader would keep forever).
-    pub fn stdout(config: OutputConfig) -> io::Result<Self> {
+    pub(crate) fn stdout(config: OutputConfig) -> io::Result<Self> {
         Self::new(writer::Stdout, config)
     }
 
     /// A sink writing to `writer` from a dedicated thread (tests pass a capture).
-    pub fn new<W: Write + Send + 'static>(writer: W, config: OutputConfig) -> io::Result<Self> {
+    pub(crate) fn new<W: Write + Send + 'static>(
+        writer: W,
+        config: OutputConfig,
+    ) -> io::Result<Self> {
         Self::with_capacity(writer, config, QUEUE_BYTES)
     }
 
     /// Like [`OutputSink::new`] with a bound of `cap` bytes for worker lines.
-    pub fn with_capacity<W: Write + Send + 'static>(
+    pub(crate) fn with_capacity<W: Write + Send + 'static>(
         writer: W,
         config: OutputConfig,
         cap: usize,
@@ -368,19 +370,20 @@ impl OutputSink {
     }
 
     /// The formatter in use.
-    pub fn formatter(&self) -> &LineFormatter {
+    pub(crate) fn formatter(&self) -> &LineFormatter {
         &self.inner.formatter
     }
 
     /// True once writing failed for good (`EPIPE`); output is being discarded.
-    pub fn is_broken(&self) -> bool {
+    pub(crate) fn is_broken(&self) -> bool {
         self.inner.broken.load(Ordering::SeqCst)
     }
 
     /// Prints one line for `meta`, redacted with the sink's redactor. Embedded
     /// newlines start new records. Waits while the queue is full. Pumps use a faster
     /// batched path; this is for callers with a single line in hand.
-    pub async fn line(&self, meta: &LineMeta, bytes: &[u8]) -> io::Result<()> {
+    #[cfg(test)]
+    pub(crate) async fn line(&self, meta: &super::LineMeta, bytes: &[u8]) -> io::Result<()> {
         let fmt = &self.inner.formatter;
         let redactor = self.inner.redactor.current();
         let prefix = fmt.prefix(meta);
@@ -398,13 +401,13 @@ impl OutputSink {
     }
 
     /// Prints a supervisor event. Never waits (see [`Queue`]).
-    pub async fn event(&self, event: &SupervisorEvent) -> io::Result<()> {
+    pub(crate) async fn event(&self, event: &SupervisorEvent) -> io::Result<()> {
         self.event_blocking(event)
     }
 
     /// Prints a supervisor event from synchronous code. Despite the name it never
     /// blocks: a full event lane drops the event and counts it.
-    pub fn event_blocking(&self, event: &SupervisorEvent) -> io::Result<()> {
+    pub(crate) fn event_blocking(&self, event: &SupervisorEvent) -> io::Result<()> {
         let buf = self.format_event(event);
         self.inner.queue.push_event(buf, |n| {
             self.format_event(&SupervisorEvent::new(
@@ -433,7 +436,7 @@ impl OutputSink {
     /// From `deadline` on, stops waiting on stdout: everything still queued or
     /// arriving later is counted and dropped, and [`OutputSink::shutdown`] returns
     /// even if the writer is stuck in a write. The earliest deadline set wins.
-    pub fn abandon_at(&self, deadline: Instant) {
+    pub(crate) fn abandon_at(&self, deadline: Instant) {
         let queue = Arc::clone(&self.inner.queue);
         let now = Instant::now();
         if deadline <= now {
@@ -452,7 +455,7 @@ impl OutputSink {
     }
 
     /// True once [`OutputSink::abandon_at`]'s deadline passed.
-    pub fn is_abandoned(&self) -> bool {
+    pub(crate) fn is_abandoned(&self) -> bool {
         *self.inner.queue.abandoned.borrow()
     }
 
@@ -461,7 +464,7 @@ impl OutputSink {
     /// stderr, if that is another stream and writable) how much output could not be
     /// delivered. Later sends fail with `BrokenPipe`; [`OutputLayer`] then falls
     /// back to stderr.
-    pub async fn shutdown(&self) {
+    pub(crate) async fn shutdown(&self) {
         self.inner.queue.close();
         let mut done = self.inner.done.clone();
         let mut abandoned = self.inner.queue.abandoned.subscribe();
@@ -476,12 +479,13 @@ impl OutputSink {
     }
 
     /// What could not be delivered so far (tests and the final report).
-    pub fn undelivered(&self) -> Undelivered {
+    #[cfg(test)]
+    pub(crate) fn undelivered(&self) -> Undelivered {
         self.inner.queue.undelivered()
     }
 
     /// A `tracing` layer printing events through this sink.
-    pub fn layer(&self) -> OutputLayer {
+    pub(crate) fn layer(&self) -> OutputLayer {
         OutputLayer { sink: self.clone() }
     }
 }
@@ -499,7 +503,7 @@ impl OutputSink {
 /// Combine it with an `EnvFilter` for levels. Events wait while the sink is full;
 /// after [`OutputSink::shutdown`] they go to stderr, still redacted.
 #[derive(Debug, Clone)]
-pub struct OutputLayer {
+pub(crate) struct OutputLayer {
     sink: OutputSink,
 }
 

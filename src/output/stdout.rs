@@ -8,7 +8,7 @@ use crate::exit::{Error, Result};
 
 /// A report for people or for machines (`check`, `status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ReportFormat {
+pub(crate) enum ReportFormat {
     /// Aligned text.
     #[default]
     Text,
@@ -17,7 +17,7 @@ pub enum ReportFormat {
 }
 
 /// Writes to stdout, treating a closed pipe (`agentsup check | head`) as success.
-pub fn write_stdout(text: &str) -> Result<()> {
+pub(crate) fn write_stdout(text: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
         Ok(()) => Ok(()),
@@ -27,7 +27,7 @@ pub fn write_stdout(text: &str) -> Result<()> {
 }
 
 /// Colour only on a terminal, and never with `--no-color` or `NO_COLOR` set.
-pub fn want_color(no_color: bool) -> bool {
+pub(crate) fn want_color(no_color: bool) -> bool {
     !no_color
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
         && std::io::stdout().is_terminal()

@@ -5,13 +5,13 @@ use std::borrow::Cow;
 
 /// Narrowest width wrapping honours: below it, a `planner.0 | ` prefix would
 /// leave too little room for words.
-pub const MIN_WIDTH: usize = 40;
+pub(crate) const MIN_WIDTH: usize = 40;
 
 /// The width to wrap pretty output to: `$COLUMNS` when set to a number (as `COLUMNS=80
 /// agentsup run` or a shell that exports it asks), else the width of the terminal
 /// on stdout. `None` when stdout is not a terminal (a pipe, a file, journald): logs
 /// keep one record per line, which `grep` and log shippers expect.
-pub fn stdout_width() -> Option<usize> {
+pub(crate) fn stdout_width() -> Option<usize> {
     let columns = std::env::var("COLUMNS").ok();
     let tty = terminal_size::terminal_size_of(std::io::stdout()).map(|(w, _)| usize::from(w.0));
     pick(columns.as_deref(), tty)
@@ -30,7 +30,12 @@ fn pick(columns: Option<&str>, tty: Option<usize>) -> Option<usize> {
 /// characters. The first line starts at column `first` (what precedes it on the
 /// screen), the others are indented by `indent` spaces. Without a width, or when it
 /// fits, the line comes back whole.
-pub fn wrap(line: &str, width: Option<usize>, first: usize, indent: usize) -> Vec<Cow<'_, str>> {
+pub(crate) fn wrap(
+    line: &str,
+    width: Option<usize>,
+    first: usize,
+    indent: usize,
+) -> Vec<Cow<'_, str>> {
     let Some(width) = width else {
         return vec![Cow::Borrowed(line)];
     };

@@ -33,7 +33,7 @@ pub(super) const RETRY_MAX: Duration = Duration::from_secs(5);
 /// Output that was not delivered: worker lines (and their bytes) and supervisor
 /// events.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Undelivered {
+pub(crate) struct Undelivered {
     /// Worker lines (counted by newline).
     pub lines: u64,
     /// Bytes of those lines, as formatted.

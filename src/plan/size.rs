@@ -2,12 +2,12 @@
 //! source's `max_size`), used by `sources::safe_read` when it reads.
 
 /// Default cap on a secret file (per source: `max_size`).
-pub const DEFAULT_MAX: u64 = 64 * 1024;
+pub(crate) const DEFAULT_MAX: u64 = 64 * 1024;
 /// Default cap on a dotenv file, which holds many keys (and sometimes PEM blocks).
-pub const DEFAULT_DOTENV_MAX: u64 = 1024 * 1024;
+pub(crate) const DEFAULT_DOTENV_MAX: u64 = 1024 * 1024;
 
 /// Parses a size such as `"64KiB"`, `"1 MiB"`, `"2MB"`, `"4096"` (bytes).
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);

@@ -19,14 +19,14 @@ use crate::auth::Termination;
 use crate::reaper::{self, ExitWaiter, Reaper, ReaperHandle};
 
 /// The most output [`run_capture`] keeps; a secret command printing more is broken.
-pub const CAPTURE_LIMIT: usize = 16 << 20;
+pub(crate) const CAPTURE_LIMIT: usize = 16 << 20;
 
 /// How long [`run_capture`] waits for a SIGKILLed command to be collected.
 const KILL_GRACE: Duration = Duration::from_secs(5);
 
 /// The result of [`run_capture`]. Its `Debug` shows sizes only: the output of a
 /// secret command *is* the secrets.
-pub struct Captured {
+pub(crate) struct Captured {
     /// How the command ended.
     pub status: Termination,
     /// Everything it wrote to stdout.
@@ -127,7 +127,7 @@ enum ReadStop {
 /// this function until the command has been collected or killed, so that thread
 /// cannot exit while the command lives. A command that leaves a background process
 /// holding its stdout open counts as not finished, and is killed at the timeout.
-pub fn run_capture(
+pub(crate) fn run_capture(
     argv: &[String],
     env: &[(String, String)],
     cwd: &Path,

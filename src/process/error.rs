@@ -59,7 +59,7 @@ pub enum SpawnError {
         /// The OS error.
         source: io::Error,
     },
-    /// [`run_capture`](super::run_capture) ran out of time; the command's group was killed.
+    /// `run_capture` ran out of time; the command's group was killed.
     #[error("{program:?} did not finish within {}; it was killed", humantime::format_duration(*after))]
     Timeout {
         /// The program as written.
@@ -67,7 +67,7 @@ pub enum SpawnError {
         /// The timeout.
         after: Duration,
     },
-    /// [`run_capture`](super::run_capture) got more than [`CAPTURE_LIMIT`](super::CAPTURE_LIMIT) bytes; the group was killed.
+    /// `run_capture` got more than `CAPTURE_LIMIT` bytes; the group was killed.
     #[error("{program:?} wrote more than {limit} bytes of output; it was killed")]
     OutputTooLarge {
         /// The program as written.

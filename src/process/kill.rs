@@ -14,7 +14,7 @@ pub fn kill_group(pgid: u32, sig: i32) -> io::Result<()> {
 
 /// Sends `sig` to one process. A process that no longer exists is not an error.
 /// `pid` 0 is refused (it means "my group"), as are values that would be negative.
-pub fn kill_pid(pid: u32, sig: i32) -> io::Result<()> {
+pub(crate) fn kill_pid(pid: u32, sig: i32) -> io::Result<()> {
     ok_unless_gone(signal::kill(reaper::to_pid(pid)?, sig))
 }
 

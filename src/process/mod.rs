@@ -19,7 +19,7 @@
 //!   **PDEATHSIG is per thread**: the kernel sends the death signal when the
 //!   *thread* that forked exits, not the process, and tokio's blocking threads
 //!   exit after 10 s idle, which would SIGKILL healthy workers.
-//! * `capture.rs`: [`run_capture`], a short command run to completion with its
+//! * `capture.rs`: `run_capture`, a short command run to completion with its
 //!   output read (a `command` source); the calling thread stays until the command
 //!   is collected, so PDEATHSIG is sound there.
 //! * `path.rs`: SPEC 3's lookup on the worker's `PATH`, not agentsup's; the child
@@ -28,7 +28,7 @@
 //!   gone" not an error; `terminal.rs`: handing `exec`'s terminal back and forth.
 //!
 //! PDEATHSIG covers the direct child only: grandchildren of a SIGKILLed agentsup
-//! survive it unless agentsup is PID 1 of its namespace (see [`crate::guard`]).
+//! survive it unless agentsup is PID 1 of its namespace (see `crate::guard`).
 
 mod capture;
 mod error;
@@ -47,12 +47,14 @@ use zeroize::Zeroize;
 
 use crate::sys::creds::Creds;
 
-pub use capture::{CAPTURE_LIMIT, Captured, run_capture};
+pub(crate) use capture::run_capture;
 pub use error::SpawnError;
-pub use kill::{kill_group, kill_pid};
+pub use kill::kill_group;
+pub(crate) use kill::kill_pid;
 pub(crate) use path::path_of;
-pub use path::resolve_program;
-pub use spawner::{Spawned, Spawner};
+pub(crate) use path::resolve_program;
+pub(crate) use spawner::Spawned;
+pub use spawner::Spawner;
 pub(crate) use start::spawn_direct;
 pub(crate) use terminal::{owns_terminal_foreground, reclaim_terminal};
 
@@ -60,7 +62,7 @@ pub(crate) use terminal::{owns_terminal_foreground, reclaim_terminal};
 /// ignored: an ignored disposition survives `exec` (crates.md §5), so a supervisor
 /// started from a non-interactive shell's background job would otherwise start
 /// workers that cannot be stopped with SIGINT.
-pub const DEFAULT_RESET_SIGNALS: &[i32] = &[
+pub(crate) const DEFAULT_RESET_SIGNALS: &[i32] = &[
     libc::SIGTERM,
     libc::SIGINT,
     libc::SIGHUP,
@@ -71,7 +73,7 @@ pub const DEFAULT_RESET_SIGNALS: &[i32] = &[
 
 /// What to start, fully resolved by the caller ([`crate::env`] builds `env`).
 #[derive(Clone)]
-pub struct SpawnSpec {
+pub(crate) struct SpawnSpec {
     /// Program and arguments; `argv[0]` is resolved with [`resolve_program`] and
     /// passed to the program unchanged, as a shell would.
     pub argv: Vec<String>,

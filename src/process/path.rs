@@ -13,7 +13,7 @@ use super::{SpawnError, SpawnSpec};
 /// A program containing `/` is used as-is, relative to `cwd`. Otherwise each `PATH`
 /// entry is tried in order (an empty entry means `cwd`, as in POSIX shells, and a
 /// relative one is relative to `cwd`) for a regular file with an execute bit.
-pub fn resolve_program(
+pub(crate) fn resolve_program(
     program: &str,
     path_var: Option<&str>,
     cwd: &Path,

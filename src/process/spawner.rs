@@ -17,7 +17,7 @@ use crate::reaper::{ExitWaiter, ReaperHandle};
 
 /// A started process.
 #[derive(Debug)]
-pub struct Spawned {
+pub(crate) struct Spawned {
     /// Its pid; with [`SpawnSpec::own_group`] also its process group id.
     pub pid: u32,
     /// Its stdout, when [`SpawnSpec::capture`] was set. Non-blocking, registered
@@ -114,7 +114,7 @@ impl Spawner {
     /// Starts `spec` on the spawner thread and returns it registered with the
     /// reaper. If this future is dropped before the reply arrives, the new process
     /// is killed instead of being left unsupervised.
-    pub async fn spawn(&self, spec: SpawnSpec) -> Result<Spawned, SpawnError> {
+    pub(crate) async fn spawn(&self, spec: SpawnSpec) -> Result<Spawned, SpawnError> {
         let (reply, rx) = oneshot::channel();
         self.requests
             .send(Request {

@@ -26,10 +26,10 @@ pub const MIN_SECRET_LEN: usize = 8;
 /// Any run of this many consecutive bytes of a [`Kind::Run`] form is redacted.
 /// Shorter pieces are not: a worker that prints a key in pieces shorter than this
 /// (or one character per line) is not caught.
-pub const RUN_LEN: usize = 16;
+pub(crate) const RUN_LEN: usize = 16;
 
 /// Values longer than this get only their raw and trimmed forms.
-pub const FULL_FORMS_MAX: usize = 8 * 1024;
+pub(crate) const FULL_FORMS_MAX: usize = 8 * 1024;
 
 /// How a form is matched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -13,7 +13,7 @@ use super::{Redactor, StreamRedactor, terminal};
 /// them: escape sequences, backspaces or NULs between pieces of a key hide
 /// nothing (issue 12). Reuses its buffers, so the hot path does not allocate.
 #[derive(Debug, Default)]
-pub struct ShownLines {
+pub(crate) struct ShownLines {
     /// A line as a terminal shows it, when it holds control characters.
     rendered: Vec<u8>,
     /// Redacted text, when it differs from its input.
@@ -31,13 +31,13 @@ pub struct ShownLines {
 
 impl ShownLines {
     /// No line in progress.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// True while a long line's pieces are coming (the last call had `complete`
     /// false).
-    pub fn in_long_line(&self) -> bool {
+    pub(crate) fn in_long_line(&self) -> bool {
         self.long.is_some()
     }
 
@@ -47,7 +47,7 @@ impl ShownLines {
     /// the redactor its first piece came with until it completes.
     ///
     /// A complete line's text is `bytes` itself when it needs no change.
-    pub fn redact<'a>(
+    pub(crate) fn redact<'a>(
         &'a mut self,
         bytes: &'a [u8],
         complete: bool,

@@ -143,6 +143,7 @@ impl WindowIndex {
         }
     }
 
+    #[cfg(test)]
     fn bytes(&self) -> usize {
         self.filter.capacity() * 8 + self.starts.capacity() * 4 + self.entries.capacity() * 4
     }
@@ -302,7 +303,7 @@ impl Redactor {
     }
 
     /// True when there is nothing to redact.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.forms.is_empty() && self.short.is_none()
     }
 
@@ -313,7 +314,8 @@ impl Redactor {
 
     /// Heap bytes held (forms, index and automaton), for the memory budget of
     /// issue 13: about 11 bytes per byte of each form.
-    pub fn heap_bytes(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn heap_bytes(&self) -> usize {
         self.arena.capacity()
             + self.forms.capacity() * std::mem::size_of::<Form>()
             + self.index.bytes()
@@ -483,7 +485,7 @@ impl Redactor {
     }
 
     /// True when `input` holds any secret form.
-    pub fn contains_secret(&self, input: &[u8]) -> bool {
+    pub(crate) fn contains_secret(&self, input: &[u8]) -> bool {
         if let Some(short) = &self.short {
             let hit = match &short.detector {
                 Some(d) => d.find(input).is_some(),

@@ -1,14 +1,14 @@
 //! Redaction of secret values from every byte of text agentsup prints (SPEC 7).
 //!
-//! - [`forms`] lists what counts as a value's form: the value, trimmed, each line
+//! - `forms` lists what counts as a value's form: the value, trimmed, each line
 //!   of a multi-line value, JSON- and Python-escaped, percent-encoded, base64 and
 //!   hex, and for values of 16 bytes or more any run of 16 consecutive bytes of any
 //!   of those (`key[:24]`).
 //! - [`Redactor`] (in `matcher`) finds them all in one pass whose cost per byte does
 //!   not grow with the number of secrets, in memory linear in the forms (issue 13).
-//! - [`terminal`] turns a worker's line into what a terminal would show, so escape
+//! - `terminal` turns a worker's line into what a terminal would show, so escape
 //!   sequences, backspaces or NULs between pieces of a key hide nothing.
-//! - [`ShownLines`] puts the two together for a stream of lines: worker output
+//! - `ShownLines` puts the two together for a stream of lines: worker output
 //!   and `exec`'s masked output both print through it.
 //!
 //! Output is line-framed by [`crate::output`], so most text is redacted one complete
@@ -30,20 +30,18 @@ use std::io::{self, Write};
 use std::panic::Location;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
-use tracing_subscriber::fmt::MakeWriter;
-
 use crate::secret::Sensitive;
 
-pub mod forms;
+pub(crate) mod forms;
 mod lines;
 mod matcher;
-pub mod terminal;
+pub(crate) mod terminal;
 mod url;
 
-pub use forms::{FULL_FORMS_MAX, MIN_SECRET_LEN, RUN_LEN};
-pub use lines::ShownLines;
+pub use forms::MIN_SECRET_LEN;
+pub(crate) use lines::ShownLines;
 pub use matcher::{Redactor, StreamRedactor};
-pub use url::{mask_url_password, url_password, url_password_forms};
+pub(crate) use url::{mask_url_password, url_password, url_password_forms};
 
 /// The redactor shared by the supervisor, the output pumps and agentsup's own
 /// messages. Cloning is cheap.
@@ -78,7 +76,7 @@ impl Generations {
 /// Values registered for as long as the process they were given to may print
 /// them: dropping it releases them (see [`SharedRedactor::hold`]).
 #[must_use = "the values stay registered only while this is kept"]
-pub struct Held {
+pub(crate) struct Held {
     shared: SharedRedactor,
     pairs: Vec<(String, Sensitive)>,
 }
@@ -121,7 +119,7 @@ impl SharedRedactor {
     }
 
     /// The redactor to use now. Hold it for one line (or one long line's pieces).
-    pub fn current(&self) -> Arc<Redactor> {
+    pub(crate) fn current(&self) -> Arc<Redactor> {
         self.inner
             .current
             .read()
@@ -179,7 +177,7 @@ impl SharedRedactor {
     /// rotations happen meanwhile: the supervisor holds each replica's injected
     /// secrets until its next run, so a replica still running on a value rotated
     /// out twice (a slow stop, a rolling restart not yet at it) is still redacted.
-    pub fn hold(&self, pairs: Vec<(String, Sensitive)>) -> Held {
+    pub(crate) fn hold(&self, pairs: Vec<(String, Sensitive)>) -> Held {
         let mut known = self.lock_known();
         let mut changed = false;
         for (name, value) in &pairs {
@@ -250,7 +248,7 @@ impl SharedRedactor {
     }
 
     /// Redacts a message with the current redactor.
-    pub fn redact_str(&self, s: &str) -> String {
+    pub(crate) fn redact_str(&self, s: &str) -> String {
         self.current().redact_str(s).into_owned()
     }
 }
@@ -273,97 +271,8 @@ pub fn redact_message(message: &str) -> String {
 /// terminal shows it ([`terminal::render_str`]) and then redacted with the
 /// [`global`] redactor: redacting the raw text would miss a key printed in
 /// pieces joined by escape sequences, which the terminal then shows whole.
-pub fn redact_shown(text: &str) -> String {
+pub(crate) fn redact_shown(text: &str) -> String {
     global().redact_str(&terminal::render_str(text))
-}
-
-/// A [`MakeWriter`] for `tracing_subscriber::fmt` that redacts each event.
-///
-/// Each writer it makes buffers the whole event and writes it, redacted, in one
-/// `write_all` when dropped (fmt makes one writer per event). Redacting whole events
-/// means a secret split across the formatter's several `write` calls is still caught.
-#[derive(Debug, Clone)]
-pub struct RedactingWriter<M> {
-    inner: M,
-    redactor: SharedRedactor,
-}
-
-impl RedactingWriter<fn() -> io::Stderr> {
-    /// Writes to stderr through the [`global`] redactor.
-    pub fn stderr() -> Self {
-        Self::new(io::stderr, global().clone())
-    }
-}
-
-impl<M> RedactingWriter<M> {
-    /// Wraps `inner`, redacting with `redactor`.
-    pub fn new(inner: M, redactor: SharedRedactor) -> Self {
-        RedactingWriter { inner, redactor }
-    }
-}
-
-impl<'a, M> MakeWriter<'a> for RedactingWriter<M>
-where
-    M: MakeWriter<'a>,
-{
-    type Writer = RedactingGuard<M::Writer>;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        RedactingGuard::new(self.inner.make_writer(), self.redactor.clone())
-    }
-
-    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
-        RedactingGuard::new(self.inner.make_writer_for(meta), self.redactor.clone())
-    }
-}
-
-/// The writer for one event made by [`RedactingWriter`]: buffers, then writes the
-/// redacted event on drop.
-pub struct RedactingGuard<W: Write> {
-    inner: W,
-    buf: Vec<u8>,
-    redactor: SharedRedactor,
-}
-
-impl<W: Write> RedactingGuard<W> {
-    fn new(inner: W, redactor: SharedRedactor) -> Self {
-        RedactingGuard {
-            inner,
-            buf: Vec::new(),
-            redactor,
-        }
-    }
-
-    fn emit(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let mut out = Vec::with_capacity(self.buf.len());
-        self.redactor.current().redact_into(&self.buf, &mut out);
-        self.buf.clear();
-        self.inner.write_all(&out)?;
-        self.inner.flush()
-    }
-}
-
-impl<W: Write> Write for RedactingGuard<W> {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        Ok(data.len())
-    }
-
-    // Deliberately keeps buffering: emitting half an event here could split a
-    // secret. Everything goes out on drop.
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-impl<W: Write> Drop for RedactingGuard<W> {
-    fn drop(&mut self) {
-        // Nowhere to report a failed log write; losing it beats panicking in drop.
-        let _ = self.emit();
-    }
 }
 
 /// Replaces the panic hook with one that redacts the message (and backtrace) with

@@ -25,7 +25,7 @@
 /// because almost every line is plain: per byte, `(b & 0x7f) + 1` is below 0x21
 /// exactly for C0, DEL and the bytes 0x80..0x9F and 0xFF, which then get the exact
 /// test (in UTF-8 text, continuation bytes do).
-pub fn needs_render(line: &[u8]) -> bool {
+pub(crate) fn needs_render(line: &[u8]) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     const HIGH: u64 = 0x8080_8080_8080_8080;
@@ -68,7 +68,7 @@ enum State {
 
 /// Appends to `out` the text a terminal shows for `line` (see the module doc).
 /// Invalid UTF-8 bytes are kept, one cell each, for the caller's lossy printing.
-pub fn render(line: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn render(line: &[u8], out: &mut Vec<u8>) {
     // Each cell is the byte range of `line` shown there.
     let mut cells: Vec<(u32, u32)> = Vec::with_capacity(line.len());
     let mut cursor = 0usize;
@@ -153,7 +153,7 @@ pub fn render(line: &[u8], out: &mut Vec<u8>) {
 }
 
 /// `line` itself when it needs no change, else its rendering in `scratch`.
-pub fn render_slice<'a>(line: &'a [u8], scratch: &'a mut Vec<u8>) -> &'a [u8] {
+pub(crate) fn render_slice<'a>(line: &'a [u8], scratch: &'a mut Vec<u8>) -> &'a [u8] {
     if !needs_render(line) {
         return line;
     }
@@ -163,7 +163,7 @@ pub fn render_slice<'a>(line: &'a [u8], scratch: &'a mut Vec<u8>) -> &'a [u8] {
 }
 
 /// [`render`] for agentsup's own text, line by line (newlines kept).
-pub fn render_str(text: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn render_str(text: &str) -> std::borrow::Cow<'_, str> {
     use std::borrow::Cow;
     if !text.split('\n').any(|l| needs_render(l.as_bytes())) {
         return Cow::Borrowed(text);

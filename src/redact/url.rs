@@ -7,7 +7,7 @@ use std::ops::Range;
 /// The byte range of the password in `value` when it holds a URL of the form
 /// `scheme://user:password@host…` (the password non-empty). Only the first URL of
 /// the value is looked at; the scheme must be letters, digits, `+`, `-` or `.`.
-pub fn url_password(value: &str) -> Option<Range<usize>> {
+pub(crate) fn url_password(value: &str) -> Option<Range<usize>> {
     let sep = value.find("://")?;
     let scheme_start = value[..sep]
         .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
@@ -29,14 +29,14 @@ pub fn url_password(value: &str) -> Option<Range<usize>> {
 }
 
 /// `value` with the password of its URL replaced by `***`, when it has one.
-pub fn mask_url_password(value: &str) -> Option<String> {
+pub(crate) fn mask_url_password(value: &str) -> Option<String> {
     let r = url_password(value)?;
     Some(format!("{}***{}", &value[..r.start], &value[r.end..]))
 }
 
 /// The password of `value`'s URL, and its percent-decoded form when that differs
 /// (a driver may log either), for registration with the redactor.
-pub fn url_password_forms(value: &str) -> Vec<String> {
+pub(crate) fn url_password_forms(value: &str) -> Vec<String> {
     let Some(r) = url_password(value) else {
         return Vec::new();
     };

@@ -85,7 +85,7 @@ pub struct CommandSpec<'a> {
     pub timeout: Duration,
     /// Working directory (the config directory).
     pub cwd: &'a Path,
-    /// Its complete environment (see [`helper_env`]).
+    /// Its complete environment (see `helper_env`).
     pub env: &'a [(String, String)],
     /// Where the JSON output holds a lease length in seconds (`ttl_pointer`).
     pub ttl_pointer: Option<&'a str>,
@@ -93,7 +93,7 @@ pub struct CommandSpec<'a> {
 
 /// The environment of a command source: agentsup's variables that match the
 /// `[env] inherit` globs or the source's own `env` globs, nothing else.
-pub fn helper_env(
+pub(crate) fn helper_env(
     process_env: &super::ProcessEnv,
     inherit: &globset::GlobSet,
     listed: &globset::GlobSet,

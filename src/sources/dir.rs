@@ -21,7 +21,7 @@ use crate::secret::Sensitive;
 
 /// What a directory held.
 #[derive(Debug, Default)]
-pub struct DirLoad {
+pub(crate) struct DirLoad {
     /// `(name, value, file)` in name order.
     pub entries: Vec<(String, Sensitive, PathBuf)>,
     /// Skipped entries and unreadable files.
@@ -30,7 +30,7 @@ pub struct DirLoad {
 
 /// Reads every key file of `dir`. `Ok(None)` when the directory is absent and the
 /// source is optional.
-pub fn load(dir: &Path, optional: bool, max: u64) -> Result<Option<DirLoad>, SourceProblem> {
+pub(crate) fn load(dir: &Path, optional: bool, max: u64) -> Result<Option<DirLoad>, SourceProblem> {
     let read = match std::fs::read_dir(dir) {
         Ok(r) => r,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && optional => return Ok(None),
@@ -136,7 +136,11 @@ fn problem(path: &Path, key: Option<&str>, message: String) -> SourceProblem {
 /// Reads one secret file: a regular file of at most `max` bytes (a link must stay
 /// inside `inside`, when given), UTF-8 required, one trailing LF or CRLF removed
 /// (what `echo key > file` and `kubectl create secret --from-file` leave behind).
-pub fn read_secret_file(path: &Path, inside: Option<&Path>, max: u64) -> Result<Sensitive, String> {
+pub(crate) fn read_secret_file(
+    path: &Path,
+    inside: Option<&Path>,
+    max: u64,
+) -> Result<Sensitive, String> {
     let bytes = super::safe_read::read_regular(path, inside, max)?;
     let mut text = String::from_utf8(bytes).map_err(|e| {
         format!(

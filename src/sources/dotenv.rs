@@ -78,7 +78,8 @@ pub enum RecordNote {
 
 impl RecordNote {
     /// A plain-words explanation, safe to print (it never includes the value).
-    pub fn describe(self) -> &'static str {
+    #[cfg(test)]
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             RecordNote::UnquotedHash => {
                 "unquoted value contains `#` without a space before it; agentsup and \

@@ -11,9 +11,9 @@
 //! together with the key findings.
 
 pub mod command;
-pub mod dir;
+pub(crate) mod dir;
 pub mod dotenv;
-pub mod safe_read;
+pub(crate) mod safe_read;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use crate::plan::{Plan, SourceKindPlan, SourcePlan};
 use crate::secret::{Provenance, Sensitive};
 
-pub use crate::diag::Severity;
+pub(crate) use crate::diag::Severity;
 pub use command::{Captured, CommandRunner};
 
 /// agentsup's own environment, captured once at start-up (non-UTF-8 entries are
@@ -36,7 +36,7 @@ pub struct ProcessEnv {
 
 impl ProcessEnv {
     /// Captures the current process environment.
-    pub fn capture() -> ProcessEnv {
+    pub(crate) fn capture() -> ProcessEnv {
         let mut env = ProcessEnv::default();
         for (k, v) in std::env::vars_os() {
             match (k.into_string(), v.into_string()) {
@@ -67,7 +67,7 @@ impl ProcessEnv {
     }
 
     /// The value of `name`.
-    pub fn get(&self, name: &str) -> Option<&Sensitive> {
+    pub(crate) fn get(&self, name: &str) -> Option<&Sensitive> {
         self.vars.get(name)
     }
 }
@@ -142,7 +142,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// The effective entry for `name`.
-    pub fn get(&self, name: &str) -> Option<&Entry> {
+    pub(crate) fn get(&self, name: &str) -> Option<&Entry> {
         self.values.get(name)
     }
 
@@ -152,7 +152,7 @@ impl Snapshot {
     }
 
     /// Every name any source holds (effective or overridden), for near-miss hints.
-    pub fn all_names(&self) -> BTreeSet<&str> {
+    pub(crate) fn all_names(&self) -> BTreeSet<&str> {
         self.values
             .keys()
             .map(String::as_str)
@@ -164,26 +164,6 @@ impl Snapshot {
         if let Some(old) = self.values.insert(entry.name.clone(), entry) {
             self.overridden.push(old);
         }
-    }
-
-    /// Names whose value differs from `other` (added, removed or changed), restricted
-    /// to `names` when given. Used to tell a rotation from an unchanged re-read.
-    pub fn changed_names(&self, other: &Snapshot) -> BTreeSet<String> {
-        let mut out = BTreeSet::new();
-        for (k, e) in &self.values {
-            match other.values.get(k) {
-                Some(o) if o.value == e.value => {}
-                _ => {
-                    out.insert(k.clone());
-                }
-            }
-        }
-        for k in other.values.keys() {
-            if !self.values.contains_key(k) {
-                out.insert(k.clone());
-            }
-        }
-        out
     }
 }
 

@@ -13,16 +13,20 @@ use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-pub use crate::plan::size::{DEFAULT_DOTENV_MAX, DEFAULT_MAX, parse_size};
+pub(crate) use crate::plan::size::DEFAULT_MAX;
 
 /// Why a file was refused; the text names no value.
-pub type Refusal = String;
+pub(crate) type Refusal = String;
 
 /// Reads a regular file of at most `max` bytes. `path` may be a symlink: it is
 /// resolved first and, when `inside` is given, the target must stay inside that
 /// directory (Kubernetes' `KEY -> ..data/KEY` does; a link to `/dev/zero` or
 /// `/etc/shadow` does not).
-pub fn read_regular(path: &Path, inside: Option<&Path>, max: u64) -> Result<Vec<u8>, Refusal> {
+pub(crate) fn read_regular(
+    path: &Path,
+    inside: Option<&Path>,
+    max: u64,
+) -> Result<Vec<u8>, Refusal> {
     // Kubernetes swaps `..data` atomically and then deletes the old directory: a
     // path resolved just before the swap can vanish before the open. Resolve again.
     let mut last = String::new();
@@ -129,7 +133,7 @@ fn too_big(len: u64, max: u64) -> Refusal {
 }
 
 /// `64 KiB`, `1 MiB`, `1000 bytes`.
-pub fn format_size(n: u64) -> String {
+pub(crate) fn format_size(n: u64) -> String {
     if n >= 1 << 20 && n % (1 << 20) == 0 {
         format!("{} MiB", n >> 20)
     } else if n >= 1 << 10 && n % (1 << 10) == 0 {
@@ -142,6 +146,7 @@ pub fn format_size(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::size::parse_size;
     use std::os::unix::fs::symlink;
 
     #[test]

@@ -44,7 +44,7 @@ use crate::signals::{SignalEvent, SignalStream};
 use crate::sources::{ProcessEnv, Snapshot};
 use crate::status::{ControlRequest, ControlResponse, Status};
 
-pub use startup::{RunOptions, cmd_run};
+pub(crate) use startup::{RunOptions, cmd_run};
 
 use fleet::signal_name;
 use run_task::{RunEvent, RunRequest};
@@ -536,7 +536,7 @@ async fn supervise(ctx: RunContext) -> Result<(u8, SignalStream)> {
 }
 
 /// The replica policy of a worker, from its plan.
-pub fn replica_policy(w: &WorkerPlan) -> replica::Policy {
+pub(crate) fn replica_policy(w: &WorkerPlan) -> replica::Policy {
     replica::Policy {
         restart: match w.restart {
             crate::config::RestartMode::Always => replica::RestartPolicy::Always,

@@ -16,13 +16,13 @@ use crate::sources::{ProcessEnv, Snapshot};
 use crate::validate::{self, Scope, SpawnRunner, Validation};
 
 /// The result of one re-read.
-pub struct Outcome {
+pub(super) struct Outcome {
     /// The new snapshot, or why it was refused (value-free).
     pub result: Result<Snapshot, String>,
 }
 
 /// Starts a re-read; its [`Outcome`] arrives as [`Input::Reread`].
-pub fn start(
+pub(super) fn start(
     plan: Arc<Plan>,
     workers: Vec<WorkerPlan>,
     process_env: Arc<ProcessEnv>,

@@ -28,7 +28,7 @@ use crate::process::{SpawnSpec, Spawner, kill_group};
 use crate::redact::SharedRedactor;
 
 /// How long pumps may wait to read after the worker and its group are gone.
-pub const LEAK_TIMEOUT: Duration = Duration::from_millis(1500);
+pub(super) const LEAK_TIMEOUT: Duration = Duration::from_millis(1500);
 /// How often the drain checks on its pumps.
 const DRAIN_TICK: Duration = Duration::from_millis(50);
 /// How long a killed group may take to empty (its members reaped) before the run
@@ -37,7 +37,7 @@ const GROUP_EMPTY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a run reports to the dispatcher.
 #[derive(Debug)]
-pub enum RunEvent {
+pub(super) enum RunEvent {
     /// The process started.
     Spawned {
         /// Replica slot.
@@ -70,7 +70,7 @@ pub enum RunEvent {
 }
 
 /// Everything one run needs.
-pub struct RunRequest {
+pub(super) struct RunRequest {
     /// Replica slot.
     pub slot: usize,
     /// Run number.
@@ -89,7 +89,7 @@ pub struct RunRequest {
 }
 
 /// Starts one run in the background.
-pub fn start(
+pub(super) fn start(
     req: RunRequest,
     spawner: Spawner,
     sink: OutputSink,

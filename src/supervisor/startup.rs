@@ -17,7 +17,7 @@ use crate::validate::{self, Scope, SpawnRunner, Validation};
 
 /// What `agentsup run` was asked to do.
 #[derive(Debug, Clone, Default)]
-pub struct RunOptions {
+pub(crate) struct RunOptions {
     /// `-c FILE`; else `$AGENTSUP_CONFIG`, else `./supervisor.toml`.
     pub config: Option<std::path::PathBuf>,
     /// `--only NAME`: start only these workers (all when empty).
@@ -29,7 +29,7 @@ pub struct RunOptions {
 }
 
 /// `agentsup run`.
-pub fn cmd_run(a: RunOptions) -> Result<u8> {
+pub(crate) fn cmd_run(a: RunOptions) -> Result<u8> {
     // Signal handlers before the guard fork and the config (crate::signals).
     let signals = Signals::install().map_err(|e| Error::startup("install signal handlers", e))?;
     // First, while agentsup is one thread and has loaded no secret source (see

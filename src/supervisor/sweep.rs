@@ -14,14 +14,14 @@ use std::time::{Duration, Instant};
 /// The sweep's memory across passes: groups and sessions led by processes we
 /// started, so their members are found after the leader is gone.
 #[derive(Default)]
-pub struct Sweep {
+pub(super) struct Sweep {
     groups: HashSet<u32>,
     sessions: HashSet<u32>,
 }
 
 impl Sweep {
     /// One pass: SIGKILLs every live process that is ours; returns their pids.
-    pub fn pass(&mut self) -> Vec<u32> {
+    pub(super) fn pass(&mut self) -> Vec<u32> {
         let me = std::process::id();
         let procs = crate::procfs::all();
         let my = procs.iter().find(|p| p.pid == me);
@@ -66,7 +66,7 @@ impl Sweep {
 
 /// Kills every process agentsup started that is still alive, repeating until none
 /// is left or `deadline` passes; warns naming what survived.
-pub fn final_sweep(deadline: Instant) {
+pub(super) fn final_sweep(deadline: Instant) {
     let mut sweep = Sweep::default();
     let mut left = sweep.pass();
     while !left.is_empty() {

@@ -68,7 +68,10 @@ pub struct Creds {
 /// Resolves `user` and `group` into credentials. `Ok(None)` when neither is set,
 /// or when they name agentsup's own uid and gid (nothing to switch). The error is
 /// a sentence fragment for the caller to prefix with the worker's name.
-pub fn resolve(user: Option<&IdSpec>, group: Option<&IdSpec>) -> Result<Option<Creds>, String> {
+pub(crate) fn resolve(
+    user: Option<&IdSpec>,
+    group: Option<&IdSpec>,
+) -> Result<Option<Creds>, String> {
     if user.is_none() && group.is_none() {
         return Ok(None);
     }
@@ -170,7 +173,7 @@ pub fn resolve(user: Option<&IdSpec>, group: Option<&IdSpec>) -> Result<Option<C
 /// Async-signal-safe and safe in a `CLONE_VM` child: raw system calls, because
 /// glibc's `setuid` family broadcasts the change to every thread it knows of,
 /// which in a child sharing agentsup's memory are agentsup's own threads.
-pub fn switch_to(uid: u32, gid: u32, groups: &[u32]) -> Result<(), i32> {
+pub(crate) fn switch_to(uid: u32, gid: u32, groups: &[u32]) -> Result<(), i32> {
     // SAFETY: setgroups reads `groups.len()` gid_t values from a live slice
     // (gid_t is u32 on Linux); setresgid/setresuid take integers only.
     unsafe {

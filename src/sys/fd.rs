@@ -12,7 +12,7 @@
 /// closed one by one, read with `getdents64` into a stack buffer. Async-signal-
 /// safe: no allocation and no lock, so it may run in a `vfork`ed child that
 /// shares agentsup's memory, or in a forked child of a multi-threaded process.
-pub fn close_from_except(first: i32, keep: i32) {
+pub(crate) fn close_from_except(first: i32, keep: i32) {
     let ranges = if keep >= first {
         [(first, keep - 1), (keep + 1, i32::MAX)]
     } else {

@@ -5,11 +5,11 @@
 //!
 //! - [`child`]: the one child routine every process agentsup starts goes through;
 //! - [`creds`]: resolving and switching to a worker's `user`/`group`;
-//! - [`fd`]: closing every descriptor but stdio;
+//! - `fd`: closing every descriptor but stdio;
 //! - [`process`]: `fork` of a single-threaded process (the guard), `_exit`,
 //!   glibc's malloc arena limit;
 //! - [`seal`]: agentsup non-dumpable, core limit 0;
-//! - [`signal`]: signals by number, dispositions, who sent one, and forwarding
+//! - `signal`: signals by number, dispositions, who sent one, and forwarding
 //!   the fault signals `exec` receives from other processes;
 //! - [`wait`]: `waitpid` and the `waitid(WNOWAIT)` peek, with raw statuses.
 //!
@@ -25,8 +25,8 @@
 
 pub mod child;
 pub mod creds;
-pub mod fd;
+pub(crate) mod fd;
 pub mod process;
 pub mod seal;
-pub mod signal;
+pub(crate) mod signal;
 pub mod wait;

@@ -38,7 +38,7 @@ pub fn exit_now(code: i32) -> ! {
 /// glibc's `mallopt(M_ARENA_MAX, n)`: at most `n` malloc arenas. glibc only; the
 /// caller checks `target_env`. Call before other threads start allocating.
 #[cfg(target_env = "gnu")]
-pub fn set_malloc_arena_max(n: i32) {
+pub(crate) fn set_malloc_arena_max(n: i32) {
     // SAFETY: mallopt only sets an allocator tunable (glibc takes its own lock
     // for it); no memory of ours is passed.
     unsafe { libc::mallopt(libc::M_ARENA_MAX, n) };

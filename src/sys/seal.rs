@@ -12,7 +12,7 @@
 //! reset by `execve` of an ordinary binary, so workers are not affected. The
 //! soft core limit is set to 0 as well (belt and braces, and visible in
 //! `/proc/PID/limits`); workers get the original limit back before their `exec`
-//! ([`core_limit_for_children`]), so an operator's `ulimit -c` still applies to
+//! (`core_limit_for_children`), so an operator's `ulimit -c` still applies to
 //! them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,7 +59,7 @@ pub fn seal() -> Vec<String> {
 
 /// The core limit a child should get back, or None to leave it as inherited
 /// (agentsup was not sealed, e.g. a library caller).
-pub fn core_limit_for_children() -> Option<libc::rlimit> {
+pub(crate) fn core_limit_for_children() -> Option<libc::rlimit> {
     let cur = ORIGINAL_CORE.load(Ordering::SeqCst);
     if cur == NOT_SEALED || cur == 0 {
         return None;
@@ -80,7 +80,7 @@ pub fn core_limit_for_children() -> Option<libc::rlimit> {
 
 /// Restores `lim` as the calling process's core limit. Async-signal-safe: one raw
 /// `prlimit64` system call on the calling process (no libc wrapper state).
-pub fn restore_core_limit(lim: &libc::rlimit) {
+pub(crate) fn restore_core_limit(lim: &libc::rlimit) {
     let wide = libc::rlimit64 {
         rlim_cur: lim.rlim_cur,
         rlim_max: lim.rlim_max,

@@ -15,7 +15,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 /// `kill(pid, sig)` for one process; `pid` must be > 0 (the caller checks: 0 and
 /// negative values mean groups or everyone).
-pub fn kill(pid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
+pub(crate) fn kill(pid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
     debug_assert!(pid > 0);
     // SAFETY: kill(2) takes two integers and touches no memory of ours.
     if unsafe { libc::kill(pid, sig) } == -1 {
@@ -26,7 +26,7 @@ pub fn kill(pid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
 
 /// `killpg(pgid, sig)`; `pgid` must be > 1 or 1 (the caller checks: 0 is our own
 /// group).
-pub fn killpg(pgid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
+pub(crate) fn killpg(pgid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
     debug_assert!(pgid > 0);
     // SAFETY: killpg takes two integers and touches no memory of ours.
     if unsafe { libc::killpg(pgid, sig) } == -1 {
@@ -36,7 +36,7 @@ pub fn killpg(pgid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
 }
 
 /// Sets `sig` to `SIG_IGN` in this process.
-pub fn ignore(sig: libc::c_int) -> io::Result<()> {
+pub(crate) fn ignore(sig: libc::c_int) -> io::Result<()> {
     // SAFETY: installing SIG_IGN runs no code of ours on delivery, so it cannot
     // break async-signal-safety; signal(2) itself takes integers only.
     if unsafe { libc::signal(sig, libc::SIG_IGN) } == libc::SIG_ERR {
@@ -47,7 +47,7 @@ pub fn ignore(sig: libc::c_int) -> io::Result<()> {
 
 /// True when `sig`'s disposition in this process is `SIG_IGN` (as `nohup` leaves
 /// SIGHUP). Only reads the disposition.
-pub fn is_ignored(sig: libc::c_int) -> bool {
+pub(crate) fn is_ignored(sig: libc::c_int) -> bool {
     current(sig).is_some_and(|sa| sa.sa_sigaction == libc::SIG_IGN)
 }
 
@@ -62,7 +62,7 @@ fn current(sig: libc::c_int) -> Option<libc::sigaction> {
 /// Who sent a signal: `si_pid` when a process sent it (`kill`, `sigqueue`,
 /// `tgkill`: `si_code` <= 0); `None` for the kernel's own (`SI_KERNEL`: a terminal
 /// hang-up, Ctrl-C) and for a sender outside our pid namespace (`si_pid` 0).
-pub fn sender(info: &libc::siginfo_t) -> Option<u32> {
+pub(crate) fn sender(info: &libc::siginfo_t) -> Option<u32> {
     if info.si_code > 0 {
         return None;
     }
@@ -76,7 +76,7 @@ pub fn sender(info: &libc::siginfo_t) -> Option<u32> {
 /// The fault signals [`FaultForwarding`] handles: what the kernel sends for a
 /// crash of agentsup itself, but which anyone of agentsup's uid (or root, or
 /// `docker kill -s`) can also send with `kill(2)`.
-pub const FAULTS: [libc::c_int; 7] = [
+pub(crate) const FAULTS: [libc::c_int; 7] = [
     libc::SIGILL,
     libc::SIGTRAP,
     libc::SIGABRT,
@@ -112,13 +112,13 @@ static OLD: OnceLock<[libc::sigaction; FAULTS.len()]> = OnceLock::new();
 /// The handler is installed on the first [`FaultForwarding::start`] and stays;
 /// [`FaultForwarding::stop`] ends forwarding and wakes [`FaultForwarding::recv`].
 #[derive(Clone, Copy)]
-pub struct FaultForwarding {
+pub(crate) struct FaultForwarding {
     read: &'static OwnedFd,
 }
 
 impl FaultForwarding {
     /// Starts forwarding; only one may be active at a time (`exec` runs once).
-    pub fn start() -> io::Result<FaultForwarding> {
+    pub(crate) fn start() -> io::Result<FaultForwarding> {
         let guard = INSTALLING.lock().unwrap_or_else(PoisonError::into_inner);
         if READ.get().is_none() {
             let read = install()?;
@@ -136,7 +136,7 @@ impl FaultForwarding {
 
     /// Blocks until another process sends a fault signal; returns its number, or
     /// `None` once forwarding stopped (see [`FaultForwarding::stop`]).
-    pub fn recv(&self) -> Option<libc::c_int> {
+    pub(crate) fn recv(&self) -> Option<libc::c_int> {
         let mut byte = [0u8];
         loop {
             match nix::poll::poll(
@@ -158,7 +158,7 @@ impl FaultForwarding {
 
     /// Stops forwarding (a fault signal from elsewhere then does what it did
     /// before) and wakes a thread blocked in [`FaultForwarding::recv`].
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         FORWARDING.store(false, Ordering::SeqCst);
         write_byte(0);
     }

@@ -10,7 +10,7 @@ use std::io;
 
 /// Whose exit [`peek_exited`] looks at.
 #[derive(Debug, Clone, Copy)]
-pub enum Target {
+pub(crate) enum Target {
     /// Any child.
     Any,
     /// This one child (> 0).
@@ -36,7 +36,7 @@ pub fn waitpid(pid: libc::pid_t, block: bool) -> io::Result<Option<libc::c_int>>
 /// *without* reaping it (it stays a zombie, keeping its pid and group id
 /// reserved), or `None` when `block` is false and none has. One call; `EINTR` and
 /// `ECHILD` are returned to the caller as errors.
-pub fn peek_exited(target: Target, block: bool) -> io::Result<Option<u32>> {
+pub(crate) fn peek_exited(target: Target, block: bool) -> io::Result<Option<u32>> {
     let (idtype, id) = match target {
         Target::Any => (libc::P_ALL, 0),
         Target::Pid(pid) => (libc::P_PID, pid as libc::id_t),
