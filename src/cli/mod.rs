@@ -1,4 +1,4 @@
-//! The command line (SPEC 1): clap definitions ([`args`]), and the glue that turns
+//! The command line (SPEC 1): clap definitions (`args.rs`), and the glue that turns
 //! arguments into library calls for `check`, `env` and `exec`. No policy lives
 //! here; nothing below this module imports it.
 
