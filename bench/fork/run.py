@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fork mode vs spawn mode vs supervisord vs Celery prefork: 8 LangGraph-style replicas.
 
-    bench/fork/run.py [--replicas 8] [--rounds 3] [--client] [--python PY]
+    bench/fork/run.py [--replicas 8] [--rounds 3] [--kills 3] [--client] [--python PY]
                       [--supervisord BIN] [--redis-server BIN] [--only SETUP]...
 
 Run by hand, not in CI. Each replica imports openai, langgraph and langchain_openai
@@ -385,7 +385,7 @@ class Announcements:
         os.close(self.fd)
 
 
-def measure(setup, replicas, env):
+def measure(setup, replicas, env, kills=KILLS):
     fifo = Announcements(setup.fifo)
     try:
         t0 = time.monotonic()
@@ -398,7 +398,7 @@ def measure(setup, replicas, env):
         supervisor_pss = pss_kb(setup.proc.pid)
         live = [pid for pid, _ in ready]
         replace = []
-        for i in range(KILLS):
+        for i in range(kills):
             victim = live[i]
             t = time.monotonic()
             os.kill(victim, signal.SIGKILL)
@@ -423,6 +423,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--replicas", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument(
+        "--kills", type=int, default=KILLS,
+        help="SIGKILLs per round for the replacement time (median reported; Celery's "
+        "prefork pool notices some losses only on its 5 s maintenance timer)",
+    )
     ap.add_argument("--python")
     ap.add_argument("--supervisord")
     ap.add_argument("--redis-server", help="the broker for prefork (default /usr/bin/redis-server)")
@@ -489,7 +494,7 @@ def main():
                 workdir, python, args.replicas, fifo, args.client, broker.url)
         for r in range(args.rounds):
             for name in names:
-                res = measure(setups[name](), args.replicas, env)
+                res = measure(setups[name](), args.replicas, env, args.kills)
                 results[name].append(res)
                 log(
                     "round %d %-11s all ready %6.2f s  replace %7.3f s  workers PSS %7.1f MiB"
