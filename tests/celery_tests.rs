@@ -171,6 +171,18 @@ fn celery_option_b_auth_failure_exits_77_then_the_rotated_key_is_used() {
     // Rotate: the secret directory now holds the key the provider accepts.
     sb.write("secrets/OPENAI_API_KEY", format!("{}\n", keys.new.value()));
     run.wait_for("OPENAI_API_KEY changed", WAIT);
+    // Both replicas restart on the new key: the one waiting on the rejected key at
+    // once, the other by the rolling restart. A task sent before the second is
+    // back could still reach it on the old key while it warm-shuts down (seen on
+    // a loaded machine: "received" 0.2 s after "Warm shutdown") and fail with 401
+    // as the first did.
+    run.wait_for_all(
+        &[
+            "celery.0: starting -> running",
+            "celery.1: starting -> running",
+        ],
+        WAIT,
+    );
     client(
         &sb,
         &venv,
