@@ -76,40 +76,6 @@ pub enum RecordNote {
     Backtick,
 }
 
-impl RecordNote {
-    /// A plain-words explanation, safe to print (it never includes the value).
-    #[cfg(test)]
-    pub(crate) fn describe(self) -> &'static str {
-        match self {
-            RecordNote::UnquotedHash => {
-                "unquoted value contains `#` without a space before it; agentsup and \
-                 python-dotenv keep it, Node's dotenv cuts the value there; quote the value"
-            }
-            RecordNote::ContainsDollar => {
-                "value contains `$`; agentsup keeps it literally, but python-dotenv, \
-                 dotenvy and Compose may expand it; use single quotes for other tools"
-            }
-            RecordNote::UnquotedTrailingWhitespace => {
-                "spaces after an unquoted value were dropped; quote the value if they \
-                 belong to it"
-            }
-            RecordNote::CrlfInsideQuotes => {
-                "Windows line ends (CRLF) inside a multi-line quoted value became LF"
-            }
-            RecordNote::UnknownEscape => {
-                "a backslash in double quotes is not a known escape \
-                 (\\n \\r \\t \\\\ \\\" \\$ \\') and was kept; use single quotes for \
-                 literal backslashes"
-            }
-            RecordNote::MultiLine => "the quoted value spans several lines",
-            RecordNote::Backtick => {
-                "value is wrapped in backticks, which agentsup keeps but Node's dotenv \
-                 strips; use single or double quotes"
-            }
-        }
-    }
-}
-
 /// One `KEY=value` record that parsed cleanly.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DotenvRecord {

@@ -312,21 +312,6 @@ fn display_forms() {
 }
 
 #[test]
-fn notes_describe_without_values() {
-    for n in [
-        RecordNote::UnquotedHash,
-        RecordNote::ContainsDollar,
-        RecordNote::UnquotedTrailingWhitespace,
-        RecordNote::CrlfInsideQuotes,
-        RecordNote::UnknownEscape,
-        RecordNote::MultiLine,
-        RecordNote::Backtick,
-    ] {
-        assert!(!n.describe().is_empty());
-    }
-}
-
-#[test]
 fn empty_input() {
     assert_eq!(parse(b""), ParsedDotenv::default());
     assert_eq!(parse(b"\n\n# x\n").records.len(), 0);
