@@ -128,8 +128,6 @@ backoff = {{ initial = "100ms", jitter = 0.0 }}
     assert_no_key(&run.output(), &[OLD_KEY, NEW_KEY]);
 }
 
-/// GET `path` on the health port: `(status, body)`.
-
 #[test]
 fn a_revoked_key_on_a_quiet_queue_reaches_auth_blocked_and_readyz_503() {
     let sb = Sandbox::new();

@@ -289,12 +289,7 @@ impl Fleet {
             if changed.is_empty() {
                 cx.info(format!("{label}: re-read sources: its keys are unchanged"));
             }
-            for c in changed {
-                cx.info(format!(
-                    "{label}: re-read sources: {} changed (now from {})",
-                    c.key, c.source
-                ));
-            }
+            tell_changes(&format!("{label}: re-read sources"), changed, cx);
             let changed_keys: Vec<String> = changed.iter().map(|c| c.key.clone()).collect();
             if changed_keys.is_empty() || spread.is_zero() {
                 let at = cx.now;
