@@ -217,9 +217,7 @@ impl Fleet {
             // Replicas waiting out an auth backoff restart now if their keys changed
             // (SPEC 5): one re-read serves the whole incident.
             for (slot, &run) in runs.iter().enumerate() {
-                let m = &self.slots[slot].machine;
-                let waiting = matches!(m.state(), replica::State::AuthBlocked { .. })
-                    || (matches!(m.state(), replica::State::Backoff { .. }) && m.auth_streak() > 0);
+                let waiting = self.waits_on_rejected_key(slot);
                 let changed = changed_of(&changes, slot);
                 if waiting && !changed.is_empty() && self.slots[slot].run == run {
                     if announce && restarted == 0 {
@@ -371,6 +369,25 @@ impl Fleet {
         ));
         self.queue_rolling(list, reason, cx);
         n
+    }
+}
+
+impl Fleet {
+    /// Whether a finished re-read's changed keys for `slot` are used at all: by
+    /// a replica waiting for the re-read, one waiting on a rejected key, or a
+    /// running or starting one (a rotation or reload may restart it). The
+    /// dispatcher builds environments to compare only for these.
+    pub(crate) fn uses_changes(&self, slot: SlotId) -> bool {
+        self.slots[slot].awaiting_reread
+            || self.waits_on_rejected_key(slot)
+            || matches!(self.state(slot), StateKind::Running | StateKind::Starting)
+    }
+
+    /// Auth-blocked, or backing off after an auth failure.
+    fn waits_on_rejected_key(&self, slot: SlotId) -> bool {
+        let m = &self.slots[slot].machine;
+        matches!(m.state(), replica::State::AuthBlocked { .. })
+            || (matches!(m.state(), replica::State::Backoff { .. }) && m.auth_streak() > 0)
     }
 }
 

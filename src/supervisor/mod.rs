@@ -323,9 +323,16 @@ impl Dispatcher {
     fn on_reread(&mut self, outcome: reread::Outcome) {
         let result = outcome.result.map(|snapshot| {
             self.snapshot = Arc::new(snapshot);
-            // Each replica's environment is built once per re-read, here.
+            // Each replica's environment is built once per re-read, here, and
+            // only for the replicas whose changes the fleet looks at.
             (0..self.fleet.len())
-                .map(|slot| self.changed_keys(slot))
+                .map(|slot| {
+                    if self.fleet.uses_changes(slot) {
+                        self.changed_keys(slot)
+                    } else {
+                        Vec::new()
+                    }
+                })
                 .collect()
         });
         self.step(Event::RereadFinished(result));
