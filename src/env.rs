@@ -69,6 +69,38 @@ impl BuiltEnv {
     }
 }
 
+/// What `worker` inherits from agentsup's environment (`[env] inherit`). A worker
+/// run as another user (`user`) gets that user's HOME, USER and LOGNAME where it
+/// would have inherited agentsup's (provenance [`Provenance::Agentsup`]): a HOME
+/// it cannot write, or USER naming root, breaks tools (pip caches, git config,
+/// ssh). Also what the worker's `ready = { exec = … }` probe runs with.
+pub(crate) fn inherited<'a>(
+    plan: &'a Plan,
+    worker: &'a WorkerPlan,
+    process_env: &'a ProcessEnv,
+) -> impl Iterator<Item = (&'a str, Sensitive, Provenance)> + 'a {
+    let account = worker.creds.as_ref().and_then(|c| c.account.as_ref());
+    process_env
+        .vars
+        .iter()
+        .filter(|(name, _)| plan.inherit.is_match(name.as_str()))
+        .map(move |(name, value)| {
+            let own = account.and_then(|a| match name.as_str() {
+                "HOME" => Some(&a.home),
+                "USER" | "LOGNAME" => Some(&a.name),
+                _ => None,
+            });
+            match own {
+                Some(own) => (
+                    name.as_str(),
+                    Sensitive::new(own.clone()),
+                    Provenance::Agentsup,
+                ),
+                None => (name.as_str(), value.clone(), Provenance::ProcessEnv),
+            }
+        })
+}
+
 /// Builds the environment of replica `replica` of `worker`.
 pub fn build(
     plan: &Plan,
@@ -89,35 +121,9 @@ pub fn build(
         );
     };
 
-    // A worker run as another user (`user`) gets that user's HOME, USER and
-    // LOGNAME where it would have inherited agentsup's: a HOME it cannot write,
-    // or USER naming root, breaks tools (pip caches, git config, ssh).
-    let account = worker.creds.as_ref().and_then(|c| c.account.as_ref());
-    for (name, value) in &process_env.vars {
-        if let Some(a) = account.filter(|_| plan.inherit.is_match(name)) {
-            let own = match name.as_str() {
-                "HOME" => Some(&a.home),
-                "USER" | "LOGNAME" => Some(&a.name),
-                _ => None,
-            };
-            if let Some(own) = own {
-                set(
-                    name,
-                    Sensitive::new(own.clone()),
-                    Provenance::Agentsup,
-                    false,
-                );
-                continue;
-            }
-        }
-        if plan.inherit.is_match(name) {
-            set(
-                name,
-                value.clone(),
-                Provenance::ProcessEnv,
-                plan.is_secret(name, false),
-            );
-        }
+    for (name, value, provenance) in inherited(plan, worker, process_env) {
+        let secret = provenance == Provenance::ProcessEnv && plan.is_secret(name, false);
+        set(name, value, provenance, secret);
     }
 
     for key in &worker.keys_exact {

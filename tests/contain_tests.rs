@@ -15,7 +15,7 @@ use std::os::unix::process::CommandExt;
 
 const NOBODY: u32 = 65534;
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
@@ -38,7 +38,7 @@ fn python_for_nobody() -> Option<String> {
 }
 
 /// Lets another uid into the sandbox (a tempdir is 0700).
-fn open_up(sb: &Sandbox) {
+pub(crate) fn open_up(sb: &Sandbox) {
     std::fs::set_permissions(sb.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 

@@ -184,3 +184,33 @@ fn check_names_ready_mistakes() {
         .assert_code(78)
         .assert_contains("did you mean `notify`");
 }
+
+/// An `exec` probe runs as the worker's `user`, with that account's HOME: it runs
+/// in the worker's directory, whose files the worker can write, so as agentsup's
+/// own user (root) it would let the worker run code as root.
+#[test]
+fn an_exec_probe_runs_as_the_workers_user() {
+    if !crate::contain_tests::is_root() {
+        eprintln!("skipped: switching a worker's user needs agentsup to run as root");
+        return;
+    }
+    let sb = Sandbox::new();
+    crate::contain_tests::open_up(&sb);
+    sb.config(
+        r#"
+[env]
+inherit = ["PATH", "HOME", "USER"]
+
+[[worker]]
+name = "w"
+user = "nobody"
+command = ["sh", "-c", "echo up; exec sleep 300"]
+ready = { exec = ["sh", "-c", "echo \"probe uid $(id -u) home $HOME\" >&2; test \"$(id -u)\" = 65534 && test \"$HOME\" != /root"], interval = "200ms", timeout = "20s" }
+"#,
+    );
+    let mut run = sb.spawn(&["run", "--no-color"]);
+    run.wait_for("| up", PATIENCE);
+    run.wait_for("w.0: ready", PATIENCE);
+    run.signal(15);
+    assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
+}

@@ -134,6 +134,19 @@ pub(crate) fn run_capture(
     timeout: Duration,
     reaper: Option<&ReaperHandle>,
 ) -> Result<Captured, SpawnError> {
+    run_capture_as(argv, env, cwd, timeout, reaper, None)
+}
+
+/// [`run_capture`] as the user and groups of `creds` (a worker's `user`/`group`,
+/// for its `ready = { exec = … }` probe); agentsup's own when `None`.
+pub(crate) fn run_capture_as(
+    argv: &[String],
+    env: &[(String, String)],
+    cwd: &Path,
+    timeout: Duration,
+    reaper: Option<&ReaperHandle>,
+    creds: Option<crate::sys::creds::Creds>,
+) -> Result<Captured, SpawnError> {
     let deadline = Instant::now() + timeout;
     let spec = SpawnSpec {
         argv: argv.to_vec(),
@@ -143,7 +156,7 @@ pub(crate) fn run_capture(
         capture: true,
         own_group: true,
         reset_signals: DEFAULT_RESET_SIGNALS.to_vec(),
-        creds: None,
+        creds,
     };
     let setup = ChildSetup {
         pdeathsig: true,

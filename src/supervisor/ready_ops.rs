@@ -127,13 +127,12 @@ impl Dispatcher {
                     .iter()
                     .map(|a| crate::ready::for_replica(a, replica))
                     .collect();
-                let mut env: Vec<(String, String)> = self
-                    .process_env
-                    .vars
-                    .iter()
-                    .filter(|(k, _)| self.plan.inherit.is_match(k.as_str()))
-                    .map(|(k, v)| (k.clone(), v.expose().to_string()))
-                    .collect();
+                // The worker's inherited environment, its account's HOME/USER
+                // included; never a key.
+                let mut env: Vec<(String, String)> =
+                    crate::env::inherited(&self.plan, worker, &self.process_env)
+                        .map(|(k, v, _)| (k.to_string(), v.expose().to_string()))
+                        .collect();
                 env.extend([
                     ("AGENTSUP_WORKER".to_string(), worker.name.clone()),
                     ("AGENTSUP_REPLICA".to_string(), replica.to_string()),
@@ -141,14 +140,22 @@ impl Dispatcher {
                     ("AGENTSUP_PID".to_string(), pid.to_string()),
                 ]);
                 let cwd = worker.cwd.clone();
+                // As the worker's own user: the probe runs in the worker's
+                // directory, whose files the worker can write.
+                let creds = worker.creds.clone();
                 let reaper = self.reaper.clone();
                 let each = ready.interval.max(Duration::from_secs(5));
                 tokio::spawn(poll(cancel, tx, slot, run, ready.interval, move || {
-                    use crate::sources::CommandRunner;
                     // Through the reaper, as every child of `run` (design.md).
-                    crate::validate::SpawnRunner(Some(reaper.clone()))
-                        .run(&argv, &env, &cwd, each)
-                        .is_ok_and(|c| c.code == Some(0))
+                    crate::process::run_capture_as(
+                        &argv,
+                        &env,
+                        &cwd,
+                        each,
+                        Some(&reaper),
+                        creds.clone(),
+                    )
+                    .is_ok_and(|c| c.status == crate::auth::Termination::Exited(0))
                 }));
             }
             Probe::Log(_) | Probe::Notify => {}
