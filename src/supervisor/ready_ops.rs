@@ -96,9 +96,23 @@ impl Dispatcher {
         let _ = std::fs::remove_file(&path);
         let sock = tokio::net::UnixDatagram::bind(&path)
             .map_err(|e| format!("cannot bind its notify socket {}: {e}", path.display()))?;
+        // Only its owner may send to it, whatever the umask was: any other local
+        // user could otherwise mark the replica ready.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
+            format!(
+                "cannot make its notify socket {} private: {e}",
+                path.display()
+            )
+        })?;
         if let Some(c) = &self.worker_of(slot).creds {
-            std::os::unix::fs::chown(&path, Some(c.uid), Some(c.gid))
-                .map_err(|e| format!("cannot hand its notify socket to its user: {e}"))?;
+            std::os::unix::fs::chown(&path, Some(c.uid), Some(c.gid)).map_err(|e| {
+                format!(
+                    "cannot hand its notify socket {} to uid {}: {e} (agentsup must run as root to start a worker as another user)",
+                    path.display(),
+                    c.uid
+                )
+            })?;
         }
         Ok((path, sock))
     }
