@@ -297,7 +297,10 @@ impl Dispatcher {
                     class,
                     reason,
                     leaked,
-                    key: self.key_fingerprint(slot),
+                    // Only an auth failure's rejected values are counted.
+                    key: (class == crate::auth::ExitClass::Auth)
+                        .then(|| self.key_fingerprint(slot))
+                        .flatten(),
                 }
             }
         };
@@ -311,11 +314,12 @@ impl Dispatcher {
         if injected.is_empty() {
             return None;
         }
-        let sorted: BTreeMap<&str, &[u8]> = injected
+        // `injected` follows the built environment's (sorted) order.
+        let pairs: Vec<(&str, &[u8])> = injected
             .iter()
             .map(|(k, v)| (k.as_str(), v.expose().as_bytes()))
             .collect();
-        Some(self.key_hasher.hash_one(sorted))
+        Some(self.key_hasher.hash_one(pairs))
     }
 
     /// Adopts a re-read's snapshot and tells the fleet, per replica, which of its
