@@ -258,7 +258,9 @@ impl State {
     }
 }
 
-/// The state's name in logs, `status` and metrics (SPEC 5).
+/// The state's name in logs, `status` and metrics (SPEC 5), for the tests; the
+/// code uses [`StateKind::as_str`] through `Display`.
+#[cfg(test)]
 pub(crate) fn label(state: &State) -> &'static str {
     state.kind().as_str()
 }
@@ -271,7 +273,7 @@ pub(crate) fn is_ready(state: &State) -> bool {
 
 impl fmt::Display for State {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(label(self))
+        f.write_str(self.kind().as_str())
     }
 }
 
