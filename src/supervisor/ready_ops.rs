@@ -17,6 +17,13 @@ impl Dispatcher {
         if let Some(c) = self.io[slot].probe_cancel.take() {
             c.store(true, Ordering::Relaxed);
         }
+        // A `log` probe's watches: the stream that did not match would otherwise
+        // go on testing every line of the run against the pattern.
+        for tail in &self.io[slot].tail {
+            if let Ok(mut t) = tail.lock() {
+                t.watch(None);
+            }
+        }
     }
 
     /// Before replica `slot`'s run number `run` spawns: for `notify` and `log`
@@ -37,26 +44,19 @@ impl Dispatcher {
         let tx = self.inputs_tx.clone();
         match &ready.probe {
             Probe::Log(re) => {
-                let watch = crate::output::LineWatch {
-                    re: re.clone(),
-                    on_match: Box::new(move || {
-                        let _ = tx.send(Input::Ready { slot, run });
-                    }),
-                };
-                // stdout and stderr: whichever prints the line first.
-                let [out, err] = &self.io[slot].tail;
-                let tx2 = self.inputs_tx.clone();
-                let second = crate::output::LineWatch {
-                    re: re.clone(),
-                    on_match: Box::new(move || {
-                        let _ = tx2.send(Input::Ready { slot, run });
-                    }),
-                };
-                if let Ok(mut t) = out.lock() {
-                    t.watch(Some(watch));
-                }
-                if let Ok(mut t) = err.lock() {
-                    t.watch(Some(second));
+                // stdout and stderr: whichever prints the line first (the first
+                // match cancels the probe, which takes both watches away).
+                for tail in &self.io[slot].tail {
+                    let tx = tx.clone();
+                    let watch = crate::output::LineWatch {
+                        re: re.clone(),
+                        on_match: Box::new(move || {
+                            let _ = tx.send(Input::Ready { slot, run });
+                        }),
+                    };
+                    if let Ok(mut t) = tail.lock() {
+                        t.watch(Some(watch));
+                    }
                 }
             }
             Probe::Notify => match self.notify_socket(slot, run) {
