@@ -46,13 +46,11 @@ pub(crate) fn locate(flag: Option<&Path>, env_value: Option<&str>) -> (PathBuf, 
 pub(crate) fn load_located(flag: Option<&Path>) -> Result<Plan, Error> {
     let env_value = std::env::var("AGENTSUP_CONFIG").ok();
     let (path, origin) = locate(flag, env_value.as_deref());
-    Plan::load(&path).map_err(|e| match e {
-        Error::ConfigUnreadable { path, cause, .. } => Error::ConfigUnreadable {
-            path,
-            origin: Some(origin),
-            cause,
-        },
-        other => other,
+    Plan::load(&path).map_err(|mut e| {
+        if let Error::ConfigUnreadable { origin: o, .. } = &mut e {
+            *o = Some(origin);
+        }
+        e
     })
 }
 

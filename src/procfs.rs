@@ -50,20 +50,14 @@ pub(crate) fn comm(pid: u32) -> String {
         .unwrap_or_default()
 }
 
-/// The kernel's page size, from the auxiliary vector (`AT_PAGESZ` in
-/// `/proc/self/auxv`); 4096 if it cannot be read.
+/// The kernel's page size (`sysconf(_SC_PAGESIZE)`); 4096 if it cannot be read.
 pub(crate) fn page_size() -> u64 {
-    const AT_PAGESZ: u64 = 6;
-    let Ok(auxv) = std::fs::read("/proc/self/auxv") else {
-        return 4096;
-    };
-    auxv.chunks_exact(16)
-        .map(|pair| {
-            let word = |b: &[u8]| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]));
-            (word(&pair[..8]), word(&pair[8..]))
-        })
-        .find(|&(kind, _)| kind == AT_PAGESZ)
-        .map_or(4096, |(_, size)| size)
+    use nix::unistd::{SysconfVar, sysconf};
+    sysconf(SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|n| u64::try_from(n).ok())
+        .unwrap_or(4096)
 }
 
 /// The pids listed in `/proc`.

@@ -10,9 +10,9 @@ use super::provider::Family;
 use crate::plan::Plan;
 use crate::sources::{ProcessEnv, Severity};
 
-/// True when a variable's name alone marks it secret (SPEC 7); the lists live
-/// with the secret type (`secret::name_looks_secret`), below everything that asks.
-pub(crate) use crate::secret::name_looks_secret as secret_looking_name;
+// Whether a variable's name alone marks it secret (SPEC 7): the lists live with the
+// secret type, below everything that asks.
+use crate::secret::name_looks_secret;
 
 /// Warns when an `[env] inherit` entry (notably `"*"`) hands every worker a
 /// secret-looking variable of agentsup's own environment: a secret-looking name,
@@ -23,7 +23,7 @@ pub(crate) fn inherited_secrets(plan: &Plan, process_env: &ProcessEnv) -> Vec<Fi
     // a match's index names the entry that let the variable through.
     let mut per_pattern: Vec<Vec<&str>> = vec![Vec::new(); plan.inherit_patterns.len()];
     for (name, value) in &process_env.vars {
-        if !(secret_looking_name(name) || crate::redact::url_password(value.expose()).is_some()) {
+        if !(name_looks_secret(name) || crate::redact::url_password(value.expose()).is_some()) {
             continue;
         }
         for i in plan.inherit.matches(name.as_str()) {
@@ -246,7 +246,7 @@ mod tests {
             "API_KEY",
             "BASIC_AUTH",
         ] {
-            assert!(secret_looking_name(name), "{name}");
+            assert!(name_looks_secret(name), "{name}");
         }
         for name in [
             "MODEL",
@@ -257,7 +257,7 @@ mod tests {
             "PATH",
             "KEYS",
         ] {
-            assert!(!secret_looking_name(name), "{name}");
+            assert!(!name_looks_secret(name), "{name}");
         }
     }
 
