@@ -72,6 +72,14 @@ pub(crate) fn for_replica(text: &str, replica: u32) -> String {
 /// Checks a `http` probe's URL: plain `http://` (a readiness endpoint is local),
 /// with a host. The error is a sentence fragment.
 pub(crate) fn check_url(url: &str) -> Result<(), String> {
+    // Checked first, and the URL is not echoed: it would print the password,
+    // here and in every "not ready" warning after.
+    if crate::redact::url_password(url).is_some() {
+        return Err(
+            "carries a password (`user:password@`); a readiness probe sends no credentials: remove it"
+                .to_string(),
+        );
+    }
     let rest = url.strip_prefix("http://").ok_or_else(|| {
         format!("{url:?} must start with http:// (e.g. \"http://127.0.0.1:8000/healthz\")")
     })?;
@@ -178,6 +186,13 @@ mod tests {
         assert!(check_url("http://127.0.0.1:8000/healthz").is_ok());
         assert!(check_url("https://x/").unwrap_err().contains("http://"));
         assert!(check_url("http:///x").unwrap_err().contains("no host"));
+        let e = check_url("http://app:s3cr3t-pw@127.0.0.1/ready").unwrap_err();
+        assert!(
+            e.contains("carries a password") && !e.contains("s3cr3t"),
+            "{e}"
+        );
+        let e = check_url("https://app:s3cr3t-pw@x/").unwrap_err();
+        assert!(!e.contains("s3cr3t"), "{e}");
         assert_eq!(
             for_replica("http://127.0.0.1:80{replica}/", 3),
             "http://127.0.0.1:803/"
