@@ -115,6 +115,19 @@ pub(crate) fn descends_from(pid: u32, ancestor: u32) -> Option<u32> {
     None
 }
 
+/// `pid` and its ancestors, nearest first, up to the top of our pid namespace;
+/// empty if `pid` is gone. Read at once, for a process that may exit soon after.
+pub(crate) fn ancestry(pid: u32) -> Vec<u32> {
+    let mut chain = Vec::new();
+    let mut current = pid;
+    while current != 0 && chain.len() < MAX_DEPTH && !chain.contains(&current) {
+        let Some(up) = parent(current) else { break };
+        chain.push(current);
+        current = up;
+    }
+    chain
+}
+
 /// The pids of `pid`'s children, from every `/proc/*/stat` (the kernel's
 /// `children` file needs CONFIG_PROC_CHILDREN and lists one thread only).
 pub(crate) fn children(pid: u32) -> Vec<u32> {
@@ -124,6 +137,18 @@ pub(crate) fn children(pid: u32) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ancestry_starts_with_the_process_and_passes_its_parent() {
+        let me = std::process::id();
+        let chain = ancestry(me);
+        assert_eq!(chain.first(), Some(&me));
+        if let Some(&up) = chain.get(1) {
+            assert_eq!(up, std::os::unix::process::parent_id());
+        }
+        assert!(ancestry(0).is_empty());
+        assert!(ancestry(u32::MAX).is_empty(), "no such process");
+    }
 
     #[test]
     fn reads_our_own_parent_and_thread_count() {

@@ -158,6 +158,11 @@ impl NotifyDir {
         ))
     }
 
+    /// The directory itself.
+    pub(crate) fn root(&self) -> &std::path::Path {
+        &self.root
+    }
+
     /// The socket path of one run of one replica slot.
     pub(crate) fn socket_path(&self, slot: usize, run: u64) -> PathBuf {
         self.root.join(format!("{slot}.{run}"))

@@ -214,3 +214,108 @@ ready = { exec = ["sh", "-c", "echo \"probe uid $(id -u) home $HOME\" >&2; test 
     run.signal(15);
     assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
 }
+
+/// Replica 1 reports itself ready, then sends `READY=1` to every other notify
+/// socket it can find; replica 0 reports only once `go` exists, and through a
+/// child process (as `systemd-notify` run from a script would).
+const FORGING_WORKER: &str = r#"
+import os, socket, subprocess, sys, time
+me = os.environ["NOTIFY_SOCKET"]
+if os.environ["AGENTSUP_REPLICA"] == "1":
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.sendto(b"READY=1", me)
+    d = os.path.dirname(me)
+    deadline = time.time() + 60
+    others = []
+    while not others and time.time() < deadline:
+        others = [n for n in os.listdir(d) if os.path.join(d, n) != me]
+        time.sleep(0.05)
+    for n in others:
+        s.sendto(b"READY=1", os.path.join(d, n))
+        print("forged ready for", n, flush=True)
+else:
+    while not os.path.exists("go"):
+        time.sleep(0.05)
+    send = "import os, socket, time; socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b'READY=1', os.environ['NOTIFY_SOCKET']); time.sleep(1)"
+    subprocess.run([sys.executable, "-c", send])
+while True:
+    time.sleep(1)
+"#;
+
+#[test]
+fn a_sibling_cannot_report_another_replica_ready_but_its_own_child_can() {
+    let ctl = Ctl::new("");
+    let sb = &ctl.sb;
+    sb.write("worker.py", FORGING_WORKER);
+    sb.config(&format!(
+        r#"
+[[worker]]
+name = "n"
+replicas = 2
+command = ["{py}", "worker.py"]
+ready = {{ notify = true }}
+"#,
+        py = python()
+    ));
+    let mut run = ctl.start();
+    run.wait_for_all(
+        &[
+            "n.1: ready",
+            "forged ready for",
+            "n.0: ignored READY=1 from pid",
+        ],
+        PATIENCE,
+    );
+    let status = ctl.status();
+    assert_eq!(status["replicas"][0]["ready"], false, "{status}");
+    assert_eq!(status["replicas"][1]["ready"], true, "{status}");
+    assert!(!run.output().contains("n.0: ready"), "{}", run.output());
+    sb.write("go", "");
+    run.wait_for("n.0: ready", PATIENCE);
+    run.signal(15);
+    assert_eq!(run.wait_exit(PATIENCE), Some(0));
+}
+
+/// The notify sockets' directory does not outlive a SIGKILLed agentsup: its
+/// guard removes it, as it removes key files.
+#[test]
+fn a_sigkilled_run_leaves_no_notify_directory() {
+    let ctl = Ctl::new("");
+    let sb = &ctl.sb;
+    sb.write("worker.py", NOTIFY_WORKER);
+    sb.write("secrets/MY_TOKEN", "notify-dir-token-0001");
+    sb.config(&format!(
+        r#"
+[[source]]
+type = "dir"
+path = "secrets"
+
+[[worker]]
+name = "n"
+command = ["{py}", "worker.py"]
+keys = ["MY_TOKEN"]
+ready = {{ notify = true }}
+"#,
+        py = python()
+    ));
+    let notify_dirs = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&ctl.runtime)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("agentsup-n-"))
+            })
+            .collect()
+    };
+    let run = ctl.start();
+    run.wait_for("n.0: ready", PATIENCE);
+    assert_eq!(notify_dirs().len(), 1, "{}", run.output());
+    signal(run.pid(), 9);
+    assert!(
+        wait_until(PATIENCE, || notify_dirs().is_empty()),
+        "left behind: {:?}",
+        notify_dirs()
+    );
+}

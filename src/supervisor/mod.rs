@@ -62,6 +62,8 @@ struct SlotIo {
     held: Option<crate::redact::Held>,
     /// Stops the current run's `ready` probe.
     probe_cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// This run's notify socket already refused a datagram (warned once a run).
+    notify_refused: bool,
 }
 
 /// Inputs of the dispatcher besides signals and run events.
@@ -80,6 +82,12 @@ enum Input {
     Watchdog,
     /// A replica's `ready` probe passed for that run.
     Ready { slot: usize, run: u64 },
+    /// `READY=1` arrived on that run's notify socket from `sender`.
+    Notified {
+        slot: usize,
+        run: u64,
+        sender: Option<ready_ops::Sender>,
+    },
 }
 
 /// The dispatcher: turns every input into a [`fleet::Event`], steps the fleet and
@@ -397,12 +405,8 @@ impl Dispatcher {
                     n.ping();
                 }
             }
-            Input::Ready { slot, run } => {
-                if self.fleet.is_current(slot, run) {
-                    self.cancel_probe(slot);
-                }
-                self.step(Event::Ready { slot, run });
-            }
+            Input::Ready { slot, run } => self.on_ready(slot, run),
+            Input::Notified { slot, run, sender } => self.on_notified(slot, run, sender),
         }
     }
 
@@ -516,6 +520,7 @@ async fn supervise(ctx: RunContext) -> Result<(u8, SignalStream)> {
             injected: Vec::new(),
             held: None,
             probe_cancel: None,
+            notify_refused: false,
         })
         .collect();
     let d = Dispatcher {

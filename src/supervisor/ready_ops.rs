@@ -26,6 +26,42 @@ impl Dispatcher {
         }
     }
 
+    /// Run `run` of `slot` passed its probe.
+    pub(super) fn on_ready(&mut self, slot: SlotId, run: u64) {
+        if self.fleet.is_current(slot, run) {
+            self.cancel_probe(slot);
+        }
+        self.step(crate::fleet::Event::Ready { slot, run });
+    }
+
+    /// `READY=1` came on run `run`'s notify socket: it counts only from that
+    /// run's own process tree. Any other sender (a sibling worker of the same
+    /// uid) is refused, with one warning a run.
+    pub(super) fn on_notified(&mut self, slot: SlotId, run: u64, sender: Option<Sender>) {
+        if !self.fleet.is_current(slot, run) {
+            return;
+        }
+        let replica = self.fleet.pid(slot);
+        if let (Some(sender), Some(replica)) = (&sender, replica)
+            && sender.belongs_to(replica)
+        {
+            self.on_ready(slot, run);
+            return;
+        }
+        if std::mem::replace(&mut self.io[slot].notify_refused, true) {
+            return;
+        }
+        let (w, r) = self.fleet.slot(slot);
+        let from = sender.map_or("an unknown process".to_string(), |s| {
+            format!("pid {}", s.pid)
+        });
+        tracing::warn!(
+            "{}.{r}: ignored READY=1 from {from}: not this replica's process\n  \
+             only a live process of the replica's own tree counts: send it from the worker",
+            self.workers[w].name
+        );
+    }
+
     /// Before replica `slot`'s run number `run` spawns: for `notify` and `log`
     /// probes, sets up what will hear it (`NOTIFY_SOCKET` goes into `pairs`).
     /// `http` and `exec` start once the process runs.
@@ -63,6 +99,7 @@ impl Dispatcher {
                 Ok((path, sock)) => {
                     pairs.retain(|(k, _)| k != "NOTIFY_SOCKET");
                     pairs.push(("NOTIFY_SOCKET".into(), path.display().to_string()));
+                    self.io[slot].notify_refused = false;
                     tokio::spawn(listen(sock, path, cancel, tx, slot, run));
                 }
                 Err(e) => {
@@ -89,13 +126,27 @@ impl Dispatcher {
                     .as_ref()
                     .is_some_and(|c| c.uid != nix::unistd::geteuid().as_raw())
             });
-            self.notify_dir = Some(crate::ready::NotifyDir::create(foreign)?);
+            let dir = crate::ready::NotifyDir::create(foreign)?;
+            // Nothing secret is in it, but a SIGKILLed run must not leave it
+            // behind in /tmp: the guard removes it (as it does the key files).
+            crate::guard::remove_on_death(dir.root());
+            self.notify_dir = Some(dir);
         }
         let dir = self.notify_dir.as_ref().ok_or("no notify directory")?;
         let path = dir.socket_path(slot, run);
         let _ = std::fs::remove_file(&path);
         let sock = tokio::net::UnixDatagram::bind(&path)
             .map_err(|e| format!("cannot bind its notify socket {}: {e}", path.display()))?;
+        // The kernel then says which pid sent each datagram, so a sibling of the
+        // same uid cannot mark this replica ready (systemd's `NotifyAccess=`).
+        nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::PassCred, &true).map_err(
+            |e| {
+                format!(
+                    "cannot ask for the sender of datagrams on {}: {e}",
+                    path.display()
+                )
+            },
+        )?;
         // Only its owner may send to it, whatever the umask was: any other local
         // user could otherwise mark the replica ready.
         use std::os::unix::fs::PermissionsExt;
@@ -204,7 +255,9 @@ async fn poll(
     }
 }
 
-/// Waits for `READY=1` on a run's notify socket; removes the socket after.
+/// Passes every `READY=1` datagram on a run's notify socket to the dispatcher
+/// with the pid that sent it (which decides whether it counts); removes the
+/// socket once the probe is cancelled.
 async fn listen(
     sock: tokio::net::UnixDatagram,
     path: std::path::PathBuf,
@@ -215,14 +268,73 @@ async fn listen(
 ) {
     let mut buf = vec![0u8; 4096];
     while !cancel.load(Ordering::Relaxed) {
-        match tokio::time::timeout(Duration::from_millis(500), sock.recv(&mut buf)).await {
-            Ok(Ok(n)) if crate::ready::says_ready(&buf[..n]) => {
-                let _ = tx.send(Input::Ready { slot, run });
-                break;
+        match tokio::time::timeout(
+            Duration::from_millis(500),
+            recv_with_sender(&sock, &mut buf),
+        )
+        .await
+        {
+            Ok(Ok((n, sender))) if crate::ready::says_ready(&buf[..n]) => {
+                // Placed now, before the dispatcher sees it: a short-lived sender
+                // (`systemd-notify` run from a shell worker) may exit any moment.
+                let sender = sender.map(Sender::place);
+                let _ = tx.send(Input::Notified { slot, run, sender });
             }
             Ok(Ok(_)) | Err(_) => {}
             Ok(Err(_)) => break,
         }
     }
     let _ = std::fs::remove_file(&path);
+}
+
+/// One datagram, and the pid the kernel says sent it (`SO_PASSCRED`: a sender
+/// cannot claim another process's pid without `CAP_SYS_ADMIN`).
+async fn recv_with_sender(
+    sock: &tokio::net::UnixDatagram,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, Option<u32>)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixAddr, UnixCredentials, recvmsg};
+    use std::os::fd::AsRawFd;
+    sock.async_io(tokio::io::Interest::READABLE, || {
+        let mut space = nix::cmsg_space!(UnixCredentials);
+        let mut iov = [std::io::IoSliceMut::new(&mut *buf)];
+        let msg = recvmsg::<UnixAddr>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+        )?;
+        let sender = msg.cmsgs()?.find_map(|c| match c {
+            ControlMessageOwned::ScmCredentials(cred) => u32::try_from(cred.pid()).ok(),
+            _ => None,
+        });
+        Ok((msg.bytes, sender))
+    })
+    .await
+}
+
+/// Who sent a notify datagram, read from `/proc` the moment it arrived.
+#[derive(Debug)]
+pub(super) struct Sender {
+    pub(super) pid: u32,
+    /// The sender and its ancestors, nearest first; empty if it was already gone.
+    ancestry: Vec<u32>,
+    pgrp: Option<u32>,
+}
+
+impl Sender {
+    fn place(pid: u32) -> Sender {
+        Sender {
+            pid,
+            ancestry: crate::procfs::ancestry(pid),
+            pgrp: crate::procfs::stat(pid).map(|s| s.pgrp),
+        }
+    }
+
+    /// Whether it is `replica`'s process, runs under it or is in its process
+    /// group: what may report it ready. A sender already gone when it was read
+    /// cannot be placed, so it does not count.
+    pub(super) fn belongs_to(&self, replica: u32) -> bool {
+        self.ancestry.contains(&replica) || self.pgrp == Some(replica)
+    }
 }
