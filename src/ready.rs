@@ -89,9 +89,9 @@ pub(crate) fn check_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// One `http` attempt: true on a 2xx answer within `timeout`. Blocking (ureq);
+/// One `http` attempt: `Ok` on a 2xx answer within `timeout`, else why not. Blocking (ureq);
 /// call it off the async threads.
-pub(crate) fn http_once(url: &str, timeout: Duration) -> bool {
+pub(crate) fn http_once(url: &str, timeout: Duration) -> Result<(), String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .max_redirects(0)
@@ -100,7 +100,13 @@ pub(crate) fn http_once(url: &str, timeout: Duration) -> bool {
         .proxy(None)
         .build()
         .into();
-    agent.get(url).call().is_ok_and(|r| r.status().is_success())
+    match agent.get(url).call() {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(format!("it answered HTTP {}", r.status().as_u16())),
+        // ureq's message names the failure (connection refused, timeout); the URL
+        // is the configured one, which carries no password (`check_url`).
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// The parsed lines of one `$NOTIFY_SOCKET` datagram: true when it says
@@ -221,8 +227,11 @@ mod tests {
             }
         });
         let url = format!("http://127.0.0.1:{port}/ready");
-        assert!(!http_once(&url, Duration::from_secs(5)));
-        assert!(http_once(&url, Duration::from_secs(5)));
+        assert_eq!(
+            http_once(&url, Duration::from_secs(5)),
+            Err("it answered HTTP 503".to_string())
+        );
+        assert_eq!(http_once(&url, Duration::from_secs(5)), Ok(()));
         server.join().unwrap();
     }
 }

@@ -160,6 +160,12 @@ ready = {{ http = "http://127.0.0.1:{port}/ready", interval = "200ms", timeout =
         line.contains(&format!("http http://127.0.0.1:{port}/ready")),
         "{line}"
     );
+    // Then why: the server answers 503 (or, on a slow start, was not listening yet).
+    let why = run.wait_for("web.0: its latest probe: ", PATIENCE);
+    assert!(
+        why.contains("it answered HTTP 503") || why.to_lowercase().contains("connection refused"),
+        "{why}"
+    );
     sb.write("up", "");
     run.wait_for("web.0: ready", PATIENCE);
     run.signal(15);

@@ -64,6 +64,8 @@ struct SlotIo {
     probe_cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// This run's notify socket already refused a datagram (warned once a run).
     notify_refused: bool,
+    /// Why the current run's latest `http`/`exec` probe attempt failed.
+    probe_failure: Option<Arc<Mutex<Option<String>>>>,
 }
 
 /// Inputs of the dispatcher besides signals and run events.
@@ -390,6 +392,7 @@ impl Dispatcher {
 
     fn on_input(&mut self, input: Input) {
         match input {
+            Input::Timer(Timer::ReadyTimeout { slot, run }) => self.on_ready_timeout(slot, run),
             Input::Timer(timer) => self.step(Event::Timer(timer)),
             Input::Reread(outcome) => self.on_reread(*outcome),
             Input::Control(request, tx) => {
@@ -521,6 +524,7 @@ async fn supervise(ctx: RunContext) -> Result<(u8, SignalStream)> {
             held: None,
             probe_cancel: None,
             notify_refused: false,
+            probe_failure: None,
         })
         .collect();
     let d = Dispatcher {

@@ -4,8 +4,8 @@
 //! the probe passes; a rolling restart waits for it, or for its `timeout`, before
 //! moving to the next replica) is the fleet's.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::{Dispatcher, Input, SlotId};
@@ -17,12 +17,32 @@ impl Dispatcher {
         if let Some(c) = self.io[slot].probe_cancel.take() {
             c.store(true, Ordering::Relaxed);
         }
+        self.io[slot].probe_failure = None;
         // A `log` probe's watches: the stream that did not match would otherwise
         // go on testing every line of the run against the pattern.
         for tail in &self.io[slot].tail {
             if let Ok(mut t) = tail.lock() {
                 t.watch(None);
             }
+        }
+    }
+
+    /// Run `run` of `slot` reached its `ready` timeout: after the fleet's
+    /// warning, why the probe's latest attempt failed (`http` and `exec`).
+    pub(super) fn on_ready_timeout(&mut self, slot: SlotId, run: u64) {
+        self.step(crate::fleet::Event::Timer(
+            crate::fleet::Timer::ReadyTimeout { slot, run },
+        ));
+        if !self.fleet.is_current(slot, run) || self.fleet.ready(slot) != Some(false) {
+            return;
+        }
+        let why = self.io[slot]
+            .probe_failure
+            .as_ref()
+            .and_then(|f| f.lock().unwrap_or_else(PoisonError::into_inner).clone());
+        if let Some(why) = why {
+            let (w, r) = self.fleet.slot(slot);
+            tracing::warn!("{}.{r}: its latest probe: {why}", self.workers[w].name);
         }
     }
 
@@ -179,13 +199,21 @@ impl Dispatcher {
         };
         let run = self.fleet.run(slot);
         let tx = self.inputs_tx.clone();
+        let failure = Arc::new(Mutex::new(None));
+        self.io[slot].probe_failure = Some(failure.clone());
         match ready.probe {
             Probe::Http(url) => {
                 let url = crate::ready::for_replica(&url, replica);
                 let each = ready.interval.max(Duration::from_secs(2));
-                tokio::spawn(poll(cancel, tx, slot, run, ready.interval, move || {
-                    crate::ready::http_once(&url, each)
-                }));
+                tokio::spawn(poll(
+                    cancel,
+                    failure,
+                    tx,
+                    slot,
+                    run,
+                    ready.interval,
+                    move || crate::ready::http_once(&url, each),
+                ));
             }
             Probe::Exec(argv) => {
                 let argv: Vec<String> = argv
@@ -210,32 +238,51 @@ impl Dispatcher {
                 let creds = worker.creds.clone();
                 let reaper = self.reaper.clone();
                 let each = ready.interval.max(Duration::from_secs(5));
-                tokio::spawn(poll(cancel, tx, slot, run, ready.interval, move || {
-                    // Through the reaper, as every child of `run` (design.md).
-                    crate::process::run_capture_as(
-                        &argv,
-                        &env,
-                        &cwd,
-                        each,
-                        Some(&reaper),
-                        creds.clone(),
-                    )
-                    .is_ok_and(|c| c.status == crate::auth::Termination::Exited(0))
-                }));
+                tokio::spawn(poll(
+                    cancel,
+                    failure,
+                    tx,
+                    slot,
+                    run,
+                    ready.interval,
+                    move || {
+                        // Through the reaper, as every child of `run` (design.md).
+                        let c = crate::process::run_capture_as(
+                            &argv,
+                            &env,
+                            &cwd,
+                            each,
+                            Some(&reaper),
+                            creds.clone(),
+                        )
+                        .map_err(|e| format!("it could not start: {e}"))?;
+                        if c.status == crate::auth::Termination::Exited(0) {
+                            return Ok(());
+                        }
+                        Err(
+                            match last_line(&c.stderr).or_else(|| last_line(&c.stdout)) {
+                                Some(line) => format!("it ended with {}: {line}", c.status),
+                                None => format!("it ended with {}", c.status),
+                            },
+                        )
+                    },
+                ));
             }
             Probe::Log(_) | Probe::Notify => {}
         }
     }
 }
 
-/// Tries `attempt` (blocking) every `interval` until it succeeds or `cancel`.
+/// Tries `attempt` (blocking) every `interval` until it succeeds or `cancel`;
+/// keeps why the latest attempt failed in `failure`.
 async fn poll(
     cancel: Arc<AtomicBool>,
+    failure: Arc<Mutex<Option<String>>>,
     tx: tokio::sync::mpsc::UnboundedSender<Input>,
     slot: usize,
     run: u64,
     interval: Duration,
-    attempt: impl Fn() -> bool + Send + Sync + Clone + 'static,
+    attempt: impl Fn() -> Result<(), String> + Send + Sync + Clone + 'static,
 ) {
     loop {
         if cancel.load(Ordering::Relaxed) {
@@ -243,16 +290,33 @@ async fn poll(
         }
         let started = Instant::now();
         let f = attempt.clone();
-        let ok = tokio::task::spawn_blocking(f).await.unwrap_or(false);
+        let outcome = tokio::task::spawn_blocking(f)
+            .await
+            .unwrap_or_else(|_| Err("the probe's thread panicked".into()));
         if cancel.load(Ordering::Relaxed) {
             return;
         }
-        if ok {
-            let _ = tx.send(Input::Ready { slot, run });
-            return;
+        match outcome {
+            Ok(()) => {
+                let _ = tx.send(Input::Ready { slot, run });
+                return;
+            }
+            Err(why) => *failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(why),
         }
         tokio::time::sleep(interval.saturating_sub(started.elapsed())).await;
     }
+}
+
+/// The last non-empty line of a probe's output, printable characters only and
+/// at most 120 of them (it goes into an event line; redacted there like any).
+fn last_line(output: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(output);
+    let line = text.lines().rev().map(str::trim).find(|l| !l.is_empty())?;
+    let mut shown: String = line.chars().filter(|c| !c.is_control()).take(120).collect();
+    if line.chars().count() > 120 {
+        shown.push('…');
+    }
+    Some(shown)
 }
 
 /// Passes every `READY=1` datagram on a run's notify socket to the dispatcher
@@ -336,5 +400,29 @@ impl Sender {
     /// cannot be placed, so it does not count.
     pub(super) fn belongs_to(&self, replica: u32) -> bool {
         self.ancestry.contains(&replica) || self.pgrp == Some(replica)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_line;
+
+    #[test]
+    fn a_probe_failure_shows_its_last_printable_line() {
+        assert_eq!(last_line(b""), None);
+        assert_eq!(last_line(b"\n  \n"), None);
+        assert_eq!(
+            last_line(b"starting\nnot yet: db down\n\n").as_deref(),
+            Some("not yet: db down")
+        );
+        assert_eq!(
+            last_line(b"\x1b[31mred\x07\n").as_deref(),
+            Some("[31mred"),
+            "no control character reaches the event line"
+        );
+        let long = "x".repeat(300);
+        let shown = last_line(long.as_bytes()).unwrap();
+        assert_eq!(shown.chars().count(), 121);
+        assert!(shown.ends_with('…'));
     }
 }
