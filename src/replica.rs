@@ -215,9 +215,9 @@ impl StateKind {
         }
     }
 
-    /// The one readiness rule (SPEC 8): only a running process counts towards
-    /// `/readyz`.
-    pub(crate) fn is_ready(self) -> bool {
+    /// Whether a process runs: the state half of the readiness rule (SPEC 8;
+    /// [`crate::status::ReplicaStatus::is_ready`] adds the `ready` probe).
+    pub(crate) fn is_running(self) -> bool {
         self == StateKind::Running
     }
 
@@ -263,12 +263,6 @@ impl State {
 #[cfg(test)]
 pub(crate) fn label(state: &State) -> &'static str {
     state.kind().as_str()
-}
-
-/// True when the replica counts towards `/readyz` ([`StateKind::is_ready`]).
-#[cfg(test)]
-pub(crate) fn is_ready(state: &State) -> bool {
-    state.kind().is_ready()
 }
 
 impl fmt::Display for State {

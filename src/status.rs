@@ -100,9 +100,9 @@ impl std::fmt::Display for RestartReason {
 
 impl ReplicaStatus {
     /// The one readiness rule for a replica (SPEC 8): its state counts
-    /// ([`StateKind::is_ready`]) and, with a `ready` probe, the probe passed.
+    /// (a process runs) and, with a `ready` probe, the probe passed.
     pub(crate) fn is_ready(&self) -> bool {
-        self.state.is_ready() && self.ready != Some(false)
+        self.state.is_running() && self.ready != Some(false)
     }
 }
 
@@ -209,7 +209,7 @@ impl Status {
             }
             // A replica whose `ready` probe has not passed yet does not count.
             if !mine.iter().any(|r| r.is_ready()) {
-                if mine.iter().any(|r| r.state.is_ready()) {
+                if mine.iter().any(|r| r.state.is_running()) {
                     problems.push(format!("{w} has no ready replica yet (`ready` probe)"));
                 } else {
                     problems.push(format!("{w} has no running replica"));

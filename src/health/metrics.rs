@@ -151,7 +151,7 @@ impl Collector for Snapshot {
             &mut enc,
             "agentsup_worker_up",
             "Replicas of the worker whose process is running",
-            per_worker(&|w| count(w, &StateKind::is_ready)),
+            per_worker(&|w| count(w, &StateKind::is_running)),
         )?;
         gauges(
             &mut enc,

@@ -402,7 +402,7 @@ fn unchanged_auth_failures_back_off_then_block_and_never_give_up() {
         ]
     );
     assert_eq!(r.auth_streak(), 7);
-    assert!(!is_ready(&State::AuthBlocked { until: t }));
+    assert!(!State::AuthBlocked { until: t }.kind().is_running());
 }
 
 /// One auth failure after a run of `run`, on key values `key`, with the sources
@@ -759,7 +759,7 @@ fn labels_and_readiness() {
     for (state, name, ready) in all {
         assert_eq!(label(&state), name);
         assert_eq!(state.to_string(), name);
-        assert_eq!(is_ready(&state), ready, "{name}");
+        assert_eq!(state.kind().is_running(), ready, "{name}");
     }
 }
 
