@@ -16,7 +16,8 @@ Standard library only; the workers need the `openai` SDK (target/test-venv has i
   python3 bench/rotation/run.py [--replicas 50] [--modes restart,file,signal]
                                 [--python PATH] [--json PATH] [--no-wait-quiet]
 
-AGENTSUP_BIN picks the binary (default target/release/agentsup, else target/debug).
+AGENTSUP_BIN picks the binary (default target/build-dist/agentsup, else
+target/release/agentsup; never a debug build, whose timings mean nothing).
 By default it waits until the machine is quiet (under 20 % CPU busy, up to 90 s)
 before each mode, as bench/run.py does.
 """
@@ -42,11 +43,12 @@ def agentsup_bin():
     env = os.environ.get("AGENTSUP_BIN")
     if env:
         return env
-    for p in ("target/release/agentsup", "target/debug/agentsup"):
+    for p in ("target/build-dist/agentsup", "target/release/agentsup"):
         full = os.path.join(ROOT, p)
         if os.access(full, os.X_OK):
             return full
-    sys.exit("no agentsup binary: cargo build --release, or set AGENTSUP_BIN")
+    sys.exit("no optimised agentsup binary: scripts/build-dist.sh or "
+             "cargo build --release, or set AGENTSUP_BIN")
 
 
 def cpu_busy(seconds=1.0):
