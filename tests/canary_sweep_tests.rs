@@ -282,3 +282,52 @@ fn http_get(port: u16, path: &str) -> String {
         .map(|(_, body)| body.to_string())
         .unwrap_or(reply)
 }
+
+/// A panic of `run` itself (forced in debug builds by
+/// `AGENTSUP_DEBUG_PANIC_WITH`, its message holding the loaded value) prints the
+/// value redacted, exits 101, and the guard leaves no worker alive.
+#[test]
+fn a_panic_of_run_prints_no_value_and_leaves_no_worker() {
+    let canary = Canary::new("sk-panic-");
+    let sb = Sandbox::new();
+    sb.write("secrets/DIR_TOKEN", format!("{}\n", canary.value()));
+    sb.config(
+        r#"
+[[source]]
+type = "dir"
+path = "secrets"
+
+[[worker]]
+name = "w"
+replicas = 2
+command = ["sh", "-c", "exec sleep 600"]
+keys = ["DIR_TOKEN"]
+"#,
+    );
+    let mut c = sb.cmd(&["run", "--no-color"]);
+    c.env("AGENTSUP_DEBUG_PANIC_WITH", "DIR_TOKEN");
+    let mut run = sb.spawn_cmd(c);
+    assert_eq!(run.wait_exit(PATIENCE), Some(101), "{}", run.output());
+    let out = run.output();
+    assert!(
+        out.contains("forced panic (AGENTSUP_DEBUG_PANIC_WITH): DIR_TOKEN is [redacted:DIR_TOKEN]"),
+        "{out}"
+    );
+    canary.assert_absent(&run);
+    // Nothing keeps running in the sandbox: the guard killed every worker.
+    let in_sandbox = || -> Vec<u32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|d| d == sb.path())
+            })
+            .collect()
+    };
+    assert!(
+        wait_until(PATIENCE, || in_sandbox().is_empty()),
+        "still running after the panic: {:?}",
+        in_sandbox()
+    );
+}

@@ -283,6 +283,8 @@ impl Dispatcher {
     fn on_run_event(&mut self, ev: RunEvent) {
         let event = match ev {
             RunEvent::Spawned { slot, run, pid } => {
+                #[cfg(debug_assertions)]
+                self.forced_panic_for_tests();
                 if self.fleet.is_current(slot, run) {
                     self.start_probe(slot, pid);
                 }
@@ -380,6 +382,24 @@ impl Dispatcher {
             }
         }
         out
+    }
+
+    /// Debug builds only (the tests' binary; never a release): with
+    /// `AGENTSUP_DEBUG_PANIC_WITH=KEY`, panics with KEY's loaded value in the
+    /// message once a worker's process exists, so the leak canaries can check
+    /// what a real panic of `run` prints (the hook redacts it) and that the guard
+    /// then leaves no worker behind.
+    #[cfg(debug_assertions)]
+    fn forced_panic_for_tests(&self) {
+        let Ok(key) = std::env::var("AGENTSUP_DEBUG_PANIC_WITH") else {
+            return;
+        };
+        if let Some(entry) = self.snapshot.values.get(&key) {
+            panic!(
+                "forced panic (AGENTSUP_DEBUG_PANIC_WITH): {key} is {}",
+                entry.value.expose()
+            );
+        }
     }
 
     /// Publishes a fresh [`Status`]; cheap enough to do after every event.
