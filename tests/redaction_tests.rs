@@ -523,3 +523,104 @@ for stream in (sys.stdout, sys.stderr):
     ]);
     out.assert_code(0).assert_contains("\x1b[0m");
 }
+
+/// Pieces of 12 characters joined by Unicode's default-ignorable characters,
+/// which a terminal shows as nothing (issue 12, red-team row D), and text that
+/// needs some of them (an emoji ZWJ sequence, Persian with a ZWNJ).
+const INVISIBLE: &str = r##"
+import os, sys
+key = os.environ["OPENAI_API_KEY"]
+pieces = [key[i:i + 12] for i in range(0, len(key), 12)]
+for label, sep in [("zwsp", "\u200b"), ("shy", "\u00ad"), ("wj", "\u2060"), ("bom", "\ufeff"),
+                   ("rlo", "\u202e"), ("pdf", "\u202a\u202c"), ("isolate", "\u2066\u2069"),
+                   ("zwj", "\u200d"), ("zwnj", "\u200c"), ("lrm", "\u200e"), ("vs16", "\ufe0f"),
+                   ("tag", "\U000e0041")]:
+    print(label + ": " + sep.join(pieces), flush=True)
+    print(label + " stderr: " + sep.join(pieces), file=sys.stderr, flush=True)
+print("family \U0001f468\u200d\U0001f469\u200d\U0001f467 persian \u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645", flush=True)
+print("done", flush=True)
+"##;
+
+const INVISIBLE_LABELS: [&str; 12] = [
+    "zwsp", "shy", "wj", "bom", "rlo", "pdf", "isolate", "zwj", "zwnj", "lrm", "vs16", "tag",
+];
+
+/// Default-ignorable characters: what a reader deleting the invisible characters
+/// from a copy of the output would delete.
+fn without_invisible(text: &str) -> String {
+    text.chars()
+        .filter(|c| {
+            !matches!(u32::from(*c), 0xad | 0x200b..=0x200f | 0x202a..=0x202e
+                | 0x2060..=0x206f | 0xfe00..=0xfe0f | 0xfeff | 0xe0000..=0xe0fff)
+        })
+        .collect()
+}
+
+fn assert_invisible_joins_redacted(what: &str, text: &str, secrets: &Secrets, stderr_too: bool) {
+    for label in INVISIBLE_LABELS {
+        let line = text
+            .lines()
+            .find(|l| l.contains(&format!("{label}: ")))
+            .unwrap_or_else(|| panic!("{what}: no line for {label}:\n{text}"));
+        assert!(
+            line.ends_with(&format!("{label}: [redacted:OPENAI_API_KEY]")),
+            "{what}: {line:?}"
+        );
+        if stderr_too {
+            assert!(
+                text.contains(&format!("{label} stderr: [redacted:OPENAI_API_KEY]")),
+                "{what} {label}: {text}"
+            );
+        }
+    }
+    secrets.openai.assert_absent(&(what.to_string(), text));
+    secrets.openai.assert_absent(&(
+        format!("{what}, invisible characters deleted"),
+        without_invisible(text),
+    ));
+    // Legitimate text keeps what it needs.
+    assert!(
+        text.contains("family \u{1f468}\u{200d}\u{1f469}\u{200d}\u{1f467} persian \u{645}\u{6cc}\u{200c}\u{62e}\u{648}\u{627}\u{647}\u{645}"),
+        "{what}: {text}"
+    );
+}
+
+#[test]
+fn invisible_unicode_between_pieces_cannot_hide_a_key() {
+    let (sb, secrets) = sandbox_with_secrets("inv", INVISIBLE);
+    for format in ["pretty", "json"] {
+        let out = sb.run(&["run", "--no-color", "--log-format", format]);
+        out.assert_code(0);
+        let text = seen(&out, format);
+        assert!(text.contains("done"), "{text}");
+        assert_invisible_joins_redacted(&format!("{format} output"), &text, &secrets, true);
+        // Nor in the raw bytes printed (JSON escapes stay escapes of nothing).
+        secrets
+            .openai
+            .assert_absent(&(format!("{format} raw"), without_invisible(&out.stdout)));
+        assert!(!out.stdout.contains("\\u200b") && !out.stdout.contains('\u{202e}'));
+    }
+    let py = python();
+    let script = sb.path().join("inv.py");
+    let out = sb.run(&[
+        "exec",
+        "--worker",
+        "inv",
+        "--",
+        &py,
+        script.to_str().unwrap(),
+    ]);
+    out.assert_code(0);
+    assert_invisible_joins_redacted("exec stdout", &out.stdout, &secrets, false);
+    for label in INVISIBLE_LABELS {
+        assert!(
+            out.stderr
+                .contains(&format!("{label} stderr: [redacted:OPENAI_API_KEY]\n")),
+            "exec stderr {label}: {}",
+            out.stderr
+        );
+    }
+    secrets
+        .openai
+        .assert_absent(&("exec stderr", without_invisible(&out.stderr)));
+}

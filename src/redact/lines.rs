@@ -149,6 +149,16 @@ mod tests {
             "\0",
             "\u{9b}1m",
             "é\x08",
+            // Default-ignorable characters a terminal shows as nothing.
+            "\u{200b}",
+            "\u{ad}",
+            "\u{2060}",
+            "\u{feff}",
+            "\u{202e}\u{202c}",
+            "\u{2066}\u{2069}",
+            "\u{200d}",
+            "\u{fe0f}",
+            "\u{e0041}",
         ] {
             let line = format!("key={} done", parts.join(sep));
             let mut lines = ShownLines::new();

@@ -555,3 +555,60 @@ fn held_values_stay_redacted_through_any_number_of_rotations_until_released() {
     drop(h);
     assert_eq!(shared.redact_str("fourth-secret-v"), "[redacted:KEY]");
 }
+
+/// Default-ignorable characters a terminal shows as nothing, of every class
+/// [`terminal::invisible`] has (issue 12, red-team row D).
+const INVISIBLE: &[char] = &[
+    '\u{200b}',
+    '\u{ad}',
+    '\u{2060}',
+    '\u{feff}',
+    '\u{202a}',
+    '\u{202c}',
+    '\u{202e}',
+    '\u{2066}',
+    '\u{2069}',
+    '\u{200c}',
+    '\u{200d}',
+    '\u{200e}',
+    '\u{fe0f}',
+    '\u{e0041}',
+    '\u{e007f}',
+];
+
+proptest! {
+    /// An ASCII key cut anywhere into pieces joined by runs of invisible
+    /// characters, inside other text, shows no 16 characters of the key once
+    /// rendered as a terminal shows it and redacted.
+    #[test]
+    fn invisible_characters_between_pieces_hide_nothing(
+        key in "[A-Za-z0-9+/_-]{24,60}",
+        cuts in prop::collection::vec((0usize..60, prop::collection::vec(0usize..INVISIBLE.len(), 1..4)), 1..8),
+        before in "[a-z =:]{0,10}",
+        after in "[a-z =:]{0,10}",
+    ) {
+        let r = Redactor::new([pair("KEY", &key)]);
+        let mut cuts: Vec<(usize, String)> = cuts
+            .into_iter()
+            .map(|(at, seps)| (at.min(key.len()), seps.into_iter().map(|i| INVISIBLE[i]).collect()))
+            .collect();
+        cuts.sort();
+        let mut line = before.clone();
+        let mut last = 0;
+        for (at, seps) in &cuts {
+            line.push_str(&key[last..*at]);
+            line.push_str(seps);
+            last = *at;
+        }
+        line.push_str(&key[last..]);
+        line.push_str(&after);
+        let mut shown = Vec::new();
+        terminal::render(line.as_bytes(), &mut shown);
+        let out = redact(&r, std::str::from_utf8(&shown).unwrap());
+        prop_assert!(!out.chars().any(|c| terminal::invisible(c).is_some()), "{:?}", out);
+        prop_assert!(
+            !key.as_bytes().windows(RUN_LEN).any(|w| out.as_bytes().windows(RUN_LEN).any(|o| o == w)),
+            "{:?} in {:?}", key, out
+        );
+    }
+}
