@@ -40,6 +40,12 @@ for name in ["SERVICE_TOKEN", "OPENAI_API_KEY", "TLS_KEY"]:
         "b64_after_2": base64.b64encode(b"xy" + b).decode(),
         "hex": b.hex(),
         "HEX": b.hex().upper(),
+        "hex_colon": b.hex(":"),
+        "HEX_colon": b.hex(":").upper(),
+        "hex_dash": b.hex("-"),
+        "hex_space": b.hex(" ").upper(),
+        "b64_in_json_body": base64.b64encode(json.dumps({"model": "gpt", "key": v}).encode()).decode(),
+        "b64url_in_json_utf8": base64.urlsafe_b64encode(json.dumps({"k": v}, ensure_ascii=False).encode()).decode(),
         "prefix": v.strip()[:24],
         "suffix": v.strip()[-20:],
         "repr": repr(b),
@@ -60,7 +66,7 @@ print("printed all forms", flush=True)
 
 fn sandbox_with_secrets(worker: &str, script: &str) -> (Sandbox, Secrets) {
     let secrets = Secrets {
-        token: Canary::new("tok_9 q\u{e9}-"),
+        token: Canary::new("tok_9 q\u{e9}\u{6f22}\u{5b57}-"),
         openai: Canary::new("sk-proj-"),
         pem: [Canary::new("MIIEvQIBADAN"), Canary::new("pQ8xK2mZ9vL4")],
     };
@@ -166,12 +172,56 @@ fn every_encoded_form_is_redacted_in_pretty_and_json() {
         }
         secrets.assert_absent(&(format!("{format} output, as read"), &text));
         secrets.assert_absent(&out);
+        // Separated hex with its separators deleted is plain hex, which the
+        // canary looks for in any 12 characters.
+        for (label, sep) in [
+            ("hex_colon", ":"),
+            ("HEX_colon", ":"),
+            ("hex_dash", "-"),
+            ("hex_space", " "),
+        ] {
+            for line in text.lines().filter(|l| l.contains(&format!(" {label}: "))) {
+                let form = &line[line.find(": ").unwrap() + 2..];
+                secrets.assert_absent(&(format!("{format} {label}"), form.replace(sep, "")));
+            }
+        }
+        // What is left of a base64 form around the redaction decodes to nothing
+        // of the secret (red-team F: the JSON-escaped stretch of a non-ASCII
+        // token used to decode out of the part before it).
+        for line in text.lines().filter(|l| l.contains(" b64")) {
+            let form = &line[line.find(": ").unwrap() + 2..];
+            let decoded = decode_around_redactions(form);
+            secrets.assert_absent(&(format!("{format}: {line} decoded"), decoded));
+        }
         // The armour says nothing secret and is left alone.
         assert!(
             text.contains("TLS_KEY prefix: -----BEGIN PRIVATE KEY--"),
             "{text}"
         );
     }
+}
+
+/// Every stretch of `form` between redactions, base64-decoded at each of the four
+/// offsets it could start at (standard or URL-safe alphabet), concatenated.
+fn decode_around_redactions(form: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    let mut out = Vec::new();
+    for piece in form.split("[redacted:") {
+        let piece = piece.find(']').map_or(piece, |i| &piece[i + 1..]);
+        let piece = piece.trim_end_matches('=');
+        for skip in 0..4.min(piece.len() + 1) {
+            let rest = &piece[skip..];
+            let rest = &rest[..rest.len() / 4 * 4];
+            for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+                if let Ok(bytes) = engine.decode(rest) {
+                    out.extend_from_slice(&bytes);
+                    out.push(b'\n');
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Pieces of 12 characters joined by what a terminal does not show.

@@ -107,15 +107,41 @@ fn push_encodings(out: &mut Vec<(Vec<u8>, Kind)>, text: &str, kind: Kind) {
         }
     }
     if bytes.len() >= RUN_LEN {
-        add(STANDARD.encode(bytes).into_bytes());
-        add(URL_SAFE.encode(bytes).into_bytes());
-        for align in 0..3 {
-            let core = base64_core(bytes, align);
-            add(url_safe(&core));
-            add(core);
+        push_base64(out, bytes, kind);
+        out.push((hex(bytes, LOWER), kind));
+        out.push((hex(bytes, UPPER), kind));
+        // Separated hex (`bytes.hex(":")`, fingerprints `AB:CD:…`, `xxd`-like
+        // spacing). Colon-separated, the usual one, is a run like plain hex; the
+        // others are matched whole: each form costs index memory per byte (three
+        // text bytes per secret byte here), and a whole form costs a fixed few.
+        for (sep, sep_kind) in [(b':', kind), (b'-', Kind::Exact), (b' ', Kind::Exact)] {
+            for digits in [LOWER, UPPER] {
+                out.push((hex_separated(bytes, digits, sep), sep_kind));
+            }
         }
-        add(hex(bytes, LOWER));
-        add(hex(bytes, UPPER));
+        // The base64 of a JSON body holds the value JSON-escaped (`json.dumps`
+        // writes `\u00e9` for `é`, `\"` for `"`), not the value's own bytes: the
+        // escaped text's base64, when escaping changed it (issue 12, red-team F).
+        // Whole: such a body holds the whole escaped value, and the value's own
+        // base64 runs still catch the stretches escaping left alone.
+        for ascii in [true, false] {
+            let escaped = zeroize::Zeroizing::new(json_escape(text, ascii));
+            if escaped[..] != *bytes {
+                push_base64(out, &escaped, Kind::Exact);
+            }
+        }
+    }
+}
+
+/// Base64 of `bytes` (standard and URL-safe, padded) and its three cores, the
+/// forms it takes inside a longer base64 string, in both alphabets.
+fn push_base64(out: &mut Vec<(Vec<u8>, Kind)>, bytes: &[u8], kind: Kind) {
+    out.push((STANDARD.encode(bytes).into_bytes(), kind));
+    out.push((URL_SAFE.encode(bytes).into_bytes(), kind));
+    for align in 0..3 {
+        let core = base64_core(bytes, align);
+        out.push((url_safe(&core), kind));
+        out.push((core, kind));
     }
 }
 
@@ -216,6 +242,18 @@ pub(crate) fn hex(bytes: &[u8], digits: &[u8; 16]) -> Vec<u8> {
         .collect()
 }
 
+/// Hex of every byte with `sep` between bytes (`bytes.hex(":")`).
+pub(crate) fn hex_separated(bytes: &[u8], digits: &[u8; 16], sep: u8) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() * 3);
+    for (i, &b) in bytes.iter().enumerate() {
+        if i > 0 {
+            out.push(sep);
+        }
+        out.extend_from_slice(&[digits[usize::from(b >> 4)], digits[usize::from(b & 15)]]);
+    }
+    out
+}
+
 /// The base64 characters that depend on `bytes` alone when they follow `align`
 /// other bytes (mod 3) in a longer encoded string, and are followed by more.
 /// With the three alignments, base64 of any text holding the value contains one
@@ -279,6 +317,8 @@ mod tests {
             URL_SAFE.encode(v).into_bytes(),
             hex(v.as_bytes(), LOWER),
             hex(v.as_bytes(), UPPER),
+            hex_separated(v.as_bytes(), LOWER, b':'),
+            hex_separated(v.as_bytes(), UPPER, b':'),
         ] {
             assert_eq!(
                 has(&f, &form),
@@ -287,6 +327,40 @@ mod tests {
                 String::from_utf8_lossy(&form)
             );
         }
+        for form in [
+            hex_separated(v.as_bytes(), LOWER, b'-'),
+            hex_separated(v.as_bytes(), UPPER, b' '),
+            // base64 of json.dumps's escaping (`\u00e9`, `\"`) and of
+            // JSON.stringify's (`\"` only), whole and inside a longer text.
+            STANDARD.encode(json_escape(v, true)).into_bytes(),
+            URL_SAFE.encode(json_escape(v, false)).into_bytes(),
+            base64_core(&json_escape(v, true), 2),
+        ] {
+            assert_eq!(
+                has(&f, &form),
+                Some(Kind::Exact),
+                "{}",
+                String::from_utf8_lossy(&form)
+            );
+        }
+        assert_eq!(hex_separated(b"sk-\xff", LOWER, b':'), b"73:6b:2d:ff");
+    }
+
+    #[test]
+    fn plain_ascii_value_gets_no_escaped_base64() {
+        let v = "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z";
+        // raw, base64, hex and separated hex; nothing for JSON escaping, which
+        // leaves this value as it is.
+        let mut expected = vec![(v.as_bytes().to_vec(), Kind::Run)];
+        push_base64(&mut expected, v.as_bytes(), Kind::Run);
+        expected.sort();
+        expected.dedup();
+        let f = forms(v);
+        assert_eq!(f.len(), expected.len() + 2 + 6);
+        assert!(expected.iter().all(|e| f.contains(e)));
+        let accented = format!("{v}\u{e9}");
+        let b64 = STANDARD.encode(json_escape(&accented, true)).into_bytes();
+        assert_eq!(has(&forms(&accented), &b64), Some(Kind::Exact));
     }
 
     #[test]

@@ -1,4 +1,6 @@
-use super::forms::{RUN_LEN, base64_core, hex, json_escape, percent_encode, repr_escape, url_safe};
+use super::forms::{
+    RUN_LEN, base64_core, hex, hex_separated, json_escape, percent_encode, repr_escape, url_safe,
+};
 use super::*;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
@@ -120,6 +122,68 @@ fn base64_and_hex_forms() {
         redact(&r, &format!("HEX={}", lower.to_uppercase())),
         "HEX=[redacted:K]"
     );
+}
+
+/// issue 12, red-team E: `bytes.hex(":")` and the fingerprint styles.
+#[test]
+fn separated_hex_forms() {
+    let r = Redactor::new([pair("K", KEY)]);
+    for (sep, digits) in [
+        (b':', b"0123456789abcdef"),
+        (b':', b"0123456789ABCDEF"),
+        (b'-', b"0123456789abcdef"),
+        (b'-', b"0123456789ABCDEF"),
+        (b' ', b"0123456789abcdef"),
+        (b' ', b"0123456789ABCDEF"),
+    ] {
+        let form = String::from_utf8(hex_separated(KEY.as_bytes(), digits, sep)).unwrap();
+        assert_eq!(redact(&r, &format!("fp={form};")), "fp=[redacted:K];");
+    }
+    // Colon-separated is a run: the hex of a 24-byte prefix goes too.
+    let prefix = String::from_utf8(hex_separated(
+        &KEY.as_bytes()[..24],
+        b"0123456789abcdef",
+        b':',
+    ))
+    .unwrap();
+    assert_eq!(redact(&r, &format!("key {prefix}…")), "key [redacted:K]…");
+    // Below the hex threshold (16 bytes), none.
+    let r = Redactor::new([pair("SHORT", "sk-0123456789")]);
+    let form =
+        String::from_utf8(hex_separated(b"sk-0123456789", b"0123456789abcdef", b':')).unwrap();
+    assert_eq!(redact(&r, &form), form);
+}
+
+/// issue 12, red-team F: base64 of a `json.dumps` body holding a non-ASCII key
+/// (escaped as `\u00e9`) used to give away the stretch before the first ASCII
+/// run of 16 bytes.
+#[test]
+fn base64_of_a_json_body_with_a_non_ascii_value_is_redacted_whole() {
+    let v = "tok-\u{e9}\u{6f22}\u{5b57}-Zq8+/Wx\"yz-0123456789abcdefghij";
+    let r = Redactor::new([pair("K", v)]);
+    for ensure_ascii in [true, false] {
+        let escaped = String::from_utf8(json_escape(v, ensure_ascii)).unwrap();
+        for prefix in ["", "{", "{\"", "{\"model\": \"gpt\", \"key\": \""] {
+            let body = format!("{prefix}{escaped}\"}}");
+            for (enc, url) in [
+                (STANDARD.encode(&body), false),
+                (URL_SAFE.encode(&body), true),
+            ] {
+                let out = redact(&r, &enc);
+                assert!(out.contains("[redacted:K]"), "{out}");
+                // Nothing of the escaped value decodes from what is left: no
+                // 16 base64 characters of its core at this alignment remain.
+                let core = base64_core(escaped.as_bytes(), prefix.len() % 3);
+                let core = if url { url_safe(&core) } else { core };
+                assert!(
+                    !out.as_bytes()
+                        .windows(16)
+                        .any(|w| core.windows(16).any(|c| c == w)),
+                    "{ensure_ascii} {prefix:?}: {out}"
+                );
+            }
+        }
+    }
 }
 
 #[test]
@@ -330,7 +394,7 @@ enum Piece {
     Secret { index: usize, form: u8 },
 }
 
-const FORMS: u8 = 10;
+const FORMS: u8 = 13;
 
 /// Form `form` of `value` as a program would print it.
 fn secret_form(value: &str, form: u8) -> Vec<u8> {
@@ -347,6 +411,9 @@ fn secret_form(value: &str, form: u8) -> Vec<u8> {
         // A prefix and a suffix of 16+ bytes.
         8 if b.len() >= RUN_LEN + 2 => b[..b.len() - 2].to_vec(),
         9 if b.len() >= RUN_LEN + 3 => b[3..].to_vec(),
+        10 if b.len() >= RUN_LEN => hex_separated(b, b"0123456789abcdef", b':'),
+        11 if b.len() >= RUN_LEN => hex_separated(b, b"0123456789ABCDEF", b'-'),
+        12 if b.len() >= RUN_LEN => STANDARD.encode(json_escape(value, true)).into_bytes(),
         _ => b.to_vec(),
     }
 }
@@ -416,7 +483,10 @@ proptest! {
                     continue;
                 }
                 // Whole forms never survive; of long values, no 16-byte run does.
-                let run = if v.trim().len() >= RUN_LEN && form != 1 && form != 3 { RUN_LEN } else { f.len() };
+                // Forms matched whole only: 1 and 3 (shorter than the value),
+                // dash-separated hex, base64 of the JSON-escaped value.
+                let whole_only = [1, 3, 11, 12].contains(&form);
+                let run = if v.trim().len() >= RUN_LEN && !whole_only { RUN_LEN } else { f.len() };
                 let run = run.min(f.len());
                 prop_assert!(
                     !f.windows(run).any(|fw| whole.windows(run).any(|w| w == fw)),
