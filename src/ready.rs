@@ -76,7 +76,7 @@ pub(crate) fn check_url(url: &str) -> Result<(), String> {
     // here and in every "not ready" warning after.
     if crate::redact::url_password(url).is_some() {
         return Err(
-            "carries a password (`user:password@`); a readiness probe sends no credentials: remove it"
+            "carries a password (`user:password@` or a `password=` parameter); a readiness probe sends no credentials: remove it"
                 .to_string(),
         );
     }

@@ -674,3 +674,101 @@ fn invisible_unicode_between_pieces_cannot_hide_a_key() {
         .openai
         .assert_absent(&("exec stderr", without_invisible(&out.stderr)));
 }
+
+/// issue 12, red-team G: a password in a URL's query string, a JDBC URL, a
+/// MongoDB URL or an ADO.NET connection string, in variables whose names do not
+/// look secret, is masked by `env` (host and user visible) and redacted in
+/// output, as the `user:pass@` password is.
+#[test]
+fn password_parameters_are_masked_and_redacted_whatever_the_name() {
+    let pg = Canary::alnum("QueryPass");
+    let jdbc = Canary::alnum("JdbcPass");
+    let mongo = Canary::alnum("MongoPass");
+    let ado = Canary::alnum("AdoPass");
+    let vars = [
+        (
+            "PG_QS_URL",
+            format!("postgres://db.internal/x?user=app&password={}", pg.value()),
+            "postgres://db.internal/x?user=app&password=***".to_string(),
+        ),
+        (
+            "JDBC_URL",
+            format!(
+                "jdbc:postgresql://h:5432/db?user=u&password={}&ssl=true",
+                jdbc.value()
+            ),
+            "jdbc:postgresql://h:5432/db?user=u&password=***&ssl=true".to_string(),
+        ),
+        (
+            "MONGO_URL",
+            format!("mongodb://h/?authSource=admin&pwd={}", mongo.value()),
+            "mongodb://h/?authSource=admin&pwd=***".to_string(),
+        ),
+        (
+            "SQLSERVER_CONN",
+            format!("Server=x;Database=y;User Id=u;Password={};", ado.value()),
+            "Server=x;Database=y;User Id=u;Password=***;".to_string(),
+        ),
+    ];
+    let sb = Sandbox::new();
+    let dotenv: String = vars
+        .iter()
+        .map(|(name, value, _)| format!("{name}='{value}'\n"))
+        .collect();
+    sb.write(".env", dotenv);
+    sb.write(
+        "db.py",
+        r#"
+import os
+for name in ["PG_QS_URL", "JDBC_URL", "MONGO_URL", "SQLSERVER_CONN"]:
+    print("using", name, os.environ[name], flush=True)
+print("done", flush=True)
+"#,
+    );
+    sb.config(&format!(
+        r#"
+[[source]]
+type = "dotenv"
+path = ".env"
+
+[[worker]]
+name = "db"
+command = ["{}", "db.py"]
+keys = ["PG_QS_URL", "JDBC_URL", "MONGO_URL", "SQLSERVER_CONN"]
+restart = "never"
+"#,
+        python()
+    ));
+    let canaries = [&pg, &jdbc, &mongo, &ado];
+    for format in ["text", "json", "dotenv"] {
+        let out = sb.run(&["env", "db", "--format", format]);
+        out.assert_code(0);
+        for c in canaries {
+            out.assert_no_leak(c);
+        }
+        for (_, _, masked) in &vars {
+            out.assert_contains(masked);
+        }
+    }
+    let out = sb.run(&["env", "db", "--reveal"]);
+    for (_, value, _) in &vars {
+        out.assert_contains(value);
+    }
+    for format in ["pretty", "json"] {
+        let out = sb.run(&["run", "--no-color", "--log-format", format]);
+        out.assert_code(0);
+        let text = seen(&out, format);
+        assert!(text.contains("done"), "{text}");
+        for c in canaries {
+            out.assert_no_leak(c);
+            c.assert_absent(&(format!("{format} output, as read"), &text));
+        }
+        for (name, _, masked) in &vars {
+            let redacted = masked.replace("***", &format!("[redacted:{name}]"));
+            assert!(
+                text.contains(&format!("using {name} {redacted}")),
+                "{format}: {text}"
+            );
+        }
+    }
+}
