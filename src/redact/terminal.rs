@@ -210,7 +210,16 @@ pub(crate) fn render(line: &[u8], out: &mut Vec<u8>) {
                                 }
                             }
                         };
-                        if shown {
+                        if !shown {
+                        } else if invisible(c).is_some()
+                            && cursor > 0
+                            && cells[cursor - 1].1 as usize == start
+                        {
+                            // A kept joiner or modifier takes no column: it
+                            // joins the cell of the char before it, so a
+                            // backspace steps over both, as on a terminal.
+                            cells[cursor - 1].1 = end as u32;
+                        } else {
                             put(&mut cells, &mut cursor, start, end);
                         }
                         State::Ground
@@ -450,6 +459,12 @@ mod tests {
             let mut scratch = Vec::new();
             assert_eq!(render_slice(text.as_bytes(), &mut scratch), text.as_bytes());
         }
+        // A kept joiner takes no column: two backspaces step back over
+        // `é` ZWJ `é` whole, so what follows shows right after the `1`.
+        assert_eq!(
+            shown("KEYPART1\u{e9}\u{200d}\u{e9}\x08\x08KEYPART2".as_bytes()),
+            "KEYPART1KEYPART2"
+        );
         // A joiner needs visible non-ASCII on both sides.
         assert_eq!(shown("\u{1f468}\u{200d}x".as_bytes()), "\u{1f468}x");
         assert_eq!(shown("x\u{200d}\u{1f468}".as_bytes()), "x\u{1f468}");
