@@ -122,3 +122,34 @@ fn init_with_a_command_and_an_empty_directory() {
         "ready gpt-4o-mini",
     );
 }
+
+#[test]
+fn init_with_a_celery_command_in_an_empty_directory_writes_a_config_that_checks() {
+    // The issue's own example: the broker URL (with a password) comes from
+    // agentsup's environment, as in a container.
+    let sb = Sandbox::new();
+    let broker = Canary::alnum("pw");
+    let url = format!("redis://:{}@localhost:6379/0", broker.value());
+    let env = [("CELERY_BROKER_URL", url.as_str())];
+    let args = [
+        "init",
+        "--secrets-dir",
+        "none",
+        "--",
+        "celery",
+        "-A",
+        "proj",
+        "worker",
+        "--concurrency=4",
+    ];
+    let out = sb.run_env(&args, &env);
+    out.assert_code(0).assert_no_leak(&broker);
+    out.assert_contains("0 errors");
+    let written = std::fs::read_to_string(sb.path().join("supervisor.toml")).unwrap();
+    assert!(written.contains("replicas = 4"), "{written}");
+    assert!(
+        !written.contains("*]"),
+        "a glob key became a table:\n{written}"
+    );
+    sb.run_env(&["check"], &env).assert_code(0);
+}

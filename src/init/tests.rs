@@ -181,3 +181,124 @@ fn pm2_js_ecosystem_is_evaluated_by_node() {
     assert_eq!(w.keys, ["OPENAI_API_KEY"]);
     assert!(!draft.render().contains("FromPm2"));
 }
+
+/// Writes `draft`'s config into `dir`, loads it with the real config loader and runs
+/// the real `check` (preflight included) on it; returns the text. Fails on a parse
+/// error or any error finding.
+fn assert_renders_and_checks(dir: &Path, draft: &Draft, env: &[(&str, &str)]) -> String {
+    use crate::validate::{Scope, SpawnRunner, validate};
+    let text = draft.render();
+    let path = dir.join("supervisor.toml");
+    std::fs::write(&path, &text).unwrap();
+    let plan = crate::plan::Plan::load(&path)
+        .unwrap_or_else(|e| panic!("the drafted config does not load: {e}\n{text}"));
+    let path_var = std::env::var("PATH").unwrap();
+    let mut pairs = vec![("PATH", path_var.as_str())];
+    pairs.extend_from_slice(env);
+    let penv = crate::sources::ProcessEnv::from_pairs(pairs);
+    let redactor = crate::redact::SharedRedactor::default();
+    let scope = Scope {
+        workers: &[],
+        preflight: true,
+        probe: None,
+    };
+    let v = validate(&plan, &penv, &SpawnRunner(None), &redactor, scope);
+    assert!(
+        !v.report.has_errors(),
+        "check finds errors in the drafted config: {:#?}\n{text}",
+        v.report.findings
+    );
+    text
+}
+
+#[test]
+fn every_conversion_renders_a_config_that_loads_and_checks() {
+    let key = ("OPENAI_API_KEY", "sk-proj-CheckCheckCheckCheckCheck1234");
+    let broker = (
+        "CELERY_BROKER_URL",
+        "redis://:brokerpw1234@localhost:6379/0",
+    );
+    let backend = ("CELERY_RESULT_BACKEND", "redis://:backendpw123@localhost/1");
+
+    // .env + Procfile, with plain lines and shell lines.
+    let d = tmp();
+    std::fs::write(
+        d.path().join(".env"),
+        format!(
+            "{}={}\nMODEL=gpt\nDATABASE_URL=postgres://a:b@db/x\n",
+            key.0, key.1
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.path().join("Procfile"),
+        "web: gunicorn app:app --bind 0.0.0.0:$PORT\nplanner: python3 -m agents.planner\n\
+         env: PORT=5000 python3 app.py\nbg: cd sub && python3 app.py\n",
+    )
+    .unwrap();
+    let text = assert_renders_and_checks(d.path(), &discover(&request(d.path())).unwrap(), &[]);
+    assert!(text.contains("[keys.DATABASE_URL]"), "{text}");
+
+    // supervisord
+    let d = tmp();
+    std::fs::create_dir(d.path().join("agents")).unwrap();
+    std::fs::write(
+        d.path().join("supervisord.conf"),
+        "[program:summarizer]\ncommand=python3 summarize.py\ndirectory=%(here)s/agents\nnumprocs=2\n\
+         stopsignal=INT\nstopwaitsecs=25\nenvironment=MODEL=\"gpt-4o\",OPENAI_API_KEY=\"sk-proj-x\"\n",
+    )
+    .unwrap();
+    let draft = discover(&request(d.path())).unwrap();
+    assert_renders_and_checks(d.path(), &draft, &[key]);
+
+    // PM2, JSON and JavaScript
+    for (file, body) in [
+        (
+            "ecosystem.json",
+            r#"{"apps":[{"name":"agent","script":"worker.mjs","instances":2,
+                "env":{"REDIS_URL":"redis://:pw@r/0"}}]}"#,
+        ),
+        (
+            "ecosystem.config.js",
+            "module.exports = { apps: [{ name: 'py', script: 'main.py', interpreter: 'python3' }] };",
+        ),
+    ] {
+        let d = tmp();
+        std::fs::write(d.path().join(file), body).unwrap();
+        let draft = discover(&request(d.path())).unwrap();
+        assert_renders_and_checks(d.path(), &draft, &[("REDIS_URL", "redis://:pw1234567@r/0")]);
+    }
+
+    // A command line: Celery (with its glob keys), and a plain one with a secret dir.
+    let d = tmp();
+    let mut req = request(d.path());
+    req.command = ["celery", "-A", "proj", "worker", "--concurrency=4"]
+        .map(String::from)
+        .to_vec();
+    let draft = discover(&req).unwrap();
+    let text = assert_renders_and_checks(d.path(), &draft, &[broker, backend]);
+    assert!(
+        !text.contains("*]"),
+        "a glob became a [keys] table:\n{text}"
+    );
+    assert!(
+        text.contains("[keys.CELERY_RESULT_BACKEND]\nsecret = true"),
+        "{text}"
+    );
+    // The rule reaches the variable the glob passes: its value is secret.
+    let plan = crate::plan::Plan::load(&d.path().join("supervisor.toml")).unwrap();
+    assert!(plan.is_secret("CELERY_RESULT_BACKEND", false));
+
+    let d = tmp();
+    let secrets = d.path().join("secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    std::fs::write(
+        secrets.join("ANTHROPIC_API_KEY"),
+        "sk-ant-api03-Q7m2Zr8vK1pX4nB6tY9wE3cJ5hL0sD",
+    )
+    .unwrap();
+    let mut req = request(d.path());
+    req.secrets_dir = secrets;
+    req.command = vec!["node".into(), "agent.mjs".into()];
+    assert_renders_and_checks(d.path(), &discover(&req).unwrap(), &[]);
+}
