@@ -153,3 +153,44 @@ fn init_with_a_celery_command_in_an_empty_directory_writes_a_config_that_checks(
     );
     sb.run_env(&["check"], &env).assert_code(0);
 }
+
+#[test]
+fn init_from_procfile_shell_lines_runs_each_as_the_line_says() {
+    // Three Procfile forms that are common and need a shell: an assignment prefix,
+    // a `cd` first, and a step before the program. Each worker must do its job:
+    // get PORT, run in sub/, and run the program after the echo.
+    let sb = Sandbox::new();
+    let app = "import os, sys, time\n\
+        print(sys.argv[1], 'up', 'port=%s' % os.environ.get('PORT'), \
+        'cwd=%s' % os.path.basename(os.getcwd()), flush=True)\n\
+        time.sleep(600)\n";
+    sb.write("app.py", app);
+    sb.write("sub/app.py", app);
+    sb.write(
+        "Procfile",
+        "port: PORT=5000 python3 -u app.py port\n\
+         insub: cd sub && python3 -u app.py insub\n\
+         migrate: echo migrating && python3 -u app.py migrate\n",
+    );
+    sb.run(&["init", "--secrets-dir", "none"]).assert_code(0);
+    let written = std::fs::read_to_string(sb.path().join("supervisor.toml")).unwrap();
+    assert!(
+        written.contains(r#""PORT=5000 exec python3 -u app.py port""#),
+        "{written}"
+    );
+    let mut run = sb.spawn(&["run", "--no-color"]);
+    run.wait_for_all(
+        &[
+            "port up port=5000",
+            "insub up port=None cwd=sub",
+            "migrating",
+            "migrate up",
+        ],
+        WAIT,
+    );
+    run.signal(15);
+    assert_eq!(run.wait_exit(WAIT), Some(0), "{}", run.output());
+    let out = run.output();
+    assert!(!out.contains("not found"), "{out}");
+    assert!(!out.contains("backoff"), "{out}");
+}

@@ -69,18 +69,12 @@ pub(super) fn workers(apps: &[serde_json::Value], file: &str, dir: &Path) -> Vec
             Some("none") => {
                 let mut argv = vec![script.clone()];
                 argv.extend(args);
-                DraftCommand {
-                    argv,
-                    via_shell: false,
-                }
+                DraftCommand::argv(argv)
             }
             Some(interp) => {
                 let mut argv = vec![interp.to_string(), script.clone()];
                 argv.extend(args);
-                DraftCommand {
-                    argv,
-                    via_shell: false,
-                }
+                DraftCommand::argv(argv)
             }
             None if script.ends_with(".js")
                 || script.ends_with(".mjs")
@@ -88,27 +82,18 @@ pub(super) fn workers(apps: &[serde_json::Value], file: &str, dir: &Path) -> Vec
             {
                 let mut argv = vec!["node".to_string(), script.clone()];
                 argv.extend(args);
-                DraftCommand {
-                    argv,
-                    via_shell: false,
-                }
+                DraftCommand::argv(argv)
             }
             None if script.ends_with(".py") => {
                 let mut argv = vec!["python3".to_string(), script.clone()];
                 argv.extend(args);
-                DraftCommand {
-                    argv,
-                    via_shell: false,
-                }
+                DraftCommand::argv(argv)
             }
             None if args.is_empty() => from_shell_line(&script),
             None => {
                 let mut argv = vec![script.clone()];
                 argv.extend(args);
-                DraftCommand {
-                    argv,
-                    via_shell: false,
-                }
+                DraftCommand::argv(argv)
             }
         };
         let mut worker = DraftWorker::new(&name, command, format!("{file} apps[{i}]"));

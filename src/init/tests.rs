@@ -33,7 +33,11 @@ fn procfile_and_dotenv_give_workers_with_every_key_and_no_value() {
         draft.workers[1].command.argv,
         ["python3", "-m", "agents.planner"]
     );
-    assert!(draft.workers[0].command.via_shell, "$PORT needs a shell");
+    assert_eq!(
+        draft.workers[0].command.shell,
+        command::Shell::Exec,
+        "$PORT needs a shell"
+    );
     let text = draft.render();
     assert!(!text.contains("SecretValue"), "{text}");
     assert!(
@@ -130,17 +134,80 @@ fn celery_command_line_becomes_one_solo_process_per_replica() {
 }
 
 #[test]
-fn plain_commands_are_argv_and_shell_lines_get_exec() {
+fn plain_commands_are_argv_and_shell_lines_get_exec_only_when_simple() {
+    use command::{Shell, from_shell_line};
     assert_eq!(
-        command::from_shell_line("python3 -m app 'two words'").argv,
+        from_shell_line("python3 -m app 'two words'").argv,
         ["python3", "-m", "app", "two words"]
     );
-    let c = command::from_shell_line("FOO=1 node x.js");
-    assert_eq!(c.argv, ["sh", "-c", "exec FOO=1 node x.js"]);
-    let c = command::from_shell_line("a && b");
-    assert!(c.via_shell);
+    assert_eq!(
+        from_shell_line(r#"python3 -c "import os; print(1)""#).argv,
+        ["python3", "-c", "import os; print(1)"],
+        "a `;` inside quotes is not an operator"
+    );
+    assert_eq!(from_shell_line("exec node x.js").argv, ["node", "x.js"]);
+    let body = |line: &str| {
+        let c = from_shell_line(line);
+        assert_eq!(c.argv[..2], ["sh", "-c"], "{line}");
+        (c.argv[2].clone(), c.shell)
+    };
+    // One simple command: `exec`, after any assignments.
+    for (line, want) in [
+        (
+            "gunicorn app:app --bind 0.0.0.0:$PORT",
+            "exec gunicorn app:app --bind 0.0.0.0:$PORT",
+        ),
+        ("FOO=1 node x.js", "FOO=1 exec node x.js"),
+        (
+            "PORT=5000 A=\"b c\" python3 app.py",
+            "PORT=5000 A=\"b c\" exec python3 app.py",
+        ),
+        ("exec node $X", "exec node $X"),
+        (
+            "python3 -c 'print(1); print(2)' $X",
+            "exec python3 -c 'print(1); print(2)' $X",
+        ),
+    ] {
+        assert_eq!(body(line), (want.to_string(), Shell::Exec));
+    }
+    // Several commands, a builtin, a substitution, a redirect: as written.
+    for line in [
+        "cd sub && python3 app.py",
+        "echo migrating && python3 app.py",
+        "python3 a.py; python3 b.py",
+        "python3 app.py | tee log",
+        "python3 app.py > log",
+        "python3 app.py &",
+        "python3 app.py --id $(hostname)",
+        "python3 app.py --id `hostname`",
+        "(cd sub; python3 app.py)",
+        "export FOO=1",
+        "FOO=1 cd sub",
+        "ulimit -n 4096",
+        "cd sub",
+        "PORT=5000",
+        "python3 'unbalanced",
+    ] {
+        assert_eq!(body(line), (line.to_string(), Shell::Stays));
+    }
     let (w, _) = from_command_line(&["python3", "-m", "agents.planner"].map(String::from));
     assert_eq!(w.name, "planner");
+}
+
+/// `VAR=value exec cmd` relies on the shell exporting an assignment made before
+/// the special builtin `exec` to the program: the system's `sh` (dash here, bash
+/// elsewhere) must do so.
+#[test]
+fn an_assignment_before_exec_reaches_the_program() {
+    let c = command::from_shell_line("AGENTSUP_T=5000 sh -c 'echo got=$AGENTSUP_T'");
+    assert_eq!(c.shell, command::Shell::Exec);
+    #[allow(clippy::disallowed_methods)] // the test's own child, waited on here
+    let out = std::process::Command::new(&c.argv[0])
+        .args(&c.argv[1..])
+        .env_remove("AGENTSUP_T")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "got=5000");
 }
 
 #[test]
