@@ -194,3 +194,19 @@ fn init_from_procfile_shell_lines_runs_each_as_the_line_says() {
     assert!(!out.contains("not found"), "{out}");
     assert!(!out.contains("backoff"), "{out}");
 }
+
+#[test]
+fn an_empty_directory_points_at_init_within_80_columns() {
+    let sb = Sandbox::new();
+    for cmd in ["check", "run"] {
+        let out = sb.run_env(&[cmd], &[("COLUMNS", "80")]);
+        out.assert_code(78).assert_contains("`agentsup init`");
+        out.assert_contains("no supervisor.toml here");
+        // Within 80 columns, with the sandbox's path as short as docs' /srv/app.
+        let path = sb.path().display().to_string();
+        for line in out.stderr.lines() {
+            let width = line.replace(&path, "/srv/app").chars().count();
+            assert!(width <= 80, "{cmd}: {width} columns: {line:?}");
+        }
+    }
+}
