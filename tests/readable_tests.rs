@@ -286,3 +286,25 @@ fn env_table_of_the_demo_fits_80_and_120_columns() {
         );
     }
 }
+
+/// `--help` wraps to the terminal (`COLUMNS` here, as clap's `wrap_help` reads it
+/// before asking the terminal): no help line over 80 columns at 80.
+#[test]
+fn help_fits_80_columns() {
+    let sb = Sandbox::new();
+    for sub in [
+        "", "init", "check", "env", "run", "exec", "status", "restart", "reload",
+    ] {
+        let args: Vec<&str> = [sub, "--help"]
+            .into_iter()
+            .filter(|a| !a.is_empty())
+            .collect();
+        let out = sb.run_env(&args, &[("COLUMNS", "80")]);
+        out.assert_code(0);
+        assert!(out.stdout.contains("Usage: agentsup"), "{}", out.all());
+        for line in out.stdout.lines() {
+            let n = line.chars().count();
+            assert!(n <= 80, "`agentsup {sub} --help`: {n} columns: {line:?}");
+        }
+    }
+}
