@@ -139,6 +139,28 @@ pub(super) fn workers(apps: &[serde_json::Value], file: &str, dir: &Path) -> Vec
                 }
             }
         }
+        if let Some(obj) = app.as_object() {
+            for (block, vars) in obj {
+                let Some(env) = block.strip_prefix("env_") else {
+                    continue;
+                };
+                let names: Vec<&str> = vars
+                    .as_object()
+                    .map(|m| m.keys().map(String::as_str).collect())
+                    .unwrap_or_default();
+                // Names only: a value here may be a secret like any other.
+                worker.notes.push(format!(
+                    "PM2's `{block}` (for `pm2 start --env {env}`) was not copied: {}; agentsup \
+                     has one environment per config, so put what this deployment needs in \
+                     `vars` (values that are secrets in .env or a secret directory)",
+                    if names.is_empty() {
+                        "it sets nothing".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                ));
+            }
+        }
         if app.get("exec_mode").and_then(|v| v.as_str()) == Some("cluster") {
             worker.notes.push(
                 "PM2 cluster mode shared one port between instances; agentsup replicas are \

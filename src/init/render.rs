@@ -89,7 +89,13 @@ impl Draft {
 fn render_worker(out: &mut String, w: &DraftWorker, shared: &[String]) {
     let _ = writeln!(out, "# from {}", w.origin);
     for note in &w.notes {
-        let _ = writeln!(out, "# note: {note}");
+        // Wrapped, so the file reads at 80 columns like everything else.
+        let opts = textwrap::Options::new(78)
+            .subsequent_indent("      ")
+            .break_words(false);
+        for line in textwrap::wrap(&format!("note: {note}"), opts) {
+            let _ = writeln!(out, "# {line}");
+        }
     }
     let _ = writeln!(out, "[[worker]]\nname = {}", q(&w.name));
     let _ = writeln!(out, "command = {}", list(&w.command.argv));

@@ -108,6 +108,42 @@ fn pm2_json_ecosystem() {
 }
 
 #[test]
+fn pm2_env_blocks_for_other_deployments_are_named_in_a_comment() {
+    let d = tmp();
+    std::fs::write(
+        d.path().join("ecosystem.json"),
+        r#"{"apps":[{"name":"agent","script":"worker.mjs","env":{"MODEL":"gpt"},
+            "env_production":{"MODEL":"gpt-4o","OPENAI_API_KEY":"sk-proj-ProdOnlyProdOnlyProdOnly1"}}]}"#,
+    )
+    .unwrap();
+    let draft = discover(&request(d.path())).unwrap();
+    let text = draft.render();
+    let notes: String = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        notes.contains("note: PM2's `env_production` (for `pm2 start --env production`) was not copied: MODEL, OPENAI_API_KEY;"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .all(|l| l.chars().count() <= 80 || !l.starts_with('#')),
+        "{text}"
+    );
+    assert!(
+        !text.contains("ProdOnly") && !text.contains("gpt-4o"),
+        "{text}"
+    );
+    assert_eq!(
+        draft.workers[0].vars,
+        [("MODEL".to_string(), "gpt".to_string())]
+    );
+}
+
+#[test]
 fn celery_command_line_becomes_one_solo_process_per_replica() {
     let argv: Vec<String> = [
         "celery",
