@@ -215,12 +215,24 @@ fn one_canary_through_every_source_and_every_output_appears_nowhere() {
 
     // A failing `command` source that printed the value (dotenv and JSON), then
     // echoed it on stderr: named, exit 78, no value.
-    for (format, body) in [("dotenv", "cat cmd.env"), ("json", "cat cmd.json")] {
+    // The JSON also cut short, as a helper failing halfway prints it.
+    for (format, body) in [
+        ("dotenv", "cat cmd.env"),
+        ("json", "cat cmd.json"),
+        ("json", "cat cmd-cut.json"),
+    ] {
         let fail = Sandbox::new();
         fail.write("cmd.env", canary.dotenv("CMD_TOKEN"));
         fail.write(
             "cmd.json",
             serde_json::json!({ "data": { "CMD_TOKEN": canary.value() } }).to_string(),
+        );
+        fail.write(
+            "cmd-cut.json",
+            format!(
+                "{{\"data\": {{\"CMD_TOKEN\": {}, \"X\": ",
+                serde_json::Value::from(canary.value())
+            ),
         );
         fail.write("token.txt", canary.value());
         let pointer = if format == "json" {

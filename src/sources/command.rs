@@ -248,12 +248,47 @@ fn printed_values(stdout: &[u8], program: &str) -> Vec<(String, Sensitive)> {
         .into_iter()
         .map(|r| (r.key, r.value))
         .collect();
-    if let Ok(doc) = serde_json::from_slice::<serde_json::Value>(stdout) {
-        let fallback = Path::new(program)
-            .file_name()
-            .map_or_else(|| program.to_string(), |n| n.to_string_lossy().into_owned());
-        json_leaves(&doc, &fallback, &mut out);
+    let fallback = Path::new(program)
+        .file_name()
+        .map_or_else(|| program.to_string(), |n| n.to_string_lossy().into_owned());
+    match serde_json::from_slice::<serde_json::Value>(stdout) {
+        Ok(doc) => json_leaves(&doc, &fallback, &mut out),
+        // Cut short (a helper that failed halfway) or not JSON at all: whatever
+        // it holds may still be a secret the helper then echoes on stderr.
+        Err(_) => out.extend(loose_values(stdout, &fallback)),
     }
+    out
+}
+
+/// The values in output that is not a valid document: every JSON string literal
+/// (unescaped, named by the object key before it, if any; object keys themselves
+/// are names, not values), and, outside the literals, every run of characters
+/// between blanks, quotes and punctuation. A superset of what the helper meant to print, which is what
+/// redacting its stderr needs; short runs are dropped by the redactor itself.
+fn loose_values(stdout: &[u8], program: &str) -> Vec<(String, Sensitive)> {
+    static LITERAL: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let literal = LITERAL.get_or_init(|| {
+        regex::Regex::new(r#""((?:[^"\\]|\\.)*)"(\s*:)?"#).expect("a valid pattern")
+    });
+    let text = zeroize::Zeroizing::new(String::from_utf8_lossy(stdout).into_owned());
+    let mut out = Vec::new();
+    let mut name = program.to_string();
+    for m in literal.captures_iter(&text) {
+        let inner = m.get(1).map_or("", |g| g.as_str());
+        let value = serde_json::from_str::<String>(&format!("\"{inner}\""))
+            .unwrap_or_else(|_| inner.to_string());
+        if m.get(2).is_some() {
+            name = value;
+        } else {
+            out.push((name.clone(), Sensitive::new(value)));
+        }
+    }
+    // Outside the literals (keys would be names, not values).
+    let rest = zeroize::Zeroizing::new(literal.replace_all(&text, " ").into_owned());
+    let pieces = rest
+        .split(|c: char| c.is_whitespace() || "\"',:;{}[]=()".contains(c))
+        .filter(|p| !p.is_empty());
+    out.extend(pieces.map(|p| (program.to_string(), Sensitive::new(p.to_string()))));
     out
 }
 
@@ -460,6 +495,35 @@ mod tests {
         assert!(e.contains("an object"), "{e}");
         let e = lease_at(out, "/ttl").unwrap_err();
         assert!(e.contains("/lease_duration"), "{e}");
+    }
+
+    #[test]
+    fn output_cut_short_still_yields_every_value_it_held() {
+        let out = br#"{"data":{"OPENAI_API_KEY":"sk-proj-cut\"short-0001", "X": "#;
+        let got: Vec<(String, String)> = printed_values(out, "/usr/bin/vault")
+            .into_iter()
+            .map(|(k, v)| (k, v.expose().to_string()))
+            .collect();
+        assert!(
+            got.contains(&("OPENAI_API_KEY".into(), "sk-proj-cut\"short-0001".into())),
+            "{got:?}"
+        );
+        // Object keys are names, not values.
+        assert!(
+            !got.iter()
+                .any(|(_, v)| v == "data" || v == "OPENAI_API_KEY"),
+            "{got:?}"
+        );
+        // Bare tokens of text that is neither JSON nor dotenv.
+        let got: Vec<String> =
+            printed_values(b"token: hvs.CAESIabcdef0123456789 (ttl 768h)\n", "vault")
+                .into_iter()
+                .map(|(_, v)| v.expose().to_string())
+                .collect();
+        assert!(
+            got.contains(&"hvs.CAESIabcdef0123456789".to_string()),
+            "{got:?}"
+        );
     }
 
     #[test]
