@@ -343,3 +343,32 @@ keys = ["DIR_TOKEN"]
         in_sandbox()
     );
 }
+
+/// A key pasted into a config field that is not a secret (`user`, `group`,
+/// `health`, `cwd`, an `inherit` entry, a source `path`): the error about that
+/// field quotes it back, and no source loaded it to redact; its shape hides it.
+#[test]
+fn a_key_pasted_into_the_wrong_field_is_not_quoted_back() {
+    let key = "sk-proj-PaStEdInToThEwRoNgFiElD0123456789abcd";
+    let sb = Sandbox::new();
+    let worker = |extra: &str| format!("[[worker]]\nname = \"w\"\ncommand = [\"true\"]\n{extra}\n");
+    for config in [
+        worker(&format!("user = \"{key}\"")),
+        worker(&format!("group = \"{key}\"")),
+        worker(&format!("cwd = \"{key}\"")),
+        format!("[supervisor]\nhealth = \"{key}\"\n{}", worker("")),
+        format!("[env]\ninherit = [\"a b{key}\"]\n{}", worker("")),
+        format!(
+            "[[source]]\ntype = \"dir\"\npath = \"{key}\"\n{}",
+            worker("")
+        ),
+    ] {
+        sb.config(&config);
+        for args in [&["check"][..], &["run"][..]] {
+            let out = sb.run(args);
+            assert_ne!(out.code, Some(0), "{config}\n{}", out.all());
+            assert!(!out.all().contains(&key[8..20]), "{config}\n{}", out.all());
+            out.assert_contains("[credential-shaped text not shown]");
+        }
+    }
+}
