@@ -127,6 +127,7 @@ enum ReadStop {
 /// this function until the command has been collected or killed, so that thread
 /// cannot exit while the command lives. A command that leaves a background process
 /// holding its stdout open counts as not finished, and is killed at the timeout.
+#[cfg(test)]
 pub(crate) fn run_capture(
     argv: &[String],
     env: &[(String, String)],

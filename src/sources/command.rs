@@ -71,6 +71,21 @@ pub trait CommandRunner: Sync {
         cwd: &Path,
         timeout: Duration,
     ) -> Result<Captured, String>;
+
+    /// [`CommandRunner::run`] as the user and groups of `creds` (a source's
+    /// `user`/`group`). A runner that starts nothing (a test's canned output)
+    /// may ignore them.
+    fn run_as(
+        &self,
+        argv: &[String],
+        env: &[(String, String)],
+        cwd: &Path,
+        timeout: Duration,
+        creds: Option<&crate::sys::creds::Creds>,
+    ) -> Result<Captured, String> {
+        let _ = creds;
+        self.run(argv, env, cwd, timeout)
+    }
 }
 
 /// Settings of one command source.
@@ -89,20 +104,35 @@ pub struct CommandSpec<'a> {
     pub env: &'a [(String, String)],
     /// Where the JSON output holds a lease length in seconds (`ttl_pointer`).
     pub ttl_pointer: Option<&'a str>,
+    /// Who it runs as (`user`/`group`); agentsup's own uid if `None`.
+    pub creds: Option<&'a crate::sys::creds::Creds>,
 }
 
 /// The environment of a command source: agentsup's variables that match the
-/// `[env] inherit` globs or the source's own `env` globs, nothing else.
+/// `[env] inherit` globs or the source's own `env` globs, nothing else. Run as
+/// another user, its HOME, USER and LOGNAME are that account's, as for a worker.
 pub(crate) fn helper_env(
     process_env: &super::ProcessEnv,
     inherit: &globset::GlobSet,
     listed: &globset::GlobSet,
+    creds: Option<&crate::sys::creds::Creds>,
 ) -> Vec<(String, String)> {
+    let account = creds.and_then(|c| c.account.as_ref());
     process_env
         .vars
         .iter()
         .filter(|(k, _)| inherit.is_match(k.as_str()) || listed.is_match(k.as_str()))
-        .map(|(k, v)| (k.clone(), v.expose().to_string()))
+        .map(|(k, v)| {
+            let own = account.and_then(|a| match k.as_str() {
+                "HOME" => Some(&a.home),
+                "USER" | "LOGNAME" => Some(&a.name),
+                _ => None,
+            });
+            (
+                k.clone(),
+                own.map_or_else(|| v.expose().to_string(), Clone::clone),
+            )
+        })
         .collect()
 }
 
@@ -133,7 +163,7 @@ pub fn load(
     };
     let out = ctx
         .runner
-        .run(spec.argv, spec.env, spec.cwd, spec.timeout)
+        .run_as(spec.argv, spec.env, spec.cwd, spec.timeout, spec.creds)
         .map_err(|e| {
             fail(format!(
                 "{e}; check the command by hand, and raise `timeout` if it is only slow"
@@ -478,9 +508,23 @@ mod tests {
             }
             b.build().unwrap()
         };
-        let env = helper_env(&penv, &set(&["PATH", "HOME"]), &set(&["VAULT_*"]));
+        let env = helper_env(&penv, &set(&["PATH", "HOME"]), &set(&["VAULT_*"]), None);
         let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(names, ["HOME", "PATH", "VAULT_ADDR", "VAULT_TOKEN"]);
+        let creds = crate::sys::creds::Creds {
+            uid: 65534,
+            gid: 65534,
+            groups: Vec::new(),
+            account: Some(crate::sys::creds::Account {
+                name: "nobody".into(),
+                home: "/nonexistent".into(),
+            }),
+        };
+        let env = helper_env(&penv, &set(&["PATH", "HOME"]), &set(&[]), Some(&creds));
+        assert!(
+            env.contains(&("HOME".into(), "/nonexistent".into())),
+            "{env:?}"
+        );
     }
 
     #[test]
