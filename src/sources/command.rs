@@ -283,14 +283,25 @@ fn printed_values(stdout: &[u8], program: &str) -> Vec<(String, Sensitive)> {
         .map_or_else(|| program.to_string(), |n| n.to_string_lossy().into_owned());
     match serde_json::from_slice::<serde_json::Value>(stdout) {
         Ok(doc) => json_leaves(&doc, &fallback, &mut out),
-        // Cut short (a helper that failed halfway) or not JSON at all: whatever
-        // it holds may still be a secret the helper then echoes on stderr.
-        Err(_) => out.extend(loose_values(stdout, &fallback)),
+        // A document cut short (a helper that failed halfway) or otherwise
+        // broken: whatever it holds may still be a secret the helper then echoes
+        // on stderr. (Only what starts as JSON: in dotenv or plain text the words
+        // outside quotes are names as often as values.)
+        Err(_) if looks_like_json(stdout) => out.extend(loose_values(stdout, &fallback)),
+        Err(_) => {}
     }
     out
 }
 
-/// The values in output that is not a valid document: every JSON string literal
+/// Whether output starts as a JSON object or array would.
+fn looks_like_json(stdout: &[u8]) -> bool {
+    matches!(
+        stdout.iter().find(|b| !b.is_ascii_whitespace()),
+        Some(b'{' | b'[')
+    )
+}
+
+/// The values in JSON output that is not a valid document: every string literal
 /// (unescaped, named by the object key before it, if any; object keys themselves
 /// are names, not values), and, outside the literals, every run of characters
 /// between blanks, quotes and punctuation. A superset of what the helper meant to print, which is what
@@ -558,16 +569,20 @@ mod tests {
                 .any(|(_, v)| v == "data" || v == "OPENAI_API_KEY"),
             "{got:?}"
         );
-        // Bare tokens of text that is neither JSON nor dotenv.
-        let got: Vec<String> =
-            printed_values(b"token: hvs.CAESIabcdef0123456789 (ttl 768h)\n", "vault")
-                .into_iter()
-                .map(|(_, v)| v.expose().to_string())
-                .collect();
+        // Bare words of broken JSON are values; in dotenv output, names are not.
+        let got: Vec<String> = printed_values(b"{\"K\": hvs.CAESIabcdef0123456789, ", "vault")
+            .into_iter()
+            .map(|(_, v)| v.expose().to_string())
+            .collect();
         assert!(
             got.contains(&"hvs.CAESIabcdef0123456789".to_string()),
             "{got:?}"
         );
+        let got: Vec<String> = printed_values(b"MY_TOKEN=first-value-0001\n", "vault")
+            .into_iter()
+            .map(|(_, v)| v.expose().to_string())
+            .collect();
+        assert_eq!(got, ["first-value-0001"]);
     }
 
     #[test]
