@@ -225,6 +225,39 @@ pub(crate) fn file_id(p: &Path) -> Option<(u64, u64)> {
         .map(|m| (m.dev(), m.ino()))
 }
 
+/// Most lock files one start looks at in one directory.
+const SWEEP_MAX: usize = 4096;
+
+/// Lock files of other configs in `dir`, ours, for [`take_stale`]: those nobody
+/// holds were left by runs that were killed (SIGKILL, a crash, a power cut), which
+/// cannot remove their own.
+pub(crate) fn others_in(dir: &Path, ours: &Locks) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let uid = path::euid();
+    entries
+        .take(SWEEP_MAX)
+        .flatten()
+        .filter(|e| e.metadata().is_ok_and(|m| m.is_file() && m.uid() == uid))
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "lock") && !ours.paths().any(|o| o == p))
+        .collect()
+}
+
+/// Locks `path` if nobody holds it: the caller removes the stale socket of that
+/// config, if any, then drops it, which removes the file. `None` when a live run
+/// holds it, or it is gone.
+pub(crate) fn take_stale(path: &Path) -> Option<Held> {
+    match attempt(path, false) {
+        Ok(Attempt::Held(lock)) => Some(Held {
+            path: path.to_path_buf(),
+            lock,
+        }),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,6 +19,8 @@
 //!
 //! The socket and the lock files are removed when the [`ControlListener`] is
 //! dropped: at process exit, when the runtime drops the accept task that owns it.
+//! What a killed run left (lock files nobody holds, sockets nobody answers) is
+//! removed by the next start that shares the directory.
 
 use std::io::ErrorKind;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -173,7 +175,50 @@ pub(super) async fn bind(config: &Path) -> Result<ControlListener, String> {
         ));
     }
     claim.socket_id = file_id(&socket);
+    sweep(&claim.locks, uid).await;
     Ok(ControlListener { listener, claim })
+}
+
+/// How long one start may spend removing what killed runs left behind.
+const SWEEP: Duration = Duration::from_secs(2);
+
+/// Removes, from the directories holding our lock files, the lock files of other
+/// configs that nobody holds, and their sockets when nobody answers there: what
+/// runs that were killed left behind (a clean exit removes its own). Each is
+/// locked while we look, so a run of that config starting now is not disturbed.
+async fn sweep(locks: &lock::Locks, uid: u32) {
+    use std::os::unix::ffi::OsStrExt;
+    let deadline = std::time::Instant::now() + SWEEP;
+    let mut removed = 0usize;
+    // Not the config's own directory: only our lock directories hold other
+    // configs' files.
+    let dirs: Vec<&Path> = locks
+        .paths()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| !n.as_bytes().starts_with(b"."))
+        })
+        .filter_map(Path::parent)
+        .collect();
+    for dir in dirs {
+        for path in lock::others_in(dir, locks) {
+            if std::time::Instant::now() > deadline {
+                break;
+            }
+            let Some(stale) = lock::take_stale(&path) else {
+                continue;
+            };
+            let socket = path.with_extension("sock");
+            if let Probe::Stale = probe(&socket, uid).await {
+                let _ = std::fs::remove_file(&socket);
+            }
+            drop(stale);
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::debug!("removed {removed} lock file(s) left by runs that were killed");
+    }
 }
 
 /// What is at a candidate socket path.
