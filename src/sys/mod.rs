@@ -8,7 +8,7 @@
 //! - `fd`: closing every descriptor but stdio;
 //! - [`process`]: `fork` of a single-threaded process (the guard), `_exit`,
 //!   glibc's malloc arena limit;
-//! - [`seal`]: agentsup non-dumpable, core limit 0;
+//! - [`seal`]: agentsup non-dumpable, core limit 0 (soft and hard);
 //! - `signal`: signals by number, dispositions, who sent one, and forwarding
 //!   the fault signals `exec` receives from other processes;
 //! - [`wait`]: `waitpid` and the `waitid(WNOWAIT)` peek, with raw statuses.
