@@ -198,6 +198,11 @@ pub struct SourceEntry {
     /// JSON pointer to a lease length in seconds in the command's output; the
     /// source runs again at two thirds of it (Vault's `/lease_duration`).
     pub ttl_pointer: Option<Spanned<String>>,
+    /// The user a command source's helper runs as: a name or a numeric uid
+    /// (needs root), like a worker's `user`.
+    pub user: Option<Spanned<crate::sys::creds::IdSpec>>,
+    /// The group a command source's helper runs as (needs root).
+    pub group: Option<Spanned<crate::sys::creds::IdSpec>>,
 }
 
 /// Providers with a known key shape (SPEC 4).

@@ -156,6 +156,9 @@ pub enum SourceKindPlan {
         refresh: Option<Duration>,
         /// Where the output holds a lease length in seconds (`ttl_pointer`).
         ttl_pointer: Option<String>,
+        /// Who the helper runs as (`user`/`group`); agentsup's own uid if `None`.
+        /// (Boxed: rare, and the variant is already the largest.)
+        creds: Option<Box<crate::sys::creds::Creds>>,
     },
     /// agentsup's own environment.
     Env,

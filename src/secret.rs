@@ -166,9 +166,64 @@ pub(crate) fn mask(value: &str) -> String {
     }
 }
 
+/// What replaces credential-shaped text in agentsup's own messages.
+pub(crate) const SHAPE_HIDDEN: &str = "[credential-shaped text not shown]";
+
+/// `text` with every run shaped like a well-known credential (OpenAI and
+/// Anthropic keys, GitHub, GitLab, Slack, Hugging Face and Google API tokens, AWS
+/// access key ids, JWTs) replaced by [`SHAPE_HIDDEN`], whether or not a source
+/// loaded it: a key pasted into the wrong field of the config (`user`, `health`,
+/// a source `path`) is quoted back by the error about that field, and no source
+/// registered it for redaction. For agentsup's own messages (errors, the check
+/// report, panics), never for a worker's output, where redaction is by value.
+pub(crate) fn hide_credential_shapes(text: &str) -> std::borrow::Cow<'_, str> {
+    static SHAPES: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let shapes = SHAPES.get_or_init(|| {
+        regex::Regex::new(concat!(
+            r"sk-[A-Za-z0-9_\-]{20,}",
+            r"|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}",
+            r"|glpat-[A-Za-z0-9_\-]{20,}",
+            r"|xox[abposr]-[A-Za-z0-9\-]{10,}",
+            r"|hf_[A-Za-z0-9]{30,}",
+            r"|AIza[0-9A-Za-z_\-]{35}",
+            r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",
+            r"|\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}",
+        ))
+        .expect("a valid pattern")
+    });
+    shapes.replace_all(text, SHAPE_HIDDEN)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credential_shapes_are_hidden_in_messages_and_hints_are_not() {
+        let key = "sk-proj-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789";
+        let text = format!("user \"{key}\" does not exist; dir /tmp/jt/{key} failed");
+        let shown = hide_credential_shapes(&text);
+        assert!(!shown.contains("AbCdEfGh"), "{shown}");
+        assert_eq!(shown.matches(SHAPE_HIDDEN).count(), 2, "{shown}");
+        for other in [
+            "ghp_0123456789abcdefghijABCDEFGHIJ012345",
+            "AKIAIOSFODNN7EXAMPLE",
+            "xoxb-123456789012-abcdefghij",
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N",
+            "hf_abcdefghijklmnopqrstuvwxyzABCDEFGH",
+        ] {
+            assert_eq!(hide_credential_shapes(other), SHAPE_HIDDEN, "{other}");
+        }
+        // What agentsup itself says about keys is left alone.
+        for hint in [
+            "an OpenAI key (it starts with `sk-`)",
+            "sk-a…wxyz (29 chars)",
+            "OPENAI_API_KEY is set in .env:3",
+            "sk-ant-… is an Anthropic key",
+        ] {
+            assert_eq!(hide_credential_shapes(hint), hint);
+        }
+    }
 
     #[test]
     fn debug_never_shows_the_value() {

@@ -186,8 +186,26 @@ impl CommandRunner for SpawnRunner {
         cwd: &Path,
         timeout: Duration,
     ) -> Result<Captured, String> {
-        let mut out = crate::process::run_capture(argv, env, cwd, timeout, self.0.as_ref())
-            .map_err(|e| e.to_string())?;
+        self.run_as(argv, env, cwd, timeout, None)
+    }
+
+    fn run_as(
+        &self,
+        argv: &[String],
+        env: &[(String, String)],
+        cwd: &Path,
+        timeout: Duration,
+        creds: Option<&crate::sys::creds::Creds>,
+    ) -> Result<Captured, String> {
+        let mut out = crate::process::run_capture_as(
+            argv,
+            env,
+            cwd,
+            timeout,
+            self.0.as_ref(),
+            creds.cloned(),
+        )
+        .map_err(|e| e.to_string())?;
         let (code, signal) = match out.status {
             Termination::Exited(c) => (Some(c), None),
             Termination::Signaled(s) => (None, Some(s)),

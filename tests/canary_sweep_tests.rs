@@ -215,12 +215,24 @@ fn one_canary_through_every_source_and_every_output_appears_nowhere() {
 
     // A failing `command` source that printed the value (dotenv and JSON), then
     // echoed it on stderr: named, exit 78, no value.
-    for (format, body) in [("dotenv", "cat cmd.env"), ("json", "cat cmd.json")] {
+    // The JSON also cut short, as a helper failing halfway prints it.
+    for (format, body) in [
+        ("dotenv", "cat cmd.env"),
+        ("json", "cat cmd.json"),
+        ("json", "cat cmd-cut.json"),
+    ] {
         let fail = Sandbox::new();
         fail.write("cmd.env", canary.dotenv("CMD_TOKEN"));
         fail.write(
             "cmd.json",
             serde_json::json!({ "data": { "CMD_TOKEN": canary.value() } }).to_string(),
+        );
+        fail.write(
+            "cmd-cut.json",
+            format!(
+                "{{\"data\": {{\"CMD_TOKEN\": {}, \"X\": ",
+                serde_json::Value::from(canary.value())
+            ),
         );
         fail.write("token.txt", canary.value());
         let pointer = if format == "json" {
@@ -330,4 +342,33 @@ keys = ["DIR_TOKEN"]
         "still running after the panic: {:?}",
         in_sandbox()
     );
+}
+
+/// A key pasted into a config field that is not a secret (`user`, `group`,
+/// `health`, `cwd`, an `inherit` entry, a source `path`): the error about that
+/// field quotes it back, and no source loaded it to redact; its shape hides it.
+#[test]
+fn a_key_pasted_into_the_wrong_field_is_not_quoted_back() {
+    let key = "sk-proj-PaStEdInToThEwRoNgFiElD0123456789abcd";
+    let sb = Sandbox::new();
+    let worker = |extra: &str| format!("[[worker]]\nname = \"w\"\ncommand = [\"true\"]\n{extra}\n");
+    for config in [
+        worker(&format!("user = \"{key}\"")),
+        worker(&format!("group = \"{key}\"")),
+        worker(&format!("cwd = \"{key}\"")),
+        format!("[supervisor]\nhealth = \"{key}\"\n{}", worker("")),
+        format!("[env]\ninherit = [\"a b{key}\"]\n{}", worker("")),
+        format!(
+            "[[source]]\ntype = \"dir\"\npath = \"{key}\"\n{}",
+            worker("")
+        ),
+    ] {
+        sb.config(&config);
+        for args in [&["check"][..], &["run"][..]] {
+            let out = sb.run(args);
+            assert_ne!(out.code, Some(0), "{config}\n{}", out.all());
+            assert!(!out.all().contains(&key[8..20]), "{config}\n{}", out.all());
+            out.assert_contains("[credential-shaped text not shown]");
+        }
+    }
 }

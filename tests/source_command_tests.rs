@@ -222,3 +222,57 @@ keys = ["OPENAI_API_KEY"]
     assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
     keys.assert_absent(&run);
 }
+
+/// A command source's `user`: the helper runs as that account, with its HOME;
+/// an unknown user, or `user` on another kind of source, fails `check` by line.
+#[test]
+fn a_helper_runs_as_its_sources_user() {
+    let sb = Sandbox::new();
+    let config = |user: &str, kind: &str| {
+        format!(
+            r#"
+[env]
+inherit = ["PATH", "HOME"]
+
+[[source]]
+type = "{kind}"
+{body}
+user = "{user}"
+
+[[worker]]
+name = "w"
+command = ["true"]
+keys = ["HELPER_ID"]
+"#,
+            body = if kind == "command" {
+                r#"command = ["sh", "-c", "echo HELPER_ID=uid-$(id -u)-gid-$(id -g)-home-$HOME"]"#
+            } else {
+                r#"path = "secrets""#
+            }
+        )
+    };
+    sb.config(&config("no-such-user-agentsup", "command"));
+    sb.run(&["check"])
+        .assert_code(78)
+        .assert_contains("supervisor.toml:")
+        .assert_contains("source #1 (type = \"command\")")
+        .assert_contains("no-such-user-agentsup");
+    sb.write("secrets/HELPER_ID", "x");
+    sb.config(&config("nobody", "dir"));
+    sb.run(&["check"])
+        .assert_code(78)
+        .assert_contains("does not take `user`");
+    if !crate::contain_tests::is_root() {
+        // Not root: switching is refused by `check`, by line.
+        sb.config(&config("nobody", "command"));
+        sb.run(&["check"]).assert_code(78).assert_contains("root");
+        return;
+    }
+    sb.config(&config("nobody", "command"));
+    let out = sb.run(&["env", "w", "--format", "json", "--reveal"]);
+    out.assert_code(0);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let id = doc["HELPER_ID"]["value"].as_str().unwrap();
+    assert!(id.starts_with("uid-65534-gid-65534-home-"), "{id}");
+    assert!(!id.ends_with("home-/root"), "HOME stayed agentsup's: {id}");
+}

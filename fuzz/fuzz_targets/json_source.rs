@@ -90,6 +90,7 @@ fn run(stdout: Vec<u8>, stderr: Vec<u8>, code: i32, pointer: Option<&str>, plant
         // The lease is read from the same output (`refresh` / `ttl_pointer`):
         // its problems must not show a value either.
         ttl_pointer: Some("/lease_duration"),
+        creds: None,
     };
     let shows = |p: &SourceProblem| {
         let text = format!("{} {} {:?}", p.location, p.message, p.key);

@@ -262,6 +262,8 @@ impl Builder<'_> {
                     unexpected(self, "timeout", e.timeout.is_some());
                     unexpected(self, "refresh", e.refresh.is_some());
                     unexpected(self, "ttl_pointer", e.ttl_pointer.is_some());
+                    unexpected(self, "user", e.user.is_some());
+                    unexpected(self, "group", e.group.is_some());
                     let Some(path) = &e.path else {
                         self.err_at(
                             span.clone(),
@@ -314,9 +316,11 @@ impl Builder<'_> {
                     let (env_patterns, env) =
                         self.name_globs("env", e.env.as_deref().unwrap_or(&[]));
                     let (refresh, ttl_pointer) = self.refresh(index, e, format);
+                    let creds = self.source_creds(index, e).map(Box::new);
                     SourceKindPlan::Command {
                         refresh,
                         ttl_pointer,
+                        creds,
                         argv,
                         env_patterns,
                         env,
@@ -337,6 +341,8 @@ impl Builder<'_> {
                     unexpected(self, "env", e.env.is_some());
                     unexpected(self, "refresh", e.refresh.is_some());
                     unexpected(self, "ttl_pointer", e.ttl_pointer.is_some());
+                    unexpected(self, "user", e.user.is_some());
+                    unexpected(self, "group", e.group.is_some());
                     SourceKindPlan::Env
                 }
             };
@@ -811,6 +817,32 @@ impl Builder<'_> {
             });
         }
         out
+    }
+
+    /// Resolves a command source's `user` / `group`, as a worker's.
+    fn source_creds(
+        &mut self,
+        index: usize,
+        e: &config::SourceEntry,
+    ) -> Option<crate::sys::creds::Creds> {
+        let span = match (&e.user, &e.group) {
+            (None, None) => return None,
+            (Some(u), _) => u.span(),
+            (None, Some(g)) => g.span(),
+        };
+        match crate::sys::creds::resolve(
+            e.user.as_ref().map(|u| u.get_ref()),
+            e.group.as_ref().map(|g| g.get_ref()),
+        ) {
+            Ok(creds) => creds,
+            Err(err) => {
+                self.err_at(
+                    span,
+                    format!("source #{} (type = \"command\"): {err}", index + 1),
+                );
+                None
+            }
+        }
     }
 
     /// Resolves a worker's `user` / `group` (issue 12): an unknown name, or a

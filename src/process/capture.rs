@@ -127,6 +127,7 @@ enum ReadStop {
 /// this function until the command has been collected or killed, so that thread
 /// cannot exit while the command lives. A command that leaves a background process
 /// holding its stdout open counts as not finished, and is killed at the timeout.
+#[cfg(test)]
 pub(crate) fn run_capture(
     argv: &[String],
     env: &[(String, String)],
@@ -233,14 +234,13 @@ pub(crate) fn run_capture_as(
 /// process held the output open after the command exited.
 type ReadOutcome = (Vec<u8>, Vec<u8>, Option<Termination>, bool);
 
-/// How long a command's output may stay open after the command itself exited.
-const CAPTURE_LEAK_GRACE: Duration = Duration::from_millis(500);
-
 /// Reads both pipes until both reach EOF, multiplexed with `poll` so a command that
 /// fills one pipe while we read the other cannot deadlock. Also watches for the
-/// command's own exit: when it has exited and the pipes stay open for
-/// [`CAPTURE_LEAK_GRACE`] (a background process it started holds them), reading
-/// stops and the status is returned with what was read.
+/// command's own exit: from then on only what is already buffered counts. Reading
+/// stops when nothing more is ready, and a descriptor still open then (a
+/// background process it started holds it, or another process that copied it
+/// with `pidfd_getfd`) marks the output as leaked: nothing written after the
+/// command exited is taken for its output, and nobody holding a copy can stall it.
 fn read_until_eof(
     stdout: Option<File>,
     stderr: Option<File>,
@@ -253,40 +253,37 @@ fn read_until_eof(
         (stderr, Zeroizing::new(Vec::new())),
     ];
     let mut buf = Zeroizing::new(vec![0u8; 64 * 1024]);
-    let mut exited: Option<(Termination, Instant)> = None;
+    let mut exited: Option<Termination> = None;
     loop {
         let open: Vec<usize> = (0..2).filter(|&i| streams[i].0.is_some()).collect();
         if open.is_empty() {
             let [(_, mut out), (_, mut err)] = streams;
-            return Ok((
-                take(&mut out),
-                take(&mut err),
-                exited.map(|(s, _)| s),
-                false,
-            ));
+            return Ok((take(&mut out), take(&mut err), exited, false));
         }
         if exited.is_none() {
             match exit.poll_once() {
-                Ok(Some(status)) => exited = Some((status, Instant::now())),
-                Ok(None) => {}
+                Ok(status) => exited = status,
                 Err(e) => return Err(ReadStop::Io(e)),
             }
         }
-        if let Some((status, at)) = exited {
-            if at.elapsed() >= CAPTURE_LEAK_GRACE {
-                let [(_, mut out), (_, mut err)] = streams;
-                return Ok((take(&mut out), take(&mut err), Some(status), true));
-            }
-        }
-        // Wake at least every 100 ms to notice the command's exit (see above).
-        let left = deadline
-            .saturating_duration_since(Instant::now())
-            .min(Duration::from_millis(100));
         if deadline <= Instant::now() {
             return Err(ReadStop::Deadline);
         }
+        // Once it exited, no waiting: what is buffered now is all it wrote.
+        // Before, wake at least every 100 ms to notice the exit.
+        let left = if exited.is_some() {
+            Duration::ZERO
+        } else {
+            deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(100))
+        };
         // Round up, so we never spin on a sub-millisecond remainder.
-        let millis = i32::try_from(left.as_millis() + 1).unwrap_or(i32::MAX);
+        let millis = if left.is_zero() {
+            0
+        } else {
+            i32::try_from(left.as_millis() + 1).unwrap_or(i32::MAX)
+        };
         let timeout = PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX);
         let ready: Vec<bool> = {
             let mut fds: Vec<PollFd<'_>> = open
@@ -303,6 +300,12 @@ fn read_until_eof(
                 .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
                 .collect()
         };
+        if let Some(status) = exited
+            && !ready.iter().any(|r| *r)
+        {
+            let [(_, mut out), (_, mut err)] = streams;
+            return Ok((take(&mut out), take(&mut err), Some(status), true));
+        }
         for (&i, _) in open.iter().zip(&ready).filter(|(_, r)| **r) {
             let (file, data) = &mut streams[i];
             let Some(f) = file.as_mut() else { continue };

@@ -47,7 +47,9 @@ use zeroize::Zeroize;
 
 use crate::sys::creds::Creds;
 
-pub(crate) use capture::{run_capture, run_capture_as};
+#[cfg(test)]
+pub(crate) use capture::run_capture;
+pub(crate) use capture::run_capture_as;
 pub use error::SpawnError;
 pub use kill::kill_group;
 pub(crate) use kill::kill_pid;

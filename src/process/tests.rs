@@ -146,6 +146,32 @@ fn run_capture_collects_output_and_status() {
     assert!(!format!("{out:?}").contains("out\""));
 }
 
+/// What reaches the output after the command exited is not its output (a
+/// process that copied the descriptor could otherwise add values), and a copy
+/// held open does not stall the read.
+#[test]
+fn run_capture_takes_nothing_written_after_the_command_exited() {
+    let script = "p=$$; printf 'A=first\\n'; \
+                  (while kill -0 $p 2>/dev/null; do sleep 0.01; done; sleep 0.2; \
+                   printf 'B=injected\\n'; sleep 5) & exit 0";
+    let started = Instant::now();
+    let out = run_capture(
+        &argv(&["sh", "-c", script]),
+        &env(),
+        Path::new("/"),
+        Duration::from_secs(20),
+        None,
+    )
+    .unwrap();
+    assert_eq!(out.status, Termination::Exited(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "A=first\n");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 #[test]
 fn run_capture_gets_exactly_the_given_environment() {
     let out = run_capture(

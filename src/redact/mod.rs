@@ -262,9 +262,11 @@ pub fn global() -> &'static SharedRedactor {
     GLOBAL.get_or_init(SharedRedactor::default)
 }
 
-/// Redacts a message with the global redactor, for error printing in `main`.
+/// Redacts a message with the global redactor, for error printing in `main`, and
+/// hides credential-shaped text no source loaded
+/// ([`crate::secret::hide_credential_shapes`]).
 pub fn redact_message(message: &str) -> String {
-    global().redact_str(message)
+    crate::secret::hide_credential_shapes(&global().redact_str(message)).into_owned()
 }
 
 /// A worker's (or a helper's) text quoted in agentsup's own messages, as a

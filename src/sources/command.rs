@@ -71,6 +71,21 @@ pub trait CommandRunner: Sync {
         cwd: &Path,
         timeout: Duration,
     ) -> Result<Captured, String>;
+
+    /// [`CommandRunner::run`] as the user and groups of `creds` (a source's
+    /// `user`/`group`). A runner that starts nothing (a test's canned output)
+    /// may ignore them.
+    fn run_as(
+        &self,
+        argv: &[String],
+        env: &[(String, String)],
+        cwd: &Path,
+        timeout: Duration,
+        creds: Option<&crate::sys::creds::Creds>,
+    ) -> Result<Captured, String> {
+        let _ = creds;
+        self.run(argv, env, cwd, timeout)
+    }
 }
 
 /// Settings of one command source.
@@ -89,20 +104,35 @@ pub struct CommandSpec<'a> {
     pub env: &'a [(String, String)],
     /// Where the JSON output holds a lease length in seconds (`ttl_pointer`).
     pub ttl_pointer: Option<&'a str>,
+    /// Who it runs as (`user`/`group`); agentsup's own uid if `None`.
+    pub creds: Option<&'a crate::sys::creds::Creds>,
 }
 
 /// The environment of a command source: agentsup's variables that match the
-/// `[env] inherit` globs or the source's own `env` globs, nothing else.
+/// `[env] inherit` globs or the source's own `env` globs, nothing else. Run as
+/// another user, its HOME, USER and LOGNAME are that account's, as for a worker.
 pub(crate) fn helper_env(
     process_env: &super::ProcessEnv,
     inherit: &globset::GlobSet,
     listed: &globset::GlobSet,
+    creds: Option<&crate::sys::creds::Creds>,
 ) -> Vec<(String, String)> {
+    let account = creds.and_then(|c| c.account.as_ref());
     process_env
         .vars
         .iter()
         .filter(|(k, _)| inherit.is_match(k.as_str()) || listed.is_match(k.as_str()))
-        .map(|(k, v)| (k.clone(), v.expose().to_string()))
+        .map(|(k, v)| {
+            let own = account.and_then(|a| match k.as_str() {
+                "HOME" => Some(&a.home),
+                "USER" | "LOGNAME" => Some(&a.name),
+                _ => None,
+            });
+            (
+                k.clone(),
+                own.map_or_else(|| v.expose().to_string(), Clone::clone),
+            )
+        })
         .collect()
 }
 
@@ -133,7 +163,7 @@ pub fn load(
     };
     let out = ctx
         .runner
-        .run(spec.argv, spec.env, spec.cwd, spec.timeout)
+        .run_as(spec.argv, spec.env, spec.cwd, spec.timeout, spec.creds)
         .map_err(|e| {
             fail(format!(
                 "{e}; check the command by hand, and raise `timeout` if it is only slow"
@@ -248,12 +278,58 @@ fn printed_values(stdout: &[u8], program: &str) -> Vec<(String, Sensitive)> {
         .into_iter()
         .map(|r| (r.key, r.value))
         .collect();
-    if let Ok(doc) = serde_json::from_slice::<serde_json::Value>(stdout) {
-        let fallback = Path::new(program)
-            .file_name()
-            .map_or_else(|| program.to_string(), |n| n.to_string_lossy().into_owned());
-        json_leaves(&doc, &fallback, &mut out);
+    let fallback = Path::new(program)
+        .file_name()
+        .map_or_else(|| program.to_string(), |n| n.to_string_lossy().into_owned());
+    match serde_json::from_slice::<serde_json::Value>(stdout) {
+        Ok(doc) => json_leaves(&doc, &fallback, &mut out),
+        // A document cut short (a helper that failed halfway) or otherwise
+        // broken: whatever it holds may still be a secret the helper then echoes
+        // on stderr. (Only what starts as JSON: in dotenv or plain text the words
+        // outside quotes are names as often as values.)
+        Err(_) if looks_like_json(stdout) => out.extend(loose_values(stdout, &fallback)),
+        Err(_) => {}
     }
+    out
+}
+
+/// Whether output starts as a JSON object or array would.
+fn looks_like_json(stdout: &[u8]) -> bool {
+    matches!(
+        stdout.iter().find(|b| !b.is_ascii_whitespace()),
+        Some(b'{' | b'[')
+    )
+}
+
+/// The values in JSON output that is not a valid document: every string literal
+/// (unescaped, named by the object key before it, if any; object keys themselves
+/// are names, not values), and, outside the literals, every run of characters
+/// between blanks, quotes and punctuation. A superset of what the helper meant to print, which is what
+/// redacting its stderr needs; short runs are dropped by the redactor itself.
+fn loose_values(stdout: &[u8], program: &str) -> Vec<(String, Sensitive)> {
+    static LITERAL: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let literal = LITERAL.get_or_init(|| {
+        regex::Regex::new(r#""((?:[^"\\]|\\.)*)"(\s*:)?"#).expect("a valid pattern")
+    });
+    let text = zeroize::Zeroizing::new(String::from_utf8_lossy(stdout).into_owned());
+    let mut out = Vec::new();
+    let mut name = program.to_string();
+    for m in literal.captures_iter(&text) {
+        let inner = m.get(1).map_or("", |g| g.as_str());
+        let value = serde_json::from_str::<String>(&format!("\"{inner}\""))
+            .unwrap_or_else(|_| inner.to_string());
+        if m.get(2).is_some() {
+            name = value;
+        } else {
+            out.push((name.clone(), Sensitive::new(value)));
+        }
+    }
+    // Outside the literals (keys would be names, not values).
+    let rest = zeroize::Zeroizing::new(literal.replace_all(&text, " ").into_owned());
+    let pieces = rest
+        .split(|c: char| c.is_whitespace() || "\"',:;{}[]=()".contains(c))
+        .filter(|p| !p.is_empty());
+    out.extend(pieces.map(|p| (program.to_string(), Sensitive::new(p.to_string()))));
     out
 }
 
@@ -443,9 +519,23 @@ mod tests {
             }
             b.build().unwrap()
         };
-        let env = helper_env(&penv, &set(&["PATH", "HOME"]), &set(&["VAULT_*"]));
+        let env = helper_env(&penv, &set(&["PATH", "HOME"]), &set(&["VAULT_*"]), None);
         let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(names, ["HOME", "PATH", "VAULT_ADDR", "VAULT_TOKEN"]);
+        let creds = crate::sys::creds::Creds {
+            uid: 65534,
+            gid: 65534,
+            groups: Vec::new(),
+            account: Some(crate::sys::creds::Account {
+                name: "nobody".into(),
+                home: "/nonexistent".into(),
+            }),
+        };
+        let env = helper_env(&penv, &set(&["PATH", "HOME"]), &set(&[]), Some(&creds));
+        assert!(
+            env.contains(&("HOME".into(), "/nonexistent".into())),
+            "{env:?}"
+        );
     }
 
     #[test]
@@ -460,6 +550,39 @@ mod tests {
         assert!(e.contains("an object"), "{e}");
         let e = lease_at(out, "/ttl").unwrap_err();
         assert!(e.contains("/lease_duration"), "{e}");
+    }
+
+    #[test]
+    fn output_cut_short_still_yields_every_value_it_held() {
+        let out = br#"{"data":{"OPENAI_API_KEY":"sk-proj-cut\"short-0001", "X": "#;
+        let got: Vec<(String, String)> = printed_values(out, "/usr/bin/vault")
+            .into_iter()
+            .map(|(k, v)| (k, v.expose().to_string()))
+            .collect();
+        assert!(
+            got.contains(&("OPENAI_API_KEY".into(), "sk-proj-cut\"short-0001".into())),
+            "{got:?}"
+        );
+        // Object keys are names, not values.
+        assert!(
+            !got.iter()
+                .any(|(_, v)| v == "data" || v == "OPENAI_API_KEY"),
+            "{got:?}"
+        );
+        // Bare words of broken JSON are values; in dotenv output, names are not.
+        let got: Vec<String> = printed_values(b"{\"K\": hvs.CAESIabcdef0123456789, ", "vault")
+            .into_iter()
+            .map(|(_, v)| v.expose().to_string())
+            .collect();
+        assert!(
+            got.contains(&"hvs.CAESIabcdef0123456789".to_string()),
+            "{got:?}"
+        );
+        let got: Vec<String> = printed_values(b"MY_TOKEN=first-value-0001\n", "vault")
+            .into_iter()
+            .map(|(_, v)| v.expose().to_string())
+            .collect();
+        assert_eq!(got, ["first-value-0001"]);
     }
 
     #[test]

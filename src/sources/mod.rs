@@ -270,9 +270,11 @@ fn load_one(
             timeout,
             env,
             ttl_pointer,
+            creds,
             ..
         } => {
-            let helper_env = command::helper_env(ctx.process_env, &plan.inherit, env);
+            let helper_env =
+                command::helper_env(ctx.process_env, &plan.inherit, env, creds.as_deref());
             let known: Vec<(String, Sensitive)> = snap
                 .values
                 .values()
@@ -286,6 +288,7 @@ fn load_one(
                 cwd: &plan.config_dir,
                 env: &helper_env,
                 ttl_pointer: ttl_pointer.as_deref(),
+                creds: creds.as_deref(),
             };
             match command::load(&spec, ctx, &known) {
                 Ok(loaded) => {
