@@ -151,12 +151,6 @@ pub(crate) fn name_looks_secret(name: &str) -> bool {
         || SECRET_NAMES.contains(&upper.as_str())
 }
 
-/// Whether a variable of agentsup's own environment holds a secret by its name,
-/// or by its value (a connection URL with a password).
-pub fn looks_secret(name: &str, value: &str) -> bool {
-    name_looks_secret(name) || crate::redact::url_password(value).is_some()
-}
-
 /// Shows a value the only way SPEC 4 allows: first 4 and last 4 characters and the
 /// length, and only when the value has at least 20 characters; otherwise only the length.
 pub(crate) fn mask(value: &str) -> String {
