@@ -141,43 +141,108 @@ fn relative(source: &str) -> String {
 /// its own source to the right instead of padding every row to its length.
 const MAX_VALUE_COLUMN: usize = 40;
 
-/// Narrowest value column when the terminal is narrow: values wrap, labels don't.
+/// Narrowest value column when the terminal is narrow: a value this short stays
+/// whole; a longer one wraps.
 const MIN_VALUE_COLUMN: usize = 24;
 
-/// `NAME  VALUE  SOURCE`, each column as wide as its content; with a `width`, the
-/// value column takes what the names and sources leave and long values continue
-/// on the following lines of that column.
+/// Narrowest source column: a path wraps at its `/` to fit it.
+const MIN_SOURCE_COLUMN: usize = 12;
+
+/// `NAME  VALUE  SOURCE`, each column as wide as its content. With a `width`, every
+/// column counts: when the values and sources don't both fit beside the names, the
+/// value and source columns split the room so the table has the fewest lines
+/// (then the fewest cells broken, then the widest sources); a long value continues
+/// on the following lines of its column, broken after a `:`, `/`, `,` or space
+/// where it can (a PATH at its separators), and a long source after a `/`. Names
+/// never wrap.
 fn table(rows: &[(String, String, String)], width: Option<usize>) -> String {
     let chars = |t: &str| t.chars().count();
     let name_w = rows.iter().map(|r| chars(&r.0)).max().unwrap_or(0).max(4);
-    let src_w = rows.iter().map(|r| chars(&r.2)).max().unwrap_or(0).max(6);
-    let natural = rows.iter().map(|r| chars(&r.1)).max().unwrap_or(0).max(5);
-    let val_w = match width {
-        Some(w) => natural.min(w.saturating_sub(name_w + src_w + 4).max(MIN_VALUE_COLUMN)),
-        None => natural.min(MAX_VALUE_COLUMN),
+    let natural_src = rows.iter().map(|r| chars(&r.2)).max().unwrap_or(0).max(6);
+    let natural_val = rows.iter().map(|r| chars(&r.1)).max().unwrap_or(0).max(5);
+    let (val_w, src_w) = match width {
+        None => (natural_val.min(MAX_VALUE_COLUMN), natural_src),
+        Some(w) => split_room(rows, w.saturating_sub(name_w + 4), natural_val, natural_src),
+    };
+    let cells = |v: &str, src: &str| -> (Vec<String>, Vec<String>) {
+        match width {
+            None => (vec![v.to_string()], vec![src.to_string()]),
+            Some(_) => (
+                break_at(v, val_w, VALUE_BREAKS),
+                break_at(src, src_w, &["/"]),
+            ),
+        }
     };
     let mut s = String::new();
     let _ = writeln!(s, "{:name_w$}  {:val_w$}  SOURCE", "NAME", "VALUE");
     for (k, v, src) in rows {
-        let value: Vec<char> = v.chars().collect();
-        let pieces: Vec<String> = match width {
-            Some(_) if value.len() > val_w => {
-                value.chunks(val_w).map(|c| c.iter().collect()).collect()
-            }
-            _ => vec![v.clone()],
-        };
-        for (i, piece) in pieces.iter().enumerate() {
-            let (name, source) = if i == 0 {
-                (k.as_str(), src.as_str())
-            } else {
-                ("", "")
-            };
+        let (values, sources) = cells(v, src);
+        for i in 0..values.len().max(sources.len()) {
+            let name = if i == 0 { k.as_str() } else { "" };
+            let piece = values.get(i).map_or("", String::as_str);
+            let source = sources.get(i).map_or("", String::as_str);
             let pad = val_w.saturating_sub(chars(piece));
             let line = format!("{name:name_w$}  {piece}{}  {source}", " ".repeat(pad));
             let _ = writeln!(s, "{}", line.trim_end());
         }
     }
     s
+}
+
+/// Where a long value may break, best first: after a PATH separator, a list comma
+/// or a space; else after a path or URL step.
+const VALUE_BREAKS: &[&str] = &[":,; ", "/"];
+
+/// The value and source columns' widths within `room`: both natural when they fit,
+/// else the split with the fewest table lines, then the fewest broken cells, then
+/// the widest source column.
+fn split_room(
+    rows: &[(String, String, String)],
+    room: usize,
+    natural_val: usize,
+    natural_src: usize,
+) -> (usize, usize) {
+    if natural_val + natural_src <= room {
+        return (natural_val, natural_src);
+    }
+    let min_src = natural_src.min(MIN_SOURCE_COLUMN);
+    let lo = natural_val.min(MIN_VALUE_COLUMN);
+    let hi = natural_val.min(room.saturating_sub(min_src));
+    if hi < lo {
+        // Too narrow for both minimums: values keep theirs, sources take the rest.
+        return (lo, room.saturating_sub(lo).max(1));
+    }
+    let cost = |val_w: usize| {
+        let src_w = room - val_w;
+        let (mut lines, mut broken) = (0, 0);
+        for (_, v, src) in rows {
+            let nv = break_at(v, val_w, VALUE_BREAKS).len();
+            let ns = break_at(src, src_w, &["/"]).len();
+            lines += nv.max(ns);
+            broken += usize::from(nv > 1) + usize::from(ns > 1);
+        }
+        (lines, broken, std::cmp::Reverse(src_w))
+    };
+    let best = (lo..=hi).min_by_key(|&v| cost(v)).unwrap_or(lo);
+    (best, room - best)
+}
+
+/// `text` in pieces of at most `width` characters, each ending after the last
+/// character of the first group of `breaks` that has one in the piece's second
+/// half, else cut at `width`.
+fn break_at(text: &str, width: usize, breaks: &[&str]) -> Vec<String> {
+    let width = width.max(1);
+    let mut rest: Vec<char> = text.chars().collect();
+    let mut out = Vec::new();
+    while rest.len() > width {
+        let cut = breaks
+            .iter()
+            .find_map(|group| (width / 2..width).rev().find(|&i| group.contains(rest[i])))
+            .map_or(width, |i| i + 1);
+        out.push(rest.drain(..cut).collect());
+    }
+    out.push(rest.into_iter().collect());
+    out
 }
 
 /// Quotes a value so python-dotenv, Node's dotenv and agentsup all read it back.
@@ -258,6 +323,49 @@ mod table_tests {
             text.lines().count(),
             3,
             "nothing wraps without a width:\n{text}"
+        );
+    }
+
+    #[test]
+    fn every_column_counts_and_sources_wrap_at_slashes() {
+        let mut rows = rows();
+        rows.push((
+            "OPENAI_API_KEY".into(),
+            "sk-d…FE3x (48 chars)".into(),
+            "examples/demo/secrets/OPENAI_API_KEY".into(),
+        ));
+        rows.push((
+            "OPENAI_BASE_URL".into(),
+            "\"http://127.0.0.1:8799/v1\"".into(),
+            "[env] vars".into(),
+        ));
+        for width in [60, 80, 120] {
+            let text = table(&rows, Some(width));
+            for line in text.lines() {
+                assert!(line.chars().count() <= width, "{width}: {line:?}\n{text}");
+            }
+            let url = text
+                .lines()
+                .find(|l| l.starts_with("OPENAI_BASE_URL"))
+                .unwrap();
+            assert!(url.contains("\"http://127.0.0.1:8799/v1\""), "{text}");
+        }
+        let text = table(&rows, Some(80));
+        let key = text
+            .lines()
+            .position(|l| l.starts_with("OPENAI_API_KEY"))
+            .unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[key].ends_with("examples/demo/secrets/"), "{text}");
+        assert!(lines[key + 1].trim() == "OPENAI_API_KEY", "{text}");
+        // PATH breaks after its separators.
+        let path = text.lines().position(|l| l.starts_with("PATH")).unwrap();
+        assert!(
+            lines[path]
+                .trim_end_matches("process env")
+                .trim_end()
+                .ends_with(':'),
+            "{text}"
         );
     }
 }

@@ -31,7 +31,7 @@ pub(crate) type Cause = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The config file could not be read (missing, a directory, no permission).
-    #[error("cannot read config {}: {cause}{}", path.display(), origin_hint(*origin))]
+    #[error("cannot read config {}: {}{}", path.display(), io_reason(cause), origin_hint(*origin, cause))]
     ConfigUnreadable {
         /// The path as given or looked for.
         path: PathBuf,
@@ -153,16 +153,31 @@ impl Error {
     }
 }
 
-/// The hint after "cannot read config …", by how the path was found.
-fn origin_hint(origin: Option<ConfigOrigin>) -> String {
+/// Why a file could not be read: "no such file" rather than the OS's longer
+/// wording with its errno, so the line fits 80 columns; the OS's text otherwise.
+fn io_reason(cause: &std::io::Error) -> String {
+    if cause.kind() == std::io::ErrorKind::NotFound {
+        "no such file".to_string()
+    } else {
+        cause.to_string()
+    }
+}
+
+/// The hint after "cannot read config …", by how the path was found. In a
+/// directory with no config at all, the way to start one is `agentsup init`.
+fn origin_hint(origin: Option<ConfigOrigin>, cause: &std::io::Error) -> String {
     match origin {
         None => String::new(),
-        Some(ConfigOrigin::Default) => format!(
-            "\n  hint: no supervisor.toml here ({}); pass -c FILE or set AGENTSUP_CONFIG",
+        Some(ConfigOrigin::Default) if cause.kind() == std::io::ErrorKind::NotFound => format!(
+            "\n  hint: no supervisor.toml here ({}):\n        \
+             `agentsup init` drafts one, or pass -c FILE or set AGENTSUP_CONFIG",
             std::env::current_dir()
                 .map(|d| d.display().to_string())
                 .unwrap_or_default()
         ),
+        Some(ConfigOrigin::Default) => {
+            "\n  hint: make ./supervisor.toml readable, or pass -c FILE".to_string()
+        }
         Some(ConfigOrigin::EnvVar) => {
             " (from $AGENTSUP_CONFIG)\n  hint: fix AGENTSUP_CONFIG, or pass -c FILE".to_string()
         }

@@ -264,6 +264,58 @@ mod tests {
     }
 
     #[test]
+    fn a_preflight_finding_names_its_worker_once() {
+        let (_d, plan) = plan(
+            "[env]\ninherit = [\"PATH\"]\n[[worker]]\nname = \"planner\"\ncommand = [\"pyhton3-not-here\"]\n",
+        );
+        let penv = ProcessEnv::from_pairs([("PATH", "/usr/bin:/bin")]);
+        let v = validate(
+            &plan,
+            &penv,
+            &SpawnRunner(None),
+            &SharedRedactor::default(),
+            scope(true),
+        );
+        let text = v.report.render_text(false);
+        assert!(text.contains("\nerror    worker \"planner\"\n"), "{text}");
+        assert!(!text.contains("(worker planner)"), "{text}");
+    }
+
+    #[test]
+    fn a_program_one_typo_away_on_the_path_is_suggested() {
+        let bin = tempfile::tempdir().unwrap();
+        for (name, mode) in [("python3", 0o755), ("agentx", 0o644)] {
+            let p = bin.path().join(name);
+            std::fs::write(&p, "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .unwrap();
+        }
+        let path = format!("/nonexistent:{}", bin.path().display());
+        let suggestion = |program: &str| {
+            let (_d, plan) = plan(&format!(
+                "[env]\ninherit = [\"PATH\"]\n[[worker]]\nname = \"w\"\ncommand = [\"{program}\"]\n"
+            ));
+            let penv = ProcessEnv::from_pairs([("PATH", path.as_str())]);
+            let v = validate(
+                &plan,
+                &penv,
+                &SpawnRunner(None),
+                &SharedRedactor::default(),
+                scope(true),
+            );
+            v.report.findings[0].message.clone()
+        };
+        assert!(suggestion("pyhton3").contains("did you mean `python3`?"));
+        assert!(!suggestion("celery").contains("did you mean"));
+        // Not executable: not a suggestion.
+        assert!(
+            !suggestion("agent").contains("did you mean"),
+            "{}",
+            suggestion("agent")
+        );
+    }
+
+    #[test]
     fn every_declared_secret_is_registered_before_returning() {
         let (_d, plan) = plan(
             "[[source]]\ntype = \"env\"\n[[worker]]\nname = \"w\"\ncommand = [\"/bin/true\"]\nkeys = [\"OPENAI_API_KEY\"]\nreplicas = 2\n",

@@ -595,3 +595,70 @@ fn a_same_uid_process_cannot_raise_agentsups_core_limit_and_workers_keep_theirs(
     run.signal(libc::SIGTERM);
     assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
 }
+
+/// What `/proc/PID/environ` (`ps e`, readable by root) shows of agentsup and its
+/// guard: the names, but no value that looks secret, whether by its name or by
+/// a password in a URL; other values stay. The worker still gets its key.
+#[test]
+fn agentsups_environment_block_holds_no_secret_value() {
+    let sb = Sandbox::new();
+    sb.config(
+        r#"
+[env]
+inherit = ["PATH", "PLAIN_SETTING"]
+
+[[worker]]
+name = "w"
+command = ["sh", "-c", "echo \"key length ${#SOME_API_KEY}\"; exec sleep 300"]
+keys = ["SOME_API_KEY"]
+"#,
+    );
+    let key = Canary::new("sk-environ-");
+    let password = Canary::new("pw-");
+    let url = format!(
+        "postgres://app:{}@db.internal:5432/agents",
+        password.value().replace(['/', '"', '\\', '+', '='], "x")
+    );
+    let url_password = url.split(['@', ':']).nth(2).unwrap().to_string();
+    let mut cmd = sb.cmd(&["run", "--no-color"]);
+    cmd.env("SOME_API_KEY", key.value())
+        .env("DATABASE_URL", &url)
+        .env("PLAIN_SETTING", "visible-plain-value");
+    let mut run = sb.spawn_cmd(cmd);
+    let line = run.wait_for("key length", PATIENCE);
+    assert!(
+        line.contains(&format!("key length {}", key.value().len())),
+        "{line}"
+    );
+    let mut blocks = vec![("agentsup".to_string(), run.pid() as u32)];
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.contains("(agentsup-guard)") {
+            let ppid = stat.rsplit(')').next().unwrap().split_whitespace().nth(1);
+            if ppid == Some(run.pid().to_string().as_str()) {
+                blocks.push(("guard".to_string(), pid));
+            }
+        }
+    }
+    assert_eq!(blocks.len(), 2, "the guard was not found: {blocks:?}");
+    for (what, pid) in blocks {
+        let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let shown = format!("{what}'s /proc/{pid}/environ");
+        key.assert_absent(&(shown.as_str(), &text));
+        assert!(
+            !text.contains(&url_password),
+            "{shown} holds the URL's password"
+        );
+        assert!(text.contains("SOME_API_KEY="), "{shown} lost the name");
+        assert!(
+            text.contains("PLAIN_SETTING=visible-plain-value"),
+            "{shown} lost a plain value"
+        );
+    }
+    run.signal(15);
+    assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
+}

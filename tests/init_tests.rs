@@ -122,3 +122,91 @@ fn init_with_a_command_and_an_empty_directory() {
         "ready gpt-4o-mini",
     );
 }
+
+#[test]
+fn init_with_a_celery_command_in_an_empty_directory_writes_a_config_that_checks() {
+    // The issue's own example: the broker URL (with a password) comes from
+    // agentsup's environment, as in a container.
+    let sb = Sandbox::new();
+    let broker = Canary::alnum("pw");
+    let url = format!("redis://:{}@localhost:6379/0", broker.value());
+    let env = [("CELERY_BROKER_URL", url.as_str())];
+    let args = [
+        "init",
+        "--secrets-dir",
+        "none",
+        "--",
+        "celery",
+        "-A",
+        "proj",
+        "worker",
+        "--concurrency=4",
+    ];
+    let out = sb.run_env(&args, &env);
+    out.assert_code(0).assert_no_leak(&broker);
+    out.assert_contains("0 errors");
+    let written = std::fs::read_to_string(sb.path().join("supervisor.toml")).unwrap();
+    assert!(written.contains("replicas = 4"), "{written}");
+    assert!(
+        !written.contains("*]"),
+        "a glob key became a table:\n{written}"
+    );
+    sb.run_env(&["check"], &env).assert_code(0);
+}
+
+#[test]
+fn init_from_procfile_shell_lines_runs_each_as_the_line_says() {
+    // Three Procfile forms that are common and need a shell: an assignment prefix,
+    // a `cd` first, and a step before the program. Each worker must do its job:
+    // get PORT, run in sub/, and run the program after the echo.
+    let sb = Sandbox::new();
+    let app = "import os, sys, time\n\
+        print(sys.argv[1], 'up', 'port=%s' % os.environ.get('PORT'), \
+        'cwd=%s' % os.path.basename(os.getcwd()), flush=True)\n\
+        time.sleep(600)\n";
+    sb.write("app.py", app);
+    sb.write("sub/app.py", app);
+    sb.write(
+        "Procfile",
+        "port: PORT=5000 python3 -u app.py port\n\
+         insub: cd sub && python3 -u app.py insub\n\
+         migrate: echo migrating && python3 -u app.py migrate\n",
+    );
+    sb.run(&["init", "--secrets-dir", "none"]).assert_code(0);
+    let written = std::fs::read_to_string(sb.path().join("supervisor.toml")).unwrap();
+    assert!(
+        written.contains(r#""PORT=5000 exec python3 -u app.py port""#),
+        "{written}"
+    );
+    let mut run = sb.spawn(&["run", "--no-color"]);
+    run.wait_for_all(
+        &[
+            "port up port=5000",
+            "insub up port=None cwd=sub",
+            "migrating",
+            "migrate up",
+        ],
+        WAIT,
+    );
+    run.signal(15);
+    assert_eq!(run.wait_exit(WAIT), Some(0), "{}", run.output());
+    let out = run.output();
+    assert!(!out.contains("not found"), "{out}");
+    assert!(!out.contains("backoff"), "{out}");
+}
+
+#[test]
+fn an_empty_directory_points_at_init_within_80_columns() {
+    let sb = Sandbox::new();
+    for cmd in ["check", "run"] {
+        let out = sb.run_env(&[cmd], &[("COLUMNS", "80")]);
+        out.assert_code(78).assert_contains("`agentsup init`");
+        out.assert_contains("no supervisor.toml here");
+        // Within 80 columns, with the sandbox's path as short as docs' /srv/app.
+        let path = sb.path().display().to_string();
+        for line in out.stderr.lines() {
+            let width = line.replace(&path, "/srv/app").chars().count();
+            assert!(width <= 80, "{cmd}: {width} columns: {line:?}");
+        }
+    }
+}

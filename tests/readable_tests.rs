@@ -240,3 +240,71 @@ fn env_table_fits_80_columns_and_wraps_values_only() {
     assert!(text.contains("OPENAI_API_KEY"), "{text}");
     keys.old.assert_absent(&("agentsup env", text.as_bytes()));
 }
+
+/// The demo in the repo, as the README runs it: its sources have long paths
+/// (`examples/demo/secrets/OPENAI_API_KEY`), which count toward the width too.
+#[test]
+fn env_table_of_the_demo_fits_80_and_120_columns() {
+    for columns in [80usize, 120] {
+        let out = std::process::Command::new(bin())
+            .args(["env", "planner"])
+            .current_dir(repo())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", "/nonexistent")
+            .env("COLUMNS", columns.to_string())
+            .output()
+            .expect("agentsup env");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for line in text.lines() {
+            let n = line.chars().count();
+            assert!(n <= columns, "{n} > {columns} columns: {line:?}\n{text}");
+        }
+        // Labels whole at the start of their row; a short value (the demo's base
+        // URL) whole on its row, not cut mid-URL.
+        for name in ["OPENAI_API_KEY", "OPENAI_BASE_URL", "MODEL", "PATH"] {
+            assert!(
+                text.lines().any(|l| l.starts_with(&format!("{name} "))),
+                "{name}: {text}"
+            );
+        }
+        let url_row = text
+            .lines()
+            .find(|l| l.starts_with("OPENAI_BASE_URL "))
+            .unwrap();
+        assert!(url_row.contains("\"http://127.0.0.1:8799/v1\""), "{text}");
+        // The key's source is there in full, wrapped or not.
+        let squeezed: String = text.split_whitespace().collect();
+        assert!(
+            squeezed.contains("examples/demo/secrets/OPENAI_API_KEY"),
+            "{text}"
+        );
+    }
+}
+
+/// `--help` wraps to the terminal (`COLUMNS` here, as clap's `wrap_help` reads it
+/// before asking the terminal): no help line over 80 columns at 80.
+#[test]
+fn help_fits_80_columns() {
+    let sb = Sandbox::new();
+    for sub in [
+        "", "init", "check", "env", "run", "exec", "status", "restart", "reload",
+    ] {
+        let args: Vec<&str> = [sub, "--help"]
+            .into_iter()
+            .filter(|a| !a.is_empty())
+            .collect();
+        let out = sb.run_env(&args, &[("COLUMNS", "80")]);
+        out.assert_code(0);
+        assert!(out.stdout.contains("Usage: agentsup"), "{}", out.all());
+        for line in out.stdout.lines() {
+            let n = line.chars().count();
+            assert!(n <= 80, "`agentsup {sub} --help`: {n} columns: {line:?}");
+        }
+    }
+}

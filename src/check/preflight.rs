@@ -52,5 +52,36 @@ fn problem(plan: &Plan, w: &WorkerPlan, env: &crate::env::BuiltEnv) -> Option<St
     } else {
         "; install it, give its full path, or fix PATH"
     };
-    Some(format!("{e}{hint}"))
+    match env.path_var().and_then(|path| near_program(program, path)) {
+        Some(near) => Some(format!(
+            "{e}; did you mean `{near}`? (else install it, give its full path, or fix PATH)"
+        )),
+        None => Some(format!("{e}{hint}")),
+    }
+}
+
+/// A program on `path` one typo away from `program` (a swapped, missing, extra or
+/// wrong character: `pyhton3` → `python3`), for a bare name only; the first one
+/// in PATH order.
+fn near_program(program: &str, path: &str) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    if program.contains('/') || program.chars().count() < 3 {
+        return None;
+    }
+    for dir in std::env::split_paths(path) {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if strsim::damerau_levenshtein(program, name) == 1
+                && std::fs::metadata(entry.path())
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            {
+                return Some(name.to_string());
+            }
+        }
+    }
+    None
 }

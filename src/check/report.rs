@@ -48,6 +48,13 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 }
 
 fn workers_label(f: &Finding) -> String {
+    // A finding about one worker (preflight's `worker "planner"`) names it already.
+    if f.key.is_none()
+        && let [only] = f.workers.as_slice()
+        && f.location.as_deref() == Some(format!("worker {only:?}").as_str())
+    {
+        return String::new();
+    }
     match f.workers.len() {
         0 => String::new(),
         1 => format!("(worker {})", f.workers[0]),

@@ -334,7 +334,7 @@ fn note_hits(inp: &ValueInput<'_>, placeholder: bool) -> Vec<Hit> {
                          file gets a truncated key",
                         inp.key
                     ),
-                    format!("quote the value ({}='…') so every tool reads the same key", inp.key),
+                    quote_hint(inp.key, inp.value),
                 ));
             }
             RecordNote::ContainsDollar if inp.credential && !placeholder => hits.push(hit(
@@ -362,6 +362,41 @@ fn note_hits(inp: &ValueInput<'_>, placeholder: bool) -> Vec<Hit> {
         }
     }
     hits
+}
+
+/// How to quote a value holding an unquoted `#` so every dotenv reads it whole,
+/// by what the value holds (named, never shown). Single quotes take everything
+/// literally but a `'`; inside double quotes agentsup and python-dotenv decode
+/// `\"` and `\\`, while Node's dotenv decodes only `\n` and `\r` and keeps other
+/// backslashes (docs/dotenv.md, row 7).
+fn quote_hint(key: &str, value: &str) -> String {
+    let (single, double, backslash) = (
+        value.contains('\''),
+        value.contains('"'),
+        value.contains('\\'),
+    );
+    if !single {
+        return format!("quote the value ({key}='…') so every tool reads the same key");
+    }
+    let escapes: Vec<&str> = [
+        (double, "each `\"` as `\\\"`"),
+        (backslash, "each `\\` as `\\\\`"),
+    ]
+    .into_iter()
+    .filter_map(|(has, how)| has.then_some(how))
+    .collect();
+    if escapes.is_empty() {
+        return format!(
+            "quote the value in double quotes ({key}=\"…\"): it holds a `'`, which single \
+             quotes cannot"
+        );
+    }
+    format!(
+        "quote the value in double quotes ({key}=\"…\", it holds a `'`), writing {}: agentsup \
+         and python-dotenv read that back, but Node's dotenv keeps the backslashes, so for a \
+         Node worker set {key} in a `dir` source (one file per key) instead",
+        escapes.join(" and ")
+    )
 }
 
 #[cfg(test)]

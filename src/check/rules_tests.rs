@@ -433,6 +433,36 @@ fn dotenv_notes() {
 }
 
 #[test]
+fn the_hash_hint_quotes_by_what_the_value_holds() {
+    let hint = |value: &str| {
+        let mut inp = input("A", value);
+        inp.notes = &[RecordNote::UnquotedHash];
+        let h = value_hits(&inp);
+        assert_eq!(h[0].code, "unquoted-hash");
+        let hint = h[0].hint.clone().unwrap_or_default();
+        assert!(!hint.contains(value), "the hint shows the value: {hint}");
+        hint
+    };
+    assert!(hint("abc#def").contains("(A='…')"));
+    // A `'` cannot be inside single quotes: double quotes, nothing to escape.
+    let h = hint("it's#x");
+    assert!(h.contains(r#"(A="…")"#) && !h.contains("A='"), "{h}");
+    assert!(!h.contains("each"), "{h}");
+    // Both quotes: double quotes with `\"`; a backslash doubled.
+    let h = hint(r##"it's "x"#y"##);
+    assert!(
+        h.contains(r#"each `"` as `\"`"#) && !h.contains("each `\\`"),
+        "{h}"
+    );
+    let h = hint(r"it's\x#y");
+    assert!(
+        h.contains(r"each `\` as `\\`") && !h.contains(r#"each `"`"#),
+        "{h}"
+    );
+    assert!(h.contains("Node"), "{h}");
+}
+
+#[test]
 fn clean_strips_one_layer() {
     assert_eq!(clean(" \"abc\"\n"), "abc");
     assert_eq!(clean("\u{feff}abc"), "abc");

@@ -9,42 +9,157 @@ use super::DraftWorker;
 pub(crate) struct DraftCommand {
     /// The argv agentsup will exec.
     pub argv: Vec<String>,
-    /// True when the line needed a shell (`sh -c "exec …"`): PATH checks see only `sh`.
-    pub via_shell: bool,
+    /// Whether the line needed a shell, and what the shell does.
+    pub shell: Shell,
 }
 
-/// Characters that only a shell gives meaning to.
-const SHELL_SYNTAX: &[char] = &[
-    '$', '`', '|', '&', ';', '<', '>', '(', ')', '*', '?', '[', '~', '{', '!',
-];
+/// How a drafted command uses `sh -c`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shell {
+    /// Plain words: argv, no shell.
+    No,
+    /// One simple command behind `exec`: the program replaces the shell, so it gets
+    /// the signals and gives the exit status.
+    Exec,
+    /// Several commands (`cd x && …`, a pipe, a redirect) or a shell builtin: the
+    /// shell stays the worker's main process, running them in turn.
+    Stays,
+}
 
-/// A shell command line as argv: split like a shell would when it is plain words,
-/// otherwise `["sh", "-c", "exec LINE"]` (`exec` so the program, not the shell,
-/// gets signals and gives the exit status).
-pub(super) fn from_shell_line(line: &str) -> DraftCommand {
-    let line = line.trim();
-    let plain = !line.contains(SHELL_SYNTAX);
-    if plain && let Ok(words) = shell_words::split(line) {
-        // `FOO=bar cmd` (an assignment prefix) needs a shell too.
-        let assigns = words.first().is_some_and(|w| {
-            w.split_once('=')
-                .is_some_and(|(k, _)| crate::sources::dotenv::is_valid_key(k))
-        });
-        if !words.is_empty() && !assigns {
-            return DraftCommand {
-                argv: words,
-                via_shell: false,
-            };
+impl DraftCommand {
+    /// Plain argv, no shell.
+    pub(super) fn argv(argv: Vec<String>) -> DraftCommand {
+        DraftCommand {
+            argv,
+            shell: Shell::No,
         }
     }
-    let body = if line.starts_with("exec ") {
-        line.to_string()
-    } else {
-        format!("exec {line}")
-    };
-    DraftCommand {
+}
+
+/// Characters a shell expands (`$PORT`, globs, `~`, history, comments) that argv
+/// would pass literally: a line holding one goes through `sh -c`. Operators are
+/// found by [`scan`], which knows about quotes.
+const EXPANDS: &[char] = &['$', '`', '*', '?', '[', '~', '{', '!', '#'];
+
+/// Words that are not programs: `exec cd` or `exec export` fails with status 127,
+/// and a keyword (`if`, `{`) starts a compound command.
+const NOT_A_PROGRAM: &[&str] = &[
+    "cd", "export", "source", ".", "set", "unset", "alias", "unalias", "eval", "trap", "ulimit",
+    "umask", "read", "shift", "wait", "return", "exit", "readonly", "local", "hash", "getopts",
+    "jobs", "fg", "bg", "times", "break", "continue", ":", "if", "then", "for", "while", "until",
+    "case", "{", "!", "function", "[[", "select", "declare", "typeset",
+];
+
+/// A shell command line as argv: split like a shell would when it is plain words
+/// (quotes are fine), otherwise `sh -c`. `exec` goes in front of the program only
+/// when the line is one simple command, so the program, not the shell, gets signals
+/// and gives the exit status; leading `VAR=value` assignments stay in front of it
+/// (`PORT=5000 exec python3 app.py`: dash and bash export them to the program).
+/// A line of several commands, or one starting with a builtin, runs as written.
+pub(super) fn from_shell_line(line: &str) -> DraftCommand {
+    let line = line.trim();
+    let scan = scan(line);
+    let assigns = scan
+        .words
+        .iter()
+        .take_while(|&&(a, b)| is_assignment(&line[a..b]))
+        .count();
+    if !scan.compound
+        && assigns == 0
+        && !line.contains(EXPANDS)
+        && let Ok(mut words) = shell_words::split(line)
+    {
+        if words.first().is_some_and(|w| w == "exec") {
+            // argv is exec'd anyway; `exec` is not a program
+            words.remove(0);
+        }
+        if words
+            .first()
+            .is_some_and(|w| !NOT_A_PROGRAM.contains(&w.as_str()))
+        {
+            return DraftCommand::argv(words);
+        }
+    }
+    let shell = |body: String, shell: Shell| DraftCommand {
         argv: vec!["sh".into(), "-c".into(), body],
-        via_shell: true,
+        shell,
+    };
+    let program = scan.words.get(assigns).map(|&(a, b)| {
+        let raw = &line[a..b];
+        (
+            a,
+            shell_words::split(raw)
+                .ok()
+                .and_then(|w| w.into_iter().next())
+                .unwrap_or(raw.to_string()),
+        )
+    });
+    match program {
+        Some((_, word)) if word == "exec" && !scan.compound => shell(line.to_string(), Shell::Exec),
+        Some((start, word)) if !scan.compound && !NOT_A_PROGRAM.contains(&word.as_str()) => {
+            let body = format!("{}exec {}", &line[..start], &line[start..]);
+            shell(body, Shell::Exec)
+        }
+        _ => shell(line.to_string(), Shell::Stays),
+    }
+}
+
+/// `NAME=…` as a shell reads it: an assignment when NAME is a variable name.
+fn is_assignment(word: &str) -> bool {
+    word.split_once('=')
+        .is_some_and(|(k, _)| crate::sources::dotenv::is_valid_key(k))
+}
+
+/// A line's words (byte ranges, quotes kept) up to the end, and whether the line is
+/// more than one simple command: an operator (`; & | < > ( )`) outside quotes, a
+/// command substitution (`$(…)`, backticks) outside single quotes, or unbalanced
+/// quotes (left for the shell to report).
+struct Scan {
+    words: Vec<(usize, usize)>,
+    compound: bool,
+}
+
+fn scan(line: &str) -> Scan {
+    #[derive(PartialEq)]
+    enum Q {
+        Out,
+        Single,
+        Double,
+    }
+    let mut q = Q::Out;
+    let mut words = Vec::new();
+    let mut start: Option<usize> = None;
+    let mut compound = false;
+    let mut chars = line.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if q == Q::Out && c.is_whitespace() {
+            if let Some(s) = start.take() {
+                words.push((s, i));
+            }
+            continue;
+        }
+        start.get_or_insert(i);
+        match (&q, c) {
+            (Q::Single, '\'') => q = Q::Out,
+            (Q::Single, _) => {}
+            (_, '\\') => {
+                chars.next();
+            }
+            (Q::Out, '\'') => q = Q::Single,
+            (Q::Out, '"') => q = Q::Double,
+            (Q::Double, '"') => q = Q::Out,
+            (_, '`') => compound = true,
+            (_, '$') if chars.peek().is_some_and(|&(_, n)| n == '(') => compound = true,
+            (Q::Out, ';' | '&' | '|' | '<' | '>' | '(' | ')' | '\n') => compound = true,
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        words.push((s, line.len()));
+    }
+    Scan {
+        words,
+        compound: compound || q != Q::Out,
     }
 }
 
@@ -54,10 +169,7 @@ pub(crate) fn from_command_line(argv: &[String]) -> (DraftWorker, Option<String>
     if program == "celery" && argv.iter().any(|a| a == "worker") {
         return celery(argv);
     }
-    let command = DraftCommand {
-        argv: argv.to_vec(),
-        via_shell: false,
-    };
+    let command = DraftCommand::argv(argv.to_vec());
     let name = if program == "python" || program == "python3" || program == "node" {
         // `python3 -m pkg.agent` → `agent`; `node worker.mjs` → `worker`.
         argv.iter()
@@ -112,7 +224,7 @@ fn celery(argv: &[String]) -> (DraftWorker, Option<String>) {
     line.push("celery-$AGENTSUP_REPLICA@%h".into());
     let command = DraftCommand {
         argv: vec!["sh".into(), "-c".into(), format!("exec {}", line.join(" "))],
-        via_shell: true,
+        shell: Shell::Exec,
     };
     let mut worker = DraftWorker::new("celery", command, "the command line".into());
     worker.replicas = replicas.max(1);

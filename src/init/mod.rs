@@ -266,11 +266,20 @@ pub(crate) fn shared_keys(draft: &Draft) -> Vec<String> {
 
 /// Keys whose names don't look secret but usually hold a password (broker and
 /// database URLs): marked `secret = true` so their values are redacted.
+///
+/// `[keys.NAME]` takes a variable name, never a glob. A glob key `STEM*` (how
+/// `init` declares an optional variable such as `CELERY_RESULT_BACKEND*`) stands
+/// for the variable `STEM`: the rule is looked up by the name of each variable a
+/// worker gets, so it applies when the glob passes `STEM`. Other globs are skipped.
 fn secret_keys(draft: &Draft) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let all = shared_keys(draft)
         .into_iter()
-        .chain(draft.workers.iter().flat_map(|w| w.keys.clone()));
+        .chain(draft.workers.iter().flat_map(|w| w.keys.clone()))
+        .filter_map(|key| {
+            let name = key.strip_suffix('*').unwrap_or(&key);
+            crate::plan::is_var_name(name).then(|| name.to_string())
+        });
     for key in all {
         let upper = key.to_ascii_uppercase();
         let url_like = upper.ends_with("_URL")

@@ -69,18 +69,12 @@ pub(super) fn workers(apps: &[serde_json::Value], file: &str, dir: &Path) -> Vec
             Some("none") => {
                 let mut argv = vec![script.clone()];
                 argv.extend(args);
-                DraftCommand {
-                    argv,
-                    via_shell: false,
-                }
+                DraftCommand::argv(argv)
             }
             Some(interp) => {
                 let mut argv = vec![interp.to_string(), script.clone()];
                 argv.extend(args);
-                DraftCommand {
-                    argv,
-                    via_shell: false,
-                }
+                DraftCommand::argv(argv)
             }
             None if script.ends_with(".js")
                 || script.ends_with(".mjs")
@@ -88,27 +82,18 @@ pub(super) fn workers(apps: &[serde_json::Value], file: &str, dir: &Path) -> Vec
             {
                 let mut argv = vec!["node".to_string(), script.clone()];
                 argv.extend(args);
-                DraftCommand {
-                    argv,
-                    via_shell: false,
-                }
+                DraftCommand::argv(argv)
             }
             None if script.ends_with(".py") => {
                 let mut argv = vec!["python3".to_string(), script.clone()];
                 argv.extend(args);
-                DraftCommand {
-                    argv,
-                    via_shell: false,
-                }
+                DraftCommand::argv(argv)
             }
             None if args.is_empty() => from_shell_line(&script),
             None => {
                 let mut argv = vec![script.clone()];
                 argv.extend(args);
-                DraftCommand {
-                    argv,
-                    via_shell: false,
-                }
+                DraftCommand::argv(argv)
             }
         };
         let mut worker = DraftWorker::new(&name, command, format!("{file} apps[{i}]"));
@@ -152,6 +137,28 @@ pub(super) fn workers(apps: &[serde_json::Value], file: &str, dir: &Path) -> Vec
                 } else {
                     worker.vars.push((k.clone(), v));
                 }
+            }
+        }
+        if let Some(obj) = app.as_object() {
+            for (block, vars) in obj {
+                let Some(env) = block.strip_prefix("env_") else {
+                    continue;
+                };
+                let names: Vec<&str> = vars
+                    .as_object()
+                    .map(|m| m.keys().map(String::as_str).collect())
+                    .unwrap_or_default();
+                // Names only: a value here may be a secret like any other.
+                worker.notes.push(format!(
+                    "PM2's `{block}` (for `pm2 start --env {env}`) was not copied: {}; agentsup \
+                     has one environment per config, so put what this deployment needs in \
+                     `vars` (values that are secrets in .env or a secret directory)",
+                    if names.is_empty() {
+                        "it sets nothing".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                ));
             }
         }
         if app.get("exec_mode").and_then(|v| v.as_str()) == Some("cluster") {

@@ -3,6 +3,7 @@
 
 use std::fmt::Write;
 
+use super::command::Shell;
 use super::{Draft, DraftWorker, shared_keys};
 
 fn q(s: &str) -> String {
@@ -88,15 +89,32 @@ impl Draft {
 fn render_worker(out: &mut String, w: &DraftWorker, shared: &[String]) {
     let _ = writeln!(out, "# from {}", w.origin);
     for note in &w.notes {
-        let _ = writeln!(out, "# note: {note}");
+        // Wrapped, so the file reads at 80 columns like everything else.
+        let opts = textwrap::Options::new(78)
+            .subsequent_indent("      ")
+            .break_words(false);
+        for line in textwrap::wrap(&format!("note: {note}"), opts) {
+            let _ = writeln!(out, "# {line}");
+        }
     }
     let _ = writeln!(out, "[[worker]]\nname = {}", q(&w.name));
     let _ = writeln!(out, "command = {}", list(&w.command.argv));
-    if w.command.via_shell {
-        let _ = writeln!(
-            out,
-            "# (a shell line: `exec` hands signals and the exit status to the program itself)"
-        );
+    match w.command.shell {
+        Shell::No => {}
+        Shell::Exec => {
+            let _ = writeln!(
+                out,
+                "# (a shell line: `exec` hands signals and the exit status to the program itself)"
+            );
+        }
+        Shell::Stays => {
+            let _ = writeln!(
+                out,
+                "# (several shell commands: sh stays the main process and runs them in turn;
+                 #  stop_signal reaches every process of the group, and the exit status is the
+                 #  last command's)"
+            );
+        }
     }
     if let Some(cwd) = &w.cwd {
         let _ = writeln!(out, "cwd = {}", q(cwd));

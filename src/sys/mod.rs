@@ -5,6 +5,7 @@
 //!
 //! - [`child`]: the one child routine every process agentsup starts goes through;
 //! - [`creds`]: resolving and switching to a worker's `user`/`group`;
+//! - [`environ`]: wiping secret values out of agentsup's own environment block;
 //! - `fd`: closing every descriptor but stdio;
 //! - [`process`]: `fork` of a single-threaded process (the guard), `_exit`,
 //!   glibc's malloc arena limit;
@@ -25,6 +26,7 @@
 
 pub mod child;
 pub mod creds;
+pub mod environ;
 pub(crate) mod fd;
 pub mod process;
 pub mod seal;
