@@ -8,6 +8,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // First, while single-threaded: copy the environment, then wipe the values
+    // that look secret out of the process's environment block, which
+    // `/proc/PID/environ` (`ps e`) shows to root (issue 12; see sys::environ).
+    agentsup::sources::ProcessEnv::capture_at_start();
+    agentsup::sys::environ::wipe_values(agentsup::redact::variable_looks_secret);
     // Before anything else: a stop signal or SIGHUP arriving from here on stays
     // pending until `run` has its handlers, or another command releases it.
     agentsup::signals::hold_early();

@@ -467,3 +467,198 @@ fn the_binary_is_a_pie_with_full_relro_and_check_elf_tells_a_non_pie() {
         "{err}"
     );
 }
+
+/// `Max core file size <soft> <hard>` of `pid`, from `/proc/PID/limits`.
+fn core_limits(pid: i32) -> String {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    let words: Vec<&str> = line.split_whitespace().collect();
+    format!("{} {}", words[4], words[5])
+}
+
+/// The guard: agentsup's child named `agentsup-guard`.
+fn guard_of(agentsup: i32) -> Option<i32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let comm = &stat[stat.find('(')? + 1..stat.rfind(')')?];
+        let ppid: i32 = stat[stat.rfind(')')? + 1..]
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        (comm == "agentsup-guard" && ppid == agentsup).then_some(pid)
+    })
+}
+
+/// A worker that reports its core limits as the shell and the kernel see them.
+const CORE_WORKER: &str = r#"
+[[worker]]
+name = "w"
+command = ["sh", "-c", "echo \"ULIMIT $(ulimit -c) $(ulimit -Hc)\"; echo \"LIMITS $(grep 'core file' /proc/self/limits | tr -s ' ')\"; exec sleep 1000"]
+"#;
+
+/// Starts `agentsup run` with core limits `soft:hard` (as `prlimit --core` takes
+/// them), as `uid`.
+fn run_with_core_limit(sb: &Sandbox, limits: &str, uid: Option<u32>) -> crate::support::Running {
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.arg(format!("--core={limits}"))
+        .arg("--")
+        .arg(crate::support::bin())
+        .args(["run", "--no-color"])
+        .current_dir(sb.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", sb.path())
+        .stdin(std::process::Stdio::null());
+    if let Some(uid) = uid {
+        cmd.uid(uid).gid(uid);
+    }
+    sb.spawn_cmd(cmd)
+}
+
+/// `prlimit --pid PID --core=unlimited` as `uid` (a worker of agentsup's uid could
+/// run it): whether it succeeded.
+fn raise_core_limit_of(pid: i32, uid: Option<u32>) -> bool {
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.args(["--pid", &pid.to_string(), "--core=unlimited:unlimited"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    if let Some(uid) = uid {
+        cmd.uid(uid).gid(uid);
+    }
+    cmd.status().unwrap().success()
+}
+
+#[test]
+fn a_same_uid_process_cannot_raise_agentsups_core_limit_and_workers_keep_theirs() {
+    if !on_path("prlimit") {
+        eprintln!("skipped: no prlimit");
+        return;
+    }
+    let sb = Sandbox::new();
+    sb.config(CORE_WORKER);
+    // Unprivileged, the case the hard limit is for (root with CAP_SYS_RESOURCE can
+    // raise any limit, and gives workers theirs back).
+    let uid = is_root().then(|| {
+        open_up(&sb);
+        NOBODY
+    });
+    let mut ours = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one struct we own.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_CORE, &mut ours) }, 0);
+    if ours.rlim_max != libc::RLIM_INFINITY {
+        eprintln!("skipped: this test's own core hard limit is not unlimited");
+        return;
+    }
+
+    // The usual default, soft 0: agentsup and its guard end with a hard limit of 0,
+    // which a process of their uid cannot raise; the workers with 0 too.
+    let mut run = run_with_core_limit(&sb, "0:unlimited", uid);
+    run.wait_for("LIMITS", PATIENCE);
+    let pid = run.pid();
+    assert_eq!(core_limits(pid), "0 0", "{}", run.output());
+    let guard = guard_of(pid).expect("no guard");
+    assert_eq!(core_limits(guard), "0 0");
+    assert!(
+        !raise_core_limit_of(pid, uid),
+        "prlimit raised agentsup's core limit"
+    );
+    assert!(
+        !raise_core_limit_of(guard, uid),
+        "prlimit raised the guard's core limit"
+    );
+    assert_eq!(core_limits(pid), "0 0");
+    let out = run.output();
+    assert!(out.contains("ULIMIT 0 0"), "{out}");
+    assert!(out.contains("LIMITS Max core file size 0 0 bytes"), "{out}");
+    run.signal(libc::SIGTERM);
+    assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
+
+    // The operator asked for cores (soft above 0) and agentsup cannot raise a hard
+    // limit again: agentsup's soft limit is 0, the workers get theirs.
+    let mut run = run_with_core_limit(&sb, "4096:unlimited", uid);
+    run.wait_for("LIMITS", PATIENCE);
+    let pid = run.pid();
+    assert_eq!(core_limits(pid), "0 unlimited", "{}", run.output());
+    let out = run.output();
+    assert!(
+        out.contains("LIMITS Max core file size 4096 unlimited bytes"),
+        "{out}"
+    );
+    run.signal(libc::SIGTERM);
+    assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
+}
+
+/// What `/proc/PID/environ` (`ps e`, readable by root) shows of agentsup and its
+/// guard: the names, but no value that looks secret, whether by its name or by
+/// a password in a URL; other values stay. The worker still gets its key.
+#[test]
+fn agentsups_environment_block_holds_no_secret_value() {
+    let sb = Sandbox::new();
+    sb.config(
+        r#"
+[env]
+inherit = ["PATH", "PLAIN_SETTING"]
+
+[[worker]]
+name = "w"
+command = ["sh", "-c", "echo \"key length ${#SOME_API_KEY}\"; exec sleep 300"]
+keys = ["SOME_API_KEY"]
+"#,
+    );
+    let key = Canary::new("sk-environ-");
+    let password = Canary::new("pw-");
+    let url = format!(
+        "postgres://app:{}@db.internal:5432/agents",
+        password.value().replace(['/', '"', '\\', '+', '='], "x")
+    );
+    let url_password = url.split(['@', ':']).nth(2).unwrap().to_string();
+    let mut cmd = sb.cmd(&["run", "--no-color"]);
+    cmd.env("SOME_API_KEY", key.value())
+        .env("DATABASE_URL", &url)
+        .env("PLAIN_SETTING", "visible-plain-value");
+    let mut run = sb.spawn_cmd(cmd);
+    let line = run.wait_for("key length", PATIENCE);
+    assert!(
+        line.contains(&format!("key length {}", key.value().len())),
+        "{line}"
+    );
+    let mut blocks = vec![("agentsup".to_string(), run.pid() as u32)];
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.contains("(agentsup-guard)") {
+            let ppid = stat.rsplit(')').next().unwrap().split_whitespace().nth(1);
+            if ppid == Some(run.pid().to_string().as_str()) {
+                blocks.push(("guard".to_string(), pid));
+            }
+        }
+    }
+    assert_eq!(blocks.len(), 2, "the guard was not found: {blocks:?}");
+    for (what, pid) in blocks {
+        let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let shown = format!("{what}'s /proc/{pid}/environ");
+        key.assert_absent(&(shown.as_str(), &text));
+        assert!(
+            !text.contains(&url_password),
+            "{shown} holds the URL's password"
+        );
+        assert!(text.contains("SOME_API_KEY="), "{shown} lost the name");
+        assert!(
+            text.contains("PLAIN_SETTING=visible-plain-value"),
+            "{shown} lost a plain value"
+        );
+    }
+    run.signal(15);
+    assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
+}

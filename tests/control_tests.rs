@@ -695,6 +695,74 @@ backoff = { initial = "50ms", jitter = 0.0 }
     assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
 }
 
+/// The lock files of the run of `config` in `ctl`, named after its socket: in the
+/// runtime dir and in `/tmp/agentsup-<uid>`.
+fn lock_files(ctl: &Ctl, socket: &Path) -> [PathBuf; 2] {
+    let name = socket.with_extension("lock");
+    let name = name.file_name().unwrap();
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    [
+        ctl.runtime.join("agentsup").join(name),
+        PathBuf::from(format!("/tmp/agentsup-{uid}")).join(name),
+    ]
+}
+
+#[test]
+fn lock_files_go_at_a_clean_exit_and_a_killed_runs_at_the_next_start() {
+    let ctl = Ctl::new(TWO_WORKERS);
+    ctl.sb.write(
+        "other.toml",
+        "[[worker]]\nname = \"o\"\ncommand = [\"sh\", \"-c\", \"echo other up; exec sleep 1000\"]\n",
+    );
+    // A run of `other` killed with SIGKILL leaves its socket and its lock files.
+    let mut killed = ctl
+        .sb
+        .spawn_cmd(ctl.cmd(&["run", "--no-color", "-c", "other.toml"]));
+    killed.wait_for("other up", PATIENCE);
+    let killed_socket = ctl.socket();
+    let killed_locks = lock_files(&ctl, &killed_socket);
+    for l in &killed_locks {
+        assert!(l.exists(), "no lock file {}", l.display());
+    }
+    signal(killed.pid(), 9);
+    assert_eq!(killed.wait_exit(PATIENCE), Some(128 + 9));
+    assert!(killed_socket.exists() && killed_locks.iter().all(|l| l.exists()));
+
+    // The next start of any config sharing those directories removes them.
+    let mut run = ctl.start();
+    ctl.running_pids(3);
+    for l in &killed_locks {
+        assert!(
+            !l.exists(),
+            "a killed run's lock file stays: {}",
+            l.display()
+        );
+    }
+    assert!(!killed_socket.exists(), "a killed run's socket stays");
+    let socket = ctl.socket();
+    let locks = lock_files(&ctl, &socket);
+    for l in &locks {
+        assert!(l.exists(), "no lock file {}", l.display());
+    }
+    // Another run of it is still refused, and leaves the live one's lock alone.
+    ctl.run(&["run", "--no-color"])
+        .assert_code(78)
+        .assert_contains("already supervising");
+    assert!(locks.iter().all(|l| l.exists()));
+
+    run.signal(15);
+    assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
+    for l in &locks {
+        assert!(
+            !l.exists(),
+            "lock file left after a clean exit: {}",
+            l.display()
+        );
+    }
+    assert!(!socket.exists());
+}
+
 #[test]
 fn runs_started_together_leave_exactly_one_supervisor() {
     let ctl = Ctl::new(TWO_WORKERS);

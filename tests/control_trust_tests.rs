@@ -375,3 +375,122 @@ fn idle_connections_cannot_lock_the_operator_out() {
     run.signal(15);
     assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
 }
+
+/// The uid whose `agentsup run` another user tries to stop: used by no other test,
+/// so squatting its `/tmp/agentsup-<uid>` disturbs nobody else.
+const VICTIM: u32 = 64_123;
+
+/// `/tmp/agentsup-<VICTIM>`, removed before and after the test however it ends.
+struct Squatted(std::path::PathBuf);
+
+impl Squatted {
+    /// Made by uid 65534, `0777`, as `mkdir -m777 /tmp/agentsup-<VICTIM>` would.
+    fn plant() -> Squatted {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::path::PathBuf::from(format!("/tmp/agentsup-{VICTIM}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        Squatted(dir)
+    }
+}
+
+impl Drop for Squatted {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `agentsup ARGS` as [`VICTIM`], with or without an `XDG_RUNTIME_DIR`.
+fn as_victim(
+    sb: &Sandbox,
+    runtime: Option<&std::path::Path>,
+    args: &[&str],
+) -> std::process::Command {
+    use std::os::unix::process::CommandExt;
+    let mut c = sb.cmd(args);
+    c.uid(VICTIM).gid(VICTIM);
+    if let Some(rt) = runtime {
+        c.env("XDG_RUNTIME_DIR", rt);
+    }
+    c
+}
+
+#[test]
+fn another_users_tmp_dir_neither_stops_a_run_nor_splits_its_lock() {
+    if !is_root() {
+        eprintln!("skipped: needs root to play two other users");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new();
+    sb.config(
+        "[[worker]]\nname = \"w\"\ncommand = [\"sh\", \"-c\", \"echo w up; exec sleep 1000\"]\n",
+    );
+    let runtime = sb.path().join("run");
+    std::fs::create_dir(&runtime).unwrap();
+    for p in [sb.path(), &runtime, &sb.path().join("supervisor.toml")] {
+        std::os::unix::fs::chown(p, Some(VICTIM), Some(VICTIM)).unwrap();
+    }
+    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let squat = Squatted::plant();
+    let beside_lock = sb.path().join(".supervisor.agentsup.lock");
+
+    // With XDG_RUNTIME_DIR (the red team's case): it starts, and says why it did
+    // not use /tmp/agentsup-<uid>.
+    let mut first = sb.spawn_cmd(as_victim(&sb, Some(&runtime), &["run", "--no-color"]));
+    first.wait_for("w up", PATIENCE);
+    let out = first.output();
+    assert!(
+        out.contains(&format!(
+            "{} belongs to uid 65534, not to us (uid {VICTIM}): another user may be squatting it",
+            squat.0.display()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "control socket: {}",
+            runtime.join("agentsup").display()
+        )),
+        "{out}"
+    );
+    assert!(beside_lock.exists(), "no fallback lock beside the config");
+    // A run of the same config without XDG_RUNTIME_DIR (cron, sudo) meets it there.
+    let out = sb.run_cmd(as_victim(&sb, None, &["run", "--no-color"]));
+    out.assert_code(78)
+        .assert_contains("already supervising")
+        .assert_contains(&format!("pid {}", first.pid()));
+    assert!(!out.stdout.contains("w up"), "{}", out.all());
+    first.signal(15);
+    assert_eq!(first.wait_exit(PATIENCE), Some(0), "{}", first.output());
+    assert!(!beside_lock.exists(), "lock file left after a clean exit");
+
+    // Without XDG_RUNTIME_DIR first, then with.
+    let mut first = sb.spawn_cmd(as_victim(&sb, None, &["run", "--no-color"]));
+    first.wait_for("w up", PATIENCE);
+    assert!(
+        first.output().contains("another user may be squatting it"),
+        "{}",
+        first.output()
+    );
+    let out = sb.run_cmd(as_victim(&sb, Some(&runtime), &["run", "--no-color"]));
+    out.assert_code(78)
+        .assert_contains("already supervising")
+        .assert_contains(&format!("pid {}", first.pid()));
+    first.signal(15);
+    assert_eq!(first.wait_exit(PATIENCE), Some(0), "{}", first.output());
+    // Nothing of ours went into the other user's directory.
+    let planted: Vec<_> = std::fs::read_dir(&squat.0).unwrap().collect();
+    assert!(planted.is_empty(), "{planted:?}");
+
+    // No private place at all (a shared config directory, no XDG_RUNTIME_DIR):
+    // refused with what was found and what to do, not "already running".
+    std::fs::set_permissions(sb.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let out = sb.run_cmd(as_victim(&sb, None, &["run", "--no-color"]));
+    out.assert_code(78)
+        .assert_contains("no usable place for the single-run lock")
+        .assert_contains(&format!("{} belongs to uid 65534", squat.0.display()))
+        .assert_contains("hint: set XDG_RUNTIME_DIR");
+}

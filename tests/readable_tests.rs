@@ -308,3 +308,74 @@ fn help_fits_80_columns() {
         }
     }
 }
+
+/// The demo's workers number the calls the provider answered: started before the
+/// provider (as `agentsup run` starts the demo), the first answered call is
+/// "call 1", not "call 2" (the refused connection is not a call).
+#[test]
+fn demo_workers_count_answered_calls_only() {
+    let sb = Sandbox::new();
+    let key = Canary::new("sk-demo-");
+    let port = free_port();
+    let worker = |file: &str| {
+        repo()
+            .join("examples/demo")
+            .join(file)
+            .display()
+            .to_string()
+    };
+    sb.write(".env", key.dotenv("OPENAI_API_KEY"));
+    sb.config(&format!(
+        r#"
+[supervisor]
+shutdown_timeout = "5s"
+[[source]]
+type = "dotenv"
+path = ".env"
+[env]
+vars = {{ OPENAI_BASE_URL = "http://127.0.0.1:{port}/v1", CALL_INTERVAL = "0.3" }}
+[[worker]]
+name = "py"
+command = ["{python}", "{py}"]
+keys = ["OPENAI_API_KEY"]
+[[worker]]
+name = "node"
+command = ["node", "{mjs}"]
+keys = ["OPENAI_API_KEY"]
+"#,
+        python = python(),
+        py = worker("worker.py"),
+        mjs = worker("worker.mjs"),
+    ));
+    let mut run = sb.spawn(&["run", "--no-color"]);
+    let refused = |label: &'static str| {
+        move |l: &str| l.starts_with(label) && l.contains("provider not reachable yet")
+    };
+    run.wait_for_match(refused("py.0 "), PATIENCE)
+        .expect("py refused first");
+    run.wait_for_match(refused("node.0 "), PATIENCE)
+        .expect("node refused first");
+    let _provider = FakeProvider::openai_on(port, key.value());
+    // From the whole output: a line-by-line wait for one worker would swallow the
+    // other's lines.
+    let first_call = |label: &str| {
+        run.output()
+            .lines()
+            .find(|l| l.starts_with(label) && l.contains("| call "))
+            .map(str::to_string)
+    };
+    let both = wait_until(PATIENCE, || {
+        first_call("py.0 ").is_some() && first_call("node.0 ").is_some()
+    });
+    assert!(both, "no call answered:\n{}", run.output());
+    for label in ["py.0 ", "node.0 "] {
+        let first = first_call(label).unwrap();
+        assert!(
+            first.contains("| call 1: provider answered"),
+            "{first}\n{}",
+            run.output()
+        );
+    }
+    run.signal(15);
+    assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
+}

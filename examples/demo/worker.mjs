@@ -24,16 +24,18 @@ async function ask(question) {
 }
 
 console.log(`node worker ${process.env.AGENTSUP_WORKER}.${process.env.AGENTSUP_REPLICA} starting`);
-for (let n = 1; ; n++) {
+// Calls the provider answered; a refused connection is not one.
+for (let n = 0; ; ) {
   let answer;
   try {
-    answer = await ask(`ping ${n}`);
+    answer = await ask(`ping ${n + 1}`);
   } catch (e) {
     if (e.name !== 'TypeError') throw e; // fetch failed: the provider is not up yet
     console.log('provider not reachable yet; retrying');
     await new Promise((r) => setTimeout(r, 1000));
     continue;
   }
+  n += 1;
   console.log(`call ${n}: provider answered ${JSON.stringify(answer)}`);
   await new Promise((r) => setTimeout(r, interval));
 }

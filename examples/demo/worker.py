@@ -38,17 +38,17 @@ def main():
     name = "%s.%s" % (os.environ.get("AGENTSUP_WORKER"), os.environ.get("AGENTSUP_REPLICA"))
     # Printing the key shows redaction at work: agentsup replaces it before it reaches the log.
     print("%s starting; my key is %s" % (name, key), flush=True)
-    n = 0
+    n = 0  # calls the provider answered; a refused connection is not one
     while True:
-        n += 1
         try:
-            answer = ask(base, key, "ping %d" % n)
+            answer = ask(base, key, "ping %d" % (n + 1))
         except urllib.error.URLError as e:
             if isinstance(e, urllib.error.HTTPError):
                 raise
             print("provider not reachable yet (%s); retrying" % e.reason, flush=True)
             time.sleep(1)
             continue
+        n += 1
         print("call %d: provider answered %r" % (n, answer), flush=True)
         time.sleep(float(os.environ.get("CALL_INTERVAL", "2")))
 

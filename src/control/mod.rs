@@ -13,15 +13,17 @@
 //!   module): `{"cmd":"status"}`, `{"cmd":"restart","target":"NAME[.N]"}`,
 //!   `{"cmd":"reload"}` → `{"ok":…,"message":…,"status":…}`. Requests longer than
 //!   64 KiB and malformed JSON get an `ok: false` answer, never a panic.
-//! - One supervisor per config: [`bind`] takes a lock that does not depend on the
-//!   environment, probes every candidate socket, refuses while another run of the
-//!   same config is alive (naming its pid and the socket), and replaces the socket
-//!   left by a run that was killed.
+//! - One supervisor per config: [`bind`] takes the config's lock at every usable
+//!   place (never in a directory another user controls; see the `lock` module),
+//!   probes every candidate socket, refuses while another run of the same config
+//!   is alive (naming its pid and the socket), and replaces the socket left by a
+//!   run that was killed.
 //! - `status` is answered from the last published [`Status`] snapshot; `restart`
 //!   and `reload` go to the dispatcher, which answers through a oneshot.
 
 mod client;
 mod conns;
+mod lock;
 mod path;
 mod server;
 pub(crate) mod wire;

@@ -22,9 +22,8 @@
 //! socket there for our clients to talk to, or one in our way. A socket file that
 //! belongs to another user is neither ours nor a reason to refuse to start.
 //!
-//! The single-run lock does not depend on the environment: it is always
-//! `/tmp/agentsup-<uid>/<stem>-<hash>.lock` ([`lock_path`]), so a run from a login
-//! shell and one from cron (with and without `XDG_RUNTIME_DIR`) meet there.
+//! The single-run lock files ([`lock_file`]) sit beside the sockets, at every
+//! usable place; which ones a run takes is decided in the `lock` module.
 //!
 //! `<hash>` is 12 hex digits of FNV-1a over the canonical (symlink-free, absolute)
 //! config path, so two configs never share a socket in 1, 3 and 4, and every
@@ -137,6 +136,17 @@ pub(crate) fn candidates(
     runtime_dir: Option<&OsStr>,
     uid: u32,
 ) -> Vec<Candidate> {
+    let mut out = every_place(canonical, runtime_dir, uid);
+    out.retain(|c| c.socket.as_os_str().len() <= MAX_SOCKET_PATH);
+    out
+}
+
+/// [`candidates`] without the length limit: a lock file has none.
+pub(crate) fn every_place(
+    canonical: &Path,
+    runtime_dir: Option<&OsStr>,
+    uid: u32,
+) -> Vec<Candidate> {
     let mut out = Vec::new();
     let name = hashed_name(canonical);
     if let Some(rt) = runtime_dir.map(Path::new).filter(|p| p.is_absolute()) {
@@ -171,7 +181,6 @@ pub(crate) fn candidates(
         socket: dir.join(&name),
         dir,
     });
-    out.retain(|c| c.socket.as_os_str().len() <= MAX_SOCKET_PATH);
     out
 }
 
@@ -181,16 +190,10 @@ pub(crate) fn tmp_dir(uid: u32) -> PathBuf {
     PathBuf::from(format!("/tmp/agentsup-{uid}"))
 }
 
-/// The single-run lock of `canonical`, the same whatever the environment.
-pub(crate) fn lock_path(canonical: &Path, uid: u32) -> PathBuf {
-    tmp_dir(uid)
-        .join(hashed_name(canonical))
-        .with_extension("lock")
-}
-
-/// Creates (or checks) the lock's directory: see [`private_dir`].
-pub(crate) fn lock_dir(uid: u32) -> Result<(), String> {
-    private_dir(&tmp_dir(uid), uid, true)
+/// The single-run lock file of `canonical` at place `c`: `<stem>-<hash>.lock` in the
+/// socket's directory, or `.<stem>.agentsup.lock` beside the config.
+pub(crate) fn lock_file(c: &Candidate) -> PathBuf {
+    c.socket.with_extension("lock")
 }
 
 /// Whether the server may put its socket at `c`. With `create`, directories we own
@@ -355,10 +358,14 @@ mod tests {
             1000,
         );
         assert_eq!(c.iter().filter(|c| c.place == Place::UserRunDir).count(), 0);
-        // The lock does not depend on the environment.
+        // A lock file sits beside each candidate socket.
         assert_eq!(
-            lock_path(Path::new("/srv/app/supervisor.toml"), 1000),
+            lock_file(c.last().unwrap()),
             PathBuf::from(format!("/tmp/agentsup-1000/supervisor-{h}.lock"))
+        );
+        assert_eq!(
+            lock_file(&c[1]),
+            PathBuf::from("/srv/app/.supervisor.agentsup.lock")
         );
         // A relative or empty XDG_RUNTIME_DIR is ignored (the XDG spec says so).
         let c = candidates(Path::new("/srv/app/prod.conf"), Some(OsStr::new("run")), 0);

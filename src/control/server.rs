@@ -2,10 +2,11 @@
 //!
 //! Claiming is what keeps two `agentsup run` of one config apart:
 //!
-//! 1. An exclusive `flock` on `/tmp/agentsup-<uid>/<stem>-<hash>.lock`
-//!    ([`path::lock_path`]), held until exit: one place whatever the environment
-//!    (`XDG_RUNTIME_DIR` set or not), so a run from a login shell and one from cron
-//!    meet there. The lock file holds our pid, for the refusal message.
+//! 1. An exclusive `flock` on the config's lock file at every usable place (the
+//!    `lock` module: `$XDG_RUNTIME_DIR/agentsup/`, `/run/user/<uid>/agentsup/`,
+//!    `/tmp/agentsup-<uid>/`, and beside the config when `/tmp/agentsup-<uid>` is
+//!    another user's), held until exit, so a run from a login shell and one from
+//!    cron meet. The lock file holds our pid, for the refusal message.
 //! 2. With the lock held, **every** candidate socket is probed: one that answers,
 //!    served by our uid or root, means a live supervisor (refuse, naming its pid
 //!    from `SO_PEERCRED`); one of ours that is refused was left by a run that was
@@ -16,23 +17,23 @@
 //!    spawned, so it is never touched; the directory is one no other user can
 //!    write, and every connection's peer uid is checked as well.
 //!
-//! The socket and the lock file are removed when the [`ControlListener`] is dropped:
-//! at process exit, when the runtime drops the accept task that owns it.
+//! The socket and the lock files are removed when the [`ControlListener`] is
+//! dropped: at process exit, when the runtime drops the accept task that owns it.
+//! What a killed run left (lock files nobody holds, sockets nobody answers) is
+//! removed by the next start that shares the directory.
 
-use std::fs::File;
-use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::io::ErrorKind;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::conns::{Conns, FIRST_REQUEST, IDLE, Slot};
+use super::lock::{self, file_id};
 use super::path::{self, Candidate};
 use super::wire::{self, MAX_REQUEST};
 use crate::status::{ControlRequest, ControlResponse, Status};
@@ -65,14 +66,14 @@ impl std::fmt::Debug for ControlListener {
     }
 }
 
-/// What we own on disk while running.
+/// What we own on disk while running. The socket is removed first, then the
+/// lock files (the `locks` field is dropped after `drop` ran).
 struct Claim {
     socket: PathBuf,
     /// `(dev, ino)` of the socket we bound, once bound: on exit we remove the path
     /// only if it is still ours.
     socket_id: Option<(u64, u64)>,
-    lock_path: PathBuf,
-    lock: Flock<File>,
+    locks: lock::Locks,
 }
 
 impl Drop for Claim {
@@ -82,20 +83,7 @@ impl Drop for Claim {
                 let _ = std::fs::remove_file(&self.socket);
             }
         }
-        // Still holding the lock; remove the file only if it is the one we locked
-        // (see `acquire_lock` for why a lock file may be replaced).
-        if let Ok(m) = self.lock.metadata() {
-            if file_id(&self.lock_path) == Some((m.dev(), m.ino())) {
-                let _ = std::fs::remove_file(&self.lock_path);
-            }
-        }
     }
-}
-
-fn file_id(p: &Path) -> Option<(u64, u64)> {
-    std::fs::symlink_metadata(p)
-        .ok()
-        .map(|m| (m.dev(), m.ino()))
 }
 
 /// See [`super::bind`].
@@ -104,22 +92,24 @@ pub(super) async fn bind(config: &Path) -> Result<ControlListener, String> {
     let uid = path::euid();
     let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR");
     let candidates = path::candidates(&canonical, runtime_dir.as_deref(), uid);
-    // The lock first, at the one place every run of this config finds whatever
-    // its environment: whoever holds it owns every candidate socket path, so
-    // removing a stale socket can never remove a live one that a run starting at
-    // the same moment just bound.
-    let lock_path = path::lock_path(&canonical, uid);
-    path::lock_dir(uid).map_err(|e| {
-        format!(
-            "cannot take the single-run lock {} of {}: {e}",
-            lock_path.display(),
-            canonical.display()
-        )
-    })?;
-    let Some(lock) = acquire_lock(&lock_path)? else {
-        let live = find_live(&candidates, uid).await;
-        return Err(already_running(&canonical, live, &lock_path));
+    // The lock first, at every place this config's runs may look (see the lock
+    // module): whoever holds it owns every candidate socket path, so removing a
+    // stale socket can never remove a live one that a run starting at the same
+    // moment just bound.
+    let locks = match lock::take(&canonical, runtime_dir.as_deref(), uid) {
+        Ok(locks) => locks,
+        Err(lock::Refused::Busy(lock_path)) => {
+            let live = find_live(&candidates, uid).await;
+            return Err(already_running(&canonical, live, &lock_path));
+        }
+        // Names the lock file or the config, and what to do.
+        Err(lock::Refused::Failed(why)) => return Err(why),
     };
+    let lock_path = locks
+        .paths()
+        .next()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     // Every candidate probed before one is claimed: a supervisor of this config
     // started before the lock moved here, or by root, may serve any of them.
     for c in &candidates {
@@ -160,8 +150,7 @@ pub(super) async fn bind(config: &Path) -> Result<ControlListener, String> {
     let mut claim = Claim {
         socket: socket.clone(),
         socket_id: None,
-        lock_path: lock_path.clone(),
-        lock,
+        locks,
     };
     in_the_way(&canonical, &socket)?;
     // Bind under a temporary name, make it 0600, then rename it into place: the
@@ -186,43 +175,50 @@ pub(super) async fn bind(config: &Path) -> Result<ControlListener, String> {
         ));
     }
     claim.socket_id = file_id(&socket);
+    sweep(&claim.locks, uid).await;
     Ok(ControlListener { listener, claim })
 }
 
-/// Takes the lock, or `None` when another run holds it.
-fn acquire_lock(lock_path: &Path) -> Result<Option<Flock<File>>, String> {
-    let fail =
-        |e: &dyn std::fmt::Display| format!("cannot take the lock {}: {e}", lock_path.display());
-    // A run that exits removes its lock file while still holding the lock. A run
-    // that opened the file just before then locks an unlinked file, while a third
-    // creates a fresh one: so after locking, check the path still names our file,
-    // and start over if not.
-    for _ in 0..20 {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            // std opens with O_CLOEXEC: a worker must never inherit the lock.
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(lock_path)
-            .map_err(|e| fail(&e))?;
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(mut locked) => {
-                let m = locked.metadata().map_err(|e| fail(&e))?;
-                if file_id(lock_path) != Some((m.dev(), m.ino())) {
-                    continue;
-                }
-                locked.set_len(0).map_err(|e| fail(&e))?;
-                writeln!(locked, "{}", std::process::id()).map_err(|e| fail(&e))?;
-                return Ok(Some(locked));
+/// How long one start may spend removing what killed runs left behind.
+const SWEEP: Duration = Duration::from_secs(2);
+
+/// Removes, from the directories holding our lock files, the lock files of other
+/// configs that nobody holds, and their sockets when nobody answers there: what
+/// runs that were killed left behind (a clean exit removes its own). Each is
+/// locked while we look, so a run of that config starting now is not disturbed.
+async fn sweep(locks: &lock::Locks, uid: u32) {
+    use std::os::unix::ffi::OsStrExt;
+    let deadline = std::time::Instant::now() + SWEEP;
+    let mut removed = 0usize;
+    // Not the config's own directory: only our lock directories hold other
+    // configs' files.
+    let dirs: Vec<&Path> = locks
+        .paths()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| !n.as_bytes().starts_with(b"."))
+        })
+        .filter_map(Path::parent)
+        .collect();
+    for dir in dirs {
+        for path in lock::others_in(dir, locks) {
+            if std::time::Instant::now() > deadline {
+                break;
             }
-            Err((_, Errno::EWOULDBLOCK)) => return Ok(None),
-            Err((_, e)) => return Err(fail(&e)),
+            let Some(stale) = lock::take_stale(&path) else {
+                continue;
+            };
+            let socket = path.with_extension("sock");
+            if let Probe::Stale = probe(&socket, uid).await {
+                let _ = std::fs::remove_file(&socket);
+            }
+            drop(stale);
+            removed += 1;
         }
     }
-    Err(fail(&"it keeps being replaced"))
+    if removed > 0 {
+        tracing::debug!("removed {removed} lock file(s) left by runs that were killed");
+    }
 }
 
 /// What is at a candidate socket path.
@@ -329,6 +325,9 @@ pub(super) fn serve(
     status: watch::Receiver<Arc<Status>>,
     requests: Requests,
 ) {
+    if let Some(w) = &listener.claim.locks.warning {
+        tracing::warn!("{w}");
+    }
     tracing::info!("control socket: {}", listener.path().display());
     tokio::spawn(accept_loop(listener, status, requests));
 }

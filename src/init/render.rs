@@ -110,9 +110,9 @@ fn render_worker(out: &mut String, w: &DraftWorker, shared: &[String]) {
         Shell::Stays => {
             let _ = writeln!(
                 out,
-                "# (several shell commands: sh stays the main process and runs them in turn;
-                 #  stop_signal reaches every process of the group, and the exit status is the
-                 #  last command's)"
+                "# (a shell line run as written, without `exec`: sh stays the main process,\n\
+                 #  stop_signal reaches every process of its group, and the exit status is\n\
+                 #  the last command's)"
             );
         }
     }

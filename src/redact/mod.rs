@@ -262,6 +262,12 @@ pub fn global() -> &'static SharedRedactor {
     GLOBAL.get_or_init(SharedRedactor::default)
 }
 
+/// Whether a variable of agentsup's own environment holds a secret by its name,
+/// or by its value (a connection URL with a password).
+pub fn variable_looks_secret(name: &str, value: &str) -> bool {
+    crate::secret::name_looks_secret(name) || url_password(value).is_some()
+}
+
 /// Redacts a message with the global redactor, for error printing in `main`, and
 /// hides credential-shaped text no source loaded
 /// ([`crate::secret::hide_credential_shapes`]).

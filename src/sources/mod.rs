@@ -34,9 +34,25 @@ pub struct ProcessEnv {
     pub skipped_non_utf8: Vec<String>,
 }
 
+/// agentsup's environment as it started (see [`ProcessEnv::capture_at_start`]).
+static AT_START: std::sync::OnceLock<ProcessEnv> = std::sync::OnceLock::new();
+
 impl ProcessEnv {
-    /// Captures the current process environment.
+    /// Captures the environment once, first thing in `main`, before the secret
+    /// values are wiped out of the process's environment block
+    /// ([`crate::sys::environ`]); every later [`ProcessEnv::capture`] returns
+    /// this copy.
+    pub fn capture_at_start() -> &'static ProcessEnv {
+        AT_START.get_or_init(ProcessEnv::read_now)
+    }
+
+    /// agentsup's environment: as it started, when `main` captured it, else
+    /// (library use, tests) as it is now.
     pub(crate) fn capture() -> ProcessEnv {
+        AT_START.get().cloned().unwrap_or_else(ProcessEnv::read_now)
+    }
+
+    fn read_now() -> ProcessEnv {
         let mut env = ProcessEnv::default();
         for (k, v) in std::env::vars_os() {
             match (k.into_string(), v.into_string()) {

@@ -12,7 +12,7 @@
 //! already gone), resets every caught signal and the listed ignored ones to the
 //! default (then ignores the ones the caller keeps ignored), its own process group (and the terminal's foreground, for `exec`),
 //! stdio onto 0/1/2, **every other descriptor closed**, the core limit agentsup
-//! started with, the worker's **user and group** (then PDEATHSIG again: the kernel
+//! started with (as far as its hard limit allows: see `seal`), the worker's **user and group** (then PDEATHSIG again: the kernel
 //! clears it on a credential change), `chdir`, an empty signal mask, `execve`. A
 //! failure is reported as an errno over a close-on-exec pipe.
 

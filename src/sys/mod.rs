@@ -5,10 +5,11 @@
 //!
 //! - [`child`]: the one child routine every process agentsup starts goes through;
 //! - [`creds`]: resolving and switching to a worker's `user`/`group`;
+//! - [`environ`]: wiping secret values out of agentsup's own environment block;
 //! - `fd`: closing every descriptor but stdio;
 //! - [`process`]: `fork` of a single-threaded process (the guard), `_exit`,
 //!   glibc's malloc arena limit;
-//! - [`seal`]: agentsup non-dumpable, core limit 0;
+//! - [`seal`]: agentsup non-dumpable, core limit 0 (soft and hard);
 //! - `signal`: signals by number, dispositions, who sent one, and forwarding
 //!   the fault signals `exec` receives from other processes;
 //! - [`wait`]: `waitpid` and the `waitid(WNOWAIT)` peek, with raw statuses.
@@ -25,6 +26,7 @@
 
 pub mod child;
 pub mod creds;
+pub mod environ;
 pub(crate) mod fd;
 pub mod process;
 pub mod seal;

@@ -165,6 +165,19 @@ impl FakeProvider {
         f
     }
 
+    /// [`FakeProvider::openai_accepting`] on a given `port`, for a test whose
+    /// workers must know the port before the provider is up.
+    pub fn openai_on(port: u16, key: &str) -> FakeProvider {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("accepted_key");
+        std::fs::write(&key_file, key).unwrap();
+        let script = repo().join("examples/demo/fake_provider.py");
+        let mut f = FakeProvider::start(&script, &key_file, port, "provider: fake OpenAI API on")
+            .unwrap_or_else(|log| panic!("the fake provider did not start on {port}:\n{log}"));
+        f._dir = Some(dir);
+        f
+    }
+
     /// `tests/fixtures/fake_anthropic.py`, accepting only `key`, on a port it picks.
     pub fn anthropic(key: &str) -> FakeProvider {
         let dir = tempfile::tempdir().unwrap();
