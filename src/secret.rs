@@ -176,23 +176,143 @@ pub(crate) const SHAPE_HIDDEN: &str = "[credential-shaped text not shown]";
 /// a source `path`) is quoted back by the error about that field, and no source
 /// registered it for redaction. For agentsup's own messages (errors, the check
 /// report, panics), never for a worker's output, where redaction is by value.
+///
+/// Hand-written rather than one `regex`: that pattern kept about 0.9 MB resident
+/// for the whole run (measured with 20 idle workers: 9.9 MB against 9.0 MB), for
+/// text printed a few times. A scan for each prefix does the same in no memory.
 pub(crate) fn hide_credential_shapes(text: &str) -> std::borrow::Cow<'_, str> {
-    static SHAPES: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
-    let shapes = SHAPES.get_or_init(|| {
-        regex::Regex::new(concat!(
-            r"sk-[A-Za-z0-9_\-]{20,}",
-            r"|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}",
-            r"|glpat-[A-Za-z0-9_\-]{20,}",
-            r"|xox[abposr]-[A-Za-z0-9\-]{10,}",
-            r"|hf_[A-Za-z0-9]{30,}",
-            r"|AIza[0-9A-Za-z_\-]{35}",
-            r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",
-            r"|\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}",
-        ))
-        .expect("a valid pattern")
-    });
-    shapes.replace_all(text, SHAPE_HIDDEN)
+    let mut spans: Vec<(usize, usize)> = Vec::new();
+    for shape in SHAPES {
+        for (start, _) in text.match_indices(shape.prefix) {
+            if let Some(end) = shape.matches_at(text, start) {
+                spans.push((start, end));
+            }
+        }
+    }
+    if spans.is_empty() {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    spans.sort_unstable();
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for (start, end) in spans {
+        if start < at {
+            // Inside a span already hidden (`sk-` within a longer match).
+            at = at.max(end);
+            continue;
+        }
+        out.push_str(&text[at..start]);
+        out.push_str(SHAPE_HIDDEN);
+        at = end;
+    }
+    out.push_str(&text[at..]);
+    std::borrow::Cow::Owned(out)
 }
+
+/// One well-known credential format: a prefix, then a run of `body` characters.
+struct Shape {
+    prefix: &'static str,
+    body: fn(u8) -> bool,
+    /// Fewest body characters after the prefix.
+    min: usize,
+    /// Most body characters (`AKIA` ids are exactly 16); `usize::MAX` if open.
+    max: usize,
+    /// Not followed by a word character either (short, fixed formats).
+    standalone: bool,
+}
+
+impl Shape {
+    /// Where the credential starting at `start` ends, if one does.
+    fn matches_at(&self, text: &str, start: usize) -> Option<usize> {
+        let bytes = text.as_bytes();
+        let from = start + self.prefix.len();
+        let len = bytes[from..]
+            .iter()
+            .take_while(|&&b| (self.body)(b))
+            .count();
+        if len < self.min || len > self.max {
+            return None;
+        }
+        let end = from + len;
+        let word = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_');
+        // A credential starts a word (`task-generation-pool-worker-x` holds no
+        // `sk-` key); the fixed-length ones end one too.
+        let glued_before = start > 0 && word(bytes.get(start - 1));
+        if glued_before || self.standalone && word(bytes.get(end)) {
+            return None;
+        }
+        if self.prefix == "eyJ" {
+            // A JWT: three dot-separated base64url parts of 8 or more.
+            let parts: Vec<&str> = text[start..end].split('.').collect();
+            if parts.len() != 3 || parts.iter().any(|p| p.len() < 8) {
+                return None;
+            }
+        }
+        Some(end)
+    }
+}
+
+fn token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+}
+
+fn alnum(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+}
+
+fn alnum_underscore(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+fn upper_digit(b: u8) -> bool {
+    b.is_ascii_uppercase() || b.is_ascii_digit()
+}
+
+fn jwt_char(b: u8) -> bool {
+    token_char(b) || b == b'.'
+}
+
+const fn shape(prefix: &'static str, body: fn(u8) -> bool, min: usize) -> Shape {
+    Shape {
+        prefix,
+        body,
+        min,
+        max: usize::MAX,
+        standalone: false,
+    }
+}
+
+/// OpenAI and Anthropic keys, GitHub, GitLab, Slack, Hugging Face and Google API
+/// tokens, AWS access key ids, JWTs.
+const SHAPES: &[Shape] = &[
+    shape("sk-", token_char, 20),
+    shape("ghp_", alnum, 30),
+    shape("gho_", alnum, 30),
+    shape("ghu_", alnum, 30),
+    shape("ghs_", alnum, 30),
+    shape("ghr_", alnum, 30),
+    shape("github_pat_", alnum_underscore, 30),
+    shape("glpat-", token_char, 20),
+    shape("xoxa-", token_char, 10),
+    shape("xoxb-", token_char, 10),
+    shape("xoxp-", token_char, 10),
+    shape("xoxo-", token_char, 10),
+    shape("xoxr-", token_char, 10),
+    shape("xoxs-", token_char, 10),
+    shape("hf_", alnum, 30),
+    shape("AIza", token_char, 35),
+    Shape {
+        max: 16,
+        standalone: true,
+        ..shape("AKIA", upper_digit, 16)
+    },
+    Shape {
+        max: 16,
+        standalone: true,
+        ..shape("ASIA", upper_digit, 16)
+    },
+    shape("eyJ", jwt_char, 26),
+];
 
 #[cfg(test)]
 mod tests {
@@ -220,6 +340,8 @@ mod tests {
             "sk-a…wxyz (29 chars)",
             "OPENAI_API_KEY is set in .env:3",
             "sk-ant-… is an Anthropic key",
+            "worker \"task-generation-pool-worker-x\" failed",
+            "AKIAIOSFODNN7EXAMPLEXYZ is too long for an id",
         ] {
             assert_eq!(hide_credential_shapes(hint), hint);
         }

@@ -357,7 +357,7 @@ fn a_key_pasted_into_the_wrong_field_is_not_quoted_back() {
         worker(&format!("group = \"{key}\"")),
         worker(&format!("cwd = \"{key}\"")),
         format!("[supervisor]\nhealth = \"{key}\"\n{}", worker("")),
-        format!("[env]\ninherit = [\"a b{key}\"]\n{}", worker("")),
+        format!("[env]\ninherit = [\"a b {key}\"]\n{}", worker("")),
         format!(
             "[[source]]\ntype = \"dir\"\npath = \"{key}\"\n{}",
             worker("")
