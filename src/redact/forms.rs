@@ -116,6 +116,14 @@ fn push_encodings(out: &mut Vec<(Vec<u8>, Kind)>, text: &str, kind: Kind) {
         // text bytes per secret byte here), and a whole form costs a fixed few.
         for (sep, sep_kind) in [(b':', kind), (b'-', Kind::Exact), (b' ', Kind::Exact)] {
             for digits in [LOWER, UPPER] {
+                // Lower-case spaced hex is what dump tools print (`od -An -tx1`,
+                // `hexdump -C`, 8 or 16 bytes a line): a run too, so a line of a
+                // dump is caught as a piece.
+                let sep_kind = if sep == b' ' && digits == LOWER {
+                    kind
+                } else {
+                    sep_kind
+                };
                 out.push((hex_separated(bytes, digits, sep), sep_kind));
             }
         }

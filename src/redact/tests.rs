@@ -147,6 +147,14 @@ fn separated_hex_forms() {
     ))
     .unwrap();
     assert_eq!(redact(&r, &format!("key {prefix}…")), "key [redacted:K]…");
+    // So is lower-case spaced hex, what dump tools print: one `od -An -tx1` line
+    // (16 bytes from the middle of the key) and one half of a `hexdump -C` line.
+    let key = KEY.as_bytes();
+    for piece in [&key[16..32], &key[8..16]] {
+        let line = String::from_utf8(hex_separated(piece, b"0123456789abcdef", b' ')).unwrap();
+        let shown = redact(&r, &format!(" {line}"));
+        assert!(shown.contains("[redacted:K]"), "{line} -> {shown}");
+    }
     // Below the hex threshold (16 bytes), none.
     let r = Redactor::new([pair("SHORT", "sk-0123456789")]);
     let form =
