@@ -772,3 +772,43 @@ restart = "never"
         }
     }
 }
+
+/// A key dumped by `od -An -tx1` or `hexdump -C` (16 bytes a line, spaced hex):
+/// no line of what agentsup shows decodes to 12 bytes of the key.
+#[test]
+fn a_hex_dump_of_a_key_is_redacted_line_by_line() {
+    let key = "sk-proj-DuMpEd0123456789abcdefGHIJKLMNOPqrstuvwx";
+    let sb = Sandbox::new();
+    sb.write("secrets/OPENAI_API_KEY", key);
+    sb.config(
+        r#"
+[[source]]
+type = "dir"
+path = "secrets"
+
+[[worker]]
+name = "d"
+command = ["sh", "-c", "printf %s \"$OPENAI_API_KEY\" | od -An -tx1; printf %s \"$OPENAI_API_KEY\" | hexdump -C; echo dumped"]
+keys = ["OPENAI_API_KEY"]
+restart = "never"
+"#,
+    );
+    let mut run = sb.spawn(&["run", "--no-color"]);
+    run.wait_for("dumped", PATIENCE);
+    assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
+    let out = run.output();
+    assert!(out.contains("[redacted:OPENAI_API_KEY]"), "{out}");
+    for line in out.lines() {
+        let bytes: Vec<u8> = line
+            .split_whitespace()
+            .filter(|w| w.len() == 2)
+            .filter_map(|w| u8::from_str_radix(w, 16).ok())
+            .collect();
+        for window in key.as_bytes().windows(12) {
+            assert!(
+                !bytes.windows(12).any(|w| w == window),
+                "a dump line still shows the key: {line}\n{out}"
+            );
+        }
+    }
+}
