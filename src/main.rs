@@ -30,17 +30,8 @@ fn main() -> ExitCode {
     match agentsup::cli::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            let text = agentsup::redact::redact_message(&e.to_string());
-            let mut lines = text.lines();
-            if let Some(first) = lines.next() {
-                eprintln!("agentsup: error: {first}");
-            }
-            for line in lines {
-                if line.starts_with(' ') {
-                    eprintln!("{line}");
-                } else {
-                    eprintln!("agentsup: error: {line}");
-                }
+            for line in agentsup::cli::error_lines(&e) {
+                eprintln!("{line}");
             }
             ExitCode::from(e.exit_code())
         }

@@ -121,6 +121,15 @@ fn init_with_a_command_and_an_empty_directory() {
         ],
         "ready gpt-4o-mini",
     );
+    // Run again with nothing to draft from: the existing file is what it says.
+    let before = std::fs::read_to_string(sb.path().join("supervisor.toml")).unwrap();
+    sb.run(&["init"])
+        .assert_code(1)
+        .assert_contains("supervisor.toml already exists");
+    assert_eq!(
+        std::fs::read_to_string(sb.path().join("supervisor.toml")).unwrap(),
+        before
+    );
 }
 
 #[test]

@@ -379,3 +379,53 @@ keys = ["OPENAI_API_KEY"]
     run.signal(15);
     assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
 }
+
+/// A newcomer's first typos (a misspelt enum value, a misspelt worker name) end
+/// in an error that fits an 80-column terminal, wrapped under its first line;
+/// piped without `COLUMNS`, it stays one line.
+#[test]
+fn error_lines_wrap_to_80_columns() {
+    let sb = Sandbox::new();
+    sb.config(
+        "[supervisor]\nshutdown_timeout = \"5s\"\n[[source]]\ntype = \"dotnev\"\n\n[[worker]]\nname = \"planner\"\ncommand = [\"true\"]\n",
+    );
+    let mut c = sb.cmd(&["check"]);
+    c.env("COLUMNS", "80");
+    let out = sb.run_cmd(c);
+    out.assert_code(78)
+        .assert_contains("did you mean `dotenv`?");
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert!(lines.len() > 1, "{}", out.stderr);
+    assert!(
+        lines[0].starts_with("agentsup: error: supervisor.toml:4:"),
+        "{}",
+        out.stderr
+    );
+    for l in &lines {
+        assert!(
+            l.chars().count() <= 80,
+            "{} columns: {l}",
+            l.chars().count()
+        );
+    }
+    assert!(
+        lines[1..].iter().all(|l| l.starts_with("    ")),
+        "{}",
+        out.stderr
+    );
+    let piped = sb.run(&["check"]);
+    assert_eq!(piped.stderr.lines().count(), 1, "{}", piped.stderr);
+
+    sb.config("[[worker]]\nname = \"planner\"\ncommand = [\"true\"]\n");
+    let mut c = sb.cmd(&["env", "planer"]);
+    c.env("COLUMNS", "80");
+    let out = sb.run_cmd(c);
+    out.assert_contains("planner");
+    for l in out.stderr.lines() {
+        assert!(
+            l.chars().count() <= 80,
+            "{} columns: {l}",
+            l.chars().count()
+        );
+    }
+}

@@ -31,23 +31,31 @@ def log(line):
         sys.stdout.flush()
 
 
+_key_lock = threading.Lock()
+_last_key = None
+
+
 def accepted_key():
+    """The key requests must carry now. The first caller to see a new one says so,
+    before any request is answered with it: the story reads in order."""
+    global _last_key
     with open(KEY_FILE, encoding="utf-8") as f:
-        return f.read().strip()
+        key = f.read().strip()
+    with _key_lock:
+        if _last_key is not None and key != _last_key:
+            log("the accepted key changed: the old key is revoked, requests with it now get 401")
+        _last_key = key
+    return key
 
 
 def watch_key(interval=0.2):
-    """Says when the accepted key changes: from then on the old key gets 401."""
-    last = accepted_key()
+    """Notices a change even while no request comes in."""
     while True:
-        time.sleep(interval)
         try:
-            now = accepted_key()
+            accepted_key()
         except OSError:
-            continue
-        if now != last:
-            last = now
-            log("the accepted key changed: the old key is revoked, requests with it now get 401")
+            pass
+        time.sleep(interval)
 
 
 def openai_mask(key):

@@ -14,6 +14,34 @@ use crate::plan;
 use crate::sources::ProcessEnv;
 use crate::validate::{self, Scope, SpawnRunner, Validation};
 
+/// The lines `main` prints to stderr for an error that ended a command: the
+/// message redacted, its first line (and any that is not indented) after
+/// `agentsup: error: `, indented detail lines as they are, each wrapped to the
+/// terminal (or `$COLUMNS`) with its continuation indented under it.
+pub fn error_lines(e: &Error) -> Vec<String> {
+    const HEAD: &str = "agentsup: error: ";
+    let text = crate::redact::redact_message(&e.to_string());
+    let width = crate::output::width::stderr_width();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let (head, body) = if line.starts_with(' ') {
+            ("", line)
+        } else {
+            (HEAD, line)
+        };
+        let indent = body.len() - body.trim_start().len() + 4;
+        let pieces = crate::output::width::wrap(body, width, head.len(), indent);
+        for (i, piece) in pieces.iter().enumerate() {
+            out.push(if i == 0 {
+                format!("{head}{piece}")
+            } else {
+                piece.to_string()
+            });
+        }
+    }
+    out
+}
+
 /// Runs the parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> Result<u8> {
     match cli.command {
@@ -40,6 +68,13 @@ fn cmd_init(a: InitArgs) -> Result<u8> {
     };
     // Through main's one error printer (redacted, exit 1), like every command.
     let failed = |e: crate::init::InitError| Error::Failed(e.into());
+    // An existing config is the first thing to say, whatever else is missing
+    // (write_config still creates the file exclusively: this is only the order).
+    if !a.force && std::fs::symlink_metadata(&a.path).is_ok() {
+        return Err(failed(crate::init::InitError::Exists {
+            path: a.path.display().to_string(),
+        }));
+    }
     let draft = crate::init::discover(&request).map_err(failed)?;
     crate::init::write_config(&a.path, &draft.render(), a.force).map_err(failed)?;
     let names: Vec<&str> = draft.workers.iter().map(|w| w.name.as_str()).collect();

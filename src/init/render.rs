@@ -12,7 +12,20 @@ fn q(s: &str) -> String {
 
 fn list(items: &[String]) -> String {
     let inner: Vec<String> = items.iter().map(|s| q(s)).collect();
-    format!("[{}]", inner.join(", "))
+    let one_line = format!("[{}]", inner.join(", "));
+    // A long list (many keys, a long argv) one item a line, so that the file
+    // reads at 80 columns.
+    if one_line.len() <= 64 {
+        return one_line;
+    }
+    let mut out = String::from("[\n");
+    for item in inner {
+        out.push_str("    ");
+        out.push_str(&item);
+        out.push_str(",\n");
+    }
+    out.push(']');
+    out
 }
 
 impl Draft {
@@ -128,9 +141,10 @@ fn render_worker(out: &mut String, w: &DraftWorker, shared: &[String]) {
             keys.push(k.clone());
         }
     }
+    // The note on its own line: after a long list it ran past 100 columns.
     let _ = writeln!(
         out,
-        "keys = {}   # exact names are required; a glob (X*) is optional",
+        "# keys: exact names are required; a glob (X*) is optional\nkeys = {}",
         list(&keys)
     );
     if !w.vars.is_empty() {
@@ -154,4 +168,24 @@ fn render_worker(out: &mut String, w: &DraftWorker, shared: &[String]) {
         let _ = writeln!(out, "user = {}", q(u));
     }
     out.push('\n');
+}
+
+#[cfg(test)]
+mod list_tests {
+    use super::list;
+
+    #[test]
+    fn a_long_list_is_one_item_a_line() {
+        let short = list(&["python3".into(), "worker.py".into()]);
+        assert_eq!(short, r#"["python3", "worker.py"]"#);
+        let keys: Vec<String> = (0..8).map(|i| format!("PROVIDER_{i}_API_KEY")).collect();
+        let long = list(&keys);
+        assert!(
+            long.starts_with("[\n    \"PROVIDER_0_API_KEY\",\n"),
+            "{long}"
+        );
+        assert!(long.lines().all(|l| l.len() <= 80), "{long}");
+        let parsed: toml::Value = toml::from_str(&format!("keys = {long}")).unwrap();
+        assert_eq!(parsed["keys"].as_array().unwrap().len(), 8);
+    }
 }

@@ -17,6 +17,13 @@ pub(crate) fn stdout_width() -> Option<usize> {
     pick(columns.as_deref(), tty)
 }
 
+/// [`stdout_width`] for what goes to stderr (agentsup's error lines).
+pub(crate) fn stderr_width() -> Option<usize> {
+    let columns = std::env::var("COLUMNS").ok();
+    let tty = terminal_size::terminal_size_of(std::io::stderr()).map(|(w, _)| usize::from(w.0));
+    pick(columns.as_deref(), tty)
+}
+
 fn pick(columns: Option<&str>, tty: Option<usize>) -> Option<usize> {
     columns
         .and_then(|c| c.trim().parse::<usize>().ok())
