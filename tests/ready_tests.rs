@@ -221,9 +221,11 @@ ready = { exec = ["sh", "-c", "echo \"probe uid $(id -u) home $HOME\" >&2; test 
     assert_eq!(run.wait_exit(PATIENCE), Some(0), "{}", run.output());
 }
 
-/// Replica 1 reports itself ready, then sends `READY=1` to every other notify
-/// socket it can find; replica 0 reports only once `go` exists, and through a
-/// child process (as `systemd-notify` run from a script would).
+/// Replica 1 reports itself ready, then, from a child that first joins replica
+/// 0's process group (`setpgid`: the workers share agentsup's session), sends
+/// `READY=1` to every other notify socket it can find, then again from itself.
+/// Replica 0 reports only once `go` exists, and through a child process (as
+/// `systemd-notify` run from a script would).
 const FORGING_WORKER: &str = r#"
 import os, socket, subprocess, sys, time
 me = os.environ["NOTIFY_SOCKET"]
@@ -233,13 +235,22 @@ if os.environ["AGENTSUP_REPLICA"] == "1":
     d = os.path.dirname(me)
     deadline = time.time() + 60
     others = []
-    while not others and time.time() < deadline:
-        others = [n for n in os.listdir(d) if os.path.join(d, n) != me]
+    while (not others or not os.path.exists("pid0")) and time.time() < deadline:
+        others = [os.path.join(d, n) for n in os.listdir(d) if os.path.join(d, n) != me]
         time.sleep(0.05)
-    for n in others:
-        s.sendto(b"READY=1", os.path.join(d, n))
-        print("forged ready for", n, flush=True)
+    victim = int(open("pid0").read())
+    forge = ("import os, socket, sys; os.setpgid(0, %d); "
+             "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); "
+             "[s.sendto(b'READY=1', p) for p in sys.argv[1:]]; "
+             "print('forged ready from group', os.getpgid(0), flush=True)" % victim)
+    subprocess.run([sys.executable, "-c", forge] + others)
+    for p in others:
+        s.sendto(b"READY=1", p)
+    print("forged ready for", len(others), flush=True)
 else:
+    with open("pid0.tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.rename("pid0.tmp", "pid0")
     while not os.path.exists("go"):
         time.sleep(0.05)
     send = "import os, socket, time; socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b'READY=1', os.environ['NOTIFY_SOCKET']); time.sleep(1)"

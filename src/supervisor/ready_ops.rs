@@ -383,7 +383,6 @@ pub(super) struct Sender {
     pub(super) pid: u32,
     /// The sender and its ancestors, nearest first; empty if it was already gone.
     ancestry: Vec<u32>,
-    pgrp: Option<u32>,
 }
 
 impl Sender {
@@ -391,15 +390,15 @@ impl Sender {
         Sender {
             pid,
             ancestry: crate::procfs::ancestry(pid),
-            pgrp: crate::procfs::stat(pid).map(|s| s.pgrp),
         }
     }
 
-    /// Whether it is `replica`'s process, runs under it or is in its process
-    /// group: what may report it ready. A sender already gone when it was read
-    /// cannot be placed, so it does not count.
+    /// Whether it is `replica`'s process or runs under it: what may report it
+    /// ready. Not its process group: a sibling of the same session may join
+    /// that with `setpgid`. A sender already gone when it was read cannot be
+    /// placed, so it does not count.
     pub(super) fn belongs_to(&self, replica: u32) -> bool {
-        self.ancestry.contains(&replica) || self.pgrp == Some(replica)
+        self.ancestry.contains(&replica)
     }
 }
 
