@@ -773,7 +773,7 @@ restart = "never"
     }
 }
 
-/// A key dumped by `od -An -tx1` or `hexdump -C` (16 bytes a line, spaced hex):
+/// A key dumped by `od -An -tx1`, `hexdump -C` or `xxd` (at either alignment):
 /// no line of what agentsup shows decodes to 12 bytes of the key.
 #[test]
 fn a_hex_dump_of_a_key_is_redacted_line_by_line() {
@@ -788,7 +788,7 @@ path = "secrets"
 
 [[worker]]
 name = "d"
-command = ["sh", "-c", "printf %s \"$OPENAI_API_KEY\" | od -An -tx1; printf %s \"$OPENAI_API_KEY\" | hexdump -C; echo dumped"]
+command = ["sh", "-c", "printf %s \"$OPENAI_API_KEY\" | od -An -tx1; printf %s \"$OPENAI_API_KEY\" | hexdump -C; printf %s \"$OPENAI_API_KEY\" | xxd; printf x%s \"$OPENAI_API_KEY\" | xxd; echo dumped"]
 keys = ["OPENAI_API_KEY"]
 restart = "never"
 "#,
@@ -799,10 +799,15 @@ restart = "never"
     let out = run.output();
     assert!(out.contains("[redacted:OPENAI_API_KEY]"), "{out}");
     for line in out.lines() {
+        // Every 2- or 4-digit hex word of the line (od/hexdump bytes, xxd groups).
         let bytes: Vec<u8> = line
             .split_whitespace()
-            .filter(|w| w.len() == 2)
-            .filter_map(|w| u8::from_str_radix(w, 16).ok())
+            .filter(|w| (w.len() == 2 || w.len() == 4) && w.chars().all(|c| c.is_ascii_hexdigit()))
+            .flat_map(|w| {
+                (0..w.len() / 2)
+                    .map(|i| u8::from_str_radix(&w[2 * i..2 * i + 2], 16).unwrap())
+                    .collect::<Vec<u8>>()
+            })
             .collect();
         for window in key.as_bytes().windows(12) {
             assert!(

@@ -127,6 +127,12 @@ fn push_encodings(out: &mut Vec<(Vec<u8>, Kind)>, text: &str, kind: Kind) {
                 out.push((hex_separated(bytes, digits, sep), sep_kind));
             }
         }
+        // `xxd`'s hex column: lower-case, a space every two bytes (`736b 2d70`),
+        // counted from the start of the dump, so the value may begin a group or
+        // sit one byte into one. Both alignments are runs: each dump line is a
+        // 16-byte piece.
+        out.push((hex_grouped(bytes, 2, 0), kind));
+        out.push((hex_grouped(bytes, 2, 1), kind));
         // The base64 of a JSON body holds the value JSON-escaped (`json.dumps`
         // writes `\u00e9` for `é`, `\"` for `"`), not the value's own bytes: the
         // escaped text's base64, when escaping changed it (issue 12, red-team F).
@@ -250,6 +256,20 @@ pub(crate) fn hex(bytes: &[u8], digits: &[u8; 16]) -> Vec<u8> {
         .collect()
 }
 
+/// Lower-case hex in groups of `group` bytes joined by a space, the first group
+/// `skip` bytes short (`xxd`'s layout when the value starts `skip` bytes into a
+/// group).
+pub(crate) fn hex_grouped(bytes: &[u8], group: usize, skip: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() * 3);
+    for (i, &b) in bytes.iter().enumerate() {
+        if i > 0 && (i + skip) % group == 0 {
+            out.push(b' ');
+        }
+        out.extend_from_slice(&[LOWER[usize::from(b >> 4)], LOWER[usize::from(b & 15)]]);
+    }
+    out
+}
+
 /// Hex of every byte with `sep` between bytes (`bytes.hex(":")`).
 pub(crate) fn hex_separated(bytes: &[u8], digits: &[u8; 16], sep: u8) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len() * 3);
@@ -357,14 +377,14 @@ mod tests {
     #[test]
     fn plain_ascii_value_gets_no_escaped_base64() {
         let v = "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z";
-        // raw, base64, hex and separated hex; nothing for JSON escaping, which
-        // leaves this value as it is.
+        // raw, base64, hex, separated hex and xxd's grouped hex (two
+        // alignments); nothing for JSON escaping, which leaves this value as it is.
         let mut expected = vec![(v.as_bytes().to_vec(), Kind::Run)];
         push_base64(&mut expected, v.as_bytes(), Kind::Run);
         expected.sort();
         expected.dedup();
         let f = forms(v);
-        assert_eq!(f.len(), expected.len() + 2 + 6);
+        assert_eq!(f.len(), expected.len() + 2 + 6 + 2);
         assert!(expected.iter().all(|e| f.contains(e)));
         let accented = format!("{v}\u{e9}");
         let b64 = STANDARD.encode(json_escape(&accented, true)).into_bytes();
