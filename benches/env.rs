@@ -38,6 +38,7 @@ impl CommandRunner for NoCommands {
         _env: &[(String, String)],
         _cwd: &Path,
         _timeout: Duration,
+        _creds: Option<&agentsup::sys::creds::Creds>,
     ) -> Result<Captured, String> {
         Err("the env benchmark has no command sources".into())
     }

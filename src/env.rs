@@ -84,21 +84,12 @@ pub(crate) fn inherited<'a>(
         .vars
         .iter()
         .filter(|(name, _)| plan.inherit.is_match(name.as_str()))
-        .map(move |(name, value)| {
-            let own = account.and_then(|a| match name.as_str() {
-                "HOME" => Some(&a.home),
-                "USER" | "LOGNAME" => Some(&a.name),
-                _ => None,
-            });
-            match own {
-                Some(own) => (
-                    name.as_str(),
-                    Sensitive::new(own.clone()),
-                    Provenance::Agentsup,
-                ),
+        .map(
+            move |(name, value)| match account.and_then(|a| a.variable(name)) {
+                Some(own) => (name.as_str(), Sensitive::new(own), Provenance::Agentsup),
                 None => (name.as_str(), value.clone(), Provenance::ProcessEnv),
-            }
-        })
+            },
+        )
 }
 
 /// Builds the environment of replica `replica` of `worker`.

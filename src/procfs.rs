@@ -98,21 +98,10 @@ const MAX_DEPTH: usize = 4096;
 /// `ancestor`, when `pid` is `ancestor` itself, and when `pid` is gone: a process
 /// that exited can no longer be placed.
 pub(crate) fn descends_from(pid: u32, ancestor: u32) -> Option<u32> {
-    let mut current = pid;
-    for _ in 0..MAX_DEPTH {
-        if current == ancestor || current == 0 {
-            return None;
-        }
-        let up = parent(current)?;
-        if up == ancestor {
-            return Some(current);
-        }
-        if up == current {
-            return None;
-        }
-        current = up;
-    }
-    None
+    ancestry(pid)
+        .windows(2)
+        .find(|pair| pair[1] == ancestor)
+        .map(|pair| pair[0])
 }
 
 /// `pid` and its ancestors, nearest first, up to the top of our pid namespace;

@@ -185,16 +185,6 @@ impl CommandRunner for SpawnRunner {
         env: &[(String, String)],
         cwd: &Path,
         timeout: Duration,
-    ) -> Result<Captured, String> {
-        self.run_as(argv, env, cwd, timeout, None)
-    }
-
-    fn run_as(
-        &self,
-        argv: &[String],
-        env: &[(String, String)],
-        cwd: &Path,
-        timeout: Duration,
         creds: Option<&crate::sys::creds::Creds>,
     ) -> Result<Captured, String> {
         let mut out = crate::process::run_capture_as(

@@ -33,6 +33,7 @@ impl CommandRunner for Canned {
         _env: &[(String, String)],
         _cwd: &Path,
         _timeout: Duration,
+        _creds: Option<&agentsup::sys::creds::Creds>,
     ) -> std::result::Result<Captured, String> {
         Ok(Captured {
             code: self.0.code,

@@ -316,7 +316,13 @@ impl Builder<'_> {
                     let (env_patterns, env) =
                         self.name_globs("env", e.env.as_deref().unwrap_or(&[]));
                     let (refresh, ttl_pointer) = self.refresh(index, e, format);
-                    let creds = self.source_creds(index, e).map(Box::new);
+                    let creds = self
+                        .resolve_creds(
+                            &format!("source #{} (type = \"command\")", index + 1),
+                            e.user.as_ref(),
+                            e.group.as_ref(),
+                        )
+                        .map(Box::new);
                     SourceKindPlan::Command {
                         refresh,
                         ttl_pointer,
@@ -819,32 +825,6 @@ impl Builder<'_> {
         out
     }
 
-    /// Resolves a command source's `user` / `group`, as a worker's.
-    fn source_creds(
-        &mut self,
-        index: usize,
-        e: &config::SourceEntry,
-    ) -> Option<crate::sys::creds::Creds> {
-        let span = match (&e.user, &e.group) {
-            (None, None) => return None,
-            (Some(u), _) => u.span(),
-            (None, Some(g)) => g.span(),
-        };
-        match crate::sys::creds::resolve(
-            e.user.as_ref().map(|u| u.get_ref()),
-            e.group.as_ref().map(|g| g.get_ref()),
-        ) {
-            Ok(creds) => creds,
-            Err(err) => {
-                self.err_at(
-                    span,
-                    format!("source #{} (type = \"command\"): {err}", index + 1),
-                );
-                None
-            }
-        }
-    }
-
     /// Resolves a worker's `user` / `group` (issue 12): an unknown name, or a
     /// switch agentsup is not privileged to make, is an error at the entry's line.
     fn creds(
@@ -853,25 +833,40 @@ impl Builder<'_> {
         w: &config::WorkerEntry,
         start: StartMode,
     ) -> Option<crate::sys::creds::Creds> {
-        let span = match (&w.user, &w.group) {
-            (None, None) => return None,
-            (Some(u), _) => u.span(),
-            (None, Some(g)) => g.span(),
-        };
         if start == StartMode::Fork {
-            self.err_at(
-                span,
-                format!("worker {name:?}: `user` and `group` are not supported with start = \"fork\" (the replicas are forked from one template process); use start = \"spawn\" with `command`"),
-            );
+            if let Some(span) = w
+                .user
+                .as_ref()
+                .map(|u| u.span())
+                .or(w.group.as_ref().map(|g| g.span()))
+            {
+                self.err_at(
+                    span,
+                    format!("worker {name:?}: `user` and `group` are not supported with start = \"fork\" (the replicas are forked from one template process); use start = \"spawn\" with `command`"),
+                );
+            }
             return None;
         }
-        match crate::sys::creds::resolve(
-            w.user.as_ref().map(|u| u.get_ref()),
-            w.group.as_ref().map(|g| g.get_ref()),
-        ) {
+        self.resolve_creds(
+            &format!("worker {name:?}"),
+            w.user.as_ref(),
+            w.group.as_ref(),
+        )
+    }
+
+    /// Resolves a `user` / `group` pair (a worker's, a command source's) for
+    /// `what`; an error is reported at the entry's line.
+    fn resolve_creds(
+        &mut self,
+        what: &str,
+        user: Option<&Spanned<crate::sys::creds::IdSpec>>,
+        group: Option<&Spanned<crate::sys::creds::IdSpec>>,
+    ) -> Option<crate::sys::creds::Creds> {
+        let span = user.map(|u| u.span()).or(group.map(|g| g.span()))?;
+        match crate::sys::creds::resolve(user.map(|u| u.get_ref()), group.map(|g| g.get_ref())) {
             Ok(creds) => creds,
             Err(e) => {
-                self.err_at(span, format!("worker {name:?}: {e}"));
+                self.err_at(span, format!("{what}: {e}"));
                 None
             }
         }

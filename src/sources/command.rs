@@ -62,30 +62,18 @@ impl std::fmt::Debug for Captured {
 
 /// Runs a command to completion; implemented over [`crate::process`].
 pub trait CommandRunner: Sync {
-    /// Runs `argv` in `cwd` with `env`, killing it after `timeout`. `Err` (a
-    /// value-free sentence) when it could not be started, timed out or was lost.
+    /// Runs `argv` in `cwd` with `env`, as the user and groups of `creds` (a
+    /// source's `user`/`group`; agentsup's own when `None`), killing it after
+    /// `timeout`. `Err` (a value-free sentence) when it could not be started,
+    /// timed out or was lost.
     fn run(
         &self,
         argv: &[String],
         env: &[(String, String)],
         cwd: &Path,
         timeout: Duration,
-    ) -> Result<Captured, String>;
-
-    /// [`CommandRunner::run`] as the user and groups of `creds` (a source's
-    /// `user`/`group`). A runner that starts nothing (a test's canned output)
-    /// may ignore them.
-    fn run_as(
-        &self,
-        argv: &[String],
-        env: &[(String, String)],
-        cwd: &Path,
-        timeout: Duration,
         creds: Option<&crate::sys::creds::Creds>,
-    ) -> Result<Captured, String> {
-        let _ = creds;
-        self.run(argv, env, cwd, timeout)
-    }
+    ) -> Result<Captured, String>;
 }
 
 /// Settings of one command source.
@@ -123,15 +111,8 @@ pub(crate) fn helper_env(
         .iter()
         .filter(|(k, _)| inherit.is_match(k.as_str()) || listed.is_match(k.as_str()))
         .map(|(k, v)| {
-            let own = account.and_then(|a| match k.as_str() {
-                "HOME" => Some(&a.home),
-                "USER" | "LOGNAME" => Some(&a.name),
-                _ => None,
-            });
-            (
-                k.clone(),
-                own.map_or_else(|| v.expose().to_string(), Clone::clone),
-            )
+            let own = account.and_then(|a| a.variable(k));
+            (k.clone(), own.unwrap_or(v.expose()).to_string())
         })
         .collect()
 }
@@ -163,7 +144,7 @@ pub fn load(
     };
     let out = ctx
         .runner
-        .run_as(spec.argv, spec.env, spec.cwd, spec.timeout, spec.creds)
+        .run(spec.argv, spec.env, spec.cwd, spec.timeout, spec.creds)
         .map_err(|e| {
             fail(format!(
                 "{e}; check the command by hand, and raise `timeout` if it is only slow"
@@ -304,8 +285,9 @@ fn looks_like_json(stdout: &[u8]) -> bool {
 /// The values in JSON output that is not a valid document: every string literal
 /// (unescaped, named by the object key before it, if any; object keys themselves
 /// are names, not values), and, outside the literals, every run of characters
-/// between blanks, quotes and punctuation. A superset of what the helper meant to print, which is what
-/// redacting its stderr needs; short runs are dropped by the redactor itself.
+/// between blanks, quotes and punctuation. A superset of what the helper meant
+/// to print, which is what redacting its stderr needs; short runs are dropped by
+/// the redactor itself.
 fn loose_values(stdout: &[u8], program: &str) -> Vec<(String, Sensitive)> {
     static LITERAL: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
     let literal = LITERAL.get_or_init(|| {

@@ -199,21 +199,11 @@ impl Dispatcher {
         };
         let run = self.fleet.run(slot);
         let tx = self.inputs_tx.clone();
-        let failure = Arc::new(Mutex::new(None));
-        self.io[slot].probe_failure = Some(failure.clone());
-        match ready.probe {
+        let attempt: Attempt = match ready.probe {
             Probe::Http(url) => {
                 let url = crate::ready::for_replica(&url, replica);
                 let each = ready.interval.max(Duration::from_secs(2));
-                tokio::spawn(poll(
-                    cancel,
-                    failure,
-                    tx,
-                    slot,
-                    run,
-                    ready.interval,
-                    move || crate::ready::http_once(&url, each),
-                ));
+                Arc::new(move || crate::ready::http_once(&url, each))
             }
             Probe::Exec(argv) => {
                 let argv: Vec<String> = argv
@@ -238,40 +228,46 @@ impl Dispatcher {
                 let creds = worker.creds.clone();
                 let reaper = self.reaper.clone();
                 let each = ready.interval.max(Duration::from_secs(5));
-                tokio::spawn(poll(
-                    cancel,
-                    failure,
-                    tx,
-                    slot,
-                    run,
-                    ready.interval,
-                    move || {
-                        // Through the reaper, as every child of `run` (design.md).
-                        let c = crate::process::run_capture_as(
-                            &argv,
-                            &env,
-                            &cwd,
-                            each,
-                            Some(&reaper),
-                            creds.clone(),
-                        )
-                        .map_err(|e| format!("it could not start: {e}"))?;
-                        if c.status == crate::auth::Termination::Exited(0) {
-                            return Ok(());
-                        }
-                        Err(
-                            match last_line(&c.stderr).or_else(|| last_line(&c.stdout)) {
-                                Some(line) => format!("it ended with {}: {line}", c.status),
-                                None => format!("it ended with {}", c.status),
-                            },
-                        )
-                    },
-                ));
+                Arc::new(move || {
+                    // Through the reaper, as every child of `run` (design.md).
+                    let c = crate::process::run_capture_as(
+                        &argv,
+                        &env,
+                        &cwd,
+                        each,
+                        Some(&reaper),
+                        creds.clone(),
+                    )
+                    .map_err(|e| format!("it could not start: {e}"))?;
+                    if c.status == crate::auth::Termination::Exited(0) {
+                        return Ok(());
+                    }
+                    Err(
+                        match last_line(&c.stderr).or_else(|| last_line(&c.stdout)) {
+                            Some(line) => format!("it ended with {}: {line}", c.status),
+                            None => format!("it ended with {}", c.status),
+                        },
+                    )
+                })
             }
-            Probe::Log(_) | Probe::Notify => {}
-        }
+            Probe::Log(_) | Probe::Notify => return,
+        };
+        let failure = Arc::new(Mutex::new(None));
+        self.io[slot].probe_failure = Some(failure.clone());
+        tokio::spawn(poll(
+            cancel,
+            failure,
+            tx,
+            slot,
+            run,
+            ready.interval,
+            attempt,
+        ));
     }
 }
+
+/// One blocking attempt of an `http` or `exec` probe: `Err` says why it failed.
+type Attempt = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 /// Tries `attempt` (blocking) every `interval` until it succeeds or `cancel`;
 /// keeps why the latest attempt failed in `failure`.
@@ -282,7 +278,7 @@ async fn poll(
     slot: usize,
     run: u64,
     interval: Duration,
-    attempt: impl Fn() -> Result<(), String> + Send + Sync + Clone + 'static,
+    attempt: Attempt,
 ) {
     loop {
         if cancel.load(Ordering::Relaxed) {
@@ -290,7 +286,7 @@ async fn poll(
         }
         let started = Instant::now();
         let f = attempt.clone();
-        let outcome = tokio::task::spawn_blocking(f)
+        let outcome = tokio::task::spawn_blocking(move || f())
             .await
             .unwrap_or_else(|_| Err("the probe's thread panicked".into()));
         if cancel.load(Ordering::Relaxed) {
@@ -307,16 +303,18 @@ async fn poll(
     }
 }
 
-/// The last non-empty line of a probe's output, printable characters only and
-/// at most 120 of them (it goes into an event line; redacted there like any).
+/// The last non-empty line of a probe's output as a terminal would show it and
+/// redacted ([`crate::redact::redact_shown`], as every worker text quoted in an
+/// event), at most 120 characters.
 fn last_line(output: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(output);
     let line = text.lines().rev().map(str::trim).find(|l| !l.is_empty())?;
-    let mut shown: String = line.chars().filter(|c| !c.is_control()).take(120).collect();
-    if line.chars().count() > 120 {
-        shown.push('…');
+    let shown = crate::redact::redact_shown(line);
+    let mut short: String = shown.chars().take(120).collect();
+    if shown.chars().count() > 120 {
+        short.push('…');
     }
-    Some(shown)
+    Some(short)
 }
 
 /// Passes every `READY=1` datagram on a run's notify socket to the dispatcher
@@ -407,7 +405,7 @@ mod tests {
     use super::last_line;
 
     #[test]
-    fn a_probe_failure_shows_its_last_printable_line() {
+    fn a_probe_failure_shows_its_last_line_as_a_terminal_would() {
         assert_eq!(last_line(b""), None);
         assert_eq!(last_line(b"\n  \n"), None);
         assert_eq!(
@@ -416,8 +414,8 @@ mod tests {
         );
         assert_eq!(
             last_line(b"\x1b[31mred\x07\n").as_deref(),
-            Some("[31mred"),
-            "no control character reaches the event line"
+            Some("red"),
+            "shown as a terminal shows it: no control character reaches the event line"
         );
         let long = "x".repeat(300);
         let shown = last_line(long.as_bytes()).unwrap();

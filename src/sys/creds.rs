@@ -51,6 +51,18 @@ pub struct Account {
     pub home: String,
 }
 
+impl Account {
+    /// What a process run as this account gets for `HOME`, `USER` and
+    /// `LOGNAME` where it would inherit agentsup's own; `None` for other names.
+    pub(crate) fn variable(&self, name: &str) -> Option<&str> {
+        match name {
+            "HOME" => Some(&self.home),
+            "USER" | "LOGNAME" => Some(&self.name),
+            _ => None,
+        }
+    }
+}
+
 /// Credentials a worker runs under, resolved before any fork.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Creds {
