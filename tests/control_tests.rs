@@ -729,17 +729,21 @@ fn lock_files_go_at_a_clean_exit_and_a_killed_runs_at_the_next_start() {
     assert_eq!(killed.wait_exit(PATIENCE), Some(128 + 9));
     assert!(killed_socket.exists() && killed_locks.iter().all(|l| l.exists()));
 
-    // The next start of any config sharing those directories removes them.
+    // The next start of any config sharing those directories removes them (in
+    // the background, once it runs).
     let mut run = ctl.start();
     ctl.running_pids(3);
     for l in &killed_locks {
         assert!(
-            !l.exists(),
+            wait_until(PATIENCE, || !l.exists()),
             "a killed run's lock file stays: {}",
             l.display()
         );
     }
-    assert!(!killed_socket.exists(), "a killed run's socket stays");
+    assert!(
+        wait_until(PATIENCE, || !killed_socket.exists()),
+        "a killed run's socket stays"
+    );
     let socket = ctl.socket();
     let locks = lock_files(&ctl, &socket);
     for l in &locks {

@@ -231,7 +231,7 @@ const SWEEP_MAX: usize = 4096;
 /// Lock files of other configs in `dir`, ours, for [`take_stale`]: those nobody
 /// holds were left by runs that were killed (SIGKILL, a crash, a power cut), which
 /// cannot remove their own.
-pub(crate) fn others_in(dir: &Path, ours: &Locks) -> Vec<PathBuf> {
+pub(crate) fn others_in(dir: &Path, ours: &[PathBuf]) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -241,7 +241,7 @@ pub(crate) fn others_in(dir: &Path, ours: &Locks) -> Vec<PathBuf> {
         .flatten()
         .filter(|e| e.metadata().is_ok_and(|m| m.is_file() && m.uid() == uid))
         .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "lock") && !ours.paths().any(|o| o == p))
+        .filter(|p| p.extension().is_some_and(|e| e == "lock") && !ours.contains(p))
         .collect()
 }
 

@@ -175,33 +175,35 @@ pub(super) async fn bind(config: &Path) -> Result<ControlListener, String> {
         ));
     }
     claim.socket_id = file_id(&socket);
-    sweep(&claim.locks, uid).await;
+    // In the background: start-up does not wait on another run's leftovers.
+    let ours: Vec<std::path::PathBuf> = claim.locks.paths().map(Path::to_path_buf).collect();
+    tokio::spawn(sweep(ours, uid));
     Ok(ControlListener { listener, claim })
 }
 
-/// How long one start may spend removing what killed runs left behind.
+/// How long one run may spend removing what killed runs left behind.
 const SWEEP: Duration = Duration::from_secs(2);
 
 /// Removes, from the directories holding our lock files, the lock files of other
 /// configs that nobody holds, and their sockets when nobody answers there: what
 /// runs that were killed left behind (a clean exit removes its own). Each is
 /// locked while we look, so a run of that config starting now is not disturbed.
-async fn sweep(locks: &lock::Locks, uid: u32) {
+async fn sweep(ours: Vec<std::path::PathBuf>, uid: u32) {
     use std::os::unix::ffi::OsStrExt;
     let deadline = std::time::Instant::now() + SWEEP;
     let mut removed = 0usize;
     // Not the config's own directory: only our lock directories hold other
     // configs' files.
-    let dirs: Vec<&Path> = locks
-        .paths()
+    let dirs: Vec<&Path> = ours
+        .iter()
         .filter(|p| {
             p.file_name()
                 .is_some_and(|n| !n.as_bytes().starts_with(b"."))
         })
-        .filter_map(Path::parent)
+        .filter_map(|p| p.parent())
         .collect();
     for dir in dirs {
-        for path in lock::others_in(dir, locks) {
+        for path in lock::others_in(dir, &ours) {
             if std::time::Instant::now() > deadline {
                 break;
             }
